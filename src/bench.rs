@@ -1,0 +1,86 @@
+//! Throughput: training steps (forward, backward, Adam) and inference batches per second, on
+//! random standardised inputs, for comparison with `bench/pytorch_reference.py`.
+
+use std::time::Instant;
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::Distribution;
+use serde::Serialize;
+
+use crate::data::{IMAGE_SIDE, NUM_CLASSES};
+use crate::models::{Net, NetSpec};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchResult {
+    pub model: String,
+    pub batch: usize,
+    /// Median over `repeats` timings of `steps` steps each.
+    pub train_images_per_s: f64,
+    pub infer_images_per_s: f64,
+    pub steps: usize,
+    pub repeats: usize,
+}
+
+/// Times `steps` training steps and `steps` inference batches, `repeats` times, after one
+/// warm-up step of each; reports medians.
+pub fn bench_model(spec: &NetSpec, batch: usize, steps: usize, repeats: usize, device: &Device) -> anyhow::Result<BenchResult> {
+    device.seed(0);
+    let train_device = device.clone().autodiff();
+    let mut model = Net::new(spec, &train_device)?;
+    let mut optimizer = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    let images = Tensor::<4>::random([batch, 1, IMAGE_SIDE, IMAGE_SIDE], Distribution::Normal(0.0, 1.0), &train_device);
+    let labels = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, NUM_CLASSES as f64), &train_device);
+
+    let mut train_step = |model: Net| -> Net {
+        let logits = model.forward(images.clone());
+        let mut loss = loss_fn.forward(logits, labels.clone());
+        if let Some(l2) = model.l2_penalty() {
+            loss = loss + l2;
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let model = optimizer.step(1e-4, model, grads);
+        // Reading a weight back waits for the step to finish on asynchronous backends.
+        let _ = loss.into_scalar::<f32>();
+        model
+    };
+    model = train_step(model);
+    let mut train_rates = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        for _ in 0..steps {
+            model = train_step(model);
+        }
+        train_rates.push((steps * batch) as f64 / start.elapsed().as_secs_f64());
+    }
+
+    let inference = model.valid();
+    let plain_images = images.inner();
+    let infer = || {
+        let _ = inference.forward(plain_images.clone()).into_data();
+    };
+    infer();
+    let mut infer_rates = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let start = Instant::now();
+        for _ in 0..steps {
+            infer();
+        }
+        infer_rates.push((steps * batch) as f64 / start.elapsed().as_secs_f64());
+    }
+    Ok(BenchResult {
+        model: spec.name.clone(),
+        batch,
+        train_images_per_s: median(&mut train_rates),
+        infer_images_per_s: median(&mut infer_rates),
+        steps,
+        repeats,
+    })
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(|a, b| a.total_cmp(b));
+    values[values.len() / 2]
+}

@@ -1,0 +1,89 @@
+//! `ferkit data stats` and `ferkit data grid`.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Subcommand;
+use serde_json::{Map, Value, json};
+
+use super::DataArgs;
+use crate::data::{CLASS_NAMES, Dataset, SplitName};
+use crate::reporting::plots::face_grid;
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Rows per class and split.
+    Stats {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A PNG grid of faces, a column per class with its name.
+    Grid {
+        #[command(flatten)]
+        data: DataArgs,
+        /// Where to write the PNG.
+        #[arg(long)]
+        out: PathBuf,
+        /// Faces per class.
+        #[arg(long, default_value_t = 2)]
+        per_class: usize,
+        /// Which split to draw from.
+        #[arg(long, value_enum, default_value_t = SplitName::Train)]
+        split: SplitName,
+    },
+}
+
+pub fn run(cmd: DataCommand) -> Result<()> {
+    match cmd {
+        DataCommand::Stats { data, json } => {
+            let dataset = data.load()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&stats_json(&dataset))?);
+            } else {
+                print!("{}", stats_table(&dataset));
+            }
+            Ok(())
+        }
+        DataCommand::Grid { data, out, per_class, split } => {
+            anyhow::ensure!(per_class >= 1, "--per-class must be at least 1");
+            let dataset = data.load()?;
+            face_grid(dataset.split(split), per_class, &out)?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}
+
+pub fn stats_table(dataset: &Dataset) -> String {
+    let mut out = format!("{:<6}", "split");
+    for name in CLASS_NAMES {
+        out += &format!("{name:>10}");
+    }
+    out += &format!("{:>10}\n", "total");
+    for split in SplitName::ALL {
+        let s = dataset.split(split);
+        out += &format!("{:<6}", split.as_str());
+        for count in s.class_counts() {
+            out += &format!("{count:>10}");
+        }
+        out += &format!("{:>10}\n", s.len());
+    }
+    out
+}
+
+pub fn stats_json(dataset: &Dataset) -> Value {
+    let mut root = Map::new();
+    for split in SplitName::ALL {
+        let s = dataset.split(split);
+        let mut counts = Map::new();
+        for (name, count) in CLASS_NAMES.iter().zip(s.class_counts()) {
+            counts.insert(name.to_string(), json!(count));
+        }
+        counts.insert("total".into(), json!(s.len()));
+        root.insert(split.as_str().into(), Value::Object(counts));
+    }
+    Value::Object(root)
+}

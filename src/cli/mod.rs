@@ -1,0 +1,104 @@
+//! The `ferkit` command line: one subcommand per task, each a thin layer over the library.
+
+mod bench_cmd;
+mod data_cmd;
+mod eval_cmd;
+mod train_cmd;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+
+use crate::data::{DataSource, Dataset, LoadOptions};
+
+#[derive(Parser, Debug)]
+#[command(name = "ferkit", version, about = "Facial-expression recognition on FER2013-shaped data, in Rust")]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Look at a data set: class counts, face grids.
+    #[command(subcommand)]
+    Data(data_cmd::DataCommand),
+    /// List the preset nets with their parameter counts.
+    Models,
+    /// Print a Keras-style summary of a preset or a net TOML file.
+    Summary {
+        /// A preset (fnn1..3, cnn1..3, vgg-lite) or a path to a net TOML file.
+        model: String,
+    },
+    /// Train a net; everything goes to one run directory.
+    Train(train_cmd::TrainArgs),
+    /// Evaluate a run's kept checkpoint on a split: accuracy, loss, per-class metrics, confusion matrix.
+    Eval(eval_cmd::EvalArgs),
+    /// Training and inference images/s of nets on random data (compare with bench/pytorch_reference.py).
+    Bench(bench_cmd::BenchArgs),
+}
+
+/// Where the data comes from: one file or folder, or one CSV per split.
+#[derive(Args, Debug, Clone, Default)]
+pub struct DataArgs {
+    /// FER2013 CSV (plain or .gz) with a Usage column, or an image folder ROOT/<split>/<class>/.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Training CSV (instead of --data).
+    #[arg(long)]
+    pub train: Option<PathBuf>,
+    /// Validation CSV (instead of --data).
+    #[arg(long)]
+    pub val: Option<PathBuf>,
+    /// Test CSV (instead of --data).
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Skip malformed rows or unreadable images, and report how many, instead of failing.
+    #[arg(long)]
+    pub skip_bad_rows: bool,
+}
+
+impl DataArgs {
+    pub fn source(&self) -> DataSource {
+        DataSource { data: self.data.clone(), train: self.train.clone(), val: self.val.clone(), test: self.test.clone() }
+    }
+
+    pub fn load(&self) -> Result<Dataset> {
+        load_data(&self.source(), self.skip_bad_rows)
+    }
+}
+
+/// Loads a source and reports rows, skips and time on stderr.
+pub fn load_data(source: &DataSource, skip_bad_rows: bool) -> Result<Dataset> {
+    let (dataset, report) = source.load(LoadOptions { skip_bad_rows })?;
+    eprintln!("{}", report.describe());
+    Ok(dataset)
+}
+
+pub fn run() -> Result<()> {
+    run_with(Cli::parse())
+}
+
+pub fn run_with(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Data(cmd) => data_cmd::run(cmd),
+        Command::Models => {
+            println!("{:<10} {:>12} {:>14}  description", "preset", "params", "non-trainable");
+            for (name, _) in crate::models::PRESETS {
+                let spec = crate::models::resolve(name)?;
+                let (t, nt) = spec.param_counts()?;
+                let total = crate::models::summary::thousands(t + nt);
+                println!("{name:<10} {total:>12} {:>14}  {}", crate::models::summary::thousands(nt), spec.description);
+            }
+            Ok(())
+        }
+        Command::Summary { model } => {
+            print!("{}", crate::models::summary(&crate::models::resolve(&model)?)?);
+            Ok(())
+        }
+        Command::Train(args) => train_cmd::run(args),
+        Command::Eval(args) => eval_cmd::run(args),
+        Command::Bench(args) => bench_cmd::run(args),
+    }
+}

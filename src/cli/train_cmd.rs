@@ -1,0 +1,82 @@
+//! `ferkit train MODEL --data F ...`
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Args;
+
+use super::{DataArgs, load_data};
+use crate::training::{Monitor, RunDir, TrainConfig, train};
+use crate::util::device::DeviceKind;
+
+#[derive(Args, Debug)]
+pub struct TrainArgs {
+    /// A preset (fnn1..3, cnn1..3, vgg-lite) or a path to a net TOML file.
+    pub model: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    #[arg(long = "batch", default_value_t = 512)]
+    pub batch_size: usize,
+    /// Adam's learning rate (default: the net's own, as in the notebook).
+    #[arg(long)]
+    pub lr: Option<f64>,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Which validation figure picks the kept checkpoint.
+    #[arg(long, value_enum, default_value_t = Monitor::ValLoss)]
+    pub monitor: Monitor,
+    /// Run directory (default: runs/<model>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Replace an existing run directory.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Use at most N rows of each split, drawn with the seed (quick experiments).
+    #[arg(long)]
+    pub subset: Option<usize>,
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    pub device: DeviceKind,
+}
+
+pub fn run(args: TrainArgs) -> Result<()> {
+    let spec = crate::models::resolve(&args.model)?;
+    let config = TrainConfig {
+        epochs: args.epochs,
+        batch_size: args.batch_size,
+        learning_rate: args.lr.unwrap_or(spec.learning_rate),
+        seed: args.seed,
+        monitor: args.monitor,
+        device: args.device,
+        subset: args.subset,
+        skip_bad_rows: args.data.skip_bad_rows,
+        data: args.data.source(),
+        model: spec,
+    };
+    let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(&config.model.name));
+    let run_dir = RunDir::create(&out, args.overwrite)?;
+    let dataset = load_config_data(&config)?;
+    let metrics = train(&config, &dataset, &run_dir)?;
+    println!(
+        "{}: kept epoch {} of {}; accuracy train {:.4}, val {:.4}{}; {:.1} s",
+        metrics.model,
+        metrics.best_epoch,
+        metrics.epochs,
+        metrics.train.accuracy,
+        metrics.val.accuracy,
+        metrics.test.as_ref().map(|t| format!(", test {:.4}", t.accuracy)).unwrap_or_default(),
+        metrics.train_seconds
+    );
+    println!("run directory: {}", run_dir.path.display());
+    Ok(())
+}
+
+/// The data a config names, subsampled as it says.
+pub fn load_config_data(config: &TrainConfig) -> Result<crate::data::Dataset> {
+    let dataset = load_data(&config.data, config.skip_bad_rows)?;
+    Ok(match config.subset {
+        Some(n) => dataset.subsample(n, config.seed),
+        None => dataset,
+    })
+}

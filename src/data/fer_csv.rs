@@ -1,0 +1,254 @@
+//! The FER2013 CSV reader: `emotion,pixels[,Usage]`, plain or gzip-compressed.
+//!
+//! Every problem is reported with the file and the 1-based line number (the header is line 1).
+//! Row-level problems can be skipped (`skip_bad_rows`); file-level ones (unreadable, empty,
+//! no header, truncated gzip) always fail.
+
+use std::io::Read;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+
+use super::dataset::{Dataset, IMAGE_PIXELS, NUM_CLASSES, SplitName};
+use super::source::LoadReport;
+
+/// Where the rows of one file go.
+#[derive(Clone, Copy, Debug)]
+pub enum SplitAssignment {
+    /// Each row's `Usage` column decides (the file must have one).
+    ByUsage,
+    /// Every row goes to this split; a `Usage` column, if present, is ignored.
+    All(SplitName),
+}
+
+/// Column positions found in the header.
+struct Columns {
+    emotion: usize,
+    pixels: usize,
+    usage: Option<usize>,
+    count: usize,
+}
+
+/// Reads `path` and appends its rows to `dataset`.
+pub fn read_csv(
+    path: &Path,
+    assignment: SplitAssignment,
+    skip_bad_rows: bool,
+    dataset: &mut Dataset,
+    report: &mut LoadReport,
+) -> Result<()> {
+    let shown = path.display();
+    let (text, truncated) = read_text(path)?;
+    if text.iter().all(|b| b.is_ascii_whitespace()) {
+        bail!("{shown}: the file is empty (expected a header line `emotion,pixels[,Usage]`)");
+    }
+    let mut lines = text.split(|&b| b == b'\n').enumerate().peekable();
+    let (_, header) = lines.next().expect("non-empty text has a first line");
+    let columns = parse_header(trim_line(header)).with_context(|| format!("{shown} line 1"))?;
+    if matches!(assignment, SplitAssignment::ByUsage) && columns.usage.is_none() {
+        bail!(
+            "{shown} line 1: missing column `Usage`, needed to tell train, validation and test \
+             apart (or give one file per split with --train/--val/--test)"
+        );
+    }
+
+    let mut rows_here = 0usize;
+    let mut image = vec![0u8; IMAGE_PIXELS];
+    while let Some((index, raw)) = lines.next() {
+        let line_no = index + 1;
+        let line = trim_line(raw);
+        let is_last = lines.peek().is_none();
+        if line.is_empty() {
+            continue;
+        }
+        if truncated && is_last {
+            bail!(
+                "{shown} line {line_no}: the file is truncated (the gzip stream ends in the middle \
+                 of the data)"
+            );
+        }
+        match parse_row(line, &columns, assignment, &mut image) {
+            Ok((split, label)) => {
+                dataset.split_mut(split).push(&image, label);
+                rows_here += 1;
+            }
+            Err(msg) => {
+                let msg = format!("{shown} line {line_no}: {msg}");
+                if skip_bad_rows {
+                    report.skip(msg);
+                } else {
+                    bail!("{msg} (use --skip-bad-rows to skip such rows)");
+                }
+            }
+        }
+    }
+    if truncated {
+        bail!("{shown}: the file is truncated (the gzip stream ends early)");
+    }
+    if rows_here == 0 {
+        bail!("{shown}: no data rows after the header");
+    }
+    report.rows_read += rows_here;
+    Ok(())
+}
+
+/// The file's bytes, decompressed when it starts with the gzip magic. The flag says the gzip
+/// stream ended early; the bytes are then what could be decompressed.
+fn read_text(path: &Path) -> Result<(Vec<u8>, bool)> {
+    let raw = std::fs::read(path).with_context(|| format!("{}: cannot read the file", path.display()))?;
+    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+        let mut text = Vec::with_capacity(raw.len() * 4);
+        let mut decoder = flate2::read::GzDecoder::new(&raw[..]);
+        // read_to_end keeps what it decoded before an error: a truncated file still shows
+        // the line where it breaks off.
+        let truncated = decoder.read_to_end(&mut text).is_err();
+        Ok((text, truncated))
+    } else {
+        Ok((raw, false))
+    }
+}
+
+fn trim_line(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    line.trim_ascii()
+}
+
+fn parse_header(line: &[u8]) -> Result<Columns> {
+    let text = std::str::from_utf8(line).context("the header is not text")?;
+    let names: Vec<String> =
+        text.split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect();
+    let find = |name: &str| names.iter().position(|n| n == name);
+    let emotion = find("emotion");
+    let pixels = find("pixels");
+    match (emotion, pixels) {
+        (Some(emotion), Some(pixels)) => {
+            Ok(Columns { emotion, pixels, usage: find("usage"), count: names.len() })
+        }
+        _ => {
+            let missing = if emotion.is_none() { "emotion" } else { "pixels" };
+            bail!(
+                "missing column `{missing}` in the header `{text}` (expected `emotion,pixels[,Usage]`)"
+            )
+        }
+    }
+}
+
+/// Parses one data row into `image`; returns its split and label, or a message.
+fn parse_row(
+    line: &[u8],
+    columns: &Columns,
+    assignment: SplitAssignment,
+    image: &mut [u8],
+) -> Result<(SplitName, u8), String> {
+    let fields: Vec<&[u8]> = line.split(|&b| b == b',').collect();
+    if fields.len() != columns.count {
+        return Err(format!(
+            "expected {} comma-separated fields, found {} (is the line cut short?)",
+            columns.count,
+            fields.len()
+        ));
+    }
+    let field = |i: usize| -> &[u8] {
+        let f = fields[i].trim_ascii();
+        f.strip_prefix(b"\"").and_then(|f| f.strip_suffix(b"\"")).unwrap_or(f)
+    };
+
+    let emotion = field(columns.emotion);
+    let label = std::str::from_utf8(emotion)
+        .ok()
+        .and_then(|s| s.parse::<u8>().ok())
+        .filter(|&l| (l as usize) < NUM_CLASSES)
+        .ok_or_else(|| {
+            format!("emotion `{}` is not a label in 0..=6", String::from_utf8_lossy(emotion))
+        })?;
+
+    let split = match assignment {
+        SplitAssignment::All(split) => split,
+        SplitAssignment::ByUsage => {
+            let usage = field(columns.usage.expect("checked with the header"));
+            let usage = String::from_utf8_lossy(usage);
+            SplitName::parse(&usage).ok_or_else(|| {
+                format!("Usage `{usage}` is unknown (expected Training, PublicTest or PrivateTest)")
+            })?
+        }
+    };
+
+    parse_pixels(field(columns.pixels), image)?;
+    Ok((split, label))
+}
+
+/// Parses space-separated grey levels into `image`, which must be filled exactly.
+fn parse_pixels(text: &[u8], image: &mut [u8]) -> Result<(), String> {
+    let mut count = 0usize;
+    for token in text.split(|b| b.is_ascii_whitespace()).filter(|t| !t.is_empty()) {
+        let value = parse_grey(token).ok_or_else(|| {
+            let shown = String::from_utf8_lossy(token);
+            if token.iter().all(u8::is_ascii_digit) {
+                format!("pixel {} is {shown}, outside 0..=255", count + 1)
+            } else {
+                format!("pixel {} is `{shown}`, not a number", count + 1)
+            }
+        })?;
+        if count < image.len() {
+            image[count] = value;
+        }
+        count += 1;
+    }
+    if count != image.len() {
+        return Err(format!(
+            "pixels: expected {} values (48x48), found {count}{}",
+            image.len(),
+            if count < image.len() { " (is the line cut short?)" } else { "" }
+        ));
+    }
+    Ok(())
+}
+
+/// A decimal grey level in 0..=255; `None` for anything else.
+fn parse_grey(token: &[u8]) -> Option<u8> {
+    if token.is_empty() {
+        return None;
+    }
+    let mut value: u32 = 0;
+    for &b in token {
+        if !b.is_ascii_digit() {
+            return None;
+        }
+        value = value * 10 + (b - b'0') as u32;
+        if value > 255 {
+            return None;
+        }
+    }
+    Some(value as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grey_levels() {
+        assert_eq!(parse_grey(b"0"), Some(0));
+        assert_eq!(parse_grey(b"255"), Some(255));
+        assert_eq!(parse_grey(b"256"), None);
+        assert_eq!(parse_grey(b"0012"), Some(12));
+        assert_eq!(parse_grey(b"1x"), None);
+        assert_eq!(parse_grey(b"-1"), None);
+        assert_eq!(parse_grey(b"1000"), None);
+    }
+
+    #[test]
+    fn pixel_errors_name_the_position() {
+        let mut img = vec![0u8; 4];
+        assert!(parse_pixels(b"1 2 3 4", &mut img).is_ok());
+        assert_eq!(img, vec![1, 2, 3, 4]);
+        let e = parse_pixels(b"1 2 x 4", &mut img).unwrap_err();
+        assert!(e.contains("pixel 3") && e.contains("not a number"), "{e}");
+        let e = parse_pixels(b"1 2 300 4", &mut img).unwrap_err();
+        assert!(e.contains("pixel 3") && e.contains("outside 0..=255"), "{e}");
+        let e = parse_pixels(b"1 2 3", &mut img).unwrap_err();
+        assert!(e.contains("found 3"), "{e}");
+        let e = parse_pixels(b"1 2 3 4 5", &mut img).unwrap_err();
+        assert!(e.contains("found 5"), "{e}");
+    }
+}

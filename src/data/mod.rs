@@ -1,0 +1,18 @@
+//! Data: FER2013-shaped data sets in memory, how they are read, and how they become tensors.
+//!
+//! - [`dataset`]: the in-memory form (pixels as `u8`, one [`Split`] per usage) and class names.
+//! - [`fer_csv`]: the FER2013 CSV reader (plain or gzip, one file or one file per split).
+//! - [`image_folder`]: `ROOT/<split>/<class>/*.png|jpg` trees.
+//! - [`source`]: picks the reader from what the user pointed at.
+//! - [`standardize`]: the notebook's per-image standardisation.
+//! - [`batch`]: shuffled mini-batches as Burn tensors.
+
+pub mod batch;
+pub mod dataset;
+pub mod fer_csv;
+pub mod image_folder;
+pub mod source;
+pub mod standardize;
+
+pub use dataset::{CLASS_NAMES, Dataset, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Split, SplitName};
+pub use source::{DataSource, LoadOptions, LoadReport};

@@ -1,0 +1,13 @@
+//! ferkit: facial-expression recognition on FER2013-shaped data, in Rust on Burn.
+//!
+//! The modules follow the pipeline: [`data`] -> [`models`] -> [`training`] -> [`evaluation`]
+//! -> [`reporting`], with [`bench`] for throughput and [`cli`] as the thin command layer.
+
+pub mod bench;
+pub mod cli;
+pub mod data;
+pub mod evaluation;
+pub mod models;
+pub mod reporting;
+pub mod training;
+pub mod util;

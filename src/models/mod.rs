@@ -1,0 +1,12 @@
+//! Models: net specifications (TOML), the preset registry, the Burn module built from a spec,
+//! and Keras-style summaries.
+
+pub mod net;
+pub mod registry;
+pub mod spec;
+pub mod summary;
+
+pub use net::Net;
+pub use registry::{PRESETS, preset_names, resolve};
+pub use spec::NetSpec;
+pub use summary::summary;

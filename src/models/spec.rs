@@ -1,0 +1,402 @@
+//! Network specifications: a Keras-like layer list read from TOML, with shape inference and
+//! Keras' parameter counts. Presets (`experiments/*.toml`) are such files too.
+//!
+//! ```toml
+//! name = "cnn3"
+//! input = [48, 48, 1]        # height, width, channels; [2304] for a flat input
+//! learning_rate = 5e-4       # Adam's rate for this net
+//!
+//! [[layers]]
+//! kind = "conv2d"
+//! filters = 48
+//! kernel = 5
+//! stride = 2
+//! padding = "same"
+//! activation = "relu"
+//! l2 = 0.01
+//! ```
+
+use std::fmt;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationFn {
+    Relu,
+    Sigmoid,
+    Tanh,
+    Softmax,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Padding {
+    Same,
+    #[default]
+    Valid,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DenseSpec {
+    pub units: usize,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<ActivationFn>,
+    /// Keras `kernel_regularizer=l2(x)`: adds `x * sum(kernel^2)` to the loss.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub l2: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Conv2dSpec {
+    pub filters: usize,
+    pub kernel: usize,
+    #[serde(default = "one")]
+    pub stride: usize,
+    #[serde(default)]
+    pub padding: Padding,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activation: Option<ActivationFn>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub l2: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxPoolSpec {
+    pub pool: usize,
+    /// Defaults to `pool`, as in Keras.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stride: Option<usize>,
+    #[serde(default)]
+    pub padding: Padding,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchNormSpec {
+    /// Keras' meaning: moving = momentum * moving + (1 - momentum) * batch.
+    #[serde(default = "keras_bn_momentum")]
+    pub momentum: f64,
+    #[serde(default = "keras_bn_epsilon")]
+    pub epsilon: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropoutSpec {
+    pub rate: f64,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FlattenSpec {}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActivationSpec {
+    pub function: ActivationFn,
+}
+
+/// One layer, tagged by `kind` in TOML.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum LayerSpec {
+    Dense(DenseSpec),
+    Conv2d(Conv2dSpec),
+    MaxPool(MaxPoolSpec),
+    BatchNorm(BatchNormSpec),
+    Dropout(DropoutSpec),
+    Flatten(FlattenSpec),
+    Activation(ActivationSpec),
+}
+
+/// A whole net: its input, its layers, and the training defaults that belong to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    /// `[height, width, channels]`, or `[features]` for a flat input.
+    pub input: Vec<usize>,
+    /// Adam's learning rate used unless the command line overrides it.
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    pub layers: Vec<LayerSpec>,
+}
+
+/// A tensor shape without the batch axis, in Keras' channels-last order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeatureShape {
+    Image { height: usize, width: usize, channels: usize },
+    Flat(usize),
+}
+
+impl fmt::Display for FeatureShape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FeatureShape::Image { height, width, channels } => {
+                write!(f, "(None, {height}, {width}, {channels})")
+            }
+            FeatureShape::Flat(n) => write!(f, "(None, {n})"),
+        }
+    }
+}
+
+/// What one layer does to the shape, and how many parameters it has.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LayerInfo {
+    pub input: FeatureShape,
+    pub output: FeatureShape,
+    pub trainable: usize,
+    /// Batch-norm moving mean and variance, which Keras counts as non-trainable parameters.
+    pub non_trainable: usize,
+}
+
+fn one() -> usize {
+    1
+}
+fn is_zero(x: &f64) -> bool {
+    *x == 0.0
+}
+fn keras_bn_momentum() -> f64 {
+    0.99
+}
+fn keras_bn_epsilon() -> f64 {
+    1e-3
+}
+fn default_lr() -> f64 {
+    1e-3
+}
+
+impl LayerSpec {
+    /// Keras' layer type name, as shown in a summary.
+    pub fn keras_type(&self) -> &'static str {
+        match self {
+            LayerSpec::Dense(_) => "Dense",
+            LayerSpec::Conv2d(_) => "Conv2D",
+            LayerSpec::MaxPool(_) => "MaxPooling2D",
+            LayerSpec::BatchNorm(_) => "BatchNormalization",
+            LayerSpec::Dropout(_) => "Dropout",
+            LayerSpec::Flatten(_) => "Flatten",
+            LayerSpec::Activation(_) => "Activation",
+        }
+    }
+
+    /// Keras' default layer name stem (`conv2d`, `conv2d_1`, ...).
+    pub fn keras_stem(&self) -> &'static str {
+        match self {
+            LayerSpec::Dense(_) => "dense",
+            LayerSpec::Conv2d(_) => "conv2d",
+            LayerSpec::MaxPool(_) => "max_pooling2d",
+            LayerSpec::BatchNorm(_) => "batch_normalization",
+            LayerSpec::Dropout(_) => "dropout",
+            LayerSpec::Flatten(_) => "flatten",
+            LayerSpec::Activation(_) => "activation",
+        }
+    }
+
+    /// The output shape and parameter counts for `input`, or why the layer cannot take it.
+    pub fn infer(&self, input: FeatureShape) -> Result<LayerInfo, String> {
+        use FeatureShape::*;
+        let info = |output, trainable, non_trainable| LayerInfo { input, output, trainable, non_trainable };
+        match (self, input) {
+            (LayerSpec::Dense(d), Flat(n)) => {
+                positive(d.units, "units")?;
+                Ok(info(Flat(d.units), n * d.units + d.units, 0))
+            }
+            (LayerSpec::Dense(_), Image { .. }) => {
+                Err("dense needs a flat input: put a flatten layer before it".into())
+            }
+            (LayerSpec::Conv2d(c), Image { height, width, channels }) => {
+                positive(c.filters, "filters")?;
+                positive(c.kernel, "kernel")?;
+                positive(c.stride, "stride")?;
+                let h = out_size(height, c.kernel, c.stride, c.padding)?;
+                let w = out_size(width, c.kernel, c.stride, c.padding)?;
+                let params = c.kernel * c.kernel * channels * c.filters + c.filters;
+                Ok(info(Image { height: h, width: w, channels: c.filters }, params, 0))
+            }
+            (LayerSpec::MaxPool(p), Image { height, width, channels }) => {
+                positive(p.pool, "pool")?;
+                let stride = p.stride.unwrap_or(p.pool);
+                positive(stride, "stride")?;
+                let h = out_size(height, p.pool, stride, p.padding)?;
+                let w = out_size(width, p.pool, stride, p.padding)?;
+                Ok(info(Image { height: h, width: w, channels }, 0, 0))
+            }
+            (LayerSpec::Conv2d(_) | LayerSpec::MaxPool(_), Flat(_)) => {
+                Err(format!("{} needs an image input, but its input is flat", self.keras_stem()))
+            }
+            (LayerSpec::BatchNorm(b), shape) => {
+                if !(0.0..1.0).contains(&b.momentum) || b.epsilon <= 0.0 {
+                    return Err("batchnorm needs 0 <= momentum < 1 and epsilon > 0".into());
+                }
+                let features = match shape {
+                    Image { channels, .. } => channels,
+                    Flat(n) => n,
+                };
+                Ok(info(shape, 2 * features, 2 * features))
+            }
+            (LayerSpec::Dropout(d), shape) => {
+                if !(0.0..1.0).contains(&d.rate) {
+                    return Err(format!("dropout rate {} is outside [0, 1)", d.rate));
+                }
+                Ok(info(shape, 0, 0))
+            }
+            (LayerSpec::Flatten(_), Image { height, width, channels }) => {
+                Ok(info(Flat(height * width * channels), 0, 0))
+            }
+            (LayerSpec::Flatten(_), Flat(n)) => Ok(info(Flat(n), 0, 0)),
+            (LayerSpec::Activation(_), shape) => Ok(info(shape, 0, 0)),
+        }
+    }
+
+    /// The activation this layer ends with, if any.
+    pub fn activation(&self) -> Option<ActivationFn> {
+        match self {
+            LayerSpec::Dense(d) => d.activation,
+            LayerSpec::Conv2d(c) => c.activation,
+            LayerSpec::Activation(a) => Some(a.function),
+            _ => None,
+        }
+    }
+}
+
+fn positive(value: usize, field: &str) -> Result<(), String> {
+    if value == 0 { Err(format!("`{field}` must be at least 1")) } else { Ok(()) }
+}
+
+/// Keras' output size: `same` gives ceil(n / stride); `valid` gives floor((n - k) / stride) + 1.
+fn out_size(n: usize, kernel: usize, stride: usize, padding: Padding) -> Result<usize, String> {
+    match padding {
+        Padding::Same => Ok(n.div_ceil(stride)),
+        Padding::Valid if n >= kernel => Ok((n - kernel) / stride + 1),
+        Padding::Valid => Err(format!("window {kernel} is larger than the input size {n} (use padding = \"same\")")),
+    }
+}
+
+impl NetSpec {
+    /// Parses a TOML net file's text; `origin` names it in errors.
+    pub fn from_toml(text: &str, origin: &str) -> Result<NetSpec> {
+        let spec: NetSpec = toml::from_str(text).with_context(|| format!("{origin}: not a valid net file"))?;
+        spec.layer_infos().with_context(|| format!("{origin}: net `{}` is inconsistent", spec.name))?;
+        Ok(spec)
+    }
+
+    pub fn from_file(path: &Path) -> Result<NetSpec> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        Self::from_toml(&text, &path.display().to_string())
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a net spec always serialises")
+    }
+
+    pub fn input_shape(&self) -> Result<FeatureShape> {
+        match self.input.as_slice() {
+            [h, w, c] if *h == IMAGE_SIDE && *w == IMAGE_SIDE && *c == 1 => {
+                Ok(FeatureShape::Image { height: *h, width: *w, channels: *c })
+            }
+            [n] if *n == IMAGE_PIXELS => Ok(FeatureShape::Flat(*n)),
+            other => bail!("input {other:?} is not supported: use [48, 48, 1] or [2304]"),
+        }
+    }
+
+    /// Each layer's shapes and parameter counts; fails on the first layer that does not fit,
+    /// naming it, or when the net does not end with 7 outputs.
+    pub fn layer_infos(&self) -> Result<Vec<LayerInfo>> {
+        if self.layers.is_empty() {
+            bail!("the net has no layers");
+        }
+        if !(self.learning_rate > 0.0) {
+            bail!("learning_rate must be positive, got {}", self.learning_rate);
+        }
+        let mut shape = self.input_shape()?;
+        let mut infos = Vec::with_capacity(self.layers.len());
+        for (i, layer) in self.layers.iter().enumerate() {
+            let info = layer
+                .infer(shape)
+                .map_err(|e| anyhow::anyhow!("layer {} ({}): {e}", i + 1, layer.keras_stem()))?;
+            shape = info.output;
+            infos.push(info);
+        }
+        if shape != FeatureShape::Flat(NUM_CLASSES) {
+            bail!("the net must end with {NUM_CLASSES} outputs (one per emotion), but it ends with {shape}");
+        }
+        Ok(infos)
+    }
+
+    /// (trainable, non-trainable) parameters, as Keras counts them.
+    pub fn param_counts(&self) -> Result<(usize, usize)> {
+        let infos = self.layer_infos()?;
+        Ok((infos.iter().map(|i| i.trainable).sum(), infos.iter().map(|i| i.non_trainable).sum()))
+    }
+
+    /// Whether the last thing the net does is a softmax. Training folds it into the
+    /// cross-entropy (on logits), which is the numerically stable way to compute the same loss.
+    pub fn ends_with_softmax(&self) -> bool {
+        self.layers.last().and_then(LayerSpec::activation) == Some(ActivationFn::Softmax)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(filters: usize, kernel: usize, stride: usize) -> LayerSpec {
+        LayerSpec::Conv2d(Conv2dSpec { filters, kernel, stride, padding: Padding::Same, activation: None, l2: 0.0 })
+    }
+
+    #[test]
+    fn same_padding_sizes_follow_keras() {
+        assert_eq!(out_size(48, 11, 4, Padding::Same), Ok(12));
+        assert_eq!(out_size(48, 5, 2, Padding::Same), Ok(24));
+        assert_eq!(out_size(47, 2, 2, Padding::Same), Ok(24));
+        assert_eq!(out_size(47, 2, 2, Padding::Valid), Ok(23));
+        assert!(out_size(3, 5, 1, Padding::Valid).is_err());
+    }
+
+    #[test]
+    fn conv_params() {
+        let info = conv(48, 5, 2).infer(FeatureShape::Image { height: 48, width: 48, channels: 1 }).unwrap();
+        assert_eq!(info.trainable, 5 * 5 * 48 + 48);
+        assert_eq!(info.output, FeatureShape::Image { height: 24, width: 24, channels: 48 });
+    }
+
+    #[test]
+    fn mismatches_name_the_layer() {
+        let spec = NetSpec {
+            name: "bad".into(),
+            description: String::new(),
+            input: vec![48, 48, 1],
+            learning_rate: 1e-3,
+            layers: vec![conv(8, 3, 1), LayerSpec::Dense(DenseSpec { units: 7, activation: None, l2: 0.0 })],
+        };
+        let err = format!("{:#}", spec.layer_infos().unwrap_err());
+        assert!(err.contains("layer 2 (dense)") && err.contains("flatten"), "{err}");
+    }
+
+    #[test]
+    fn unknown_fields_and_kinds_are_rejected() {
+        let base = "name = \"x\"\ninput = [2304]\n";
+        let typo = format!("{base}[[layers]]\nkind = \"dense\"\nunit = 7\n");
+        assert!(NetSpec::from_toml(&typo, "typo.toml").is_err());
+        let kind = format!("{base}[[layers]]\nkind = \"lstm\"\nunits = 7\n");
+        let err = format!("{:#}", NetSpec::from_toml(&kind, "kind.toml").unwrap_err());
+        assert!(err.contains("kind.toml"), "{err}");
+        let good = format!("{base}[[layers]]\nkind = \"dense\"\nunits = 7\nactivation = \"softmax\"\n");
+        let spec = NetSpec::from_toml(&good, "good.toml").unwrap();
+        assert_eq!(spec.param_counts().unwrap(), (2304 * 7 + 7, 0));
+        assert!(spec.ends_with_softmax());
+        // Round trip through TOML.
+        assert_eq!(NetSpec::from_toml(&spec.to_toml(), "again").unwrap(), spec);
+    }
+}

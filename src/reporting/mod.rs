@@ -1,0 +1,3 @@
+//! Reporting: pictures (PNG) and tables people read.
+
+pub mod plots;

@@ -1,0 +1,178 @@
+//! Pictures: training curves, confusion matrices and face grids, as PNG.
+//!
+//! Everything is drawn into an RGB buffer with plotters (text in the Ubuntu font embedded by
+//! `epaint_default_fonts`, so no system font is needed) and saved atomically with `image`.
+
+use std::path::Path;
+use std::sync::Once;
+
+use anyhow::{Context, Result};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::FontStyle;
+
+use crate::data::{CLASS_NAMES, IMAGE_SIDE, NUM_CLASSES, Split};
+use crate::evaluation::Confusion;
+use crate::training::history::EpochRecord;
+use crate::util::atomic::write_atomic_with;
+
+const FONT: &str = "sans-serif";
+
+fn register_font() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        plotters::style::register_font(FONT, FontStyle::Normal, epaint_default_fonts::UBUNTU_LIGHT)
+            .unwrap_or_else(|_| panic!("the embedded font is a valid TrueType file"));
+    });
+}
+
+type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
+
+/// Draws with `draw` on a white `width` x `height` canvas and saves it as PNG at `path`.
+fn render_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<()> {
+    register_font();
+    let mut buffer = vec![255u8; (width * height * 3) as usize];
+    {
+        let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
+        draw(&root)?;
+        root.present().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+    }
+    write_atomic_with(path, |tmp| {
+        image::save_buffer_with_format(tmp, &buffer, width, height, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
+            .with_context(|| format!("{}: cannot write the PNG", tmp.display()))
+    })
+}
+
+fn drawing<E: std::fmt::Display>(e: E) -> anyhow::Error {
+    anyhow::anyhow!("drawing failed: {e}")
+}
+
+/// Loss and accuracy per epoch, training vs validation, side by side.
+pub fn plot_curves(history: &[EpochRecord], title: &str, path: &Path) -> Result<()> {
+    render_png(path, (1200, 450), |root| {
+        let (left, right) = root.split_horizontally(600);
+        let epochs: Vec<f64> = history.iter().map(|r| r.epoch as f64).collect();
+        let series = |f: fn(&EpochRecord) -> f64| history.iter().map(f).collect::<Vec<f64>>();
+        line_panel(&left, &format!("{title}: loss"), &epochs, &series(|r| r.train_loss), &series(|r| r.val_loss))?;
+        line_panel(
+            &right,
+            &format!("{title}: accuracy"),
+            &epochs,
+            &series(|r| r.train_accuracy),
+            &series(|r| r.val_accuracy),
+        )
+    })
+}
+
+fn line_panel(area: &Area, caption: &str, x: &[f64], train: &[f64], val: &[f64]) -> Result<()> {
+    let finite = train.iter().chain(val).copied().filter(|v| v.is_finite());
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * 0.08).max(1e-3);
+    let x_max = x.last().copied().unwrap_or(1.0).max(2.0);
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(1.0..x_max, (lo - pad)..(hi + pad))
+        .map_err(drawing)?;
+    chart
+        .configure_mesh()
+        .x_desc("epoch")
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(drawing)?;
+    for (values, color, label) in [(train, BLUE, "train"), (val, RED, "validation")] {
+        let points: Vec<(f64, f64)> = x.iter().copied().zip(values.iter().copied()).filter(|(_, v)| v.is_finite()).collect();
+        chart
+            .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
+            .map_err(drawing)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
+        chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(drawing)?;
+    }
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(drawing)
+}
+
+/// The confusion matrix with counts, coloured by the share of each true class (row).
+pub fn plot_confusion(confusion: &Confusion, title: &str, path: &Path) -> Result<()> {
+    let cell = 80i32;
+    let (left, top) = (120i32, 70i32);
+    let size = (left + cell * NUM_CLASSES as i32 + 30, top + cell * NUM_CLASSES as i32 + 80);
+    render_png(path, (size.0 as u32, size.1 as u32), |root| {
+        let text = |s: &str, pos: (i32, i32), size: u32| -> Result<()> {
+            let style = TextStyle::from((FONT, size).into_font()).pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Center,
+            ));
+            root.draw(&Text::new(s.to_string(), pos, style)).map_err(drawing)
+        };
+        text(title, (size.0 / 2, 22), 20)?;
+        text("predicted", (left + cell * NUM_CLASSES as i32 / 2, top - 30), 15)?;
+        text("true", (30, top + cell * NUM_CLASSES as i32 / 2), 15)?;
+        for t in 0..NUM_CLASSES {
+            let row_total: usize = confusion.counts[t].iter().sum();
+            text(CLASS_NAMES[t], (left - 45, top + cell * t as i32 + cell / 2), 14)?;
+            text(CLASS_NAMES[t], (left + cell * t as i32 + cell / 2, top + cell * NUM_CLASSES as i32 + 15), 14)?;
+            for p in 0..NUM_CLASSES {
+                let count = confusion.counts[t][p];
+                let share = if row_total == 0 { 0.0 } else { count as f64 / row_total as f64 };
+                let shade = (255.0 * (1.0 - share)) as u8;
+                let (x0, y0) = (left + cell * p as i32, top + cell * t as i32);
+                root.draw(&Rectangle::new([(x0, y0), (x0 + cell, y0 + cell)], RGBColor(shade, shade, 255).filled()))
+                    .map_err(drawing)?;
+                root.draw(&Rectangle::new([(x0, y0), (x0 + cell, y0 + cell)], BLACK.mix(0.3)))
+                    .map_err(drawing)?;
+                text(&format!("{count}"), (x0 + cell / 2, y0 + cell / 2 - 8), 16)?;
+                text(&format!("{:.0}%", share * 100.0), (x0 + cell / 2, y0 + cell / 2 + 12), 12)?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Faces in a grid, one column per class with its name on top, `per_class` rows.
+/// The faces are the first `per_class` rows of each class in the split.
+pub fn face_grid(split: &Split, per_class: usize, path: &Path) -> Result<()> {
+    let scale = 3usize;
+    let side = IMAGE_SIDE * scale;
+    let (gap, header) = (10usize, 30usize);
+    let width = NUM_CLASSES * (side + gap) + gap;
+    let height = header + per_class * (side + gap) + gap;
+    let mut picks: Vec<Vec<usize>> = vec![Vec::new(); NUM_CLASSES];
+    for i in 0..split.len() {
+        let class = split.label(i) as usize;
+        if picks[class].len() < per_class {
+            picks[class].push(i);
+        }
+    }
+    render_png(path, (width as u32, height as u32), |root| {
+        for (class, rows) in picks.iter().enumerate() {
+            let x0 = gap + class * (side + gap);
+            let style = TextStyle::from((FONT, 18).into_font()).pos(plotters::style::text_anchor::Pos::new(
+                plotters::style::text_anchor::HPos::Center,
+                plotters::style::text_anchor::VPos::Center,
+            ));
+            root.draw(&Text::new(CLASS_NAMES[class], ((x0 + side / 2) as i32, (header / 2) as i32), style))
+                .map_err(drawing)?;
+            for (r, &index) in rows.iter().enumerate() {
+                let y0 = header + gap / 2 + r * (side + gap);
+                let face = split.image(index);
+                for (p, &g) in face.iter().enumerate() {
+                    let (x, y) = ((x0 + (p % IMAGE_SIDE) * scale) as i32, (y0 + (p / IMAGE_SIDE) * scale) as i32);
+                    root.draw(&Rectangle::new([(x, y), (x + scale as i32, y + scale as i32)], RGBColor(g, g, g).filled()))
+                        .map_err(drawing)?;
+                }
+            }
+        }
+        Ok(())
+    })
+}

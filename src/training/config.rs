@@ -1,0 +1,88 @@
+//! A training run's resolved configuration, saved as `config.toml` in its run directory so that
+//! the run can be understood, evaluated and repeated later.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::data::DataSource;
+use crate::models::NetSpec;
+use crate::util::device::DeviceKind;
+
+/// Which validation figure picks the kept checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    /// Lowest validation loss (the notebook's choice).
+    #[default]
+    #[value(name = "val_loss")]
+    ValLoss,
+    /// Highest validation accuracy.
+    #[value(name = "val_accuracy")]
+    ValAccuracy,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct TrainConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    /// Adam's learning rate (the net's own unless overridden).
+    pub learning_rate: f64,
+    pub seed: u64,
+    pub monitor: Monitor,
+    pub device: DeviceKind,
+    /// Use at most this many rows of each split, drawn with the seed (quick runs, tests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<usize>,
+    #[serde(default)]
+    pub skip_bad_rows: bool,
+    pub data: DataSource,
+    pub model: NetSpec,
+}
+
+impl TrainConfig {
+    /// The notebook's recipe for a net: batch 512, 20 epochs, the net's own learning rate.
+    pub fn notebook(model: NetSpec, data: DataSource) -> Self {
+        Self {
+            epochs: 20,
+            batch_size: 512,
+            learning_rate: model.learning_rate,
+            seed: 42,
+            monitor: Monitor::ValLoss,
+            device: DeviceKind::Cpu,
+            subset: None,
+            skip_bad_rows: false,
+            data,
+            model,
+        }
+    }
+
+    pub fn to_toml(&self) -> String {
+        toml::to_string(self).expect("a training config always serialises")
+    }
+
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+        let config: TrainConfig =
+            toml::from_str(&text).with_context(|| format!("{}: not a ferkit run config", path.display()))?;
+        config.model.layer_infos().with_context(|| format!("{}: the model is inconsistent", path.display()))?;
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_through_toml() {
+        let spec = crate::models::resolve("cnn3").unwrap();
+        let mut config = TrainConfig::notebook(spec, DataSource::from_path("data.csv"));
+        config.subset = Some(100);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config.to_toml()).unwrap();
+        assert_eq!(TrainConfig::load(&path).unwrap(), config);
+    }
+}

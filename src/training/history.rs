@@ -1,0 +1,147 @@
+//! Per-epoch history, written as `history.csv`, and the choice of the checkpoint to keep.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result, bail};
+use serde::Serialize;
+
+use super::config::Monitor;
+use crate::util::atomic::write_atomic;
+
+/// One epoch's figures. Losses include the L2 penalty, as Keras reports them.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EpochRecord {
+    pub epoch: usize,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub seconds: f64,
+}
+
+const HEADER: &str = "epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds";
+
+pub fn to_csv(history: &[EpochRecord]) -> String {
+    let mut out = format!("{HEADER}\n");
+    for r in history {
+        writeln!(
+            out,
+            "{},{:.6},{:.6},{:.6},{:.6},{:.3}",
+            r.epoch, r.train_loss, r.train_accuracy, r.val_loss, r.val_accuracy, r.seconds
+        )
+        .unwrap();
+    }
+    out
+}
+
+pub fn write_csv(path: &Path, history: &[EpochRecord]) -> Result<()> {
+    write_atomic(path, to_csv(history))
+}
+
+pub fn read_csv(path: &Path) -> Result<Vec<EpochRecord>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    let mut lines = text.lines();
+    if lines.next() != Some(HEADER) {
+        bail!("{} line 1: expected the header `{HEADER}`", path.display());
+    }
+    lines
+        .enumerate()
+        .map(|(i, line)| {
+            let f: Vec<&str> = line.split(',').collect();
+            let num = |k: usize| -> Result<f64> {
+                f.get(k)
+                    .and_then(|v| v.parse().ok())
+                    .with_context(|| format!("{} line {}: field {} is not a number", path.display(), i + 2, k + 1))
+            };
+            Ok(EpochRecord {
+                epoch: num(0)? as usize,
+                train_loss: num(1)?,
+                train_accuracy: num(2)?,
+                val_loss: num(3)?,
+                val_accuracy: num(4)?,
+                seconds: num(5)?,
+            })
+        })
+        .collect()
+}
+
+/// Tracks the best epoch so far, as Keras' `ModelCheckpoint(save_best_only=True)` does: only a
+/// strict improvement replaces the kept checkpoint, so on a tie the earlier epoch stays.
+#[derive(Clone, Debug)]
+pub struct BestTracker {
+    monitor: Monitor,
+    best: Option<(usize, f64)>,
+}
+
+impl BestTracker {
+    pub fn new(monitor: Monitor) -> Self {
+        Self { monitor, best: None }
+    }
+
+    /// Records an epoch; true when it is the new best (its weights should be kept).
+    pub fn update(&mut self, record: &EpochRecord) -> bool {
+        let value = match self.monitor {
+            Monitor::ValLoss => record.val_loss,
+            Monitor::ValAccuracy => record.val_accuracy,
+        };
+        if value.is_nan() {
+            return false;
+        }
+        let better = match self.best {
+            None => true,
+            Some((_, best)) => match self.monitor {
+                Monitor::ValLoss => value < best,
+                Monitor::ValAccuracy => value > best,
+            },
+        };
+        if better {
+            self.best = Some((record.epoch, value));
+        }
+        better
+    }
+
+    /// The best epoch (1-based) and its monitored value.
+    pub fn best(&self) -> Option<(usize, f64)> {
+        self.best
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(epoch: usize, val_loss: f64, val_accuracy: f64) -> EpochRecord {
+        EpochRecord { epoch, train_loss: 1.0, train_accuracy: 0.5, val_loss, val_accuracy, seconds: 1.0 }
+    }
+
+    #[test]
+    fn keeps_the_lowest_val_loss_and_the_first_of_ties() {
+        let mut t = BestTracker::new(Monitor::ValLoss);
+        let keeps: Vec<bool> =
+            [rec(1, 1.5, 0.3), rec(2, 1.2, 0.4), rec(3, 1.2, 0.5), rec(4, 1.3, 0.6), rec(5, f64::NAN, 0.7)]
+                .iter()
+                .map(|r| t.update(r))
+                .collect();
+        assert_eq!(keeps, [true, true, false, false, false]);
+        assert_eq!(t.best(), Some((2, 1.2)));
+    }
+
+    #[test]
+    fn val_accuracy_keeps_the_highest() {
+        let mut t = BestTracker::new(Monitor::ValAccuracy);
+        for r in [rec(1, 1.5, 0.3), rec(2, 1.2, 0.4), rec(3, 1.0, 0.35)] {
+            t.update(&r);
+        }
+        assert_eq!(t.best(), Some((2, 0.4)));
+    }
+
+    #[test]
+    fn csv_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("history.csv");
+        let h = vec![rec(1, 1.5, 0.25), rec(2, 1.25, 0.5)];
+        write_csv(&path, &h).unwrap();
+        assert_eq!(read_csv(&path).unwrap(), h);
+    }
+}

@@ -1,0 +1,12 @@
+//! Training: the run configuration, the loop, history and checkpoint choice, progress display,
+//! and the run directory that holds it all.
+
+pub mod config;
+pub mod history;
+pub mod progress;
+pub mod run_dir;
+pub mod trainer;
+
+pub use config::{Monitor, TrainConfig};
+pub use run_dir::RunDir;
+pub use trainer::{RunMetrics, train};

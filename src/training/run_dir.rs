@@ -1,0 +1,88 @@
+//! A run directory: everything one training run produced, under fixed names.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+
+use super::config::TrainConfig;
+use burn::module::Module;
+use crate::models::Net;
+use crate::util::atomic::write_atomic_with;
+
+#[derive(Clone, Debug)]
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+impl RunDir {
+    /// Creates the folder for a new run. An existing non-empty folder is refused unless
+    /// `overwrite`, so a finished run is never clobbered by accident.
+    pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
+        if path.exists() {
+            let non_empty = std::fs::read_dir(path)
+                .with_context(|| format!("{}: cannot list", path.display()))?
+                .next()
+                .is_some();
+            if non_empty && !overwrite {
+                bail!("{} already holds a run: pick another --out, or pass --overwrite", path.display());
+            }
+        }
+        std::fs::create_dir_all(path).with_context(|| format!("{}: cannot create", path.display()))?;
+        Ok(Self { path: path.to_path_buf() })
+    }
+
+    /// Opens a finished (or interrupted) run: it must have its `config.toml`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let run = Self { path: path.to_path_buf() };
+        if !run.config().exists() {
+            bail!("{}: not a ferkit run directory (no config.toml)", path.display());
+        }
+        Ok(run)
+    }
+
+    pub fn config(&self) -> PathBuf {
+        self.path.join("config.toml")
+    }
+    pub fn history(&self) -> PathBuf {
+        self.path.join("history.csv")
+    }
+    /// The kept (best) weights, in Burn's burnpack format.
+    pub fn weights(&self) -> PathBuf {
+        self.path.join("model.bpk")
+    }
+    pub fn curves(&self) -> PathBuf {
+        self.path.join("curves.png")
+    }
+    pub fn summary(&self) -> PathBuf {
+        self.path.join("summary.txt")
+    }
+    pub fn metrics(&self) -> PathBuf {
+        self.path.join("metrics.json")
+    }
+    pub fn evaluation(&self, split: &str) -> PathBuf {
+        self.path.join(format!("eval_{split}.json"))
+    }
+    pub fn confusion_png(&self, split: &str) -> PathBuf {
+        self.path.join(format!("confusion_{split}.png"))
+    }
+
+    pub fn load_config(&self) -> Result<TrainConfig> {
+        TrainConfig::load(&self.config())
+    }
+
+    pub fn save_weights(&self, net: Net) -> Result<()> {
+        write_atomic_with(&self.weights(), |tmp| {
+            net.save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save weights: {e}", tmp.display()))
+        })
+    }
+
+    /// The run's net with its kept weights, on `device`.
+    pub fn load_net(&self, config: &TrainConfig, device: &burn::prelude::Device) -> Result<Net> {
+        let path = self.weights();
+        if !path.exists() {
+            bail!("{}: no weights (did the run finish an epoch?)", path.display());
+        }
+        let net = Net::new(&config.model, device)?;
+        net.try_load_file(&path).map_err(|e| anyhow::anyhow!("{}: cannot load weights: {e}", path.display()))
+    }
+}
