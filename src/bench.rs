@@ -25,7 +25,13 @@ pub struct BenchResult {
 
 /// Times `steps` training steps and `steps` inference batches, `repeats` times, after one
 /// warm-up step of each; reports medians.
-pub fn bench_model(spec: &NetSpec, batch: usize, steps: usize, repeats: usize, device: &Device) -> anyhow::Result<BenchResult> {
+pub fn bench_model(
+    spec: &NetSpec,
+    batch: usize,
+    steps: usize,
+    repeats: usize,
+    device: &Device,
+) -> anyhow::Result<BenchResult> {
     device.seed(0);
     let train_device = device.clone().autodiff();
     let mut model = Net::new(spec, &train_device)?;

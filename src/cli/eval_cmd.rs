@@ -42,10 +42,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
 
     let name = args.split.as_str();
     write_atomic(&run.evaluation(name), serde_json::to_string_pretty(&result)?)?;
-    plot_confusion(&result.confusion, &format!("{} on {name} ({} rows)", config.model.name, result.rows), &run.confusion_png(name))?;
+    plot_confusion(
+        &result.confusion,
+        &format!("{} on {name} ({} rows)", config.model.name, result.rows),
+        &run.confusion_png(name),
+    )?;
 
     println!("{} on {name}: {} rows", config.model.name, result.rows);
-    println!("accuracy {:.4}  loss {:.4}  cross-entropy {:.4}  macro F1 {:.4}", result.accuracy, result.loss, result.cross_entropy, result.macro_f1);
+    println!(
+        "accuracy {:.4}  loss {:.4}  cross-entropy {:.4}  macro F1 {:.4}",
+        result.accuracy, result.loss, result.cross_entropy, result.macro_f1
+    );
     println!("{:<10}{:>10}{:>10}{:>10}{:>10}", "class", "precision", "recall", "f1", "support");
     for m in &result.per_class {
         println!("{:<10}{:>10.4}{:>10.4}{:>10.4}{:>10}", m.class, m.precision, m.recall, m.f1, m.support);

@@ -35,6 +35,12 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Evaluate a run's kept checkpoint on a split: accuracy, loss, per-class metrics, confusion matrix.
     Eval(eval_cmd::EvalArgs),
+    /// A Markdown table of finished runs: parameters, kept epoch, train/val/test accuracy, seconds.
+    Report {
+        /// Run directories written by `ferkit train`.
+        #[arg(required = true)]
+        runs: Vec<PathBuf>,
+    },
     /// Training and inference images/s of nets on random data (compare with bench/pytorch_reference.py).
     Bench(bench_cmd::BenchArgs),
 }
@@ -61,7 +67,12 @@ pub struct DataArgs {
 
 impl DataArgs {
     pub fn source(&self) -> DataSource {
-        DataSource { data: self.data.clone(), train: self.train.clone(), val: self.val.clone(), test: self.test.clone() }
+        DataSource {
+            data: self.data.clone(),
+            train: self.train.clone(),
+            val: self.val.clone(),
+            test: self.test.clone(),
+        }
     }
 
     pub fn load(&self) -> Result<Dataset> {
@@ -99,6 +110,11 @@ pub fn run_with(cli: Cli) -> Result<()> {
         }
         Command::Train(args) => train_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
+        Command::Report { runs } => {
+            let paths: Vec<&std::path::Path> = runs.iter().map(PathBuf::as_path).collect();
+            print!("{}", crate::reporting::table::runs_table(&paths)?);
+            Ok(())
+        }
         Command::Bench(args) => bench_cmd::run(args),
     }
 }

@@ -9,8 +9,7 @@ pub const IMAGE_PIXELS: usize = IMAGE_SIDE * IMAGE_SIDE;
 /// Number of emotion classes.
 pub const NUM_CLASSES: usize = 7;
 /// FER2013's class names, indexed by label.
-pub const CLASS_NAMES: [&str; NUM_CLASSES] =
-    ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
+pub const CLASS_NAMES: [&str; NUM_CLASSES] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 
 /// Which part of the data a row belongs to. FER2013's `Usage` column maps
 /// Training -> train, PublicTest -> validation, PrivateTest -> test.

@@ -115,20 +115,15 @@ fn trim_line(line: &[u8]) -> &[u8] {
 
 fn parse_header(line: &[u8]) -> Result<Columns> {
     let text = std::str::from_utf8(line).context("the header is not text")?;
-    let names: Vec<String> =
-        text.split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect();
+    let names: Vec<String> = text.split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect();
     let find = |name: &str| names.iter().position(|n| n == name);
     let emotion = find("emotion");
     let pixels = find("pixels");
     match (emotion, pixels) {
-        (Some(emotion), Some(pixels)) => {
-            Ok(Columns { emotion, pixels, usage: find("usage"), count: names.len() })
-        }
+        (Some(emotion), Some(pixels)) => Ok(Columns { emotion, pixels, usage: find("usage"), count: names.len() }),
         _ => {
             let missing = if emotion.is_none() { "emotion" } else { "pixels" };
-            bail!(
-                "missing column `{missing}` in the header `{text}` (expected `emotion,pixels[,Usage]`)"
-            )
+            bail!("missing column `{missing}` in the header `{text}` (expected `emotion,pixels[,Usage]`)")
         }
     }
 }
@@ -158,18 +153,15 @@ fn parse_row(
         .ok()
         .and_then(|s| s.parse::<u8>().ok())
         .filter(|&l| (l as usize) < NUM_CLASSES)
-        .ok_or_else(|| {
-            format!("emotion `{}` is not a label in 0..=6", String::from_utf8_lossy(emotion))
-        })?;
+        .ok_or_else(|| format!("emotion `{}` is not a label in 0..=6", String::from_utf8_lossy(emotion)))?;
 
     let split = match assignment {
         SplitAssignment::All(split) => split,
         SplitAssignment::ByUsage => {
             let usage = field(columns.usage.expect("checked with the header"));
             let usage = String::from_utf8_lossy(usage);
-            SplitName::parse(&usage).ok_or_else(|| {
-                format!("Usage `{usage}` is unknown (expected Training, PublicTest or PrivateTest)")
-            })?
+            SplitName::parse(&usage)
+                .ok_or_else(|| format!("Usage `{usage}` is unknown (expected Training, PublicTest or PrivateTest)"))?
         }
     };
 

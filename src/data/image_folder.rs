@@ -24,10 +24,7 @@ pub fn read_image_folder(
         }
         let name = file_name(&entry);
         let split = SplitName::parse(&name).with_context(|| {
-            format!(
-                "{}: `{name}` is not a split name (expected train, val or test)",
-                entry.display()
-            )
+            format!("{}: `{name}` is not a split name (expected train, val or test)", entry.display())
         })?;
         found_split = true;
         for class_dir in sorted_entries(&entry)? {
@@ -72,9 +69,7 @@ pub fn read_image_folder(
 
 /// Reads any image file as a 48x48 grey face (resized with a triangle filter when needed).
 pub fn load_face(path: &Path) -> Result<Vec<u8>> {
-    let img = image::open(path)
-        .with_context(|| format!("{}: cannot read the image", path.display()))?
-        .to_luma8();
+    let img = image::open(path).with_context(|| format!("{}: cannot read the image", path.display()))?.to_luma8();
     let img = if img.width() as usize == IMAGE_SIDE && img.height() as usize == IMAGE_SIDE {
         img
     } else {

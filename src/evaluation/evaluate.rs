@@ -34,7 +34,8 @@ pub fn evaluate(net: &Net, split: &Split, split_name: &str, batch_size: usize, d
         let logits = net.forward(batch.images);
         let ce: f32 = loss_fn.forward(logits.clone(), batch.labels).into_scalar();
         ce_sum += ce as f64 * indices.len() as f64;
-        let predicted = logits.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("argmax gives integers");
+        let predicted =
+            logits.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("argmax gives integers");
         for (&i, &p) in indices.iter().zip(&predicted) {
             confusion.add(split.label(i), p as u8);
         }

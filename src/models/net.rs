@@ -3,7 +3,9 @@
 use burn::module::Param;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
-use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d};
+use burn::nn::{
+    BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Initializer, Linear, LinearConfig, PaddingConfig2d,
+};
 use burn::prelude::*;
 use burn::tensor::activation;
 
@@ -165,11 +167,7 @@ impl Net {
 
     /// Logits `[batch, 7]` for images `[batch, 1, 48, 48]`.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = if self.flat_input {
-            Features::Flat(images.flatten(1, 3))
-        } else {
-            Features::Image(images)
-        };
+        let mut x = if self.flat_input { Features::Flat(images.flatten(1, 3)) } else { Features::Image(images) };
         for layer in &self.layers[..self.logit_layers] {
             x = layer.forward(x);
         }
@@ -224,5 +222,76 @@ fn build_layer(layer: &LayerSpec, input: FeatureShape, device: &Device) -> Layer
         LayerSpec::Dropout(d) => Layer::Dropout(DropoutConfig::new(d.rate).init()),
         LayerSpec::Flatten(_) => Layer::Flatten(Flatten),
         LayerSpec::Activation(a) => Layer::Activation(Act { function: Some(a.function) }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::registry::resolve;
+    use burn::nn::loss::CrossEntropyLossConfig;
+
+    fn values(t: Tensor<2>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    #[test]
+    fn burn_params_match_the_spec() {
+        // Burn counts batch norm's running mean and variance too, as Keras' total does.
+        let device = Device::flex();
+        for name in ["fnn1", "cnn1", "cnn3", "vgg-lite"] {
+            let spec = resolve(name).unwrap();
+            let (trainable, non_trainable) = spec.param_counts().unwrap();
+            assert_eq!(Net::new(&spec, &device).unwrap().num_params(), trainable + non_trainable, "{name}");
+        }
+    }
+
+    #[test]
+    fn l2_penalty_is_l2_times_the_sum_of_squared_kernels() {
+        let device = Device::flex();
+        let net = Net::new(&resolve("fnn1").unwrap(), &device).unwrap();
+        // fnn1: three dense layers with l2 0.01, the output layer without.
+        let mut expected = 0.0f64;
+        for layer in &net.layers[..3] {
+            let Layer::Dense(d) = layer else { panic!("fnn1 is all dense") };
+            expected += 0.01 * values(d.linear.weight.val()).iter().map(|w| (*w as f64).powi(2)).sum::<f64>();
+        }
+        let got = net.l2_penalty().unwrap().into_scalar::<f32>() as f64;
+        assert!((got - expected).abs() < 1e-4 * expected, "{got} vs {expected}");
+        // Biases start at zero, as in Keras.
+        let Layer::Dense(d) = &net.layers[0] else { unreachable!() };
+        assert!(d.linear.bias.as_ref().unwrap().val().abs().max().into_scalar::<f32>() == 0.0);
+    }
+
+    #[test]
+    fn cross_entropy_on_logits_is_the_mean_negative_log_softmax() {
+        let device = Device::flex();
+        let logits = Tensor::<2>::from_floats([[2.0, 0.0, -1.0, 0.5, 0.0, 0.0, 0.0], [0.0; 7]], &device);
+        let labels = Tensor::<1, Int>::from_ints([0, 3], &device);
+        let got: f32 = CrossEntropyLossConfig::new().init(&device).forward(logits, labels).into_scalar();
+        // Row 1: -log(e^2 / (e^2 + 1 + e^-1 + e^0.5 + 3)); row 2: -log(1/7).
+        let z = 2f64.exp() + 1.0 + (-1f64).exp() + 0.5f64.exp() + 3.0;
+        let expected = ((z.ln() - 2.0) + 7f64.ln()) / 2.0;
+        assert!((got as f64 - expected).abs() < 1e-5, "{got} vs {expected}");
+    }
+
+    #[test]
+    fn forward_gives_seven_logits_and_strips_the_final_softmax() {
+        let device = Device::flex();
+        for name in ["fnn2", "cnn1", "cnn3"] {
+            let spec = resolve(name).unwrap();
+            let net = Net::new(&spec, &device).unwrap();
+            let out = net.forward(Tensor::zeros([3, 1, 48, 48], &device).add_scalar(0.5));
+            assert_eq!(out.dims(), [3, 7], "{name}");
+            let probs = net.predict(Tensor::ones([2, 1, 48, 48], &device));
+            let sums = values(probs.sum_dim(1));
+            assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-5), "{name}: {sums:?}");
+        }
+        // cnn1 ends with an activation layer: it is skipped; cnn3 ends with dense+softmax: the
+        // dense layer stays and loses its activation.
+        let cnn1 = Net::new(&resolve("cnn1").unwrap(), &device).unwrap();
+        assert_eq!(cnn1.logit_layers, cnn1.layers.len() - 1);
+        let cnn3 = Net::new(&resolve("cnn3").unwrap(), &device).unwrap();
+        assert_eq!(cnn3.logit_layers, cnn3.layers.len());
     }
 }

@@ -322,9 +322,8 @@ impl NetSpec {
         let mut shape = self.input_shape()?;
         let mut infos = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
-            let info = layer
-                .infer(shape)
-                .map_err(|e| anyhow::anyhow!("layer {} ({}): {e}", i + 1, layer.keras_stem()))?;
+            let info =
+                layer.infer(shape).map_err(|e| anyhow::anyhow!("layer {} ({}): {e}", i + 1, layer.keras_stem()))?;
             shape = info.output;
             infos.push(info);
         }

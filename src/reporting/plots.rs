@@ -38,8 +38,15 @@ fn render_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&Area)
         root.present().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
     }
     write_atomic_with(path, |tmp| {
-        image::save_buffer_with_format(tmp, &buffer, width, height, image::ExtendedColorType::Rgb8, image::ImageFormat::Png)
-            .with_context(|| format!("{}: cannot write the PNG", tmp.display()))
+        image::save_buffer_with_format(
+            tmp,
+            &buffer,
+            width,
+            height,
+            image::ExtendedColorType::Rgb8,
+            image::ImageFormat::Png,
+        )
+        .with_context(|| format!("{}: cannot write the PNG", tmp.display()))
     })
 }
 
@@ -85,7 +92,8 @@ fn line_panel(area: &Area, caption: &str, x: &[f64], train: &[f64], val: &[f64])
         .draw()
         .map_err(drawing)?;
     for (values, color, label) in [(train, BLUE, "train"), (val, RED, "validation")] {
-        let points: Vec<(f64, f64)> = x.iter().copied().zip(values.iter().copied()).filter(|(_, v)| v.is_finite()).collect();
+        let points: Vec<(f64, f64)> =
+            x.iter().copied().zip(values.iter().copied()).filter(|(_, v)| v.is_finite()).collect();
         chart
             .draw_series(LineSeries::new(points.clone(), color.stroke_width(2)))
             .map_err(drawing)?
@@ -129,8 +137,7 @@ pub fn plot_confusion(confusion: &Confusion, title: &str, path: &Path) -> Result
                 let (x0, y0) = (left + cell * p as i32, top + cell * t as i32);
                 root.draw(&Rectangle::new([(x0, y0), (x0 + cell, y0 + cell)], RGBColor(shade, shade, 255).filled()))
                     .map_err(drawing)?;
-                root.draw(&Rectangle::new([(x0, y0), (x0 + cell, y0 + cell)], BLACK.mix(0.3)))
-                    .map_err(drawing)?;
+                root.draw(&Rectangle::new([(x0, y0), (x0 + cell, y0 + cell)], BLACK.mix(0.3))).map_err(drawing)?;
                 text(&format!("{count}"), (x0 + cell / 2, y0 + cell / 2 - 8), 16)?;
                 text(&format!("{:.0}%", share * 100.0), (x0 + cell / 2, y0 + cell / 2 + 12), 12)?;
             }
@@ -168,8 +175,11 @@ pub fn face_grid(split: &Split, per_class: usize, path: &Path) -> Result<()> {
                 let face = split.image(index);
                 for (p, &g) in face.iter().enumerate() {
                     let (x, y) = ((x0 + (p % IMAGE_SIDE) * scale) as i32, (y0 + (p / IMAGE_SIDE) * scale) as i32);
-                    root.draw(&Rectangle::new([(x, y), (x + scale as i32, y + scale as i32)], RGBColor(g, g, g).filled()))
-                        .map_err(drawing)?;
+                    root.draw(&Rectangle::new(
+                        [(x, y), (x + scale as i32, y + scale as i32)],
+                        RGBColor(g, g, g).filled(),
+                    ))
+                    .map_err(drawing)?;
                 }
             }
         }

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::config::TrainConfig;
-use burn::module::Module;
 use crate::models::Net;
 use crate::util::atomic::write_atomic_with;
+use burn::module::Module;
 
 #[derive(Clone, Debug)]
 pub struct RunDir {
@@ -19,10 +19,8 @@ impl RunDir {
     /// `overwrite`, so a finished run is never clobbered by accident.
     pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
         if path.exists() {
-            let non_empty = std::fs::read_dir(path)
-                .with_context(|| format!("{}: cannot list", path.display()))?
-                .next()
-                .is_some();
+            let non_empty =
+                std::fs::read_dir(path).with_context(|| format!("{}: cannot list", path.display()))?.next().is_some();
             if non_empty && !overwrite {
                 bail!("{} already holds a run: pick another --out, or pass --overwrite", path.display());
             }

@@ -86,7 +86,8 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
             if let Some(l2) = model.l2_penalty() {
                 loss = loss + l2;
             }
-            correct += logits.argmax(1).squeeze_dim::<1>(1).equal(batch.labels).int().sum().into_scalar::<i64>() as usize;
+            correct +=
+                logits.argmax(1).squeeze_dim::<1>(1).equal(batch.labels).int().sum().into_scalar::<i64>() as usize;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             loss_sum += loss.into_scalar::<f32>() as f64 * indices.len() as f64;
             model = optimizer.step(config.learning_rate, model, grads);
@@ -115,7 +116,9 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
     let train_seconds = start.elapsed().as_secs_f64();
     plot_curves(&history, &config.model.name, &run.curves())?;
 
-    let (best_epoch, _) = tracker.best().ok_or_else(|| anyhow::anyhow!("no epoch gave a finite validation figure (did the loss diverge?)"))?;
+    let (best_epoch, _) = tracker
+        .best()
+        .ok_or_else(|| anyhow::anyhow!("no epoch gave a finite validation figure (did the loss diverge?)"))?;
     let best = run.load_net(config, &device)?;
     let eval = |name: SplitName| evaluate(&best, dataset.split(name), name.as_str(), config.batch_size, &device);
     let metrics = RunMetrics {

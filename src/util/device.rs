@@ -23,7 +23,9 @@ impl DeviceKind {
             #[cfg(feature = "gpu")]
             DeviceKind::Gpu => Ok(Device::wgpu(Default::default())),
             #[cfg(not(feature = "gpu"))]
-            DeviceKind::Gpu => bail!("this ferkit was built without GPU support: rebuild with `cargo build --release --features gpu`"),
+            DeviceKind::Gpu => {
+                bail!("this ferkit was built without GPU support: rebuild with `cargo build --release --features gpu`")
+            }
         }
     }
 }

@@ -1,0 +1,175 @@
+#!/usr/bin/env python3
+"""PyTorch reference for `ferkit bench`: the same nets (built from the same experiments/*.toml),
+the same batches, the same step (forward, cross-entropy + L2, backward, Adam), on CPU threads.
+
+    python3 bench/pytorch_reference.py --models cnn3:512,vgg-lite:64 --threads 2 \
+        [--steps 5 --repeats 3] [--json out.json] [--compare ferkit.json]
+
+With --compare it prints its figures beside ferkit's (the JSON `ferkit bench --json` writes).
+Needs `pip install torch`.
+"""
+import argparse
+import json
+import math
+import pathlib
+import statistics
+import sys
+import time
+import tomllib
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+class SamePad(nn.Module):
+    """TensorFlow's 'same' padding for any stride: the odd extra row/column goes at the end."""
+
+    def __init__(self, kernel, stride, value=0.0):
+        super().__init__()
+        self.kernel, self.stride, self.value = kernel, stride, value
+
+    def forward(self, x):
+        pads = []
+        for size in (x.shape[3], x.shape[2]):  # F.pad wants last dim first
+            out = math.ceil(size / self.stride)
+            total = max((out - 1) * self.stride + self.kernel - size, 0)
+            pads += [total // 2, total - total // 2]
+        return F.pad(x, pads, value=self.value) if any(pads) else x
+
+
+ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
+
+
+def build(spec):
+    """nn.Sequential from a ferkit net TOML; returns (net, [(weight, l2)]). A final softmax is
+    left to the loss, as ferkit does."""
+    layers, l2_terms = [], []
+    shape = spec["input"]  # [h, w, c] or [n]
+    flat = len(shape) == 1
+    if flat:
+        layers.append(nn.Flatten())
+    channels = None if flat else shape[2]
+    features = shape[0] if flat else None
+    specs = spec["layers"]
+    for i, layer in enumerate(specs):
+        kind = layer["kind"]
+        last = i == len(specs) - 1
+        act = layer.get("activation")
+        if kind == "conv2d":
+            k, s, pad = layer["kernel"], layer.get("stride", 1), layer.get("padding", "valid")
+            if pad == "same":
+                layers.append(SamePad(k, s))
+            conv = nn.Conv2d(channels, layer["filters"], k, stride=s)
+            layers.append(conv)
+            if layer.get("l2"):
+                l2_terms.append((conv.weight, layer["l2"]))
+            channels = layer["filters"]
+        elif kind == "dense":
+            if features is None:
+                raise ValueError("dense after an image layer needs flatten")
+            dense = nn.Linear(features, layer["units"])
+            layers.append(dense)
+            if layer.get("l2"):
+                l2_terms.append((dense.weight, layer["l2"]))
+            features = layer["units"]
+        elif kind == "maxpool":
+            p, s, pad = layer["pool"], layer.get("stride", layer["pool"]), layer.get("padding", "valid")
+            if pad == "same":
+                layers.append(SamePad(p, s, value=-math.inf))
+            layers.append(nn.MaxPool2d(p, s))
+        elif kind == "batchnorm":
+            n = features if channels is None else channels
+            bn = (nn.BatchNorm1d if channels is None else nn.BatchNorm2d)(
+                n, eps=layer.get("epsilon", 1e-3), momentum=1 - layer.get("momentum", 0.99))
+            layers.append(bn)
+        elif kind == "dropout":
+            layers.append(nn.Dropout(layer["rate"]))
+        elif kind == "flatten":
+            layers.append(nn.Flatten())
+            channels = None
+            features = None  # set below by a dry run
+        elif kind == "activation":
+            act = layer["function"]
+        if act and not (act == "softmax" and last):
+            if act == "softmax":
+                layers.append(nn.Softmax(dim=1))
+            else:
+                layers.append(ACTIVATIONS[act]())
+        if kind == "flatten":
+            probe = nn.Sequential(*layers)(torch.zeros(1, 1, 48, 48))
+            features = probe.shape[1]
+    return nn.Sequential(*layers), l2_terms
+
+
+def bench(name, batch, steps, repeats):
+    spec = tomllib.loads((ROOT / "experiments" / f"{name}.toml").read_text())
+    torch.manual_seed(0)
+    net, l2_terms = build(spec)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    x = torch.randn(batch, 1, 48, 48)
+    y = torch.randint(0, 7, (batch,))
+
+    def train_step():
+        opt.zero_grad(set_to_none=True)
+        loss = F.cross_entropy(net(x), y)
+        for w, l2 in l2_terms:
+            loss = loss + l2 * w.square().sum()
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def rate(fn):
+        fn()  # warm-up
+        rates = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for _ in range(steps):
+                fn()
+            rates.append(steps * batch / (time.perf_counter() - start))
+        return statistics.median(rates)
+
+    net.train()
+    train = rate(train_step)
+    net.eval()
+    with torch.inference_mode():
+        infer = rate(lambda: net(x))
+    return {"model": name, "batch": batch, "train_images_per_s": train, "infer_images_per_s": infer,
+            "steps": steps, "repeats": repeats}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="cnn3:512,vgg-lite:64")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json")
+    ap.add_argument("--compare", help="ferkit bench --json output to print beside")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    results = []
+    for pair in args.models.split(","):
+        name, batch = pair.split(":")
+        results.append(bench(name, int(batch), args.steps, args.repeats))
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
+    ours = {}
+    if args.compare:
+        ours = {(r["model"], r["batch"]): r for r in json.loads(pathlib.Path(args.compare).read_text())}
+    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} x {args.steps} steps")
+    print(f"{'model':<10}{'batch':>6}{'ferkit train':>14}{'torch train':>13}{'ratio':>7}"
+          f"{'ferkit infer':>14}{'torch infer':>13}{'ratio':>7}   (images/s)")
+    for r in results:
+        o = ours.get((r["model"], r["batch"]))
+        ft = o["train_images_per_s"] if o else float("nan")
+        fi = o["infer_images_per_s"] if o else float("nan")
+        print(f"{r['model']:<10}{r['batch']:>6}{ft:>14.1f}{r['train_images_per_s']:>13.1f}"
+              f"{ft / r['train_images_per_s']:>7.2f}{fi:>14.1f}{r['infer_images_per_s']:>13.1f}"
+              f"{fi / r['infer_images_per_s']:>7.2f}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,38 @@
+//! A Markdown table of finished runs, from their `metrics.json`.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde_json::Value;
+
+use crate::models::summary::thousands;
+use crate::training::RunDir;
+
+/// One row per run: model, parameters, kept epoch, accuracy on each split, training seconds.
+pub fn runs_table(runs: &[&Path]) -> Result<String> {
+    let mut out = String::from(
+        "| run | model | params | kept epoch | train acc | val acc | test acc | train seconds |\n\
+         |---|---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for path in runs {
+        let run = RunDir::open(path)?;
+        let text = std::fs::read_to_string(run.metrics())
+            .with_context(|| format!("{}: no metrics (has the run finished?)", run.metrics().display()))?;
+        let m: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", run.metrics().display()))?;
+        let pct = |v: &Value| v["accuracy"].as_f64().map_or("—".to_string(), |a| format!("{:.2}%", a * 100.0));
+        let params = m["trainable_params"].as_u64().unwrap_or(0) + m["non_trainable_params"].as_u64().unwrap_or(0);
+        out += &format!(
+            "| {} | {} | {} | {}/{} | {} | {} | {} | {:.0} |\n",
+            path.display(),
+            m["model"].as_str().unwrap_or("?"),
+            thousands(params as usize),
+            m["best_epoch"],
+            m["epochs"],
+            pct(&m["train"]),
+            pct(&m["val"]),
+            pct(&m["test"]),
+            m["train_seconds"].as_f64().unwrap_or(f64::NAN)
+        );
+    }
+    Ok(out)
+}

@@ -1,0 +1,173 @@
+//! The command line end to end on tiny synthetic data: every subcommand, the run directory,
+//! reproducibility and the data sources.
+
+mod common;
+use common::*;
+
+fn read(path: &std::path::Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+#[test]
+fn summary_prints_the_notebooks_parameter_counts() {
+    for (name, total) in [
+        ("fnn1", "305,607"),
+        ("fnn2", "606,983"),
+        ("fnn3", "1,213,447"),
+        ("cnn1", "19,798,723"),
+        ("cnn2", "2,000,399"),
+        ("cnn3", "615,159"),
+    ] {
+        let out = ferkit(&["summary", name]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stdout(&out).contains(&format!("Total params: {total}")), "{name}: {}", stdout(&out));
+    }
+    let out = ferkit(&["summary", "nonsense"]);
+    assert!(!out.status.success());
+}
+
+#[test]
+fn stats_and_grid_on_all_three_source_kinds() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = synthetic_csv(14);
+    let plain = write(&dir.path().join("fer.csv"), &text);
+    let gz = write_gz(&dir.path().join("fer.csv.gz"), &text);
+    for path in [&plain, &gz] {
+        let out = ferkit(&["data", "stats", "--data", path.to_str().unwrap(), "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+        assert_eq!(json["train"]["total"], 14);
+        assert_eq!(json["val"]["angry"], 2);
+        assert_eq!(json["test"]["neutral"], 2);
+    }
+
+    // One file per split, as the notebook had (no Usage column).
+    let per_split = |rows: usize, seed: usize| {
+        let mut s = String::from("emotion,pixels\n");
+        for i in 0..rows {
+            s += &format!("{},{}\n", i % 7, pixels_text(&synthetic_face(i % 7, seed + i)));
+        }
+        s
+    };
+    let train = write(&dir.path().join("train.csv"), per_split(21, 0));
+    let val = write(&dir.path().join("val.csv"), per_split(7, 100));
+    let out = ferkit(&["data", "stats", "--train", train.to_str().unwrap(), "--val", val.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    assert!(table.lines().any(|l| l.starts_with("train") && l.trim_end().ends_with("21")), "{table}");
+    assert!(table.lines().any(|l| l.starts_with("test") && l.trim_end().ends_with(" 0")), "{table}");
+
+    // Image folders, any size, converted to 48x48 grey.
+    let root = dir.path().join("faces");
+    for (split, class, size) in
+        [("train", "happy", 48), ("train", "sad", 96), ("val", "fear", 30), ("test", "angry", 64)]
+    {
+        let folder = root.join(split).join(class);
+        std::fs::create_dir_all(&folder).unwrap();
+        image::RgbImage::from_pixel(size, size, image::Rgb([200, 100, 50])).save(folder.join("a.png")).unwrap();
+    }
+    let out = ferkit(&["data", "stats", "--data", root.to_str().unwrap(), "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&out)).unwrap();
+    assert_eq!((json["train"]["happy"].as_u64(), json["train"]["sad"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(json["val"]["fear"], 1);
+
+    let grid = dir.path().join("grid.png");
+    let out =
+        ferkit(&["data", "grid", "--data", gz.to_str().unwrap(), "--out", grid.to_str().unwrap(), "--per-class", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let img = image::open(&grid).unwrap();
+    assert_eq!((img.width(), img.height()), (7 * (144 + 10) + 10, 30 + 2 * (144 + 10) + 10));
+}
+
+#[test]
+fn train_eval_and_reproducibility() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(70));
+    let data = data.to_str().unwrap();
+    let run = |name: &str, seed: &str| {
+        let out_dir = dir.path().join(name);
+        let out = ferkit(&[
+            "train",
+            "cnn3",
+            "--data",
+            data,
+            "--epochs",
+            "2",
+            "--batch",
+            "16",
+            "--seed",
+            seed,
+            "--out",
+            out_dir.to_str().unwrap(),
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        out_dir
+    };
+    let a = run("a", "7");
+    for file in ["config.toml", "history.csv", "model.bpk", "curves.png", "summary.txt", "metrics.json"] {
+        assert!(a.join(file).exists(), "{file} missing");
+    }
+    let history = read(&a.join("history.csv"));
+    assert_eq!(history.lines().count(), 3, "{history}");
+    let metrics: serde_json::Value = serde_json::from_str(&read(&a.join("metrics.json"))).unwrap();
+    assert_eq!(metrics["trainable_params"], 615_159);
+    assert!(metrics["test"]["accuracy"].is_number());
+    assert!(read(&a.join("summary.txt")).contains("Total params: 615,159"));
+
+    // Same seed, same data: the same history, figure for figure (timings aside).
+    let b = run("b", "7");
+    let strip = |h: String| h.lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect::<Vec<_>>();
+    assert_eq!(strip(history.clone()), strip(read(&b.join("history.csv"))));
+    // Another seed: another history.
+    let c = run("c", "8");
+    assert_ne!(strip(history), strip(read(&c.join("history.csv"))));
+
+    // A finished run is not overwritten by accident.
+    let out = ferkit(&["train", "cnn3", "--data", data, "--epochs", "1", "--out", a.to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("already holds a run"), "{}", stderr(&out));
+
+    // Evaluation of the kept checkpoint agrees with what training reported.
+    let out = ferkit(&["eval", a.to_str().unwrap(), "--split", "val"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let eval: serde_json::Value = serde_json::from_str(&read(&a.join("eval_val.json"))).unwrap();
+    assert_eq!(eval["accuracy"], metrics["val"]["accuracy"]);
+    assert_eq!(eval["rows"], 70);
+    assert!(a.join("confusion_val.png").exists());
+    let out = ferkit(&["eval", dir.path().to_str().unwrap()]);
+    assert!(!out.status.success() && stderr(&out).contains("not a ferkit run directory"));
+}
+
+#[test]
+fn a_net_from_a_toml_file_trains() {
+    let dir = tempfile::tempdir().unwrap();
+    let net = write(
+        &dir.path().join("tiny.toml"),
+        "name = \"tiny\"\ninput = [48, 48, 1]\nlearning_rate = 0.01\n\
+         [[layers]]\nkind = \"conv2d\"\nfilters = 4\nkernel = 3\nstride = 2\npadding = \"valid\"\nactivation = \"tanh\"\n\
+         [[layers]]\nkind = \"batchnorm\"\n\
+         [[layers]]\nkind = \"maxpool\"\npool = 3\nstride = 2\n\
+         [[layers]]\nkind = \"flatten\"\n\
+         [[layers]]\nkind = \"dense\"\nunits = 7\nl2 = 0.001\n",
+    );
+    let out = ferkit(&["summary", net.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // conv 3*3*1*4+4 = 40; BN 16 (8 non-trainable); 23x23 -> pool 3/2 valid -> 11x11x4 = 484 -> 7: 3395.
+    assert!(stdout(&out).contains("Total params: 3,451"), "{}", stdout(&out));
+    assert!(stdout(&out).contains("Non-trainable params: 8"), "{}", stdout(&out));
+    let data = write(&dir.path().join("fer.csv"), synthetic_csv(35));
+    let run_dir = dir.path().join("run");
+    let out = ferkit(&[
+        "train",
+        net.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--batch",
+        "8",
+        "--out",
+        run_dir.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

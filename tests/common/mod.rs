@@ -1,0 +1,68 @@
+//! Helpers for the integration tests: synthetic FER2013-shaped files and running the binary.
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const USAGES: [&str; 3] = ["Training", "PublicTest", "PrivateTest"];
+
+/// A 48x48 face for `label` and `seed`: a bright block whose place depends on the label, over
+/// seeded noise, so that a net can tell classes apart.
+pub fn synthetic_face(label: usize, seed: usize) -> Vec<u8> {
+    let mut state = (seed as u64).wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    (0..48 * 48)
+        .map(|p| {
+            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            let noise = (state >> 58) as u8; // 0..63
+            let (x, y) = (p % 48, p / 48);
+            let in_block = y / 16 == label / 3 && x / 16 == label % 3;
+            if in_block { 180 + noise } else { 40 + noise }
+        })
+        .collect()
+}
+
+pub fn pixels_text(face: &[u8]) -> String {
+    face.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(" ")
+}
+
+/// A FER2013 CSV with `per_split` rows in each of the three usages, labels cycling 0..6.
+pub fn synthetic_csv(per_split: usize) -> String {
+    let mut out = String::from("emotion,pixels,Usage\n");
+    for (u, usage) in USAGES.iter().enumerate() {
+        for i in 0..per_split {
+            let label = i % 7;
+            out += &format!("{label},{},{usage}\n", pixels_text(&synthetic_face(label, u * 100_000 + i)));
+        }
+    }
+    out
+}
+
+pub fn write(path: &Path, text: impl AsRef<[u8]>) -> PathBuf {
+    std::fs::write(path, text).unwrap();
+    path.to_path_buf()
+}
+
+pub fn write_gz(path: &Path, text: &str) -> PathBuf {
+    let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    enc.write_all(text.as_bytes()).unwrap();
+    write(path, enc.finish().unwrap())
+}
+
+pub fn ferkit(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ferkit")).args(args).output().expect("ferkit runs")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Where FER2013 lives beside the repository, if it does.
+pub fn shared_fer2013() -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fer2013/fer2013.csv.gz");
+    path.exists().then_some(path)
+}
