@@ -10,4 +10,5 @@ pub mod evaluation;
 pub mod models;
 pub mod reporting;
 pub mod training;
+pub mod tuning;
 pub mod util;

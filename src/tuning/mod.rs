@@ -1,0 +1,10 @@
+//! Hyperparameter search, keras-tuner's shape: a search space ([`space`]), a strategy with
+//! ask/tell whose state saves to JSON ([`oracle`], using the Gaussian process in [`gp`]), and a
+//! trial runner that trains each trial in its own process and run directory ([`runner`]).
+
+pub mod gp;
+pub mod oracle;
+pub mod space;
+
+pub use oracle::{Acquisition, Direction, Oracle, Strategy, Trial, TrialStatus};
+pub use space::{Assignment, SearchSpace};
