@@ -4,6 +4,7 @@ mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
 mod train_cmd;
+mod tune_cmd;
 
 use std::path::PathBuf;
 
@@ -33,6 +34,8 @@ enum Command {
     },
     /// Train a net; everything goes to one run directory.
     Train(train_cmd::TrainArgs),
+    /// Search a net's hyperparameters (Bayesian optimisation, random or grid), each trial a run directory.
+    Tune(tune_cmd::TuneArgs),
     /// Evaluate a run's kept checkpoint on a split: accuracy, loss, per-class metrics, confusion matrix.
     Eval(eval_cmd::EvalArgs),
     /// A Markdown table of finished runs: parameters, kept epoch, train/val/test accuracy, seconds.
@@ -109,6 +112,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Train(args) => train_cmd::run(args),
+        Command::Tune(args) => tune_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Report { runs } => {
             let paths: Vec<&std::path::Path> = runs.iter().map(PathBuf::as_path).collect();

@@ -186,3 +186,67 @@ pub fn face_grid(split: &Split, per_class: usize, path: &Path) -> Result<()> {
         Ok(())
     })
 }
+
+/// A search's objective per trial (points) and the best so far (a step line). Failed or
+/// unfinished trials have no point.
+pub fn plot_trials(points: &[(usize, Option<f64>)], maximize: bool, path: &Path) -> Result<()> {
+    render_png(path, (800, 450), |root| {
+        let values: Vec<(f64, f64)> =
+            points.iter().filter_map(|(t, v)| v.filter(|v| v.is_finite()).map(|v| (*t as f64, v))).collect();
+        let (lo, hi) =
+            values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, v)| (lo.min(*v), hi.max(*v)));
+        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+        let pad = ((hi - lo) * 0.1).max(1e-3);
+        let x_max = points.len().max(2) as f64 - 0.5;
+        let mut chart = ChartBuilder::on(root)
+            .caption(
+                if maximize {
+                    "objective per trial (higher is better)"
+                } else {
+                    "objective per trial (lower is better)"
+                },
+                (FONT, 20),
+            )
+            .margin(12)
+            .x_label_area_size(40)
+            .y_label_area_size(60)
+            .build_cartesian_2d(-0.5..x_max, (lo - pad)..(hi + pad))
+            .map_err(drawing)?;
+        chart
+            .configure_mesh()
+            .x_desc("trial")
+            .label_style((FONT, 14))
+            .axis_desc_style((FONT, 16))
+            .draw()
+            .map_err(drawing)?;
+        chart
+            .draw_series(values.iter().map(|p| Circle::new(*p, 5, BLUE.filled())))
+            .map_err(drawing)?
+            .label("trial")
+            .legend(|(x, y)| Circle::new((x + 10, y), 5, BLUE.filled()));
+        let mut best: Option<f64> = None;
+        let steps: Vec<(f64, f64)> = values
+            .iter()
+            .map(|(t, v)| {
+                let b = match best {
+                    Some(b) if (maximize && b >= *v) || (!maximize && b <= *v) => b,
+                    _ => *v,
+                };
+                best = Some(b);
+                (*t, b)
+            })
+            .collect();
+        chart
+            .draw_series(LineSeries::new(steps, RED.stroke_width(2)))
+            .map_err(drawing)?
+            .label("best so far")
+            .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
+        chart
+            .configure_series_labels()
+            .label_font((FONT, 14))
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(drawing)
+    })
+}

@@ -4,6 +4,7 @@
 
 pub mod gp;
 pub mod oracle;
+pub mod runner;
 pub mod space;
 
 pub use oracle::{Acquisition, Direction, Oracle, Strategy, Trial, TrialStatus};

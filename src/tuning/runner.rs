@@ -1,0 +1,269 @@
+//! The trial runner: takes trials from the oracle and trains each one with `ferkit train` in a
+//! process of its own (up to `workers` at once), each in its own run directory under the
+//! search's folder. The oracle's state is saved after every ask and tell, so running the same
+//! command again after an interruption re-runs only the trials that had not finished.
+
+use std::collections::VecDeque;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use super::oracle::{Direction, Oracle, Strategy, Trial, TrialStatus};
+use super::space::SearchSpace;
+use crate::data::DataSource;
+use crate::reporting::plots::plot_trials;
+use crate::training::Monitor;
+use crate::training::history::read_csv;
+use crate::util::atomic::write_atomic;
+use crate::util::device::DeviceKind;
+
+/// What every trial is trained with; saved beside the oracle so a resumed search must match.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialSettings {
+    pub epochs: usize,
+    pub objective: Monitor,
+    pub seed: u64,
+    pub device: DeviceKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<usize>,
+    #[serde(default)]
+    pub skip_bad_rows: bool,
+    pub data: DataSource,
+}
+
+pub struct TuneOptions {
+    pub space: SearchSpace,
+    pub strategy: Strategy,
+    pub trials: usize,
+    pub settings: TrialSettings,
+    pub out: PathBuf,
+    pub workers: usize,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BestTrial {
+    pub trial: usize,
+    pub values: super::space::Assignment,
+    pub objective: f64,
+    pub best_epoch: Option<usize>,
+    pub run_dir: PathBuf,
+    /// The test accuracy of the best trial's kept checkpoint (the trial was chosen on validation).
+    pub test_accuracy: Option<f64>,
+}
+
+struct Running {
+    trial: Trial,
+    child: Child,
+    started: Instant,
+}
+
+fn trial_dir(out: &Path, id: usize) -> PathBuf {
+    out.join(format!("trial_{id:03}"))
+}
+
+/// Runs (or resumes) a search; returns the best trial.
+pub fn tune(options: TuneOptions) -> Result<Option<BestTrial>> {
+    let TuneOptions { space, strategy, trials, settings, out, workers } = options;
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+    let state_path = out.join("oracle.json");
+    let settings_path = out.join("settings.toml");
+    let direction = match settings.objective {
+        Monitor::ValLoss => Direction::Minimize,
+        Monitor::ValAccuracy => Direction::Maximize,
+    };
+    let mut oracle = if state_path.exists() {
+        let oracle = Oracle::load(&state_path)?;
+        let saved: TrialSettings = toml::from_str(&std::fs::read_to_string(&settings_path).unwrap_or_default())
+            .with_context(|| format!("{}: missing or unreadable", settings_path.display()))?;
+        if oracle.space != space || oracle.strategy != strategy || oracle.max_trials != trials || saved != settings {
+            bail!(
+                "{} holds a different search (space, strategy, trials or training settings differ): \
+                 use another --out, or the same options to resume it",
+                out.display()
+            );
+        }
+        let done = oracle.trials.iter().filter(|t| t.status != TrialStatus::Pending).count();
+        eprintln!("resuming {}: {done} trials finished, {} to re-run", out.display(), oracle.pending().len());
+        oracle
+    } else {
+        write_atomic(&settings_path, toml::to_string(&settings)?)?;
+        Oracle::new(space, strategy, direction, trials, settings.seed)
+    };
+    oracle.save(&state_path)?;
+
+    let exe = std::env::current_exe().context("cannot find the ferkit executable")?;
+    let mut queue: VecDeque<Trial> = oracle.pending().into();
+    let mut running: Vec<Running> = Vec::new();
+    let search_start = Instant::now();
+    loop {
+        while running.len() < workers.max(1) {
+            let trial = match queue.pop_front() {
+                Some(t) => t,
+                None => match oracle.ask() {
+                    Some(t) => {
+                        oracle.save(&state_path)?;
+                        t
+                    }
+                    None => break,
+                },
+            };
+            let child = start_trial(&exe, &oracle.space, &trial, &settings, &out)?;
+            eprintln!("trial {} started: {}", trial.id, serde_json::to_string(&trial.values)?);
+            running.push(Running { trial, child, started: Instant::now() });
+        }
+        if running.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let mut i = 0;
+        while i < running.len() {
+            let status = running[i].child.try_wait().context("cannot watch a trial process")?;
+            let Some(status) = status else {
+                i += 1;
+                continue;
+            };
+            let done = running.swap_remove(i);
+            let seconds = done.started.elapsed().as_secs_f64();
+            let dir = trial_dir(&out, done.trial.id);
+            let result = if status.success() { trial_result(&dir, settings.objective) } else { None };
+            match result {
+                Some((objective, epoch)) => {
+                    oracle.tell(done.trial.id, Some(objective), Some(epoch), Some(seconds));
+                    eprintln!("trial {} finished: {objective:.4} at epoch {epoch}, {seconds:.0} s", done.trial.id);
+                }
+                None => {
+                    oracle.tell(done.trial.id, None, None, Some(seconds));
+                    eprintln!("trial {} FAILED ({status}); see {}", done.trial.id, dir.join("train.log").display());
+                }
+            }
+            oracle.save(&state_path)?;
+        }
+    }
+    eprintln!("search finished in {:.0} s", search_start.elapsed().as_secs_f64());
+    write_reports(&oracle, &out)
+}
+
+fn start_trial(exe: &Path, space: &SearchSpace, trial: &Trial, settings: &TrialSettings, out: &Path) -> Result<Child> {
+    let dir = trial_dir(out, trial.id);
+    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let net = space.net_for(&trial.values)?;
+    let net_path = dir.join("net.toml");
+    write_atomic(&net_path, net.to_toml())?;
+    let log = std::fs::File::create(dir.join("train.log")).context("cannot create a trial log")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("train").arg(&net_path).arg("--out").arg(&dir).arg("--overwrite");
+    cmd.args(["--epochs", &settings.epochs.to_string(), "--batch", &space.batch_size.to_string()]);
+    cmd.args(["--seed", &settings.seed.to_string()]);
+    cmd.args([
+        "--monitor",
+        match settings.objective {
+            Monitor::ValLoss => "val_loss",
+            Monitor::ValAccuracy => "val_accuracy",
+        },
+    ]);
+    cmd.args([
+        "--device",
+        match settings.device {
+            DeviceKind::Cpu => "cpu",
+            DeviceKind::Gpu => "gpu",
+        },
+    ]);
+    if let Some(n) = settings.subset {
+        cmd.args(["--subset", &n.to_string()]);
+    }
+    if settings.skip_bad_rows {
+        cmd.arg("--skip-bad-rows");
+    }
+    let d = &settings.data;
+    for (flag, path) in [("--data", &d.data), ("--train", &d.train), ("--val", &d.val), ("--test", &d.test)] {
+        if let Some(p) = path {
+            cmd.arg(flag).arg(p);
+        }
+    }
+    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    die_with_parent(&mut cmd);
+    cmd.spawn().with_context(|| format!("cannot start trial {}", trial.id))
+}
+
+/// A trial process must not outlive the search that started it: a killed search would leave
+/// it writing into a trial folder that the resumed search is about to run again.
+#[cfg(target_os = "linux")]
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the new process's own settings.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn die_with_parent(_cmd: &mut Command) {}
+
+/// The objective of a finished trial, from its history: the best validation loss (or accuracy)
+/// and the epoch it came at.
+fn trial_result(dir: &Path, objective: Monitor) -> Option<(f64, usize)> {
+    let history = read_csv(&dir.join("history.csv")).ok()?;
+    let pick = |r: &crate::training::history::EpochRecord| match objective {
+        Monitor::ValLoss => r.val_loss,
+        Monitor::ValAccuracy => -r.val_accuracy,
+    };
+    let best = history.iter().filter(|r| pick(r).is_finite()).min_by(|a, b| pick(a).total_cmp(&pick(b)))?;
+    let value = match objective {
+        Monitor::ValLoss => best.val_loss,
+        Monitor::ValAccuracy => best.val_accuracy,
+    };
+    Some((value, best.epoch))
+}
+
+/// `trials.csv`, `trials.png`, `best.json` and `best_model.bpk` in the search folder.
+fn write_reports(oracle: &Oracle, out: &Path) -> Result<Option<BestTrial>> {
+    let names: Vec<String> = oracle.space.params.iter().map(|p| p.name.clone()).collect();
+    let mut csv = format!("trial,{},objective,best_epoch,seconds,status\n", names.join(","));
+    for t in &oracle.trials {
+        let values: Vec<String> = names
+            .iter()
+            .map(|n| t.values.get(n).map(|v| v.to_string().replace(',', ";")).unwrap_or_default())
+            .collect();
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        csv += &format!(
+            "{},{},{},{},{},{:?}\n",
+            t.id,
+            values.join(","),
+            opt(t.objective.map(|v| format!("{v:.6}"))),
+            opt(t.best_epoch.map(|v| v.to_string())),
+            opt(t.seconds.map(|v| format!("{v:.1}"))),
+            t.status
+        );
+    }
+    write_atomic(&out.join("trials.csv"), csv)?;
+    let points: Vec<(usize, Option<f64>)> = oracle.trials.iter().map(|t| (t.id, t.objective)).collect();
+    plot_trials(&points, oracle.direction == Direction::Maximize, &out.join("trials.png"))?;
+
+    let Some(best) = oracle.best() else { return Ok(None) };
+    let dir = trial_dir(out, best.id);
+    let test_accuracy = std::fs::read_to_string(dir.join("metrics.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|m| m["test"]["accuracy"].as_f64());
+    let summary = BestTrial {
+        trial: best.id,
+        values: best.values.clone(),
+        objective: best.objective.unwrap_or(f64::NAN),
+        best_epoch: best.best_epoch,
+        run_dir: dir.clone(),
+        test_accuracy,
+    };
+    write_atomic(&out.join("best.json"), serde_json::to_string_pretty(&summary)?)?;
+    let weights = std::fs::read(dir.join("model.bpk")).with_context(|| format!("{}: no weights", dir.display()))?;
+    write_atomic(&out.join("best_model.bpk"), weights)?;
+    Ok(Some(summary))
+}

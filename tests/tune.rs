@@ -1,0 +1,173 @@
+//! `ferkit tune` end to end on synthetic data: trials as run directories, reports, parallel
+//! workers, and a search killed mid-trial that resumes without redoing finished trials.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+const SPACE: &str = r#"
+name = "tiny"
+batch_size = 16
+
+[[params]]
+name = "units"
+type = "int"
+min = 8
+max = 64
+step = 8
+
+[[params]]
+name = "activation"
+type = "choice"
+values = ["relu", "tanh"]
+
+[[params]]
+name = "learning_rate"
+type = "float"
+min = 1e-4
+max = 1e-2
+sampling = "log"
+
+[net]
+name = "tiny_fnn"
+input = [2304]
+learning_rate = "$learning_rate"
+
+[[net.layers]]
+kind = "dense"
+units = "$units"
+activation = "$activation"
+
+[[net.layers]]
+kind = "dense"
+units = 7
+activation = "softmax"
+"#;
+
+fn setup(dir: &Path, rows: usize) -> (String, String) {
+    let space = write(&dir.join("space.toml"), SPACE);
+    let data = write(&dir.join("fer.csv"), synthetic_csv(rows));
+    (space.to_str().unwrap().to_string(), data.to_str().unwrap().to_string())
+}
+
+fn oracle_state(out: &Path) -> serde_json::Value {
+    std::fs::read_to_string(out.join("oracle.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or_default()
+}
+
+#[test]
+fn search_writes_trials_and_the_best_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let (space, data) = setup(dir.path(), 28);
+    let out = dir.path().join("search");
+    let o = ferkit(&[
+        "tune",
+        &space,
+        "--data",
+        &data,
+        "--trials",
+        "4",
+        "--epochs",
+        "2",
+        "--initial-points",
+        "2",
+        "--workers",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    assert!(csv.starts_with("trial,units,activation,learning_rate,objective,best_epoch,seconds,status"), "{csv}");
+    assert_eq!(csv.lines().filter(|l| l.ends_with("Completed")).count(), 4, "{csv}");
+    for i in 0..4 {
+        assert!(out.join(format!("trial_{i:03}/model.bpk")).exists());
+        assert!(out.join(format!("trial_{i:03}/net.toml")).exists());
+    }
+    assert!(out.join("trials.png").exists() && out.join("best_model.bpk").exists());
+    let best: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("best.json")).unwrap()).unwrap();
+    assert!(best["test_accuracy"].is_number(), "{best}");
+    assert!(stdout(&o).contains("best trial"), "{}", stdout(&o));
+    // The same command again finds nothing left to do.
+    let again = ferkit(&[
+        "tune",
+        &space,
+        "--data",
+        &data,
+        "--trials",
+        "4",
+        "--epochs",
+        "2",
+        "--initial-points",
+        "2",
+        "--workers",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(again.status.success() && stderr(&again).contains("4 trials finished, 0 to re-run"), "{}", stderr(&again));
+    // Other options on the same folder are refused.
+    let other =
+        ferkit(&["tune", &space, "--data", &data, "--trials", "5", "--epochs", "2", "--out", out.to_str().unwrap()]);
+    assert!(!other.status.success() && stderr(&other).contains("different search"), "{}", stderr(&other));
+}
+
+#[test]
+fn killed_search_resumes_without_redoing_finished_trials() {
+    let dir = tempfile::tempdir().unwrap();
+    let (space, data) = setup(dir.path(), 200);
+    let out = dir.path().join("search");
+    let args = [
+        "tune",
+        &space,
+        "--data",
+        &data,
+        "--trials",
+        "3",
+        "--epochs",
+        "6",
+        "--initial-points",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferkit"))
+        .args(args)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Wait until one trial has finished and the next is running, then kill the whole search.
+    let start = Instant::now();
+    loop {
+        let state = oracle_state(&out);
+        let statuses: Vec<String> =
+            state["trials"].as_array().map(|t| t.iter().map(|t| t["status"].to_string()).collect()).unwrap_or_default();
+        if statuses.first().is_some_and(|s| s.contains("completed"))
+            && statuses.get(1).is_some_and(|s| s.contains("pending"))
+        {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "the search did not get going: {statuses:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // SIGKILL to the search alone: its trial process dies with it (PR_SET_PDEATHSIG).
+    child.kill().unwrap();
+    let _ = child.wait();
+    let first_history = out.join("trial_000/history.csv");
+    let finished_before = std::fs::metadata(&first_history).unwrap().modified().unwrap();
+
+    let o = ferkit(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("resuming") && stderr(&o).contains("1 to re-run"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("trial 0 started"), "trial 0 was redone: {}", stderr(&o));
+    assert_eq!(std::fs::metadata(&first_history).unwrap().modified().unwrap(), finished_before);
+    let state = oracle_state(&out);
+    let trials = state["trials"].as_array().unwrap();
+    assert_eq!(trials.len(), 3);
+    assert!(trials.iter().all(|t| t["status"] == "completed"), "{state}");
+}
