@@ -7,6 +7,7 @@
 //! - [`standardize`]: the notebook's per-image standardisation.
 //! - [`batch`]: shuffled mini-batches as Burn tensors.
 
+pub mod augment;
 pub mod batch;
 pub mod dataset;
 pub mod fer_csv;
