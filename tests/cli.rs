@@ -77,7 +77,7 @@ fn stats_and_grid_on_all_three_source_kinds() {
         ferkit(&["data", "grid", "--data", gz.to_str().unwrap(), "--out", grid.to_str().unwrap(), "--per-class", "2"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let img = image::open(&grid).unwrap();
-    assert_eq!((img.width(), img.height()), (7 * (144 + 10) + 10, 30 + 2 * (144 + 10) + 10));
+    assert_eq!((img.width(), img.height()), (7 * (144 + 10) + 10, 2 * (144 + 10 + 26) + 10));
 }
 
 #[test]
@@ -170,4 +170,58 @@ fn a_net_from_a_toml_file_trains() {
         run_dir.to_str().unwrap(),
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn augmentation_is_seeded_and_init_from_continues_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(&dir.path().join("fer.csv"), synthetic_csv(35));
+    let data = data.to_str().unwrap();
+    let train = |name: &str, extra: &[&str]| {
+        let out_dir = dir.path().join(name);
+        let mut args =
+            vec!["train", "cnn3", "--data", data, "--epochs", "2", "--batch", "8", "--out", out_dir.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = ferkit(&args);
+        (out.status.success(), stderr(&out), out_dir)
+    };
+    let recipe = ["--augment", "rotation=20,shear=20,zoom=0.1,hflip,fill=nearest"];
+    let (ok, err, a) = train("aug_a", &recipe);
+    assert!(ok, "{err}");
+    let (ok, err, b) = train("aug_b", &recipe);
+    assert!(ok, "{err}");
+    let (ok, err, plain) = train("plain", &[]);
+    assert!(ok, "{err}");
+    let strip = |p: &std::path::Path| -> Vec<String> {
+        read(&p.join("history.csv")).lines().map(|l| l.rsplit_once(',').unwrap().0.to_string()).collect()
+    };
+    assert_eq!(strip(&a), strip(&b), "same seed and recipe, same history");
+    assert_ne!(strip(&a), strip(&plain), "augmentation changes training");
+    assert!(read(&a.join("config.toml")).contains("[augment]"), "the recipe is recorded");
+
+    let (ok, err, _) = train("bad_recipe", &["--augment", "rotate=20"]);
+    assert!(!ok && err.contains("unknown `rotate`"), "{err}");
+
+    // Continue the plain run: it starts from trained weights. The wrong net is refused.
+    let (ok, err, _) = train("continued", &["--init-from", plain.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let out = ferkit(&[
+        "train",
+        "fnn1",
+        "--data",
+        data,
+        "--epochs",
+        "1",
+        "--init-from",
+        plain.to_str().unwrap(),
+        "--out",
+        dir.path().join("wrong").to_str().unwrap(),
+    ]);
+    assert!(!out.status.success() && stderr(&out).contains("do not fit this net"), "{}", stderr(&out));
+
+    let png = dir.path().join("aug.png");
+    let out = ferkit(&["data", "augment-grid", "--data", data, "--out", png.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let img = image::open(&png).unwrap();
+    assert_eq!(img.width(), 5 * (144 + 10) + 10);
 }

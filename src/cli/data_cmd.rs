@@ -7,8 +7,10 @@ use clap::Subcommand;
 use serde_json::{Map, Value, json};
 
 use super::DataArgs;
-use crate::data::{CLASS_NAMES, Dataset, SplitName};
-use crate::reporting::plots::face_grid;
+use crate::data::augment::AugmentConfig;
+use crate::data::batch::{EpochAugment, prepare_batch};
+use crate::data::{CLASS_NAMES, Dataset, IMAGE_PIXELS, SplitName};
+use crate::reporting::plots::{draw_faces, face_grid, to_grey};
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -34,6 +36,18 @@ pub enum DataCommand {
         #[arg(long, value_enum, default_value_t = SplitName::Train)]
         split: SplitName,
     },
+    /// A 3 x 5 PNG preview of augmented training faces (standardised, then augmented).
+    AugmentGrid {
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        out: PathBuf,
+        /// The recipe, as for `ferkit train --augment`.
+        #[arg(long, default_value = "rotation=20,shear=20,zoom=0.1,hflip,fill=nearest")]
+        augment: String,
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+    },
 }
 
 pub fn run(cmd: DataCommand) -> Result<()> {
@@ -51,6 +65,21 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             anyhow::ensure!(per_class >= 1, "--per-class must be at least 1");
             let dataset = data.load()?;
             face_grid(dataset.split(split), per_class, &out)?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+        DataCommand::AugmentGrid { data, out, augment, seed } => {
+            let config = AugmentConfig::parse(&augment)?;
+            let dataset = data.load()?;
+            let rows: Vec<usize> = (0..dataset.train.len().min(15)).collect();
+            anyhow::ensure!(!rows.is_empty(), "the data has no training rows");
+            let batch = prepare_batch(&dataset.train, &rows, Some(EpochAugment { config: &config, seed, epoch: 0 }));
+            let cells: Vec<(String, Option<Vec<u8>>)> = rows
+                .iter()
+                .zip(batch.pixels.chunks(IMAGE_PIXELS))
+                .map(|(&i, image)| (CLASS_NAMES[dataset.train.label(i) as usize].to_string(), Some(to_grey(image))))
+                .collect();
+            draw_faces(&cells, 5, &out)?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use clap::Args;
 
 use super::{DataArgs, load_data};
+use crate::data::augment::AugmentConfig;
 use crate::training::{Monitor, RunDir, TrainConfig, train};
 use crate::util::device::DeviceKind;
 
@@ -38,6 +39,13 @@ pub struct TrainArgs {
     pub subset: Option<usize>,
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
+    /// Augment training images, Keras-style: e.g. rotation=20,shear=20,zoom=0.1,hflip,fill=nearest
+    /// (also width_shift, height_shift, cval, crop=PAD, erasing=P).
+    #[arg(long)]
+    pub augment: Option<String>,
+    /// Continue from a trained run's kept weights (the same net).
+    #[arg(long)]
+    pub init_from: Option<PathBuf>,
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
@@ -51,7 +59,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
         device: args.device,
         subset: args.subset,
         skip_bad_rows: args.data.skip_bad_rows,
+        init_from: args.init_from,
         data: args.data.source(),
+        augment: args.augment.as_deref().map(AugmentConfig::parse).transpose()?,
         model: spec,
     };
     let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(&config.model.name));

@@ -5,7 +5,8 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 
-use super::dataset::{IMAGE_SIDE, Split};
+use super::augment::{AugmentConfig, sample_rng};
+use super::dataset::{IMAGE_PIXELS, IMAGE_SIDE, Split};
 use super::standardize::standardize_batch;
 
 /// A batch on a device: images `[batch, 1, 48, 48]` (standardised) and labels `[batch]`.
@@ -24,16 +25,67 @@ impl Batch {
     }
 }
 
-/// Builds the batch of rows `indices` of `split`.
-pub fn make_batch(split: &Split, indices: &[usize], device: &Device) -> Batch {
+/// A batch in host memory, before it goes to a device (built off the training thread).
+pub struct HostBatch {
+    pub pixels: Vec<f32>,
+    pub labels: Vec<i64>,
+}
+
+/// Augmentation of one epoch: the recipe, the run's seed and the epoch number fix every
+/// sample's transform.
+#[derive(Clone, Copy)]
+pub struct EpochAugment<'a> {
+    pub config: &'a AugmentConfig,
+    pub seed: u64,
+    pub epoch: usize,
+}
+
+/// Standardises (and, when asked, augments) rows `indices` of `split`. As in the notebook,
+/// images are standardised first and the standardised images augmented.
+pub fn prepare_batch(split: &Split, indices: &[usize], augment: Option<EpochAugment>) -> HostBatch {
     let mut pixels = Vec::new();
     standardize_batch(indices.iter().map(|&i| split.image(i)), &mut pixels);
-    let labels: Vec<i64> = indices.iter().map(|&i| split.label(i) as i64).collect();
-    let n = indices.len();
-    Batch {
-        images: Tensor::from_data(TensorData::new(pixels, [n, 1, IMAGE_SIDE, IMAGE_SIDE]), device),
-        labels: Tensor::from_data(TensorData::new(labels, [n]), device),
+    if let Some(a) = augment {
+        for (&row, image) in indices.iter().zip(pixels.chunks_mut(IMAGE_PIXELS)) {
+            a.config.apply(image, IMAGE_SIDE, IMAGE_SIDE, &mut sample_rng(a.seed, a.epoch, row));
+        }
     }
+    HostBatch { pixels, labels: indices.iter().map(|&i| split.label(i) as i64).collect() }
+}
+
+impl HostBatch {
+    pub fn to_device(self, device: &Device) -> Batch {
+        let n = self.labels.len();
+        Batch {
+            images: Tensor::from_data(TensorData::new(self.pixels, [n, 1, IMAGE_SIDE, IMAGE_SIDE]), device),
+            labels: Tensor::from_data(TensorData::new(self.labels, [n]), device),
+        }
+    }
+}
+
+/// Builds the batch of rows `indices` of `split` (no augmentation).
+pub fn make_batch(split: &Split, indices: &[usize], device: &Device) -> Batch {
+    prepare_batch(split, indices, None).to_device(device)
+}
+
+/// Prepares an epoch's batches on a thread of `scope`, two ahead of the consumer, so that
+/// standardisation and augmentation overlap with training.
+pub fn prefetch<'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    split: &'scope Split,
+    order: Vec<usize>,
+    batch_size: usize,
+    augment: Option<EpochAugment<'scope>>,
+) -> std::sync::mpsc::Receiver<HostBatch> {
+    let (tx, rx) = std::sync::mpsc::sync_channel(2);
+    scope.spawn(move || {
+        for indices in in_batches(&order, batch_size) {
+            if tx.send(prepare_batch(split, indices, augment)).is_err() {
+                break; // the consumer stopped early (an error)
+            }
+        }
+    });
+    rx
 }
 
 /// Row order for each epoch: a fresh shuffle from a generator seeded once per run, so that a

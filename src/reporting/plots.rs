@@ -149,11 +149,6 @@ pub fn plot_confusion(confusion: &Confusion, title: &str, path: &Path) -> Result
 /// Faces in a grid, one column per class with its name on top, `per_class` rows.
 /// The faces are the first `per_class` rows of each class in the split.
 pub fn face_grid(split: &Split, per_class: usize, path: &Path) -> Result<()> {
-    let scale = 3usize;
-    let side = IMAGE_SIDE * scale;
-    let (gap, header) = (10usize, 30usize);
-    let width = NUM_CLASSES * (side + gap) + gap;
-    let height = header + per_class * (side + gap) + gap;
     let mut picks: Vec<Vec<usize>> = vec![Vec::new(); NUM_CLASSES];
     for i in 0..split.len() {
         let class = split.label(i) as usize;
@@ -161,26 +156,48 @@ pub fn face_grid(split: &Split, per_class: usize, path: &Path) -> Result<()> {
             picks[class].push(i);
         }
     }
-    render_png(path, (width as u32, height as u32), |root| {
+    // Column-major: cell (row r, class c) is picks[c][r]; classes with fewer faces leave gaps.
+    let mut cells = Vec::new();
+    for r in 0..per_class {
         for (class, rows) in picks.iter().enumerate() {
-            let x0 = gap + class * (side + gap);
-            let style = TextStyle::from((FONT, 18).into_font()).pos(plotters::style::text_anchor::Pos::new(
-                plotters::style::text_anchor::HPos::Center,
-                plotters::style::text_anchor::VPos::Center,
-            ));
-            root.draw(&Text::new(CLASS_NAMES[class], ((x0 + side / 2) as i32, (header / 2) as i32), style))
-                .map_err(drawing)?;
-            for (r, &index) in rows.iter().enumerate() {
-                let y0 = header + gap / 2 + r * (side + gap);
-                let face = split.image(index);
-                for (p, &g) in face.iter().enumerate() {
-                    let (x, y) = ((x0 + (p % IMAGE_SIDE) * scale) as i32, (y0 + (p / IMAGE_SIDE) * scale) as i32);
-                    root.draw(&Rectangle::new(
-                        [(x, y), (x + scale as i32, y + scale as i32)],
-                        RGBColor(g, g, g).filled(),
-                    ))
+            let label = if r == 0 { CLASS_NAMES[class].to_string() } else { String::new() };
+            cells.push((label, rows.get(r).map(|&i| split.image(i).to_vec())));
+        }
+    }
+    draw_faces(&cells, NUM_CLASSES, path)
+}
+
+/// Grey levels for a standardised (or any float) image: its own minimum to maximum.
+pub fn to_grey(image: &[f32]) -> Vec<u8> {
+    let (lo, hi) = image.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
+    let scale = if hi > lo { 255.0 / (hi - lo) } else { 0.0 };
+    image.iter().map(|&v| ((v - lo) * scale).round() as u8).collect()
+}
+
+/// 48x48 faces in a grid of `cols` columns, each with a label above it (empty cells stay blank).
+pub fn draw_faces(cells: &[(String, Option<Vec<u8>>)], cols: usize, path: &Path) -> Result<()> {
+    let scale = 3usize;
+    let side = IMAGE_SIDE * scale;
+    let (gap, label) = (10usize, 26usize);
+    let rows = cells.len().div_ceil(cols);
+    let width = cols * (side + gap) + gap;
+    let height = rows * (side + gap + label) + gap;
+    render_png(path, (width as u32, height as u32), |root| {
+        let style = TextStyle::from((FONT, 18).into_font()).pos(plotters::style::text_anchor::Pos::new(
+            plotters::style::text_anchor::HPos::Center,
+            plotters::style::text_anchor::VPos::Center,
+        ));
+        for (k, (text, face)) in cells.iter().enumerate() {
+            let (x0, y0) = (gap + (k % cols) * (side + gap), gap / 2 + (k / cols) * (side + gap + label));
+            if !text.is_empty() {
+                root.draw(&Text::new(text.clone(), ((x0 + side / 2) as i32, (y0 + label / 2) as i32), style.clone()))
                     .map_err(drawing)?;
-                }
+            }
+            let Some(face) = face else { continue };
+            for (p, &g) in face.iter().enumerate() {
+                let (x, y) = ((x0 + (p % IMAGE_SIDE) * scale) as i32, (y0 + label + (p / IMAGE_SIDE) * scale) as i32);
+                root.draw(&Rectangle::new([(x, y), (x + scale as i32, y + scale as i32)], RGBColor(g, g, g).filled()))
+                    .map_err(drawing)?;
             }
         }
         Ok(())

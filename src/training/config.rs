@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::data::DataSource;
+use crate::data::augment::AugmentConfig;
 use crate::models::NetSpec;
 use crate::util::device::DeviceKind;
 
@@ -37,7 +38,13 @@ pub struct TrainConfig {
     pub subset: Option<usize>,
     #[serde(default)]
     pub skip_bad_rows: bool,
+    /// Start from this run's kept weights instead of fresh ones (same net).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_from: Option<std::path::PathBuf>,
     pub data: DataSource,
+    /// Training-time augmentation (Keras ImageDataGenerator semantics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentConfig>,
     pub model: NetSpec,
 }
 
@@ -53,7 +60,9 @@ impl TrainConfig {
             device: DeviceKind::Cpu,
             subset: None,
             skip_bad_rows: false,
+            init_from: None,
             data,
+            augment: None,
             model,
         }
     }
@@ -80,6 +89,7 @@ mod tests {
         let spec = crate::models::resolve("cnn3").unwrap();
         let mut config = TrainConfig::notebook(spec, DataSource::from_path("data.csv"));
         config.subset = Some(100);
+        config.augment = Some(AugmentConfig::parse("rotation=20,shear=20,zoom=0.1,hflip").unwrap());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config.to_toml()).unwrap();

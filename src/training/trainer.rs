@@ -8,8 +8,11 @@
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
+use burn::module::Module;
+use std::sync::mpsc::Receiver;
+
+use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
+use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::Serialize;
 
@@ -17,7 +20,7 @@ use super::config::TrainConfig;
 use super::history::{BestTracker, EpochRecord, write_csv};
 use super::progress::Progress;
 use super::run_dir::RunDir;
-use crate::data::batch::{EpochOrder, in_batches, make_batch};
+use crate::data::batch::{EpochAugment, EpochOrder, HostBatch, prefetch};
 use crate::data::{Dataset, SplitName};
 use crate::evaluation::{SplitEvaluation, evaluate};
 use crate::models::{Net, summary};
@@ -44,6 +47,40 @@ pub struct RunMetrics {
     pub test: Option<SplitEvaluation>,
 }
 
+/// What one pass over the training rows needs besides the net and the optimizer.
+struct EpochPass<'a> {
+    config: &'a TrainConfig,
+    loss_fn: &'a CrossEntropyLoss,
+    device: &'a Device,
+    progress: &'a Progress,
+    epoch: usize,
+}
+
+impl EpochPass<'_> {
+    /// Trains on every batch `batches` yields; returns the net, the summed loss (with L2) and
+    /// the number of correct predictions, both as seen during training (dropout on).
+    fn run(&self, mut model: Net, optimizer: &mut ModuleOptimizer, batches: Receiver<HostBatch>) -> (Net, f64, usize) {
+        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
+        for host in batches {
+            let n = host.labels.len();
+            let batch = host.to_device(self.device);
+            let logits = model.forward(batch.images);
+            let mut loss = self.loss_fn.forward(logits.clone(), batch.labels.clone());
+            if let Some(l2) = model.l2_penalty() {
+                loss = loss + l2;
+            }
+            correct +=
+                logits.argmax(1).squeeze_dim::<1>(1).equal(batch.labels).int().sum().into_scalar::<i64>() as usize;
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            loss_sum += loss.into_scalar::<f32>() as f64 * n as f64;
+            model = optimizer.step(self.config.learning_rate, model, grads);
+            seen += n;
+            self.progress.batch_done(self.epoch, loss_sum / seen as f64);
+        }
+        (model, loss_sum, correct)
+    }
+}
+
 /// Trains `config.model` on `dataset` and fills `run`.
 pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<RunMetrics> {
     if dataset.train.is_empty() {
@@ -64,6 +101,12 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
     let mut model = Net::new(&config.model, &train_device)?;
+    if let Some(from) = &config.init_from {
+        let weights = RunDir::open(from)?.weights();
+        model = model
+            .try_load_file(&weights)
+            .map_err(|e| anyhow::anyhow!("--init-from {}: the weights do not fit this net: {e}", weights.display()))?;
+    }
     let mut optimizer = AdamConfig::new().with_epsilon(KERAS_ADAM_EPSILON).init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let mut order = EpochOrder::new(config.seed);
@@ -77,23 +120,13 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
 
     for epoch in 1..=config.epochs {
         let epoch_start = Instant::now();
-        let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         let rows = order.next_epoch(train.len());
-        for indices in in_batches(&rows, config.batch_size) {
-            let batch = make_batch(train, indices, &train_device);
-            let logits = model.forward(batch.images);
-            let mut loss = loss_fn.forward(logits.clone(), batch.labels.clone());
-            if let Some(l2) = model.l2_penalty() {
-                loss = loss + l2;
-            }
-            correct +=
-                logits.argmax(1).squeeze_dim::<1>(1).equal(batch.labels).int().sum().into_scalar::<i64>() as usize;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            loss_sum += loss.into_scalar::<f32>() as f64 * indices.len() as f64;
-            model = optimizer.step(config.learning_rate, model, grads);
-            seen += indices.len();
-            progress.batch_done(epoch, loss_sum / seen as f64);
-        }
+        let augment = config.augment.as_ref().map(|a| EpochAugment { config: a, seed: config.seed, epoch });
+        let pass = EpochPass { config, loss_fn: &loss_fn, device: &train_device, progress: &progress, epoch };
+        let (trained, loss_sum, correct) = std::thread::scope(|scope| {
+            pass.run(model, &mut optimizer, prefetch(scope, train, rows, config.batch_size, augment))
+        });
+        model = trained;
         let val = evaluate(&model.valid(), &dataset.val, "val", config.batch_size, &device);
         let record = EpochRecord {
             epoch,
