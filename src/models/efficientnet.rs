@@ -1,0 +1,177 @@
+//! EfficientNet-Lite0 (Tan and Le, 2019; the "Lite" variant: no squeeze-excitation, ReLU6, fixed
+//! stem and head), shaped to load the ImageNet weights of the PyTorch port in
+//! `../shared/models/efficientnet-lite0-57934424.pth`.
+//!
+//! The architecture was read off that file's tensor names and shapes: a 3x3 stride-2 stem of
+//! 32 channels, 16 inverted-residual (MBConv) blocks in 7 stages, a 1x1 head of 1280 channels,
+//! global average pooling and a 1000-way classifier. Convolutions pad like TensorFlow's "same"
+//! (the odd extra row at the end), batch norm has epsilon 1e-3.
+
+use std::path::Path;
+
+use anyhow::{Result, bail};
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, PytorchStore};
+
+/// Stages: (blocks, kernel, first stride, expansion, output channels).
+const STAGES: [(usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 16),
+    (2, 3, 2, 6, 24),
+    (2, 5, 2, 6, 40),
+    (3, 3, 2, 6, 80),
+    (3, 5, 1, 6, 112),
+    (4, 5, 2, 6, 192),
+    (1, 3, 1, 6, 320),
+];
+const STEM_CHANNELS: usize = 32;
+pub const FEATURES: usize = 1280;
+pub const IMAGENET_CLASSES: usize = 1000;
+const BN_EPSILON: f64 = 1e-3;
+/// PyTorch's momentum 0.01 (TensorFlow's 0.99).
+const BN_MOMENTUM: f64 = 0.01;
+/// ImageNet normalisation used in training these weights.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+fn conv(channels: [usize; 2], kernel: usize, stride: usize, groups: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new(channels, [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_groups(groups)
+        .with_padding(PaddingConfig2d::Same)
+        .with_bias(false)
+        .init(device)
+}
+
+fn bn(channels: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(channels).with_epsilon(BN_EPSILON).with_momentum(BN_MOMENTUM).init(device)
+}
+
+fn relu6(x: Tensor<4>) -> Tensor<4> {
+    x.clamp(0.0, 6.0)
+}
+
+/// An inverted-residual block: 1x1 expansion (when the ratio is not 1), depthwise kxk, 1x1
+/// projection; a skip connection when the shape is kept. Field names follow the PyTorch port.
+#[derive(Module, Debug)]
+pub struct MbConv {
+    pub expand_conv: Option<Conv2d>,
+    pub bn0: Option<BatchNorm>,
+    pub depthwise_conv: Conv2d,
+    pub bn1: BatchNorm,
+    pub project_conv: Conv2d,
+    pub bn2: BatchNorm,
+    pub skip: bool,
+}
+
+impl MbConv {
+    fn new(input: usize, output: usize, kernel: usize, stride: usize, expansion: usize, device: &Device) -> Self {
+        let hidden = input * expansion;
+        let (expand_conv, bn0) = if expansion != 1 {
+            (Some(conv([input, hidden], 1, 1, 1, device)), Some(bn(hidden, device)))
+        } else {
+            (None, None)
+        };
+        MbConv {
+            expand_conv,
+            bn0,
+            depthwise_conv: conv([hidden, hidden], kernel, stride, hidden, device),
+            bn1: bn(hidden, device),
+            project_conv: conv([hidden, output], 1, 1, 1, device),
+            bn2: bn(output, device),
+            skip: stride == 1 && input == output,
+        }
+    }
+
+    fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let mut x = input.clone();
+        if let (Some(expand), Some(bn0)) = (&self.expand_conv, &self.bn0) {
+            x = relu6(bn0.forward(expand.forward(x)));
+        }
+        x = relu6(self.bn1.forward(self.depthwise_conv.forward(x)));
+        x = self.bn2.forward(self.project_conv.forward(x));
+        if self.skip { x + input } else { x }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct EfficientNetLite0 {
+    pub conv_stem: Conv2d,
+    pub bn0: BatchNorm,
+    pub blocks: Vec<MbConv>,
+    pub conv_head: Conv2d,
+    pub bn1: BatchNorm,
+    pub dropout: Dropout,
+    pub fc: Linear,
+}
+
+impl EfficientNetLite0 {
+    /// A freshly initialised net with `classes` outputs.
+    pub fn new(classes: usize, device: &Device) -> Self {
+        let mut blocks = Vec::new();
+        let mut channels = STEM_CHANNELS;
+        for (repeats, kernel, stride, expansion, output) in STAGES {
+            for r in 0..repeats {
+                blocks.push(MbConv::new(channels, output, kernel, if r == 0 { stride } else { 1 }, expansion, device));
+                channels = output;
+            }
+        }
+        EfficientNetLite0 {
+            conv_stem: conv([3, STEM_CHANNELS], 3, 2, 1, device),
+            bn0: bn(STEM_CHANNELS, device),
+            blocks,
+            conv_head: conv([channels, FEATURES], 1, 1, 1, device),
+            bn1: bn(FEATURES, device),
+            dropout: DropoutConfig::new(0.2).init(),
+            fc: LinearConfig::new(FEATURES, classes).init(device),
+        }
+    }
+
+    /// The ImageNet net with the weights of a PyTorch state dict (`.pth`, zip or legacy pickle).
+    /// PyTorch's names (`_blocks.3._depthwise_conv.weight`) lose their underscores to become
+    /// this module's (`blocks.3.depthwise_conv.weight`); every tensor must be used and found.
+    pub fn from_pytorch(path: &Path, device: &Device) -> Result<Self> {
+        if !path.exists() {
+            bail!("{}: no such weights file", path.display());
+        }
+        let mut net = Self::new(IMAGENET_CLASSES, device);
+        let mut store = PytorchStore::from_file(path)
+            .with_key_remapping(r"^_", "")
+            .with_key_remapping(r"\._", ".")
+            .allow_partial(false);
+        let result = net.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if !result.errors.is_empty() || !result.missing.is_empty() {
+            bail!(
+                "{}: not EfficientNet-Lite0 weights: {} tensors missing (e.g. {:?}), {} errors (e.g. {:?})",
+                path.display(),
+                result.missing.len(),
+                result.missing.first().map(|m| &m.0),
+                result.errors.len(),
+                result.errors.first()
+            );
+        }
+        // PyTorch's batch-norm step counters have no counterpart here.
+        let unused: Vec<&String> = result.unused.iter().filter(|u| !u.ends_with("num_batches_tracked")).collect();
+        if !unused.is_empty() {
+            bail!("{}: {} tensors are not EfficientNet-Lite0's (e.g. {})", path.display(), unused.len(), unused[0]);
+        }
+        Ok(net)
+    }
+
+    /// Pooled features `[batch, 1280]` for ImageNet-normalised images `[batch, 3, h, w]`.
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
+        for block in &self.blocks {
+            x = block.forward(x);
+        }
+        x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        let [batch, channels, _, _] = x.dims();
+        x.mean_dim(3).mean_dim(2).reshape([batch, channels])
+    }
+
+    /// Logits `[batch, classes]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.fc.forward(self.dropout.forward(self.features(images)))
+    }
+}

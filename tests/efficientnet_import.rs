@@ -1,0 +1,60 @@
+//! Proof of a correct import: with the ImageNet weights from ../shared, ferkit's
+//! EfficientNet-Lite0 gives the same 1000 logits as the PyTorch reference implementation on
+//! fixed inputs (fixture written by tests/fixtures/make_efficientnet_reference.py).
+
+use burn::prelude::*;
+use ferkit::models::efficientnet::EfficientNetLite0;
+
+fn fixed_input(batch: usize, size: usize, device: &Device) -> Tensor<4> {
+    let mut data = Vec::with_capacity(batch * 3 * size * size);
+    for b in 0..batch {
+        for c in 0..3 {
+            for i in 0..size {
+                for j in 0..size {
+                    let v = (0.05 * i as f64 + 0.07 * j as f64 + 0.9 * c as f64 + 1.3 * b as f64).sin() * 1.5;
+                    data.push(v as f32);
+                }
+            }
+        }
+    }
+    Tensor::from_data(TensorData::new(data, [batch, 3, size, size]), device)
+}
+
+#[test]
+fn imagenet_logits_match_pytorch() {
+    let weights =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/efficientnet-lite0-57934424.pth");
+    if !weights.exists() {
+        eprintln!("SKIPPED: {} is absent", weights.display());
+        return;
+    }
+    let device = Device::flex();
+    let net = EfficientNetLite0::from_pytorch(&weights, &device).expect("the weights load");
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/efficientnet_lite0_reference.json")).unwrap();
+    for case in doc["cases"].as_array().unwrap() {
+        let size = case["size"].as_u64().unwrap() as usize;
+        let batch = case["batch"].as_u64().unwrap() as usize;
+        let logits =
+            net.forward(fixed_input(batch, size, &device)).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let expected: Vec<f64> = case["logits"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+            .collect();
+        assert_eq!(logits.len(), expected.len());
+        let worst = logits.iter().zip(&expected).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max);
+        eprintln!("{size}x{size}: max |ferkit - pytorch| over {} logits = {worst:.2e}", logits.len());
+        assert!(worst <= 1e-3, "{size}x{size}: max abs difference {worst}");
+    }
+}
+
+#[test]
+fn wrong_weights_are_refused_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("not_weights.pth");
+    std::fs::write(&path, b"not a pickle").unwrap();
+    let err = EfficientNetLite0::from_pytorch(&path, &Device::flex()).err().expect("garbage is refused");
+    assert!(format!("{err:#}").contains("not_weights.pth"), "{err:#}");
+}
