@@ -10,7 +10,7 @@ use burn::tensor::Distribution;
 use serde::Serialize;
 
 use crate::data::{IMAGE_SIDE, NUM_CLASSES};
-use crate::models::{Net, NetSpec};
+use crate::models::{Model, ModelSpec};
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchResult {
@@ -26,7 +26,7 @@ pub struct BenchResult {
 /// Times `steps` training steps and `steps` inference batches, `repeats` times, after one
 /// warm-up step of each; reports medians.
 pub fn bench_model(
-    spec: &NetSpec,
+    spec: &ModelSpec,
     batch: usize,
     steps: usize,
     repeats: usize,
@@ -34,13 +34,13 @@ pub fn bench_model(
 ) -> anyhow::Result<BenchResult> {
     device.seed(0);
     let train_device = device.clone().autodiff();
-    let mut model = Net::new(spec, &train_device)?;
+    let mut model = spec.build(&train_device)?;
     let mut optimizer = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let images = Tensor::<4>::random([batch, 1, IMAGE_SIDE, IMAGE_SIDE], Distribution::Normal(0.0, 1.0), &train_device);
     let labels = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, NUM_CLASSES as f64), &train_device);
 
-    let mut train_step = |model: Net| -> Net {
+    let mut train_step = |model: Model| -> Model {
         let logits = model.forward(images.clone());
         let mut loss = loss_fn.forward(logits, labels.clone());
         if let Some(l2) = model.l2_penalty() {
@@ -77,7 +77,7 @@ pub fn bench_model(
         infer_rates.push((steps * batch) as f64 / start.elapsed().as_secs_f64());
     }
     Ok(BenchResult {
-        model: spec.name.clone(),
+        model: spec.name().to_string(),
         batch,
         train_images_per_s: median(&mut train_rates),
         infer_images_per_s: median(&mut infer_rates),

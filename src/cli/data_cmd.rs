@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 
 use super::DataArgs;
 use crate::data::augment::AugmentConfig;
-use crate::data::batch::{EpochAugment, prepare_batch};
+use crate::data::batch::{EpochAugment, Preprocess, prepare_batch};
 use crate::data::{CLASS_NAMES, Dataset, IMAGE_PIXELS, SplitName};
 use crate::reporting::plots::{draw_faces, face_grid, to_grey};
 
@@ -73,7 +73,12 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             let dataset = data.load()?;
             let rows: Vec<usize> = (0..dataset.train.len().min(15)).collect();
             anyhow::ensure!(!rows.is_empty(), "the data has no training rows");
-            let batch = prepare_batch(&dataset.train, &rows, Some(EpochAugment { config: &config, seed, epoch: 0 }));
+            let batch = prepare_batch(
+                &dataset.train,
+                &rows,
+                Preprocess::PerImage,
+                Some(EpochAugment { config: &config, seed, epoch: 0 }),
+            );
             let cells: Vec<(String, Option<Vec<u8>>)> = rows
                 .iter()
                 .zip(batch.pixels.chunks(IMAGE_PIXELS))

@@ -37,18 +37,18 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let split = dataset.split(args.split);
     anyhow::ensure!(!split.is_empty(), "the data has no {} rows", args.split.as_str());
     let device = config.device.device()?;
-    let net = run.load_net(&config, &device)?;
-    let result = evaluate(&net, split, args.split.as_str(), config.batch_size, &device);
+    let net = run.load_model(&config, &device)?;
+    let result = evaluate(&net, config.model.preprocess(), split, args.split.as_str(), config.batch_size, &device);
 
     let name = args.split.as_str();
     write_atomic(&run.evaluation(name), serde_json::to_string_pretty(&result)?)?;
     plot_confusion(
         &result.confusion,
-        &format!("{} on {name} ({} rows)", config.model.name, result.rows),
+        &format!("{} on {name} ({} rows)", config.model.name(), result.rows),
         &run.confusion_png(name),
     )?;
 
-    println!("{} on {name}: {} rows", config.model.name, result.rows);
+    println!("{} on {name}: {} rows", config.model.name(), result.rows);
     println!(
         "accuracy {:.4}  loss {:.4}  cross-entropy {:.4}  macro F1 {:.4}",
         result.accuracy, result.loss, result.cross_entropy, result.macro_f1

@@ -29,8 +29,10 @@ enum Command {
     Models,
     /// Print a Keras-style summary of a preset or a net TOML file.
     Summary {
-        /// A preset (fnn1..3, cnn1..3, vgg-lite) or a path to a net TOML file.
+        /// A preset (fnn1..3, cnn1..3, vgg-lite, efficientnet-lite0) or a path to a net TOML file.
         model: String,
+        #[command(flatten)]
+        transfer: train_cmd::TransferArgs,
     },
     /// Train a net; everything goes to one run directory.
     Train(train_cmd::TrainArgs),
@@ -98,17 +100,33 @@ pub fn run_with(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Models => {
-            println!("{:<10} {:>12} {:>14}  description", "preset", "params", "non-trainable");
-            for (name, _) in crate::models::PRESETS {
+            println!("{:<18} {:>12} {:>14}  description", "preset", "params", "non-trainable");
+            for name in crate::models::preset_names() {
                 let spec = crate::models::resolve(name)?;
                 let (t, nt) = spec.param_counts()?;
                 let total = crate::models::summary::thousands(t + nt);
-                println!("{name:<10} {total:>12} {:>14}  {}", crate::models::summary::thousands(nt), spec.description);
+                let description = match &spec {
+                    crate::models::ModelSpec::Layers(s) => s.description.clone(),
+                    crate::models::ModelSpec::Transfer(s) => {
+                        format!(
+                            "Transfer learning: ImageNet {} backbone, {} blocks frozen, new head",
+                            s.backbone, s.frozen_blocks
+                        )
+                    }
+                };
+                println!("{name:<18} {total:>12} {:>14}  {description}", crate::models::summary::thousands(nt));
             }
             Ok(())
         }
-        Command::Summary { model } => {
-            print!("{}", crate::models::summary(&crate::models::resolve(&model)?)?);
+        Command::Summary { model, transfer } => {
+            let spec = transfer.apply(crate::models::resolve(&model)?)?;
+            print!("{}", spec.summary()?);
+            if let crate::models::ModelSpec::Transfer(t) = &spec
+                && let Some(weights) = &t.weights
+            {
+                crate::models::efficientnet::EfficientNetLite0::from_pytorch(weights, &burn::prelude::Device::flex())?;
+                println!("ImageNet weights loaded from {}: every tensor found and used.", weights.display());
+            }
             Ok(())
         }
         Command::Train(args) => train_cmd::run(args),

@@ -7,6 +7,7 @@ use clap::Args;
 
 use super::{DataArgs, load_data};
 use crate::data::augment::AugmentConfig;
+use crate::models::ModelSpec;
 use crate::training::{Monitor, RunDir, TrainConfig, train};
 use crate::util::device::DeviceKind;
 
@@ -46,14 +47,58 @@ pub struct TrainArgs {
     /// Continue from a trained run's kept weights (the same net).
     #[arg(long)]
     pub init_from: Option<PathBuf>,
+    #[command(flatten)]
+    pub transfer: TransferArgs,
+}
+
+/// Options of the transfer-learning model (efficientnet-lite0).
+#[derive(clap::Args, Debug, Default)]
+pub struct TransferArgs {
+    /// ImageNet weights for the backbone (PyTorch .pth), e.g. ../shared/models/efficientnet-lite0-57934424.pth.
+    #[arg(long)]
+    pub weights: Option<PathBuf>,
+    /// Backbone blocks frozen from the bottom, after the stem (0..=16).
+    #[arg(long)]
+    pub freeze: Option<usize>,
+    /// Side the faces are resized to before the backbone (default 48).
+    #[arg(long)]
+    pub input_size: Option<usize>,
+    /// Hidden widths of the new head, e.g. 1024 or 512,256.
+    #[arg(long, value_delimiter = ',')]
+    pub head: Option<Vec<usize>>,
+}
+
+impl TransferArgs {
+    /// Applies the options to a transfer model; refuses them for a layer-list net.
+    pub fn apply(&self, spec: ModelSpec) -> Result<ModelSpec> {
+        let given = self.weights.is_some() || self.freeze.is_some() || self.input_size.is_some() || self.head.is_some();
+        match spec {
+            ModelSpec::Transfer(mut t) => {
+                t.weights = self.weights.clone().or(t.weights);
+                t.frozen_blocks = self.freeze.unwrap_or(t.frozen_blocks);
+                t.input_size = self.input_size.unwrap_or(t.input_size);
+                t.head = self.head.clone().unwrap_or(t.head);
+                let spec = ModelSpec::Transfer(t);
+                spec.check()?;
+                Ok(spec)
+            }
+            layers if given => {
+                anyhow::bail!(
+                    "--weights, --freeze, --input-size and --head are for transfer models, not `{}`",
+                    layers.name()
+                )
+            }
+            layers => Ok(layers),
+        }
+    }
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let spec = crate::models::resolve(&args.model)?;
+    let spec = args.transfer.apply(crate::models::resolve(&args.model)?)?;
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
-        learning_rate: args.lr.unwrap_or(spec.learning_rate),
+        learning_rate: args.lr.unwrap_or(spec.learning_rate()),
         seed: args.seed,
         monitor: args.monitor,
         device: args.device,
@@ -64,7 +109,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         augment: args.augment.as_deref().map(AugmentConfig::parse).transpose()?,
         model: spec,
     };
-    let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(&config.model.name));
+    let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(config.model.name()));
     let run_dir = RunDir::create(&out, args.overwrite)?;
     let dataset = load_config_data(&config)?;
     let metrics = train(&config, &dataset, &run_dir)?;

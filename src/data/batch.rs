@@ -25,6 +25,15 @@ impl Batch {
     }
 }
 
+/// How grey levels become model inputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Preprocess {
+    /// The notebook's per-image standardisation (layer-list nets).
+    PerImage,
+    /// Grey level / 255, in [0, 1] (transfer nets normalise for ImageNet themselves).
+    UnitRange,
+}
+
 /// A batch in host memory, before it goes to a device (built off the training thread).
 pub struct HostBatch {
     pub pixels: Vec<f32>,
@@ -40,11 +49,21 @@ pub struct EpochAugment<'a> {
     pub epoch: usize,
 }
 
-/// Standardises (and, when asked, augments) rows `indices` of `split`. As in the notebook,
+/// Preprocesses (and, when asked, augments) rows `indices` of `split`. As in the notebook,
 /// images are standardised first and the standardised images augmented.
-pub fn prepare_batch(split: &Split, indices: &[usize], augment: Option<EpochAugment>) -> HostBatch {
+pub fn prepare_batch(
+    split: &Split,
+    indices: &[usize],
+    preprocess: Preprocess,
+    augment: Option<EpochAugment>,
+) -> HostBatch {
     let mut pixels = Vec::new();
-    standardize_batch(indices.iter().map(|&i| split.image(i)), &mut pixels);
+    match preprocess {
+        Preprocess::PerImage => standardize_batch(indices.iter().map(|&i| split.image(i)), &mut pixels),
+        Preprocess::UnitRange => {
+            pixels.extend(indices.iter().flat_map(|&i| split.image(i).iter().map(|&p| p as f32 / 255.0)))
+        }
+    }
     if let Some(a) = augment {
         for (&row, image) in indices.iter().zip(pixels.chunks_mut(IMAGE_PIXELS)) {
             a.config.apply(image, IMAGE_SIDE, IMAGE_SIDE, &mut sample_rng(a.seed, a.epoch, row));
@@ -64,8 +83,8 @@ impl HostBatch {
 }
 
 /// Builds the batch of rows `indices` of `split` (no augmentation).
-pub fn make_batch(split: &Split, indices: &[usize], device: &Device) -> Batch {
-    prepare_batch(split, indices, None).to_device(device)
+pub fn make_batch(split: &Split, indices: &[usize], preprocess: Preprocess, device: &Device) -> Batch {
+    prepare_batch(split, indices, preprocess, None).to_device(device)
 }
 
 /// Prepares an epoch's batches on a thread of `scope`, two ahead of the consumer, so that
@@ -75,12 +94,13 @@ pub fn prefetch<'scope>(
     split: &'scope Split,
     order: Vec<usize>,
     batch_size: usize,
+    preprocess: Preprocess,
     augment: Option<EpochAugment<'scope>>,
 ) -> std::sync::mpsc::Receiver<HostBatch> {
     let (tx, rx) = std::sync::mpsc::sync_channel(2);
     scope.spawn(move || {
         for indices in in_batches(&order, batch_size) {
-            if tx.send(prepare_batch(split, indices, augment)).is_err() {
+            if tx.send(prepare_batch(split, indices, preprocess, augment)).is_err() {
                 break; // the consumer stopped early (an error)
             }
         }

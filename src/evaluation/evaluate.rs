@@ -6,8 +6,8 @@ use serde::Serialize;
 
 use super::metrics::{ClassMetrics, Confusion};
 use crate::data::Split;
-use crate::data::batch::{in_batches, make_batch, sequential};
-use crate::models::Net;
+use crate::data::batch::{Preprocess, in_batches, make_batch, sequential};
+use crate::models::Model;
 
 /// Figures for one split.
 #[derive(Clone, Debug, Serialize)]
@@ -24,13 +24,20 @@ pub struct SplitEvaluation {
 }
 
 /// Evaluates `net` (on a plain, non-autodiff device) over every row of `split`.
-pub fn evaluate(net: &Net, split: &Split, split_name: &str, batch_size: usize, device: &Device) -> SplitEvaluation {
+pub fn evaluate(
+    net: &Model,
+    preprocess: Preprocess,
+    split: &Split,
+    split_name: &str,
+    batch_size: usize,
+    device: &Device,
+) -> SplitEvaluation {
     let loss_fn = CrossEntropyLossConfig::new().init(device);
     let mut ce_sum = 0.0f64;
     let mut confusion = Confusion::default();
     let order = sequential(split.len());
     for indices in in_batches(&order, batch_size) {
-        let batch = make_batch(split, indices, device);
+        let batch = make_batch(split, indices, preprocess, device);
         let logits = net.forward(batch.images);
         let ce: f32 = loss_fn.forward(logits.clone(), batch.labels).into_scalar();
         ce_sum += ce as f64 * indices.len() as f64;

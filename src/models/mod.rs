@@ -2,12 +2,15 @@
 //! and Keras-style summaries.
 
 pub mod efficientnet;
+pub mod model;
 pub mod net;
 pub mod registry;
 pub mod spec;
 pub mod summary;
+pub mod transfer;
 
+pub use model::{Model, ModelSpec};
 pub use net::Net;
-pub use registry::{PRESETS, preset_names, resolve};
+pub use registry::{PRESETS, preset_names, resolve, resolve_net};
 pub use spec::NetSpec;
 pub use summary::summary;

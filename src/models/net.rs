@@ -228,7 +228,7 @@ fn build_layer(layer: &LayerSpec, input: FeatureShape, device: &Device) -> Layer
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::registry::resolve;
+    use crate::models::registry::resolve_net as resolve;
     use burn::nn::loss::CrossEntropyLossConfig;
 
     fn values(t: Tensor<2>) -> Vec<f32> {

@@ -1,11 +1,16 @@
-//! The model registry: preset nets (the TOML files in `experiments/`, embedded at build time)
-//! and nets from any TOML file, looked up by one name.
+//! The model registry: preset nets (the TOML files in `experiments/`, embedded at build time),
+//! the transfer-learning preset, and nets from any TOML file, looked up by one name.
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
 
+use super::model::ModelSpec;
 use super::spec::NetSpec;
+use super::transfer::TransferSpec;
+
+/// The transfer-learning preset (EfficientNet-Lite0 backbone, the notebook's head).
+pub const TRANSFER_PRESET: &str = "efficientnet-lite0";
 
 /// Preset names and their TOML, in the order the notebook introduced them.
 pub const PRESETS: [(&str, &str); 7] = [
@@ -19,11 +24,19 @@ pub const PRESETS: [(&str, &str); 7] = [
 ];
 
 pub fn preset_names() -> Vec<&'static str> {
-    PRESETS.iter().map(|(name, _)| *name).collect()
+    PRESETS.iter().map(|(name, _)| *name).chain([TRANSFER_PRESET]).collect()
 }
 
-/// A preset by name, or a net from a TOML file when `name` is a path to one.
-pub fn resolve(name: &str) -> Result<NetSpec> {
+/// Any model by name: a layer-list preset or TOML file, or the transfer preset.
+pub fn resolve(name: &str) -> Result<ModelSpec> {
+    if name == TRANSFER_PRESET {
+        return Ok(ModelSpec::Transfer(TransferSpec::efficientnet_lite0()));
+    }
+    resolve_net(name).map(ModelSpec::Layers)
+}
+
+/// A layer-list preset by name, or a net from a TOML file when `name` is a path to one.
+pub fn resolve_net(name: &str) -> Result<NetSpec> {
     if let Some((_, text)) = PRESETS.iter().find(|(preset, _)| *preset == name) {
         return NetSpec::from_toml(text, &format!("preset {name}"));
     }
@@ -50,7 +63,7 @@ mod tests {
             ("cnn3", 615_159, 0),
         ];
         for (name, total, non_trainable) in expected {
-            let (t, nt) = resolve(name).unwrap().param_counts().unwrap();
+            let (t, nt) = resolve_net(name).unwrap().param_counts().unwrap();
             assert_eq!((t + nt, nt), (total, non_trainable), "{name}");
         }
     }
@@ -58,7 +71,8 @@ mod tests {
     #[test]
     fn every_preset_is_named_as_its_file() {
         for (name, _) in PRESETS {
-            assert_eq!(resolve(name).unwrap().name, name);
+            assert_eq!(resolve_net(name).unwrap().name, name);
+            assert_eq!(resolve(name).unwrap().name(), name);
         }
     }
 

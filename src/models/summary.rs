@@ -52,10 +52,61 @@ pub fn summary(spec: &NetSpec) -> Result<String> {
     Ok(out)
 }
 
+/// A summary of a transfer net: the backbone's parts (frozen ones marked), the new head, and
+/// trainable / non-trainable totals (frozen weights and batch-norm statistics are non-trainable).
+pub fn transfer_summary(spec: &super::transfer::TransferSpec) -> Result<String> {
+    use burn::module::Module;
+    let net = super::transfer::TransferNet::new(
+        &super::transfer::TransferSpec { weights: None, ..spec.clone() },
+        &burn::prelude::Device::flex(),
+    )?;
+    let b = &net.backbone;
+    let mut rows: Vec<(String, usize)> =
+        vec![("stem (Conv2D 3x3/2, BN, ReLU6)".into(), b.conv_stem.num_params() + b.bn0.num_params())];
+    for (i, block) in b.blocks.iter().enumerate() {
+        let frozen = if i < spec.frozen_blocks { ", frozen" } else { "" };
+        rows.push((format!("block {i} (MBConv{frozen})"), block.num_params()));
+    }
+    let head_frozen = if spec.frozen_blocks == super::transfer::BACKBONE_BLOCKS { ", frozen" } else { "" };
+    rows.push((
+        format!("head (Conv2D 1x1, BN, ReLU6, pool{head_frozen})"),
+        b.conv_head.num_params() + b.bn1.num_params(),
+    ));
+    for (i, layer) in net.head.iter().enumerate() {
+        rows.push((format!("dense_{i} (Dense, relu)"), layer.num_params()));
+    }
+    rows.push((format!("dropout (Dropout {})", spec.dropout), 0));
+    rows.push(("output (Dense 7)".into(), net.output.num_params()));
+    let (trainable, non_trainable) = spec.param_counts()?;
+    let rule = |c: char| c.to_string().repeat(72);
+    let mut out = format!(
+        "Model: \"{}\" ({} backbone, input {}x{}x3, ImageNet weights: {})\n{}\n",
+        spec.name,
+        spec.backbone,
+        spec.input_size,
+        spec.input_size,
+        spec.weights.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
+        rule('_')
+    );
+    out += &format!(" {:<60}{:>10}\n{}\n", "Part", "Param #", rule('='));
+    for (name, params) in rows {
+        out += &format!(" {name:<60}{:>10}\n", thousands(params));
+    }
+    out += &format!(
+        "{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{}\n",
+        rule('='),
+        thousands(trainable + non_trainable),
+        thousands(trainable),
+        thousands(non_trainable),
+        rule('_')
+    );
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::models::registry::resolve;
+    use crate::models::registry::resolve_net as resolve;
 
     #[test]
     fn thousands_separators() {

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::DataSource;
 use crate::data::augment::AugmentConfig;
-use crate::models::NetSpec;
+use crate::models::ModelSpec;
 use crate::util::device::DeviceKind;
 
 /// Which validation figure picks the kept checkpoint.
@@ -45,16 +45,16 @@ pub struct TrainConfig {
     /// Training-time augmentation (Keras ImageDataGenerator semantics).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub augment: Option<AugmentConfig>,
-    pub model: NetSpec,
+    pub model: ModelSpec,
 }
 
 impl TrainConfig {
     /// The notebook's recipe for a net: batch 512, 20 epochs, the net's own learning rate.
-    pub fn notebook(model: NetSpec, data: DataSource) -> Self {
+    pub fn notebook(model: ModelSpec, data: DataSource) -> Self {
         Self {
             epochs: 20,
             batch_size: 512,
-            learning_rate: model.learning_rate,
+            learning_rate: model.learning_rate(),
             seed: 42,
             monitor: Monitor::ValLoss,
             device: DeviceKind::Cpu,
@@ -75,7 +75,7 @@ impl TrainConfig {
         let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
         let config: TrainConfig =
             toml::from_str(&text).with_context(|| format!("{}: not a ferkit run config", path.display()))?;
-        config.model.layer_infos().with_context(|| format!("{}: the model is inconsistent", path.display()))?;
+        config.model.check().with_context(|| format!("{}: the model is inconsistent", path.display()))?;
         Ok(config)
     }
 }

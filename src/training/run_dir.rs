@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 
 use super::config::TrainConfig;
-use crate::models::Net;
+use crate::models::Model;
 use crate::util::atomic::write_atomic_with;
 use burn::module::Module;
 
@@ -68,19 +68,19 @@ impl RunDir {
         TrainConfig::load(&self.config())
     }
 
-    pub fn save_weights(&self, net: Net) -> Result<()> {
+    pub fn save_weights(&self, net: Model) -> Result<()> {
         write_atomic_with(&self.weights(), |tmp| {
             net.save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save weights: {e}", tmp.display()))
         })
     }
 
-    /// The run's net with its kept weights, on `device`.
-    pub fn load_net(&self, config: &TrainConfig, device: &burn::prelude::Device) -> Result<Net> {
+    /// The run's model with its kept weights, on `device`.
+    pub fn load_model(&self, config: &TrainConfig, device: &burn::prelude::Device) -> Result<Model> {
         let path = self.weights();
         if !path.exists() {
             bail!("{}: no weights (did the run finish an epoch?)", path.display());
         }
-        let net = Net::new(&config.model, device)?;
+        let net = config.model.without_pretrained().build(device)?;
         net.try_load_file(&path).map_err(|e| anyhow::anyhow!("{}: cannot load weights: {e}", path.display()))
     }
 }

@@ -20,10 +20,11 @@ use super::config::TrainConfig;
 use super::history::{BestTracker, EpochRecord, write_csv};
 use super::progress::Progress;
 use super::run_dir::RunDir;
+use crate::data::batch::Preprocess;
 use crate::data::batch::{EpochAugment, EpochOrder, HostBatch, prefetch};
 use crate::data::{Dataset, SplitName};
 use crate::evaluation::{SplitEvaluation, evaluate};
-use crate::models::{Net, summary};
+use crate::models::Model;
 use crate::reporting::plots::plot_curves;
 use crate::util::atomic::write_atomic;
 
@@ -59,7 +60,12 @@ struct EpochPass<'a> {
 impl EpochPass<'_> {
     /// Trains on every batch `batches` yields; returns the net, the summed loss (with L2) and
     /// the number of correct predictions, both as seen during training (dropout on).
-    fn run(&self, mut model: Net, optimizer: &mut ModuleOptimizer, batches: Receiver<HostBatch>) -> (Net, f64, usize) {
+    fn run(
+        &self,
+        mut model: Model,
+        optimizer: &mut ModuleOptimizer,
+        batches: Receiver<HostBatch>,
+    ) -> (Model, f64, usize) {
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for host in batches {
             let n = host.labels.len();
@@ -94,13 +100,14 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
     }
     let (trainable_params, non_trainable_params) = config.model.param_counts()?;
     write_atomic(&run.config(), config.to_toml())?;
-    write_atomic(&run.summary(), summary(&config.model)?)?;
+    write_atomic(&run.summary(), config.model.summary()?)?;
+    let preprocess: Preprocess = config.model.preprocess();
 
     let device = config.device.device()?;
     device.seed(config.seed);
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
-    let mut model = Net::new(&config.model, &train_device)?;
+    let mut model = config.model.build(&train_device)?;
     if let Some(from) = &config.init_from {
         let weights = RunDir::open(from)?.weights();
         model = model
@@ -113,7 +120,7 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
 
     let train = &dataset.train;
     let batches_per_epoch = train.len().div_ceil(config.batch_size);
-    let progress = Progress::new(&config.model.name, config.epochs, (batches_per_epoch * config.epochs) as u64);
+    let progress = Progress::new(config.model.name(), config.epochs, (batches_per_epoch * config.epochs) as u64);
     let mut tracker = BestTracker::new(config.monitor);
     let mut history = Vec::with_capacity(config.epochs);
     let start = Instant::now();
@@ -124,10 +131,10 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
         let augment = config.augment.as_ref().map(|a| EpochAugment { config: a, seed: config.seed, epoch });
         let pass = EpochPass { config, loss_fn: &loss_fn, device: &train_device, progress: &progress, epoch };
         let (trained, loss_sum, correct) = std::thread::scope(|scope| {
-            pass.run(model, &mut optimizer, prefetch(scope, train, rows, config.batch_size, augment))
+            pass.run(model, &mut optimizer, prefetch(scope, train, rows, config.batch_size, preprocess, augment))
         });
         model = trained;
-        let val = evaluate(&model.valid(), &dataset.val, "val", config.batch_size, &device);
+        let val = evaluate(&model.valid(), preprocess, &dataset.val, "val", config.batch_size, &device);
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / train.len() as f64,
@@ -147,15 +154,16 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
     }
     progress.finish();
     let train_seconds = start.elapsed().as_secs_f64();
-    plot_curves(&history, &config.model.name, &run.curves())?;
+    plot_curves(&history, config.model.name(), &run.curves())?;
 
     let (best_epoch, _) = tracker
         .best()
         .ok_or_else(|| anyhow::anyhow!("no epoch gave a finite validation figure (did the loss diverge?)"))?;
-    let best = run.load_net(config, &device)?;
-    let eval = |name: SplitName| evaluate(&best, dataset.split(name), name.as_str(), config.batch_size, &device);
+    let best = run.load_model(config, &device)?;
+    let eval =
+        |name: SplitName| evaluate(&best, preprocess, dataset.split(name), name.as_str(), config.batch_size, &device);
     let metrics = RunMetrics {
-        model: config.model.name.clone(),
+        model: config.model.name().to_string(),
         trainable_params,
         non_trainable_params,
         epochs: config.epochs,
