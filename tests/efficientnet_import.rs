@@ -58,3 +58,66 @@ fn wrong_weights_are_refused_with_the_path() {
     let err = EfficientNetLite0::from_pytorch(&path, &Device::flex()).err().expect("garbage is refused");
     assert!(format!("{err:#}").contains("not_weights.pth"), "{err:#}");
 }
+
+#[path = "common/mod.rs"]
+mod common;
+
+#[test]
+fn transfer_net_trains_and_evaluates_from_the_command_line() {
+    let weights =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/efficientnet-lite0-57934424.pth");
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::write(&dir.path().join("fer.csv"), common::synthetic_csv(21));
+    let run = dir.path().join("run");
+    let mut args = vec![
+        "train",
+        "efficientnet-lite0",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--freeze",
+        "14",
+        "--head",
+        "32",
+        "--out",
+        run.to_str().unwrap(),
+    ];
+    let weights_text = weights.to_str().unwrap().to_string();
+    if weights.exists() {
+        args.extend_from_slice(&["--weights", &weights_text]);
+    } else {
+        eprintln!("({} absent: training from a random backbone)", weights.display());
+    }
+    let out = common::ferkit(&args);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("type = \"transfer\"") && config.contains("frozen_blocks = 14"), "{config}");
+    let summary = std::fs::read_to_string(run.join("summary.txt")).unwrap();
+    assert!(summary.contains("block 13 (MBConv, frozen)") && summary.contains("block 14 (MBConv)"), "{summary}");
+    let out = common::ferkit(&["eval", run.to_str().unwrap(), "--split", "val"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    // Layer-list nets refuse the transfer options.
+    let out = common::ferkit(&["train", "cnn3", "--data", data.to_str().unwrap(), "--freeze", "3"]);
+    assert!(!out.status.success() && common::stderr(&out).contains("for transfer models"), "{}", common::stderr(&out));
+}
+
+#[test]
+fn frozen_blocks_do_not_change_in_training() {
+    use burn::module::Module;
+    use ferkit::models::transfer::{TransferNet, TransferSpec};
+    let device = Device::flex().autodiff();
+    let spec = TransferSpec { frozen_blocks: 2, head: vec![8], ..TransferSpec::efficientnet_lite0() };
+    let net = TransferNet::new(&spec, &device).unwrap();
+    // Stem, blocks 0-1 frozen: their parameters need no gradient; block 2 and the head do.
+    let needs_grad = |m: &ferkit::models::efficientnet::MbConv| m.depthwise_conv.weight.val().is_require_grad();
+    assert!(!net.backbone.conv_stem.weight.val().is_require_grad());
+    assert!(!needs_grad(&net.backbone.blocks[1]));
+    assert!(needs_grad(&net.backbone.blocks[2]));
+    assert!(net.output.weight.val().is_require_grad());
+    let (trainable, non_trainable) = spec.param_counts().unwrap();
+    assert_eq!(trainable + non_trainable, net.num_params());
+    assert!(non_trainable > net.backbone.conv_stem.num_params());
+}
