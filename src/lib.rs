@@ -9,6 +9,7 @@ pub mod data;
 pub mod evaluation;
 pub mod models;
 pub mod reporting;
+pub mod reproduce;
 pub mod training;
 pub mod tuning;
 pub mod util;

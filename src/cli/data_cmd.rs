@@ -4,13 +4,13 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Subcommand;
-use serde_json::{Map, Value, json};
 
 use super::DataArgs;
 use crate::data::augment::AugmentConfig;
 use crate::data::batch::{EpochAugment, Preprocess, prepare_batch};
-use crate::data::{CLASS_NAMES, Dataset, IMAGE_PIXELS, SplitName};
+use crate::data::{CLASS_NAMES, IMAGE_PIXELS, SplitName};
 use crate::reporting::plots::{draw_faces, face_grid, to_grey};
+use crate::reporting::table::{stats_json, stats_table};
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -89,35 +89,4 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             Ok(())
         }
     }
-}
-
-pub fn stats_table(dataset: &Dataset) -> String {
-    let mut out = format!("{:<6}", "split");
-    for name in CLASS_NAMES {
-        out += &format!("{name:>10}");
-    }
-    out += &format!("{:>10}\n", "total");
-    for split in SplitName::ALL {
-        let s = dataset.split(split);
-        out += &format!("{:<6}", split.as_str());
-        for count in s.class_counts() {
-            out += &format!("{count:>10}");
-        }
-        out += &format!("{:>10}\n", s.len());
-    }
-    out
-}
-
-pub fn stats_json(dataset: &Dataset) -> Value {
-    let mut root = Map::new();
-    for split in SplitName::ALL {
-        let s = dataset.split(split);
-        let mut counts = Map::new();
-        for (name, count) in CLASS_NAMES.iter().zip(s.class_counts()) {
-            counts.insert(name.to_string(), json!(count));
-        }
-        counts.insert("total".into(), json!(s.len()));
-        root.insert(split.as_str().into(), Value::Object(counts));
-    }
-    Value::Object(root)
 }

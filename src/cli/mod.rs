@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
+mod reproduce_cmd;
 mod train_cmd;
 mod tune_cmd;
 
@@ -22,6 +23,8 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// The notebook's whole study in one command, resumable, with a report (report.md, report.html).
+    Reproduce(reproduce_cmd::ReproduceArgs),
     /// Look at a data set: class counts, face grids.
     #[command(subcommand)]
     Data(data_cmd::DataCommand),
@@ -98,6 +101,7 @@ pub fn run() -> Result<()> {
 
 pub fn run_with(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Reproduce(args) => reproduce_cmd::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Models => {
             println!("{:<18} {:>12} {:>14}  description", "preset", "params", "non-trainable");

@@ -1,11 +1,11 @@
 //! Classification metrics from a confusion matrix: accuracy, per-class precision, recall, F1.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::{CLASS_NAMES, NUM_CLASSES};
 
 /// `counts[true][predicted]`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Confusion {
     pub counts: [[usize; NUM_CLASSES]; NUM_CLASSES],
 }

@@ -1,4 +1,5 @@
 //! Reporting: pictures (PNG) and tables people read.
 
 pub mod plots;
+pub mod report;
 pub mod table;

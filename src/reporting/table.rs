@@ -3,7 +3,9 @@
 use std::path::Path;
 
 use anyhow::{Context, Result};
-use serde_json::Value;
+use serde_json::{Map, Value, json};
+
+use crate::data::{CLASS_NAMES, Dataset, SplitName};
 
 use crate::models::summary::thousands;
 use crate::training::RunDir;
@@ -35,4 +37,37 @@ pub fn runs_table(runs: &[&Path]) -> Result<String> {
         );
     }
     Ok(out)
+}
+
+/// Rows per class and split, as a plain-text table.
+pub fn stats_table(dataset: &Dataset) -> String {
+    let mut out = format!("{:<6}", "split");
+    for name in CLASS_NAMES {
+        out += &format!("{name:>10}");
+    }
+    out += &format!("{:>10}\n", "total");
+    for split in SplitName::ALL {
+        let s = dataset.split(split);
+        out += &format!("{:<6}", split.as_str());
+        for count in s.class_counts() {
+            out += &format!("{count:>10}");
+        }
+        out += &format!("{:>10}\n", s.len());
+    }
+    out
+}
+
+/// Rows per class and split, as JSON (`{split: {class: n, ..., total: n}}`).
+pub fn stats_json(dataset: &Dataset) -> Value {
+    let mut root = Map::new();
+    for split in SplitName::ALL {
+        let s = dataset.split(split);
+        let mut counts = Map::new();
+        for (name, count) in CLASS_NAMES.iter().zip(s.class_counts()) {
+            counts.insert(name.to_string(), json!(count));
+        }
+        counts.insert("total".into(), json!(s.len()));
+        root.insert(split.as_str().into(), Value::Object(counts));
+    }
+    Value::Object(root)
 }

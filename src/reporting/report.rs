@@ -1,0 +1,261 @@
+//! The reproduction report: `report.md` (images beside it) and `report.html` (self-contained,
+//! images embedded), built from the files each step left in the output folder.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use base64::Engine;
+use serde_json::Value;
+
+use super::plots::plot_confusion;
+use crate::data::CLASS_NAMES;
+use crate::evaluation::Confusion;
+use crate::models::summary::thousands;
+use crate::util::atomic::write_atomic;
+
+/// The notebook's test accuracies, for the step they belong to.
+pub const NOTEBOOK_FNN: f64 = 43.69;
+pub const NOTEBOOK_CNN: f64 = 54.00;
+pub const NOTEBOOK_TUNED: f64 = 55.73;
+pub const NOTEBOOK_TRANSFER: f64 = 48.59;
+pub const NOTEBOOK_AUGMENTED: f64 = 58.26;
+
+enum Block {
+    Text(String),
+    Table(Vec<Vec<String>>),
+    Image(String, PathBuf),
+}
+
+struct Section {
+    title: String,
+    blocks: Vec<Block>,
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+fn pct(v: &Value) -> String {
+    v.as_f64().map_or("—".into(), |a| format!("{:.2}%", a * 100.0))
+}
+
+/// One results row for a run directory, or None when the step has not run.
+fn run_row(step: &str, dir: &Path, notebook: &str) -> Option<Vec<String>> {
+    let m = read_json(&dir.join("metrics.json"))?;
+    let params = m["trainable_params"].as_u64().unwrap_or(0) + m["non_trainable_params"].as_u64().unwrap_or(0);
+    Some(vec![
+        step.to_string(),
+        m["model"].as_str().unwrap_or("?").to_string(),
+        thousands(params as usize),
+        format!("{}/{}", m["best_epoch"], m["epochs"]),
+        pct(&m["train"]["accuracy"]),
+        pct(&m["val"]["accuracy"]),
+        pct(&m["test"]["accuracy"]),
+        format!("{:.0}", m["train_seconds"].as_f64().unwrap_or(f64::NAN)),
+        notebook.to_string(),
+    ])
+}
+
+/// The run's pictures: curves, and the test confusion matrix drawn from its metrics.
+fn run_images(label: &str, dir: &Path) -> Result<Vec<Block>> {
+    let mut blocks = Vec::new();
+    if dir.join("curves.png").exists() {
+        blocks.push(Block::Image(format!("{label}: loss and accuracy"), dir.join("curves.png")));
+    }
+    if let Some(m) = read_json(&dir.join("metrics.json"))
+        && let Ok(confusion) = serde_json::from_value::<Confusion>(m["test"]["confusion"].clone())
+    {
+        let png = dir.join("confusion_test.png");
+        plot_confusion(&confusion, &format!("{label} on test"), &png)?;
+        blocks.push(Block::Image(format!("{label}: test confusion matrix"), png));
+    }
+    Ok(blocks)
+}
+
+pub fn write_report(out: &Path, quick: bool) -> Result<()> {
+    let mut sections = Vec::new();
+    let mode = if quick {
+        "Quick mode: a small subset of each split and one epoch per step. The figures show the pipeline works, not what the models can do."
+    } else {
+        "Full mode: the notebook's recipes on the whole data set."
+    };
+    sections.push(Section {
+        title: "ferkit: the notebook, reproduced".into(),
+        blocks: vec![Block::Text(format!(
+            "{mode} Models and epochs are chosen on the validation split (PublicTest); test accuracy (PrivateTest) is \
+             that of the kept checkpoint, never used for a choice. The notebook's figures are its test accuracies."
+        ))],
+    });
+
+    // Data.
+    let mut data = Vec::new();
+    if let Some(stats) = read_json(&out.join("data/stats.json")) {
+        let mut table = vec![
+            std::iter::once("split".to_string())
+                .chain(CLASS_NAMES.iter().map(|c| c.to_string()))
+                .chain(["total".to_string()])
+                .collect::<Vec<_>>(),
+        ];
+        for split in ["train", "val", "test"] {
+            let row = std::iter::once(split.to_string())
+                .chain(CLASS_NAMES.iter().chain(["total"].iter()).map(|c| stats[split][*c].to_string()))
+                .collect();
+            table.push(row);
+        }
+        data.push(Block::Table(table));
+    }
+    data.push(Block::Image("Two faces per class".into(), out.join("data/grid.png")));
+    data.push(Block::Image(
+        "Augmented training faces (rotation 20, shear 20, zoom 0.1, flip, nearest fill)".into(),
+        out.join("data/augment_preview.png"),
+    ));
+    sections.push(Section { title: "Data".into(), blocks: data });
+
+    // Results.
+    let header: Vec<String> =
+        ["step", "model", "params", "kept epoch", "train acc", "val acc", "test acc", "seconds", "notebook test"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let mut table = vec![header];
+    let mut images = Vec::new();
+    for name in crate::reproduce::NOTEBOOK_NETS {
+        let notebook = if name.starts_with("fnn") {
+            format!("{NOTEBOOK_FNN:.2}% (best FNN)")
+        } else {
+            format!("{NOTEBOOK_CNN:.2}% (best CNN)")
+        };
+        let dir = out.join("nets").join(name);
+        if let Some(row) = run_row(name, &dir, &notebook) {
+            table.push(row);
+            images.extend(run_images(name, &dir)?);
+        }
+    }
+    let best = read_json(&out.join("tune/best.json"));
+    if let Some(dir) = best.as_ref().and_then(|b| b["run_dir"].as_str()).map(PathBuf::from) {
+        if let Some(row) = run_row("tuned (best trial)", &dir, &format!("{NOTEBOOK_TUNED:.2}%")) {
+            table.push(row);
+            images.extend(run_images("tuned", &dir)?);
+        }
+    }
+    for (step, dir, notebook) in [
+        ("transfer", out.join("transfer"), format!("{NOTEBOOK_TRANSFER:.2}% (VGG16)")),
+        ("tuned + augmentation", out.join("augmented"), format!("{NOTEBOOK_AUGMENTED:.2}%")),
+    ] {
+        match run_row(step, &dir, &notebook) {
+            Some(row) => {
+                table.push(row);
+                images.extend(run_images(step, &dir)?);
+            }
+            None => table.push(vec![
+                step.into(),
+                "not run".into(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+                notebook,
+            ]),
+        }
+    }
+    let mut results = vec![Block::Table(table)];
+    results.extend(images);
+    sections.push(Section { title: "Results".into(), blocks: results });
+
+    // Tuning.
+    if let Ok(csv) = std::fs::read_to_string(out.join("tune/trials.csv")) {
+        let table: Vec<Vec<String>> =
+            csv.lines().map(|l| l.split(',').map(|c| c.replace(';', ",")).collect()).collect();
+        let mut blocks = vec![
+            Block::Text("Bayesian optimisation (Gaussian process, Matern 5/2, UCB beta 2.6) over the notebook's space; objective: validation loss.".into()),
+            Block::Table(table),
+        ];
+        blocks.push(Block::Image("Objective per trial and best so far".into(), out.join("tune/trials.png")));
+        sections.push(Section { title: "Hyperparameter search".into(), blocks });
+    }
+
+    write_atomic(&out.join("report.md"), markdown(&sections, out))?;
+    write_atomic(&out.join("report.html"), html(&sections)?)?;
+    Ok(())
+}
+
+fn markdown(sections: &[Section], out: &Path) -> String {
+    let mut md = String::new();
+    for (i, s) in sections.iter().enumerate() {
+        let _ = writeln!(md, "{} {}\n", if i == 0 { "#" } else { "##" }, s.title);
+        for b in &s.blocks {
+            match b {
+                Block::Text(t) => {
+                    let _ = writeln!(md, "{t}\n");
+                }
+                Block::Table(rows) => {
+                    for (r, row) in rows.iter().enumerate() {
+                        let _ = writeln!(md, "| {} |", row.join(" | "));
+                        if r == 0 {
+                            let _ = writeln!(md, "|{}", "---|".repeat(row.len()));
+                        }
+                    }
+                    md.push('\n');
+                }
+                Block::Image(caption, path) if path.exists() => {
+                    let rel = path.strip_prefix(out).unwrap_or(path);
+                    let _ = writeln!(md, "![{caption}]({})\n", rel.display());
+                }
+                Block::Image(..) => {}
+            }
+        }
+    }
+    md
+}
+
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+}
+
+fn html(sections: &[Section]) -> Result<String> {
+    let mut h = String::from(
+        "<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>ferkit report</title><style>\
+         body{font-family:sans-serif;max-width:1250px;margin:2em auto;padding:0 1em;color:#222}\
+         table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #bbb;padding:4px 8px;text-align:right}\
+         td:first-child,th:first-child{text-align:left}th{background:#eee}figure{margin:1em 0}\
+         img{max-width:100%;border:1px solid #ddd}figcaption{color:#555;font-size:90%}</style></head><body>\n",
+    );
+    for (i, s) in sections.iter().enumerate() {
+        let tag = if i == 0 { "h1" } else { "h2" };
+        let _ = writeln!(h, "<{tag}>{}</{tag}>", escape(&s.title));
+        for b in &s.blocks {
+            match b {
+                Block::Text(t) => {
+                    let _ = writeln!(h, "<p>{}</p>", escape(t));
+                }
+                Block::Table(rows) => {
+                    h += "<table>\n";
+                    for (r, row) in rows.iter().enumerate() {
+                        let cell = if r == 0 { "th" } else { "td" };
+                        h += "<tr>";
+                        for c in row {
+                            let _ = write!(h, "<{cell}>{}</{cell}>", escape(c));
+                        }
+                        h += "</tr>\n";
+                    }
+                    h += "</table>\n";
+                }
+                Block::Image(caption, path) if path.exists() => {
+                    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+                    let data = base64::engine::general_purpose::STANDARD.encode(bytes);
+                    let _ = writeln!(
+                        h,
+                        "<figure><img alt=\"{0}\" src=\"data:image/png;base64,{data}\"><figcaption>{0}</figcaption></figure>",
+                        escape(caption)
+                    );
+                }
+                Block::Image(..) => {}
+            }
+        }
+    }
+    h += "</body></html>\n";
+    Ok(h)
+}

@@ -1,0 +1,219 @@
+//! `ferkit reproduce`: the whole notebook study in one command, step by step, each step's
+//! results in its own folder. A finished step is recognised by its result files and kept, so
+//! running the command again resumes where it stopped. The report is written at the end from
+//! those files (see `reporting::report`).
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use crate::data::augment::AugmentConfig;
+use crate::data::batch::{EpochAugment, Preprocess, prepare_batch};
+use crate::data::{CLASS_NAMES, DataSource, Dataset, IMAGE_PIXELS, LoadOptions};
+use crate::models::{ModelSpec, resolve};
+use crate::reporting::plots::{draw_faces, face_grid, to_grey};
+use crate::reporting::report::write_report;
+use crate::reporting::table::stats_json;
+use crate::training::{Monitor, RunDir, TrainConfig, train};
+use crate::tuning::runner::{TrialSettings, TuneOptions, tune};
+use crate::tuning::{SearchSpace, Strategy};
+use crate::util::atomic::write_atomic;
+use crate::util::device::DeviceKind;
+
+/// The notebook's six nets, in its order.
+pub const NOTEBOOK_NETS: [&str; 6] = ["fnn1", "fnn2", "fnn3", "cnn1", "cnn2", "cnn3"];
+/// The notebook's augmentation (part g).
+pub const NOTEBOOK_AUGMENTATION: &str = "rotation=20,shear=20,zoom=0.1,hflip,fill=nearest";
+const TUNE_SPACE: &str = include_str!("../experiments/tune_cnn.toml");
+
+pub struct ReproduceOptions {
+    pub data: DataSource,
+    pub out: PathBuf,
+    /// A small subset and one epoch per step: the whole pipeline in a few minutes.
+    pub quick: bool,
+    pub seed: u64,
+    /// ImageNet EfficientNet-Lite0 weights for the transfer step (skipped without them).
+    pub weights: Option<PathBuf>,
+    pub workers: usize,
+    pub device: DeviceKind,
+}
+
+/// Epochs, batch and data size for each step, full or quick.
+struct Recipe {
+    subset: Option<usize>,
+    net_epochs: usize,
+    net_batch: Option<usize>,
+    tune_trials: usize,
+    tune_epochs: usize,
+    tune_initial_points: Option<usize>,
+    transfer_epochs: usize,
+    augment_epochs: usize,
+}
+
+impl Recipe {
+    fn new(quick: bool) -> Recipe {
+        if quick {
+            Recipe {
+                subset: Some(600),
+                net_epochs: 1,
+                net_batch: Some(64),
+                tune_trials: 2,
+                tune_epochs: 1,
+                tune_initial_points: Some(1),
+                transfer_epochs: 1,
+                augment_epochs: 1,
+            }
+        } else {
+            // The notebook: 20 epochs per net; 5 trials of 10 epochs; augmentation 10 epochs.
+            Recipe {
+                subset: None,
+                net_epochs: 20,
+                net_batch: None,
+                tune_trials: 5,
+                tune_epochs: 10,
+                tune_initial_points: None,
+                transfer_epochs: 20,
+                augment_epochs: 10,
+            }
+        }
+    }
+}
+
+pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
+    let recipe = Recipe::new(options.quick);
+    std::fs::create_dir_all(&options.out).with_context(|| format!("{}: cannot create", options.out.display()))?;
+    let start = Instant::now();
+    let (dataset, report) = options.data.load(LoadOptions::default())?;
+    eprintln!("{}", report.describe());
+    let dataset = match recipe.subset {
+        Some(n) => dataset.subsample(n, options.seed),
+        None => dataset,
+    };
+
+    step("data", || data_step(&dataset, &options.out.join("data"), options.seed))?;
+    for name in NOTEBOOK_NETS {
+        step(&format!("train {name}"), || {
+            let mut config = TrainConfig::notebook(resolve(name)?, options.data.clone());
+            config.epochs = recipe.net_epochs;
+            config.batch_size = recipe.net_batch.unwrap_or(config.batch_size);
+            train_step(config, options, &recipe, &dataset, &options.out.join("nets").join(name))
+        })?;
+    }
+    step("tune", || tune_step(options, &recipe))?;
+    match &options.weights {
+        Some(weights) if weights.exists() => step("transfer", || {
+            let ModelSpec::Transfer(mut spec) = resolve(crate::models::registry::TRANSFER_PRESET)? else {
+                unreachable!("the transfer preset is a transfer model")
+            };
+            spec.weights = Some(weights.clone());
+            let mut config = TrainConfig::notebook(ModelSpec::Transfer(spec), options.data.clone());
+            config.epochs = recipe.transfer_epochs;
+            config.batch_size = recipe.net_batch.unwrap_or(64);
+            train_step(config, options, &recipe, &dataset, &options.out.join("transfer"))
+        })?,
+        _ => eprintln!(
+            "step transfer: skipped, no ImageNet weights (give --weights ../shared/models/efficientnet-lite0-57934424.pth)"
+        ),
+    }
+    step("augment", || augment_step(options, &recipe, &dataset))?;
+    write_report(&options.out, options.quick)?;
+    eprintln!(
+        "reproduction finished in {:.0} s; report: {}",
+        start.elapsed().as_secs_f64(),
+        options.out.join("report.html").display()
+    );
+    Ok(())
+}
+
+/// Runs a step, saying so; a step that finds its results already there returns at once.
+fn step(name: &str, run: impl FnOnce() -> Result<()>) -> Result<()> {
+    let start = Instant::now();
+    eprintln!("step {name}: ...");
+    run().with_context(|| format!("step {name}"))?;
+    eprintln!("step {name}: done ({:.0} s)", start.elapsed().as_secs_f64());
+    Ok(())
+}
+
+fn data_step(dataset: &Dataset, dir: &Path, seed: u64) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    write_atomic(&dir.join("stats.json"), serde_json::to_string_pretty(&stats_json(dataset))?)?;
+    face_grid(&dataset.train, 2, &dir.join("grid.png"))?;
+    let config = AugmentConfig::parse(NOTEBOOK_AUGMENTATION)?;
+    let rows: Vec<usize> = (0..dataset.train.len().min(15)).collect();
+    let batch = prepare_batch(
+        &dataset.train,
+        &rows,
+        Preprocess::PerImage,
+        Some(EpochAugment { config: &config, seed, epoch: 0 }),
+    );
+    let cells: Vec<(String, Option<Vec<u8>>)> = rows
+        .iter()
+        .zip(batch.pixels.chunks(IMAGE_PIXELS))
+        .map(|(&i, image)| (CLASS_NAMES[dataset.train.label(i) as usize].to_string(), Some(to_grey(image))))
+        .collect();
+    draw_faces(&cells, 5, &dir.join("augment_preview.png"))
+}
+
+/// Trains one run unless its metrics are already there (a half-finished run is redone).
+fn train_step(
+    mut config: TrainConfig,
+    options: &ReproduceOptions,
+    recipe: &Recipe,
+    dataset: &Dataset,
+    dir: &Path,
+) -> Result<()> {
+    if dir.join("metrics.json").exists() {
+        eprintln!("  {} already trained, kept", dir.display());
+        return Ok(());
+    }
+    config.seed = options.seed;
+    config.device = options.device;
+    config.subset = recipe.subset;
+    let run = RunDir::create(dir, true)?;
+    train(&config, dataset, &run)?;
+    Ok(())
+}
+
+fn tune_step(options: &ReproduceOptions, recipe: &Recipe) -> Result<()> {
+    let space = SearchSpace::from_toml(TUNE_SPACE, "experiments/tune_cnn.toml")?;
+    let dims = space.dimensions();
+    let strategy = match (Strategy::bayesian(dims), recipe.tune_initial_points) {
+        (Strategy::Bayesian { acquisition, beta, .. }, Some(n)) => {
+            Strategy::Bayesian { initial_points: n, acquisition, beta }
+        }
+        (s, _) => s,
+    };
+    tune(TuneOptions {
+        space,
+        strategy,
+        trials: recipe.tune_trials,
+        settings: TrialSettings {
+            epochs: recipe.tune_epochs,
+            objective: Monitor::ValLoss,
+            seed: options.seed,
+            device: options.device,
+            subset: recipe.subset,
+            skip_bad_rows: false,
+            data: options.data.clone(),
+        },
+        out: options.out.join("tune"),
+        workers: options.workers,
+    })?;
+    Ok(())
+}
+
+/// The best tuned net, continued with the notebook's augmentation.
+fn augment_step(options: &ReproduceOptions, recipe: &Recipe, dataset: &Dataset) -> Result<()> {
+    let best: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(options.out.join("tune/best.json")).context("the tuning step left no best.json")?,
+    )?;
+    let best_dir = PathBuf::from(best["run_dir"].as_str().context("best.json has no run_dir")?);
+    let best_config = RunDir::open(&best_dir)?.load_config()?;
+    let mut config = TrainConfig::notebook(best_config.model, options.data.clone());
+    config.epochs = recipe.augment_epochs;
+    config.batch_size = best_config.batch_size;
+    config.init_from = Some(best_dir);
+    config.augment = Some(AugmentConfig::parse(NOTEBOOK_AUGMENTATION)?);
+    train_step(config, options, recipe, dataset, &options.out.join("augmented"))
+}
