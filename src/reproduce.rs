@@ -9,10 +9,9 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 
 use crate::data::augment::AugmentConfig;
-use crate::data::batch::{EpochAugment, Preprocess, prepare_batch};
-use crate::data::{CLASS_NAMES, DataSource, Dataset, IMAGE_PIXELS, LoadOptions};
+use crate::data::{DataSource, Dataset, LoadOptions};
 use crate::models::{ModelSpec, resolve};
-use crate::reporting::plots::{draw_faces, face_grid, to_grey};
+use crate::reporting::plots::{augment_preview, face_grid};
 use crate::reporting::report::write_report;
 use crate::reporting::table::stats_json;
 use crate::training::{Monitor, RunDir, TrainConfig, train};
@@ -139,20 +138,12 @@ fn data_step(dataset: &Dataset, dir: &Path, seed: u64) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     write_atomic(&dir.join("stats.json"), serde_json::to_string_pretty(&stats_json(dataset))?)?;
     face_grid(&dataset.train, 2, &dir.join("grid.png"))?;
-    let config = AugmentConfig::parse(NOTEBOOK_AUGMENTATION)?;
-    let rows: Vec<usize> = (0..dataset.train.len().min(15)).collect();
-    let batch = prepare_batch(
+    augment_preview(
         &dataset.train,
-        &rows,
-        Preprocess::PerImage,
-        Some(EpochAugment { config: &config, seed, epoch: 0 }),
-    );
-    let cells: Vec<(String, Option<Vec<u8>>)> = rows
-        .iter()
-        .zip(batch.pixels.chunks(IMAGE_PIXELS))
-        .map(|(&i, image)| (CLASS_NAMES[dataset.train.label(i) as usize].to_string(), Some(to_grey(image))))
-        .collect();
-    draw_faces(&cells, 5, &dir.join("augment_preview.png"))
+        &AugmentConfig::parse(NOTEBOOK_AUGMENTATION)?,
+        seed,
+        &dir.join("augment_preview.png"),
+    )
 }
 
 /// Trains one run unless its metrics are already there (a half-finished run is redone).

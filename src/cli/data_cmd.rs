@@ -6,10 +6,9 @@ use anyhow::Result;
 use clap::Subcommand;
 
 use super::DataArgs;
+use crate::data::SplitName;
 use crate::data::augment::AugmentConfig;
-use crate::data::batch::{EpochAugment, Preprocess, prepare_batch};
-use crate::data::{CLASS_NAMES, IMAGE_PIXELS, SplitName};
-use crate::reporting::plots::{draw_faces, face_grid, to_grey};
+use crate::reporting::plots::{augment_preview, face_grid};
 use crate::reporting::table::{stats_json, stats_table};
 
 #[derive(Subcommand, Debug)]
@@ -71,20 +70,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         DataCommand::AugmentGrid { data, out, augment, seed } => {
             let config = AugmentConfig::parse(&augment)?;
             let dataset = data.load()?;
-            let rows: Vec<usize> = (0..dataset.train.len().min(15)).collect();
-            anyhow::ensure!(!rows.is_empty(), "the data has no training rows");
-            let batch = prepare_batch(
-                &dataset.train,
-                &rows,
-                Preprocess::PerImage,
-                Some(EpochAugment { config: &config, seed, epoch: 0 }),
-            );
-            let cells: Vec<(String, Option<Vec<u8>>)> = rows
-                .iter()
-                .zip(batch.pixels.chunks(IMAGE_PIXELS))
-                .map(|(&i, image)| (CLASS_NAMES[dataset.train.label(i) as usize].to_string(), Some(to_grey(image))))
-                .collect();
-            draw_faces(&cells, 5, &out)?;
+            augment_preview(&dataset.train, &config, seed, &out)?;
             eprintln!("wrote {}", out.display());
             Ok(())
         }

@@ -17,10 +17,25 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
+fn rule(c: char) -> String {
+    c.to_string().repeat(72)
+}
+
+/// Keras' closing lines: total, trainable and non-trainable parameters.
+fn totals(trainable: usize, non_trainable: usize) -> String {
+    format!(
+        "{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{}\n",
+        rule('='),
+        thousands(trainable + non_trainable),
+        thousands(trainable),
+        thousands(non_trainable),
+        rule('_')
+    )
+}
+
 pub fn summary(spec: &NetSpec) -> Result<String> {
     let infos = spec.layer_infos()?;
     let mut seen: std::collections::HashMap<&str, usize> = Default::default();
-    let rule = |c: char| c.to_string().repeat(72);
     let mut out = format!("Model: \"{}\"\n{}\n", spec.name, rule('_'));
     out += &format!(" {:<34}{:<26}{:>10}\n{}\n", "Layer (type)", "Output Shape", "Param #", rule('='));
     for (i, (layer, info)) in spec.layers.iter().zip(&infos).enumerate() {
@@ -41,14 +56,7 @@ pub fn summary(spec: &NetSpec) -> Result<String> {
     }
     let trainable: usize = infos.iter().map(|i| i.trainable).sum();
     let non_trainable: usize = infos.iter().map(|i| i.non_trainable).sum();
-    out += &format!(
-        "{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{}\n",
-        rule('='),
-        thousands(trainable + non_trainable),
-        thousands(trainable),
-        thousands(non_trainable),
-        rule('_')
-    );
+    out += &totals(trainable, non_trainable);
     Ok(out)
 }
 
@@ -78,7 +86,6 @@ pub fn transfer_summary(spec: &super::transfer::TransferSpec) -> Result<String> 
     rows.push((format!("dropout (Dropout {})", spec.dropout), 0));
     rows.push(("output (Dense 7)".into(), net.output.num_params()));
     let (trainable, non_trainable) = spec.param_counts()?;
-    let rule = |c: char| c.to_string().repeat(72);
     let mut out = format!(
         "Model: \"{}\" ({} backbone, input {}x{}x3, ImageNet weights: {})\n{}\n",
         spec.name,
@@ -92,14 +99,7 @@ pub fn transfer_summary(spec: &super::transfer::TransferSpec) -> Result<String> 
     for (name, params) in rows {
         out += &format!(" {name:<60}{:>10}\n", thousands(params));
     }
-    out += &format!(
-        "{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{}\n",
-        rule('='),
-        thousands(trainable + non_trainable),
-        thousands(trainable),
-        thousands(non_trainable),
-        rule('_')
-    );
+    out += &totals(trainable, non_trainable);
     Ok(out)
 }
 

@@ -54,6 +54,37 @@ fn drawing<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow::anyhow!("drawing failed: {e}")
 }
 
+type Chart<'a, 'b> = ChartContext<
+    'a,
+    BitMapBackend<'b>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A captioned chart with a labelled grid over `x` and `y`.
+fn chart_frame<'a, 'b>(
+    area: &'a Area<'b>,
+    caption: &str,
+    x_desc: &str,
+    x: std::ops::Range<f64>,
+    y: std::ops::Range<f64>,
+) -> Result<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, (FONT, 22))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(60)
+        .build_cartesian_2d(x, y)
+        .map_err(drawing)?;
+    chart
+        .configure_mesh()
+        .x_desc(x_desc)
+        .label_style((FONT, 14))
+        .axis_desc_style((FONT, 16))
+        .draw()
+        .map_err(drawing)?;
+    Ok(chart)
+}
+
 /// Loss and accuracy per epoch, training vs validation, side by side.
 pub fn plot_curves(history: &[EpochRecord], title: &str, path: &Path) -> Result<()> {
     render_png(path, (1200, 450), |root| {
@@ -77,20 +108,7 @@ fn line_panel(area: &Area, caption: &str, x: &[f64], train: &[f64], val: &[f64])
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
     let pad = ((hi - lo) * 0.08).max(1e-3);
     let x_max = x.last().copied().unwrap_or(1.0).max(2.0);
-    let mut chart = ChartBuilder::on(area)
-        .caption(caption, (FONT, 22))
-        .margin(12)
-        .x_label_area_size(40)
-        .y_label_area_size(60)
-        .build_cartesian_2d(1.0..x_max, (lo - pad)..(hi + pad))
-        .map_err(drawing)?;
-    chart
-        .configure_mesh()
-        .x_desc("epoch")
-        .label_style((FONT, 14))
-        .axis_desc_style((FONT, 16))
-        .draw()
-        .map_err(drawing)?;
+    let mut chart = chart_frame(area, caption, "epoch", 1.0..x_max, (lo - pad)..(hi + pad))?;
     for (values, color, label) in [(train, BLUE, "train"), (val, RED, "validation")] {
         let points: Vec<(f64, f64)> =
             x.iter().copied().zip(values.iter().copied()).filter(|(_, v)| v.is_finite()).collect();
@@ -167,6 +185,26 @@ pub fn face_grid(split: &Split, per_class: usize, path: &Path) -> Result<()> {
     draw_faces(&cells, NUM_CLASSES, path)
 }
 
+/// The notebook's 3 x 5 preview: the first 15 training faces, standardised and augmented with
+/// `config` (seeded), each under its class name.
+pub fn augment_preview(
+    split: &Split,
+    config: &crate::data::augment::AugmentConfig,
+    seed: u64,
+    path: &Path,
+) -> Result<()> {
+    use crate::data::batch::{EpochAugment, Preprocess, prepare_batch};
+    let rows: Vec<usize> = (0..split.len().min(15)).collect();
+    anyhow::ensure!(!rows.is_empty(), "the data has no training rows");
+    let batch = prepare_batch(split, &rows, Preprocess::PerImage, Some(EpochAugment { config, seed, epoch: 0 }));
+    let cells: Vec<(String, Option<Vec<u8>>)> = rows
+        .iter()
+        .zip(batch.pixels.chunks(crate::data::IMAGE_PIXELS))
+        .map(|(&i, image)| (CLASS_NAMES[split.label(i) as usize].to_string(), Some(to_grey(image))))
+        .collect();
+    draw_faces(&cells, 5, path)
+}
+
 /// Grey levels for a standardised (or any float) image: its own minimum to maximum.
 pub fn to_grey(image: &[f32]) -> Vec<u8> {
     let (lo, hi) = image.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), &v| (lo.min(v), hi.max(v)));
@@ -215,27 +253,9 @@ pub fn plot_trials(points: &[(usize, Option<f64>)], maximize: bool, path: &Path)
         let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
         let pad = ((hi - lo) * 0.1).max(1e-3);
         let x_max = points.len().max(2) as f64 - 0.5;
-        let mut chart = ChartBuilder::on(root)
-            .caption(
-                if maximize {
-                    "objective per trial (higher is better)"
-                } else {
-                    "objective per trial (lower is better)"
-                },
-                (FONT, 20),
-            )
-            .margin(12)
-            .x_label_area_size(40)
-            .y_label_area_size(60)
-            .build_cartesian_2d(-0.5..x_max, (lo - pad)..(hi + pad))
-            .map_err(drawing)?;
-        chart
-            .configure_mesh()
-            .x_desc("trial")
-            .label_style((FONT, 14))
-            .axis_desc_style((FONT, 16))
-            .draw()
-            .map_err(drawing)?;
+        let caption =
+            if maximize { "objective per trial (higher is better)" } else { "objective per trial (lower is better)" };
+        let mut chart = chart_frame(root, caption, "trial", -0.5..x_max, (lo - pad)..(hi + pad))?;
         chart
             .draw_series(values.iter().map(|p| Circle::new(*p, 5, BLUE.filled())))
             .map_err(drawing)?
