@@ -86,6 +86,27 @@ pub fn bench_model(
     })
 }
 
+/// Images/s of batch preparation on one thread (what the prefetch thread does each epoch):
+/// standardisation alone, and standardisation plus `augment`. Random faces; the cost does not
+/// depend on their content.
+pub fn bench_preparation(augment: &crate::data::augment::AugmentConfig, images: usize) -> (f64, f64) {
+    use crate::data::batch::{EpochAugment, Preprocess, prepare_batch};
+    use crate::data::{IMAGE_PIXELS, Split};
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let pixels: Vec<u8> = (0..images * IMAGE_PIXELS).map(|_| rng.random()).collect();
+    let split = Split::from_parts(pixels, (0..images).map(|i| (i % NUM_CLASSES) as u8).collect());
+    let rows: Vec<usize> = (0..images).collect();
+    let time = |augment: Option<EpochAugment>| {
+        let start = Instant::now();
+        for chunk in rows.chunks(512) {
+            std::hint::black_box(prepare_batch(&split, chunk, Preprocess::PerImage, augment));
+        }
+        images as f64 / start.elapsed().as_secs_f64()
+    };
+    (time(None), time(Some(EpochAugment { config: augment, seed: 0, epoch: 0 })))
+}
+
 fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
