@@ -295,3 +295,33 @@ mod tests {
         assert_eq!(cnn3.logit_layers, cnn3.layers.len());
     }
 }
+
+#[cfg(test)]
+mod batchnorm_tests {
+    use super::*;
+    use burn::tensor::Distribution;
+
+    /// After many training-mode batches from one distribution (weights fixed), the running
+    /// statistics match that distribution: inference-mode output equals training-mode output.
+    #[test]
+    fn running_statistics_converge_to_the_batch_statistics() {
+        let text = "name = \"bn\"\ninput = [2304]\n[[layers]]\nkind = \"dense\"\nunits = 16\n\
+                    [[layers]]\nkind = \"batchnorm\"\n[[layers]]\nkind = \"dense\"\nunits = 7\n";
+        let spec = NetSpec::from_toml(text, "bn").unwrap();
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let net = Net::new(&spec, &device).unwrap();
+        let batch = |n: usize| Tensor::<4>::random([n, 1, 48, 48], Distribution::Normal(0.5, 2.0), &device);
+        // Keras' momentum 0.99: after 600 batches 0.99^600 = 0.2% of the initial values remain.
+        for _ in 0..600 {
+            let _ = net.forward(batch(128));
+        }
+        // A large batch, so that its own statistics are close to the distribution's.
+        let x = batch(4096);
+        let train_out = net.forward(x.clone()).inner().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let eval_out = net.valid().forward(x.inner()).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let worst = train_out.iter().zip(&eval_out).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        let scale = train_out.iter().map(|a| a.abs()).fold(0.0f32, f32::max);
+        assert!(worst < 0.05 * scale, "train vs eval differ by {worst} (scale {scale})");
+    }
+}
