@@ -1,7 +1,7 @@
 //! Choosing where tensors live: the pure-Rust Flex CPU backend by default, Burn's wgpu backend
 //! with the `gpu` cargo feature.
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::prelude::Device;
 use serde::{Deserialize, Serialize};
 
@@ -24,7 +24,7 @@ impl DeviceKind {
             DeviceKind::Gpu => Ok(Device::wgpu(Default::default())),
             #[cfg(not(feature = "gpu"))]
             DeviceKind::Gpu => {
-                bail!("this ferkit was built without GPU support: rebuild with `cargo build --release --features gpu`")
+                anyhow::bail!("this ferkit was built without GPU support: rebuild with `cargo build --release --features gpu`")
             }
         }
     }
