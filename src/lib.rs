@@ -7,6 +7,7 @@ pub mod bench;
 pub mod cli;
 pub mod data;
 pub mod evaluation;
+pub mod kernels;
 pub mod models;
 pub mod reporting;
 pub mod reproduce;

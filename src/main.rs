@@ -1,6 +1,7 @@
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    ferkit::util::allocator::keep_freed_memory();
     match ferkit::cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

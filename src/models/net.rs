@@ -9,6 +9,8 @@ use burn::nn::{
 use burn::prelude::*;
 use burn::tensor::activation;
 
+use crate::kernels;
+
 use super::spec::{ActivationFn, FeatureShape, LayerSpec, NetSpec, Padding};
 
 /// Keras' default kernel initialiser (glorot uniform). Biases start at zero, as in Keras.
@@ -109,8 +111,8 @@ impl Layer {
     fn forward(&self, x: Features) -> Features {
         match self {
             Layer::Dense(d) => Features::Flat(d.act.apply(d.linear.forward(x.flat()))),
-            Layer::Conv(c) => Features::Image(c.act.apply(c.conv.forward(x.image()))),
-            Layer::MaxPool(p) => Features::Image(p.forward(x.image())),
+            Layer::Conv(c) => Features::Image(c.act.apply(kernels::conv2d::conv2d(&c.conv, x.image()))),
+            Layer::MaxPool(p) => Features::Image(kernels::max_pool2d::max_pool2d(p, x.image())),
             Layer::BatchNorm(bn) => x.map(|x| bn.forward(x), |x| bn.forward(x)),
             Layer::Dropout(d) => x.map(|x| d.forward(x), |x| d.forward(x)),
             Layer::Flatten(_) => match x {

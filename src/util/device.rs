@@ -24,7 +24,9 @@ impl DeviceKind {
             DeviceKind::Gpu => Ok(Device::wgpu(Default::default())),
             #[cfg(not(feature = "gpu"))]
             DeviceKind::Gpu => {
-                anyhow::bail!("this ferkit was built without GPU support: rebuild with `cargo build --release --features gpu`")
+                anyhow::bail!(
+                    "this ferkit was built without GPU support: rebuild with `cargo build --release --features gpu`"
+                )
             }
         }
     }

@@ -1,4 +1,5 @@
 //! Small helpers shared by every stage.
 
+pub mod allocator;
 pub mod atomic;
 pub mod device;

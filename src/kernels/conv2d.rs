@@ -1,0 +1,340 @@
+//! 2-D convolution (groups 1, no dilation) as im2col + GEMM per sample, forward and backward,
+//! on Flex tensors `[batch, channels, height, width]`.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use gemm::{Parallelism, gemm};
+use rayon::prelude::*;
+
+use super::Sliding;
+use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
+
+/// Samples whose weight gradients one task sums before the tasks' sums are added in order:
+/// fixed, so the result does not depend on how many threads ran.
+const SAMPLES_PER_TASK: usize = 8;
+
+/// `conv.forward(x)`, computed here when `x` and the weights are Flex f32 tensors.
+pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
+    let [_, _, h, w] = x.dims();
+    let Some(bias) = &conv.bias else { return conv.forward(x) };
+    let geometry = if conv.groups == 1 && conv.dilation == [1, 1] {
+        Sliding::new(&conv.padding, [h, w], conv.kernel_size, conv.stride)
+    } else {
+        None
+    };
+    let Some(g) = geometry else { return conv.forward(x) };
+    let (weight, bias) = (conv.weight.val(), bias.val());
+    if let (Some(x), Some(wt), Some(b)) = (flex::tracked(&x), flex::tracked(&weight), flex::tracked(&bias)) {
+        return Tensor::from_primitive::<TrainFlex>(tracked_conv(x, wt, b, g));
+    }
+    if let (Some(x), Some(wt), Some(b)) = (flex::plain(&x), flex::plain(&weight), flex::plain(&bias)) {
+        return Tensor::from_primitive::<Flex>(forward(&x, &wt, &b, g));
+    }
+    conv.forward(x)
+}
+
+/// Sizes of one sample's GEMMs.
+#[derive(Debug, Clone, Copy)]
+struct Shapes {
+    batch: usize,
+    c_in: usize,
+    c_out: usize,
+    /// Rows of the im2col matrix: `c_in * kh * kw`.
+    k: usize,
+    /// Output positions per channel: `oh * ow`.
+    p: usize,
+}
+
+impl Shapes {
+    fn new(x: [usize; 4], c_out: usize, g: &Sliding) -> Self {
+        let [batch, c_in, _, _] = x;
+        Shapes { batch, c_in, c_out, k: c_in * g.kernel[0] * g.kernel[1], p: g.output[0] * g.output[1] }
+    }
+
+    fn input_len(&self, g: &Sliding) -> usize {
+        self.c_in * g.input[0] * g.input[1]
+    }
+}
+
+/// Fills `cols` (`k` rows of `p`) with the input taps of every output position: row
+/// `(channel, ky, kx)`, column `(oy, ox)`; taps in the padding are zero.
+fn im2col(x: &[f32], g: &Sliding, c_in: usize, cols: &mut [f32]) {
+    let ([h, w], [kh, kw], [oh, ow], sx) = (g.input, g.kernel, g.output, g.stride[1]);
+    let mut row = 0;
+    for c in 0..c_in {
+        let plane = &x[c * h * w..(c + 1) * h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let dst = &mut cols[row * oh * ow..(row + 1) * oh * ow];
+                let inside = g.taps_inside(1, kx);
+                for oy in 0..oh {
+                    let out_row = &mut dst[oy * ow..(oy + 1) * ow];
+                    let Some(iy) = g.source(0, oy, ky) else {
+                        out_row.fill(0.0);
+                        continue;
+                    };
+                    let src = &plane[iy * w..(iy + 1) * w];
+                    out_row[..inside.start].fill(0.0);
+                    out_row[inside.end..].fill(0.0);
+                    let first = inside.start * sx + kx - g.pad[1];
+                    if sx == 1 {
+                        out_row[inside.clone()].copy_from_slice(&src[first..first + inside.len()]);
+                    } else {
+                        for (i, v) in out_row[inside.clone()].iter_mut().enumerate() {
+                            *v = src[first + i * sx];
+                        }
+                    }
+                }
+                row += 1;
+            }
+        }
+    }
+}
+
+/// The adjoint of [`im2col`]: adds every column entry back onto the input position it came from.
+fn col2im(cols: &[f32], g: &Sliding, c_in: usize, dx: &mut [f32]) {
+    let ([h, w], [kh, kw], [oh, ow], sx) = (g.input, g.kernel, g.output, g.stride[1]);
+    let mut row = 0;
+    for c in 0..c_in {
+        let plane = &mut dx[c * h * w..(c + 1) * h * w];
+        for ky in 0..kh {
+            for kx in 0..kw {
+                let src = &cols[row * oh * ow..(row + 1) * oh * ow];
+                let inside = g.taps_inside(1, kx);
+                for oy in 0..oh {
+                    let Some(iy) = g.source(0, oy, ky) else { continue };
+                    let dst = &mut plane[iy * w..(iy + 1) * w];
+                    let first = inside.start * sx + kx - g.pad[1];
+                    for (i, &v) in src[oy * ow..(oy + 1) * ow][inside.clone()].iter().enumerate() {
+                        dst[first + i * sx] += v;
+                    }
+                }
+                row += 1;
+            }
+        }
+    }
+}
+
+/// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]`, each given by (row stride, column stride).
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    assert!(dst.len() >= m * n && lhs.len() >= (m - 1) * lhs_rs + (k - 1) * lhs_cs + 1);
+    assert!(rhs.len() >= (k - 1) * rhs_rs + (n - 1) * rhs_cs + 1);
+    // SAFETY: the asserts keep every index gemm computes from the strides inside the slices.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        );
+    }
+}
+
+fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding) -> FlexTensor {
+    let s = Shapes::new(flex::dims4(x), flex::dims4(weight)[0], &g);
+    let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
+    let mut out = vec![0f32; s.batch * s.c_out * s.p];
+    let in_len = s.input_len(&g);
+    out.par_chunks_mut(s.c_out * s.p).enumerate().for_each_init(
+        || vec![0f32; s.k * s.p],
+        |cols, (n, out)| {
+            im2col(&x[n * in_len..(n + 1) * in_len], &g, s.c_in, cols);
+            matmul([s.c_out, s.p, s.k], out, false, &weight, (s.k, 1), cols, (s.p, 1));
+            for (row, b) in out.chunks_mut(s.p).zip(bias.iter()) {
+                row.iter_mut().for_each(|v| *v += b);
+            }
+        },
+    );
+    flex::tensor(out, &[s.batch, s.c_out, g.output[0], g.output[1]])
+}
+
+/// Which gradients the graph asks for.
+#[derive(Debug, Clone, Copy)]
+struct Wanted {
+    input: bool,
+    weight: bool,
+    bias: bool,
+}
+
+/// Gradients of the input, the weight and the bias, each when wanted.
+fn backward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    grad: &FlexTensor,
+    g: Sliding,
+    wanted: Wanted,
+) -> (Option<FlexTensor>, Option<FlexTensor>, Option<FlexTensor>) {
+    let x_dims = flex::dims4(x);
+    let w_dims = flex::dims4(weight);
+    let s = Shapes::new(x_dims, w_dims[0], &g);
+    let (x, weight, grad) = (flex::values(x), flex::values(weight), flex::values(grad));
+    let in_len = s.input_len(&g);
+    let mut dx = if wanted.input { vec![0f32; s.batch * in_len] } else { Vec::new() };
+    let dx_ptr = SharedMut(dx.as_mut_ptr());
+
+    // Each task: the input gradient of its samples, and its samples' sums for weight and bias.
+    let tasks = s.batch.div_ceil(SAMPLES_PER_TASK);
+    let partial_sums: Vec<(Vec<f32>, Vec<f32>)> = (0..tasks)
+        .into_par_iter()
+        .map(|task| {
+            let mut dw = if wanted.weight { vec![0f32; s.c_out * s.k] } else { Vec::new() };
+            let mut db = vec![0f32; if wanted.bias { s.c_out } else { 0 }];
+            let mut cols = vec![0f32; s.k * s.p];
+            for n in task * SAMPLES_PER_TASK..((task + 1) * SAMPLES_PER_TASK).min(s.batch) {
+                let dy = &grad[n * s.c_out * s.p..(n + 1) * s.c_out * s.p];
+                if wanted.weight {
+                    // dW += dY [c_out x p] * cols^T [p x k]
+                    im2col(&x[n * in_len..(n + 1) * in_len], &g, s.c_in, &mut cols);
+                    matmul([s.c_out, s.k, s.p], &mut dw, true, dy, (s.p, 1), &cols, (1, s.p));
+                }
+                for (sum, row) in db.iter_mut().zip(dy.chunks(s.p)) {
+                    *sum += row.iter().sum::<f32>();
+                }
+                if wanted.input {
+                    // dcols = W^T [k x c_out] * dY [c_out x p], then back onto the input.
+                    matmul([s.k, s.p, s.c_out], &mut cols, false, &weight, (1, s.k), dy, (s.p, 1));
+                    // SAFETY: sample n's slice of dx belongs to this task alone.
+                    let dx_n = unsafe { dx_ptr.part(n * in_len, in_len) };
+                    col2im(&cols, &g, s.c_in, dx_n);
+                }
+            }
+            (dw, db)
+        })
+        .collect();
+
+    let sum_in_order = |pick: fn(&(Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
+        let mut total = pick(&partial_sums[0]).clone();
+        for part in &partial_sums[1..] {
+            total.iter_mut().zip(pick(part)).for_each(|(t, v)| *t += v);
+        }
+        total
+    };
+    let dx = wanted.input.then(|| flex::tensor(dx, &x_dims));
+    let dw = wanted.weight.then(|| flex::tensor(sum_in_order(|p| &p.0), &w_dims));
+    let db = wanted.bias.then(|| flex::tensor(sum_in_order(|p| &p.1), &[s.c_out]));
+    (dx, dw, db)
+}
+
+#[derive(Debug)]
+struct ConvBackward;
+
+impl Backward<Flex, 3> for ConvBackward {
+    /// The input, the weight and the window geometry.
+    type State = (FlexTensor, FlexTensor, Sliding);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let [node_x, node_w, node_b] = ops.parents;
+        let grad = grads.consume::<Flex>(&ops.node);
+        let (x, weight, g) = ops.state;
+        let wanted = Wanted { input: node_x.is_some(), weight: node_w.is_some(), bias: node_b.is_some() };
+        let (dx, dw, db) = backward(&x, &weight, &grad, g, wanted);
+        for (node, grad) in [(node_x, dx), (node_w, dw), (node_b, db)] {
+            if let (Some(node), Some(grad)) = (node, grad) {
+                grads.register::<Flex>(node.id, grad);
+            }
+        }
+    }
+}
+
+fn tracked_conv(x: TrackedTensor, weight: TrackedTensor, bias: TrackedTensor, g: Sliding) -> TrackedTensor {
+    let out = forward(x.primitive(), weight.primitive(), bias.primitive(), g);
+    match ConvBackward.prepare::<NoCheckpointing>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
+        OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), weight.primitive().clone(), g), out),
+        OpsKind::UnTracked(prep) => prep.finish(out),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::{assert_close, random_input};
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::Conv2dConfig;
+    use burn::prelude::*;
+
+    fn check(c_in: usize, c_out: usize, kernel: usize, stride: usize, padding: PaddingConfig2d, size: [usize; 2]) {
+        let device = Device::flex().autodiff();
+        device.seed(3);
+        let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_padding(padding)
+            .init(&device);
+        // Enough samples for more than one gradient task.
+        let x = random_input([SAMPLES_PER_TASK + 3, c_in, size[0], size[1]], &device, 5).require_grad();
+        let weights = random_input(conv.forward(x.clone()).dims(), &device, 6);
+
+        // The kernels' path, not Burn's fallback, is what runs here.
+        assert!(flex::tracked(&x).is_some() && flex::tracked(&conv.weight.val()).is_some());
+        assert!(flex::plain(&x.clone().inner()).is_some());
+        let ours = conv2d(&conv, x.clone());
+        let burns = conv.forward(x.clone());
+        assert_close(&ours, &burns, 1e-4, "output");
+        let ours_grads = (ours * weights.clone()).sum().backward();
+        let burns_grads = (burns * weights).sum().backward();
+        let grad = |grads, t: &Tensor<4>| t.grad(grads).unwrap();
+        assert_close(&grad(&ours_grads, &x), &grad(&burns_grads, &x), 1e-4, "input gradient");
+        let w = conv.weight.val();
+        assert_close(&grad(&ours_grads, &w), &grad(&burns_grads, &w), 1e-3, "weight gradient");
+        let b = conv.bias.as_ref().unwrap().val();
+        assert_close(&b.grad(&ours_grads).unwrap(), &b.grad(&burns_grads).unwrap(), 1e-3, "bias gradient");
+
+        let plain = x.inner();
+        let inference = conv.valid();
+        assert_close(&conv2d(&inference, plain.clone()), &inference.forward(plain), 1e-4, "inference output");
+    }
+
+    #[test]
+    fn matches_burn_for_the_notebook_convolutions() {
+        check(1, 6, 5, 2, PaddingConfig2d::Same, [12, 12]); // cnn3's first: asymmetric padding
+        check(3, 4, 3, 1, PaddingConfig2d::Same, [7, 6]);
+        check(2, 5, 11, 4, PaddingConfig2d::Same, [16, 16]); // cnn1/cnn2's first
+        check(4, 3, 3, 1, PaddingConfig2d::Valid, [6, 5]);
+        check(3, 2, 1, 1, PaddingConfig2d::Valid, [4, 4]);
+    }
+
+    #[test]
+    fn gradients_do_not_depend_on_the_thread_count() {
+        let device = Device::flex().autodiff();
+        device.seed(4);
+        let conv = Conv2dConfig::new([3, 4], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+        let x = random_input([4 * SAMPLES_PER_TASK, 3, 9, 9], &device, 9);
+        let weight_grad = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let w = conv.weight.val();
+                let grads = conv2d(&conv, x.clone()).square().sum().backward();
+                w.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap()
+            })
+        };
+        assert_eq!(weight_grad(1), weight_grad(3));
+    }
+}

@@ -1,0 +1,110 @@
+//! Fast CPU kernels for the two layers that dominate a CNN step on Burn's Flex backend:
+//! 2-D convolution and max pooling, forward and backward.
+//!
+//! Why: profiling a cnn3 or tuned-CNN training step (`perf record ferkit bench`) showed Flex
+//! spending more time around its matrix products than in them: a single-threaded NCHW -> NHWC
+//! copy and per-tile scatter in every convolution, including the odd-shaped convolutions that
+//! compute weight gradients, and a max pool that divides integers for every output. These
+//! kernels keep every convolution a plain im2col + GEMM per sample (the `gemm` crate, the one
+//! Flex itself uses) and pool with per-row window bounds.
+//!
+//! They plug into Burn as backend extensions (see Burn's `custom-cubecl-kernel` example): on a
+//! Flex tensor, tracked or not, the layer runs here and registers its own backward step with
+//! Burn's autodiff graph; on any other backend (the `gpu` feature) it falls back to Burn's op.
+//! Gradients are summed in a fixed order, so a seed still fixes a run.
+//! `tests` in each file compare values and gradients with Burn's own ops.
+
+pub mod conv2d;
+mod flex;
+pub mod max_pool2d;
+
+use burn::nn::PaddingConfig2d;
+
+/// Where a sliding window starts and how many positions it takes along each axis.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sliding {
+    pub input: [usize; 2],
+    pub kernel: [usize; 2],
+    pub stride: [usize; 2],
+    /// Rows and columns of padding before the input (top, left).
+    pub pad: [usize; 2],
+    pub output: [usize; 2],
+}
+
+impl Sliding {
+    /// The window geometry Burn's `Conv2d` and `MaxPool2d` use for `padding` (TensorFlow's
+    /// "same": the odd extra row or column of padding goes at the end).
+    pub fn new(padding: &PaddingConfig2d, input: [usize; 2], kernel: [usize; 2], stride: [usize; 2]) -> Option<Self> {
+        let mut pad = [0; 2];
+        let mut output = [0; 2];
+        for a in 0..2 {
+            let (begin, end) = match *padding {
+                PaddingConfig2d::Valid => (0, 0),
+                PaddingConfig2d::Same => {
+                    let out = input[a].div_ceil(stride[a]);
+                    let total = ((out.max(1) - 1) * stride[a] + kernel[a]).saturating_sub(input[a]);
+                    (total / 2, total - total / 2)
+                }
+                PaddingConfig2d::Explicit(top, left, bottom, right) => {
+                    if a == 0 {
+                        (top, bottom)
+                    } else {
+                        (left, right)
+                    }
+                }
+            };
+            let span = (input[a] + begin + end).checked_sub(kernel[a])?;
+            pad[a] = begin;
+            output[a] = span / stride[a] + 1;
+        }
+        Some(Sliding { input, kernel, stride, pad, output })
+    }
+
+    /// The input positions, along axis `a`, that output position `o` reads with kernel offset
+    /// `k` (or `None` when that tap falls in the padding).
+    #[inline]
+    fn source(&self, a: usize, o: usize, k: usize) -> Option<usize> {
+        (o * self.stride[a] + k).checked_sub(self.pad[a]).filter(|&i| i < self.input[a])
+    }
+
+    /// The output positions along axis `a` whose tap at kernel offset `k` falls inside the input.
+    #[inline]
+    fn taps_inside(&self, a: usize, k: usize) -> std::ops::Range<usize> {
+        let s = self.stride[a];
+        // o * s + k - pad >= 0 and < input
+        let lo = self.pad[a].saturating_sub(k).div_ceil(s);
+        let hi = (self.input[a] + self.pad[a]).saturating_sub(k).div_ceil(s).min(self.output[a]);
+        lo.min(hi)..hi
+    }
+
+    /// The range of input positions along axis `a` under the window of output position `o`.
+    #[inline]
+    fn window(&self, a: usize, o: usize) -> std::ops::Range<usize> {
+        let start = o * self.stride[a];
+        let lo = start.saturating_sub(self.pad[a]);
+        let hi = (start + self.kernel[a]).saturating_sub(self.pad[a]).min(self.input[a]);
+        lo..hi.max(lo)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use burn::prelude::*;
+    use burn::tensor::Distribution;
+
+    /// A seeded tensor of normal values on `device`.
+    pub fn random_input<const D: usize>(shape: [usize; D], device: &Device, seed: u64) -> Tensor<D> {
+        device.seed(seed);
+        Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+    }
+
+    /// Every value of `a` is within `tolerance` of `b` (relative to `b`'s largest magnitude).
+    pub fn assert_close<const D: usize>(a: &Tensor<D>, b: &Tensor<D>, tolerance: f32, what: &str) {
+        assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
+        let a = a.clone().into_data().try_to_vec::<f32>().unwrap();
+        let b = b.clone().into_data().try_to_vec::<f32>().unwrap();
+        let scale = b.iter().fold(1f32, |m, v| m.max(v.abs()));
+        let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(worst <= tolerance * scale, "{what}: max difference {worst} (scale {scale})");
+    }
+}
