@@ -14,21 +14,24 @@ use rayon::prelude::*;
 use super::Sliding;
 use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
 
-/// Samples whose weight gradients one task sums before the tasks' sums are added in order:
-/// fixed, so the result does not depend on how many threads ran.
-const SAMPLES_PER_TASK: usize = 8;
+/// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.
+/// 3 x 3 in cnn1) are grouped so the matrix products stay wide enough to run at full speed.
+const MIN_GEMM_COLUMNS: usize = 512;
+/// At most this many samples per group (bounds the im2col buffer).
+const MAX_GROUP: usize = 64;
 
 /// `conv.forward(x)`, computed here when `x` and the weights are Flex f32 tensors.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    let Some(bias) = &conv.bias else { return conv.forward(x) };
     let geometry = if conv.groups == 1 && conv.dilation == [1, 1] {
         Sliding::new(&conv.padding, [h, w], conv.kernel_size, conv.stride)
     } else {
         None
     };
     let Some(g) = geometry else { return conv.forward(x) };
-    let (weight, bias) = (conv.weight.val(), bias.val());
+    let weight = conv.weight.val();
+    // Without a bias, a zero one that no gradient reaches (EfficientNet's 1x1 convolutions).
+    let bias = conv.bias.as_ref().map_or_else(|| Tensor::zeros([weight.dims()[0]], &weight.device()), |b| b.val());
     if let (Some(x), Some(wt), Some(b)) = (flex::tracked(&x), flex::tracked(&weight), flex::tracked(&bias)) {
         return Tensor::from_primitive::<TrainFlex>(tracked_conv(x, wt, b, g));
     }
@@ -48,12 +51,27 @@ struct Shapes {
     k: usize,
     /// Output positions per channel: `oh * ow`.
     p: usize,
+    /// Samples per GEMM (and per task): it depends on the shapes alone, so the order in which
+    /// weight gradients are summed, and with it every result, does not depend on the threads.
+    group: usize,
 }
 
 impl Shapes {
     fn new(x: [usize; 4], c_out: usize, g: &Sliding) -> Self {
         let [batch, c_in, _, _] = x;
-        Shapes { batch, c_in, c_out, k: c_in * g.kernel[0] * g.kernel[1], p: g.output[0] * g.output[1] }
+        let p = g.output[0] * g.output[1];
+        let group = MIN_GEMM_COLUMNS.div_ceil(p).clamp(1, MAX_GROUP);
+        Shapes { batch, c_in, c_out, k: c_in * g.kernel[0] * g.kernel[1], p, group }
+    }
+
+    /// Columns of a group's im2col matrix.
+    fn columns(&self) -> usize {
+        self.group * self.p
+    }
+
+    /// The samples of group `task`.
+    fn samples(&self, task: usize) -> std::ops::Range<usize> {
+        task * self.group..((task + 1) * self.group).min(self.batch)
     }
 
     fn input_len(&self, g: &Sliding) -> usize {
@@ -61,16 +79,16 @@ impl Shapes {
     }
 }
 
-/// Fills `cols` (`k` rows of `p`) with the input taps of every output position: row
-/// `(channel, ky, kx)`, column `(oy, ox)`; taps in the padding are zero.
-fn im2col(x: &[f32], g: &Sliding, c_in: usize, cols: &mut [f32]) {
+/// Fills `cols` (`k` rows, `ld` apart, of `p` values) with the input taps of every output
+/// position: row `(channel, ky, kx)`, column `(oy, ox)`; taps in the padding are zero.
+fn im2col(x: &[f32], g: &Sliding, c_in: usize, cols: &mut [f32], ld: usize) {
     let ([h, w], [kh, kw], [oh, ow], sx) = (g.input, g.kernel, g.output, g.stride[1]);
     let mut row = 0;
     for c in 0..c_in {
         let plane = &x[c * h * w..(c + 1) * h * w];
         for ky in 0..kh {
             for kx in 0..kw {
-                let dst = &mut cols[row * oh * ow..(row + 1) * oh * ow];
+                let dst = &mut cols[row * ld..row * ld + oh * ow];
                 let inside = g.taps_inside(1, kx);
                 for oy in 0..oh {
                     let out_row = &mut dst[oy * ow..(oy + 1) * ow];
@@ -97,14 +115,14 @@ fn im2col(x: &[f32], g: &Sliding, c_in: usize, cols: &mut [f32]) {
 }
 
 /// The adjoint of [`im2col`]: adds every column entry back onto the input position it came from.
-fn col2im(cols: &[f32], g: &Sliding, c_in: usize, dx: &mut [f32]) {
+fn col2im(cols: &[f32], ld: usize, g: &Sliding, c_in: usize, dx: &mut [f32]) {
     let ([h, w], [kh, kw], [oh, ow], sx) = (g.input, g.kernel, g.output, g.stride[1]);
     let mut row = 0;
     for c in 0..c_in {
         let plane = &mut dx[c * h * w..(c + 1) * h * w];
         for ky in 0..kh {
             for kx in 0..kw {
-                let src = &cols[row * oh * ow..(row + 1) * oh * ow];
+                let src = &cols[row * ld..row * ld + oh * ow];
                 let inside = g.taps_inside(1, kx);
                 for oy in 0..oh {
                     let Some(iy) = g.source(0, oy, ky) else { continue };
@@ -164,13 +182,25 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding) -
     let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
     let mut out = vec![0f32; s.batch * s.c_out * s.p];
     let in_len = s.input_len(&g);
-    out.par_chunks_mut(s.c_out * s.p).enumerate().for_each_init(
-        || vec![0f32; s.k * s.p],
-        |cols, (n, out)| {
-            im2col(&x[n * in_len..(n + 1) * in_len], &g, s.c_in, cols);
-            matmul([s.c_out, s.p, s.k], out, false, &weight, (s.k, 1), cols, (s.p, 1));
-            for (row, b) in out.chunks_mut(s.p).zip(bias.iter()) {
-                row.iter_mut().for_each(|v| *v += b);
+    let cols_len = s.k * s.columns();
+    out.par_chunks_mut(s.group * s.c_out * s.p).enumerate().for_each_init(
+        || (vec![0f32; cols_len], vec![0f32; s.c_out * s.columns()]),
+        |(cols, product), (task, out)| {
+            let samples = s.samples(task);
+            let width = samples.len() * s.p;
+            for (j, n) in samples.clone().enumerate() {
+                im2col(&x[n * in_len..(n + 1) * in_len], &g, s.c_in, &mut cols[j * s.p..], s.columns());
+            }
+            // Y [c_out x (group * p)] = W [c_out x k] * cols [k x (group * p)]
+            let product = &mut product[..s.c_out * width];
+            matmul([s.c_out, width, s.k], product, false, &weight, (s.k, 1), cols, (s.columns(), 1));
+            // Back to [sample, channel, position], adding the bias.
+            for j in 0..samples.len() {
+                for (c, b) in bias.iter().enumerate() {
+                    let src = &product[c * width + j * s.p..c * width + (j + 1) * s.p];
+                    let dst = &mut out[(j * s.c_out + c) * s.p..(j * s.c_out + c + 1) * s.p];
+                    dst.iter_mut().zip(src).for_each(|(d, v)| *d = v + b);
+                }
             }
         },
     );
@@ -202,29 +232,39 @@ fn backward(
     let dx_ptr = SharedMut(dx.as_mut_ptr());
 
     // Each task: the input gradient of its samples, and its samples' sums for weight and bias.
-    let tasks = s.batch.div_ceil(SAMPLES_PER_TASK);
+    let tasks = s.batch.div_ceil(s.group);
     let partial_sums: Vec<(Vec<f32>, Vec<f32>)> = (0..tasks)
         .into_par_iter()
         .map(|task| {
-            let mut dw = if wanted.weight { vec![0f32; s.c_out * s.k] } else { Vec::new() };
-            let mut db = vec![0f32; if wanted.bias { s.c_out } else { 0 }];
-            let mut cols = vec![0f32; s.k * s.p];
-            for n in task * SAMPLES_PER_TASK..((task + 1) * SAMPLES_PER_TASK).min(s.batch) {
-                let dy = &grad[n * s.c_out * s.p..(n + 1) * s.c_out * s.p];
-                if wanted.weight {
-                    // dW += dY [c_out x p] * cols^T [p x k]
-                    im2col(&x[n * in_len..(n + 1) * in_len], &g, s.c_in, &mut cols);
-                    matmul([s.c_out, s.k, s.p], &mut dw, true, dy, (s.p, 1), &cols, (1, s.p));
+            let samples = s.samples(task);
+            let width = samples.len() * s.p;
+            // dY of the group as [c_out x (group * p)], the layout of the forward product.
+            let mut dy = vec![0f32; s.c_out * width];
+            for (j, n) in samples.clone().enumerate() {
+                for c in 0..s.c_out {
+                    let src = &grad[(n * s.c_out + c) * s.p..(n * s.c_out + c + 1) * s.p];
+                    dy[c * width + j * s.p..c * width + (j + 1) * s.p].copy_from_slice(src);
                 }
-                for (sum, row) in db.iter_mut().zip(dy.chunks(s.p)) {
-                    *sum += row.iter().sum::<f32>();
+            }
+            let mut cols = vec![0f32; s.k * width];
+            let mut dw = Vec::new();
+            if wanted.weight {
+                // dW = dY [c_out x width] * cols^T [width x k]
+                for (j, n) in samples.clone().enumerate() {
+                    im2col(&x[n * in_len..(n + 1) * in_len], &g, s.c_in, &mut cols[j * s.p..], width);
                 }
-                if wanted.input {
-                    // dcols = W^T [k x c_out] * dY [c_out x p], then back onto the input.
-                    matmul([s.k, s.p, s.c_out], &mut cols, false, &weight, (1, s.k), dy, (s.p, 1));
+                dw = vec![0f32; s.c_out * s.k];
+                matmul([s.c_out, s.k, width], &mut dw, false, &dy, (width, 1), &cols, (1, width));
+            }
+            let db =
+                if wanted.bias { dy.chunks(width).map(|row| row.iter().sum::<f32>()).collect() } else { Vec::new() };
+            if wanted.input {
+                // dcols = W^T [k x c_out] * dY [c_out x width], then back onto each input.
+                matmul([s.k, width, s.c_out], &mut cols, false, &weight, (1, s.k), &dy, (width, 1));
+                for (j, n) in samples.enumerate() {
                     // SAFETY: sample n's slice of dx belongs to this task alone.
                     let dx_n = unsafe { dx_ptr.part(n * in_len, in_len) };
-                    col2im(&cols, &g, s.c_in, dx_n);
+                    col2im(&cols[j * s.p..], width, &g, s.c_in, dx_n);
                 }
             }
             (dw, db)
@@ -288,8 +328,16 @@ mod tests {
             .with_stride([stride, stride])
             .with_padding(padding)
             .init(&device);
-        // Enough samples for more than one gradient task.
-        let x = random_input([SAMPLES_PER_TASK + 3, c_in, size[0], size[1]], &device, 5).require_grad();
+        // Enough samples for more than one group of samples.
+        let batch = Shapes::new(
+            [1, c_in, size[0], size[1]],
+            c_out,
+            &Sliding::new(&conv.padding, size, [kernel; 2], [stride; 2]).unwrap(),
+        )
+        .group
+            * 2
+            + 1;
+        let x = random_input([batch, c_in, size[0], size[1]], &device, 5).require_grad();
         let weights = random_input(conv.forward(x.clone()).dims(), &device, 6);
 
         // The kernels' path, not Burn's fallback, is what runs here.
@@ -322,11 +370,25 @@ mod tests {
     }
 
     #[test]
+    fn without_a_bias_matches_burn() {
+        let device = Device::flex().autodiff();
+        let conv = Conv2dConfig::new([4, 6], [1, 1]).with_bias(false).init(&device);
+        let x = random_input([3, 4, 5, 5], &device, 2).require_grad();
+        let ours = x.grad(&conv2d(&conv, x.clone()).sum().backward()).unwrap();
+        let burns = x.grad(&conv.forward(x.clone()).sum().backward()).unwrap();
+        assert_close(&ours, &burns, 1e-5, "input gradient");
+        let w = conv.weight.val();
+        let ours = w.grad(&conv2d(&conv, x.clone()).square().sum().backward()).unwrap();
+        let burns = w.grad(&conv.forward(x).square().sum().backward()).unwrap();
+        assert_close(&ours, &burns, 1e-4, "weight gradient");
+    }
+
+    #[test]
     fn gradients_do_not_depend_on_the_thread_count() {
         let device = Device::flex().autodiff();
         device.seed(4);
         let conv = Conv2dConfig::new([3, 4], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
-        let x = random_input([4 * SAMPLES_PER_TASK, 3, 9, 9], &device, 9);
+        let x = random_input([40, 3, 9, 9], &device, 9);
         let weight_grad = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| {
