@@ -111,13 +111,16 @@ fn frozen_blocks_do_not_change_in_training() {
     let device = Device::flex().autodiff();
     let spec = TransferSpec { frozen_blocks: 2, head: vec![8], ..TransferSpec::efficientnet_lite0() };
     let net = TransferNet::new(&spec, &device).unwrap();
+    let ferkit::models::transfer::Backbone::EfficientNetLite0(backbone) = &net.backbone else {
+        panic!("the spec names EfficientNet-Lite0")
+    };
     // Stem, blocks 0-1 frozen: their parameters need no gradient; block 2 and the head do.
     let needs_grad = |m: &ferkit::models::efficientnet::MbConv| m.depthwise_conv.weight.val().is_require_grad();
-    assert!(!net.backbone.conv_stem.weight.val().is_require_grad());
-    assert!(!needs_grad(&net.backbone.blocks[1]));
-    assert!(needs_grad(&net.backbone.blocks[2]));
+    assert!(!backbone.conv_stem.weight.val().is_require_grad());
+    assert!(!needs_grad(&backbone.blocks[1]));
+    assert!(needs_grad(&backbone.blocks[2]));
     assert!(net.output.weight.val().is_require_grad());
     let (trainable, non_trainable) = spec.param_counts().unwrap();
     assert_eq!(trainable + non_trainable, net.num_params());
-    assert!(non_trainable > net.backbone.conv_stem.num_params());
+    assert!(non_trainable > backbone.conv_stem.num_params());
 }

@@ -9,11 +9,10 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use anyhow::Result;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
-use burn::store::{ModuleSnapshot, PytorchStore};
 
 use crate::kernels::conv2d::conv2d;
 
@@ -134,30 +133,12 @@ impl EfficientNetLite0 {
     /// PyTorch's names (`_blocks.3._depthwise_conv.weight`) lose their underscores to become
     /// this module's (`blocks.3.depthwise_conv.weight`); every tensor must be used and found.
     pub fn from_pytorch(path: &Path, device: &Device) -> Result<Self> {
-        if !path.exists() {
-            bail!("{}: no such weights file", path.display());
-        }
         let mut net = Self::new(IMAGENET_CLASSES, device);
-        let mut store = PytorchStore::from_file(path)
-            .with_key_remapping(r"^_", "")
-            .with_key_remapping(r"\._", ".")
-            .allow_partial(false);
-        let result = net.load_from(&mut store).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        if !result.errors.is_empty() || !result.missing.is_empty() {
-            bail!(
-                "{}: not EfficientNet-Lite0 weights: {} tensors missing (e.g. {:?}), {} errors (e.g. {:?})",
-                path.display(),
-                result.missing.len(),
-                result.missing.first().map(|m| &m.0),
-                result.errors.len(),
-                result.errors.first()
-            );
-        }
         // PyTorch's batch-norm step counters have no counterpart here.
-        let unused: Vec<&String> = result.unused.iter().filter(|u| !u.ends_with("num_batches_tracked")).collect();
-        if !unused.is_empty() {
-            bail!("{}: {} tensors are not EfficientNet-Lite0's (e.g. {})", path.display(), unused.len(), unused[0]);
-        }
+        let remaps = [(r"^_", ""), (r"\._", ".")];
+        super::pytorch_weights::load(&mut net, path, "EfficientNet-Lite0", &remaps, |k| {
+            k.ends_with("num_batches_tracked")
+        })?;
         Ok(net)
     }
 

@@ -4,10 +4,12 @@
 pub mod efficientnet;
 pub mod model;
 pub mod net;
+pub mod pytorch_weights;
 pub mod registry;
 pub mod spec;
 pub mod summary;
 pub mod transfer;
+pub mod vgg16;
 
 pub use model::{Model, ModelSpec};
 pub use net::Net;

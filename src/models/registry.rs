@@ -9,8 +9,18 @@ use super::model::ModelSpec;
 use super::spec::NetSpec;
 use super::transfer::TransferSpec;
 
-/// The transfer-learning preset (EfficientNet-Lite0 backbone, the notebook's head).
+/// The transfer-learning preset `reproduce` runs (EfficientNet-Lite0 backbone, the notebook's
+/// head): its ImageNet weights are in ../shared.
 pub const TRANSFER_PRESET: &str = "efficientnet-lite0";
+
+/// Transfer-learning presets by name.
+fn transfer_preset(name: &str) -> Option<TransferSpec> {
+    match name {
+        "efficientnet-lite0" => Some(TransferSpec::efficientnet_lite0()),
+        "vgg16" => Some(TransferSpec::vgg16()),
+        _ => None,
+    }
+}
 
 /// Preset names and their TOML, in the order the notebook introduced them.
 pub const PRESETS: [(&str, &str); 7] = [
@@ -24,13 +34,13 @@ pub const PRESETS: [(&str, &str); 7] = [
 ];
 
 pub fn preset_names() -> Vec<&'static str> {
-    PRESETS.iter().map(|(name, _)| *name).chain([TRANSFER_PRESET]).collect()
+    PRESETS.iter().map(|(name, _)| *name).chain(super::transfer::Backbone::NAMES).collect()
 }
 
 /// Any model by name: a layer-list preset or TOML file, or the transfer preset.
 pub fn resolve(name: &str) -> Result<ModelSpec> {
-    if name == TRANSFER_PRESET {
-        return Ok(ModelSpec::Transfer(TransferSpec::efficientnet_lite0()));
+    if let Some(spec) = transfer_preset(name) {
+        return Ok(ModelSpec::Transfer(spec));
     }
     resolve_net(name).map(ModelSpec::Layers)
 }

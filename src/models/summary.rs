@@ -68,18 +68,7 @@ pub fn transfer_summary(spec: &super::transfer::TransferSpec) -> Result<String> 
         &super::transfer::TransferSpec { weights: None, ..spec.clone() },
         &burn::prelude::Device::flex(),
     )?;
-    let b = &net.backbone;
-    let mut rows: Vec<(String, usize)> =
-        vec![("stem (Conv2D 3x3/2, BN, ReLU6)".into(), b.conv_stem.num_params() + b.bn0.num_params())];
-    for (i, block) in b.blocks.iter().enumerate() {
-        let frozen = if i < spec.frozen_blocks { ", frozen" } else { "" };
-        rows.push((format!("block {i} (MBConv{frozen})"), block.num_params()));
-    }
-    let head_frozen = if spec.frozen_blocks == super::transfer::BACKBONE_BLOCKS { ", frozen" } else { "" };
-    rows.push((
-        format!("head (Conv2D 1x1, BN, ReLU6, pool{head_frozen})"),
-        b.conv_head.num_params() + b.bn1.num_params(),
-    ));
+    let mut rows = net.backbone.parts(spec.frozen_blocks);
     for (i, layer) in net.head.iter().enumerate() {
         rows.push((format!("dense_{i} (Dense, relu)"), layer.num_params()));
     }

@@ -1,5 +1,5 @@
-//! Transfer learning: an ImageNet backbone (EfficientNet-Lite0) under a new head, as the
-//! notebook did with VGG16 (lower blocks frozen; dense 1024 relu, dropout 0.5, dense 7).
+//! Transfer learning: an ImageNet backbone (EfficientNet-Lite0, or VGG16 as in the notebook)
+//! under a new head (lower blocks frozen; dense 1024 relu, dropout 0.5, dense 7).
 //!
 //! Faces arrive as grey levels in [0, 1] (`Preprocess::UnitRange`); the net repeats them into
 //! three channels, applies ImageNet's normalisation and resizes them to `input_size`.
@@ -13,24 +13,133 @@ use burn::prelude::*;
 use burn::tensor::activation::relu;
 use serde::{Deserialize, Serialize};
 
-use super::efficientnet::{EfficientNetLite0, FEATURES, IMAGENET_MEAN, IMAGENET_STD};
+use super::efficientnet::{self, EfficientNetLite0, IMAGENET_MEAN, IMAGENET_STD};
+use super::vgg16::{self, Vgg16};
 use crate::data::NUM_CLASSES;
 
-/// Blocks in EfficientNet-Lite0 (`--freeze` counts the stem as block 0, then these).
-pub const BACKBONE_BLOCKS: usize = 16;
+/// The ImageNet backbones ferkit can load.
+#[derive(Module, Debug)]
+pub enum Backbone {
+    EfficientNetLite0(EfficientNetLite0),
+    Vgg16(Vgg16),
+}
+
+/// The parts before index `frozen` frozen, the others as they were.
+fn freeze_first<M: Module>(parts: Vec<M>, frozen: usize) -> Vec<M> {
+    parts.into_iter().enumerate().map(|(i, part)| if i < frozen { part.freeze() } else { part }).collect()
+}
+
+impl Backbone {
+    /// Backbone names as specs and the command line give them.
+    pub const NAMES: [&str; 2] = ["efficientnet-lite0", "vgg16"];
+
+    /// Blocks `frozen_blocks` counts: EfficientNet-Lite0's 16 MBConv blocks (its stem is always
+    /// frozen, its 1x1 head with the 16th), VGG16's 5 convolution blocks.
+    pub fn blocks(name: &str) -> Result<usize> {
+        match name {
+            "efficientnet-lite0" => Ok(16),
+            "vgg16" => Ok(vgg16::BLOCKS.len()),
+            other => bail!("backbone `{other}` is not known ({})", Self::NAMES.join(", ")),
+        }
+    }
+
+    /// The backbone `name`, with ImageNet weights from `weights` when given, else random.
+    pub fn load(name: &str, weights: Option<&std::path::Path>, device: &Device) -> Result<Self> {
+        Ok(match (name, weights) {
+            ("efficientnet-lite0", Some(path)) => {
+                Backbone::EfficientNetLite0(EfficientNetLite0::from_pytorch(path, device)?)
+            }
+            ("efficientnet-lite0", None) => {
+                Backbone::EfficientNetLite0(EfficientNetLite0::new(efficientnet::IMAGENET_CLASSES, device))
+            }
+            ("vgg16", Some(path)) => Backbone::Vgg16(Vgg16::from_pytorch(path, device)?),
+            ("vgg16", None) => Backbone::Vgg16(Vgg16::new(device)),
+            (other, _) => bail!("backbone `{other}` is not known ({})", Self::NAMES.join(", ")),
+        })
+    }
+
+    /// Freezes the lowest `blocks` blocks (see [`Backbone::blocks`]).
+    fn freeze_lower(self, blocks: usize) -> Self {
+        match self {
+            Backbone::EfficientNetLite0(mut b) => {
+                b.conv_stem = b.conv_stem.freeze();
+                b.bn0 = b.bn0.freeze();
+                if blocks == b.blocks.len() {
+                    b.conv_head = b.conv_head.freeze();
+                    b.bn1 = b.bn1.freeze();
+                }
+                b.blocks = freeze_first(std::mem::take(&mut b.blocks), blocks);
+                Backbone::EfficientNetLite0(b)
+            }
+            Backbone::Vgg16(mut b) => {
+                b.blocks = freeze_first(std::mem::take(&mut b.blocks), blocks);
+                Backbone::Vgg16(b)
+            }
+        }
+    }
+
+    /// Width of the pooled features.
+    pub fn features_width(&self) -> usize {
+        match self {
+            Backbone::EfficientNetLite0(_) => efficientnet::FEATURES,
+            Backbone::Vgg16(_) => vgg16::FEATURES,
+        }
+    }
+
+    /// Pooled features `[batch, width]` for ImageNet-normalised images.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Backbone::EfficientNetLite0(b) => b.features(x),
+            Backbone::Vgg16(b) => b.features(x),
+        }
+    }
+
+    /// The backbone's parts as summary rows (name, parameters); `frozen` lower blocks marked.
+    pub fn parts(&self, frozen: usize) -> Vec<(String, usize)> {
+        let mark = |i: usize| if i < frozen { ", frozen" } else { "" };
+        match self {
+            Backbone::EfficientNetLite0(b) => {
+                let mut rows = vec![(
+                    "stem (Conv2D 3x3/2, BN, ReLU6, frozen)".into(),
+                    b.conv_stem.num_params() + b.bn0.num_params(),
+                )];
+                for (i, block) in b.blocks.iter().enumerate() {
+                    rows.push((format!("block {i} (MBConv{})", mark(i)), block.num_params()));
+                }
+                let head_frozen = if frozen == b.blocks.len() { ", frozen" } else { "" };
+                rows.push((
+                    format!("head (Conv2D 1x1, BN, ReLU6, pool{head_frozen})"),
+                    b.conv_head.num_params() + b.bn1.num_params(),
+                ));
+                rows
+            }
+            Backbone::Vgg16(b) => b
+                .blocks
+                .iter()
+                .enumerate()
+                .map(|(i, block)| {
+                    let convs = block.convs.len();
+                    (format!("block {} ({convs} x Conv2D 3x3, ReLU, MaxPool 2{})", i + 1, mark(i)), block.num_params())
+                })
+                .chain([("pool (global average)".to_string(), 0)])
+                .collect(),
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TransferSpec {
     pub name: String,
-    /// Only `efficientnet-lite0` for now.
+    /// `efficientnet-lite0` or `vgg16`.
     pub backbone: String,
     /// ImageNet weights (a PyTorch `.pth`); without them the backbone starts random.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
     /// Side the faces are resized to before the backbone (48 keeps them as they are).
     pub input_size: usize,
-    /// Frozen from the bottom: the stem, then this many MBConv blocks (0..=16).
+    /// Blocks frozen from the bottom (EfficientNet-Lite0: the stem, then 0..=16 MBConv blocks;
+    /// VGG16: 0..=5 convolution blocks).
     pub frozen_blocks: usize,
     /// Hidden layers of the new head (ReLU), then dropout, then 7 outputs.
     pub head: Vec<usize>,
@@ -54,12 +163,16 @@ impl TransferSpec {
         }
     }
 
+    /// The notebook's own transfer recipe: VGG16 with its four lower blocks frozen, the same
+    /// head and rate. Needs torchvision VGG16 weights from the user (`--weights`).
+    pub fn vgg16() -> Self {
+        TransferSpec { name: "vgg16".into(), backbone: "vgg16".into(), frozen_blocks: 4, ..Self::efficientnet_lite0() }
+    }
+
     pub fn check(&self) -> Result<()> {
-        if self.backbone != "efficientnet-lite0" {
-            bail!("backbone `{}` is not known (efficientnet-lite0)", self.backbone);
-        }
-        if self.frozen_blocks > BACKBONE_BLOCKS {
-            bail!("frozen_blocks {} is more than the backbone's {BACKBONE_BLOCKS} blocks", self.frozen_blocks);
+        let blocks = Backbone::blocks(&self.backbone)?;
+        if self.frozen_blocks > blocks {
+            bail!("frozen_blocks {} is more than {}'s {blocks} blocks", self.frozen_blocks, self.backbone);
         }
         if self.input_size < 32 || self.input_size > 512 {
             bail!("input_size {} is outside 32..=512", self.input_size);
@@ -85,7 +198,7 @@ impl TransferSpec {
 
 #[derive(Module, Debug)]
 pub struct TransferNet {
-    pub backbone: EfficientNetLite0,
+    pub backbone: Backbone,
     pub head: Vec<Linear>,
     pub head_dropout: Dropout,
     pub output: Linear,
@@ -97,20 +210,9 @@ impl TransferNet {
     /// frozen part frozen, a fresh head.
     pub fn new(spec: &TransferSpec, device: &Device) -> Result<Self> {
         spec.check()?;
-        let mut backbone = match &spec.weights {
-            Some(path) => EfficientNetLite0::from_pytorch(path, device)?,
-            None => EfficientNetLite0::new(super::efficientnet::IMAGENET_CLASSES, device),
-        };
-        backbone.conv_stem = backbone.conv_stem.freeze();
-        backbone.bn0 = backbone.bn0.freeze();
-        let blocks = std::mem::take(&mut backbone.blocks);
-        backbone.blocks =
-            blocks.into_iter().enumerate().map(|(i, b)| if i < spec.frozen_blocks { b.freeze() } else { b }).collect();
-        if spec.frozen_blocks == BACKBONE_BLOCKS {
-            backbone.conv_head = backbone.conv_head.freeze();
-            backbone.bn1 = backbone.bn1.freeze();
-        }
-        let mut width = FEATURES;
+        let backbone =
+            Backbone::load(&spec.backbone, spec.weights.as_deref(), device)?.freeze_lower(spec.frozen_blocks);
+        let mut width = backbone.features_width();
         let mut head = Vec::new();
         for &units in &spec.head {
             head.push(LinearConfig::new(width, units).init(device));
