@@ -5,21 +5,6 @@
 use burn::prelude::*;
 use ferkit::models::efficientnet::EfficientNetLite0;
 
-fn fixed_input(batch: usize, size: usize, device: &Device) -> Tensor<4> {
-    let mut data = Vec::with_capacity(batch * 3 * size * size);
-    for b in 0..batch {
-        for c in 0..3 {
-            for i in 0..size {
-                for j in 0..size {
-                    let v = (0.05 * i as f64 + 0.07 * j as f64 + 0.9 * c as f64 + 1.3 * b as f64).sin() * 1.5;
-                    data.push(v as f32);
-                }
-            }
-        }
-    }
-    Tensor::from_data(TensorData::new(data, [batch, 3, size, size]), device)
-}
-
 #[test]
 fn imagenet_logits_match_pytorch() {
     let weights =
@@ -35,8 +20,12 @@ fn imagenet_logits_match_pytorch() {
     for case in doc["cases"].as_array().unwrap() {
         let size = case["size"].as_u64().unwrap() as usize;
         let batch = case["batch"].as_u64().unwrap() as usize;
-        let logits =
-            net.forward(fixed_input(batch, size, &device)).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let logits = net
+            .forward(common::fixed_rgb_input(batch, size, &device))
+            .into_data()
+            .convert::<f32>()
+            .try_to_vec::<f32>()
+            .unwrap();
         let expected: Vec<f64> = case["logits"]
             .as_array()
             .unwrap()

@@ -11,21 +11,6 @@ use ferkit::models::vgg16::Vgg16;
 
 mod common;
 
-fn fixed_input(batch: usize, size: usize, device: &Device) -> Tensor<4> {
-    let mut data = Vec::with_capacity(batch * 3 * size * size);
-    for b in 0..batch {
-        for c in 0..3 {
-            for i in 0..size {
-                for j in 0..size {
-                    let v = (0.05 * i as f64 + 0.07 * j as f64 + 0.9 * c as f64 + 1.3 * b as f64).sin() * 1.5;
-                    data.push(v as f32);
-                }
-            }
-        }
-    }
-    Tensor::from_data(TensorData::new(data, [batch, 3, size, size]), device)
-}
-
 /// Runs the fixture script into `dir`, or says why not.
 fn write_state_dict(dir: &Path) -> Result<(), String> {
     let has_torch = Command::new("python3").args(["-c", "import torch"]).output().map(|o| o.status.success());
@@ -50,7 +35,8 @@ fn torchvision_vgg16_loads_and_gives_pytorchs_features() {
     let net = Vgg16::from_pytorch(&weights, &device).expect("the state dict loads");
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("reference.json")).unwrap()).unwrap();
-    let features = net.features(fixed_input(2, 48, &device)).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let features =
+        net.features(common::fixed_rgb_input(2, 48, &device)).into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
     let expected: Vec<f64> = doc["features"]
         .as_array()
         .unwrap()

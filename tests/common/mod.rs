@@ -66,3 +66,20 @@ pub fn shared_fer2013() -> Option<PathBuf> {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fer2013/fer2013.csv.gz");
     path.exists().then_some(path)
 }
+
+/// Fixed RGB images `[batch, 3, size, size]` (smooth waves, ImageNet-normalised range), the
+/// same as the fixture scripts in tests/fixtures/ build for their PyTorch references.
+pub fn fixed_rgb_input(batch: usize, size: usize, device: &burn::prelude::Device) -> burn::prelude::Tensor<4> {
+    let mut data = Vec::with_capacity(batch * 3 * size * size);
+    for b in 0..batch {
+        for c in 0..3 {
+            for i in 0..size {
+                for j in 0..size {
+                    let v = (0.05 * i as f64 + 0.07 * j as f64 + 0.9 * c as f64 + 1.3 * b as f64).sin() * 1.5;
+                    data.push(v as f32);
+                }
+            }
+        }
+    }
+    burn::prelude::Tensor::from_data(burn::tensor::TensorData::new(data, [batch, 3, size, size]), device)
+}
