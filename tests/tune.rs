@@ -149,6 +149,7 @@ fn killed_search_resumes_without_redoing_finished_trials() {
             state["trials"].as_array().map(|t| t.iter().map(|t| t["status"].to_string()).collect()).unwrap_or_default();
         if statuses.first().is_some_and(|s| s.contains("completed"))
             && statuses.get(1).is_some_and(|s| s.contains("pending"))
+            && out.join("trials.csv").exists()
         {
             break;
         }
@@ -158,6 +159,9 @@ fn killed_search_resumes_without_redoing_finished_trials() {
     // SIGKILL to the search alone: its trial process dies with it (PR_SET_PDEATHSIG).
     child.kill().unwrap();
     let _ = child.wait();
+    // The table of the trials so far was written as trial 0 finished, before the search ended.
+    let table = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    assert!(table.lines().nth(1).is_some_and(|row| row.starts_with("0,") && row.ends_with("Completed")), "{table}");
     let first_history = out.join("trial_000/history.csv");
     let finished_before = std::fs::metadata(&first_history).unwrap().modified().unwrap();
 

@@ -140,6 +140,8 @@ pub fn tune(options: TuneOptions) -> Result<Option<BestTrial>> {
                 }
             }
             oracle.save(&state_path)?;
+            // A long search shows its table as it goes, and leaves it behind when interrupted.
+            write_trials_table(&oracle, &out)?;
         }
     }
     eprintln!("search finished in {:.0} s", search_start.elapsed().as_secs_f64());
@@ -226,6 +228,30 @@ fn trial_result(dir: &Path, objective: Monitor) -> Option<(f64, usize)> {
 
 /// `trials.csv`, `trials.png`, `best.json` and `best_model.bpk` in the search folder.
 fn write_reports(oracle: &Oracle, out: &Path) -> Result<Option<BestTrial>> {
+    write_trials_table(oracle, out)?;
+
+    let Some(best) = oracle.best() else { return Ok(None) };
+    let dir = trial_dir(out, best.id);
+    let test_accuracy = std::fs::read_to_string(dir.join("metrics.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .and_then(|m| m["test"]["accuracy"].as_f64());
+    let summary = BestTrial {
+        trial: best.id,
+        values: best.values.clone(),
+        objective: best.objective.unwrap_or(f64::NAN),
+        best_epoch: best.best_epoch,
+        run_dir: dir.clone(),
+        test_accuracy,
+    };
+    write_atomic(&out.join("best.json"), serde_json::to_string_pretty(&summary)?)?;
+    let weights = std::fs::read(dir.join("model.bpk")).with_context(|| format!("{}: no weights", dir.display()))?;
+    write_atomic(&out.join("best_model.bpk"), weights)?;
+    Ok(Some(summary))
+}
+
+/// `trials.csv` and `trials.png`: every trial so far, rewritten as each one finishes.
+fn write_trials_table(oracle: &Oracle, out: &Path) -> Result<()> {
     let names: Vec<String> = oracle.space.params.iter().map(|p| p.name.clone()).collect();
     let mut csv = format!("trial,{},objective,best_epoch,seconds,status\n", names.join(","));
     for t in &oracle.trials {
@@ -246,24 +272,5 @@ fn write_reports(oracle: &Oracle, out: &Path) -> Result<Option<BestTrial>> {
     }
     write_atomic(&out.join("trials.csv"), csv)?;
     let points: Vec<(usize, Option<f64>)> = oracle.trials.iter().map(|t| (t.id, t.objective)).collect();
-    plot_trials(&points, oracle.direction == Direction::Maximize, &out.join("trials.png"))?;
-
-    let Some(best) = oracle.best() else { return Ok(None) };
-    let dir = trial_dir(out, best.id);
-    let test_accuracy = std::fs::read_to_string(dir.join("metrics.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|m| m["test"]["accuracy"].as_f64());
-    let summary = BestTrial {
-        trial: best.id,
-        values: best.values.clone(),
-        objective: best.objective.unwrap_or(f64::NAN),
-        best_epoch: best.best_epoch,
-        run_dir: dir.clone(),
-        test_accuracy,
-    };
-    write_atomic(&out.join("best.json"), serde_json::to_string_pretty(&summary)?)?;
-    let weights = std::fs::read(dir.join("model.bpk")).with_context(|| format!("{}: no weights", dir.display()))?;
-    write_atomic(&out.join("best_model.bpk"), weights)?;
-    Ok(Some(summary))
+    plot_trials(&points, oracle.direction == Direction::Maximize, &out.join("trials.png"))
 }
