@@ -83,3 +83,17 @@ pub fn fixed_rgb_input(batch: usize, size: usize, device: &burn::prelude::Device
     }
     burn::prelude::Tensor::from_data(burn::tensor::TensorData::new(data, [batch, 3, size, size]), device)
 }
+
+/// The largest |ours - reference| between a tensor's values and a JSON array of rows (the
+/// fixtures' PyTorch outputs), after checking they have as many values.
+pub fn max_abs_difference<const D: usize>(ours: burn::prelude::Tensor<D>, reference: &serde_json::Value) -> f64 {
+    let ours = ours.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let expected: Vec<f64> = reference
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|row| row.as_array().unwrap().iter().map(|v| v.as_f64().unwrap()))
+        .collect();
+    assert_eq!(ours.len(), expected.len(), "value counts differ");
+    ours.iter().zip(&expected).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max)
+}
