@@ -238,14 +238,20 @@ fn backward(
         .map(|task| {
             let samples = s.samples(task);
             let width = samples.len() * s.p;
-            // dY of the group as [c_out x (group * p)], the layout of the forward product.
-            let mut dy = vec![0f32; s.c_out * width];
-            for (j, n) in samples.clone().enumerate() {
-                for c in 0..s.c_out {
-                    let src = &grad[(n * s.c_out + c) * s.p..(n * s.c_out + c + 1) * s.p];
-                    dy[c * width + j * s.p..c * width + (j + 1) * s.p].copy_from_slice(src);
+            // dY of the group as [c_out x (group * p)], the layout of the forward product; a
+            // single sample's gradient already has that layout.
+            let dy: std::borrow::Cow<[f32]> = if samples.len() == 1 {
+                std::borrow::Cow::Borrowed(&grad[samples.start * s.c_out * s.p..samples.end * s.c_out * s.p])
+            } else {
+                let mut dy = vec![0f32; s.c_out * width];
+                for (j, n) in samples.clone().enumerate() {
+                    for c in 0..s.c_out {
+                        let src = &grad[(n * s.c_out + c) * s.p..(n * s.c_out + c + 1) * s.p];
+                        dy[c * width + j * s.p..c * width + (j + 1) * s.p].copy_from_slice(src);
+                    }
                 }
-            }
+                std::borrow::Cow::Owned(dy)
+            };
             let mut cols = vec![0f32; s.k * width];
             let mut dw = Vec::new();
             if wanted.weight {

@@ -26,6 +26,16 @@ const STAGES: [(usize, usize, usize, usize, usize); 7] = [
     (4, 5, 2, 6, 192),
     (1, 3, 1, 6, 320),
 ];
+/// MBConv blocks over all stages (16).
+pub const BLOCKS: usize = {
+    let mut total = 0;
+    let mut i = 0;
+    while i < STAGES.len() {
+        total += STAGES[i].0;
+        i += 1;
+    }
+    total
+};
 const STEM_CHANNELS: usize = 32;
 pub const FEATURES: usize = 1280;
 pub const IMAGENET_CLASSES: usize = 1000;
@@ -88,7 +98,7 @@ impl MbConv {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(expand), Some(bn0)) = (&self.expand_conv, &self.bn0) {
-            x = relu6(bn0.forward(conv2d(&expand, x)));
+            x = relu6(bn0.forward(conv2d(expand, x)));
         }
         x = relu6(self.bn1.forward(conv2d(&self.depthwise_conv, x)));
         x = self.bn2.forward(conv2d(&self.project_conv, x));

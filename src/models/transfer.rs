@@ -37,7 +37,7 @@ impl Backbone {
     /// frozen, its 1x1 head with the 16th), VGG16's 5 convolution blocks.
     pub fn blocks(name: &str) -> Result<usize> {
         match name {
-            "efficientnet-lite0" => Ok(16),
+            "efficientnet-lite0" => Ok(efficientnet::BLOCKS),
             "vgg16" => Ok(vgg16::BLOCKS.len()),
             other => bail!("backbone `{other}` is not known ({})", Self::NAMES.join(", ")),
         }
