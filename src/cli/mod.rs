@@ -128,7 +128,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
             if let crate::models::ModelSpec::Transfer(t) = &spec
                 && let Some(weights) = &t.weights
             {
-                crate::models::transfer::Backbone::load(&t.backbone, Some(weights), &burn::prelude::Device::flex())?;
+                crate::models::transfer::Backbone::load(t.backbone, Some(weights), &burn::prelude::Device::flex())?;
                 println!("ImageNet weights loaded from {}: every tensor found and used.", weights.display());
             }
             Ok(())

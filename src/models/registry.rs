@@ -7,19 +7,15 @@ use anyhow::{Result, bail};
 
 use super::model::ModelSpec;
 use super::spec::NetSpec;
-use super::transfer::TransferSpec;
+use super::transfer::{BackboneKind, TransferSpec};
 
 /// The transfer-learning preset `reproduce` runs (EfficientNet-Lite0 backbone, the notebook's
 /// head): its ImageNet weights are in ../shared.
-pub const TRANSFER_PRESET: &str = "efficientnet-lite0";
+pub const TRANSFER_PRESET: &str = BackboneKind::EfficientNetLite0.name();
 
-/// Transfer-learning presets by name.
+/// Transfer-learning presets by name: one per backbone, named as it.
 fn transfer_preset(name: &str) -> Option<TransferSpec> {
-    match name {
-        "efficientnet-lite0" => Some(TransferSpec::efficientnet_lite0()),
-        "vgg16" => Some(TransferSpec::vgg16()),
-        _ => None,
-    }
+    BackboneKind::ALL.into_iter().find(|kind| kind.name() == name).map(TransferSpec::preset)
 }
 
 /// Preset names and their TOML, in the order the notebook introduced them.
@@ -34,7 +30,7 @@ pub const PRESETS: [(&str, &str); 7] = [
 ];
 
 pub fn preset_names() -> Vec<&'static str> {
-    PRESETS.iter().map(|(name, _)| *name).chain(super::transfer::Backbone::NAMES).collect()
+    PRESETS.iter().map(|(name, _)| *name).chain(BackboneKind::ALL.map(BackboneKind::name)).collect()
 }
 
 /// Any model by name: a layer-list preset or TOML file, or the transfer preset.

@@ -17,6 +17,42 @@ use super::efficientnet::{self, EfficientNetLite0, IMAGENET_MEAN, IMAGENET_STD};
 use super::vgg16::{self, Vgg16};
 use crate::data::NUM_CLASSES;
 
+/// Which ImageNet backbone a transfer spec names; spelt in specs and on the command line as
+/// its `NAME`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackboneKind {
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientNetLite0,
+    #[serde(rename = "vgg16")]
+    Vgg16,
+}
+
+impl BackboneKind {
+    pub const ALL: [BackboneKind; 2] = [BackboneKind::EfficientNetLite0, BackboneKind::Vgg16];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            BackboneKind::EfficientNetLite0 => "efficientnet-lite0",
+            BackboneKind::Vgg16 => "vgg16",
+        }
+    }
+
+    /// Blocks `frozen_blocks` counts: EfficientNet-Lite0's 16 MBConv blocks (its stem is always
+    /// frozen, its 1x1 head with the 16th), VGG16's 5 convolution blocks.
+    pub const fn blocks(self) -> usize {
+        match self {
+            BackboneKind::EfficientNetLite0 => efficientnet::BLOCKS,
+            BackboneKind::Vgg16 => vgg16::BLOCKS.len(),
+        }
+    }
+}
+
+impl std::fmt::Display for BackboneKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// The ImageNet backbones ferkit can load.
 #[derive(Module, Debug)]
 pub enum Backbone {
@@ -30,35 +66,21 @@ fn freeze_first<M: Module>(parts: Vec<M>, frozen: usize) -> Vec<M> {
 }
 
 impl Backbone {
-    /// Backbone names as specs and the command line give them.
-    pub const NAMES: [&str; 2] = ["efficientnet-lite0", "vgg16"];
-
-    /// Blocks `frozen_blocks` counts: EfficientNet-Lite0's 16 MBConv blocks (its stem is always
-    /// frozen, its 1x1 head with the 16th), VGG16's 5 convolution blocks.
-    pub fn blocks(name: &str) -> Result<usize> {
-        match name {
-            "efficientnet-lite0" => Ok(efficientnet::BLOCKS),
-            "vgg16" => Ok(vgg16::BLOCKS.len()),
-            other => bail!("backbone `{other}` is not known ({})", Self::NAMES.join(", ")),
-        }
-    }
-
-    /// The backbone `name`, with ImageNet weights from `weights` when given, else random.
-    pub fn load(name: &str, weights: Option<&std::path::Path>, device: &Device) -> Result<Self> {
-        Ok(match (name, weights) {
-            ("efficientnet-lite0", Some(path)) => {
+    /// The backbone `kind`, with ImageNet weights from `weights` when given, else random.
+    pub fn load(kind: BackboneKind, weights: Option<&std::path::Path>, device: &Device) -> Result<Self> {
+        Ok(match (kind, weights) {
+            (BackboneKind::EfficientNetLite0, Some(path)) => {
                 Backbone::EfficientNetLite0(EfficientNetLite0::from_pytorch(path, device)?)
             }
-            ("efficientnet-lite0", None) => {
+            (BackboneKind::EfficientNetLite0, None) => {
                 Backbone::EfficientNetLite0(EfficientNetLite0::new(efficientnet::IMAGENET_CLASSES, device))
             }
-            ("vgg16", Some(path)) => Backbone::Vgg16(Vgg16::from_pytorch(path, device)?),
-            ("vgg16", None) => Backbone::Vgg16(Vgg16::new(device)),
-            (other, _) => bail!("backbone `{other}` is not known ({})", Self::NAMES.join(", ")),
+            (BackboneKind::Vgg16, Some(path)) => Backbone::Vgg16(Vgg16::from_pytorch(path, device)?),
+            (BackboneKind::Vgg16, None) => Backbone::Vgg16(Vgg16::new(device)),
         })
     }
 
-    /// Freezes the lowest `blocks` blocks (see [`Backbone::blocks`]).
+    /// Freezes the lowest `blocks` blocks (see [`BackboneKind::blocks`]).
     fn freeze_lower(self, blocks: usize) -> Self {
         match self {
             Backbone::EfficientNetLite0(mut b) => {
@@ -131,8 +153,7 @@ impl Backbone {
 #[serde(deny_unknown_fields)]
 pub struct TransferSpec {
     pub name: String,
-    /// `efficientnet-lite0` or `vgg16`.
-    pub backbone: String,
+    pub backbone: BackboneKind,
     /// ImageNet weights (a PyTorch `.pth`); without them the backbone starts random.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
@@ -148,12 +169,20 @@ pub struct TransferSpec {
 }
 
 impl TransferSpec {
+    /// The preset for `kind`, named as it.
+    pub fn preset(kind: BackboneKind) -> Self {
+        match kind {
+            BackboneKind::EfficientNetLite0 => Self::efficientnet_lite0(),
+            BackboneKind::Vgg16 => Self::vgg16(),
+        }
+    }
+
     /// The notebook's transfer recipe on EfficientNet-Lite0: all but the top stage frozen,
     /// head dense 1024 relu, dropout 0.5, dense 7; Adam 0.005.
     pub fn efficientnet_lite0() -> Self {
         TransferSpec {
-            name: "efficientnet-lite0".into(),
-            backbone: "efficientnet-lite0".into(),
+            name: BackboneKind::EfficientNetLite0.name().into(),
+            backbone: BackboneKind::EfficientNetLite0,
             weights: None,
             input_size: 48,
             frozen_blocks: 11,
@@ -166,11 +195,11 @@ impl TransferSpec {
     /// The notebook's own transfer recipe: VGG16 with its four lower blocks frozen, the same
     /// head and rate. Needs torchvision VGG16 weights from the user (`--weights`).
     pub fn vgg16() -> Self {
-        TransferSpec { name: "vgg16".into(), backbone: "vgg16".into(), frozen_blocks: 4, ..Self::efficientnet_lite0() }
+        TransferSpec { name: BackboneKind::Vgg16.name().into(), backbone: BackboneKind::Vgg16, frozen_blocks: 4, ..Self::efficientnet_lite0() }
     }
 
     pub fn check(&self) -> Result<()> {
-        let blocks = Backbone::blocks(&self.backbone)?;
+        let blocks = self.backbone.blocks();
         if self.frozen_blocks > blocks {
             bail!("frozen_blocks {} is more than {}'s {blocks} blocks", self.frozen_blocks, self.backbone);
         }
@@ -211,7 +240,7 @@ impl TransferNet {
     pub fn new(spec: &TransferSpec, device: &Device) -> Result<Self> {
         spec.check()?;
         let backbone =
-            Backbone::load(&spec.backbone, spec.weights.as_deref(), device)?.freeze_lower(spec.frozen_blocks);
+            Backbone::load(spec.backbone, spec.weights.as_deref(), device)?.freeze_lower(spec.frozen_blocks);
         let mut width = backbone.features_width();
         let mut head = Vec::new();
         for &units in &spec.head {
@@ -262,5 +291,28 @@ impl TransferNet {
             z = relu(layer.forward(z));
         }
         self.output.forward(self.head_dropout.forward(z))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn specs_name_backbones_as_the_command_line_does() {
+        for kind in BackboneKind::ALL {
+            let spec = TransferSpec::preset(kind);
+            assert_eq!(spec.name, kind.name());
+            let text = toml::to_string(&spec).unwrap();
+            assert!(text.contains(&format!("backbone = \"{kind}\"")), "{text}");
+            assert_eq!(toml::from_str::<TransferSpec>(&text).unwrap(), spec);
+        }
+    }
+
+    #[test]
+    fn an_unknown_backbone_is_an_error_that_lists_the_known_ones() {
+        let text = toml::to_string(&TransferSpec::vgg16()).unwrap().replace("\"vgg16\"", "\"resnet50\"");
+        let err = toml::from_str::<TransferSpec>(&text).unwrap_err().to_string();
+        assert!(err.contains("resnet50") && err.contains("efficientnet-lite0") && err.contains("vgg16"), "{err}");
     }
 }
