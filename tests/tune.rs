@@ -63,7 +63,7 @@ fn search_writes_trials_and_the_best_run() {
     let dir = tempfile::tempdir().unwrap();
     let (space, data) = setup(dir.path(), 28);
     let out = dir.path().join("search");
-    let o = ferkit(&[
+    let args = [
         "tune",
         &space,
         "--data",
@@ -78,7 +78,8 @@ fn search_writes_trials_and_the_best_run() {
         "2",
         "--out",
         out.to_str().unwrap(),
-    ]);
+    ];
+    let o = ferkit(&args);
     assert!(o.status.success(), "{}", stderr(&o));
     let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
     assert!(csv.starts_with("trial,units,activation,learning_rate,objective,best_epoch,seconds,status"), "{csv}");
@@ -93,22 +94,7 @@ fn search_writes_trials_and_the_best_run() {
     assert!(best["test_accuracy"].is_number(), "{best}");
     assert!(stdout(&o).contains("best trial"), "{}", stdout(&o));
     // The same command again finds nothing left to do.
-    let again = ferkit(&[
-        "tune",
-        &space,
-        "--data",
-        &data,
-        "--trials",
-        "4",
-        "--epochs",
-        "2",
-        "--initial-points",
-        "2",
-        "--workers",
-        "2",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let again = ferkit(&args);
     assert!(again.status.success() && stderr(&again).contains("4 trials finished, 0 to re-run"), "{}", stderr(&again));
     // Other options on the same folder are refused.
     let other =

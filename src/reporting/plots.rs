@@ -85,6 +85,27 @@ fn chart_frame<'a, 'b>(
     Ok(chart)
 }
 
+/// The labelled series' legend, in the chart's upper right corner.
+fn draw_legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<()> {
+    chart
+        .configure_series_labels()
+        .label_font((FONT, 14))
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(drawing)
+}
+
+/// The range of the finite `values`, widened by `margin` of its width on each side (at least
+/// 1e-3); 0..1 when none is finite.
+fn padded_range(values: impl Iterator<Item = f64>, margin: f64) -> std::ops::Range<f64> {
+    let (lo, hi) =
+        values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
+    let pad = ((hi - lo) * margin).max(1e-3);
+    (lo - pad)..(hi + pad)
+}
+
 /// Loss and accuracy per epoch, training vs validation, side by side.
 pub fn plot_curves(history: &[EpochRecord], title: &str, path: &Path) -> Result<()> {
     render_png(path, (1200, 450), |root| {
@@ -103,12 +124,9 @@ pub fn plot_curves(history: &[EpochRecord], title: &str, path: &Path) -> Result<
 }
 
 fn line_panel(area: &Area, caption: &str, x: &[f64], train: &[f64], val: &[f64]) -> Result<()> {
-    let finite = train.iter().chain(val).copied().filter(|v| v.is_finite());
-    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
-    let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-    let pad = ((hi - lo) * 0.08).max(1e-3);
     let x_max = x.last().copied().unwrap_or(1.0).max(2.0);
-    let mut chart = chart_frame(area, caption, "epoch", 1.0..x_max, (lo - pad)..(hi + pad))?;
+    let y = padded_range(train.iter().chain(val).copied(), 0.08);
+    let mut chart = chart_frame(area, caption, "epoch", 1.0..x_max, y)?;
     for (values, color, label) in [(train, BLUE, "train"), (val, RED, "validation")] {
         let points: Vec<(f64, f64)> =
             x.iter().copied().zip(values.iter().copied()).filter(|(_, v)| v.is_finite()).collect();
@@ -119,13 +137,7 @@ fn line_panel(area: &Area, caption: &str, x: &[f64], train: &[f64], val: &[f64])
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
         chart.draw_series(points.into_iter().map(|p| Circle::new(p, 3, color.filled()))).map_err(drawing)?;
     }
-    chart
-        .configure_series_labels()
-        .label_font((FONT, 14))
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()
-        .map_err(drawing)
+    draw_legend(&mut chart)
 }
 
 /// The confusion matrix with counts, coloured by the share of each true class (row).
@@ -248,14 +260,11 @@ pub fn plot_trials(points: &[(usize, Option<f64>)], maximize: bool, path: &Path)
     render_png(path, (800, 450), |root| {
         let values: Vec<(f64, f64)> =
             points.iter().filter_map(|(t, v)| v.filter(|v| v.is_finite()).map(|v| (*t as f64, v))).collect();
-        let (lo, hi) =
-            values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), (_, v)| (lo.min(*v), hi.max(*v)));
-        let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-        let pad = ((hi - lo) * 0.1).max(1e-3);
+        let y = padded_range(values.iter().map(|(_, v)| *v), 0.1);
         let x_max = points.len().max(2) as f64 - 0.5;
         let caption =
             if maximize { "objective per trial (higher is better)" } else { "objective per trial (lower is better)" };
-        let mut chart = chart_frame(root, caption, "trial", -0.5..x_max, (lo - pad)..(hi + pad))?;
+        let mut chart = chart_frame(root, caption, "trial", -0.5..x_max, y)?;
         chart
             .draw_series(values.iter().map(|p| Circle::new(*p, 5, BLUE.filled())))
             .map_err(drawing)?
@@ -278,12 +287,6 @@ pub fn plot_trials(points: &[(usize, Option<f64>)], maximize: bool, path: &Path)
             .map_err(drawing)?
             .label("best so far")
             .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], RED.stroke_width(2)));
-        chart
-            .configure_series_labels()
-            .label_font((FONT, 14))
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(drawing)
+        draw_legend(&mut chart)
     })
 }
