@@ -11,6 +11,9 @@ Recipe (the notebook's): per-image standardisation (x - mean) / max(std(ddof=1),
 from experiments/NAME.toml (glorot-uniform kernels, zero biases, L2 on kernels as a loss term,
 Keras' 'same' padding), Adam at the preset's rate, batch 512, 20 epochs, shuffled each epoch,
 validation on PublicTest, ModelCheckpoint(save_best_only, monitor val_loss), test on PrivateTest.
+Validation and test accuracy are the kept checkpoint's in inference mode, as ferkit reports them;
+train_accuracy is Keras' running figure for the kept epoch (dropout on, weights changing), which
+is lower than ferkit's train accuracy (the kept weights in inference mode).
 Needs `pip install keras torch`.
 """
 import argparse
