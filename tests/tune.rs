@@ -96,10 +96,19 @@ fn search_writes_trials_and_the_best_run() {
     // The same command again finds nothing left to do.
     let again = ferkit(&args);
     assert!(again.status.success() && stderr(&again).contains("4 trials finished, 0 to re-run"), "{}", stderr(&again));
-    // Other options on the same folder are refused.
+    // The same data by another path to the same file is the same search.
+    let data_path = std::path::Path::new(&data);
+    let same_data = data_path.parent().unwrap().join(".").join(data_path.file_name().unwrap());
+    let mut other_path = args;
+    other_path[3] = same_data.to_str().unwrap();
+    let again = ferkit(&other_path);
+    assert!(again.status.success() && stderr(&again).contains("0 to re-run"), "{}", stderr(&again));
+    // Other options on the same folder are refused, with what differs named.
     let other =
-        ferkit(&["tune", &space, "--data", &data, "--trials", "5", "--epochs", "2", "--out", out.to_str().unwrap()]);
-    assert!(!other.status.success() && stderr(&other).contains("different search"), "{}", stderr(&other));
+        ferkit(&["tune", &space, "--data", &data, "--trials", "5", "--epochs", "3", "--out", out.to_str().unwrap()]);
+    let message = stderr(&other);
+    assert!(!other.status.success() && message.contains("different search"), "{message}");
+    assert!(message.contains("--trials was 4, now 5") && message.contains("epochs = 3"), "{message}");
 }
 
 #[test]

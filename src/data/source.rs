@@ -71,6 +71,13 @@ impl DataSource {
         Self { data: Some(path.into()), ..Default::default() }
     }
 
+    /// The same files named by canonical paths (a path that cannot be resolved is kept as given,
+    /// for loading to report), so a saved source matches whatever directory it is given from.
+    pub fn canonical(&self) -> Self {
+        let resolve = |p: &Option<PathBuf>| p.as_ref().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()));
+        Self { data: resolve(&self.data), train: resolve(&self.train), val: resolve(&self.val), test: resolve(&self.test) }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.data.is_none() && self.train.is_none() && self.val.is_none() && self.test.is_none()
     }

@@ -60,6 +60,40 @@ struct Running {
     started: Instant,
 }
 
+/// What a resumed search's options change, in words the user can act on; empty when nothing.
+fn search_differences(
+    oracle: &Oracle,
+    saved: &TrialSettings,
+    space: &SearchSpace,
+    strategy: &Strategy,
+    trials: usize,
+    settings: &TrialSettings,
+) -> Result<Vec<String>> {
+    let mut differences = Vec::new();
+    if oracle.space != *space {
+        differences.push("the search space differs".to_string());
+    }
+    if oracle.strategy != *strategy {
+        differences.push(format!("strategy was {:?}, now {strategy:?}", oracle.strategy));
+    }
+    if oracle.max_trials != trials {
+        differences.push(format!("--trials was {}, now {trials}", oracle.max_trials));
+    }
+    if saved != settings {
+        // Line by line over the settings as they are saved, so the message names the field.
+        let (was, now) = (toml::to_string(saved)?, toml::to_string(settings)?);
+        let only_in = |a: &str, b: &str| -> Vec<String> {
+            a.lines().filter(|l| !l.trim().is_empty() && !b.lines().any(|m| m == *l)).map(str::to_string).collect()
+        };
+        differences.push(format!(
+            "settings were `{}`, now `{}`",
+            only_in(&was, &now).join(", "),
+            only_in(&now, &was).join(", ")
+        ));
+    }
+    Ok(differences)
+}
+
 fn trial_dir(out: &Path, id: usize) -> PathBuf {
     out.join(format!("trial_{id:03}"))
 }
@@ -78,11 +112,12 @@ pub fn tune(options: TuneOptions) -> Result<Option<BestTrial>> {
         let oracle = Oracle::load(&state_path)?;
         let saved: TrialSettings = toml::from_str(&std::fs::read_to_string(&settings_path).unwrap_or_default())
             .with_context(|| format!("{}: missing or unreadable", settings_path.display()))?;
-        if oracle.space != space || oracle.strategy != strategy || oracle.max_trials != trials || saved != settings {
+        let differences = search_differences(&oracle, &saved, &space, &strategy, trials, &settings)?;
+        if !differences.is_empty() {
             bail!(
-                "{} holds a different search (space, strategy, trials or training settings differ): \
-                 use another --out, or the same options to resume it",
-                out.display()
+                "{} holds a different search ({}): use another --out, or the same options to resume it",
+                out.display(),
+                differences.join("; ")
             );
         }
         let done = oracle.trials.iter().filter(|t| t.status != TrialStatus::Pending).count();
