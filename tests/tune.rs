@@ -109,6 +109,7 @@ fn search_writes_trials_and_the_best_run() {
     let message = stderr(&other);
     assert!(!other.status.success() && message.contains("different search"), "{message}");
     assert!(message.contains("--trials was 4, now 5") && message.contains("epochs = 3"), "{message}");
+    assert!(message.contains(r#""initial_points":2"#), "{message}");
 }
 
 #[test]

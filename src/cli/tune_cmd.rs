@@ -92,11 +92,11 @@ pub fn run(args: TuneArgs) -> Result<()> {
         tune(TuneOptions { space, strategy, trials: args.trials, settings, out: out.clone(), workers: args.workers })?;
     match best {
         Some(b) => {
+            let epoch = b.best_epoch.map(|e| format!(" at epoch {e}")).unwrap_or_default();
             println!(
-                "best trial {}: objective {:.4} (epoch {:?}); values {}",
+                "best trial {}: objective {:.4}{epoch}; values {}",
                 b.trial,
                 b.objective,
-                b.best_epoch,
                 serde_json::to_string(&b.values)?
             );
             if let Some(acc) = b.test_accuracy {

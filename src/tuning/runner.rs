@@ -74,7 +74,8 @@ fn search_differences(
         differences.push("the search space differs".to_string());
     }
     if oracle.strategy != *strategy {
-        differences.push(format!("strategy was {:?}, now {strategy:?}", oracle.strategy));
+        let (was, now) = (serde_json::to_string(&oracle.strategy)?, serde_json::to_string(strategy)?);
+        differences.push(format!("strategy was {was}, now {now}"));
     }
     if oracle.max_trials != trials {
         differences.push(format!("--trials was {}, now {trials}", oracle.max_trials));
