@@ -60,7 +60,7 @@ type Chart<'a, 'b> = ChartContext<
     Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
 >;
 
-/// A captioned chart with a labelled grid over `x` and `y`.
+/// A captioned chart with a labelled grid over `x` (whole numbers: epochs, trials) and `y`.
 fn chart_frame<'a, 'b>(
     area: &'a Area<'b>,
     caption: &str,
@@ -68,6 +68,7 @@ fn chart_frame<'a, 'b>(
     x: std::ops::Range<f64>,
     y: std::ops::Range<f64>,
 ) -> Result<Chart<'a, 'b>> {
+    let whole_numbers = (x.end.floor() - x.start.ceil()) as usize + 1;
     let mut chart = ChartBuilder::on(area)
         .caption(caption, (FONT, 22))
         .margin(12)
@@ -78,6 +79,8 @@ fn chart_frame<'a, 'b>(
     chart
         .configure_mesh()
         .x_desc(x_desc)
+        .x_labels(whole_numbers.clamp(2, 20))
+        .x_label_formatter(&|v| if v.fract() == 0.0 { format!("{v:.0}") } else { String::new() })
         .label_style((FONT, 14))
         .axis_desc_style((FONT, 16))
         .draw()
@@ -85,10 +88,12 @@ fn chart_frame<'a, 'b>(
     Ok(chart)
 }
 
-/// The labelled series' legend, in the chart's upper right corner.
+/// The labelled series' legend, in the chart's upper right corner (kept free of data by
+/// [`padded_range`]'s headroom).
 fn draw_legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<()> {
     chart
         .configure_series_labels()
+        .position(SeriesLabelPosition::UpperRight)
         .label_font((FONT, 14))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
@@ -96,14 +101,15 @@ fn draw_legend<'a, 'b: 'a>(chart: &mut Chart<'a, 'b>) -> Result<()> {
         .map_err(drawing)
 }
 
-/// The range of the finite `values`, widened by `margin` of its width on each side (at least
-/// 1e-3); 0..1 when none is finite.
+/// The range of the finite `values`, widened by `margin` of its width below and, so that the
+/// legend has a band of its own, `LEGEND_HEADROOM` above; 0..1 when none is finite.
 fn padded_range(values: impl Iterator<Item = f64>, margin: f64) -> std::ops::Range<f64> {
+    const LEGEND_HEADROOM: f64 = 0.3;
     let (lo, hi) =
         values.filter(|v| v.is_finite()).fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     let (lo, hi) = if lo.is_finite() { (lo, hi) } else { (0.0, 1.0) };
-    let pad = ((hi - lo) * margin).max(1e-3);
-    (lo - pad)..(hi + pad)
+    let width = (hi - lo).max(1e-3);
+    (lo - width * margin)..(hi + width * (margin + LEGEND_HEADROOM))
 }
 
 /// Loss and accuracy per epoch, training vs validation, side by side.
@@ -280,6 +286,15 @@ pub fn plot_trials(points: &[(usize, Option<f64>)], maximize: bool, path: &Path)
                 };
                 best = Some(b);
                 (*t, b)
+            })
+            .collect();
+        // Best so far changes only at a trial: a staircase, not a slope between trials.
+        let steps: Vec<(f64, f64)> = steps
+            .iter()
+            .enumerate()
+            .flat_map(|(i, &(t, b))| {
+                let previous = if i == 0 { b } else { steps[i - 1].1 };
+                [(t, previous), (t, b)]
             })
             .collect();
         chart
