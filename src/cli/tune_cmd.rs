@@ -85,8 +85,7 @@ pub fn run(args: TuneArgs) -> Result<()> {
         device: args.device,
         subset: args.subset,
         skip_bad_rows: args.data.skip_bad_rows,
-        // Canonical, so the same search resumes from any working directory.
-        data: args.data.source().canonical(),
+        data: args.data.source(),
     };
     let best =
         tune(TuneOptions { space, strategy, trials: args.trials, settings, out: out.clone(), workers: args.workers })?;

@@ -101,7 +101,10 @@ fn trial_dir(out: &Path, id: usize) -> PathBuf {
 
 /// Runs (or resumes) a search; returns the best trial.
 pub fn tune(options: TuneOptions) -> Result<Option<BestTrial>> {
-    let TuneOptions { space, strategy, trials, settings, out, workers } = options;
+    let TuneOptions { space, strategy, trials, mut settings, out, workers } = options;
+    // Canonical data paths, so the same search (from `tune` or `reproduce`) resumes whatever
+    // directory it is started from, and its trial processes read the same files.
+    settings.data = settings.data.canonical();
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
     let state_path = out.join("oracle.json");
     let settings_path = out.join("settings.toml");
