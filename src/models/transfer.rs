@@ -18,7 +18,7 @@ use super::vgg16::{self, Vgg16};
 use crate::data::NUM_CLASSES;
 
 /// Which ImageNet backbone a transfer spec names; spelt in specs and on the command line as
-/// its `NAME`.
+/// its [`BackboneKind::name`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BackboneKind {
     #[serde(rename = "efficientnet-lite0")]

@@ -276,25 +276,18 @@ pub fn plot_trials(points: &[(usize, Option<f64>)], maximize: bool, path: &Path)
             .map_err(drawing)?
             .label("trial")
             .legend(|(x, y)| Circle::new((x + 10, y), 5, BLUE.filled()));
+        // Best so far changes only at a trial: a staircase (the previous best, then the new one
+        // at each trial), not a slope between trials.
         let mut best: Option<f64> = None;
         let steps: Vec<(f64, f64)> = values
             .iter()
-            .map(|(t, v)| {
+            .flat_map(|(t, v)| {
                 let b = match best {
                     Some(b) if (maximize && b >= *v) || (!maximize && b <= *v) => b,
                     _ => *v,
                 };
-                best = Some(b);
-                (*t, b)
-            })
-            .collect();
-        // Best so far changes only at a trial: a staircase, not a slope between trials.
-        let steps: Vec<(f64, f64)> = steps
-            .iter()
-            .enumerate()
-            .flat_map(|(i, &(t, b))| {
-                let previous = if i == 0 { b } else { steps[i - 1].1 };
-                [(t, previous), (t, b)]
+                let previous = best.replace(b).unwrap_or(b);
+                [(*t, previous), (*t, b)]
             })
             .collect();
         chart
