@@ -75,7 +75,12 @@ impl DataSource {
     /// for loading to report), so a saved source matches whatever directory it is given from.
     pub fn canonical(&self) -> Self {
         let resolve = |p: &Option<PathBuf>| p.as_ref().map(|p| p.canonicalize().unwrap_or_else(|_| p.clone()));
-        Self { data: resolve(&self.data), train: resolve(&self.train), val: resolve(&self.val), test: resolve(&self.test) }
+        Self {
+            data: resolve(&self.data),
+            train: resolve(&self.train),
+            val: resolve(&self.val),
+            test: resolve(&self.test),
+        }
     }
 
     pub fn is_empty(&self) -> bool {

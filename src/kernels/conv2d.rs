@@ -128,8 +128,14 @@ fn col2im(cols: &[f32], ld: usize, g: &Sliding, c_in: usize, dx: &mut [f32]) {
                     let Some(iy) = g.source(0, oy, ky) else { continue };
                     let dst = &mut plane[iy * w..(iy + 1) * w];
                     let first = inside.start * sx + kx - g.pad[1];
-                    for (i, &v) in src[oy * ow..(oy + 1) * ow][inside.clone()].iter().enumerate() {
-                        dst[first + i * sx] += v;
+                    let taps = &src[oy * ow..(oy + 1) * ow][inside.clone()];
+                    if sx == 1 {
+                        // Contiguous: a plain zip, which the compiler vectorises.
+                        dst[first..first + taps.len()].iter_mut().zip(taps).for_each(|(d, v)| *d += v);
+                    } else {
+                        for (i, &v) in taps.iter().enumerate() {
+                            dst[first + i * sx] += v;
+                        }
                     }
                 }
                 row += 1;
@@ -149,8 +155,8 @@ fn matmul(
     rhs: &[f32],
     (rhs_rs, rhs_cs): (usize, usize),
 ) {
-    assert!(dst.len() >= m * n && lhs.len() >= (m - 1) * lhs_rs + (k - 1) * lhs_cs + 1);
-    assert!(rhs.len() >= (k - 1) * rhs_rs + (n - 1) * rhs_cs + 1);
+    assert!(dst.len() >= m * n && lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
     // SAFETY: the asserts keep every index gemm computes from the strides inside the slices.
     unsafe {
         gemm(
@@ -215,6 +221,9 @@ struct Wanted {
     bias: bool,
 }
 
+/// One task's sums of the weight and bias gradients over its samples.
+type PartialSums = (Vec<f32>, Vec<f32>);
+
 /// Gradients of the input, the weight and the bias, each when wanted.
 fn backward(
     x: &FlexTensor,
@@ -233,7 +242,7 @@ fn backward(
 
     // Each task: the input gradient of its samples, and its samples' sums for weight and bias.
     let tasks = s.batch.div_ceil(s.group);
-    let partial_sums: Vec<(Vec<f32>, Vec<f32>)> = (0..tasks)
+    let partial_sums: Vec<PartialSums> = (0..tasks)
         .into_par_iter()
         .map(|task| {
             let samples = s.samples(task);
@@ -277,7 +286,7 @@ fn backward(
         })
         .collect();
 
-    let sum_in_order = |pick: fn(&(Vec<f32>, Vec<f32>)) -> &Vec<f32>| {
+    let sum_in_order = |pick: fn(&PartialSums) -> &Vec<f32>| {
         let mut total = pick(&partial_sums[0]).clone();
         for part in &partial_sums[1..] {
             total.iter_mut().zip(pick(part)).for_each(|(t, v)| *t += v);

@@ -51,6 +51,8 @@ unsafe impl Sync for SharedMut {}
 impl SharedMut {
     /// The `len` values from `start`.
     /// SAFETY: the caller guarantees the range is in bounds and used by one task at a time.
+    // A `&mut` from `&self` is the point of this type: tasks share the pointer, not the slices.
+    #[allow(clippy::mut_from_ref)]
     pub unsafe fn part(&self, start: usize, len: usize) -> &mut [f32] {
         unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
     }

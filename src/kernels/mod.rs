@@ -14,6 +14,7 @@
 //! Gradients are summed in a fixed order, so a seed still fixes a run.
 //! `tests` in each file compare values and gradients with Burn's own ops.
 
+pub mod batch_norm;
 pub mod conv2d;
 mod flex;
 pub mod max_pool2d;

@@ -14,7 +14,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::kernels::conv2d::conv2d;
+use crate::kernels::{batch_norm::batch_norm, conv2d::conv2d};
 
 /// Stages: (blocks, kernel, first stride, expansion, output channels).
 const STAGES: [(usize, usize, usize, usize, usize); 7] = [
@@ -98,10 +98,10 @@ impl MbConv {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(expand), Some(bn0)) = (&self.expand_conv, &self.bn0) {
-            x = relu6(bn0.forward(conv2d(expand, x)));
+            x = relu6(batch_norm(bn0, conv2d(expand, x)));
         }
-        x = relu6(self.bn1.forward(conv2d(&self.depthwise_conv, x)));
-        x = self.bn2.forward(conv2d(&self.project_conv, x));
+        x = relu6(batch_norm(&self.bn1, conv2d(&self.depthwise_conv, x)));
+        x = batch_norm(&self.bn2, conv2d(&self.project_conv, x));
         if self.skip { x + input } else { x }
     }
 }
@@ -154,11 +154,11 @@ impl EfficientNetLite0 {
 
     /// Pooled features `[batch, 1280]` for ImageNet-normalised images `[batch, 3, h, w]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu6(self.bn0.forward(conv2d(&self.conv_stem, images)));
+        let mut x = relu6(batch_norm(&self.bn0, conv2d(&self.conv_stem, images)));
         for block in &self.blocks {
             x = block.forward(x);
         }
-        x = relu6(self.bn1.forward(conv2d(&self.conv_head, x)));
+        x = relu6(batch_norm(&self.bn1, conv2d(&self.conv_head, x)));
         let [batch, channels, _, _] = x.dims();
         x.mean_dim(3).mean_dim(2).reshape([batch, channels])
     }

@@ -113,7 +113,9 @@ impl Layer {
             Layer::Dense(d) => Features::Flat(d.act.apply(d.linear.forward(x.flat()))),
             Layer::Conv(c) => Features::Image(c.act.apply(kernels::conv2d::conv2d(&c.conv, x.image()))),
             Layer::MaxPool(p) => Features::Image(kernels::max_pool2d::max_pool2d(p, x.image())),
-            Layer::BatchNorm(bn) => x.map(|x| bn.forward(x), |x| bn.forward(x)),
+            Layer::BatchNorm(bn) => {
+                x.map(|x| kernels::batch_norm::batch_norm(bn, x), |x| kernels::batch_norm::batch_norm(bn, x))
+            }
             Layer::Dropout(d) => x.map(|x| d.forward(x), |x| d.forward(x)),
             Layer::Flatten(_) => match x {
                 Features::Image(x) => Features::Flat(x.flatten(1, 3)),

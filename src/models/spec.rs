@@ -259,6 +259,20 @@ impl LayerSpec {
         }
     }
 
+    /// Multiply-adds of one image's forward pass through the convolution or dense layer `info`
+    /// describes (0 for the others: their cost is a pass over memory, not arithmetic). The usual
+    /// measure of a net's compute; a training step costs about three times it.
+    pub fn multiply_adds(&self, info: &LayerInfo) -> usize {
+        use FeatureShape::*;
+        match (self, info.input, info.output) {
+            (LayerSpec::Dense(d), Flat(n), _) => n * d.units,
+            (LayerSpec::Conv2d(c), Image { channels, .. }, Image { height, width, .. }) => {
+                height * width * c.filters * c.kernel * c.kernel * channels
+            }
+            _ => 0,
+        }
+    }
+
     /// The activation this layer ends with, if any.
     pub fn activation(&self) -> Option<ActivationFn> {
         match self {

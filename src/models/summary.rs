@@ -57,6 +57,8 @@ pub fn summary(spec: &NetSpec) -> Result<String> {
     let trainable: usize = infos.iter().map(|i| i.trainable).sum();
     let non_trainable: usize = infos.iter().map(|i| i.non_trainable).sum();
     out += &totals(trainable, non_trainable);
+    let multiply_adds: usize = spec.layers.iter().zip(&infos).map(|(layer, info)| layer.multiply_adds(info)).sum();
+    out += &format!("Forward multiply-adds per image: {}\n", thousands(multiply_adds));
     Ok(out)
 }
 
@@ -113,5 +115,15 @@ mod tests {
         assert!(text.contains("Non-trainable params: 11,678"), "{text}");
         assert!(text.contains("conv2d_2 (Conv2D)"), "{text}");
         assert!(text.contains("(None, 12, 12, 96)"), "{text}");
+    }
+
+    #[test]
+    fn multiply_adds_count_convolutions_and_dense_layers() {
+        // cnn3 by hand (experiments/cnn3.toml): conv 5x5 stride 2 to 24 x 24 x 48 from one
+        // channel, max pool to 12 x 12, conv 3x3 to 12 x 12 x 16 from 48, then dense
+        // 2304 -> 256 -> 64 -> 7; pooling, dropout and flatten count nothing.
+        let text = summary(&resolve("cnn3").unwrap()).unwrap();
+        let expected = 24 * 24 * 48 * 25 + 12 * 12 * 16 * 9 * 48 + 2304 * 256 + 256 * 64 + 64 * 7;
+        assert!(text.contains(&format!("Forward multiply-adds per image: {}", thousands(expected))), "{text}");
     }
 }

@@ -195,7 +195,12 @@ impl TransferSpec {
     /// The notebook's own transfer recipe: VGG16 with its four lower blocks frozen, the same
     /// head and rate. Needs torchvision VGG16 weights from the user (`--weights`).
     pub fn vgg16() -> Self {
-        TransferSpec { name: BackboneKind::Vgg16.name().into(), backbone: BackboneKind::Vgg16, frozen_blocks: 4, ..Self::efficientnet_lite0() }
+        TransferSpec {
+            name: BackboneKind::Vgg16.name().into(),
+            backbone: BackboneKind::Vgg16,
+            frozen_blocks: 4,
+            ..Self::efficientnet_lite0()
+        }
     }
 
     pub fn check(&self) -> Result<()> {
@@ -239,8 +244,7 @@ impl TransferNet {
     /// frozen part frozen, a fresh head.
     pub fn new(spec: &TransferSpec, device: &Device) -> Result<Self> {
         spec.check()?;
-        let backbone =
-            Backbone::load(spec.backbone, spec.weights.as_deref(), device)?.freeze_lower(spec.frozen_blocks);
+        let backbone = Backbone::load(spec.backbone, spec.weights.as_deref(), device)?.freeze_lower(spec.frozen_blocks);
         let mut width = backbone.features_width();
         let mut head = Vec::new();
         for &units in &spec.head {
