@@ -104,8 +104,11 @@ def build(spec):
     return nn.Sequential(*layers), l2_terms
 
 
-def bench(name, batch, steps, repeats):
-    spec = tomllib.loads((ROOT / "experiments" / f"{name}.toml").read_text())
+def bench(model, batch, steps, repeats):
+    # A preset name (experiments/NAME.toml) or a net file's path, as `ferkit bench` takes them.
+    path = pathlib.Path(model) if model.endswith(".toml") else ROOT / "experiments" / f"{model}.toml"
+    spec = tomllib.loads(path.read_text())
+    name = spec.get("name", model)
     torch.manual_seed(0)
     net, l2_terms = build(spec)
     opt = torch.optim.Adam(net.parameters(), lr=1e-4)

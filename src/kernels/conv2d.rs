@@ -19,6 +19,8 @@ use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
 const MIN_GEMM_COLUMNS: usize = 512;
 /// At most this many samples per group (bounds the im2col buffer).
 const MAX_GROUP: usize = 64;
+/// Output rows at least this wide are copied whole (see [`Taps::copies_rows`]).
+const SHORT_ROW: usize = 16;
 
 /// `conv.forward(x)`, computed here when `x` and the weights are Flex f32 tensors.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
@@ -79,66 +81,113 @@ impl Shapes {
     }
 }
 
-/// Fills `cols` (`k` rows, `ld` apart, of `p` values) with the input taps of every output
-/// position: row `(channel, ky, kx)`, column `(oy, ox)`; taps in the padding are zero.
-fn im2col(x: &[f32], g: &Sliding, c_in: usize, cols: &mut [f32], ld: usize) {
-    let ([h, w], [kh, kw], [oh, ow], sx) = (g.input, g.kernel, g.output, g.stride[1]);
-    let mut row = 0;
-    for c in 0..c_in {
-        let plane = &x[c * h * w..(c + 1) * h * w];
-        for ky in 0..kh {
-            for kx in 0..kw {
+/// Where each row of the im2col matrix reads from: the geometry, and for narrow or strided
+/// layers a table of taps.
+struct Taps {
+    g: Sliding,
+    /// For kernel offset `(ky, kx)` and output position `(oy, ox)`, at
+    /// `((ky * kw + kx) * oh + oy) * ow + ox`: the input position `iy * w + ix` it reads in a
+    /// channel's plane, or [`PADDING`]. Empty when rows are copied whole instead.
+    table: Vec<u32>,
+}
+
+/// A tap in the padding (reads zero).
+const PADDING: u32 = u32::MAX;
+
+impl Taps {
+    fn new(g: Sliding) -> Self {
+        let ([kh, kw], [oh, ow], w) = (g.kernel, g.output, g.input[1]);
+        let mut table = Vec::new();
+        if !Self::copies_rows(&g) {
+            table.reserve(kh * kw * oh * ow);
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    for oy in 0..oh {
+                        for ox in 0..ow {
+                            table.push(match (g.source(0, oy, ky), g.source(1, ox, kx)) {
+                                (Some(iy), Some(ix)) => (iy * w + ix) as u32,
+                                _ => PADDING,
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        Taps { g, table }
+    }
+
+    /// Wide stride-1 rows are copied a row at a time (one `memcpy` per output row). Narrow
+    /// rows (deep layers: 3 to 12 values) and strided ones go through the table instead, one
+    /// lookup per value: a few library calls per output row cost more than the row itself.
+    fn copies_rows(g: &Sliding) -> bool {
+        g.stride[1] == 1 && g.output[1] >= SHORT_ROW
+    }
+
+    /// The table's taps for kernel offset number `kk` (`ky * kw + kx`).
+    fn of_offset(&self, kk: usize) -> &[u32] {
+        let p = self.g.output[0] * self.g.output[1];
+        &self.table[kk * p..(kk + 1) * p]
+    }
+
+    /// Fills `cols` (`k` rows, `ld` apart, of `p` values) with the input taps of every output
+    /// position: row `(channel, ky, kx)`, column `(oy, ox)`; taps in the padding are zero.
+    fn im2col(&self, x: &[f32], c_in: usize, cols: &mut [f32], ld: usize) {
+        let g = &self.g;
+        let ([h, w], [kh, kw], [oh, ow]) = (g.input, g.kernel, g.output);
+        for c in 0..c_in {
+            let plane = &x[c * h * w..(c + 1) * h * w];
+            for kk in 0..kh * kw {
+                let row = c * kh * kw + kk;
                 let dst = &mut cols[row * ld..row * ld + oh * ow];
+                if !Self::copies_rows(g) {
+                    for (d, &i) in dst.iter_mut().zip(self.of_offset(kk)) {
+                        *d = plane.get(i as usize).copied().unwrap_or(0.0);
+                    }
+                    continue;
+                }
+                let (ky, kx) = (kk / kw, kk % kw);
                 let inside = g.taps_inside(1, kx);
-                for oy in 0..oh {
-                    let out_row = &mut dst[oy * ow..(oy + 1) * ow];
+                let first = inside.start + kx - g.pad[1];
+                for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
                     let Some(iy) = g.source(0, oy, ky) else {
                         out_row.fill(0.0);
                         continue;
                     };
-                    let src = &plane[iy * w..(iy + 1) * w];
                     out_row[..inside.start].fill(0.0);
                     out_row[inside.end..].fill(0.0);
-                    let first = inside.start * sx + kx - g.pad[1];
-                    if sx == 1 {
-                        out_row[inside.clone()].copy_from_slice(&src[first..first + inside.len()]);
-                    } else {
-                        for (i, v) in out_row[inside.clone()].iter_mut().enumerate() {
-                            *v = src[first + i * sx];
-                        }
-                    }
+                    out_row[inside.clone()].copy_from_slice(&plane[iy * w + first..iy * w + first + inside.len()]);
                 }
-                row += 1;
             }
         }
     }
-}
 
-/// The adjoint of [`im2col`]: adds every column entry back onto the input position it came from.
-fn col2im(cols: &[f32], ld: usize, g: &Sliding, c_in: usize, dx: &mut [f32]) {
-    let ([h, w], [kh, kw], [oh, ow], sx) = (g.input, g.kernel, g.output, g.stride[1]);
-    let mut row = 0;
-    for c in 0..c_in {
-        let plane = &mut dx[c * h * w..(c + 1) * h * w];
-        for ky in 0..kh {
-            for kx in 0..kw {
+    /// The adjoint of [`Taps::im2col`]: adds every column entry back onto the input position
+    /// it came from.
+    fn col2im(&self, cols: &[f32], ld: usize, c_in: usize, dx: &mut [f32]) {
+        let g = &self.g;
+        let ([h, w], [kh, kw], [oh, ow]) = (g.input, g.kernel, g.output);
+        for c in 0..c_in {
+            let plane = &mut dx[c * h * w..(c + 1) * h * w];
+            for kk in 0..kh * kw {
+                let row = c * kh * kw + kk;
                 let src = &cols[row * ld..row * ld + oh * ow];
-                let inside = g.taps_inside(1, kx);
-                for oy in 0..oh {
-                    let Some(iy) = g.source(0, oy, ky) else { continue };
-                    let dst = &mut plane[iy * w..(iy + 1) * w];
-                    let first = inside.start * sx + kx - g.pad[1];
-                    let taps = &src[oy * ow..(oy + 1) * ow][inside.clone()];
-                    if sx == 1 {
-                        // Contiguous: a plain zip, which the compiler vectorises.
-                        dst[first..first + taps.len()].iter_mut().zip(taps).for_each(|(d, v)| *d += v);
-                    } else {
-                        for (i, &v) in taps.iter().enumerate() {
-                            dst[first + i * sx] += v;
+                if !Self::copies_rows(g) {
+                    for (&v, &i) in src.iter().zip(self.of_offset(kk)) {
+                        if let Some(d) = plane.get_mut(i as usize) {
+                            *d += v;
                         }
                     }
+                    continue;
                 }
-                row += 1;
+                let (ky, kx) = (kk / kw, kk % kw);
+                let inside = g.taps_inside(1, kx);
+                let first = inside.start + kx - g.pad[1];
+                for (oy, taps) in src.chunks_exact(ow).enumerate() {
+                    let Some(iy) = g.source(0, oy, ky) else { continue };
+                    let dst = &mut plane[iy * w + first..iy * w + first + inside.len()];
+                    // Contiguous: a plain zip, which the compiler vectorises.
+                    dst.iter_mut().zip(&taps[inside.clone()]).for_each(|(d, v)| *d += v);
+                }
             }
         }
     }
@@ -185,6 +234,7 @@ fn matmul(
 
 fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding) -> FlexTensor {
     let s = Shapes::new(flex::dims4(x), flex::dims4(weight)[0], &g);
+    let taps = Taps::new(g);
     let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
     let mut out = vec![0f32; s.batch * s.c_out * s.p];
     let in_len = s.input_len(&g);
@@ -195,7 +245,7 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding) -
             let samples = s.samples(task);
             let width = samples.len() * s.p;
             for (j, n) in samples.clone().enumerate() {
-                im2col(&x[n * in_len..(n + 1) * in_len], &g, s.c_in, &mut cols[j * s.p..], s.columns());
+                taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], s.columns());
             }
             // Y [c_out x (group * p)] = W [c_out x k] * cols [k x (group * p)]
             let product = &mut product[..s.c_out * width];
@@ -235,6 +285,7 @@ fn backward(
     let x_dims = flex::dims4(x);
     let w_dims = flex::dims4(weight);
     let s = Shapes::new(x_dims, w_dims[0], &g);
+    let taps = Taps::new(g);
     let (x, weight, grad) = (flex::values(x), flex::values(weight), flex::values(grad));
     let in_len = s.input_len(&g);
     let mut dx = if wanted.input { vec![0f32; s.batch * in_len] } else { Vec::new() };
@@ -266,7 +317,7 @@ fn backward(
             if wanted.weight {
                 // dW = dY [c_out x width] * cols^T [width x k]
                 for (j, n) in samples.clone().enumerate() {
-                    im2col(&x[n * in_len..(n + 1) * in_len], &g, s.c_in, &mut cols[j * s.p..], width);
+                    taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], width);
                 }
                 dw = vec![0f32; s.c_out * s.k];
                 matmul([s.c_out, s.k, width], &mut dw, false, &dy, (width, 1), &cols, (1, width));
@@ -279,7 +330,7 @@ fn backward(
                 for (j, n) in samples.enumerate() {
                     // SAFETY: sample n's slice of dx belongs to this task alone.
                     let dx_n = unsafe { dx_ptr.part(n * in_len, in_len) };
-                    col2im(&cols[j * s.p..], width, &g, s.c_in, dx_n);
+                    taps.col2im(&cols[j * s.p..], width, s.c_in, dx_n);
                 }
             }
             (dw, db)
@@ -382,6 +433,9 @@ mod tests {
         check(2, 5, 11, 4, PaddingConfig2d::Same, [16, 16]); // cnn1/cnn2's first
         check(4, 3, 3, 1, PaddingConfig2d::Valid, [6, 5]);
         check(3, 2, 1, 1, PaddingConfig2d::Valid, [4, 4]);
+        // Rows of SHORT_ROW values or more, copied whole rather than through the tap table.
+        check(2, 3, 3, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 2]);
+        check(2, 3, 5, 1, PaddingConfig2d::Valid, [6, SHORT_ROW + 4]);
     }
 
     #[test]
