@@ -12,6 +12,7 @@ use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
 use super::Sliding;
+use super::depthwise_conv2d;
 use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
 
 /// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.
@@ -22,23 +23,27 @@ const MAX_GROUP: usize = 64;
 /// Output rows at least this wide are copied whole (see [`Taps::copies_rows`]).
 const SHORT_ROW: usize = 16;
 
-/// `conv.forward(x)`, computed here when `x` and the weights are Flex f32 tensors.
+/// `conv.forward(x)`, computed here when `x` and the weights are Flex f32 tensors: as im2col +
+/// GEMM for ordinary convolutions, by [`depthwise_conv2d`] for depthwise ones.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [_, _, h, w] = x.dims();
-    let geometry = if conv.groups == 1 && conv.dilation == [1, 1] {
+    let [_, channels, h, w] = x.dims();
+    let depthwise = depthwise_conv2d::is_depthwise(conv, channels);
+    let geometry = if (conv.groups == 1 || depthwise) && conv.dilation == [1, 1] {
         Sliding::new(&conv.padding, [h, w], conv.kernel_size, conv.stride)
     } else {
         None
     };
     let Some(g) = geometry else { return conv.forward(x) };
     let weight = conv.weight.val();
-    // Without a bias, a zero one that no gradient reaches (EfficientNet's 1x1 convolutions).
+    // Without a bias, a zero one that no gradient reaches (EfficientNet's convolutions).
     let bias = conv.bias.as_ref().map_or_else(|| Tensor::zeros([weight.dims()[0]], &weight.device()), |b| b.val());
     if let (Some(x), Some(wt), Some(b)) = (flex::tracked(&x), flex::tracked(&weight), flex::tracked(&bias)) {
-        return Tensor::from_primitive::<TrainFlex>(tracked_conv(x, wt, b, g));
+        let out = if depthwise { depthwise_conv2d::tracked(x, wt, b, g) } else { tracked_conv(x, wt, b, g) };
+        return Tensor::from_primitive::<TrainFlex>(out);
     }
     if let (Some(x), Some(wt), Some(b)) = (flex::plain(&x), flex::plain(&weight), flex::plain(&bias)) {
-        return Tensor::from_primitive::<Flex>(forward(&x, &wt, &b, g));
+        let out = if depthwise { depthwise_conv2d::forward(&x, &wt, &b, g) } else { forward(&x, &wt, &b, g) };
+        return Tensor::from_primitive::<Flex>(out);
     }
     conv.forward(x)
 }

@@ -16,6 +16,7 @@
 
 pub mod batch_norm;
 pub mod conv2d;
+mod depthwise_conv2d;
 mod flex;
 pub mod max_pool2d;
 

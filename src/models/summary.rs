@@ -17,12 +17,13 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
+/// A horizontal rule of the default table width.
 fn rule(c: char) -> String {
     c.to_string().repeat(72)
 }
 
-/// Keras' closing lines: total, trainable and non-trainable parameters.
-fn totals(trainable: usize, non_trainable: usize) -> String {
+/// Keras' closing lines: total, trainable and non-trainable parameters, between rules.
+fn totals(trainable: usize, non_trainable: usize, rule: &dyn Fn(char) -> String) -> String {
     format!(
         "{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{}\n",
         rule('='),
@@ -35,28 +36,35 @@ fn totals(trainable: usize, non_trainable: usize) -> String {
 
 pub fn summary(spec: &NetSpec) -> Result<String> {
     let infos = spec.layer_infos()?;
+    // Keras' layer names: the type's stem, numbered from its second use (`conv2d`, `conv2d_1`).
     let mut seen: std::collections::HashMap<&str, usize> = Default::default();
+    let names: Vec<String> = spec
+        .layers
+        .iter()
+        .map(|layer| {
+            let stem = layer.keras_stem();
+            let count = seen.entry(stem).or_default();
+            let name = if *count == 0 { stem.to_string() } else { format!("{stem}_{count}") };
+            *count += 1;
+            format!("{name} ({})", layer.keras_type())
+        })
+        .collect();
+    // The first column as wide as its longest entry ("batch_normalization_1
+    // (BatchNormalization)" is 42 characters), so the columns stay aligned.
+    let width = names.iter().map(|n| n.len() + 2).max().unwrap_or(0).max(34);
+    let rule = |c: char| c.to_string().repeat(width + 38);
     let mut out = format!("Model: \"{}\"\n{}\n", spec.name, rule('_'));
-    out += &format!(" {:<34}{:<26}{:>10}\n{}\n", "Layer (type)", "Output Shape", "Param #", rule('='));
-    for (i, (layer, info)) in spec.layers.iter().zip(&infos).enumerate() {
-        let stem = layer.keras_stem();
-        let count = seen.entry(stem).or_default();
-        let name = if *count == 0 { stem.to_string() } else { format!("{stem}_{count}") };
-        *count += 1;
+    out += &format!(" {:<width$}{:<26}{:>10}\n{}\n", "Layer (type)", "Output Shape", "Param #", rule('='));
+    for (i, (name, info)) in names.iter().zip(&infos).enumerate() {
         let params = info.trainable + info.non_trainable;
-        out += &format!(
-            " {:<34}{:<26}{:>10}\n",
-            format!("{name} ({})", layer.keras_type()),
-            info.output.to_string(),
-            thousands(params)
-        );
+        out += &format!(" {name:<width$}{:<26}{:>10}\n", info.output.to_string(), thousands(params));
         if i + 1 < infos.len() {
             out += "\n";
         }
     }
     let trainable: usize = infos.iter().map(|i| i.trainable).sum();
     let non_trainable: usize = infos.iter().map(|i| i.non_trainable).sum();
-    out += &totals(trainable, non_trainable);
+    out += &totals(trainable, non_trainable, &rule);
     let multiply_adds: usize = spec.layers.iter().zip(&infos).map(|(layer, info)| layer.multiply_adds(info)).sum();
     out += &format!("Forward multiply-adds per image: {}\n", thousands(multiply_adds));
     Ok(out)
@@ -90,7 +98,7 @@ pub fn transfer_summary(spec: &super::transfer::TransferSpec) -> Result<String> 
     for (name, params) in rows {
         out += &format!(" {name:<60}{:>10}\n", thousands(params));
     }
-    out += &totals(trainable, non_trainable);
+    out += &totals(trainable, non_trainable, &rule);
     Ok(out)
 }
 
