@@ -101,3 +101,45 @@ fn frozen_blocks_do_not_change_in_training() {
     assert_eq!(trainable + non_trainable, net.num_params());
     assert!(non_trainable > backbone.conv_stem.num_params());
 }
+
+/// The depthwise-convolution weights of MBConv block 0 of a finished transfer run.
+fn block0_weights(run: &std::path::Path) -> Vec<f32> {
+    let dir = ferkit::training::RunDir::open(run).unwrap();
+    let config = dir.load_config().unwrap();
+    let model = dir.load_model(&config, &Device::flex()).unwrap();
+    let ferkit::models::Model::Transfer(net) = model else { panic!("a transfer run") };
+    let ferkit::models::transfer::Backbone::EfficientNetLite0(backbone) = net.backbone else {
+        panic!("an EfficientNet-Lite0 run")
+    };
+    backbone.blocks[0].depthwise_conv.weight.val().into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn unfreezing_later_continues_from_the_run_and_trains_the_lower_blocks() {
+    // Stage 1 trains the head over a frozen backbone (random, to need nothing from ../shared);
+    // stage 2 starts from stage 1's weights with nothing frozen, another seed and a small rate.
+    let dir = tempfile::tempdir().unwrap();
+    let data = common::write(&dir.path().join("fer.csv"), common::synthetic_csv(21));
+    let (stage1, stage2) = (dir.path().join("stage1"), dir.path().join("stage2"));
+    let train = |run: &std::path::Path, extra: &[&str]| {
+        let mut args = vec!["train", "efficientnet-lite0", "--data", data.to_str().unwrap(), "--epochs", "1"];
+        args.extend_from_slice(&["--batch", "8", "--head", "16", "--out", run.to_str().unwrap()]);
+        args.extend_from_slice(extra);
+        let out = common::ferkit(&args);
+        assert!(out.status.success(), "{}", common::stderr(&out));
+    };
+    train(&stage1, &["--freeze", "16", "--seed", "1"]);
+    let stage1_path = stage1.to_str().unwrap();
+    train(&stage2, &["--freeze", "0", "--seed", "2", "--init-from", stage1_path, "--lr", "1e-4"]);
+
+    let summary = std::fs::read_to_string(stage2.join("summary.txt")).unwrap();
+    // Every MBConv block trains (the stem stays frozen by design: see `BackboneKind::blocks`).
+    assert!(!summary.contains("MBConv, frozen"), "stage 2 trains every block:\n{summary}");
+    let (before, after) = (block0_weights(&stage1), block0_weights(&stage2));
+    let largest_change = before.iter().zip(&after).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let largest_weight = before.iter().fold(0f32, |m, w| m.max(w.abs()));
+    // Block 0, frozen in stage 1, moved in stage 2 ...
+    assert!(largest_change > 0.0, "block 0 did not train once unfrozen");
+    // ... by a few Adam steps of 1e-4 from stage 1's values, not from seed 2's own random start.
+    assert!(largest_change < 0.01 * largest_weight.max(1.0), "change {largest_change}, weights up to {largest_weight}");
+}
