@@ -11,17 +11,15 @@ use burn::tensor::Tensor;
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
 
-use super::Sliding;
 use super::depthwise_conv2d;
 use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
+use super::{SHORT_ROW, Sliding};
 
 /// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.
 /// 3 x 3 in cnn1) are grouped so the matrix products stay wide enough to run at full speed.
 const MIN_GEMM_COLUMNS: usize = 512;
 /// At most this many samples per group (bounds the im2col buffer).
 const MAX_GROUP: usize = 64;
-/// Output rows at least this wide are copied whole (see [`Taps::copies_rows`]).
-const SHORT_ROW: usize = 16;
 
 /// `conv.forward(x)`, computed here when `x` and the weights are Flex f32 tensors: as im2col +
 /// GEMM for ordinary convolutions, by [`depthwise_conv2d`] for depthwise ones.

@@ -15,12 +15,18 @@
 //! `tests` in each file compare values and gradients with Burn's own ops.
 
 pub mod batch_norm;
+pub mod clamp;
 pub mod conv2d;
 mod depthwise_conv2d;
 mod flex;
 pub mod max_pool2d;
 
 use burn::nn::PaddingConfig2d;
+
+/// Output rows narrower than this are handled value by value (through a table of taps) rather
+/// than row by row: for them, a few library calls or loop set-ups per row cost more than the
+/// row itself (deep layers' rows are 2 to 12 values).
+pub(crate) const SHORT_ROW: usize = 16;
 
 /// Where a sliding window starts and how many positions it takes along each axis.
 #[derive(Debug, Clone, Copy, PartialEq)]

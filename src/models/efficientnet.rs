@@ -14,7 +14,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::kernels::{batch_norm::batch_norm, conv2d::conv2d};
+use crate::kernels::{batch_norm::batch_norm, clamp::clamp, conv2d::conv2d};
 
 /// Stages: (blocks, kernel, first stride, expansion, output channels).
 const STAGES: [(usize, usize, usize, usize, usize); 7] = [
@@ -60,7 +60,7 @@ fn bn(channels: usize, device: &Device) -> BatchNorm {
 }
 
 fn relu6(x: Tensor<4>) -> Tensor<4> {
-    x.clamp(0.0, 6.0)
+    clamp(x, 0.0, 6.0)
 }
 
 /// An inverted-residual block: 1x1 expansion (when the ratio is not 1), depthwise kxk, 1x1
