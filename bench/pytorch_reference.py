@@ -1,5 +1,7 @@
 #!/usr/bin/env python3
-"""PyTorch reference for `ferkit bench`: the same nets (built from the same experiments/*.toml),
+"""PyTorch reference for `ferkit bench`: the same nets (built from the same experiments/*.toml, or
+the EfficientNet-Lite0 transfer preset with `efficientnet-lite0`, which needs
+`pip install efficientnet_lite_pytorch`),
 the same batches, the same step (forward, cross-entropy + L2, backward, Adam), on CPU threads.
 
     python3 bench/pytorch_reference.py --models cnn3:512,vgg-lite:64 --threads 2 \
@@ -104,14 +106,45 @@ def build(spec):
     return nn.Sequential(*layers), l2_terms
 
 
+class TransferLite0(nn.Module):
+    """ferkit's `efficientnet-lite0` transfer preset: grey faces repeated to 3 channels and
+    ImageNet-normalised, EfficientNet-Lite0 (PyPI `efficientnet_lite_pytorch`, the reference code
+    of the .pth in ../shared/models; random weights suffice for timing) with its stem and lowest
+    11 of 16 blocks frozen, global average pooling, dense 1024 relu, dropout 0.5, dense 7.
+    Frozen blocks stay in training mode (batch statistics), as in ferkit; no drop-connect, which
+    ferkit's EfficientNet does not have."""
+
+    FROZEN_BLOCKS = 11
+
+    def __init__(self):
+        super().__init__()
+        from efficientnet_lite_pytorch import EfficientNet
+
+        self.backbone = EfficientNet.from_name("efficientnet-lite0", image_size=48, drop_connect_rate=0.0)
+        frozen = [self.backbone._conv_stem, self.backbone._bn0, *self.backbone._blocks[: self.FROZEN_BLOCKS]]
+        for module in frozen:
+            module.requires_grad_(False)
+        self.head, self.dropout, self.output = nn.Linear(1280, 1024), nn.Dropout(0.5), nn.Linear(1024, 7)
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        features = self.backbone.extract_features(x).mean((2, 3))
+        return self.output(self.dropout(F.relu(self.head(features))))
+
+
 def bench(model, batch, steps, repeats):
-    # A preset name (experiments/NAME.toml) or a net file's path, as `ferkit bench` takes them.
-    path = pathlib.Path(model) if model.endswith(".toml") else ROOT / "experiments" / f"{model}.toml"
-    spec = tomllib.loads(path.read_text())
-    name = spec.get("name", model)
     torch.manual_seed(0)
-    net, l2_terms = build(spec)
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+    if model == "efficientnet-lite0":
+        name, net, l2_terms = model, TransferLite0(), []
+    else:
+        # A preset name (experiments/NAME.toml) or a net file's path, as `ferkit bench` takes them.
+        path = pathlib.Path(model) if model.endswith(".toml") else ROOT / "experiments" / f"{model}.toml"
+        spec = tomllib.loads(path.read_text())
+        name = spec.get("name", model)
+        net, l2_terms = build(spec)
+    opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
     x = torch.randn(batch, 1, 48, 48)
     y = torch.randint(0, 7, (batch,))
 
@@ -163,13 +196,14 @@ def main():
     if args.compare:
         ours = {(r["model"], r["batch"]): r for r in json.loads(pathlib.Path(args.compare).read_text())}
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} x {args.steps} steps")
-    print(f"{'model':<10}{'batch':>6}{'ferkit train':>14}{'torch train':>13}{'ratio':>7}"
+    width = max([10] + [len(r["model"]) + 2 for r in results])
+    print(f"{'model':<{width}}{'batch':>6}{'ferkit train':>14}{'torch train':>13}{'ratio':>7}"
           f"{'ferkit infer':>14}{'torch infer':>13}{'ratio':>7}   (images/s)")
     for r in results:
         o = ours.get((r["model"], r["batch"]))
         ft = o["train_images_per_s"] if o else float("nan")
         fi = o["infer_images_per_s"] if o else float("nan")
-        print(f"{r['model']:<10}{r['batch']:>6}{ft:>14.1f}{r['train_images_per_s']:>13.1f}"
+        print(f"{r['model']:<{width}}{r['batch']:>6}{ft:>14.1f}{r['train_images_per_s']:>13.1f}"
               f"{ft / r['train_images_per_s']:>7.2f}{fi:>14.1f}{r['infer_images_per_s']:>13.1f}"
               f"{fi / r['infer_images_per_s']:>7.2f}")
 
