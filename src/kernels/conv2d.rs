@@ -101,7 +101,7 @@ impl Taps {
     fn new(g: Sliding) -> Self {
         let ([kh, kw], [oh, ow], w) = (g.kernel, g.output, g.input[1]);
         let mut table = Vec::new();
-        if !Self::copies_rows(&g) {
+        if !Self::copies_rows(&g) && !Self::pointwise(&g) {
             table.reserve(kh * kw * oh * ow);
             for ky in 0..kh {
                 for kx in 0..kw {
@@ -126,6 +126,12 @@ impl Taps {
         g.stride[1] == 1 && g.output[1] >= SHORT_ROW
     }
 
+    /// A 1x1, stride-1, unpadded convolution (EfficientNet's expansions and projections): each
+    /// channel's plane is already its im2col row, copied (or added back) whole.
+    fn pointwise(g: &Sliding) -> bool {
+        g.kernel == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0]
+    }
+
     /// The table's taps for kernel offset number `kk` (`ky * kw + kx`).
     fn of_offset(&self, kk: usize) -> &[u32] {
         let p = self.g.output[0] * self.g.output[1];
@@ -137,6 +143,12 @@ impl Taps {
     fn im2col(&self, x: &[f32], c_in: usize, cols: &mut [f32], ld: usize) {
         let g = &self.g;
         let ([h, w], [kh, kw], [oh, ow]) = (g.input, g.kernel, g.output);
+        if Self::pointwise(g) {
+            for (c, plane) in x[..c_in * h * w].chunks_exact(h * w).enumerate() {
+                cols[c * ld..c * ld + h * w].copy_from_slice(plane);
+            }
+            return;
+        }
         for c in 0..c_in {
             let plane = &x[c * h * w..(c + 1) * h * w];
             for kk in 0..kh * kw {
@@ -169,6 +181,12 @@ impl Taps {
     fn col2im(&self, cols: &[f32], ld: usize, c_in: usize, dx: &mut [f32]) {
         let g = &self.g;
         let ([h, w], [kh, kw], [oh, ow]) = (g.input, g.kernel, g.output);
+        if Self::pointwise(g) {
+            for (c, plane) in dx[..c_in * h * w].chunks_exact_mut(h * w).enumerate() {
+                plane.iter_mut().zip(&cols[c * ld..c * ld + h * w]).for_each(|(d, v)| *d += v);
+            }
+            return;
+        }
         for c in 0..c_in {
             let plane = &mut dx[c * h * w..(c + 1) * h * w];
             for kk in 0..kh * kw {
@@ -435,7 +453,8 @@ mod tests {
         check(3, 4, 3, 1, PaddingConfig2d::Same, [7, 6]);
         check(2, 5, 11, 4, PaddingConfig2d::Same, [16, 16]); // cnn1/cnn2's first
         check(4, 3, 3, 1, PaddingConfig2d::Valid, [6, 5]);
-        check(3, 2, 1, 1, PaddingConfig2d::Valid, [4, 4]);
+        check(3, 2, 1, 1, PaddingConfig2d::Valid, [4, 4]); // pointwise: planes copied whole
+        check(3, 2, 1, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 1]);
         // Rows of SHORT_ROW values or more, copied whole rather than through the tap table.
         check(2, 3, 3, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 2]);
         check(2, 3, 5, 1, PaddingConfig2d::Valid, [6, SHORT_ROW + 4]);
