@@ -84,14 +84,24 @@ impl Shapes {
     }
 }
 
-/// Where each row of the im2col matrix reads from: the geometry, and for narrow or strided
-/// layers a table of taps.
+/// Where each row of the im2col matrix reads from: the geometry and how rows are filled.
 struct Taps {
     g: Sliding,
-    /// For kernel offset `(ky, kx)` and output position `(oy, ox)`, at
-    /// `((ky * kw + kx) * oh + oy) * ow + ox`: the input position `iy * w + ix` it reads in a
-    /// channel's plane, or [`PADDING`]. Empty when rows are copied whole instead.
-    table: Vec<u32>,
+    fill: Fill,
+}
+
+/// How [`Taps::im2col`] fills (and [`Taps::col2im`] empties) the rows, chosen once per geometry.
+enum Fill {
+    /// A 1x1, stride-1, unpadded convolution (EfficientNet's expansions and projections): each
+    /// channel's plane is already its im2col row, copied (or added back) whole.
+    Planes,
+    /// Wide stride-1 rows: one `memcpy` per output row.
+    Rows,
+    /// Narrow rows (deep layers: 3 to 12 values) and strided ones, one lookup per value (a few
+    /// library calls per output row would cost more than the row itself). For kernel offset
+    /// `(ky, kx)` and output position `(oy, ox)`, at `((ky * kw + kx) * oh + oy) * ow + ox`: the
+    /// input position `iy * w + ix` it reads in a channel's plane, or [`PADDING`].
+    Table(Vec<u32>),
 }
 
 /// A tap in the padding (reads zero).
@@ -99,10 +109,13 @@ const PADDING: u32 = u32::MAX;
 
 impl Taps {
     fn new(g: Sliding) -> Self {
-        let ([kh, kw], [oh, ow], w) = (g.kernel, g.output, g.input[1]);
-        let mut table = Vec::new();
-        if !Self::copies_rows(&g) && !Self::pointwise(&g) {
-            table.reserve(kh * kw * oh * ow);
+        let fill = if g.kernel == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0] {
+            Fill::Planes
+        } else if g.stride[1] == 1 && g.output[1] >= SHORT_ROW {
+            Fill::Rows
+        } else {
+            let ([kh, kw], [oh, ow], w) = (g.kernel, g.output, g.input[1]);
+            let mut table = Vec::with_capacity(kh * kw * oh * ow);
             for ky in 0..kh {
                 for kx in 0..kw {
                     for oy in 0..oh {
@@ -115,27 +128,9 @@ impl Taps {
                     }
                 }
             }
-        }
-        Taps { g, table }
-    }
-
-    /// Wide stride-1 rows are copied a row at a time (one `memcpy` per output row). Narrow
-    /// rows (deep layers: 3 to 12 values) and strided ones go through the table instead, one
-    /// lookup per value: a few library calls per output row cost more than the row itself.
-    fn copies_rows(g: &Sliding) -> bool {
-        g.stride[1] == 1 && g.output[1] >= SHORT_ROW
-    }
-
-    /// A 1x1, stride-1, unpadded convolution (EfficientNet's expansions and projections): each
-    /// channel's plane is already its im2col row, copied (or added back) whole.
-    fn pointwise(g: &Sliding) -> bool {
-        g.kernel == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0]
-    }
-
-    /// The table's taps for kernel offset number `kk` (`ky * kw + kx`).
-    fn of_offset(&self, kk: usize) -> &[u32] {
-        let p = self.g.output[0] * self.g.output[1];
-        &self.table[kk * p..(kk + 1) * p]
+            Fill::Table(table)
+        };
+        Taps { g, fill }
     }
 
     /// Fills `cols` (`k` rows, `ld` apart, of `p` values) with the input taps of every output
@@ -143,34 +138,34 @@ impl Taps {
     fn im2col(&self, x: &[f32], c_in: usize, cols: &mut [f32], ld: usize) {
         let g = &self.g;
         let ([h, w], [kh, kw], [oh, ow]) = (g.input, g.kernel, g.output);
-        if Self::pointwise(g) {
-            for (c, plane) in x[..c_in * h * w].chunks_exact(h * w).enumerate() {
-                cols[c * ld..c * ld + h * w].copy_from_slice(plane);
-            }
-            return;
-        }
+        let p = oh * ow;
         for c in 0..c_in {
             let plane = &x[c * h * w..(c + 1) * h * w];
             for kk in 0..kh * kw {
                 let row = c * kh * kw + kk;
-                let dst = &mut cols[row * ld..row * ld + oh * ow];
-                if !Self::copies_rows(g) {
-                    for (d, &i) in dst.iter_mut().zip(self.of_offset(kk)) {
-                        *d = plane.get(i as usize).copied().unwrap_or(0.0);
+                let dst = &mut cols[row * ld..row * ld + p];
+                match &self.fill {
+                    Fill::Planes => dst.copy_from_slice(plane),
+                    Fill::Table(table) => {
+                        for (d, &i) in dst.iter_mut().zip(&table[kk * p..(kk + 1) * p]) {
+                            *d = plane.get(i as usize).copied().unwrap_or(0.0);
+                        }
                     }
-                    continue;
-                }
-                let (ky, kx) = (kk / kw, kk % kw);
-                let inside = g.taps_inside(1, kx);
-                let first = inside.start + kx - g.pad[1];
-                for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
-                    let Some(iy) = g.source(0, oy, ky) else {
-                        out_row.fill(0.0);
-                        continue;
-                    };
-                    out_row[..inside.start].fill(0.0);
-                    out_row[inside.end..].fill(0.0);
-                    out_row[inside.clone()].copy_from_slice(&plane[iy * w + first..iy * w + first + inside.len()]);
+                    Fill::Rows => {
+                        let (ky, kx) = (kk / kw, kk % kw);
+                        let inside = g.taps_inside(1, kx);
+                        let first = inside.start + kx - g.pad[1];
+                        for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
+                            let Some(iy) = g.source(0, oy, ky) else {
+                                out_row.fill(0.0);
+                                continue;
+                            };
+                            out_row[..inside.start].fill(0.0);
+                            out_row[inside.end..].fill(0.0);
+                            out_row[inside.clone()]
+                                .copy_from_slice(&plane[iy * w + first..iy * w + first + inside.len()]);
+                        }
+                    }
                 }
             }
         }
@@ -181,33 +176,32 @@ impl Taps {
     fn col2im(&self, cols: &[f32], ld: usize, c_in: usize, dx: &mut [f32]) {
         let g = &self.g;
         let ([h, w], [kh, kw], [oh, ow]) = (g.input, g.kernel, g.output);
-        if Self::pointwise(g) {
-            for (c, plane) in dx[..c_in * h * w].chunks_exact_mut(h * w).enumerate() {
-                plane.iter_mut().zip(&cols[c * ld..c * ld + h * w]).for_each(|(d, v)| *d += v);
-            }
-            return;
-        }
+        let p = oh * ow;
         for c in 0..c_in {
             let plane = &mut dx[c * h * w..(c + 1) * h * w];
             for kk in 0..kh * kw {
                 let row = c * kh * kw + kk;
-                let src = &cols[row * ld..row * ld + oh * ow];
-                if !Self::copies_rows(g) {
-                    for (&v, &i) in src.iter().zip(self.of_offset(kk)) {
-                        if let Some(d) = plane.get_mut(i as usize) {
-                            *d += v;
+                let src = &cols[row * ld..row * ld + p];
+                match &self.fill {
+                    Fill::Planes => plane.iter_mut().zip(src).for_each(|(d, v)| *d += v),
+                    Fill::Table(table) => {
+                        for (&v, &i) in src.iter().zip(&table[kk * p..(kk + 1) * p]) {
+                            if let Some(d) = plane.get_mut(i as usize) {
+                                *d += v;
+                            }
                         }
                     }
-                    continue;
-                }
-                let (ky, kx) = (kk / kw, kk % kw);
-                let inside = g.taps_inside(1, kx);
-                let first = inside.start + kx - g.pad[1];
-                for (oy, taps) in src.chunks_exact(ow).enumerate() {
-                    let Some(iy) = g.source(0, oy, ky) else { continue };
-                    let dst = &mut plane[iy * w + first..iy * w + first + inside.len()];
-                    // Contiguous: a plain zip, which the compiler vectorises.
-                    dst.iter_mut().zip(&taps[inside.clone()]).for_each(|(d, v)| *d += v);
+                    Fill::Rows => {
+                        let (ky, kx) = (kk / kw, kk % kw);
+                        let inside = g.taps_inside(1, kx);
+                        let first = inside.start + kx - g.pad[1];
+                        for (oy, taps) in src.chunks_exact(ow).enumerate() {
+                            let Some(iy) = g.source(0, oy, ky) else { continue };
+                            let dst = &mut plane[iy * w + first..iy * w + first + inside.len()];
+                            // Contiguous: a plain zip, which the compiler vectorises.
+                            dst.iter_mut().zip(&taps[inside.clone()]).for_each(|(d, v)| *d += v);
+                        }
+                    }
                 }
             }
         }
@@ -453,9 +447,9 @@ mod tests {
         check(3, 4, 3, 1, PaddingConfig2d::Same, [7, 6]);
         check(2, 5, 11, 4, PaddingConfig2d::Same, [16, 16]); // cnn1/cnn2's first
         check(4, 3, 3, 1, PaddingConfig2d::Valid, [6, 5]);
-        check(3, 2, 1, 1, PaddingConfig2d::Valid, [4, 4]); // pointwise: planes copied whole
+        check(3, 2, 1, 1, PaddingConfig2d::Valid, [4, 4]); // `Fill::Planes`
         check(3, 2, 1, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 1]);
-        // Rows of SHORT_ROW values or more, copied whole rather than through the tap table.
+        // Rows of SHORT_ROW values or more, copied whole (`Fill::Rows`) rather than through the table.
         check(2, 3, 3, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 2]);
         check(2, 3, 5, 1, PaddingConfig2d::Valid, [6, SHORT_ROW + 4]);
     }
