@@ -45,41 +45,30 @@ fn for_each_tap(g: &Sliding, mut f: impl FnMut(usize, usize, usize, std::ops::Ra
 }
 
 /// For small maps, every `[output position, kernel tap, input position]` triple that falls
-/// inside the image: a plane is then one short loop instead of a few calls per output row (a
-/// 2 x 2 map under a 5 x 5 kernel has 16 triples but 10 row visits). Three copies, each sorted by
-/// what one pass sums into, so that each pass adds into memory once per destination (see
-/// [`sum_by`]). `None` for wide maps, which go row by row through [`for_each_tap`].
-struct SmallMap {
-    by_output: Vec<[u32; 3]>,
-    by_tap: Vec<[u32; 3]>,
-    by_input: Vec<[u32; 3]>,
+/// inside the image, sorted by field `by` (what the pass using them sums into, so that it adds
+/// into memory once per destination: see [`sum_by`]): a plane is then one short loop instead of
+/// a few calls per output row (a 2 x 2 map under a 5 x 5 kernel has 16 triples but 10 row
+/// visits). `None` for wide maps, which go row by row through [`for_each_tap`].
+fn small_map(g: &Sliding, by: usize) -> Option<Vec<[u32; 3]>> {
+    if g.output[1] >= SHORT_ROW {
+        return None;
+    }
+    let (w, ow, sx) = (g.input[1], g.output[1], g.stride[1]);
+    let mut triples = Vec::new();
+    for_each_tap(g, |k, oy, iy, inside, ix0| {
+        for (j, ox) in inside.enumerate() {
+            triples.push([(oy * ow + ox) as u32, k as u32, (iy * w + ix0 + j * sx) as u32]);
+        }
+    });
+    // Stable: a fixed order within each destination, so sums do not vary between runs.
+    triples.sort_by_key(|t| t[by]);
+    Some(triples)
 }
 
+/// Fields of a [`small_map`] triple.
 const OUTPUT: usize = 0;
 const TAP: usize = 1;
 const INPUT: usize = 2;
-
-impl SmallMap {
-    fn new(g: &Sliding) -> Option<Self> {
-        if g.output[1] >= SHORT_ROW {
-            return None;
-        }
-        let (w, ow, sx) = (g.input[1], g.output[1], g.stride[1]);
-        let mut triples = Vec::new();
-        for_each_tap(g, |k, oy, iy, inside, ix0| {
-            for (j, ox) in inside.enumerate() {
-                triples.push([(oy * ow + ox) as u32, k as u32, (iy * w + ix0 + j * sx) as u32]);
-            }
-        });
-        let sorted_by = |field: usize| {
-            let mut t = triples.clone();
-            // Stable: a fixed order within each destination, so sums do not vary between runs.
-            t.sort_by_key(|t| t[field]);
-            t
-        };
-        Some(SmallMap { by_output: sorted_by(OUTPUT), by_tap: sorted_by(TAP), by_input: sorted_by(INPUT) })
-    }
-}
 
 /// Sums `term(triple)` over `triples` (sorted by `triples[field]`) and adds each destination's
 /// sum with `add(destination, sum)` once, keeping the running sum in a register rather than
@@ -103,15 +92,15 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g:
     let [n, c, h, w] = flex::dims4(x);
     let ([oh, ow], taps, sx) = (g.output, g.kernel[0] * g.kernel[1], g.stride[1]);
     let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
-    let small = SmallMap::new(&g);
+    let by_output = small_map(&g, OUTPUT);
     let mut out = vec![0f32; n * c * oh * ow];
     out.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
         let channel = plane % c;
         let input = &x[plane * h * w..(plane + 1) * h * w];
         let kernel = &weight[channel * taps..(channel + 1) * taps];
         out.fill(bias[channel]);
-        if let Some(map) = &small {
-            sum_by(&map.by_output, OUTPUT, |[_, k, i]| kernel[k] * input[i], |o, sum| out[o] += sum);
+        if let Some(triples) = &by_output {
+            sum_by(triples, OUTPUT, |[_, k, i]| kernel[k] * input[i], |o, sum| out[o] += sum);
             return;
         }
         for_each_tap(&g, |k, oy, iy, inside, ix0| {
@@ -139,15 +128,15 @@ fn backward(
     let [n, c, h, w] = dims;
     let ([oh, ow], taps, sx) = (g.output, g.kernel[0] * g.kernel[1], g.stride[1]);
     let (x, weight, dy) = (flex::values(x), flex::values(weight), flex::values(grad));
-    let small = SmallMap::new(&g);
 
     let dx = wanted[0].then(|| {
+        let by_input = small_map(&g, INPUT);
         let mut dx = vec![0f32; n * c * h * w];
         dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, dx)| {
             let kernel = &weight[(plane % c) * taps..(plane % c + 1) * taps];
             let dy = &dy[plane * oh * ow..(plane + 1) * oh * ow];
-            if let Some(map) = &small {
-                sum_by(&map.by_input, INPUT, |[o, k, _]| kernel[k] * dy[o], |i, sum| dx[i] += sum);
+            if let Some(triples) = &by_input {
+                sum_by(triples, INPUT, |[o, k, _]| kernel[k] * dy[o], |i, sum| dx[i] += sum);
                 return;
             }
             for_each_tap(&g, |k, oy, iy, inside, ix0| {
@@ -164,6 +153,7 @@ fn backward(
     });
 
     let dw = wanted[1].then(|| {
+        let by_tap = small_map(&g, TAP);
         let mut dw = vec![0f32; c * taps];
         let dw_ptr = SharedMut(dw.as_mut_ptr());
         (0..c).into_par_iter().for_each(|channel| {
@@ -173,8 +163,8 @@ fn backward(
                 let plane = sample * c + channel;
                 let input = &x[plane * h * w..(plane + 1) * h * w];
                 let dy = &dy[plane * oh * ow..(plane + 1) * oh * ow];
-                if let Some(map) = &small {
-                    sum_by(&map.by_tap, TAP, |[o, _, i]| dy[o] * input[i], |k, sum| dw[k] += sum);
+                if let Some(triples) = &by_tap {
+                    sum_by(triples, TAP, |[o, _, i]| dy[o] * input[i], |k, sum| dw[k] += sum);
                     continue;
                 }
                 for_each_tap(&g, |k, oy, iy, inside, ix0| {
@@ -280,7 +270,7 @@ mod tests {
         check(3, 3, 2, false, [8, 9]); // stride 2, the odd extra padding at the end
         check(2, 5, 2, true, [11, 10]);
         check(5, 5, 1, true, [5, 5]);
-        // Maps at least SHORT_ROW wide go row by row instead of through `SmallMap`.
+        // Maps at least SHORT_ROW wide go row by row instead of through `small_map`.
         check(3, 3, 1, false, [5, SHORT_ROW + 3]);
         check(2, 5, 2, true, [6, 2 * SHORT_ROW + 3]);
     }
