@@ -17,20 +17,25 @@ pub fn thousands(n: usize) -> String {
     out
 }
 
-/// A horizontal rule of the default table width.
-fn rule(c: char) -> String {
-    c.to_string().repeat(72)
+/// Table width when every name fits the default columns.
+const TABLE_WIDTH: usize = 72;
+/// Default width of a layer summary's first column (layer name and type).
+const NAME_COLUMN: usize = 34;
+
+/// A horizontal rule of `c` across a table `width` characters wide.
+fn rule(c: char, width: usize) -> String {
+    c.to_string().repeat(width)
 }
 
 /// Keras' closing lines: total, trainable and non-trainable parameters, between rules.
-fn totals(trainable: usize, non_trainable: usize, rule: &dyn Fn(char) -> String) -> String {
+fn totals(trainable: usize, non_trainable: usize, width: usize) -> String {
     format!(
         "{}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{}\n",
-        rule('='),
+        rule('=', width),
         thousands(trainable + non_trainable),
         thousands(trainable),
         thousands(non_trainable),
-        rule('_')
+        rule('_', width)
     )
 }
 
@@ -51,10 +56,10 @@ pub fn summary(spec: &NetSpec) -> Result<String> {
         .collect();
     // The first column as wide as its longest entry ("batch_normalization_1
     // (BatchNormalization)" is 42 characters), so the columns stay aligned.
-    let width = names.iter().map(|n| n.len() + 2).max().unwrap_or(0).max(34);
-    let rule = |c: char| c.to_string().repeat(width + 38);
-    let mut out = format!("Model: \"{}\"\n{}\n", spec.name, rule('_'));
-    out += &format!(" {:<width$}{:<26}{:>10}\n{}\n", "Layer (type)", "Output Shape", "Param #", rule('='));
+    let width = names.iter().map(|n| n.len() + 2).max().unwrap_or(0).max(NAME_COLUMN);
+    let table_width = TABLE_WIDTH + width - NAME_COLUMN;
+    let mut out = format!("Model: \"{}\"\n{}\n", spec.name, rule('_', table_width));
+    out += &format!(" {:<width$}{:<26}{:>10}\n{}\n", "Layer (type)", "Output Shape", "Param #", rule('=', table_width));
     for (i, (name, info)) in names.iter().zip(&infos).enumerate() {
         let params = info.trainable + info.non_trainable;
         out += &format!(" {name:<width$}{:<26}{:>10}\n", info.output.to_string(), thousands(params));
@@ -64,7 +69,7 @@ pub fn summary(spec: &NetSpec) -> Result<String> {
     }
     let trainable: usize = infos.iter().map(|i| i.trainable).sum();
     let non_trainable: usize = infos.iter().map(|i| i.non_trainable).sum();
-    out += &totals(trainable, non_trainable, &rule);
+    out += &totals(trainable, non_trainable, table_width);
     let multiply_adds: usize = spec.layers.iter().zip(&infos).map(|(layer, info)| layer.multiply_adds(info)).sum();
     out += &format!("Forward multiply-adds per image: {}\n", thousands(multiply_adds));
     Ok(out)
@@ -92,13 +97,13 @@ pub fn transfer_summary(spec: &super::transfer::TransferSpec) -> Result<String> 
         spec.input_size,
         spec.input_size,
         spec.weights.as_ref().map_or("none".to_string(), |p| p.display().to_string()),
-        rule('_')
+        rule('_', TABLE_WIDTH)
     );
-    out += &format!(" {:<60}{:>10}\n{}\n", "Part", "Param #", rule('='));
+    out += &format!(" {:<60}{:>10}\n{}\n", "Part", "Param #", rule('=', TABLE_WIDTH));
     for (name, params) in rows {
         out += &format!(" {name:<60}{:>10}\n", thousands(params));
     }
-    out += &totals(trainable, non_trainable, &rule);
+    out += &totals(trainable, non_trainable, TABLE_WIDTH);
     Ok(out)
 }
 
