@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod cli;
 pub mod data;
+pub mod detection;
 pub mod evaluation;
 pub mod kernels;
 pub mod models;

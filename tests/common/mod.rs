@@ -63,7 +63,12 @@ pub fn stderr(o: &Output) -> String {
 
 /// Where FER2013 lives beside the repository, if it does.
 pub fn shared_fer2013() -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/fer2013/fer2013.csv.gz");
+    shared("data/fer2013/fer2013.csv.gz")
+}
+
+/// A file under `../shared` beside the repository, if it is there.
+pub fn shared(relative: &str) -> Option<PathBuf> {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(relative);
     path.exists().then_some(path)
 }
 

@@ -1,0 +1,17 @@
+//! Face detection in photos with OpenCV's Viola-Jones Haar cascades, computed as OpenCV 4's
+//! `CascadeClassifier::detectMultiScale` computes it (tests/detect_reference.rs compares the
+//! two on real photos).
+//!
+//! - [`cascade`]: reads a cascade XML file (stages of boosted stumps over Haar features).
+//! - [`grey`]: grey images, bilinear downscaling and integral images.
+//! - [`scan`]: the multi-scale sliding-window search.
+//! - [`group`]: merges the overlapping windows of one face into one box.
+
+pub mod cascade;
+pub mod grey;
+pub mod group;
+pub mod scan;
+
+pub use cascade::HaarCascade;
+pub use grey::GreyImage;
+pub use scan::{BoundingBox, DetectOptions};

@@ -1,0 +1,72 @@
+//! ferkit's face detector against OpenCV 4's `CascadeClassifier.detectMultiScale` with the same
+//! cascade on the photos in ../shared: the fixture was written by
+//! tests/fixtures/make_opencv_detect_reference.py (OpenCV 4.14). Raw windows (no grouping) and
+//! grouped faces, several scale steps, each photo as is and mirrored.
+
+mod common;
+
+use ferkit::detection::{BoundingBox, DetectOptions, GreyImage, HaarCascade};
+
+#[test]
+fn detections_match_opencv() {
+    let (Some(cascade_path), Some(photos)) =
+        (common::shared("models/haarcascade_frontalface_default.xml"), common::shared("data/photos"))
+    else {
+        eprintln!("SKIPPED: ../shared/models or ../shared/data/photos is absent");
+        return;
+    };
+    let cascade = HaarCascade::load(&cascade_path).expect("the cascade loads");
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/opencv_detect_reference.json")).expect("the fixture is JSON");
+    let mut report = Vec::new();
+    let (mut raw_total, mut raw_differing) = (0, 0);
+    for case in doc["cases"].as_array().unwrap() {
+        let photo = case["photo"].as_str().unwrap();
+        let rgb = image::open(photos.join(photo)).expect("the photo opens").to_rgb8();
+        let rgb = if case["flipped"].as_bool().unwrap() { image::imageops::flip_horizontal(&rgb) } else { rgb };
+        let grey = GreyImage::from_rgb(rgb.width() as usize, rgb.height() as usize, rgb.as_raw());
+        let options = DetectOptions {
+            scale_factor: case["scale_factor"].as_f64().unwrap(),
+            min_neighbors: case["min_neighbors"].as_u64().unwrap() as usize,
+            min_size: case["min_size"].as_u64().unwrap() as usize,
+            max_size: None,
+        };
+        let mut ours: Vec<[usize; 4]> =
+            cascade.detect(&grey, &options).iter().map(|b: &BoundingBox| [b.x, b.y, b.width, b.height]).collect();
+        ours.sort();
+        let theirs: Vec<[usize; 4]> = case["boxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| {
+                let v: Vec<usize> = b.as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
+                [v[0], v[1], v[2], v[3]]
+            })
+            .collect();
+        let missing = theirs.iter().filter(|b| !ours.contains(b)).count();
+        let extra = ours.iter().filter(|b| !theirs.contains(b)).count();
+        let line = format!(
+            "{photo} flipped={} scale {} neighbours {} min {}: OpenCV {} boxes, ferkit {}, {missing} missing, {extra} extra",
+            case["flipped"],
+            options.scale_factor,
+            options.min_neighbors,
+            options.min_size,
+            theirs.len(),
+            ours.len()
+        );
+        if options.min_neighbors == 0 {
+            raw_total += theirs.len();
+            raw_differing += missing + extra;
+            assert!(missing + extra <= 1, "raw windows differ:\n{line}\nOpenCV {theirs:?}\nferkit {ours:?}");
+        } else {
+            assert_eq!(ours, theirs, "faces differ:\n{line}");
+        }
+        report.push(line);
+    }
+    eprintln!("{}", report.join("\n"));
+    eprintln!("raw windows: {raw_differing} of {raw_total} differ");
+    // Measured: 2 of 427 (one window at scale 1.3 that OpenCV keeps, one at 1.05 on the mirrored
+    // astronaut that only ferkit keeps); neither changes a grouped face. Cause not found: the
+    // grey conversion, resampling, integral images and float types follow OpenCV's code.
+    assert!(raw_differing * 100 <= raw_total, "{raw_differing} of {raw_total} raw windows differ");
+}
