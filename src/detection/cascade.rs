@@ -161,10 +161,10 @@ fn index(doc: &Document, node: Node, value: f64, what: &str) -> Result<usize> {
 }
 
 fn parse_rects(doc: &Document, feature: Node) -> Result<Feature> {
-    if let Some(t) = feature.children().find(|c| c.has_tag_name("tilted")) {
-        if number(doc, feature, "tilted")? != 0.0 {
-            bail!("{}: tilted (45-degree) features are not supported", at(doc, t));
-        }
+    if let Some(t) = feature.children().find(|c| c.has_tag_name("tilted"))
+        && number(doc, feature, "tilted")? != 0.0
+    {
+        bail!("{}: tilted (45-degree) features are not supported", at(doc, t));
     }
     let rects = items(child(doc, feature, "rects")?)
         .map(|r| {

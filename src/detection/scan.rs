@@ -89,7 +89,7 @@ impl HaarCascade {
         for y in (0..(h + 1).saturating_sub(wh)).step_by(step) {
             let mut x = 0;
             while x < (w + 1).saturating_sub(ww) {
-                match self.classify(&integral, x, y, (w, h)) {
+                match self.classify(&integral, x, y) {
                     Verdict::Face => found.push(BoundingBox {
                         x: round(x as f32 * scale),
                         y: round(y as f32 * scale),
@@ -106,12 +106,9 @@ impl HaarCascade {
         found
     }
 
-    /// Runs the cascade on the window at (x, y) of a level.
-    fn classify(&self, ii: &Integral, x: usize, y: usize, (w, h): (usize, usize)) -> Verdict {
+    /// Runs the cascade on the window at (x, y) of a level (the window lies inside it).
+    fn classify(&self, ii: &Integral, x: usize, y: usize) -> Verdict {
         let (ww, wh) = self.window;
-        if x + ww >= w + 1 || y + wh >= h + 1 {
-            return Verdict::Outside;
-        }
         // Features are divided by the window's contrast, measured inside a one-pixel border:
         // sqrt(area * sum(p^2) - sum(p)^2) = area x standard deviation.
         let area = ((ww - 2) * (wh - 2)) as f64;
@@ -152,7 +149,6 @@ enum Verdict {
     },
     /// Too little contrast to be a face.
     Flat,
-    Outside,
 }
 
 /// OpenCV's `cvRound`: to the nearest integer, halves to even.
