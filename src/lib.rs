@@ -10,6 +10,7 @@ pub mod detection;
 pub mod evaluation;
 pub mod kernels;
 pub mod models;
+pub mod prediction;
 pub mod reporting;
 pub mod reproduce;
 pub mod training;

@@ -3,6 +3,7 @@
 mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
+mod predict_cmd;
 mod reproduce_cmd;
 mod train_cmd;
 mod tune_cmd;
@@ -43,6 +44,8 @@ enum Command {
     Tune(tune_cmd::TuneArgs),
     /// Evaluate a run's kept checkpoint on a split: accuracy, loss, per-class metrics, confusion matrix.
     Eval(eval_cmd::EvalArgs),
+    /// Find the faces in photos and say which emotion each shows (a run's kept net, a Haar cascade).
+    Predict(predict_cmd::PredictArgs),
     /// A Markdown table of finished runs: parameters, kept epoch, train/val/test accuracy, seconds.
     Report {
         /// Run directories written by `ferkit train`.
@@ -102,6 +105,7 @@ pub fn run() -> Result<()> {
 pub fn run_with(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Reproduce(args) => reproduce_cmd::run(args),
+        Command::Predict(args) => predict_cmd::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Models => {
             println!("{:<18} {:>12} {:>14}  description", "preset", "params", "non-trainable");

@@ -1,4 +1,4 @@
-//! Pictures: training curves, confusion matrices and face grids, as PNG.
+//! Pictures: training curves, confusion matrices, face grids and annotated photos, as PNG.
 //!
 //! Everything is drawn into an RGB buffer with plotters (text in the Ubuntu font embedded by
 //! `epaint_default_fonts`, so no system font is needed) and saved atomically with `image`.
@@ -12,6 +12,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 
 use crate::data::{CLASS_NAMES, IMAGE_SIDE, NUM_CLASSES, Split};
+use crate::detection::BoundingBox;
 use crate::evaluation::Confusion;
 use crate::training::history::EpochRecord;
 use crate::util::atomic::write_atomic_with;
@@ -30,8 +31,17 @@ type Area<'a> = DrawingArea<BitMapBackend<'a>, Shift>;
 
 /// Draws with `draw` on a white `width` x `height` canvas and saves it as PNG at `path`.
 fn render_png(path: &Path, (width, height): (u32, u32), draw: impl FnOnce(&Area) -> Result<()>) -> Result<()> {
+    render_png_on(path, vec![255u8; (width * height * 3) as usize], (width, height), draw)
+}
+
+/// Draws with `draw` over an RGB picture and saves the result as PNG at `path`.
+fn render_png_on(
+    path: &Path,
+    mut buffer: Vec<u8>,
+    (width, height): (u32, u32),
+    draw: impl FnOnce(&Area) -> Result<()>,
+) -> Result<()> {
     register_font();
-    let mut buffer = vec![255u8; (width * height * 3) as usize];
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
         draw(&root)?;
@@ -255,6 +265,34 @@ pub fn draw_faces(cells: &[(String, Option<Vec<u8>>)], cols: usize, path: &Path)
                 root.draw(&Rectangle::new([(x, y), (x + scale as i32, y + scale as i32)], RGBColor(g, g, g).filled()))
                     .map_err(drawing)?;
             }
+        }
+        Ok(())
+    })
+}
+
+/// A photo with a box and a label (e.g. "happy 87%") drawn for each face.
+pub fn annotate_photo(photo: &image::RgbImage, faces: &[(BoundingBox, String)], path: &Path) -> Result<()> {
+    let (width, height) = photo.dimensions();
+    // Line width and text size follow the photo's size, so labels stay readable on large photos.
+    let line = (width.max(height) / 250).max(2) as i32;
+    let font_size = (width.max(height) as f64 / 28.0).clamp(14.0, 96.0);
+    render_png_on(path, photo.as_raw().clone(), (width, height), |root| {
+        let colour = RGBColor(255, 200, 0);
+        let style = TextStyle::from((FONT, font_size).into_font()).color(&BLACK);
+        for (b, label) in faces {
+            let (x0, y0) = (b.x as i32, b.y as i32);
+            let (x1, y1) = (x0 + b.width as i32, y0 + b.height as i32);
+            for k in 0..line {
+                root.draw(&Rectangle::new([(x0 - k, y0 - k), (x1 + k, y1 + k)], colour.stroke_width(1)))
+                    .map_err(drawing)?;
+            }
+            let (tw, th) = root.estimate_text_size(label, &style).map_err(drawing)?;
+            let (tw, th) = (tw as i32 + 8, th as i32 + 6);
+            // The label sits on a filled band above the box, or inside it at the photo's top edge.
+            let ty = if y0 - line - th >= 0 { y0 - line - th } else { y0 };
+            root.draw(&Rectangle::new([(x0 - line, ty), (x0 - line + tw, ty + th)], colour.filled()))
+                .map_err(drawing)?;
+            root.draw(&Text::new(label.clone(), (x0 - line + 4, ty + 3), style.clone())).map_err(drawing)?;
         }
         Ok(())
     })

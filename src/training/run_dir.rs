@@ -81,6 +81,16 @@ impl RunDir {
             bail!("{}: no weights (did the run finish an epoch?)", path.display());
         }
         let net = config.model.without_pretrained().build(device)?;
-        net.try_load_file(&path).map_err(|e| anyhow::anyhow!("{}: cannot load weights: {e}", path.display()))
+        net.try_load_file(&path).map_err(|e| {
+            // Burn lists every missing tensor; a few name the problem.
+            let mut message = e.to_string();
+            if message.chars().count() > 400 {
+                message = format!("{}... (cut)", message.chars().take(400).collect::<String>());
+            }
+            anyhow::anyhow!(
+                "{}: cannot load weights (written by another ferkit version, or for another net?): {message}",
+                path.display()
+            )
+        })
     }
 }

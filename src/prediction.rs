@@ -1,0 +1,168 @@
+//! Emotions of the faces in photos: find the faces (a Haar cascade, or the whole image when the
+//! photo is one face already), cut each out as a 48x48 grey face like FER2013's, and run a
+//! trained net on them.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use burn::tensor::activation::softmax;
+use image::imageops::FilterType;
+use image::{ImageDecoder, ImageReader, RgbImage};
+use serde::Serialize;
+
+use crate::data::batch::{Preprocess, in_batches, make_batch, sequential};
+use crate::data::{CLASS_NAMES, IMAGE_SIDE, NUM_CLASSES, Split};
+use crate::detection::{BoundingBox, DetectOptions, GreyImage, HaarCascade};
+use crate::models::Model;
+use crate::training::RunDir;
+
+/// A photo in colour (for pictures) and grey (for detection and the net).
+pub struct Photo {
+    pub path: PathBuf,
+    pub rgb: RgbImage,
+    pub grey: GreyImage,
+}
+
+impl Photo {
+    /// Reads a PNG or JPEG, turned upright as its EXIF orientation says (phone photos).
+    pub fn open(path: &Path) -> Result<Self> {
+        let cannot = || format!("{}: cannot read the image", path.display());
+        let mut decoder = ImageReader::open(path)
+            .with_context(cannot)?
+            .with_guessed_format()
+            .with_context(cannot)?
+            .into_decoder()
+            .with_context(cannot)?;
+        let orientation = decoder.orientation().with_context(cannot)?;
+        let mut image = image::DynamicImage::from_decoder(decoder).with_context(cannot)?;
+        image.apply_orientation(orientation);
+        let rgb = image.to_rgb8();
+        let grey = GreyImage::from_rgb(rgb.width() as usize, rgb.height() as usize, rgb.as_raw());
+        Ok(Self { path: path.to_path_buf(), rgb, grey })
+    }
+}
+
+/// How faces are found in a photo.
+pub enum FaceFinder {
+    Cascade {
+        cascade: HaarCascade,
+        options: DetectOptions,
+    },
+    /// The photo is one face (already cropped).
+    WholeImage,
+}
+
+impl FaceFinder {
+    pub fn find(&self, grey: &GreyImage) -> Vec<BoundingBox> {
+        match self {
+            FaceFinder::Cascade { cascade, options } => {
+                let mut faces = cascade.detect(grey, options);
+                // Reading order: top to bottom, then left to right.
+                faces.sort_by_key(|b| (b.y, b.x));
+                faces
+            }
+            FaceFinder::WholeImage => vec![BoundingBox { x: 0, y: 0, width: grey.width, height: grey.height }],
+        }
+    }
+}
+
+/// One face: where it is and the net's probability for each class.
+#[derive(Clone, Debug, Serialize)]
+pub struct FacePrediction {
+    #[serde(rename = "box")]
+    pub bbox: BoundingBox,
+    pub emotion: &'static str,
+    pub probabilities: [f32; NUM_CLASSES],
+}
+
+impl FacePrediction {
+    fn new(bbox: BoundingBox, probabilities: [f32; NUM_CLASSES]) -> Self {
+        let best = (0..NUM_CLASSES).max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b])).unwrap_or(0);
+        Self { bbox, emotion: CLASS_NAMES[best], probabilities }
+    }
+
+    pub fn confidence(&self) -> f32 {
+        self.probabilities[CLASS_NAMES.iter().position(|c| *c == self.emotion).unwrap_or(0)]
+    }
+}
+
+/// A trained net, loaded from its run directory, that gives class probabilities for faces.
+pub struct EmotionClassifier {
+    pub model_name: String,
+    net: Model,
+    preprocess: Preprocess,
+    device: Device,
+}
+
+impl EmotionClassifier {
+    pub fn from_run(run_dir: &Path) -> Result<Self> {
+        let run = RunDir::open(run_dir)?;
+        let config = run.load_config()?;
+        let device = config.device.device()?;
+        let net = run.load_model(&config, &device)?;
+        Ok(Self { model_name: config.model.name().to_string(), net, preprocess: config.model.preprocess(), device })
+    }
+
+    /// Class probabilities for 48x48 grey faces, in order.
+    pub fn classify(&self, faces: &[Vec<u8>]) -> Vec<[f32; NUM_CLASSES]> {
+        let mut split = Split::new();
+        for face in faces {
+            split.push(face, 0); // the label is not used
+        }
+        let mut out = Vec::with_capacity(faces.len());
+        for indices in in_batches(&sequential(split.len()), 64) {
+            let batch = make_batch(&split, indices, self.preprocess, &self.device);
+            let probabilities = softmax(self.net.forward(batch.images), 1);
+            let values =
+                probabilities.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities are floats");
+            out.extend(
+                values.chunks_exact(NUM_CLASSES).map(|p| <[f32; NUM_CLASSES]>::try_from(p).expect("seven classes")),
+            );
+        }
+        out
+    }
+
+    /// Finds the faces of a photo and classifies each.
+    pub fn predict(&self, finder: &FaceFinder, photo: &Photo) -> Vec<FacePrediction> {
+        let boxes = finder.find(&photo.grey);
+        let faces: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(&photo.grey, b)).collect();
+        boxes.into_iter().zip(self.classify(&faces)).map(|(b, p)| FacePrediction::new(b, p)).collect()
+    }
+}
+
+/// The box's pixels as a 48x48 grey face (area-weighted resampling, as image folders are read).
+pub fn crop_face(grey: &GreyImage, b: BoundingBox) -> Vec<u8> {
+    let mut crop = image::GrayImage::new(b.width as u32, b.height as u32);
+    for (x, y, p) in crop.enumerate_pixels_mut() {
+        p.0[0] = grey.at(b.x + x as usize, b.y + y as usize);
+    }
+    image::imageops::resize(&crop, IMAGE_SIDE as u32, IMAGE_SIDE as u32, FilterType::Triangle).into_raw()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn crops_take_the_boxed_pixels() {
+        // A 100x60 image whose left half is dark and right half bright.
+        let pixels = (0..60).flat_map(|_| (0..100).map(|x| if x < 50 { 10 } else { 200 })).collect();
+        let grey = GreyImage::new(100, 60, pixels);
+        let dark = crop_face(&grey, BoundingBox { x: 0, y: 0, width: 48, height: 48 });
+        assert!(dark.iter().all(|&p| p == 10));
+        let bright = crop_face(&grey, BoundingBox { x: 52, y: 6, width: 48, height: 48 });
+        assert!(bright.iter().all(|&p| p == 200));
+        // A 96x60 box straddling the edge: left columns dark, right columns bright.
+        let both = crop_face(&grey, BoundingBox { x: 2, y: 0, width: 96, height: 60 });
+        assert_eq!(both.len(), IMAGE_SIDE * IMAGE_SIDE);
+        assert_eq!((both[0], both[IMAGE_SIDE - 1]), (10, 200));
+    }
+
+    #[test]
+    fn the_emotion_is_the_most_probable_class() {
+        let b = BoundingBox { x: 0, y: 0, width: 1, height: 1 };
+        let p = FacePrediction::new(b, [0.1, 0.0, 0.05, 0.6, 0.05, 0.1, 0.1]);
+        assert_eq!((p.emotion, p.confidence()), ("happy", 0.6));
+    }
+}

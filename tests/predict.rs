@@ -1,0 +1,120 @@
+//! `ferkit predict`: faces found in photos and read by a trained net, end to end on the real
+//! photos and FER2013 in ../shared, and its errors on bad input.
+
+mod common;
+
+use std::path::Path;
+
+use common::{ferkit, shared, shared_fer2013, stderr, stdout, synthetic_csv, synthetic_face, write, write_gz};
+
+fn train(data: &Path, out: &Path, extra: &[&str]) {
+    let mut args = vec!["train", "cnn3", "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    let o = ferkit(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_trained_net_reads_the_face_in_a_real_photo() {
+    let (Some(data), Some(cascade), Some(photos)) =
+        (shared_fer2013(), shared("models/haarcascade_frontalface_default.xml"), shared("data/photos"))
+    else {
+        eprintln!("SKIPPED: FER2013, the Haar cascade or the photos are absent from ../shared");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("cnn3");
+    // Three epochs of the notebook's cnn3 on all of FER2013's training rows (about 40% on
+    // validation): enough to read a broad smile, in about 40 s.
+    train(&data, &run, &["--epochs", "3"]);
+    let out_dir = dir.path().join("pred");
+    let astronaut = photos.join("astronaut.png");
+    let coffee = photos.join("coffee.png");
+    let o = ferkit(&[
+        "predict",
+        run.to_str().unwrap(),
+        astronaut.to_str().unwrap(),
+        coffee.to_str().unwrap(),
+        "--cascade",
+        cascade.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    eprintln!("{text}");
+    assert!(text.contains("coffee.png: no face found"), "{text}");
+
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("predictions.json")).unwrap()).unwrap();
+    let photos = doc["photos"].as_array().unwrap();
+    assert_eq!(photos.len(), 2);
+    // The README of ../shared/data/photos: one frontal, smiling face in astronaut.png, none in coffee.png.
+    let faces = photos[0]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "{faces:?}");
+    assert_eq!(faces[0]["emotion"], "happy", "{faces:?}");
+    let probabilities = faces[0]["probabilities"].as_object().unwrap();
+    let sum: f64 = probabilities.values().map(|p| p.as_f64().unwrap()).sum();
+    assert!((sum - 1.0).abs() < 1e-4, "probabilities sum to {sum}");
+    // The box is where OpenCV puts the face (tests/detect_reference.rs compares the detector itself).
+    assert_eq!(faces[0]["box"], serde_json::json!({"x": 177, "y": 66, "width": 95, "height": 95}));
+    assert!(photos[1]["faces"].as_array().unwrap().is_empty());
+
+    let csv = std::fs::read_to_string(out_dir.join("predictions.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 2, "{csv}");
+    assert!(csv.lines().nth(1).unwrap().contains(",1,177,66,95,95,happy,"), "{csv}");
+    // Each photo comes back with its faces marked, at its own size.
+    let marked = image::open(out_dir.join("astronaut.png")).unwrap();
+    assert_eq!((marked.width(), marked.height()), (512, 512));
+    assert!(out_dir.join("coffee.png").exists());
+}
+
+#[test]
+fn bad_input_names_the_file_and_writes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(35));
+    let run = dir.path().join("run");
+    train(&data, &run, &["--epochs", "1", "--batch", "16"]);
+    let run = run.to_str().unwrap();
+    let face = dir.path().join("face.png");
+    image::GrayImage::from_raw(48, 48, synthetic_face(3, 1)).unwrap().save(&face).unwrap();
+    let face = face.to_str().unwrap();
+    let out_dir = dir.path().join("out");
+    let out = out_dir.to_str().unwrap();
+
+    // An already-cropped face: no detector, one face per photo.
+    let o = ferkit(&["predict", run, face, "--whole-image"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("face 1 at (0, 0) 48x48:"), "{}", stdout(&o));
+
+    let not_an_image = write(&dir.path().join("notes.png"), "not a picture").to_str().unwrap().to_string();
+    let missing = dir.path().join("missing.jpg").to_str().unwrap().to_string();
+    let cascade = write(
+        &dir.path().join("cascade.xml"),
+        "<opencv_storage>\n<cascade>\n<stageType>BOOST</stageType>\n</cascade>\n</opencv_storage>\n",
+    );
+    let cascade = cascade.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec!["predict", run, face, not_an_image.as_str(), "--whole-image", "--out", out],
+            "notes.png: cannot read the image",
+        ),
+        (vec!["predict", run, missing.as_str(), "--whole-image", "--out", out], "missing.jpg: cannot read the image"),
+        (vec!["predict", run, face, "--cascade", cascade, "--out", out], "cascade.xml: not a usable Haar cascade"),
+        (vec!["predict", run, face, "--out", out], "--cascade"),
+        (
+            vec!["predict", run, face, "--whole-image", "--scale-factor", "1", "--out", out],
+            "--scale-factor must be above 1",
+        ),
+        (vec!["predict", dir.path().to_str().unwrap(), face, "--whole-image", "--out", out], "config"),
+    ];
+    for (args, expected) in cases {
+        let o = ferkit(&args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        assert!(stderr(&o).contains(expected), "{args:?}: expected `{expected}` in\n{}", stderr(&o));
+        assert!(!out_dir.exists(), "{args:?} wrote {}", out_dir.display());
+    }
+    // The cascade error also names the line of the XML that is wrong.
+    let o = ferkit(&["predict", run, face, "--cascade", cascade]);
+    assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+}
