@@ -194,7 +194,8 @@ def main():
         pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
     ours = {}
     if args.compare:
-        ours = {(r["model"], r["batch"]): r for r in json.loads(pathlib.Path(args.compare).read_text())}
+        doc = json.loads(pathlib.Path(args.compare).read_text())
+        ours = {(r["model"], r["batch"]): r for r in doc["models"]}
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} x {args.steps} steps")
     width = max([10] + [len(r["model"]) + 2 for r in results])
     print(f"{'model':<{width}}{'batch':>6}{'ferkit train':>14}{'torch train':>13}{'ratio':>7}"

@@ -18,3 +18,14 @@ echo "machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinf
   --json "$out/ferkit.json" >/dev/null
 OMP_NUM_THREADS="$threads" python3 bench/pytorch_reference.py --models "$models" --threads "$threads" \
   --steps "$steps" --repeats "$repeats" --compare "$out/ferkit.json"
+# Face detection beside OpenCV, when the cascade and the photos are in ../shared.
+cascade=../shared/models/haarcascade_frontalface_default.xml
+photos=../shared/data/photos/astronaut.png,../shared/data/photos/coffee.png
+if [ -f "$cascade" ] && python3 -c "import cv2; cv2.CascadeClassifier" 2>/dev/null; then
+  ./target/release/ferkit bench --models "" --photos "$photos" --cascade "$cascade" --threads "$threads" \
+    --json "$out/detect.json" >/dev/null
+  python3 bench/detect_reference.py --cascade "$cascade" --photos "$photos" --threads "$threads" \
+    --compare "$out/detect.json"
+else
+  echo "face detection: skipped (needs $cascade and opencv-python-headless<5)"
+fi

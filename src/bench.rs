@@ -111,3 +111,39 @@ fn median(values: &mut [f64]) -> f64 {
     values.sort_by(|a, b| a.total_cmp(b));
     values[values.len() / 2]
 }
+
+/// Face detection's speed on one photo.
+#[derive(Clone, Debug, Serialize)]
+pub struct DetectBench {
+    pub photo: String,
+    pub width: usize,
+    pub height: usize,
+    pub faces: usize,
+    /// Median seconds per detection.
+    pub seconds: f64,
+}
+
+/// Times `cascade.detect` on each photo (already grey and in memory, so that only detection is
+/// timed, as `bench/detect_reference.py` times OpenCV's); the median of `repeats`.
+pub fn bench_detection(
+    cascade: &crate::detection::HaarCascade,
+    photos: &[(String, crate::detection::GreyImage)],
+    options: &crate::detection::DetectOptions,
+    repeats: usize,
+) -> Vec<DetectBench> {
+    photos
+        .iter()
+        .map(|(name, grey)| {
+            let mut faces = 0;
+            let mut times: Vec<f64> = (0..repeats)
+                .map(|_| {
+                    let start = Instant::now();
+                    faces = cascade.detect(grey, options).len();
+                    start.elapsed().as_secs_f64()
+                })
+                .collect();
+            let seconds = median(&mut times);
+            DetectBench { photo: name.clone(), width: grey.width, height: grey.height, faces, seconds }
+        })
+        .collect()
+}

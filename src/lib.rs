@@ -1,7 +1,8 @@
 //! ferkit: facial-expression recognition on FER2013-shaped data, in Rust on Burn.
 //!
 //! The modules follow the pipeline: [`data`] -> [`models`] -> [`training`] -> [`evaluation`]
-//! -> [`reporting`], with [`bench`] for throughput and [`cli`] as the thin command layer.
+//! -> [`reporting`], with [`tuning`] for hyperparameter search, [`detection`] and [`prediction`]
+//! for faces in real photos, [`bench`] for throughput and [`cli`] as the thin command layer.
 
 pub mod bench;
 pub mod cli;

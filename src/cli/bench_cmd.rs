@@ -5,13 +5,15 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use crate::bench::bench_model;
+use crate::bench::{DetectBench, bench_detection, bench_model};
+use crate::detection::{DetectOptions, HaarCascade};
+use crate::prediction::Photo;
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// MODEL:BATCH pairs.
+    /// MODEL:BATCH pairs (an empty list with --photos times detection only).
     #[arg(long, value_delimiter = ',', default_value = "cnn3:512,vgg-lite:64")]
     pub models: Vec<String>,
     /// Steps per timing.
@@ -28,6 +30,12 @@ pub struct BenchArgs {
     /// Augmentation recipe whose data-preparation cost is measured too.
     #[arg(long, default_value = "rotation=20,shear=20,zoom=0.1,hflip,fill=nearest")]
     pub augment: String,
+    /// Photos to time face detection on (with --cascade), e.g. ../shared/data/photos/astronaut.png.
+    #[arg(long, value_delimiter = ',', requires = "cascade")]
+    pub photos: Vec<PathBuf>,
+    /// The Haar cascade for --photos.
+    #[arg(long)]
+    pub cascade: Option<PathBuf>,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -40,9 +48,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .build_global()
         .context("cannot set up the thread pool")?;
     let device = args.device.device()?;
+    let detection = match &args.cascade {
+        Some(path) => detection_bench(path, &args.photos, args.repeats.max(5))?,
+        None => Vec::new(),
+    };
+    let models: Vec<&String> = args.models.iter().filter(|m| !m.is_empty()).collect();
+    if models.is_empty() {
+        return write_json(args.json.as_deref(), &serde_json::json!({ "detection": detection }));
+    }
     println!("{:<10}{:>7}{:>18}{:>18}", "model", "batch", "train img/s", "infer img/s");
     let mut results = Vec::new();
-    for pair in &args.models {
+    for pair in models {
         let (name, batch) = pair
             .split_once(':')
             .and_then(|(m, b)| Some((m, b.parse::<usize>().ok()?)))
@@ -58,8 +74,31 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "batch preparation on one thread, 28709 images: standardise {plain:.0} img/s; standardise + augment ({}) {augmented:.0} img/s",
         args.augment
     );
-    if let Some(path) = args.json {
-        write_atomic(&path, serde_json::to_string_pretty(&results)?)?;
+    write_json(args.json.as_deref(), &serde_json::json!({ "models": results, "detection": detection }))
+}
+
+fn write_json(path: Option<&std::path::Path>, value: &serde_json::Value) -> Result<()> {
+    match path {
+        Some(path) => write_atomic(path, serde_json::to_string_pretty(value)?),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Face detection per photo with the default settings of `ferkit predict`.
+fn detection_bench(cascade: &std::path::Path, photos: &[PathBuf], repeats: usize) -> Result<Vec<DetectBench>> {
+    let cascade = HaarCascade::load(cascade)?;
+    let photos =
+        photos.iter().map(|p| Ok((p.display().to_string(), Photo::open(p)?.grey))).collect::<Result<Vec<_>>>()?;
+    let results = bench_detection(&cascade, &photos, &DetectOptions::default(), repeats);
+    println!("{:<40}{:>11}{:>7}{:>14}", "photo (face detection)", "size", "faces", "ms per photo");
+    for r in &results {
+        println!(
+            "{:<40}{:>11}{:>7}{:>14.2}",
+            r.photo,
+            format!("{}x{}", r.width, r.height),
+            r.faces,
+            1000.0 * r.seconds
+        );
+    }
+    Ok(results)
 }
