@@ -41,6 +41,18 @@ impl Photo {
         let grey = GreyImage::from_rgb(rgb.width() as usize, rgb.height() as usize, rgb.as_raw());
         Ok(Self { path: path.to_path_buf(), rgb, grey })
     }
+
+    /// Checks that `path` is an image of a known format, reading its header only: a cheap way to
+    /// find a wrong path among many photos before the slow work starts.
+    pub fn check(path: &Path) -> Result<(u32, u32)> {
+        let cannot = || format!("{}: cannot read the image", path.display());
+        ImageReader::open(path)
+            .with_context(cannot)?
+            .with_guessed_format()
+            .with_context(cannot)?
+            .into_dimensions()
+            .with_context(cannot)
+    }
 }
 
 /// How faces are found in a photo.

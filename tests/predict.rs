@@ -114,6 +114,20 @@ fn bad_input_names_the_file_and_writes_nothing() {
         assert!(stderr(&o).contains(expected), "{args:?}: expected `{expected}` in\n{}", stderr(&o));
         assert!(!out_dir.exists(), "{args:?} wrote {}", out_dir.display());
     }
+    // A photo whose header reads but whose pixels are cut off fails when its turn comes: the
+    // photos before it keep their complete marked pictures, no tables are written, and no
+    // temporary file is left behind.
+    let whole = std::fs::read(face).unwrap();
+    let truncated = write(&dir.path().join("cut.png"), &whole[..whole.len() / 2]);
+    let o = ferkit(&["predict", run, face, truncated.to_str().unwrap(), "--whole-image", "--out", out]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("cut.png: cannot read the image"), "{}", stderr(&o));
+    let mut left: Vec<String> =
+        std::fs::read_dir(&out_dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, vec!["face.png"]);
+    assert!(image::open(out_dir.join("face.png")).is_ok());
+
     // The cascade error also names the line of the XML that is wrong.
     let o = ferkit(&["predict", run, face, "--cascade", cascade]);
     assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));

@@ -1,10 +1,12 @@
 //! `ferkit predict RUN_DIR PHOTO... --cascade F [--out DIR]`
 
 use std::collections::HashSet;
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::data::CLASS_NAMES;
@@ -57,17 +59,107 @@ pub fn run(args: PredictArgs) -> Result<()> {
         None => FaceFinder::WholeImage,
     };
     let classifier = EmotionClassifier::from_run(&args.run_dir)?;
-    // Every photo is read before anything is written: a bad file stops the run with no output.
-    let photos = args.photos.iter().map(|p| Photo::open(p)).collect::<Result<Vec<_>>>()?;
-    let results: Vec<Vec<FacePrediction>> = photos.iter().map(|p| classifier.predict(&finder, p)).collect();
+    // A missing file or one that is not an image stops the run before anything is written.
+    for path in &args.photos {
+        Photo::check(path)?;
+    }
+    if let Some(out) = &args.out {
+        std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the folder", out.display()))?;
+    }
+    // One photo at a time, so that a thousand phone photos never sit in memory together; each
+    // marked photo is written whole (temporary name, then renamed), the tables at the end.
+    let progress = Progress::new(args.photos.len());
+    let mut used_names = HashSet::new();
+    let mut done = Vec::with_capacity(args.photos.len());
+    for path in &args.photos {
+        let photo = Photo::open(path)?;
+        let faces = classifier.predict(&finder, &photo);
+        progress.println(&describe(&photo, &faces));
+        let picture = match &args.out {
+            Some(out) => {
+                let name = picture_name(path, &mut used_names);
+                let labels: Vec<_> =
+                    faces.iter().map(|f| (f.bbox, format!("{} {:.0}%", f.emotion, 100.0 * f.confidence()))).collect();
+                annotate_photo(&photo.rgb, &labels, &out.join(&name))?;
+                Some(name)
+            }
+            None => None,
+        };
+        done.push(PhotoResult {
+            path: path.clone(),
+            width: photo.grey.width,
+            height: photo.grey.height,
+            picture,
+            faces,
+        });
+        progress.inc();
+    }
+    progress.finish();
+    if let Some(out) = &args.out {
+        write_tables(out, &classifier, &args, &done)?;
+    }
+    Ok(())
+}
 
-    for (photo, faces) in photos.iter().zip(&results) {
-        if faces.is_empty() {
-            println!("{}: no face found", photo.path.display());
+/// What `predict` found in one photo.
+struct PhotoResult {
+    path: PathBuf,
+    width: usize,
+    height: usize,
+    /// The marked photo's file name in the output folder.
+    picture: Option<String>,
+    faces: Vec<FacePrediction>,
+}
+
+/// A bar over the photos on a terminal (when there are several); lines go above it.
+struct Progress(Option<ProgressBar>);
+
+impl Progress {
+    fn new(photos: usize) -> Self {
+        Self((photos > 1 && std::io::stderr().is_terminal()).then(|| {
+            let bar = ProgressBar::new(photos as u64);
+            bar.set_style(
+                ProgressStyle::with_template(
+                    "[{bar:30}] {pos}/{len} photos  {elapsed_precise} elapsed, ETA {eta_precise}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            bar
+        }))
+    }
+
+    fn println(&self, text: &str) {
+        match &self.0 {
+            Some(bar) => bar.println(text),
+            None => println!("{text}"),
         }
-        for (i, f) in faces.iter().enumerate() {
+    }
+
+    fn inc(&self) {
+        if let Some(bar) = &self.0 {
+            bar.inc(1);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.0 {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// One line per face, or one saying there is none.
+fn describe(photo: &Photo, faces: &[FacePrediction]) -> String {
+    if faces.is_empty() {
+        return format!("{}: no face found", photo.path.display());
+    }
+    let lines: Vec<String> = faces
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
             let b = f.bbox;
-            println!(
+            format!(
                 "{} face {} at ({}, {}) {}x{}: {} {:.1}%  ({})",
                 photo.path.display(),
                 i + 1,
@@ -78,13 +170,10 @@ pub fn run(args: PredictArgs) -> Result<()> {
                 f.emotion,
                 100.0 * f.confidence(),
                 runners_up(f)
-            );
-        }
-    }
-    if let Some(out) = &args.out {
-        write_outputs(out, &classifier, &args, &photos, &results)?;
-    }
-    Ok(())
+            )
+        })
+        .collect();
+    lines.join("\n")
 }
 
 /// The next two classes, e.g. "neutral 6.2%, sad 3.0%".
@@ -98,28 +187,17 @@ fn runners_up(f: &FacePrediction) -> String {
         .join(", ")
 }
 
-fn write_outputs(
-    out: &Path,
-    classifier: &EmotionClassifier,
-    args: &PredictArgs,
-    photos: &[Photo],
-    results: &[Vec<FacePrediction>],
-) -> Result<()> {
-    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the folder", out.display()))?;
-    let mut used = HashSet::new();
+/// predictions.json and predictions.csv.
+fn write_tables(out: &Path, classifier: &EmotionClassifier, args: &PredictArgs, done: &[PhotoResult]) -> Result<()> {
     let mut entries = Vec::new();
     let mut csv = format!("photo,face,x,y,width,height,emotion,{}\n", CLASS_NAMES.join(","));
-    for (photo, faces) in photos.iter().zip(results) {
-        let picture = out.join(picture_name(&photo.path, &mut used));
-        let labels: Vec<_> =
-            faces.iter().map(|f| (f.bbox, format!("{} {:.0}%", f.emotion, 100.0 * f.confidence()))).collect();
-        annotate_photo(&photo.rgb, &labels, &picture)?;
-        for (i, f) in faces.iter().enumerate() {
+    for r in done {
+        for (i, f) in r.faces.iter().enumerate() {
             let b = f.bbox;
             let probabilities: Vec<String> = f.probabilities.iter().map(|p| format!("{p:.6}")).collect();
             csv += &format!(
                 "{},{},{},{},{},{},{},{}\n",
-                csv_field(&photo.path.display().to_string()),
+                csv_field(&r.path.display().to_string()),
                 i + 1,
                 b.x,
                 b.y,
@@ -130,11 +208,11 @@ fn write_outputs(
             );
         }
         entries.push(json!({
-            "photo": photo.path.display().to_string(),
-            "width": photo.grey.width,
-            "height": photo.grey.height,
-            "picture": picture.file_name().map(|n| n.to_string_lossy().into_owned()),
-            "faces": faces.iter().map(|f| json!({
+            "photo": r.path.display().to_string(),
+            "width": r.width,
+            "height": r.height,
+            "picture": r.picture,
+            "faces": r.faces.iter().map(|f| json!({
                 "box": f.bbox,
                 "emotion": f.emotion,
                 "probabilities": CLASS_NAMES.iter().zip(f.probabilities).map(|(c, p)| (c.to_string(), json!(p))).collect::<serde_json::Map<_, _>>(),
@@ -158,7 +236,7 @@ fn write_outputs(
     });
     write_atomic(&out.join("predictions.json"), serde_json::to_string_pretty(&doc)?)?;
     write_atomic(&out.join("predictions.csv"), csv)?;
-    println!("wrote {}: predictions.json, predictions.csv and {} marked photos", out.display(), photos.len());
+    println!("wrote {}: predictions.json, predictions.csv and {} marked photos", out.display(), done.len());
     Ok(())
 }
 
