@@ -10,7 +10,10 @@ use anyhow::{Context, Result};
 
 use crate::data::augment::AugmentConfig;
 use crate::data::{DataSource, Dataset, LoadOptions};
+use crate::detection::DetectOptions;
 use crate::models::{ModelSpec, resolve};
+use crate::prediction::output::{describe_setup, photos_in, predict_photos, write_tables};
+use crate::prediction::{EmotionClassifier, FaceFinder};
 use crate::reporting::plots::{augment_preview, face_grid};
 use crate::reporting::report::write_report;
 use crate::reporting::table::stats_json;
@@ -36,6 +39,9 @@ pub struct ReproduceOptions {
     pub weights: Option<PathBuf>,
     pub workers: usize,
     pub device: DeviceKind,
+    /// A folder of photos and the Haar cascade that finds their faces, for the last step: the
+    /// final model pointed at real photos (skipped without them).
+    pub photos: Option<(PathBuf, PathBuf)>,
 }
 
 /// Epochs, batch and data size for each step, full or quick.
@@ -118,6 +124,12 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
         ),
     }
     step("augment", || augment_step(options, &recipe, &dataset))?;
+    match &options.photos {
+        Some((photos, cascade)) => step("photos", || photos_step(&options.out, photos, cascade))?,
+        None => eprintln!(
+            "step photos: skipped, no photos or cascade (give --photos ../shared/data/photos --cascade ../shared/models/haarcascade_frontalface_default.xml)"
+        ),
+    }
     write_report(&options.out, options.quick)?;
     eprintln!(
         "reproduction finished in {:.0} s; report: {}",
@@ -209,4 +221,20 @@ fn augment_step(options: &ReproduceOptions, recipe: &Recipe, dataset: &Dataset) 
     config.init_from = Some(best_dir);
     config.augment = Some(AugmentConfig::parse(NOTEBOOK_AUGMENTATION)?);
     train_step(config, options, recipe, dataset, &options.out.join("augmented"))
+}
+
+/// The final model (tuned net + augmentation) on real photos: faces found with the cascade,
+/// each photo marked, predictions.json and .csv in `photos/`.
+fn photos_step(out: &Path, photos: &Path, cascade: &Path) -> Result<()> {
+    let dir = out.join("photos");
+    if dir.join("predictions.json").exists() {
+        return Ok(());
+    }
+    let run_dir = out.join("augmented");
+    let classifier = EmotionClassifier::from_run(&run_dir)?;
+    let finder = FaceFinder::cascade(cascade, DetectOptions::default())?;
+    let paths = photos_in(photos)?;
+    anyhow::ensure!(!paths.is_empty(), "{}: no PNG or JPEG photos", photos.display());
+    let results = predict_photos(&classifier, &finder, &paths, Some(&dir), |_| {})?;
+    write_tables(&dir, describe_setup(&run_dir, &classifier, &finder), &results)
 }

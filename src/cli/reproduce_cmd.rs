@@ -9,8 +9,10 @@ use super::DataArgs;
 use crate::reproduce::{ReproduceOptions, reproduce};
 use crate::util::device::DeviceKind;
 
-/// Where the ImageNet weights are looked for when --weights is not given.
+/// Where the ImageNet weights, the photos and the face detector are looked for when not given.
 const SHARED_WEIGHTS: &str = "../shared/models/efficientnet-lite0-57934424.pth";
+const SHARED_PHOTOS: &str = "../shared/data/photos";
+const SHARED_CASCADE: &str = "../shared/models/haarcascade_frontalface_default.xml";
 
 #[derive(Args, Debug)]
 pub struct ReproduceArgs {
@@ -32,12 +34,21 @@ pub struct ReproduceArgs {
     pub workers: usize,
     #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
     pub device: DeviceKind,
+    /// A folder of photos for the final model to read (default: ../shared/data/photos, if present).
+    #[arg(long)]
+    pub photos: Option<PathBuf>,
+    /// The Haar cascade that finds their faces (default: ../shared/models/haarcascade_frontalface_default.xml, if present).
+    #[arg(long)]
+    pub cascade: Option<PathBuf>,
 }
 
 pub fn run(args: ReproduceArgs) -> Result<()> {
     let data = args.data.source();
     anyhow::ensure!(!data.is_empty(), "no data given: use --data FILE_OR_FOLDER, or --train/--val/--test FILE");
-    let weights = args.weights.or_else(|| Some(PathBuf::from(SHARED_WEIGHTS)).filter(|p| p.exists()));
+    let or_shared =
+        |given: Option<PathBuf>, shared: &str| given.or_else(|| Some(PathBuf::from(shared)).filter(|p| p.exists()));
+    let weights = or_shared(args.weights, SHARED_WEIGHTS);
+    let photos = or_shared(args.photos, SHARED_PHOTOS).zip(or_shared(args.cascade, SHARED_CASCADE));
     reproduce(&ReproduceOptions {
         data,
         out: args.out,
@@ -46,5 +57,6 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         weights,
         workers: args.workers,
         device: args.device,
+        photos,
     })
 }

@@ -177,9 +177,52 @@ pub fn write_report(out: &Path, quick: bool) -> Result<()> {
         sections.push(Section { title: "Hyperparameter search".into(), blocks });
     }
 
+    if let Some(section) = photos_section(out) {
+        sections.push(section);
+    }
+
     write_atomic(&out.join("report.md"), markdown(&sections, out))?;
     write_atomic(&out.join("report.html"), html(&sections)?)?;
     Ok(())
+}
+
+/// The final model on real photos: a row per face, and each photo with its faces marked.
+fn photos_section(out: &Path) -> Option<Section> {
+    let dir = out.join("photos");
+    let doc = read_json(&dir.join("predictions.json"))?;
+    let mut table = vec![["photo", "face", "box (x, y, side)", "emotion", "probability"].map(String::from).to_vec()];
+    let mut images = Vec::new();
+    for photo in doc["photos"].as_array()? {
+        let name = Path::new(photo["photo"].as_str()?).file_name()?.to_string_lossy().into_owned();
+        let faces = photo["faces"].as_array()?;
+        if faces.is_empty() {
+            table.push(vec![name.clone(), "none found".into(), String::new(), String::new(), String::new()]);
+        }
+        for (i, f) in faces.iter().enumerate() {
+            let b = &f["box"];
+            let emotion = f["emotion"].as_str()?;
+            table.push(vec![
+                name.clone(),
+                (i + 1).to_string(),
+                format!("{}, {}, {}", b["x"], b["y"], b["width"]),
+                emotion.to_string(),
+                pct(&f["probabilities"][emotion]),
+            ]);
+        }
+        if let Some(picture) = photo["picture"].as_str() {
+            images.push(Block::Image(name, dir.join(picture)));
+        }
+    }
+    let mut blocks = vec![
+        Block::Text(format!(
+            "The final model (tuned + augmentation) pointed at real photos: faces found with OpenCV's Haar cascade ({}), \
+             each cut out as a 48x48 grey face and read by the net.",
+            doc["detector"]["cascade"].as_str().unwrap_or("?")
+        )),
+        Block::Table(table),
+    ];
+    blocks.extend(images);
+    Some(Section { title: "Photos".into(), blocks })
 }
 
 fn markdown(sections: &[Section], out: &Path) -> String {

@@ -1,6 +1,8 @@
 //! Emotions of the faces in photos: find the faces (a Haar cascade, or the whole image when the
 //! photo is one face already), cut each out as a 48x48 grey face like FER2013's, and run a
-//! trained net on them.
+//! trained net on them. [`output`] runs that over a list of photos and writes the results.
+
+pub mod output;
 
 use std::path::{Path, PathBuf};
 
@@ -57,18 +59,21 @@ impl Photo {
 
 /// How faces are found in a photo.
 pub enum FaceFinder {
-    Cascade {
-        cascade: HaarCascade,
-        options: DetectOptions,
-    },
+    /// `path` is where the cascade was read from (recorded with the results).
+    Cascade { cascade: HaarCascade, path: PathBuf, options: DetectOptions },
     /// The photo is one face (already cropped).
     WholeImage,
 }
 
 impl FaceFinder {
+    /// The cascade at `path` with `options`.
+    pub fn cascade(path: &Path, options: DetectOptions) -> Result<Self> {
+        Ok(FaceFinder::Cascade { cascade: HaarCascade::load(path)?, path: path.to_path_buf(), options })
+    }
+
     pub fn find(&self, grey: &GreyImage) -> Vec<BoundingBox> {
         match self {
-            FaceFinder::Cascade { cascade, options } => {
+            FaceFinder::Cascade { cascade, options, .. } => {
                 let mut faces = cascade.detect(grey, options);
                 // Reading order: top to bottom, then left to right.
                 faces.sort_by_key(|b| (b.y, b.x));

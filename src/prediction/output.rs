@@ -1,0 +1,163 @@
+//! Predicting a list of photos and what that leaves in an output folder: each photo with its
+//! faces boxed and labelled (PNG), `predictions.json` and `predictions.csv`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde_json::{Value, json};
+
+use super::{EmotionClassifier, FaceFinder, FacePrediction, Photo};
+use crate::data::CLASS_NAMES;
+use crate::reporting::plots::annotate_photo;
+use crate::util::atomic::write_atomic;
+
+/// What was found in one photo.
+pub struct PhotoResult {
+    pub path: PathBuf,
+    pub width: usize,
+    pub height: usize,
+    /// The marked photo's file name in the output folder.
+    pub picture: Option<String>,
+    pub faces: Vec<FacePrediction>,
+}
+
+/// Predicts `photos` one at a time (so that a thousand phone photos never sit in memory
+/// together), writing each marked photo whole to `out` when given; `each` sees every result as
+/// it comes. Every path is checked first (it exists and is an image), so a wrong one stops the
+/// run before anything is written.
+pub fn predict_photos(
+    classifier: &EmotionClassifier,
+    finder: &FaceFinder,
+    photos: &[PathBuf],
+    out: Option<&Path>,
+    mut each: impl FnMut(&PhotoResult),
+) -> Result<Vec<PhotoResult>> {
+    for path in photos {
+        Photo::check(path)?;
+    }
+    if let Some(out) = out {
+        std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the folder", out.display()))?;
+    }
+    let mut used_names = HashSet::new();
+    let mut results = Vec::with_capacity(photos.len());
+    for path in photos {
+        let photo = Photo::open(path)?;
+        let faces = classifier.predict(finder, &photo);
+        let picture = match out {
+            Some(out) => {
+                let name = picture_name(path, &mut used_names);
+                let labels: Vec<_> =
+                    faces.iter().map(|f| (f.bbox, format!("{} {:.0}%", f.emotion, 100.0 * f.confidence()))).collect();
+                annotate_photo(&photo.rgb, &labels, &out.join(&name))?;
+                Some(name)
+            }
+            None => None,
+        };
+        let result =
+            PhotoResult { path: path.clone(), width: photo.grey.width, height: photo.grey.height, picture, faces };
+        each(&result);
+        results.push(result);
+    }
+    Ok(results)
+}
+
+/// Writes `predictions.json` (with `about`: the run, model and detector) and `predictions.csv`.
+pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult]) -> Result<()> {
+    let mut entries = Vec::new();
+    let mut csv = format!("photo,face,x,y,width,height,emotion,{}\n", CLASS_NAMES.join(","));
+    for r in results {
+        for (i, f) in r.faces.iter().enumerate() {
+            let b = f.bbox;
+            let probabilities: Vec<String> = f.probabilities.iter().map(|p| format!("{p:.6}")).collect();
+            csv += &format!(
+                "{},{},{},{},{},{},{},{}\n",
+                csv_field(&r.path.display().to_string()),
+                i + 1,
+                b.x,
+                b.y,
+                b.width,
+                b.height,
+                f.emotion,
+                probabilities.join(",")
+            );
+        }
+        entries.push(json!({
+            "photo": r.path.display().to_string(),
+            "width": r.width,
+            "height": r.height,
+            "picture": r.picture,
+            "faces": r.faces.iter().map(|f| json!({
+                "box": f.bbox,
+                "emotion": f.emotion,
+                "probabilities": CLASS_NAMES.iter().zip(f.probabilities).map(|(c, p)| (c.to_string(), json!(p))).collect::<serde_json::Map<_, _>>(),
+            })).collect::<Vec<_>>(),
+        }));
+    }
+    let mut doc = about;
+    doc["photos"] = Value::Array(entries);
+    write_atomic(&out.join("predictions.json"), serde_json::to_string_pretty(&doc)?)?;
+    write_atomic(&out.join("predictions.csv"), csv)
+}
+
+/// The run, model and detector, for predictions.json.
+pub fn describe_setup(run_dir: &Path, classifier: &EmotionClassifier, finder: &FaceFinder) -> Value {
+    let detector = match finder {
+        FaceFinder::Cascade { path, options, .. } => json!({
+            "cascade": path.display().to_string(),
+            "scale_factor": options.scale_factor,
+            "min_neighbors": options.min_neighbors,
+            "min_size": options.min_size,
+        }),
+        FaceFinder::WholeImage => json!("whole image"),
+    };
+    json!({ "run": run_dir.display().to_string(), "model": classifier.model_name, "detector": detector })
+}
+
+/// The images (PNG, JPEG) directly in `dir`, sorted by name.
+pub fn photos_in(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut photos: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list the folder", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.is_file()
+                && p.extension()
+                    .and_then(|e| e.to_str())
+                    .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()))
+        })
+        .collect();
+    photos.sort();
+    Ok(photos)
+}
+
+/// `<stem>.png`, or `<stem>-2.png` ... when two photos share a stem.
+fn picture_name(photo: &Path, used: &mut HashSet<String>) -> String {
+    let stem = photo.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "photo".into());
+    let mut name = format!("{stem}.png");
+    let mut k = 2;
+    while !used.insert(name.clone()) {
+        name = format!("{stem}-{k}.png");
+        k += 1;
+    }
+    name
+}
+
+/// Quotes a CSV field when it holds a comma, quote or line break.
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picture_names_do_not_collide_and_csv_fields_are_quoted() {
+        let mut used = HashSet::new();
+        let names: Vec<_> =
+            ["a/face.jpg", "b/face.png", "c/face.png"].iter().map(|p| picture_name(Path::new(p), &mut used)).collect();
+        assert_eq!(names, ["face.png", "face-2.png", "face-3.png"]);
+        assert_eq!(csv_field("plain.png"), "plain.png");
+        assert_eq!(csv_field("a,\"b\".png"), "\"a,\"\"b\"\".png\"");
+    }
+}
