@@ -8,7 +8,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::CLASS_NAMES;
-use crate::detection::DetectOptions;
+use crate::detection::{BoundingBox, DetectOptions};
 use crate::prediction::output::{PhotoResult, describe_setup, predict_photos, write_tables};
 use crate::prediction::{EmotionClassifier, FaceFinder, FacePrediction};
 
@@ -98,17 +98,11 @@ fn describe(r: &PhotoResult) -> String {
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let b = f.bbox;
+            let BoundingBox { x, y, width, height } = f.bbox;
+            let (face, emotion, percent) = (i + 1, f.emotion, 100.0 * f.confidence());
             format!(
-                "{} face {} at ({}, {}) {}x{}: {} {:.1}%  ({})",
+                "{} face {face} at ({x}, {y}) {width}x{height}: {emotion} {percent:.1}%  ({})",
                 r.path.display(),
-                i + 1,
-                b.x,
-                b.y,
-                b.width,
-                b.height,
-                f.emotion,
-                100.0 * f.confidence(),
                 runners_up(f)
             )
         })

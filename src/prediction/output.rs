@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{EmotionClassifier, FaceFinder, FacePrediction, Photo};
 use crate::data::CLASS_NAMES;
+use crate::detection::BoundingBox;
 use crate::reporting::plots::annotate_photo;
 use crate::util::atomic::write_atomic;
 
@@ -68,19 +69,10 @@ pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult]) -> Result
     let mut csv = format!("photo,face,x,y,width,height,emotion,{}\n", CLASS_NAMES.join(","));
     for r in results {
         for (i, f) in r.faces.iter().enumerate() {
-            let b = f.bbox;
+            let BoundingBox { x, y, width, height } = f.bbox;
             let probabilities: Vec<String> = f.probabilities.iter().map(|p| format!("{p:.6}")).collect();
-            csv += &format!(
-                "{},{},{},{},{},{},{},{}\n",
-                csv_field(&r.path.display().to_string()),
-                i + 1,
-                b.x,
-                b.y,
-                b.width,
-                b.height,
-                f.emotion,
-                probabilities.join(",")
-            );
+            let (photo, face, emotion) = (csv_field(&r.path.display().to_string()), i + 1, f.emotion);
+            csv += &format!("{photo},{face},{x},{y},{width},{height},{emotion},{}\n", probabilities.join(","));
         }
         entries.push(json!({
             "photo": r.path.display().to_string(),
