@@ -10,6 +10,7 @@
 pub mod cascade;
 pub mod grey;
 pub mod group;
+pub mod mtcnn;
 pub mod scan;
 
 pub use cascade::HaarCascade;
