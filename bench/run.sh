@@ -18,14 +18,16 @@ echo "machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinf
   --json "$out/ferkit.json" >/dev/null
 OMP_NUM_THREADS="$threads" python3 bench/pytorch_reference.py --models "$models" --threads "$threads" \
   --steps "$steps" --repeats "$repeats" --compare "$out/ferkit.json"
-# Face detection beside OpenCV, when the cascade and the photos are in ../shared.
+# Face detection beside OpenCV (Haar) and facenet-pytorch (MTCNN), when ../shared has the
+# detectors and the photos.
 cascade=../shared/models/haarcascade_frontalface_default.xml
+mtcnn=../shared/models/mtcnn
 photos=../shared/data/photos/astronaut.png,../shared/data/photos/coffee.png
-if [ -f "$cascade" ] && python3 -c "import cv2; cv2.CascadeClassifier" 2>/dev/null; then
-  ./target/release/ferkit bench --models "" --photos "$photos" --cascade "$cascade" --threads "$threads" \
-    --json "$out/detect.json" >/dev/null
-  python3 bench/detect_reference.py --cascade "$cascade" --photos "$photos" --threads "$threads" \
-    --compare "$out/detect.json"
+if [ -f "$cascade" ] && [ -d "$mtcnn" ]; then
+  ./target/release/ferkit bench --models "" --photos "$photos" --cascade "$cascade" --mtcnn "$mtcnn" \
+    --threads "$threads" --json "$out/detect.json" >/dev/null
+  python3 bench/detect_reference.py --photos "$photos" --cascade "$cascade" --mtcnn "$mtcnn" \
+    --threads "$threads" --compare "$out/detect.json"
 else
-  echo "face detection: skipped (needs $cascade and opencv-python-headless<5)"
+  echo "face detection: skipped (needs $cascade and $mtcnn)"
 fi

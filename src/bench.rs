@@ -115,6 +115,7 @@ fn median(values: &mut [f64]) -> f64 {
 /// Face detection's speed on one photo.
 #[derive(Clone, Debug, Serialize)]
 pub struct DetectBench {
+    pub detector: String,
     pub photo: String,
     pub width: usize,
     pub height: usize,
@@ -123,27 +124,33 @@ pub struct DetectBench {
     pub seconds: f64,
 }
 
-/// Times `cascade.detect` on each photo (already grey and in memory, so that only detection is
-/// timed, as `bench/detect_reference.py` times OpenCV's); the median of `repeats`.
+/// Times `finder` on each photo (already decoded, so that only detection is timed, as
+/// `bench/detect_reference.py` times OpenCV and facenet-pytorch); the median of `repeats`.
 pub fn bench_detection(
-    cascade: &crate::detection::HaarCascade,
-    photos: &[(String, crate::detection::GreyImage)],
-    options: &crate::detection::DetectOptions,
+    detector: &str,
+    finder: &crate::prediction::FaceFinder,
+    photos: &[crate::prediction::Photo],
     repeats: usize,
 ) -> Vec<DetectBench> {
     photos
         .iter()
-        .map(|(name, grey)| {
+        .map(|photo| {
             let mut faces = 0;
             let mut times: Vec<f64> = (0..repeats)
                 .map(|_| {
                     let start = Instant::now();
-                    faces = cascade.detect(grey, options).len();
+                    faces = finder.find(photo).len();
                     start.elapsed().as_secs_f64()
                 })
                 .collect();
-            let seconds = median(&mut times);
-            DetectBench { photo: name.clone(), width: grey.width, height: grey.height, faces, seconds }
+            DetectBench {
+                detector: detector.to_string(),
+                photo: photo.path.display().to_string(),
+                width: photo.grey.width,
+                height: photo.grey.height,
+                faces,
+                seconds: median(&mut times),
+            }
         })
         .collect()
 }

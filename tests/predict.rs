@@ -67,6 +67,38 @@ fn a_trained_net_reads_the_face_in_a_real_photo() {
     let marked = image::open(out_dir.join("astronaut.png")).unwrap();
     assert_eq!((marked.width(), marked.height()), (512, 512));
     assert!(out_dir.join("coffee.png").exists());
+
+    // The same photos through MTCNN (tests/mtcnn_reference.rs compares the detector itself).
+    let Some(mtcnn) = shared("models/mtcnn") else {
+        eprintln!("SKIPPED: the MTCNN part (../shared/models/mtcnn is absent)");
+        return;
+    };
+    let mtcnn_out = dir.path().join("pred-mtcnn");
+    let o = ferkit(&[
+        "predict",
+        run.to_str().unwrap(),
+        astronaut.to_str().unwrap(),
+        coffee.to_str().unwrap(),
+        "--mtcnn",
+        mtcnn.to_str().unwrap(),
+        "--out",
+        mtcnn_out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(mtcnn_out.join("predictions.json")).unwrap()).unwrap();
+    let faces = doc["photos"][0]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "{faces:?}");
+    assert_eq!(faces[0]["emotion"], "happy", "{faces:?}");
+    assert!(faces[0]["detector_score"].as_f64().unwrap() > 0.99);
+    assert_eq!(faces[0]["landmarks"].as_array().unwrap().len(), 5);
+    // MTCNN's box is squared around the Haar cascade's face: the two overlap by far.
+    let b = &faces[0]["box"];
+    let (x, y, side) = (b["x"].as_f64().unwrap(), b["y"].as_f64().unwrap(), b["width"].as_f64().unwrap());
+    let overlap =
+        ((x + side).min(177.0 + 95.0) - x.max(177.0)).max(0.0) * ((y + side).min(66.0 + 95.0) - y.max(66.0)).max(0.0);
+    assert!(overlap / (95.0 * 95.0) > 0.8, "{b}");
+    assert!(doc["photos"][1]["faces"].as_array().unwrap().is_empty());
 }
 
 #[test]
@@ -102,6 +134,10 @@ fn bad_input_names_the_file_and_writes_nothing() {
         (vec!["predict", run, missing.as_str(), "--whole-image", "--out", out], "missing.jpg: cannot read the image"),
         (vec!["predict", run, face, "--cascade", cascade, "--out", out], "cascade.xml: not a usable Haar cascade"),
         (vec!["predict", run, face, "--out", out], "--cascade"),
+        (
+            vec!["predict", run, face, "--mtcnn", dir.path().to_str().unwrap(), "--out", out],
+            "pnet.pt: no such weights file",
+        ),
         (
             vec!["predict", run, face, "--whole-image", "--scale-factor", "1", "--out", out],
             "--scale-factor must be above 1",

@@ -6,8 +6,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::bench::{DetectBench, bench_detection, bench_model};
-use crate::detection::{DetectOptions, HaarCascade};
-use crate::prediction::Photo;
+use crate::detection::DetectOptions;
+use crate::detection::mtcnn::MtcnnOptions;
+use crate::prediction::{FaceFinder, Photo};
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
 
@@ -30,12 +31,15 @@ pub struct BenchArgs {
     /// Augmentation recipe whose data-preparation cost is measured too.
     #[arg(long, default_value = "rotation=20,shear=20,zoom=0.1,hflip,fill=nearest")]
     pub augment: String,
-    /// Photos to time face detection on (with --cascade), e.g. ../shared/data/photos/astronaut.png.
-    #[arg(long, value_delimiter = ',', requires = "cascade")]
+    /// Photos to time face detection on (with --cascade and/or --mtcnn), e.g. ../shared/data/photos/astronaut.png.
+    #[arg(long, value_delimiter = ',')]
     pub photos: Vec<PathBuf>,
-    /// The Haar cascade for --photos.
-    #[arg(long)]
+    /// A Haar cascade to time on --photos.
+    #[arg(long, requires = "photos")]
     pub cascade: Option<PathBuf>,
+    /// MTCNN weights (pnet.pt, rnet.pt, onet.pt) to time on --photos.
+    #[arg(long, requires = "photos")]
+    pub mtcnn: Option<PathBuf>,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -48,10 +52,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         .build_global()
         .context("cannot set up the thread pool")?;
     let device = args.device.device()?;
-    let detection = match &args.cascade {
-        Some(path) => detection_bench(path, &args.photos, args.repeats.max(5))?,
-        None => Vec::new(),
-    };
+    let detection = detection_bench(&args)?;
     let models: Vec<&String> = args.models.iter().filter(|m| !m.is_empty()).collect();
     if models.is_empty() {
         return write_json(args.json.as_deref(), &serde_json::json!({ "detection": detection }));
@@ -84,21 +85,28 @@ fn write_json(path: Option<&std::path::Path>, value: &serde_json::Value) -> Resu
     }
 }
 
-/// Face detection per photo with the default settings of `ferkit predict`.
-fn detection_bench(cascade: &std::path::Path, photos: &[PathBuf], repeats: usize) -> Result<Vec<DetectBench>> {
-    let cascade = HaarCascade::load(cascade)?;
-    let photos =
-        photos.iter().map(|p| Ok((p.display().to_string(), Photo::open(p)?.grey))).collect::<Result<Vec<_>>>()?;
-    let results = bench_detection(&cascade, &photos, &DetectOptions::default(), repeats);
-    println!("{:<40}{:>11}{:>7}{:>14}", "photo (face detection)", "size", "faces", "ms per photo");
-    for r in &results {
-        println!(
-            "{:<40}{:>11}{:>7}{:>14.2}",
-            r.photo,
-            format!("{}x{}", r.width, r.height),
-            r.faces,
-            1000.0 * r.seconds
-        );
+/// Face detection per photo and detector, with the default settings of `ferkit predict`.
+fn detection_bench(args: &BenchArgs) -> Result<Vec<DetectBench>> {
+    let mut finders = Vec::new();
+    if let Some(path) = &args.cascade {
+        finders.push(("haar", FaceFinder::cascade(path, DetectOptions::default())?));
+    }
+    if let Some(path) = &args.mtcnn {
+        let options = MtcnnOptions { min_size: DetectOptions::default().min_size as f64, ..MtcnnOptions::default() };
+        finders.push(("mtcnn", FaceFinder::mtcnn(path, options)?));
+    }
+    if finders.is_empty() {
+        return Ok(Vec::new());
+    }
+    let photos = args.photos.iter().map(|p| Photo::open(p)).collect::<Result<Vec<_>>>()?;
+    println!("{:<8}{:<40}{:>11}{:>7}{:>14}", "detector", "photo", "size", "faces", "ms per photo");
+    let mut results = Vec::new();
+    for (name, finder) in &finders {
+        for r in bench_detection(name, finder, &photos, args.repeats.max(5)) {
+            let size = format!("{}x{}", r.width, r.height);
+            println!("{:<8}{:<40}{size:>11}{:>7}{:>14.2}", r.detector, r.photo, r.faces, 1000.0 * r.seconds);
+            results.push(r);
+        }
     }
     Ok(results)
 }

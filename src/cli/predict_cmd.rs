@@ -8,30 +8,37 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::CLASS_NAMES;
+use crate::detection::mtcnn::MtcnnOptions;
 use crate::detection::{BoundingBox, DetectOptions};
 use crate::prediction::output::{PhotoResult, describe_setup, predict_photos, write_tables};
 use crate::prediction::{EmotionClassifier, FaceFinder, FacePrediction};
 
 #[derive(Args, Debug)]
+#[command(group = clap::ArgGroup::new("detector").required(true).multiple(false))]
 pub struct PredictArgs {
     /// A run directory written by `ferkit train`: its kept weights read the faces.
     pub run_dir: PathBuf,
     /// Photos, PNG or JPEG.
     #[arg(required = true)]
     pub photos: Vec<PathBuf>,
-    /// OpenCV Haar cascade XML that finds the faces, e.g. ../shared/models/haarcascade_frontalface_default.xml.
-    #[arg(long, required_unless_present = "whole_image")]
+    /// Find faces with an OpenCV Haar cascade XML, e.g. ../shared/models/haarcascade_frontalface_default.xml
+    /// (fast; frontal faces).
+    #[arg(long, group = "detector")]
     pub cascade: Option<PathBuf>,
+    /// Find faces with MTCNN: the folder holding facenet-pytorch's pnet.pt, rnet.pt and onet.pt,
+    /// e.g. ../shared/models/mtcnn (slower; turned and tilted faces too, with landmarks).
+    #[arg(long, group = "detector")]
+    pub mtcnn: Option<PathBuf>,
     /// Each photo is one face already (cropped): no detection.
-    #[arg(long, conflicts_with = "cascade")]
+    #[arg(long, group = "detector")]
     pub whole_image: bool,
-    /// How much the detector's window grows from one scale to the next (above 1).
+    /// How much the Haar detector's window grows from one scale to the next (above 1).
     #[arg(long, default_value_t = DetectOptions::default().scale_factor)]
     pub scale_factor: f64,
-    /// A face needs more than this many overlapping detector windows (fewer: more faces, more false ones).
+    /// A Haar face needs more than this many overlapping detector windows (fewer: more faces, more false ones).
     #[arg(long, default_value_t = DetectOptions::default().min_neighbors)]
     pub min_neighbors: usize,
-    /// Smallest face side, in pixels.
+    /// Smallest face side, in pixels (both detectors).
     #[arg(long, default_value_t = DetectOptions::default().min_size)]
     pub min_size: usize,
     /// Folder for predictions.json, predictions.csv and each photo with its faces marked (PNG).
@@ -49,9 +56,12 @@ pub fn run(args: PredictArgs) -> Result<()> {
         min_size: args.min_size,
         max_size: None,
     };
-    let finder = match &args.cascade {
-        Some(path) => FaceFinder::cascade(path, options)?,
-        None => FaceFinder::WholeImage,
+    let finder = match (&args.cascade, &args.mtcnn) {
+        (Some(path), _) => FaceFinder::cascade(path, options)?,
+        (_, Some(path)) => {
+            FaceFinder::mtcnn(path, MtcnnOptions { min_size: args.min_size as f64, ..MtcnnOptions::default() })?
+        }
+        _ => FaceFinder::WholeImage,
     };
     let classifier = EmotionClassifier::from_run(&args.run_dir)?;
     let bar = progress_bar(args.photos.len());

@@ -25,7 +25,7 @@ pub struct MtcnnOptions {
     /// Smallest face side in pixels.
     pub min_size: f64,
     /// Score each stage needs (P-Net, R-Net, O-Net).
-    pub thresholds: [f32; 3],
+    pub thresholds: [f64; 3],
     /// Pyramid step: each level is this fraction of the one before.
     pub factor: f64,
 }
@@ -233,8 +233,8 @@ impl Mtcnn {
     pub fn detect(&self, rgb: &[u8], width: usize, height: usize, options: &MtcnnOptions) -> Vec<MtcnnFace> {
         let image = Planes::from_rgb(rgb, width, height);
         let candidates = self.propose(&image, options);
-        let candidates = self.refine(&image, candidates, options.thresholds[1]);
-        self.output(&image, candidates, options.thresholds[2])
+        let candidates = self.refine(&image, candidates, options.thresholds[1] as f32);
+        self.output(&image, candidates, options.thresholds[2] as f32)
     }
 
     /// Stage 1: P-Net over the pyramid; boxes after suppression within and across levels,
@@ -249,7 +249,7 @@ impl Mtcnn {
             let (sh, sw) = ((h * scale + 1.0) as usize, (w * scale + 1.0) as usize);
             let level = image.resize_area(0, 0, image.width, image.height, sw, sh);
             let (reg, prob) = self.pnet.forward(level.to_tensor(&self.device));
-            let boxes = level_candidates(reg, prob, scale as f32, options.thresholds[0]);
+            let boxes = level_candidates(reg, prob, scale as f32, options.thresholds[0] as f32);
             let keep = nms(&boxes, 0.5, Overlap::Union);
             all.extend(keep.into_iter().map(|i| boxes[i]));
             scale *= options.factor;

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::data::batch::{Preprocess, in_batches, make_batch, sequential};
 use crate::data::{CLASS_NAMES, IMAGE_SIDE, NUM_CLASSES, Split};
+use crate::detection::mtcnn::{Mtcnn, MtcnnOptions};
 use crate::detection::{BoundingBox, DetectOptions, GreyImage, HaarCascade};
 use crate::models::Model;
 use crate::training::RunDir;
@@ -59,10 +60,21 @@ impl Photo {
 
 /// How faces are found in a photo.
 pub enum FaceFinder {
-    /// `path` is where the cascade was read from (recorded with the results).
+    /// OpenCV's Haar cascade; `path` is where it was read from (recorded with the results).
     Cascade { cascade: HaarCascade, path: PathBuf, options: DetectOptions },
+    /// MTCNN with facenet-pytorch's weights from `path`.
+    Mtcnn { mtcnn: Box<Mtcnn>, path: PathBuf, options: MtcnnOptions },
     /// The photo is one face (already cropped).
     WholeImage,
+}
+
+/// A face a finder found: the box the face is cut from and, from MTCNN, the detector's score
+/// and five landmarks (eyes, nose, mouth corners).
+#[derive(Clone, Debug)]
+pub struct FoundFace {
+    pub bbox: BoundingBox,
+    pub detector_score: Option<f32>,
+    pub landmarks: Option<[[f32; 2]; 5]>,
 }
 
 impl FaceFinder {
@@ -71,32 +83,75 @@ impl FaceFinder {
         Ok(FaceFinder::Cascade { cascade: HaarCascade::load(path)?, path: path.to_path_buf(), options })
     }
 
-    pub fn find(&self, grey: &GreyImage) -> Vec<BoundingBox> {
-        match self {
-            FaceFinder::Cascade { cascade, options, .. } => {
-                let mut faces = cascade.detect(grey, options);
-                // Reading order: top to bottom, then left to right.
-                faces.sort_by_key(|b| (b.y, b.x));
-                faces
+    /// MTCNN from the folder holding pnet.pt, rnet.pt and onet.pt.
+    pub fn mtcnn(path: &Path, options: MtcnnOptions) -> Result<Self> {
+        Ok(FaceFinder::Mtcnn { mtcnn: Box::new(Mtcnn::load(path)?), path: path.to_path_buf(), options })
+    }
+
+    /// The faces in reading order: top to bottom, then left to right.
+    pub fn find(&self, photo: &Photo) -> Vec<FoundFace> {
+        let (width, height) = (photo.grey.width, photo.grey.height);
+        let mut faces: Vec<FoundFace> = match self {
+            FaceFinder::Cascade { cascade, options, .. } => cascade
+                .detect(&photo.grey, options)
+                .into_iter()
+                .map(|bbox| FoundFace { bbox, detector_score: None, landmarks: None })
+                .collect(),
+            FaceFinder::Mtcnn { mtcnn, options, .. } => mtcnn
+                .detect(photo.rgb.as_raw(), width, height, options)
+                .into_iter()
+                .filter_map(|f| {
+                    let bbox = square_box([f.x1, f.y1, f.x2, f.y2], width, height)?;
+                    Some(FoundFace { bbox, detector_score: Some(f.score), landmarks: Some(f.landmarks) })
+                })
+                .collect(),
+            FaceFinder::WholeImage => {
+                vec![FoundFace {
+                    bbox: BoundingBox { x: 0, y: 0, width, height },
+                    detector_score: None,
+                    landmarks: None,
+                }]
             }
-            FaceFinder::WholeImage => vec![BoundingBox { x: 0, y: 0, width: grey.width, height: grey.height }],
-        }
+        };
+        faces.sort_by_key(|f| (f.bbox.y, f.bbox.x));
+        faces
     }
 }
 
-/// One face: where it is and the net's probability for each class.
+/// The square of the longer side around a box's centre, in whole pixels and inside the photo
+/// (FER2013's faces are square; MTCNN's boxes are taller than wide). None when nothing is left.
+fn square_box([x1, y1, x2, y2]: [f32; 4], width: usize, height: usize) -> Option<BoundingBox> {
+    let half = (x2 - x1).max(y2 - y1) / 2.0;
+    let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
+    let clamp = |v: f32, max: usize| v.round().clamp(0.0, max as f32) as usize;
+    let (left, top) = (clamp(cx - half, width), clamp(cy - half, height));
+    let (right, bottom) = (clamp(cx + half, width), clamp(cy + half, height));
+    (right > left && bottom > top).then(|| BoundingBox { x: left, y: top, width: right - left, height: bottom - top })
+}
+
+/// One face: where it is, what the detector said of it, and the net's probability for each class.
 #[derive(Clone, Debug, Serialize)]
 pub struct FacePrediction {
     #[serde(rename = "box")]
     pub bbox: BoundingBox,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detector_score: Option<f32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub landmarks: Option<[[f32; 2]; 5]>,
     pub emotion: &'static str,
     pub probabilities: [f32; NUM_CLASSES],
 }
 
 impl FacePrediction {
-    fn new(bbox: BoundingBox, probabilities: [f32; NUM_CLASSES]) -> Self {
+    fn new(face: FoundFace, probabilities: [f32; NUM_CLASSES]) -> Self {
         let best = (0..NUM_CLASSES).max_by(|&a, &b| probabilities[a].total_cmp(&probabilities[b])).unwrap_or(0);
-        Self { bbox, emotion: CLASS_NAMES[best], probabilities }
+        Self {
+            bbox: face.bbox,
+            detector_score: face.detector_score,
+            landmarks: face.landmarks,
+            emotion: CLASS_NAMES[best],
+            probabilities,
+        }
     }
 
     pub fn confidence(&self) -> f32 {
@@ -142,9 +197,9 @@ impl EmotionClassifier {
 
     /// Finds the faces of a photo and classifies each.
     pub fn predict(&self, finder: &FaceFinder, photo: &Photo) -> Vec<FacePrediction> {
-        let boxes = finder.find(&photo.grey);
-        let faces: Vec<Vec<u8>> = boxes.iter().map(|&b| crop_face(&photo.grey, b)).collect();
-        boxes.into_iter().zip(self.classify(&faces)).map(|(b, p)| FacePrediction::new(b, p)).collect()
+        let found = finder.find(photo);
+        let crops: Vec<Vec<u8>> = found.iter().map(|f| crop_face(&photo.grey, f.bbox)).collect();
+        found.into_iter().zip(self.classify(&crops)).map(|(f, p)| FacePrediction::new(f, p)).collect()
     }
 }
 
@@ -177,9 +232,25 @@ mod tests {
     }
 
     #[test]
+    fn mtcnn_boxes_become_squares_inside_the_photo() {
+        // 40 wide, 60 tall around (50, 50): a 60-pixel square.
+        assert_eq!(
+            square_box([30.0, 20.0, 70.0, 80.0], 200, 200),
+            Some(BoundingBox { x: 20, y: 20, width: 60, height: 60 })
+        );
+        // Cut by the photo's left and top edges.
+        assert_eq!(
+            square_box([-10.0, -5.0, 20.0, 30.0], 200, 200),
+            Some(BoundingBox { x: 0, y: 0, width: 22, height: 30 })
+        );
+        assert_eq!(square_box([300.0, 10.0, 340.0, 50.0], 200, 200), None);
+    }
+
+    #[test]
     fn the_emotion_is_the_most_probable_class() {
-        let b = BoundingBox { x: 0, y: 0, width: 1, height: 1 };
-        let p = FacePrediction::new(b, [0.1, 0.0, 0.05, 0.6, 0.05, 0.1, 0.1]);
+        let face =
+            FoundFace { bbox: BoundingBox { x: 0, y: 0, width: 1, height: 1 }, detector_score: None, landmarks: None };
+        let p = FacePrediction::new(face, [0.1, 0.0, 0.05, 0.6, 0.05, 0.1, 0.1]);
         assert_eq!((p.emotion, p.confidence()), ("happy", 0.6));
     }
 }

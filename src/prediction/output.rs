@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::{EmotionClassifier, FaceFinder, FacePrediction, Photo};
 use crate::data::CLASS_NAMES;
 use crate::detection::BoundingBox;
-use crate::reporting::plots::annotate_photo;
+use crate::reporting::plots::{FaceMark, annotate_photo};
 use crate::util::atomic::write_atomic;
 
 /// What was found in one photo.
@@ -48,9 +48,15 @@ pub fn predict_photos(
         let picture = match out {
             Some(out) => {
                 let name = picture_name(path, &mut used_names);
-                let labels: Vec<_> =
-                    faces.iter().map(|f| (f.bbox, format!("{} {:.0}%", f.emotion, 100.0 * f.confidence()))).collect();
-                annotate_photo(&photo.rgb, &labels, &out.join(&name))?;
+                let marks: Vec<FaceMark> = faces
+                    .iter()
+                    .map(|f| FaceMark {
+                        bbox: f.bbox,
+                        label: format!("{} {:.0}%", f.emotion, 100.0 * f.confidence()),
+                        points: f.landmarks.map(|l| l.to_vec()).unwrap_or_default(),
+                    })
+                    .collect();
+                annotate_photo(&photo.rgb, &marks, &out.join(&name))?;
                 Some(name)
             }
             None => None,
@@ -79,17 +85,30 @@ pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult]) -> Result
             "width": r.width,
             "height": r.height,
             "picture": r.picture,
-            "faces": r.faces.iter().map(|f| json!({
-                "box": f.bbox,
-                "emotion": f.emotion,
-                "probabilities": CLASS_NAMES.iter().zip(f.probabilities).map(|(c, p)| (c.to_string(), json!(p))).collect::<serde_json::Map<_, _>>(),
-            })).collect::<Vec<_>>(),
+            "faces": r.faces.iter().map(face_json).collect::<Vec<_>>(),
         }));
     }
     let mut doc = about;
     doc["photos"] = Value::Array(entries);
     write_atomic(&out.join("predictions.json"), serde_json::to_string_pretty(&doc)?)?;
     write_atomic(&out.join("predictions.csv"), csv)
+}
+
+/// A face for predictions.json: box, the detector's score and landmarks (MTCNN), emotion and
+/// the seven probabilities by name.
+fn face_json(f: &FacePrediction) -> Value {
+    let mut v = json!({
+        "box": f.bbox,
+        "emotion": f.emotion,
+        "probabilities": CLASS_NAMES.iter().zip(f.probabilities).map(|(c, p)| (c.to_string(), json!(p))).collect::<serde_json::Map<_, _>>(),
+    });
+    if let Some(score) = f.detector_score {
+        v["detector_score"] = json!(score);
+    }
+    if let Some(points) = f.landmarks {
+        v["landmarks"] = json!(points);
+    }
+    v
 }
 
 /// The run, model and detector, for predictions.json.
@@ -100,6 +119,12 @@ pub fn describe_setup(run_dir: &Path, classifier: &EmotionClassifier, finder: &F
             "scale_factor": options.scale_factor,
             "min_neighbors": options.min_neighbors,
             "min_size": options.min_size,
+        }),
+        FaceFinder::Mtcnn { path, options, .. } => json!({
+            "mtcnn": path.display().to_string(),
+            "min_size": options.min_size,
+            "thresholds": options.thresholds,
+            "factor": options.factor,
         }),
         FaceFinder::WholeImage => json!("whole image"),
     };

@@ -270,8 +270,16 @@ pub fn draw_faces(cells: &[(String, Option<Vec<u8>>)], cols: usize, path: &Path)
     })
 }
 
-/// A photo with a box and a label (e.g. "happy 87%") drawn for each face.
-pub fn annotate_photo(photo: &image::RgbImage, faces: &[(BoundingBox, String)], path: &Path) -> Result<()> {
+/// What is drawn for one face on a photo: its box, a label above it (e.g. "happy 87%") and
+/// landmark points, if any.
+pub struct FaceMark {
+    pub bbox: BoundingBox,
+    pub label: String,
+    pub points: Vec<[f32; 2]>,
+}
+
+/// A photo with its faces marked.
+pub fn annotate_photo(photo: &image::RgbImage, faces: &[FaceMark], path: &Path) -> Result<()> {
     let (width, height) = photo.dimensions();
     // Line width and text size follow the photo's size, so labels stay readable on large photos.
     let line = (width.max(height) / 250).max(2) as i32;
@@ -279,20 +287,29 @@ pub fn annotate_photo(photo: &image::RgbImage, faces: &[(BoundingBox, String)], 
     render_png_on(path, photo.as_raw().clone(), (width, height), |root| {
         let colour = RGBColor(255, 200, 0);
         let style = TextStyle::from((FONT, font_size).into_font()).color(&BLACK);
-        for (b, label) in faces {
+        for face in faces {
+            let b = face.bbox;
             let (x0, y0) = (b.x as i32, b.y as i32);
             let (x1, y1) = (x0 + b.width as i32, y0 + b.height as i32);
             for k in 0..line {
                 root.draw(&Rectangle::new([(x0 - k, y0 - k), (x1 + k, y1 + k)], colour.stroke_width(1)))
                     .map_err(drawing)?;
             }
-            let (tw, th) = root.estimate_text_size(label, &style).map_err(drawing)?;
+            for p in &face.points {
+                root.draw(&Circle::new(
+                    (p[0].round() as i32, p[1].round() as i32),
+                    line + 1,
+                    RGBColor(0, 220, 255).filled(),
+                ))
+                .map_err(drawing)?;
+            }
+            let (tw, th) = root.estimate_text_size(&face.label, &style).map_err(drawing)?;
             let (tw, th) = (tw as i32 + 8, th as i32 + 6);
             // The label sits on a filled band above the box, or inside it at the photo's top edge.
             let ty = if y0 - line - th >= 0 { y0 - line - th } else { y0 };
             root.draw(&Rectangle::new([(x0 - line, ty), (x0 - line + tw, ty + th)], colour.filled()))
                 .map_err(drawing)?;
-            root.draw(&Text::new(label.clone(), (x0 - line + 4, ty + 3), style.clone())).map_err(drawing)?;
+            root.draw(&Text::new(face.label.clone(), (x0 - line + 4, ty + 3), style.clone())).map_err(drawing)?;
         }
         Ok(())
     })
