@@ -84,11 +84,11 @@ def main():
             print(f"{name}: skipped ({e})")
     photos = [(p, np.asarray(Image.open(p).convert("RGB"))) for p in args.photos.split(",")]
     print(f"{args.threads} threads; median of {args.repeats}; ms per photo")
-    print(f"{'detector':<8}{'photo':<40}{'size':>11}{'ref faces':>11}{'ref ms':>10}{'ferkit faces':>14}{'ferkit ms':>11}  reference")
+    print(f"{'detector':<10}{'photo':<40}{'size':>11}{'ref faces':>11}{'ref ms':>10}{'ferkit faces':>14}{'ferkit ms':>11}  reference")
     for name, version, detect in detectors:
         for path, rgb in photos:
             found, seconds = timed(detect(rgb), args.repeats)
-            line = f"{name:<8}{path:<40}{f'{rgb.shape[1]}x{rgb.shape[0]}':>11}{found:>11}{1000 * seconds:>10.2f}"
+            line = f"{name:<10}{path:<40}{f'{rgb.shape[1]}x{rgb.shape[0]}':>11}{found:>11}{1000 * seconds:>10.2f}"
             r = ours.get((name, path))
             line += f"{r['faces']:>14}{1000 * r['seconds']:>11.2f}" if r else f"{'':>14}{'':>11}"
             print(f"{line}  {version}")

@@ -99,12 +99,12 @@ fn detection_bench(args: &BenchArgs) -> Result<Vec<DetectBench>> {
         return Ok(Vec::new());
     }
     let photos = args.photos.iter().map(|p| Photo::open(p)).collect::<Result<Vec<_>>>()?;
-    println!("{:<8}{:<40}{:>11}{:>7}{:>14}", "detector", "photo", "size", "faces", "ms per photo");
+    println!("{:<10}{:<40}{:>11}{:>7}{:>14}", "detector", "photo", "size", "faces", "ms per photo");
     let mut results = Vec::new();
     for (name, finder) in &finders {
         for r in bench_detection(name, finder, &photos, args.repeats.max(5)) {
             let size = format!("{}x{}", r.width, r.height);
-            println!("{:<8}{:<40}{size:>11}{:>7}{:>14.2}", r.detector, r.photo, r.faces, 1000.0 * r.seconds);
+            println!("{:<10}{:<40}{size:>11}{:>7}{:>14.2}", r.detector, r.photo, r.faces, 1000.0 * r.seconds);
             results.push(r);
         }
     }
