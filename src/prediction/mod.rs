@@ -238,10 +238,10 @@ mod tests {
             square_box([30.0, 20.0, 70.0, 80.0], 200, 200),
             Some(BoundingBox { x: 20, y: 20, width: 60, height: 60 })
         );
-        // Cut by the photo's left and top edges.
+        // Cut by the photo's left and top edges: x from 5 - 17.5 to 5 + 17.5 = 22.5, rounded to 23.
         assert_eq!(
             square_box([-10.0, -5.0, 20.0, 30.0], 200, 200),
-            Some(BoundingBox { x: 0, y: 0, width: 22, height: 30 })
+            Some(BoundingBox { x: 0, y: 0, width: 23, height: 30 })
         );
         assert_eq!(square_box([300.0, 10.0, 340.0, 50.0], 200, 200), None);
     }
