@@ -30,18 +30,16 @@ fn a_trained_net_reads_the_face_in_a_real_photo() {
     let out_dir = dir.path().join("pred");
     let astronaut = photos.join("astronaut.png");
     let coffee = photos.join("coffee.png");
-    let o = ferkit(&[
-        "predict",
-        run.to_str().unwrap(),
-        astronaut.to_str().unwrap(),
-        coffee.to_str().unwrap(),
-        "--cascade",
-        cascade.to_str().unwrap(),
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let text = stdout(&o);
+    // `ferkit predict RUN astronaut.png coffee.png DETECTOR PATH --out OUT`, which must succeed.
+    let predict = |detector: &str, path: &Path, out: &Path| {
+        let photos = [&run, &astronaut, &coffee].map(|p| p.to_str().unwrap());
+        let o = ferkit(
+            &[&["predict"], &photos[..], &[detector, path.to_str().unwrap(), "--out", out.to_str().unwrap()]].concat(),
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        o
+    };
+    let text = stdout(&predict("--cascade", &cascade, &out_dir));
     eprintln!("{text}");
     assert!(text.contains("coffee.png: no face found"), "{text}");
 
@@ -74,17 +72,7 @@ fn a_trained_net_reads_the_face_in_a_real_photo() {
         return;
     };
     let mtcnn_out = dir.path().join("pred-mtcnn");
-    let o = ferkit(&[
-        "predict",
-        run.to_str().unwrap(),
-        astronaut.to_str().unwrap(),
-        coffee.to_str().unwrap(),
-        "--mtcnn",
-        mtcnn.to_str().unwrap(),
-        "--out",
-        mtcnn_out.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    predict("--mtcnn", &mtcnn, &mtcnn_out);
     let doc: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(mtcnn_out.join("predictions.json")).unwrap()).unwrap();
     let faces = doc["photos"][0]["faces"].as_array().unwrap();
