@@ -40,11 +40,7 @@ pub fn read_image_folder(
                 )
             })? as u8;
             for file in sorted_entries(&class_dir)? {
-                let is_image = file
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()));
-                if !file.is_file() || !is_image {
+                if !file.is_file() || !has_image_extension(&file) {
                     continue;
                 }
                 match load_face(&file) {
@@ -67,15 +63,23 @@ pub fn read_image_folder(
     Ok(())
 }
 
-/// Reads any image file as a 48x48 grey face (resized with a triangle filter when needed).
+/// Reads any image file as a 48x48 grey face (see [`to_face`]).
 pub fn load_face(path: &Path) -> Result<Vec<u8>> {
     let img = image::open(path).with_context(|| format!("{}: cannot read the image", path.display()))?.to_luma8();
-    let img = if img.width() as usize == IMAGE_SIDE && img.height() as usize == IMAGE_SIDE {
-        img
-    } else {
-        image::imageops::resize(&img, IMAGE_SIDE as u32, IMAGE_SIDE as u32, FilterType::Triangle)
-    };
-    Ok(img.into_raw())
+    Ok(to_face(&img))
+}
+
+/// A grey image of any size as FER2013's 48x48 face: resized with a triangle filter (area-
+/// weighted when shrinking), or copied when it is 48x48 already.
+pub fn to_face(img: &image::GrayImage) -> Vec<u8> {
+    image::imageops::resize(img, IMAGE_SIDE as u32, IMAGE_SIDE as u32, FilterType::Triangle).into_raw()
+}
+
+/// Whether the path ends in .png, .jpg or .jpeg (any case).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<std::path::PathBuf>> {

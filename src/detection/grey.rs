@@ -1,11 +1,7 @@
-//! Grey images and the two operations the detector needs on them, each computed the way OpenCV
+//! Grey images and the operations the detector needs on them, each computed the way OpenCV
 //! 4 computes it so that detections agree with `cv2.CascadeClassifier.detectMultiScale`:
 //! colour to grey (`cvtColor(..., COLOR_RGB2GRAY)`, 14-bit fixed point), bilinear downscaling
 //! (`resize(..., INTER_LINEAR_EXACT)`, 8-bit fixed-point weights) and integral images.
-
-use std::path::Path;
-
-use anyhow::{Context, Result};
 
 /// An 8-bit grey image, row-major.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -19,12 +15,6 @@ impl GreyImage {
     pub fn new(width: usize, height: usize, pixels: Vec<u8>) -> Self {
         assert_eq!(pixels.len(), width * height, "a {width}x{height} image has {} pixels", width * height);
         Self { width, height, pixels }
-    }
-
-    /// Reads a PNG or JPEG photo and converts it to grey with ITU-R BT.601 weights, as OpenCV does.
-    pub fn open(path: &Path) -> Result<Self> {
-        let rgb = image::open(path).with_context(|| format!("{}: cannot read the image", path.display()))?.to_rgb8();
-        Ok(Self::from_rgb(rgb.width() as usize, rgb.height() as usize, rgb.as_raw()))
     }
 
     /// `Y = 0.299 R + 0.587 G + 0.114 B` in OpenCV's 14-bit fixed point.

@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use image::imageops::FilterType;
 use image::{ImageDecoder, ImageReader, RgbImage};
 use serde::Serialize;
 
 use crate::data::batch::{Preprocess, in_batches, make_batch, sequential};
-use crate::data::{CLASS_NAMES, IMAGE_SIDE, NUM_CLASSES, Split};
+use crate::data::image_folder::to_face;
+use crate::data::{CLASS_NAMES, NUM_CLASSES, Split};
 use crate::detection::mtcnn::{Mtcnn, MtcnnOptions};
 use crate::detection::{BoundingBox, DetectOptions, GreyImage, HaarCascade};
 use crate::models::Model;
@@ -203,18 +203,18 @@ impl EmotionClassifier {
     }
 }
 
-/// The box's pixels as a 48x48 grey face (area-weighted resampling, as image folders are read).
+/// The box's pixels as a 48x48 grey face, resized as image folders' faces are.
 pub fn crop_face(grey: &GreyImage, b: BoundingBox) -> Vec<u8> {
-    let mut crop = image::GrayImage::new(b.width as u32, b.height as u32);
-    for (x, y, p) in crop.enumerate_pixels_mut() {
-        p.0[0] = grey.at(b.x + x as usize, b.y + y as usize);
-    }
-    image::imageops::resize(&crop, IMAGE_SIDE as u32, IMAGE_SIDE as u32, FilterType::Triangle).into_raw()
+    let crop = image::GrayImage::from_fn(b.width as u32, b.height as u32, |x, y| {
+        image::Luma([grey.at(b.x + x as usize, b.y + y as usize)])
+    });
+    to_face(&crop)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::IMAGE_SIDE;
 
     #[test]
     fn crops_take_the_boxed_pixels() {

@@ -9,6 +9,7 @@ use serde_json::{Value, json};
 
 use super::{EmotionClassifier, FaceFinder, FacePrediction, Photo};
 use crate::data::CLASS_NAMES;
+use crate::data::image_folder::has_image_extension;
 use crate::detection::BoundingBox;
 use crate::reporting::plots::{FaceMark, annotate_photo};
 use crate::util::atomic::write_atomic;
@@ -136,12 +137,7 @@ pub fn photos_in(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut photos: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: cannot list the folder", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.is_file()
-                && p.extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| ["png", "jpg", "jpeg"].contains(&e.to_ascii_lowercase().as_str()))
-        })
+        .filter(|p| p.is_file() && has_image_extension(p))
         .collect();
     photos.sort();
     Ok(photos)
