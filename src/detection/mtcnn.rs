@@ -248,7 +248,7 @@ impl Mtcnn {
         while min_side >= 12.0 {
             let (sh, sw) = ((h * scale + 1.0) as usize, (w * scale + 1.0) as usize);
             let level = image.resize_area(0, 0, image.width, image.height, sw, sh);
-            let (reg, prob) = self.pnet.forward(level.to_tensor(&self.device));
+            let (reg, prob) = self.pnet.forward(level.into_tensor(&self.device));
             let boxes = level_candidates(reg, prob, scale as f32, options.thresholds[0] as f32);
             let keep = nms(&boxes, 0.5, Overlap::Union);
             all.extend(keep.into_iter().map(|i| boxes[i]));
@@ -495,8 +495,8 @@ impl Planes {
         Planes { width: w, height: h, values }
     }
 
-    fn to_tensor(&self, device: &Device) -> Tensor<4> {
-        Tensor::from_data(TensorData::new(self.values.clone(), [1, 3, self.height, self.width]), device)
+    fn into_tensor(self, device: &Device) -> Tensor<4> {
+        Tensor::from_data(TensorData::new(self.values, [1, 3, self.height, self.width]), device)
     }
 }
 
