@@ -154,8 +154,9 @@ impl FacePrediction {
         }
     }
 
+    /// The probability of `emotion`, the most probable class.
     pub fn confidence(&self) -> f32 {
-        self.probabilities[CLASS_NAMES.iter().position(|c| *c == self.emotion).unwrap_or(0)]
+        self.probabilities.iter().copied().fold(f32::NEG_INFINITY, f32::max)
     }
 }
 
