@@ -98,12 +98,26 @@ impl Sliding {
 #[cfg(test)]
 pub(crate) mod tests {
     use burn::prelude::*;
-    use burn::tensor::Distribution;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
 
-    /// A seeded tensor of normal values on `device`.
+    /// A seeded tensor of standard normal values on `device`.
+    ///
+    /// The values come from a generator of its own rather than `device.seed` + `Tensor::random`:
+    /// Flex keeps one generator for the whole process, so another test running at the same
+    /// time could draw from it between the seeding and the draw, and two tensors meant to be
+    /// equal (e.g. the same gamma given to two batch-norm layers) would differ.
     pub fn random_input<const D: usize>(shape: [usize; D], device: &Device, seed: u64) -> Tensor<D> {
-        device.seed(seed);
-        Tensor::random(shape, Distribution::Normal(0.0, 1.0), device)
+        let mut rng = StdRng::seed_from_u64(seed);
+        let count = shape.iter().product::<usize>();
+        // Box-Muller: two uniform values in (0, 1] give one normal value.
+        let values: Vec<f32> = (0..count)
+            .map(|_| {
+                let (u, v) = (1.0 - rng.random::<f64>(), rng.random::<f64>());
+                ((-2.0 * u.ln()).sqrt() * (std::f64::consts::TAU * v).cos()) as f32
+            })
+            .collect();
+        Tensor::from_data(TensorData::new(values, shape), device)
     }
 
     /// Every value of `a` is within `tolerance` of `b` (relative to `b`'s largest magnitude).
