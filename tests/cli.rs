@@ -134,6 +134,13 @@ fn train_eval_and_reproducibility() {
     assert_eq!(eval["accuracy"], metrics["val"]["accuracy"]);
     assert_eq!(eval["rows"], 70);
     assert!(a.join("confusion_val.png").exists());
+    // With the mirror image averaged in: its own files, the plain ones left as they were.
+    let out = ferkit(&["eval", a.to_str().unwrap(), "--split", "val", "--tta", "hflip"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let tta: serde_json::Value = serde_json::from_str(&read(&a.join("eval_val_tta-hflip.json"))).unwrap();
+    assert_eq!((tta["tta"].as_str(), tta["split"].as_str(), &tta["rows"]), (Some("hflip"), Some("val"), &eval["rows"]));
+    assert!(a.join("confusion_val_tta-hflip.png").exists());
+    assert_eq!(serde_json::from_str::<serde_json::Value>(&read(&a.join("eval_val.json"))).unwrap(), eval);
     let out = ferkit(&["eval", dir.path().to_str().unwrap()]);
     assert!(!out.status.success() && stderr(&out).contains("not a ferkit run directory"));
 }
@@ -201,6 +208,14 @@ fn augmentation_is_seeded_and_init_from_continues_a_run() {
 
     let (ok, err, _) = train("bad_recipe", &["--augment", "rotate=20"]);
     assert!(!ok && err.contains("unknown `rotate`"), "{err}");
+
+    // A cosine learning-rate schedule: recorded, and it changes training.
+    let (ok, err, cosine) = train("cosine", &["--schedule", "cosine", "--warmup-epochs", "1"]);
+    assert!(ok, "{err}");
+    assert!(read(&cosine.join("config.toml")).contains("kind = \"cosine\"\nwarmup_epochs = 1"));
+    assert_ne!(strip(&cosine), strip(&plain), "the schedule changes training");
+    let (ok, err, _) = train("bad_schedule", &["--schedule", "step"]);
+    assert!(!ok && err.contains("--schedule: unknown schedule `step`"), "{err}");
 
     // Continue the plain run: it starts from trained weights. The wrong net is refused.
     let (ok, err, _) = train("continued", &["--init-from", plain.to_str().unwrap()]);

@@ -1,4 +1,4 @@
-//! `ferkit eval RUN_DIR [--split test]`
+//! `ferkit eval RUN_DIR [--split test] [--tta hflip]`
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use clap::Args;
 use super::DataArgs;
 use super::train_cmd::load_config_data;
 use crate::data::SplitName;
-use crate::evaluation::evaluate;
+use crate::evaluation::{Tta, evaluate_with};
 use crate::reporting::plots::plot_confusion;
 use crate::training::RunDir;
 use crate::util::atomic::write_atomic;
@@ -19,6 +19,10 @@ pub struct EvalArgs {
     pub run_dir: PathBuf,
     #[arg(long, value_enum, default_value_t = SplitName::Test)]
     pub split: SplitName,
+    /// Test-time augmentation: `hflip` averages the probabilities of each face and its mirror
+    /// image (results go to eval_<split>_tta-hflip.json beside the plain ones).
+    #[arg(long, value_enum, default_value_t = Tta::None)]
+    pub tta: Tta,
     /// Other data than the run was trained on (default: the run's own).
     #[command(flatten)]
     pub data: DataArgs,
@@ -38,9 +42,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(!split.is_empty(), "the data has no {} rows", args.split.as_str());
     let device = config.device.device()?;
     let net = run.load_model(&config, &device)?;
-    let result = evaluate(&net, config.model.preprocess(), split, args.split.as_str(), config.batch_size, &device);
-
-    let name = args.split.as_str();
+    let result =
+        evaluate_with(&net, config.model.preprocess(), split, args.split.as_str(), config.batch_size, &device, args.tta);
+    let name = format!("{}{}", args.split.as_str(), args.tta.suffix());
+    let name = name.as_str();
     write_atomic(&run.evaluation(name), serde_json::to_string_pretty(&result)?)?;
     plot_confusion(
         &result.confusion,

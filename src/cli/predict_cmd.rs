@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::CLASS_NAMES;
 use crate::detection::mtcnn::MtcnnOptions;
+use crate::evaluation::Tta;
 use crate::detection::{BoundingBox, DetectOptions};
 use crate::prediction::output::{PhotoResult, describe_setup, predict_photos, write_tables};
 use crate::prediction::{EmotionClassifier, FaceFinder, FacePrediction};
@@ -41,6 +42,9 @@ pub struct PredictArgs {
     /// Smallest face side, in pixels (both detectors).
     #[arg(long, default_value_t = DetectOptions::default().min_size)]
     pub min_size: usize,
+    /// Test-time augmentation: `hflip` averages the probabilities of each face and its mirror image.
+    #[arg(long, value_enum, default_value_t = Tta::None)]
+    pub tta: Tta,
     /// Folder for predictions.json, predictions.csv and each photo with its faces marked (PNG).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -63,7 +67,8 @@ pub fn run(args: PredictArgs) -> Result<()> {
         }
         _ => FaceFinder::WholeImage,
     };
-    let classifier = EmotionClassifier::from_run(&args.run_dir)?;
+    let mut classifier = EmotionClassifier::from_run(&args.run_dir)?;
+    classifier.tta = args.tta;
     let bar = progress_bar(args.photos.len());
     let results = predict_photos(&classifier, &finder, &args.photos, args.out.as_deref(), |r| {
         let text = describe(r);

@@ -8,7 +8,7 @@ use clap::Args;
 use super::{DataArgs, load_data};
 use crate::data::augment::AugmentConfig;
 use crate::models::ModelSpec;
-use crate::training::{Monitor, RunDir, TrainConfig, train};
+use crate::training::{LrSchedule, Monitor, RunDir, TrainConfig, train};
 use crate::util::device::DeviceKind;
 
 #[derive(Args, Debug)]
@@ -21,9 +21,16 @@ pub struct TrainArgs {
     pub epochs: usize,
     #[arg(long = "batch", default_value_t = 512)]
     pub batch_size: usize,
-    /// Adam's learning rate (default: the net's own, as in the notebook).
+    /// Adam's learning rate (default: the net's own, as in the notebook); the peak of a schedule.
     #[arg(long)]
     pub lr: Option<f64>,
+    /// How the learning rate moves: constant (the notebook's) or cosine (decay to zero by the
+    /// last step, after --warmup-epochs of linear warm-up).
+    #[arg(long, default_value = "constant")]
+    pub schedule: String,
+    /// Epochs of linear warm-up before the cosine decay.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_epochs: usize,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Which validation figure picks the kept checkpoint.
@@ -99,6 +106,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         learning_rate: args.lr.unwrap_or(spec.learning_rate()),
+        schedule: LrSchedule::parse(&args.schedule, args.warmup_epochs)?,
         seed: args.seed,
         monitor: args.monitor,
         device: args.device,

@@ -1,7 +1,10 @@
-//! Evaluation: metrics from a confusion matrix, and running a trained net over a split.
+//! Evaluation: metrics from a confusion matrix, running a trained net over a split, and
+//! test-time augmentation.
 
 pub mod evaluate;
 pub mod metrics;
+pub mod tta;
 
-pub use evaluate::{SplitEvaluation, evaluate};
+pub use evaluate::{SplitEvaluation, evaluate, evaluate_with};
 pub use metrics::{ClassMetrics, Confusion};
+pub use tta::Tta;

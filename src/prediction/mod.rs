@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use burn::prelude::*;
-use burn::tensor::activation::softmax;
+use crate::evaluation::tta::{Tta, log_probabilities};
 use image::{ImageDecoder, ImageReader, RgbImage};
 use serde::Serialize;
 
@@ -163,6 +163,8 @@ impl FacePrediction {
 /// A trained net, loaded from its run directory, that gives class probabilities for faces.
 pub struct EmotionClassifier {
     pub model_name: String,
+    /// The views of each face the net reads (see `evaluation::tta`).
+    pub tta: Tta,
     net: Model,
     preprocess: Preprocess,
     device: Device,
@@ -174,7 +176,13 @@ impl EmotionClassifier {
         let config = run.load_config()?;
         let device = config.device.device()?;
         let net = run.load_model(&config, &device)?;
-        Ok(Self { model_name: config.model.name().to_string(), net, preprocess: config.model.preprocess(), device })
+        Ok(Self {
+            model_name: config.model.name().to_string(),
+            tta: Tta::None,
+            net,
+            preprocess: config.model.preprocess(),
+            device,
+        })
     }
 
     /// Class probabilities for 48x48 grey faces, in order.
@@ -186,7 +194,7 @@ impl EmotionClassifier {
         let mut out = Vec::with_capacity(faces.len());
         for indices in in_batches(&sequential(split.len()), 64) {
             let batch = make_batch(&split, indices, self.preprocess, &self.device);
-            let probabilities = softmax(self.net.forward(batch.images), 1);
+            let probabilities = log_probabilities(&self.net, batch.images, self.tta).exp();
             let values =
                 probabilities.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities are floats");
             out.extend(

@@ -129,7 +129,12 @@ pub fn describe_setup(run_dir: &Path, classifier: &EmotionClassifier, finder: &F
         }),
         FaceFinder::WholeImage => json!("whole image"),
     };
-    json!({ "run": run_dir.display().to_string(), "model": classifier.model_name, "detector": detector })
+    json!({
+        "run": run_dir.display().to_string(),
+        "model": classifier.model_name,
+        "tta": classifier.tta,
+        "detector": detector,
+    })
 }
 
 /// The images (PNG, JPEG) directly in `dir`, sorted by name.

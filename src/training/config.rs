@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::data::DataSource;
 use crate::data::augment::AugmentConfig;
 use crate::models::ModelSpec;
+use super::schedule::LrSchedule;
 use crate::util::device::DeviceKind;
 
 /// Which validation figure picks the kept checkpoint.
@@ -28,8 +29,11 @@ pub enum Monitor {
 pub struct TrainConfig {
     pub epochs: usize,
     pub batch_size: usize,
-    /// Adam's learning rate (the net's own unless overridden).
+    /// Adam's learning rate (the net's own unless overridden); the schedule's peak.
     pub learning_rate: f64,
+    /// How the rate moves over the run (the notebook's: constant).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub schedule: LrSchedule,
     pub seed: u64,
     pub monitor: Monitor,
     pub device: DeviceKind,
@@ -48,6 +52,10 @@ pub struct TrainConfig {
     pub model: ModelSpec,
 }
 
+fn is_default<T: Default + PartialEq>(value: &T) -> bool {
+    *value == T::default()
+}
+
 impl TrainConfig {
     /// The notebook's recipe for a net: batch 512, 20 epochs, the net's own learning rate.
     pub fn notebook(model: ModelSpec, data: DataSource) -> Self {
@@ -55,6 +63,7 @@ impl TrainConfig {
             epochs: 20,
             batch_size: 512,
             learning_rate: model.learning_rate(),
+            schedule: LrSchedule::Constant,
             seed: 42,
             monitor: Monitor::ValLoss,
             device: DeviceKind::Cpu,
@@ -89,6 +98,7 @@ mod tests {
         let spec = crate::models::resolve("cnn3").unwrap();
         let mut config = TrainConfig::notebook(spec, DataSource::from_path("data.csv"));
         config.subset = Some(100);
+        config.schedule = LrSchedule::Cosine { warmup_epochs: 2 };
         config.augment = Some(AugmentConfig::parse("rotation=20,shear=20,zoom=0.1,hflip").unwrap());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");

@@ -1,4 +1,4 @@
-//! The training loop: Adam on cross-entropy plus Keras' L2 penalty, one validation pass per
+//! The training loop: Adam (at the schedule's rate) on cross-entropy plus Keras' L2 penalty, one validation pass per
 //! epoch, the best checkpoint kept, and everything written to the run directory as it goes.
 //!
 //! The loop is our own rather than Burn's `Learner` because the notebook's recipe needs the L2
@@ -55,6 +55,9 @@ struct EpochPass<'a> {
     device: &'a Device,
     progress: &'a Progress,
     epoch: usize,
+    /// Optimizer steps taken before this epoch (the schedule's clock).
+    steps_before: usize,
+    steps_per_epoch: usize,
 }
 
 impl EpochPass<'_> {
@@ -67,7 +70,7 @@ impl EpochPass<'_> {
         batches: Receiver<HostBatch>,
     ) -> (Model, f64, usize) {
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for host in batches {
+        for (i, host) in batches.into_iter().enumerate() {
             let n = host.labels.len();
             let batch = host.to_device(self.device);
             let logits = model.forward(batch.images);
@@ -79,7 +82,13 @@ impl EpochPass<'_> {
                 logits.argmax(1).squeeze_dim::<1>(1).equal(batch.labels).int().sum().into_scalar::<i64>() as usize;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             loss_sum += loss.into_scalar::<f32>() as f64 * n as f64;
-            model = optimizer.step(self.config.learning_rate, model, grads);
+            let rate = self.config.schedule.rate(
+                self.config.learning_rate,
+                self.steps_before + i,
+                self.steps_per_epoch,
+                self.config.epochs,
+            );
+            model = optimizer.step(rate, model, grads);
             seen += n;
             self.progress.batch_done(self.epoch, loss_sum / seen as f64);
         }
@@ -98,6 +107,7 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
     if config.epochs == 0 || config.batch_size == 0 {
         bail!("--epochs and --batch must be at least 1");
     }
+
     let (trainable_params, non_trainable_params) = config.model.param_counts()?;
     write_atomic(&run.config(), config.to_toml())?;
     write_atomic(&run.summary(), config.model.summary()?)?;
@@ -129,7 +139,15 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
         let epoch_start = Instant::now();
         let rows = order.next_epoch(train.len());
         let augment = config.augment.as_ref().map(|a| EpochAugment { config: a, seed: config.seed, epoch });
-        let pass = EpochPass { config, loss_fn: &loss_fn, device: &train_device, progress: &progress, epoch };
+        let pass = EpochPass {
+            config,
+            loss_fn: &loss_fn,
+            device: &train_device,
+            progress: &progress,
+            epoch,
+            steps_before: (epoch - 1) * batches_per_epoch,
+            steps_per_epoch: batches_per_epoch,
+        };
         let (trained, loss_sum, correct) = std::thread::scope(|scope| {
             pass.run(model, &mut optimizer, prefetch(scope, train, rows, config.batch_size, preprocess, augment))
         });
