@@ -262,4 +262,51 @@ mod tests {
         let p = FacePrediction::new(face, [0.1, 0.0, 0.05, 0.6, 0.05, 0.1, 0.1]);
         assert_eq!((p.emotion, p.confidence()), ("happy", 0.6));
     }
+
+    /// A JPEG of `width` x `height` whose left half is dark and right half bright, with an EXIF
+    /// block saying `orientation` (1-8) when given.
+    fn jpeg_with_orientation(width: u32, height: u32, orientation: Option<u16>) -> Vec<u8> {
+        let image =
+            image::RgbImage::from_fn(width, height, |x, _| image::Rgb(if x < width / 2 { [10; 3] } else { [200; 3] }));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 95).encode_image(&image).expect("encodes");
+        let Some(orientation) = orientation else { return jpeg };
+        // APP1 "Exif": a big-endian TIFF header and one IFD entry, Orientation (0x0112), SHORT.
+        let mut tiff = b"MM\0\x2a\0\0\0\x08\0\x01\x01\x12\0\x03\0\0\0\x01".to_vec();
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]); // value padding, no next IFD
+        let mut app1 = vec![0xff, 0xe1];
+        app1.extend_from_slice(&((2 + 6 + tiff.len()) as u16).to_be_bytes());
+        app1.extend_from_slice(b"Exif\0\0");
+        app1.extend_from_slice(&tiff);
+        // Right after the start-of-image marker.
+        [&jpeg[..2], &app1[..], &jpeg[2..]].concat()
+    }
+
+    #[test]
+    fn photos_are_turned_upright_as_their_exif_orientation_says() {
+        let dir = tempfile::tempdir().unwrap();
+        let mean = |g: &GreyImage, rows: std::ops::Range<usize>, cols: std::ops::Range<usize>| {
+            let n = rows.len() * cols.len();
+            let sum: f64 = rows.flat_map(|y| cols.clone().map(move |x| g.pixels[y * g.width + x] as f64)).sum();
+            sum / n as f64
+        };
+        // No EXIF: as stored, dark on the left.
+        let path = dir.path().join("plain.jpg");
+        std::fs::write(&path, jpeg_with_orientation(40, 20, None)).unwrap();
+        let photo = Photo::open(&path).unwrap();
+        assert_eq!((photo.grey.width, photo.grey.height), (40, 20));
+        assert!(mean(&photo.grey, 0..20, 0..18) < 30.0 && mean(&photo.grey, 0..20, 22..40) > 180.0);
+        // Orientation 6 (a phone held upright): to be shown turned 90 degrees clockwise, so the
+        // stored left half ends on top.
+        let path = dir.path().join("rotated.jpg");
+        std::fs::write(&path, jpeg_with_orientation(40, 20, Some(6))).unwrap();
+        let photo = Photo::open(&path).unwrap();
+        assert_eq!((photo.grey.width, photo.grey.height, photo.rgb.width()), (20, 40, 20));
+        assert!(mean(&photo.grey, 0..18, 0..20) < 30.0 && mean(&photo.grey, 22..40, 0..20) > 180.0);
+        // Orientation 8: turned counter-clockwise, the left half ends at the bottom.
+        std::fs::write(&path, jpeg_with_orientation(40, 20, Some(8))).unwrap();
+        let photo = Photo::open(&path).unwrap();
+        assert!(mean(&photo.grey, 22..40, 0..20) < 30.0 && mean(&photo.grey, 0..18, 0..20) > 180.0);
+    }
 }
