@@ -87,6 +87,29 @@ fn a_trained_net_reads_the_face_in_a_real_photo() {
         ((x + side).min(177.0 + 95.0) - x.max(177.0)).max(0.0) * ((y + side).min(66.0 + 95.0) - y.max(66.0)).max(0.0);
     assert!(overlap / (95.0 * 95.0) > 0.8, "{b}");
     assert!(doc["photos"][1]["faces"].as_array().unwrap().is_empty());
+
+    // Turned upright by the eyes and read with its mirror image: the same face, still happy.
+    let aligned_out = dir.path().join("pred-aligned");
+    let o = ferkit(&[
+        "predict",
+        run.to_str().unwrap(),
+        astronaut.to_str().unwrap(),
+        "--mtcnn",
+        mtcnn.to_str().unwrap(),
+        "--align",
+        "--tta",
+        "hflip",
+        "--out",
+        aligned_out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    eprintln!("{}", stdout(&o));
+    let aligned: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(aligned_out.join("predictions.json")).unwrap()).unwrap();
+    assert_eq!((&aligned["align"], &aligned["tta"]), (&serde_json::json!(true), &serde_json::json!("hflip")));
+    let face = &aligned["photos"][0]["faces"][0];
+    assert_eq!((&face["box"], &face["emotion"]), (&faces[0]["box"], &serde_json::json!("happy")), "{face}");
+    assert_ne!(face["probabilities"], faces[0]["probabilities"], "alignment and the mirror change what the net reads");
 }
 
 #[test]
@@ -122,6 +145,7 @@ fn bad_input_names_the_file_and_writes_nothing() {
         (vec!["predict", run, missing.as_str(), "--whole-image", "--out", out], "missing.jpg: cannot read the image"),
         (vec!["predict", run, face, "--cascade", cascade, "--out", out], "cascade.xml: not a usable Haar cascade"),
         (vec!["predict", run, face, "--out", out], "--cascade"),
+        (vec!["predict", run, face, "--whole-image", "--align", "--out", out], "--mtcnn"),
         (
             vec!["predict", run, face, "--mtcnn", dir.path().to_str().unwrap(), "--out", out],
             "pnet.pt: no such weights file",

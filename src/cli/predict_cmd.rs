@@ -9,8 +9,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::CLASS_NAMES;
 use crate::detection::mtcnn::MtcnnOptions;
-use crate::evaluation::Tta;
 use crate::detection::{BoundingBox, DetectOptions};
+use crate::evaluation::Tta;
 use crate::prediction::output::{PhotoResult, describe_setup, predict_photos, write_tables};
 use crate::prediction::{EmotionClassifier, FaceFinder, FacePrediction};
 
@@ -42,6 +42,9 @@ pub struct PredictArgs {
     /// Smallest face side, in pixels (both detectors).
     #[arg(long, default_value_t = DetectOptions::default().min_size)]
     pub min_size: usize,
+    /// Turn each face upright by its eyes (MTCNN's landmarks) before the net reads it.
+    #[arg(long)]
+    pub align: bool,
     /// Test-time augmentation: `hflip` averages the probabilities of each face and its mirror image.
     #[arg(long, value_enum, default_value_t = Tta::None)]
     pub tta: Tta,
@@ -53,6 +56,9 @@ pub struct PredictArgs {
 pub fn run(args: PredictArgs) -> Result<()> {
     if args.scale_factor <= 1.0 || !args.scale_factor.is_finite() {
         bail!("--scale-factor must be above 1 (got {})", args.scale_factor);
+    }
+    if args.align && args.mtcnn.is_none() {
+        bail!("--align needs --mtcnn: only MTCNN gives the eyes' positions");
     }
     let options = DetectOptions {
         scale_factor: args.scale_factor,
@@ -69,6 +75,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
     };
     let mut classifier = EmotionClassifier::from_run(&args.run_dir)?;
     classifier.tta = args.tta;
+    classifier.align = args.align;
     let bar = progress_bar(args.photos.len());
     let results = predict_photos(&classifier, &finder, &args.photos, args.out.as_deref(), |r| {
         let text = describe(r);

@@ -133,6 +133,7 @@ pub fn describe_setup(run_dir: &Path, classifier: &EmotionClassifier, finder: &F
         "run": run_dir.display().to_string(),
         "model": classifier.model_name,
         "tta": classifier.tta,
+        "align": classifier.align,
         "detector": detector,
     })
 }

@@ -6,10 +6,10 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::schedule::LrSchedule;
 use crate::data::DataSource;
 use crate::data::augment::AugmentConfig;
 use crate::models::ModelSpec;
-use super::schedule::LrSchedule;
 use crate::util::device::DeviceKind;
 
 /// Which validation figure picks the kept checkpoint.
