@@ -8,7 +8,7 @@ use clap::Args;
 use super::DataArgs;
 use super::train_cmd::load_config_data;
 use crate::data::SplitName;
-use crate::evaluation::{Tta, evaluate_with};
+use crate::evaluation::{Tta, evaluate};
 use crate::reporting::plots::plot_confusion;
 use crate::training::RunDir;
 use crate::util::atomic::write_atomic;
@@ -42,15 +42,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(!split.is_empty(), "the data has no {} rows", args.split.as_str());
     let device = config.device.device()?;
     let net = run.load_model(&config, &device)?;
-    let result = evaluate_with(
-        &net,
-        config.model.preprocess(),
-        split,
-        args.split.as_str(),
-        config.batch_size,
-        &device,
-        args.tta,
-    );
+    let result =
+        evaluate(&net, config.model.preprocess(), split, args.split.as_str(), config.batch_size, &device, args.tta);
     let name = format!("{}{}", args.split.as_str(), args.tta.suffix());
     let name = name.as_str();
     write_atomic(&run.evaluation(name), serde_json::to_string_pretty(&result)?)?;

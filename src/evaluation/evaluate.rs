@@ -30,20 +30,9 @@ fn is_plain(tta: &Tta) -> bool {
     *tta == Tta::None
 }
 
-/// Evaluates `net` (on a plain, non-autodiff device) over every row of `split`.
+/// Evaluates `net` (on a plain, non-autodiff device) over every row of `split`, the net reading
+/// the views of each face that `tta` names (their probabilities averaged).
 pub fn evaluate(
-    net: &Model,
-    preprocess: Preprocess,
-    split: &Split,
-    split_name: &str,
-    batch_size: usize,
-    device: &Device,
-) -> SplitEvaluation {
-    evaluate_with(net, preprocess, split, split_name, batch_size, device, Tta::None)
-}
-
-/// [`evaluate`], with the net reading the views `tta` names and its probabilities averaged.
-pub fn evaluate_with(
     net: &Model,
     preprocess: Preprocess,
     split: &Split,

@@ -23,7 +23,7 @@ use super::run_dir::RunDir;
 use crate::data::batch::Preprocess;
 use crate::data::batch::{EpochAugment, EpochOrder, HostBatch, prefetch};
 use crate::data::{Dataset, SplitName};
-use crate::evaluation::{SplitEvaluation, evaluate};
+use crate::evaluation::{SplitEvaluation, Tta, evaluate};
 use crate::models::Model;
 use crate::reporting::plots::plot_curves;
 use crate::util::atomic::write_atomic;
@@ -152,7 +152,7 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
             pass.run(model, &mut optimizer, prefetch(scope, train, rows, config.batch_size, preprocess, augment))
         });
         model = trained;
-        let val = evaluate(&model.valid(), preprocess, &dataset.val, "val", config.batch_size, &device);
+        let val = evaluate(&model.valid(), preprocess, &dataset.val, "val", config.batch_size, &device, Tta::None);
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / train.len() as f64,
@@ -178,8 +178,9 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
         .best()
         .ok_or_else(|| anyhow::anyhow!("no epoch gave a finite validation figure (did the loss diverge?)"))?;
     let best = run.load_model(config, &device)?;
-    let eval =
-        |name: SplitName| evaluate(&best, preprocess, dataset.split(name), name.as_str(), config.batch_size, &device);
+    let eval = |name: SplitName| {
+        evaluate(&best, preprocess, dataset.split(name), name.as_str(), config.batch_size, &device, Tta::None)
+    };
     let metrics = RunMetrics {
         model: config.model.name().to_string(),
         trainable_params,
