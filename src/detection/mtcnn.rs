@@ -14,7 +14,6 @@ use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::nn::{Linear, LinearConfig, PRelu, PReluConfig};
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
-use serde::Serialize;
 
 use crate::kernels::conv2d::conv2d;
 use crate::models::pytorch_weights;
@@ -38,7 +37,7 @@ impl Default for MtcnnOptions {
 
 /// A face found by MTCNN: its box corners in photo pixels (fractional), score, and landmarks
 /// (left eye, right eye, nose, left and right mouth corners) as (x, y).
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug)]
 pub struct MtcnnFace {
     pub x1: f32,
     pub y1: f32,

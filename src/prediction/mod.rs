@@ -10,7 +10,6 @@ use crate::evaluation::tta::{Tta, log_probabilities};
 use anyhow::{Context, Result};
 use burn::prelude::*;
 use image::{ImageDecoder, ImageReader, RgbImage};
-use serde::Serialize;
 
 use crate::data::batch::{Preprocess, in_batches, make_batch, sequential};
 use crate::data::image_folder::to_face;
@@ -130,13 +129,11 @@ fn square_box([x1, y1, x2, y2]: [f32; 4], width: usize, height: usize) -> Option
 }
 
 /// One face: where it is, what the detector said of it, and the net's probability for each class.
-#[derive(Clone, Debug, Serialize)]
+/// (`output::face_json` writes it for predictions.json, with the probabilities by class name.)
+#[derive(Clone, Debug)]
 pub struct FacePrediction {
-    #[serde(rename = "box")]
     pub bbox: BoundingBox,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub detector_score: Option<f32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub landmarks: Option<[[f32; 2]; 5]>,
     pub emotion: &'static str,
     pub probabilities: [f32; NUM_CLASSES],
