@@ -17,7 +17,7 @@ use crate::prediction::{EmotionClassifier, FaceFinder};
 use crate::reporting::plots::{augment_preview, face_grid};
 use crate::reporting::report::write_report;
 use crate::reporting::table::stats_json;
-use crate::training::{Monitor, RunDir, TrainConfig, train};
+use crate::training::{Monitor, RunDir, TrainConfig, resume, train};
 use crate::tuning::runner::{TrialSettings, TuneOptions, tune};
 use crate::tuning::{SearchSpace, Strategy};
 use crate::util::atomic::write_atomic;
@@ -160,7 +160,8 @@ fn data_step(dataset: &Dataset, dir: &Path, seed: u64) -> Result<()> {
     )
 }
 
-/// Trains one run unless its metrics are already there (a half-finished run is redone).
+/// Trains one run unless its metrics are already there; a run stopped after some epochs goes on
+/// from its checkpoint.
 fn train_step(
     mut config: TrainConfig,
     options: &ReproduceOptions,
@@ -175,6 +176,13 @@ fn train_step(
     config.seed = options.seed;
     config.device = options.device;
     config.subset = recipe.subset;
+    if let Ok(run) = RunDir::open(dir)
+        && run.has_checkpoint()
+        && run.load_config().is_ok_and(|saved| saved == config)
+    {
+        resume(&run, dataset)?;
+        return Ok(());
+    }
     let run = RunDir::create(dir, true)?;
     train(&config, dataset, &run)?;
     Ok(())

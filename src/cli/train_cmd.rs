@@ -8,13 +8,22 @@ use clap::Args;
 use super::{DataArgs, load_data};
 use crate::data::augment::AugmentConfig;
 use crate::models::ModelSpec;
-use crate::training::{LrSchedule, Monitor, RunDir, TrainConfig, train};
+use crate::training::{LrSchedule, Monitor, RunDir, RunMetrics, TrainConfig, resume, train};
 use crate::util::device::DeviceKind;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// A preset (fnn1..3, cnn1..3, vgg-lite) or a path to a net TOML file.
-    pub model: String,
+    #[arg(required_unless_present = "resume")]
+    pub model: Option<String>,
+    /// Go on with a run that stopped (killed, machine gone) from its last finished epoch, with the
+    /// options saved in its config.toml; the result equals an uninterrupted run's.
+    #[arg(long, value_name = "RUN_DIR", conflicts_with_all = [
+        "model", "data", "train", "val", "test", "skip_bad_rows", "epochs", "batch_size", "lr", "schedule",
+        "warmup_epochs", "seed", "monitor", "out", "overwrite", "subset", "device", "augment", "init_from",
+        "weights", "freeze", "input_size", "head",
+    ])]
+    pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
     #[arg(long, default_value_t = 20)]
@@ -101,7 +110,18 @@ impl TransferArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
-    let spec = args.transfer.apply(crate::models::resolve(&args.model)?)?;
+    if let Some(dir) = &args.resume {
+        let run_dir = RunDir::open(dir)?;
+        if run_dir.metrics().exists() {
+            println!("{}: this run finished (metrics.json is there); nothing to resume", dir.display());
+            return Ok(());
+        }
+        let dataset = load_config_data(&run_dir.load_config()?)?;
+        let metrics = resume(&run_dir, &dataset)?;
+        return print_result(&metrics, &run_dir);
+    }
+    let model = args.model.as_deref().expect("clap requires MODEL unless --resume");
+    let spec = args.transfer.apply(crate::models::resolve(model)?)?;
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -121,6 +141,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
     let run_dir = RunDir::create(&out, args.overwrite)?;
     let dataset = load_config_data(&config)?;
     let metrics = train(&config, &dataset, &run_dir)?;
+    print_result(&metrics, &run_dir)
+}
+
+fn print_result(metrics: &RunMetrics, run_dir: &RunDir) -> Result<()> {
     println!(
         "{}: kept epoch {} of {}; accuracy train {:.4}, val {:.4}{}; {:.1} s",
         metrics.model,

@@ -4,13 +4,13 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::config::Monitor;
 use crate::util::atomic::write_atomic;
 
 /// One epoch's figures. Losses include the L2 penalty, as Keras reports them.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EpochRecord {
     pub epoch: usize,
     pub train_loss: f64,
@@ -77,6 +77,11 @@ pub struct BestTracker {
 impl BestTracker {
     pub fn new(monitor: Monitor) -> Self {
         Self { monitor, best: None }
+    }
+
+    /// A tracker that goes on from a resumed run's kept epoch and value.
+    pub fn resume(monitor: Monitor, best: Option<(usize, f64)>) -> Self {
+        Self { monitor, best }
     }
 
     /// Records an epoch; true when it is the new best (its weights should be kept).

@@ -1,6 +1,7 @@
 //! Training: the run configuration, the learning-rate schedule, the loop, history and checkpoint choice, progress display,
 //! and the run directory that holds it all.
 
+pub mod checkpoint;
 pub mod config;
 pub mod history;
 pub mod progress;
@@ -11,4 +12,4 @@ pub mod trainer;
 pub use config::{Monitor, TrainConfig};
 pub use run_dir::RunDir;
 pub use schedule::LrSchedule;
-pub use trainer::{RunMetrics, train};
+pub use trainer::{RunMetrics, resume, train};

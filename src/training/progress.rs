@@ -13,8 +13,9 @@ pub struct Progress {
 }
 
 impl Progress {
-    /// `steps` batches in all over `epochs` epochs; a bar only when stderr is a terminal.
-    pub fn new(label: &str, epochs: usize, steps: u64) -> Self {
+    /// `steps` batches in all over `epochs` epochs, `done` of them before this process (a
+    /// resumed run); a bar only when stderr is a terminal.
+    pub fn new(label: &str, epochs: usize, steps: u64, done: u64) -> Self {
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(steps);
             bar.set_style(
@@ -25,6 +26,8 @@ impl Progress {
                 .progress_chars("=> "),
             );
             bar.set_prefix(label.to_string());
+            bar.set_position(done);
+            bar.reset_eta();
             bar.enable_steady_tick(Duration::from_millis(500));
             bar
         });

@@ -1,5 +1,6 @@
 //! A run directory: everything one training run produced, under fixed names.
 
+use std::ops::Not;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -16,17 +17,34 @@ pub struct RunDir {
 
 impl RunDir {
     /// Creates the folder for a new run. An existing non-empty folder is refused unless
-    /// `overwrite`, so a finished run is never clobbered by accident.
+    /// `overwrite`, so a finished run is never clobbered by accident; with `overwrite` the old
+    /// run's weights, metrics, history and checkpoint are removed first, so that nothing of it
+    /// can be taken for the new run's (by `--resume`, say).
     pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
+        let run = Self { path: path.to_path_buf() };
         if path.exists() {
             let non_empty =
                 std::fs::read_dir(path).with_context(|| format!("{}: cannot list", path.display()))?.next().is_some();
             if non_empty && !overwrite {
-                bail!("{} already holds a run: pick another --out, or pass --overwrite", path.display());
+                let hint = if run.has_checkpoint() && run.metrics().exists().not() {
+                    "; it stopped before its end: `ferkit train --resume` goes on with it"
+                } else {
+                    ""
+                };
+                bail!("{} already holds a run: pick another --out, or pass --overwrite{hint}", path.display());
+            }
+            if run.checkpoint_dir().exists() {
+                std::fs::remove_dir_all(run.checkpoint_dir())
+                    .with_context(|| format!("{}: cannot remove the old checkpoint", run.checkpoint_dir().display()))?;
+            }
+            for old in [run.weights(), run.metrics(), run.history()] {
+                if old.exists() {
+                    std::fs::remove_file(&old).with_context(|| format!("{}: cannot remove", old.display()))?;
+                }
             }
         }
         std::fs::create_dir_all(path).with_context(|| format!("{}: cannot create", path.display()))?;
-        Ok(Self { path: path.to_path_buf() })
+        Ok(run)
     }
 
     /// Opens a finished (or interrupted) run: it must have its `config.toml`.

@@ -16,6 +16,7 @@ use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::Serialize;
 
+use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::history::{BestTracker, EpochRecord, write_csv};
 use super::progress::Progress;
@@ -62,13 +63,14 @@ struct EpochPass<'a> {
 
 impl EpochPass<'_> {
     /// Trains on every batch `batches` yields; returns the net, the summed loss (with L2) and
-    /// the number of correct predictions, both as seen during training (dropout on).
+    /// the number of correct predictions, both as seen during training (dropout on). A loss that
+    /// is not finite stops the pass at once with [`Diverged`], before the optimizer applies it.
     fn run(
         &self,
         mut model: Model,
         optimizer: &mut ModuleOptimizer,
         batches: Receiver<HostBatch>,
-    ) -> (Model, f64, usize) {
+    ) -> Result<(Model, f64, usize), Diverged> {
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (i, host) in batches.into_iter().enumerate() {
             let n = host.labels.len();
@@ -78,10 +80,15 @@ impl EpochPass<'_> {
             if let Some(l2) = model.l2_penalty() {
                 loss = loss + l2;
             }
+            let loss_value = loss.clone().into_scalar::<f32>();
+            if !loss_value.is_finite() {
+                // Dropping the receiver ends the prefetch thread at its next send.
+                return Err(Diverged { epoch: self.epoch, step: i + 1, steps: self.steps_per_epoch, loss: loss_value });
+            }
             correct +=
                 logits.argmax(1).squeeze_dim::<1>(1).equal(batch.labels).int().sum().into_scalar::<i64>() as usize;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            loss_sum += loss.into_scalar::<f32>() as f64 * n as f64;
+            loss_sum += loss_value as f64 * n as f64;
             let rate = self.config.schedule.rate(
                 self.config.learning_rate,
                 self.steps_before + i,
@@ -92,12 +99,62 @@ impl EpochPass<'_> {
             seen += n;
             self.progress.batch_done(self.epoch, loss_sum / seen as f64);
         }
-        (model, loss_sum, correct)
+        Ok((model, loss_sum, correct))
     }
 }
 
-/// Trains `config.model` on `dataset` and fills `run`.
+/// A training loss that is NaN or infinite: where it happened.
+#[derive(Clone, Copy, Debug)]
+struct Diverged {
+    epoch: usize,
+    /// 1-based batch within the epoch.
+    step: usize,
+    steps: usize,
+    loss: f32,
+}
+
+/// Trains `config.model` on `dataset` from fresh weights (or `config.init_from`'s) and fills `run`.
+///
+/// Errors: no training or validation rows, zero epochs or batch, weights that do not fit, an
+/// unwritable run directory, and a loss that turns non-finite (the message names the epoch and
+/// step; the best checkpoint so far stays in `model.bpk`).
 pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<RunMetrics> {
+    check_inputs(config, dataset)?;
+    write_atomic(&run.config(), config.to_toml())?;
+    write_atomic(&run.summary(), config.model.summary()?)?;
+    run_epochs(config, dataset, run, None)
+}
+
+/// Goes on with a run that stopped (killed, or its machine gone) after its last finished epoch,
+/// with the run's own `config.toml`. The result equals that of a run that never stopped. A run
+/// that finished no epoch starts again from its beginning.
+pub fn resume(run: &RunDir, dataset: &Dataset) -> Result<RunMetrics> {
+    let config = run.load_config()?;
+    check_inputs(&config, dataset)?;
+    let state = checkpoint::load_state(run)?;
+    if let Some(state) = &state {
+        eprintln!(
+            "resuming {} after epoch {} of {} ({:.0} s trained so far)",
+            run.path.display(),
+            state.epochs_done,
+            config.epochs,
+            state.train_seconds
+        );
+        if state.epochs_done > config.epochs {
+            bail!(
+                "{}: {} epochs done, more than the {} of config.toml",
+                run.checkpoint_state().display(),
+                state.epochs_done,
+                config.epochs
+            );
+        }
+    } else {
+        eprintln!("{}: no epoch had finished; starting the run from its beginning", run.path.display());
+    }
+    run_epochs(&config, dataset, run, state)
+}
+
+fn check_inputs(config: &TrainConfig, dataset: &Dataset) -> Result<()> {
     if dataset.train.is_empty() {
         bail!("the data has no training rows");
     }
@@ -107,36 +164,61 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
     if config.epochs == 0 || config.batch_size == 0 {
         bail!("--epochs and --batch must be at least 1");
     }
+    Ok(())
+}
 
+/// The epochs from `state` (or the first) to the last, then the kept checkpoint's evaluation.
+fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Option<TrainState>) -> Result<RunMetrics> {
     let (trainable_params, non_trainable_params) = config.model.param_counts()?;
-    write_atomic(&run.config(), config.to_toml())?;
-    write_atomic(&run.summary(), config.model.summary()?)?;
     let preprocess: Preprocess = config.model.preprocess();
 
     let device = config.device.device()?;
     device.seed(config.seed);
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
-    let mut model = config.model.build(&train_device)?;
-    if let Some(from) = &config.init_from {
-        let weights = RunDir::open(from)?.weights();
-        model = model
-            .try_load_file(&weights)
-            .map_err(|e| anyhow::anyhow!("--init-from {}: the weights do not fit this net: {e}", weights.display()))?;
-    }
     let mut optimizer = AdamConfig::new().with_epsilon(KERAS_ADAM_EPSILON).init();
+    let mut model = match &state {
+        Some(state) => {
+            let net = config.model.without_pretrained().build(&train_device)?;
+            let (net, optim) = checkpoint::restore(run, state, net, optimizer)?;
+            optimizer = optim;
+            net
+        }
+        None => {
+            let mut net = config.model.build(&train_device)?;
+            if let Some(from) = &config.init_from {
+                let weights = RunDir::open(from)?.weights();
+                net = net.try_load_file(&weights).map_err(|e| {
+                    anyhow::anyhow!("--init-from {}: the weights do not fit this net: {e}", weights.display())
+                })?;
+            }
+            net
+        }
+    };
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let mut order = EpochOrder::new(config.seed);
 
     let train = &dataset.train;
     let batches_per_epoch = train.len().div_ceil(config.batch_size);
-    let progress = Progress::new(config.model.name(), config.epochs, (batches_per_epoch * config.epochs) as u64);
-    let mut tracker = BestTracker::new(config.monitor);
-    let mut history = Vec::with_capacity(config.epochs);
+    let epochs_done = state.as_ref().map_or(0, |s| s.epochs_done);
+    let progress = Progress::new(
+        config.model.name(),
+        config.epochs,
+        (batches_per_epoch * config.epochs) as u64,
+        (batches_per_epoch * epochs_done) as u64,
+    );
+    let mut tracker = BestTracker::resume(config.monitor, state.as_ref().and_then(|s| s.best));
+    let mut history = state.as_ref().map_or_else(Vec::new, |s| s.history.clone());
+    let seconds_before = state.as_ref().map_or(0.0, |s| s.train_seconds);
+    // The data order of the finished epochs is drawn again, so the next epoch's is the same.
+    for _ in 0..epochs_done {
+        order.next_epoch(train.len());
+    }
     let start = Instant::now();
 
-    for epoch in 1..=config.epochs {
+    for epoch in epochs_done + 1..=config.epochs {
         let epoch_start = Instant::now();
+        train_device.seed(checkpoint::epoch_seed(config.seed, epoch));
         let rows = order.next_epoch(train.len());
         let augment = config.augment.as_ref().map(|a| EpochAugment { config: a, seed: config.seed, epoch });
         let pass = EpochPass {
@@ -148,9 +230,27 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
             steps_before: (epoch - 1) * batches_per_epoch,
             steps_per_epoch: batches_per_epoch,
         };
-        let (trained, loss_sum, correct) = std::thread::scope(|scope| {
+        let passed = std::thread::scope(|scope| {
             pass.run(model, &mut optimizer, prefetch(scope, train, rows, config.batch_size, preprocess, augment))
         });
+        let (trained, loss_sum, correct) = match passed {
+            Ok(done) => done,
+            Err(d) => {
+                progress.finish();
+                let kept = match tracker.best() {
+                    Some((e, _)) => format!("the best checkpoint so far (epoch {e}) is kept in {}", run.weights().display()),
+                    None => "no epoch had finished, so no checkpoint was kept".to_string(),
+                };
+                bail!(
+                    "training diverged: the loss is {} at epoch {}, step {} of {}; {kept}. Start again with a lower --lr (it was {}).",
+                    d.loss,
+                    d.epoch,
+                    d.step,
+                    d.steps,
+                    config.learning_rate
+                );
+            }
+        };
         model = trained;
         let val = evaluate(&model.valid(), preprocess, &dataset.val, "val", config.batch_size, &device, Tta::None);
         let record = EpochRecord {
@@ -165,13 +265,16 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<Ru
         if kept {
             run.save_weights(model.valid())?;
         }
-        let mean_epoch = start.elapsed().as_secs_f64() / epoch as f64;
+        let epochs_here = epoch - epochs_done;
+        let mean_epoch = start.elapsed().as_secs_f64() / epochs_here as f64;
         progress.epoch_done(&record, kept, mean_epoch * (config.epochs - epoch) as f64);
         history.push(record);
         write_csv(&run.history(), &history)?;
+        let seconds = seconds_before + start.elapsed().as_secs_f64();
+        checkpoint::save(run, &model.valid(), &optimizer, &history, tracker.best(), seconds)?;
     }
     progress.finish();
-    let train_seconds = start.elapsed().as_secs_f64();
+    let train_seconds = seconds_before + start.elapsed().as_secs_f64();
     plot_curves(&history, config.model.name(), &run.curves())?;
 
     let (best_epoch, _) = tracker

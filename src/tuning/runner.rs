@@ -15,7 +15,7 @@ use super::oracle::{Direction, Oracle, Strategy, Trial, TrialStatus};
 use super::space::SearchSpace;
 use crate::data::DataSource;
 use crate::reporting::plots::plot_trials;
-use crate::training::Monitor;
+use crate::training::{Monitor, RunDir};
 use crate::training::history::read_csv;
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
@@ -193,8 +193,20 @@ fn start_trial(exe: &Path, space: &SearchSpace, trial: &Trial, settings: &TrialS
     let net = space.net_for(&trial.values)?;
     let net_path = dir.join("net.toml");
     write_atomic(&net_path, net.to_toml())?;
-    let log = std::fs::File::create(dir.join("train.log")).context("cannot create a trial log")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("train.log"))
+        .context("cannot open a trial log")?;
     let mut cmd = Command::new(exe);
+    // A trial that a killed search left after some epochs goes on from its checkpoint.
+    let run = RunDir { path: dir.clone() };
+    if run.has_checkpoint() && run.config().exists() && !run.metrics().exists() {
+        cmd.arg("train").arg("--resume").arg(&dir);
+        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        die_with_parent(&mut cmd);
+        return cmd.spawn().with_context(|| format!("cannot resume trial {}", trial.id));
+    }
     cmd.arg("train").arg(&net_path).arg("--out").arg(&dir).arg("--overwrite");
     cmd.args(["--epochs", &settings.epochs.to_string(), "--batch", &space.batch_size.to_string()]);
     cmd.args(["--seed", &settings.seed.to_string()]);

@@ -18,15 +18,27 @@ pub fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     })
 }
 
-/// Lets `write` produce the file at a temporary path, then renames it to `path`. On failure
-/// the temporary file is removed and `path` is left as it was.
+/// Lets `write` produce the file at a temporary path, flushes it to disk, then renames it to
+/// `path` (and flushes the folder, so the rename survives a power loss too). On failure the
+/// temporary file is removed and `path` is left as it was.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temp_path(path);
-    if let Err(e) = write(&tmp) {
+    let written = write(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .with_context(|| format!("{}: cannot flush to disk", tmp.display()))
+    });
+    if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))
+    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))?;
+    // A folder's entries reach the disk when the folder is flushed; not every file system allows
+    // opening a folder for that, so a failure here is not an error.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        let _ = std::fs::File::open(dir).and_then(|d| d.sync_all());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
