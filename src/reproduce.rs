@@ -244,5 +244,5 @@ fn photos_step(out: &Path, photos: &Path, cascade: &Path) -> Result<()> {
     let paths = photos_in(photos)?;
     anyhow::ensure!(!paths.is_empty(), "{}: no PNG or JPEG photos", photos.display());
     let results = predict_photos(&classifier, &finder, &paths, Some(&dir), |_| {})?;
-    write_tables(&dir, describe_setup(&run_dir, &classifier, &finder), &results)
+    write_tables(&dir, describe_setup(&classifier, &finder), &results)
 }

@@ -92,8 +92,9 @@ fn a_trained_net_reads_the_face_in_a_real_photo() {
     let aligned_out = dir.path().join("pred-aligned");
     let o = ferkit(&[
         "predict",
-        run.to_str().unwrap(),
         astronaut.to_str().unwrap(),
+        "--model",
+        run.to_str().unwrap(),
         "--mtcnn",
         mtcnn.to_str().unwrap(),
         "--align",
@@ -144,7 +145,6 @@ fn bad_input_names_the_file_and_writes_nothing() {
         ),
         (vec!["predict", run, missing.as_str(), "--whole-image", "--out", out], "missing.jpg: cannot read the image"),
         (vec!["predict", run, face, "--cascade", cascade, "--out", out], "cascade.xml: not a usable Haar cascade"),
-        (vec!["predict", run, face, "--out", out], "--cascade"),
         (vec!["predict", run, face, "--whole-image", "--align", "--out", out], "--mtcnn"),
         (
             vec!["predict", run, face, "--mtcnn", dir.path().to_str().unwrap(), "--out", out],
@@ -154,7 +154,14 @@ fn bad_input_names_the_file_and_writes_nothing() {
             vec!["predict", run, face, "--whole-image", "--scale-factor", "1", "--out", out],
             "--scale-factor must be above 1",
         ),
-        (vec!["predict", dir.path().to_str().unwrap(), face, "--whole-image", "--out", out], "config"),
+        (
+            vec!["predict", face, "--model", dir.path().to_str().unwrap(), "--whole-image", "--out", out],
+            "not a ferkit run directory (no config.toml)",
+        ),
+        (
+            vec!["predict", face, "--model", missing.as_str(), "--whole-image", "--out", out],
+            "missing.jpg: no such run directory or model file",
+        ),
     ];
     for (args, expected) in cases {
         let o = ferkit(&args);
@@ -179,4 +186,72 @@ fn bad_input_names_the_file_and_writes_nothing() {
     // The cascade error also names the line of the XML that is wrong.
     let o = ferkit(&["predict", run, face, "--cascade", cascade]);
     assert!(stderr(&o).contains("line 2"), "{}", stderr(&o));
+}
+
+/// `ferkit predict PHOTO` with nothing else: the shipped model, and OpenCV's cascade found where
+/// Debian's opencv-data installs it; run from another folder, as an installed binary would be.
+#[test]
+fn predict_needs_no_model_and_no_detector_path() {
+    let Some(photos) = shared("data/photos") else {
+        eprintln!("SKIPPED: ../shared/data/photos is absent");
+        return;
+    };
+    let installed = ["/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades"]
+        .iter()
+        .any(|d| Path::new(d).join("haarcascade_frontalface_default.xml").is_file());
+    if !installed {
+        assert!(
+            std::env::var_os("FERKIT_REQUIRE_REFERENCES").is_none(),
+            "FERKIT_REQUIRE_REFERENCES is set but opencv-data is not installed"
+        );
+        eprintln!("SKIPPED: OpenCV's cascade is not installed (apt-get install opencv-data)");
+        return;
+    }
+    let elsewhere = tempfile::tempdir().unwrap();
+    let astronaut = photos.join("astronaut.png");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferkit"))
+        .args(["predict", astronaut.to_str().unwrap()])
+        .current_dir(elsewhere.path())
+        .env_remove("FERKIT_CASCADE")
+        .env_remove("XDG_DATA_DIRS")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert_eq!(text.lines().count(), 1, "{text}");
+    // The shared photos' README: one frontal, smiling face.
+    assert!(text.contains("astronaut.png face 1 at (177, 66) 95x95: happy"), "{text}");
+}
+
+/// No detector given and none installed: the error lists where ferkit looked and how to install one.
+#[test]
+fn no_detector_found_names_the_places_searched_and_the_install_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let face = dir.path().join("face.png");
+    image::GrayImage::from_raw(48, 48, synthetic_face(3, 1)).unwrap().save(&face).unwrap();
+    let empty = dir.path().join("share");
+    std::fs::create_dir_all(&empty).unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferkit"))
+        .args(["predict", face.to_str().unwrap()])
+        .env_remove("FERKIT_CASCADE")
+        .env("XDG_DATA_DIRS", &empty)
+        .env("PATH", &empty) // no python3: no pip-installed OpenCV either
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = stderr(&o);
+    let searched = empty.join("opencv4/haarcascades/haarcascade_frontalface_default.xml");
+    assert!(err.contains(&searched.display().to_string()), "{err}");
+    assert!(err.contains("apt-get install opencv-data") && err.contains("--cascade"), "{err}");
+
+    // A named cascade that does not exist is an error too, not a fall back to the search.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferkit"))
+        .args(["predict", face.to_str().unwrap()])
+        .env("FERKIT_CASCADE", dir.path().join("gone.xml"))
+        .env("XDG_DATA_DIRS", &empty)
+        .env("PATH", &empty)
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("$FERKIT_CASCADE names") && stderr(&o).contains("gone.xml"), "{}", stderr(&o));
 }

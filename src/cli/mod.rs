@@ -54,6 +54,20 @@ enum Command {
     },
     /// Training and inference images/s of nets on random data (compare with bench/pytorch_reference.py).
     Bench(bench_cmd::BenchArgs),
+    /// Write a run's kept net as a model file, NAME.bpk with NAME.toml beside it, for `--model`.
+    Export {
+        /// A run directory written by `ferkit train`.
+        run_dir: PathBuf,
+        /// The weights file to write; its .toml goes beside it.
+        #[arg(long)]
+        out: PathBuf,
+        /// The model's name (default: the file's stem).
+        #[arg(long)]
+        name: Option<String>,
+        /// One line saying what the model is.
+        #[arg(long, default_value = "")]
+        description: String,
+    },
 }
 
 /// Where the data comes from: one file or folder, or one CSV per split.
@@ -146,5 +160,11 @@ pub fn run_with(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench_cmd::run(args),
+        Command::Export { run_dir, out, name, description } => {
+            let name = name.unwrap_or_else(|| out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+            crate::models::trained::export(&run_dir, &out, &name, &description)?;
+            println!("wrote {} and {}", out.display(), out.with_extension("toml").display());
+            Ok(())
+        }
     }
 }

@@ -1,4 +1,4 @@
-//! `ferkit predict RUN_DIR PHOTO... --cascade F [--out DIR]`
+//! `ferkit predict PHOTO... [--model RUN_DIR|FILE] [--cascade F | --mtcnn [DIR] | --whole-image] [--out DIR]`
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -9,27 +9,33 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::data::CLASS_NAMES;
 use crate::detection::mtcnn::MtcnnOptions;
-use crate::detection::{BoundingBox, DetectOptions};
+use crate::detection::{BoundingBox, DetectOptions, locate};
+use crate::models::ModelSource;
 use crate::evaluation::Tta;
 use crate::prediction::output::{PhotoResult, describe_setup, predict_photos, write_tables};
 use crate::prediction::{EmotionClassifier, FaceFinder, FacePrediction};
 
 #[derive(Args, Debug)]
-#[command(group = clap::ArgGroup::new("detector").required(true).multiple(false))]
+#[command(group = clap::ArgGroup::new("detector").multiple(false))]
 pub struct PredictArgs {
-    /// A run directory written by `ferkit train`: its kept weights read the faces.
-    pub run_dir: PathBuf,
-    /// Photos, PNG or JPEG.
+    /// Photos (PNG or JPEG). For compatibility, a run directory given first is taken as --model.
     #[arg(required = true)]
     pub photos: Vec<PathBuf>,
+    /// The net that reads the faces: a run directory written by `ferkit train`, or a model file
+    /// NAME.bpk with NAME.toml beside it (`ferkit export`). Default: the model shipped with ferkit
+    /// (models/MODEL_CARD.md).
+    #[arg(long, value_name = "RUN_DIR|FILE")]
+    pub model: Option<PathBuf>,
     /// Find faces with an OpenCV Haar cascade XML, e.g. ../shared/models/haarcascade_frontalface_default.xml
-    /// (fast; frontal faces).
+    /// (fast; frontal faces). Default when no detector is given: OpenCV's frontal-face cascade where
+    /// OpenCV installs it ($FERKIT_CASCADE, apt's opencv-data, pip's opencv-python).
     #[arg(long, group = "detector")]
     pub cascade: Option<PathBuf>,
     /// Find faces with MTCNN: the folder holding facenet-pytorch's pnet.pt, rnet.pt and onet.pt,
-    /// e.g. ../shared/models/mtcnn (slower; turned and tilted faces too, with landmarks).
-    #[arg(long, group = "detector")]
-    pub mtcnn: Option<PathBuf>,
+    /// e.g. ../shared/models/mtcnn (slower; turned and tilted faces too, with landmarks). Without
+    /// a folder: $FERKIT_MTCNN, then pip's facenet-pytorch.
+    #[arg(long, group = "detector", num_args = 0..=1, value_name = "DIR")]
+    pub mtcnn: Option<Option<PathBuf>>,
     /// Each photo is one face already (cropped): no detection.
     #[arg(long, group = "detector")]
     pub whole_image: bool,
@@ -53,7 +59,11 @@ pub struct PredictArgs {
     pub out: Option<PathBuf>,
 }
 
-pub fn run(args: PredictArgs) -> Result<()> {
+pub fn run(mut args: PredictArgs) -> Result<()> {
+    // The older form `predict RUN_DIR PHOTO...`: a first argument that is a run directory.
+    if args.model.is_none() && args.photos.len() > 1 && args.photos[0].join("config.toml").is_file() {
+        args.model = Some(args.photos.remove(0));
+    }
     if args.scale_factor <= 1.0 || !args.scale_factor.is_finite() {
         bail!("--scale-factor must be above 1 (got {})", args.scale_factor);
     }
@@ -66,14 +76,19 @@ pub fn run(args: PredictArgs) -> Result<()> {
         min_size: args.min_size,
         max_size: None,
     };
-    let finder = match (&args.cascade, &args.mtcnn) {
-        (Some(path), _) => FaceFinder::cascade(path, options)?,
-        (_, Some(path)) => {
-            FaceFinder::mtcnn(path, MtcnnOptions { min_size: args.min_size as f64, ..MtcnnOptions::default() })?
+    let finder = match (&args.cascade, &args.mtcnn, args.whole_image) {
+        (Some(path), _, _) => FaceFinder::cascade(path, options)?,
+        (_, Some(path), _) => {
+            let path = match path {
+                Some(path) => path.clone(),
+                None => locate::find_mtcnn()?,
+            };
+            FaceFinder::mtcnn(&path, MtcnnOptions { min_size: args.min_size as f64, ..MtcnnOptions::default() })?
         }
-        _ => FaceFinder::WholeImage,
+        (_, _, true) => FaceFinder::WholeImage,
+        (None, None, false) => FaceFinder::cascade(&locate::find_cascade()?, options)?,
     };
-    let mut classifier = EmotionClassifier::from_run(&args.run_dir)?;
+    let mut classifier = EmotionClassifier::load(&ModelSource::from_arg(args.model.as_deref())?)?;
     classifier.tta = args.tta;
     classifier.align = args.align;
     let bar = progress_bar(args.photos.len());
@@ -91,7 +106,7 @@ pub fn run(args: PredictArgs) -> Result<()> {
         bar.finish_and_clear();
     }
     if let Some(out) = &args.out {
-        write_tables(out, describe_setup(&args.run_dir, &classifier, &finder), &results)?;
+        write_tables(out, describe_setup(&classifier, &finder), &results)?;
         println!("wrote {}: predictions.json, predictions.csv and {} marked photos", out.display(), results.len());
     }
     Ok(())

@@ -6,10 +6,12 @@
 //! - [`grey`]: grey images, bilinear downscaling and integral images.
 //! - [`scan`]: the multi-scale sliding-window search.
 //! - [`group`]: merges the overlapping windows of one face into one box.
+//! - [`locate`]: finds OpenCV's cascade and MTCNN's weights where their packages install them.
 
 pub mod cascade;
 pub mod grey;
 pub mod group;
+pub mod locate;
 pub mod mtcnn;
 pub mod scan;
 

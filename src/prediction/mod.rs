@@ -16,8 +16,7 @@ use crate::data::image_folder::to_face;
 use crate::data::{CLASS_NAMES, NUM_CLASSES, Split};
 use crate::detection::mtcnn::{Mtcnn, MtcnnOptions};
 use crate::detection::{BoundingBox, DetectOptions, GreyImage, HaarCascade};
-use crate::models::Model;
-use crate::training::RunDir;
+use crate::models::{Model, ModelSource, TrainedModel};
 
 /// A photo in colour (for pictures) and grey (for detection and the net).
 pub struct Photo {
@@ -157,9 +156,12 @@ impl FacePrediction {
     }
 }
 
-/// A trained net, loaded from its run directory, that gives class probabilities for faces.
+/// A trained net that gives class probabilities for faces: the shipped model, a run's kept
+/// net, or a model file (see [`crate::models::trained`]).
 pub struct EmotionClassifier {
     pub model_name: String,
+    /// Where the net came from (recorded with the results).
+    pub source: ModelSource,
     /// The views of each face the net reads (see `evaluation::tta`).
     pub tta: Tta,
     /// Turn each face so that its eyes are level before the net reads it (faces with
@@ -171,19 +173,23 @@ pub struct EmotionClassifier {
 }
 
 impl EmotionClassifier {
-    pub fn from_run(run_dir: &Path) -> Result<Self> {
-        let run = RunDir::open(run_dir)?;
-        let config = run.load_config()?;
-        let device = config.device.device()?;
-        let net = run.load_model(&config, &device)?;
+    /// The net `source` names (`ModelSource::Shipped`: the model compiled into ferkit).
+    pub fn load(source: &ModelSource) -> Result<Self> {
+        let TrainedModel { spec, net, device, source, .. } = TrainedModel::load(source)?;
         Ok(Self {
-            model_name: config.model.name().to_string(),
+            model_name: spec.name().to_string(),
+            source,
             tta: Tta::None,
             align: false,
             net,
-            preprocess: config.model.preprocess(),
+            preprocess: spec.preprocess(),
             device,
         })
+    }
+
+    /// A run directory's kept net.
+    pub fn from_run(run_dir: &Path) -> Result<Self> {
+        Self::load(&ModelSource::RunDir(run_dir.to_path_buf()))
     }
 
     /// Class probabilities for 48x48 grey faces, in order.

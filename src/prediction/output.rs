@@ -112,8 +112,8 @@ fn face_json(f: &FacePrediction) -> Value {
     v
 }
 
-/// The run, model and detector, for predictions.json.
-pub fn describe_setup(run_dir: &Path, classifier: &EmotionClassifier, finder: &FaceFinder) -> Value {
+/// The model (its source and name) and detector, for predictions.json.
+pub fn describe_setup(classifier: &EmotionClassifier, finder: &FaceFinder) -> Value {
     let detector = match finder {
         FaceFinder::Cascade { path, options, .. } => json!({
             "cascade": path.display().to_string(),
@@ -130,7 +130,7 @@ pub fn describe_setup(run_dir: &Path, classifier: &EmotionClassifier, finder: &F
         FaceFinder::WholeImage => json!("whole image"),
     };
     json!({
-        "run": run_dir.display().to_string(),
+        "run": classifier.source.describe(),
         "model": classifier.model_name,
         "tta": classifier.tta,
         "align": classifier.align,

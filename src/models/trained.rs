@@ -1,0 +1,185 @@
+//! A trained net ready to use: its spec and weights, from a run directory, from a model file, or
+//! the one shipped inside the binary (`models/` in the repository, compiled in).
+//!
+//! A model file is a burnpack weights file `NAME.bpk` with `NAME.toml` beside it, the TOML holding
+//! the net's spec under `[model]` (the same table as a run's `config.toml`). `ferkit export RUN
+//! --out NAME.bpk` writes such a pair from a run; the shipped model is one such pair.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::module::Module;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::{Model, ModelSpec};
+use crate::training::RunDir;
+
+/// The shipped model's weights (burnpack, float32) and description, compiled into the binary so
+/// that an installed `ferkit` works from any folder. See `models/MODEL_CARD.md`.
+const SHIPPED_WEIGHTS: &[u8] = include_bytes!("../../models/ferkit-fer2013.bpk");
+const SHIPPED_TOML: &str = include_str!("../../models/ferkit-fer2013.toml");
+
+/// What a model file's TOML holds: the net, and optionally the figures its card gives.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ModelFile {
+    /// A short name, e.g. `ferkit-fer2013`.
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// Accuracy figures on named splits (fractions in [0, 1]), e.g. `PrivateTest = 0.64`.
+    #[serde(default)]
+    pub accuracy: std::collections::BTreeMap<String, f64>,
+    pub model: ModelSpec,
+}
+
+/// Where a trained net comes from.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ModelSource {
+    /// The model compiled into this binary.
+    Shipped,
+    /// A run directory written by `ferkit train` (its kept `model.bpk`).
+    RunDir(PathBuf),
+    /// A `NAME.bpk` with `NAME.toml` beside it.
+    File(PathBuf),
+}
+
+impl ModelSource {
+    /// `--model PATH`: a run directory (it has a config.toml) or a `.bpk` model file; none: the
+    /// shipped model. Errors name the path when it is neither.
+    pub fn from_arg(path: Option<&Path>) -> Result<Self> {
+        let Some(path) = path else { return Ok(ModelSource::Shipped) };
+        if path.is_dir() {
+            RunDir::open(path)?;
+            Ok(ModelSource::RunDir(path.to_path_buf()))
+        } else if path.is_file() {
+            Ok(ModelSource::File(path.to_path_buf()))
+        } else {
+            bail!("{}: no such run directory or model file", path.display())
+        }
+    }
+
+    /// How results record the model: `shipped:ferkit-fer2013`, or the path.
+    pub fn describe(&self) -> String {
+        match self {
+            ModelSource::Shipped => format!("shipped:{}", shipped_file().map(|f| f.name).unwrap_or_default()),
+            ModelSource::RunDir(p) | ModelSource::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+/// The shipped model's description.
+pub fn shipped_file() -> Result<ModelFile> {
+    toml::from_str(SHIPPED_TOML).context("the shipped model's TOML (models/ferkit-fer2013.toml) does not parse")
+}
+
+/// A net with its kept weights, in inference mode, on a device.
+pub struct TrainedModel {
+    pub spec: ModelSpec,
+    pub net: Model,
+    pub device: Device,
+    pub source: ModelSource,
+    /// A batch size that suits the net (the run's own, else 256).
+    pub batch_size: usize,
+}
+
+impl TrainedModel {
+    /// Loads the net `source` names on the CPU (a run's own device for a run directory).
+    ///
+    /// Errors: an unreadable or damaged weights file or TOML, weights that do not fit the net
+    /// (each naming the file), a run whose device this build lacks.
+    pub fn load(source: &ModelSource) -> Result<Self> {
+        match source {
+            ModelSource::RunDir(path) => {
+                let run = RunDir::open(path)?;
+                let config = run.load_config()?;
+                let device = config.device.device()?;
+                let net = run.load_model(&config, &device)?;
+                Ok(Self { spec: config.model, net, device, source: source.clone(), batch_size: config.batch_size })
+            }
+            ModelSource::File(path) => {
+                let toml_path = path.with_extension("toml");
+                let text = std::fs::read_to_string(&toml_path).with_context(|| {
+                    format!("{}: cannot read the model's TOML, which must lie beside {}", toml_path.display(), path.display())
+                })?;
+                let file: ModelFile =
+                    toml::from_str(&text).with_context(|| format!("{}: not a ferkit model TOML", toml_path.display()))?;
+                let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+                Self::from_parts(file.model, bytes, source.clone(), path)
+            }
+            ModelSource::Shipped => {
+                let file = shipped_file()?;
+                Self::from_parts(
+                    file.model,
+                    SHIPPED_WEIGHTS.to_vec(),
+                    source.clone(),
+                    Path::new("models/ferkit-fer2013.bpk"),
+                )
+            }
+        }
+    }
+
+    fn from_parts(spec: ModelSpec, weights: Vec<u8>, source: ModelSource, shown: &Path) -> Result<Self> {
+        spec.check().with_context(|| format!("{}: the model is inconsistent", shown.display()))?;
+        let device = Device::flex();
+        let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(weights))
+            .map_err(|e| anyhow::anyhow!("{}: not a burnpack weights file: {e}", shown.display()))?;
+        let net = spec
+            .without_pretrained()
+            .build(&device)?
+            .try_load_record(record)
+            .map_err(|e| anyhow::anyhow!("{}: the weights do not fit the net `{}`: {e}", shown.display(), spec.name()))?;
+        Ok(Self { spec, net, device, source, batch_size: 256 })
+    }
+}
+
+/// Writes a run's kept net as a model file pair: `out` (weights) and `out` with `.toml` (spec).
+pub fn export(run_dir: &Path, out: &Path, name: &str, description: &str) -> Result<()> {
+    let run = RunDir::open(run_dir)?;
+    let config = run.load_config()?;
+    if out.extension().and_then(|e| e.to_str()) != Some("bpk") {
+        bail!("{}: the model file's name must end in .bpk", out.display());
+    }
+    let file = ModelFile {
+        name: name.to_string(),
+        description: description.to_string(),
+        accuracy: Default::default(),
+        model: config.model.without_pretrained(),
+    };
+    let weights = std::fs::read(run.weights()).with_context(|| format!("{}: cannot read", run.weights().display()))?;
+    crate::util::atomic::write_atomic(out, weights)?;
+    crate::util::atomic::write_atomic(&out.with_extension("toml"), toml::to_string(&file)?)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_model_loads_and_gives_probabilities() {
+        let model = TrainedModel::load(&ModelSource::Shipped).unwrap();
+        assert_eq!(model.spec.name(), shipped_file().unwrap().model.name());
+        let image = Tensor::<4>::zeros([2, 1, 48, 48], &model.device);
+        let out = model.net.forward(image);
+        assert_eq!(out.dims(), [2, 7]);
+    }
+
+    #[test]
+    fn a_model_argument_is_a_run_a_file_or_an_error_naming_it() {
+        assert_eq!(ModelSource::from_arg(None).unwrap(), ModelSource::Shipped);
+        let dir = tempfile::tempdir().unwrap();
+        let err = ModelSource::from_arg(Some(&dir.path().join("nope"))).unwrap_err().to_string();
+        assert!(err.contains("nope") && err.contains("no such run directory or model file"), "{err}");
+        let err = format!("{:#}", ModelSource::from_arg(Some(dir.path())).unwrap_err());
+        assert!(err.contains("not a ferkit run directory"), "{err}");
+        let bpk = dir.path().join("m.bpk");
+        std::fs::write(&bpk, b"not weights").unwrap();
+        let source = ModelSource::from_arg(Some(&bpk)).unwrap();
+        let err = format!("{:#}", TrainedModel::load(&source).err().unwrap());
+        assert!(err.contains("m.toml"), "{err}");
+        std::fs::write(bpk.with_extension("toml"), SHIPPED_TOML).unwrap();
+        let err = format!("{:#}", TrainedModel::load(&source).err().unwrap());
+        assert!(err.contains("m.bpk") && err.contains("not a burnpack"), "{err}");
+    }
+}
