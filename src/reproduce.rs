@@ -243,6 +243,6 @@ fn photos_step(out: &Path, photos: &Path, cascade: &Path) -> Result<()> {
     let finder = FaceFinder::cascade(cascade, DetectOptions::default())?;
     let paths = photos_in(photos)?;
     anyhow::ensure!(!paths.is_empty(), "{}: no PNG or JPEG photos", photos.display());
-    let results = predict_photos(&classifier, &finder, &paths, Some(&dir), |_| {})?;
-    write_tables(&dir, describe_setup(&classifier, &finder), &results)
+    let (results, failures) = predict_photos(&classifier, &finder, &paths, Some(&dir), true, |_| {}, |_| {})?;
+    write_tables(&dir, describe_setup(&classifier, &finder), &results, &failures)
 }

@@ -158,8 +158,8 @@ fn unreadable_image_in_a_folder_is_named() {
 #[test]
 fn unknown_class_folder_is_named() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::create_dir_all(dir.path().join("train/joyful")).unwrap();
+    std::fs::create_dir_all(dir.path().join("train/bored")).unwrap();
     let out = ferkit(&["data", "stats", "--data", dir.path().to_str().unwrap()]);
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("joyful") && stderr(&out).contains("not a class name"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("bored") && stderr(&out).contains("not a class name"), "{}", stderr(&out));
 }

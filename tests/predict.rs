@@ -140,10 +140,13 @@ fn bad_input_names_the_file_and_writes_nothing() {
     let cascade = cascade.to_str().unwrap();
     let cases: Vec<(Vec<&str>, &str)> = vec![
         (
-            vec!["predict", run, face, not_an_image.as_str(), "--whole-image", "--out", out],
+            vec!["predict", run, face, not_an_image.as_str(), "--whole-image", "--fail-fast", "--out", out],
             "notes.png: cannot read the image",
         ),
-        (vec!["predict", run, missing.as_str(), "--whole-image", "--out", out], "missing.jpg: cannot read the image"),
+        (
+            vec!["predict", run, missing.as_str(), "--whole-image", "--fail-fast", "--out", out],
+            "missing.jpg: cannot read the image",
+        ),
         (vec!["predict", run, face, "--cascade", cascade, "--out", out], "cascade.xml: not a usable Haar cascade"),
         (vec!["predict", run, face, "--whole-image", "--align", "--out", out], "--mtcnn"),
         (
@@ -174,7 +177,7 @@ fn bad_input_names_the_file_and_writes_nothing() {
     // temporary file is left behind.
     let whole = std::fs::read(face).unwrap();
     let truncated = write(&dir.path().join("cut.png"), &whole[..whole.len() / 2]);
-    let o = ferkit(&["predict", run, face, truncated.to_str().unwrap(), "--whole-image", "--out", out]);
+    let o = ferkit(&["predict", run, face, truncated.to_str().unwrap(), "--whole-image", "--fail-fast", "--out", out]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("cut.png: cannot read the image"), "{}", stderr(&o));
     let mut left: Vec<String> =
@@ -182,6 +185,33 @@ fn bad_input_names_the_file_and_writes_nothing() {
     left.sort();
     assert_eq!(left, vec!["face.png"]);
     assert!(image::open(out_dir.join("face.png")).is_ok());
+
+    // Without --fail-fast, photos that cannot be read are reported and the others predicted:
+    // the exit code says some failed, and predictions.json lists them under `failed`.
+    std::fs::remove_dir_all(&out_dir).unwrap();
+    let o = ferkit(&[
+        "predict",
+        run,
+        not_an_image.as_str(),
+        face,
+        missing.as_str(),
+        truncated.to_str().unwrap(),
+        "--whole-image",
+        "--out",
+        out,
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let err = stderr(&o);
+    for bad in ["notes.png", "missing.jpg", "cut.png"] {
+        assert!(err.contains(&format!("{bad}: cannot read the image")), "{err}");
+    }
+    assert!(err.contains("3 of 4 photos could not be read"), "{err}");
+    assert!(stdout(&o).contains("face.png face 1 at (0, 0) 48x48:"), "{}", stdout(&o));
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("predictions.json")).unwrap()).unwrap();
+    assert_eq!(doc["photos"].as_array().unwrap().len(), 1);
+    assert_eq!(doc["failed"].as_array().unwrap().len(), 3);
+    assert!(doc["failed"][0]["photo"].as_str().unwrap().ends_with("notes.png"));
 
     // The cascade error also names the line of the XML that is wrong.
     let o = ferkit(&["predict", run, face, "--cascade", cascade]);
@@ -254,4 +284,38 @@ fn no_detector_found_names_the_places_searched_and_the_install_command() {
         .unwrap();
     assert!(!o.status.success());
     assert!(stderr(&o).contains("$FERKIT_CASCADE names") && stderr(&o).contains("gone.xml"), "{}", stderr(&o));
+}
+
+/// A photo export as a folder: walked recursively, the photos predicted, the sidecar files,
+/// notes and thumbnail databases passed over and counted (../shared/cases/08-photo-folder).
+#[test]
+fn a_photo_folder_is_walked_and_what_is_not_a_photo_is_counted() {
+    let Some(export) = shared("cases/08-photo-folder/export") else {
+        eprintln!("SKIPPED: ../shared/cases/08-photo-folder is absent");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let o = ferkit(&["predict", export.to_str().unwrap(), "--whole-image", "--out", dir.path().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("passed over 3 files that are not images"), "{err}");
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("predictions.json")).unwrap()).unwrap();
+    let photos: Vec<&str> = doc["photos"].as_array().unwrap().iter().map(|p| p["photo"].as_str().unwrap()).collect();
+    assert_eq!(photos.len(), 3, "{photos:?}");
+    assert!(photos[0].ends_with("export/2024/IMG_0003.jpg"), "the sub-folder's photo, in path order: {photos:?}");
+
+    // The same walk on a folder built here: another nesting, other non-image files.
+    let root = dir.path().join("album");
+    std::fs::create_dir_all(root.join("2024/summer")).unwrap();
+    image::GrayImage::from_raw(48, 48, synthetic_face(3, 1)).unwrap().save(root.join("b.png")).unwrap();
+    image::GrayImage::from_raw(48, 48, synthetic_face(4, 2)).unwrap().save(root.join("2024/summer/a.bmp")).unwrap();
+    std::fs::write(root.join("2024/.DS_Store"), [0u8, 1, 2, 3]).unwrap();
+    std::fs::write(root.join("desktop.ini"), "[.ShellClassInfo]").unwrap();
+    let o = ferkit(&["predict", root.to_str().unwrap(), "--whole-image"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("passed over 2 files that are not images"), "{}", stderr(&o));
+    let lines: Vec<String> = stdout(&o).lines().map(String::from).collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains("2024/summer/a.bmp") && lines[1].contains("album/b.png"), "sorted by path: {lines:?}");
 }

@@ -46,7 +46,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let (dataset, out_dir) = match &source {
         ModelSource::RunDir(path) if other_data.is_empty() => {
             let config = RunDir::open(path)?.load_config()?;
-            (load_config_data(&config)?, Some(args.out.clone().unwrap_or_else(|| path.clone())))
+            (load_config_data(&config)?.0, Some(args.out.clone().unwrap_or_else(|| path.clone())))
         }
         ModelSource::RunDir(path) => (args.data.load()?, Some(args.out.clone().unwrap_or_else(|| path.clone()))),
         _ if other_data.is_empty() => {

@@ -88,6 +88,17 @@ pub struct DataArgs {
     /// Skip malformed rows or unreadable images, and report how many, instead of failing.
     #[arg(long)]
     pub skip_bad_rows: bool,
+    /// For data with train and test only (FER2013's image release): hold out this share of each
+    /// class's training rows as the validation split, e.g. 0.1 (the same rows every time).
+    #[arg(long, value_name = "FRACTION")]
+    pub val_split: Option<f64>,
+    /// Image folders: class folder names mapped to the seven, e.g. contempt=disgust,rage=angry
+    /// (common synonyms such as anger, sadness, happiness are built in).
+    #[arg(long, value_name = "NAME=CLASS,...", value_parser = crate::data::class_names::parse_class_map)]
+    pub class_map: Option<std::collections::BTreeMap<String, String>>,
+    /// Image folders: leave out class folders outside the seven (counted) instead of failing.
+    #[arg(long)]
+    pub skip_unknown_classes: bool,
 }
 
 impl DataArgs {
@@ -97,6 +108,9 @@ impl DataArgs {
             train: self.train.clone(),
             val: self.val.clone(),
             test: self.test.clone(),
+            class_map: self.class_map.clone().unwrap_or_default(),
+            skip_unknown_classes: self.skip_unknown_classes,
+            val_split: self.val_split,
         }
     }
 
@@ -107,9 +121,14 @@ impl DataArgs {
 
 /// Loads a source and reports rows, skips and time on stderr.
 pub fn load_data(source: &DataSource, skip_bad_rows: bool) -> Result<Dataset> {
+    Ok(load_data_reported(source, skip_bad_rows)?.0)
+}
+
+/// [`load_data`], keeping the report (for a run directory's load_report.txt).
+pub fn load_data_reported(source: &DataSource, skip_bad_rows: bool) -> Result<(Dataset, crate::data::LoadReport)> {
     let (dataset, report) = source.load(LoadOptions { skip_bad_rows })?;
     eprintln!("{}", report.describe());
-    Ok(dataset)
+    Ok((dataset, report))
 }
 
 pub fn run() -> Result<()> {

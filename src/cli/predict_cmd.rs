@@ -12,15 +12,21 @@ use crate::detection::mtcnn::MtcnnOptions;
 use crate::detection::{BoundingBox, DetectOptions, locate};
 use crate::models::ModelSource;
 use crate::evaluation::Tta;
-use crate::prediction::output::{PhotoResult, describe_setup, predict_photos, write_tables};
+use crate::prediction::output::{PhotoResult, describe_setup, expand_photo_paths, predict_photos, write_tables};
 use crate::prediction::{EmotionClassifier, FaceFinder, FacePrediction};
 
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("detector").multiple(false))]
 pub struct PredictArgs {
-    /// Photos (PNG or JPEG). For compatibility, a run directory given first is taken as --model.
+    /// Photos (PNG, JPEG, WebP, BMP, GIF, TIFF) and folders of them (walked recursively; files
+    /// that are not images are passed over and counted). For compatibility, a run directory given
+    /// first is taken as --model.
     #[arg(required = true)]
     pub photos: Vec<PathBuf>,
+    /// Stop at the first photo that cannot be read (every path is checked before any work),
+    /// instead of reporting it and going on with the others.
+    #[arg(long)]
+    pub fail_fast: bool,
     /// The net that reads the faces: a run directory written by `ferkit train`, or a model file
     /// NAME.bpk with NAME.toml beside it (`ferkit export`). Default: the model shipped with ferkit
     /// (models/MODEL_CARD.md).
@@ -91,23 +97,57 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     let mut classifier = EmotionClassifier::load(&ModelSource::from_arg(args.model.as_deref())?)?;
     classifier.tta = args.tta;
     classifier.align = args.align;
-    let bar = progress_bar(args.photos.len());
-    let results = predict_photos(&classifier, &finder, &args.photos, args.out.as_deref(), |r| {
-        let text = describe(r);
-        match &bar {
-            Some(bar) => {
-                bar.println(text);
+    let (photos, others) = expand_photo_paths(&args.photos)?;
+    if !others.is_empty() {
+        let shown: Vec<String> = others.iter().take(5).map(|p| p.display().to_string()).collect();
+        eprintln!(
+            "passed over {} files that are not images: {}{}",
+            others.len(),
+            shown.join(", "),
+            if others.len() > 5 { ", ..." } else { "" }
+        );
+    }
+    if photos.is_empty() {
+        bail!("no photos among {} (files that are not images: {})", args.photos.len(), others.len());
+    }
+    let bar = progress_bar(photos.len());
+    let print = |text: String| match &bar {
+        Some(bar) => bar.println(text),
+        None => println!("{text}"),
+    };
+    let (results, failures) = predict_photos(
+        &classifier,
+        &finder,
+        &photos,
+        args.out.as_deref(),
+        args.fail_fast,
+        |r| {
+            print(describe(r));
+            if let Some(bar) = &bar {
                 bar.inc(1);
             }
-            None => println!("{text}"),
-        }
-    })?;
+        },
+        |f| {
+            eprintln!("error: {}", f.error);
+            if let Some(bar) = &bar {
+                bar.inc(1);
+            }
+        },
+    )?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     if let Some(out) = &args.out {
-        write_tables(out, describe_setup(&classifier, &finder), &results)?;
+        write_tables(out, describe_setup(&classifier, &finder), &results, &failures)?;
         println!("wrote {}: predictions.json, predictions.csv and {} marked photos", out.display(), results.len());
+    }
+    if !failures.is_empty() {
+        bail!(
+            "{} of {} photos could not be read (listed above{}); the others were predicted",
+            failures.len(),
+            photos.len(),
+            if args.out.is_some() { " and under `failed` in predictions.json" } else { "" }
+        );
     }
     Ok(())
 }

@@ -5,10 +5,12 @@ use std::path::PathBuf;
 use anyhow::Result;
 use clap::Args;
 
-use super::{DataArgs, load_data};
+use super::{DataArgs, load_data_reported};
+use crate::data::LoadReport;
+use crate::util::atomic::write_atomic;
 use crate::data::augment::AugmentConfig;
 use crate::models::ModelSpec;
-use crate::training::{LrSchedule, Monitor, RunDir, RunMetrics, TrainConfig, resume, train};
+use crate::training::{LrSchedule, Monitor, RunDir, RunMetrics, TrainConfig, check_inputs, resume, train};
 use crate::util::device::DeviceKind;
 
 #[derive(Args, Debug)]
@@ -116,7 +118,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             println!("{}: this run finished (metrics.json is there); nothing to resume", dir.display());
             return Ok(());
         }
-        let dataset = load_config_data(&run_dir.load_config()?)?;
+        let (dataset, _) = load_config_data(&run_dir.load_config()?)?;
         let metrics = resume(&run_dir, &dataset)?;
         return print_result(&metrics, &run_dir);
     }
@@ -138,8 +140,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         model: spec,
     };
     let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(config.model.name()));
+    // The data is read before the run directory is made: bad data leaves nothing behind.
+    if !args.overwrite && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
+        RunDir::create(&out, false)?; // refuses a folder that holds a run, saying why
+    }
+    let (dataset, report) = load_config_data(&config)?;
+    check_inputs(&config, &dataset)?;
+    config.model.build(&config.device.device()?)?; // weights that do not load fail here, not in the run
     let run_dir = RunDir::create(&out, args.overwrite)?;
-    let dataset = load_config_data(&config)?;
+    write_atomic(&run_dir.path.join("load_report.txt"), report.full())?;
     let metrics = train(&config, &dataset, &run_dir)?;
     print_result(&metrics, &run_dir)
 }
@@ -159,11 +168,12 @@ fn print_result(metrics: &RunMetrics, run_dir: &RunDir) -> Result<()> {
     Ok(())
 }
 
-/// The data a config names, subsampled as it says.
-pub fn load_config_data(config: &TrainConfig) -> Result<crate::data::Dataset> {
-    let dataset = load_data(&config.data, config.skip_bad_rows)?;
-    Ok(match config.subset {
+/// The data a config names, subsampled as it says, with the load report.
+pub fn load_config_data(config: &TrainConfig) -> Result<(crate::data::Dataset, LoadReport)> {
+    let (dataset, report) = load_data_reported(&config.data, config.skip_bad_rows)?;
+    let dataset = match config.subset {
         Some(n) => dataset.subsample(n, config.seed),
         None => dataset,
-    })
+    };
+    Ok((dataset, report))
 }

@@ -159,9 +159,76 @@ impl Dataset {
     }
 }
 
+impl Dataset {
+    /// Moves `fraction` of each class's training rows to the validation split (stratified; the
+    /// rows drawn with `seed`), for data that comes with train and test only (FER2013's image
+    /// release). Each class with at least two training rows gives at least one.
+    ///
+    /// Errors: a fraction outside (0, 0.5], or a data set that has validation rows already.
+    pub fn carve_validation(&mut self, fraction: f64, seed: u64) -> anyhow::Result<usize> {
+        use rand::SeedableRng;
+        use rand::seq::SliceRandom;
+        if !(fraction > 0.0 && fraction <= 0.5) {
+            anyhow::bail!("--val-split must be in (0, 0.5], the share of the training rows kept apart (got {fraction})");
+        }
+        if !self.val.is_empty() {
+            anyhow::bail!(
+                "--val-split: the data has {} validation rows already; drop --val-split to use them",
+                self.val.len()
+            );
+        }
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut held = Vec::new();
+        for class in 0..NUM_CLASSES as u8 {
+            let mut rows: Vec<usize> = (0..self.train.len()).filter(|&i| self.train.label(i) == class).collect();
+            if rows.len() < 2 {
+                continue;
+            }
+            rows.shuffle(&mut rng);
+            let n = ((rows.len() as f64 * fraction).round() as usize).clamp(1, rows.len() - 1);
+            held.extend_from_slice(&rows[..n]);
+        }
+        held.sort_unstable();
+        let mut is_held = vec![false; self.train.len()];
+        for &i in &held {
+            is_held[i] = true;
+        }
+        let kept: Vec<usize> = (0..self.train.len()).filter(|&i| !is_held[i]).collect();
+        self.val = self.train.select(&held);
+        self.train = self.train.select(&kept);
+        Ok(held.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_validation_split_is_carved_by_class_and_seed() {
+        let mut d = Dataset::default();
+        for i in 0..100u8 {
+            let label = if i < 80 { 3 } else { 5 }; // 80 happy, 20 surprise
+            d.train.push(&[i; IMAGE_PIXELS], label);
+        }
+        d.train.push(&[200; IMAGE_PIXELS], 1); // a class with one row stays in train
+        let mut again = d.clone();
+        assert_eq!(d.carve_validation(0.1, 7).unwrap(), 10);
+        assert_eq!(d.val.class_counts(), [0, 0, 0, 8, 0, 2, 0]);
+        assert_eq!(d.train.class_counts(), [0, 1, 0, 72, 0, 18, 0]);
+        again.carve_validation(0.1, 7).unwrap();
+        assert_eq!(again.val.labels(), d.val.labels());
+        assert_eq!(again.val.image(0), d.val.image(0));
+        // Nothing is lost or doubled.
+        let mut seen: Vec<u8> = (0..d.train.len()).map(|i| d.train.image(i)[0]).collect();
+        seen.extend((0..d.val.len()).map(|i| d.val.image(i)[0]));
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), 101);
+        assert!(d.carve_validation(0.1, 7).unwrap_err().to_string().contains("validation rows already"));
+        assert!(Dataset::default().carve_validation(0.0, 7).is_err());
+        assert!(Dataset::default().carve_validation(f64::NAN, 7).is_err());
+    }
 
     #[test]
     fn usage_names_map_to_splits() {

@@ -1,4 +1,7 @@
-//! The FER2013 CSV reader: `emotion,pixels[,Usage]`, plain or gzip-compressed.
+//! The FER2013 CSV reader: `emotion,pixels[,Usage]`, plain or gzip-compressed, also inside a tar
+//! archive (FER2013's download, `fer2013.tar.gz`, holds `fer2013/fer2013.csv`), with or without
+//! a UTF-8 byte-order mark and CRLF line ends (spreadsheets write both). A zip archive is named
+//! as one, with what it holds.
 //!
 //! Every problem is reported with the file and the 1-based line number (the header is line 1).
 //! Row-level problems can be skipped (`skip_bad_rows`); file-level ones (unreadable, empty,
@@ -92,20 +95,113 @@ pub fn read_csv(
     Ok(())
 }
 
-/// The file's bytes, decompressed when it starts with the gzip magic. The flag says the gzip
-/// stream ended early; the bytes are then what could be decompressed.
+/// The file's bytes, decompressed when it starts with the gzip magic, taken out of a tar archive
+/// when it is one, without a UTF-8 byte-order mark. The flag says the gzip stream ended early;
+/// the bytes are then what could be decompressed.
 fn read_text(path: &Path) -> Result<(Vec<u8>, bool)> {
     let raw = std::fs::read(path).with_context(|| format!("{}: cannot read the file", path.display()))?;
-    if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+    let (mut text, truncated) = if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
         let mut text = Vec::with_capacity(raw.len() * 4);
         let mut decoder = flate2::read::GzDecoder::new(&raw[..]);
         // read_to_end keeps what it decoded before an error: a truncated file still shows
         // the line where it breaks off.
         let truncated = decoder.read_to_end(&mut text).is_err();
-        Ok((text, truncated))
+        (text, truncated)
     } else {
-        Ok((raw, false))
+        (raw, false)
+    };
+    if is_tar(&text) {
+        text = csv_in_tar(path, &text)?;
+    } else if text.starts_with(b"PK\x03\x04") || text.starts_with(b"PK\x05\x06") {
+        let names = zip_entry_names(&text);
+        bail!(
+            "{}: a zip archive holding {}; unpack it (e.g. `unzip {}`) and give the CSV inside",
+            path.display(),
+            if names.is_empty() { "no readable list of files".to_string() } else { quote_list(&names) },
+            path.display()
+        );
     }
+    if text.starts_with(b"\xEF\xBB\xBF") {
+        text.drain(..3);
+    }
+    Ok((text, truncated))
+}
+
+/// A POSIX tar archive has `ustar` at byte 257 of its first header.
+fn is_tar(bytes: &[u8]) -> bool {
+    bytes.len() >= 512 && &bytes[257..262] == b"ustar"
+}
+
+/// The one `.csv` file in a tar archive; errors list the archive's files when there is none or
+/// more than one.
+fn csv_in_tar(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+    let shown = path.display();
+    let mut archive = tar::Archive::new(bytes);
+    let mut names = Vec::new();
+    let mut csv: Option<(String, Vec<u8>)> = None;
+    for entry in archive.entries().with_context(|| format!("{shown}: a damaged tar archive"))? {
+        let mut entry = entry.with_context(|| format!("{shown}: a damaged tar archive"))?;
+        if !entry.header().entry_type().is_file() {
+            continue;
+        }
+        let name = entry.path().map(|p| p.display().to_string()).unwrap_or_else(|_| "?".into());
+        let is_csv = name.to_ascii_lowercase().ends_with(".csv") && !name.rsplit('/').next().unwrap_or("").starts_with("._");
+        if is_csv && csv.is_none() {
+            let mut data = Vec::new();
+            entry.read_to_end(&mut data).with_context(|| format!("{shown}: {name} in the archive is cut short"))?;
+            csv = Some((name.clone(), data));
+        } else if is_csv {
+            bail!("{shown}: a tar archive holding several CSV files ({}); unpack it and give one", quote_list(&[csv.unwrap().0, name]));
+        }
+        names.push(name);
+    }
+    match csv {
+        Some((name, data)) => {
+            eprintln!("{shown}: a tar archive; reading {name} inside it");
+            Ok(data)
+        }
+        None => bail!("{shown}: a tar archive holding no CSV file (it holds {})", quote_list(&names)),
+    }
+}
+
+/// The file names listed in a zip archive's central directory (best effort: empty when the
+/// archive is damaged).
+fn zip_entry_names(bytes: &[u8]) -> Vec<String> {
+    let u16_at = |i: usize| bytes.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
+    let u32_at = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
+    // The end-of-central-directory record: within the last 64 KiB + 22 bytes.
+    let Some(end) = (0..bytes.len().saturating_sub(21)).rev().take(65_557).find(|&i| bytes[i..].starts_with(b"PK\x05\x06"))
+    else {
+        return Vec::new();
+    };
+    let (Some(count), Some(mut at)) = (u16_at(end + 10), u32_at(end + 16)) else { return Vec::new() };
+    let mut names = Vec::new();
+    for _ in 0..count.min(1000) {
+        if !bytes.get(at..).is_some_and(|b| b.starts_with(b"PK\x01\x02")) {
+            break;
+        }
+        let (Some(n), Some(extra), Some(comment)) = (u16_at(at + 28), u16_at(at + 30), u16_at(at + 32)) else { break };
+        let Some(name) = bytes.get(at + 46..at + 46 + n) else { break };
+        names.push(String::from_utf8_lossy(name).into_owned());
+        at += 46 + n + extra + comment;
+    }
+    names
+}
+
+/// Up to five names, quoted and shown safely, then how many more.
+fn quote_list(names: &[String]) -> String {
+    let mut shown: Vec<String> = names.iter().take(5).map(|n| format!("`{}`", printable(n.as_bytes(), 80))).collect();
+    if names.len() > 5 {
+        shown.push(format!("and {} more", names.len() - 5));
+    }
+    if shown.is_empty() { "nothing".to_string() } else { shown.join(", ") }
+}
+
+/// Text fit for a message: control characters and bytes that are not UTF-8 escaped, cut to
+/// `max` characters. No error message prints raw binary.
+pub fn printable(bytes: &[u8], max: usize) -> String {
+    let text: String = String::from_utf8_lossy(bytes).chars().flat_map(char::escape_debug).collect();
+    if text.chars().count() > max { format!("{}...", text.chars().take(max).collect::<String>()) } else { text }
 }
 
 fn trim_line(line: &[u8]) -> &[u8] {
@@ -114,7 +210,9 @@ fn trim_line(line: &[u8]) -> &[u8] {
 }
 
 fn parse_header(line: &[u8]) -> Result<Columns> {
-    let text = std::str::from_utf8(line).context("the header is not text")?;
+    let Ok(text) = std::str::from_utf8(line) else {
+        bail!("the header is not text: `{}` (is this a CSV file?)", printable(line, 60));
+    };
     let names: Vec<String> = text.split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect();
     let find = |name: &str| names.iter().position(|n| n == name);
     let emotion = find("emotion");
@@ -123,7 +221,10 @@ fn parse_header(line: &[u8]) -> Result<Columns> {
         (Some(emotion), Some(pixels)) => Ok(Columns { emotion, pixels, usage: find("usage"), count: names.len() }),
         _ => {
             let missing = if emotion.is_none() { "emotion" } else { "pixels" };
-            bail!("missing column `{missing}` in the header `{text}` (expected `emotion,pixels[,Usage]`)")
+            bail!(
+                "missing column `{missing}` in the header `{}` (expected `emotion,pixels[,Usage]`)",
+                printable(text.as_bytes(), 80)
+            )
         }
     }
 }
@@ -153,13 +254,13 @@ fn parse_row(
         .ok()
         .and_then(|s| s.parse::<u8>().ok())
         .filter(|&l| (l as usize) < NUM_CLASSES)
-        .ok_or_else(|| format!("emotion `{}` is not a label in 0..=6", String::from_utf8_lossy(emotion)))?;
+        .ok_or_else(|| format!("emotion `{}` is not a label in 0..=6", printable(emotion, 40)))?;
 
     let split = match assignment {
         SplitAssignment::All(split) => split,
         SplitAssignment::ByUsage => {
             let usage = field(columns.usage.expect("checked with the header"));
-            let usage = String::from_utf8_lossy(usage);
+            let usage = printable(usage, 40);
             SplitName::parse(&usage)
                 .ok_or_else(|| format!("Usage `{usage}` is unknown (expected Training, PublicTest or PrivateTest)"))?
         }
@@ -174,7 +275,7 @@ fn parse_pixels(text: &[u8], image: &mut [u8]) -> Result<(), String> {
     let mut count = 0usize;
     for token in text.split(|b| b.is_ascii_whitespace()).filter(|t| !t.is_empty()) {
         let value = parse_grey(token).ok_or_else(|| {
-            let shown = String::from_utf8_lossy(token);
+            let shown = printable(token, 40);
             if token.iter().all(u8::is_ascii_digit) {
                 format!("pixel {} is {shown}, outside 0..=255", count + 1)
             } else {

@@ -1,19 +1,34 @@
-//! Image folders: `ROOT/<split>/<class>/*.{png,jpg,jpeg}` with FER2013's class names.
-//! Any image size or colour is accepted and converted to 48x48 grey.
+//! Image folders: `ROOT/<split>/<class>/<image files>` with FER2013's class names.
+//! Every file is read through [`super::image_io::read_image`] (format from the content, EXIF
+//! orientation applied; PNG, JPEG, WebP, BMP, GIF, TIFF); any size or colour is converted to 48x48
+//! grey. Files that are not images (notes, sidecars, `Thumbs.db`) are passed over and counted in
+//! the load report.
 
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
 use image::imageops::FilterType;
 
-use super::dataset::{CLASS_NAMES, Dataset, IMAGE_SIDE, SplitName};
+use std::collections::BTreeMap;
+
+use super::class_names::{FolderClass, folder_class};
+use super::dataset::{Dataset, IMAGE_SIDE, SplitName};
+pub use super::image_io::has_image_extension;
+use super::image_io::{is_image_file, read_image, to_grey};
 use super::source::LoadReport;
 
-const IMAGE_EXTENSIONS: [&str; 3] = ["png", "jpg", "jpeg"];
+/// How class folders are named (see [`super::class_names`]).
+#[derive(Clone, Copy, Debug)]
+pub struct FolderNaming<'a> {
+    pub class_map: &'a BTreeMap<String, String>,
+    pub skip_unknown: bool,
+}
 
+/// Reads `ROOT/<split>/<class>/<images>` into `dataset`. Errors name the folder or file.
 pub fn read_image_folder(
     root: &Path,
     skip_bad_rows: bool,
+    naming: FolderNaming,
     dataset: &mut Dataset,
     report: &mut LoadReport,
 ) -> Result<()> {
@@ -31,16 +46,29 @@ pub fn read_image_folder(
             if !class_dir.is_dir() {
                 continue;
             }
-            let class = file_name(&class_dir).to_ascii_lowercase();
-            let label = CLASS_NAMES.iter().position(|c| *c == class).with_context(|| {
-                format!(
-                    "{}: `{class}` is not a class name (expected one of {})",
-                    class_dir.display(),
-                    CLASS_NAMES.join(", ")
-                )
-            })? as u8;
+            let class = file_name(&class_dir);
+            let label = match folder_class(&class, naming.class_map, naming.skip_unknown)
+                .with_context(|| class_dir.display().to_string())?
+            {
+                FolderClass::Label(label) => label,
+                FolderClass::Outside => {
+                    let files = sorted_entries(&class_dir)?.into_iter().filter(|f| f.is_file()).count();
+                    report.ignore_file(format!(
+                        "{}: class `{class}` is not one of the seven; its {files} files left out (--skip-unknown-classes)",
+                        class_dir.display()
+                    ));
+                    continue;
+                }
+            };
             for file in sorted_entries(&class_dir)? {
-                if !file.is_file() || !has_image_extension(&file) {
+                if !file.is_file() {
+                    continue;
+                }
+                // A file named as an image that does not decode is a bad image (an error, or
+                // skipped under --skip-bad-rows); one that is neither named nor made as an image
+                // is not part of the data set, and is only counted.
+                if !has_image_extension(&file) && !is_image_file(&file)? {
+                    report.ignore_file(format!("{}: not an image", file.display()));
                     continue;
                 }
                 match load_face(&file) {
@@ -63,23 +91,16 @@ pub fn read_image_folder(
     Ok(())
 }
 
-/// Reads any image file as a 48x48 grey face (see [`to_face`]).
+/// Reads any image file as a 48x48 grey face: [`read_image`], [`to_grey`], [`to_face`], the
+/// same steps a photo's face goes through in `predict`.
 pub fn load_face(path: &Path) -> Result<Vec<u8>> {
-    let img = image::open(path).with_context(|| format!("{}: cannot read the image", path.display()))?.to_luma8();
-    Ok(to_face(&img))
+    Ok(to_face(&to_grey(&read_image(path)?)))
 }
 
 /// A grey image of any size as FER2013's 48x48 face: resized with a triangle filter (area-
 /// weighted when shrinking), or copied when it is 48x48 already.
 pub fn to_face(img: &image::GrayImage) -> Vec<u8> {
     image::imageops::resize(img, IMAGE_SIDE as u32, IMAGE_SIDE as u32, FilterType::Triangle).into_raw()
-}
-
-/// Whether the path ends in .png, .jpg or .jpeg (any case).
-pub fn has_image_extension(path: &Path) -> bool {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 fn sorted_entries(dir: &Path) -> Result<Vec<std::path::PathBuf>> {

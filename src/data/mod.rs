@@ -2,16 +2,21 @@
 //!
 //! - [`dataset`]: the in-memory form (pixels as `u8`, one [`Split`] per usage) and class names.
 //! - [`fer_csv`]: the FER2013 CSV reader (plain or gzip, one file or one file per split).
-//! - [`image_folder`]: `ROOT/<split>/<class>/*.png|jpg` trees.
+//! - [`class_names`]: other data sets' class folder names mapped to the seven.
+//! - [`image_folder`]: `ROOT/<split>/<class>/<images>` trees.
+//! - [`image_io`]: the one image decoder (format from the content, EXIF orientation), also used
+//!   for photos.
 //! - [`source`]: picks the reader from what the user pointed at.
 //! - [`standardize`]: the notebook's per-image standardisation.
 //! - [`batch`]: shuffled mini-batches as Burn tensors.
 
 pub mod augment;
 pub mod batch;
+pub mod class_names;
 pub mod dataset;
 pub mod fer_csv;
 pub mod image_folder;
+pub mod image_io;
 pub mod source;
 pub mod standardize;
 

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::dataset::{Dataset, SplitName};
 use super::fer_csv::{SplitAssignment, read_csv};
-use super::image_folder::read_image_folder;
+use super::image_folder::{FolderNaming, read_image_folder};
 
 /// A data source, as recorded in a run's config so that `ferkit eval` can load it again.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
@@ -23,7 +23,23 @@ pub struct DataSource {
     pub val: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub test: Option<PathBuf>,
+    /// Image folders: class folder names mapped to the seven classes (`--class-map`), before the
+    /// built-in synonyms.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub class_map: std::collections::BTreeMap<String, String>,
+    /// Image folders: leave out class folders outside the seven (counted) instead of failing.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub skip_unknown_classes: bool,
+    /// The share of each class's training rows held out as the validation split, for data with
+    /// no validation rows (`--val-split`); drawn with [`VAL_SPLIT_SEED`], so that every command
+    /// that loads this source holds out the same rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub val_split: Option<f64>,
 }
+
+/// The seed of `--val-split`'s draw: fixed, not the run's seed, so that `eval` and `--resume`
+/// carve the same validation rows the training did.
+pub const VAL_SPLIT_SEED: u64 = 2013;
 
 #[derive(Clone, Copy, Debug, Default)]
 pub struct LoadOptions {
@@ -31,35 +47,57 @@ pub struct LoadOptions {
     pub skip_bad_rows: bool,
 }
 
-/// What loading did: rows kept, rows skipped (with the first few reasons), seconds.
+/// What loading did: rows kept, rows skipped and files passed over (each with its reason), seconds.
 #[derive(Clone, Debug, Default)]
 pub struct LoadReport {
     pub rows_read: usize,
-    pub rows_skipped: usize,
-    pub skipped_examples: Vec<String>,
+    /// Malformed rows or unreadable images skipped under `--skip-bad-rows`, each "path line N: reason".
+    pub skipped: Vec<String>,
+    /// Files in image folders that are not images (notes, sidecars, thumbnail databases) and class
+    /// folders outside the seven under `--skip-unknown-classes`, each "path: reason"; never an
+    /// error, always counted.
+    pub ignored_files: Vec<String>,
     pub seconds: f64,
 }
 
 impl LoadReport {
-    const EXAMPLES_KEPT: usize = 5;
+    /// How many reasons of each list the terminal shows; the run directory's load_report.txt has all.
+    const EXAMPLES_SHOWN: usize = 5;
 
     pub fn skip(&mut self, message: String) {
-        self.rows_skipped += 1;
-        if self.skipped_examples.len() < Self::EXAMPLES_KEPT {
-            self.skipped_examples.push(message);
-        }
+        self.skipped.push(message);
     }
 
-    /// A line for stderr, plus the first skipped rows' reasons.
+    pub fn ignore_file(&mut self, message: String) {
+        self.ignored_files.push(message);
+    }
+
+    pub fn rows_skipped(&self) -> usize {
+        self.skipped.len()
+    }
+
+    /// A line for stderr, plus the first few skipped rows' and passed-over files' reasons.
     pub fn describe(&self) -> String {
+        self.render(Self::EXAMPLES_SHOWN)
+    }
+
+    /// Every reason, for `load_report.txt`.
+    pub fn full(&self) -> String {
+        self.render(usize::MAX) + "\n"
+    }
+
+    fn render(&self, shown: usize) -> String {
         let mut s = format!("loaded {} rows in {:.2} s", self.rows_read, self.seconds);
-        if self.rows_skipped > 0 {
-            s += &format!(", skipped {} bad rows:", self.rows_skipped);
-            for e in &self.skipped_examples {
+        for (list, what) in [(&self.skipped, "bad rows or images"), (&self.ignored_files, "files or folders left out")] {
+            if list.is_empty() {
+                continue;
+            }
+            s += &format!("\nskipped {} {what}:", list.len());
+            for e in list.iter().take(shown) {
                 s += &format!("\n  {e}");
             }
-            if self.rows_skipped > self.skipped_examples.len() {
-                s += "\n  ...";
+            if list.len() > shown {
+                s += &format!("\n  ... and {} more (all in the run directory's load_report.txt)", list.len() - shown);
             }
         }
         s
@@ -80,6 +118,7 @@ impl DataSource {
             train: resolve(&self.train),
             val: resolve(&self.val),
             test: resolve(&self.test),
+            ..self.clone()
         }
     }
 
@@ -95,7 +134,7 @@ impl DataSource {
         match (&self.data, per_split.iter().any(|(_, p)| p.is_some())) {
             (Some(_), true) => bail!("give either --data or --train/--val/--test, not both"),
             (None, false) => bail!("no data given: use --data FILE_OR_FOLDER, or --train/--val/--test FILE"),
-            (Some(path), false) => load_one(path, options, &mut dataset, &mut report)?,
+            (Some(path), false) => load_one(self, path, options, &mut dataset, &mut report)?,
             (None, true) => {
                 for (split, path) in per_split {
                     if let Some(path) = path {
@@ -104,14 +143,25 @@ impl DataSource {
                 }
             }
         }
+        if let Some(fraction) = self.val_split {
+            let held = dataset.carve_validation(fraction, VAL_SPLIT_SEED)?;
+            eprintln!("--val-split {fraction}: {held} training rows held out as the validation split");
+        }
         report.seconds = start.elapsed().as_secs_f64();
         Ok((dataset, report))
     }
 }
 
-fn load_one(path: &Path, options: LoadOptions, dataset: &mut Dataset, report: &mut LoadReport) -> Result<()> {
+fn load_one(
+    source: &DataSource,
+    path: &Path,
+    options: LoadOptions,
+    dataset: &mut Dataset,
+    report: &mut LoadReport,
+) -> Result<()> {
     if path.is_dir() {
-        read_image_folder(path, options.skip_bad_rows, dataset, report)
+        let naming = FolderNaming { class_map: &source.class_map, skip_unknown: source.skip_unknown_classes };
+        read_image_folder(path, options.skip_bad_rows, naming, dataset, report)
     } else if path.exists() {
         read_csv(path, SplitAssignment::ByUsage, options.skip_bad_rows, dataset, report)
     } else {

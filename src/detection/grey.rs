@@ -17,16 +17,10 @@ impl GreyImage {
         Self { width, height, pixels }
     }
 
-    /// `Y = 0.299 R + 0.587 G + 0.114 B` in OpenCV's 14-bit fixed point.
+    /// `Y = 0.299 R + 0.587 G + 0.114 B` in OpenCV's 14-bit fixed point
+    /// ([`crate::data::image_io::grey_levels`]).
     pub fn from_rgb(width: usize, height: usize, rgb: &[u8]) -> Self {
-        const SHIFT: u32 = 14;
-        let pixels = rgb
-            .chunks_exact(3)
-            .map(|p| {
-                ((p[0] as u32 * 4899 + p[1] as u32 * 9617 + p[2] as u32 * 1868 + (1 << (SHIFT - 1))) >> SHIFT) as u8
-            })
-            .collect();
-        Self::new(width, height, pixels)
+        Self::new(width, height, crate::data::image_io::grey_levels(rgb))
     }
 
     pub fn at(&self, x: usize, y: usize) -> u8 {

@@ -7,9 +7,11 @@ pub mod output;
 use std::path::{Path, PathBuf};
 
 use crate::evaluation::tta::{Tta, log_probabilities};
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::prelude::*;
-use image::{ImageDecoder, ImageReader, RgbImage};
+use image::RgbImage;
+
+use crate::data::image_io::{image_dimensions, read_image};
 
 use crate::data::batch::{Preprocess, in_batches, make_batch, sequential};
 use crate::data::image_folder::to_face;
@@ -26,19 +28,10 @@ pub struct Photo {
 }
 
 impl Photo {
-    /// Reads a PNG or JPEG, turned upright as its EXIF orientation says (phone photos).
+    /// Reads a photo in any format ferkit reads, turned upright as its EXIF orientation says,
+    /// through the same decoder as image folders ([`crate::data::image_io::read_image`]).
     pub fn open(path: &Path) -> Result<Self> {
-        let cannot = || format!("{}: cannot read the image", path.display());
-        let mut decoder = ImageReader::open(path)
-            .with_context(cannot)?
-            .with_guessed_format()
-            .with_context(cannot)?
-            .into_decoder()
-            .with_context(cannot)?;
-        let orientation = decoder.orientation().with_context(cannot)?;
-        let mut image = image::DynamicImage::from_decoder(decoder).with_context(cannot)?;
-        image.apply_orientation(orientation);
-        let rgb = image.to_rgb8();
+        let rgb = read_image(path)?.to_rgb8();
         let grey = GreyImage::from_rgb(rgb.width() as usize, rgb.height() as usize, rgb.as_raw());
         Ok(Self { path: path.to_path_buf(), rgb, grey })
     }
@@ -46,13 +39,7 @@ impl Photo {
     /// Checks that `path` is an image of a known format, reading its header only: a cheap way to
     /// find a wrong path among many photos before the slow work starts.
     pub fn check(path: &Path) -> Result<(u32, u32)> {
-        let cannot = || format!("{}: cannot read the image", path.display());
-        ImageReader::open(path)
-            .with_context(cannot)?
-            .with_guessed_format()
-            .with_context(cannot)?
-            .into_dimensions()
-            .with_context(cannot)
+        image_dimensions(path)
     }
 }
 

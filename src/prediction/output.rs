@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{EmotionClassifier, FaceFinder, FacePrediction, Photo};
 use crate::data::CLASS_NAMES;
-use crate::data::image_folder::has_image_extension;
+use crate::data::image_io::{has_image_extension, is_image_file};
 use crate::detection::BoundingBox;
 use crate::reporting::plots::{FaceMark, annotate_photo};
 use crate::util::atomic::write_atomic;
@@ -24,27 +24,51 @@ pub struct PhotoResult {
     pub faces: Vec<FacePrediction>,
 }
 
+/// A photo that could not be read, and why.
+#[derive(Clone, Debug)]
+pub struct PhotoFailure {
+    pub path: PathBuf,
+    pub error: String,
+}
+
 /// Predicts `photos` one at a time (so that a thousand phone photos never sit in memory
 /// together), writing each marked photo whole to `out` when given; `each` sees every result as
-/// it comes. Every path is checked first (it exists and is an image), so a wrong one stops the
-/// run before anything is written.
+/// it comes, `failed` every photo that cannot be read, which is then passed over.
+///
+/// With `fail_fast` every path is checked first (it exists and is an image) and the first bad
+/// one stops the run before anything is written; a photo whose pixels turn out damaged later
+/// stops it too (marked photos already written stay whole).
 pub fn predict_photos(
     classifier: &EmotionClassifier,
     finder: &FaceFinder,
     photos: &[PathBuf],
     out: Option<&Path>,
+    fail_fast: bool,
     mut each: impl FnMut(&PhotoResult),
-) -> Result<Vec<PhotoResult>> {
-    for path in photos {
-        Photo::check(path)?;
+    mut failed: impl FnMut(&PhotoFailure),
+) -> Result<(Vec<PhotoResult>, Vec<PhotoFailure>)> {
+    if fail_fast {
+        for path in photos {
+            Photo::check(path)?;
+        }
     }
     if let Some(out) = out {
         std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the folder", out.display()))?;
     }
     let mut used_names = HashSet::new();
     let mut results = Vec::with_capacity(photos.len());
+    let mut failures = Vec::new();
     for path in photos {
-        let photo = Photo::open(path)?;
+        let photo = match Photo::open(path) {
+            Ok(photo) => photo,
+            Err(e) if fail_fast => return Err(e),
+            Err(e) => {
+                let failure = PhotoFailure { path: path.clone(), error: format!("{e:#}") };
+                failed(&failure);
+                failures.push(failure);
+                continue;
+            }
+        };
         let faces = classifier.predict(finder, &photo);
         let picture = match out {
             Some(out) => {
@@ -67,11 +91,45 @@ pub fn predict_photos(
         each(&result);
         results.push(result);
     }
-    Ok(results)
+    Ok((results, failures))
 }
 
-/// Writes `predictions.json` (with `about`: the run, model and detector) and `predictions.csv`.
-pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult]) -> Result<()> {
+/// The photos that paths name: files as given, folders walked recursively in name order. Files
+/// inside folders that are neither named nor made as images (sidecars, notes, `Thumbs.db`) are
+/// passed over and returned apart, so that the caller counts them.
+pub fn expand_photo_paths(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let (mut photos, mut others) = (Vec::new(), Vec::new());
+    for path in paths {
+        if path.is_dir() {
+            walk(path, &mut photos, &mut others)?;
+        } else {
+            photos.push(path.clone());
+        }
+    }
+    Ok((photos, others))
+}
+
+fn walk(dir: &Path, photos: &mut Vec<PathBuf>, others: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list the folder", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            walk(&path, photos, others)?;
+        } else if has_image_extension(&path) || is_image_file(&path).unwrap_or(false) {
+            photos.push(path);
+        } else {
+            others.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// Writes `predictions.json` (with `about`: the run, model and detector; and the photos that
+/// could not be read, under `failed`) and `predictions.csv`.
+pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult], failures: &[PhotoFailure]) -> Result<()> {
     let mut entries = Vec::new();
     let mut csv = format!("photo,face,x,y,width,height,emotion,{}\n", CLASS_NAMES.join(","));
     for r in results {
@@ -91,6 +149,7 @@ pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult]) -> Result
     }
     let mut doc = about;
     doc["photos"] = Value::Array(entries);
+    doc["failed"] = failures.iter().map(|f| json!({"photo": f.path.display().to_string(), "error": f.error})).collect();
     write_atomic(&out.join("predictions.json"), serde_json::to_string_pretty(&doc)?)?;
     write_atomic(&out.join("predictions.csv"), csv)
 }

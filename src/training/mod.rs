@@ -12,4 +12,4 @@ pub mod trainer;
 pub use config::{Monitor, TrainConfig};
 pub use run_dir::RunDir;
 pub use schedule::LrSchedule;
-pub use trainer::{RunMetrics, resume, train};
+pub use trainer::{RunMetrics, check_inputs, resume, train};

@@ -25,7 +25,14 @@ impl RunDir {
         if path.exists() {
             let non_empty =
                 std::fs::read_dir(path).with_context(|| format!("{}: cannot list", path.display()))?.next().is_some();
-            if non_empty && !overwrite {
+            // A run that stopped before its first epoch (bad weights, a panic in the backend)
+            // left only its config and summary: the same command may use the folder again.
+            let finished_nothing = run.config().exists()
+                && !run.history().exists()
+                && !run.has_checkpoint()
+                && !run.weights().exists()
+                && !run.metrics().exists();
+            if non_empty && !overwrite && !finished_nothing {
                 let hint = if run.has_checkpoint() && run.metrics().exists().not() {
                     "; it stopped before its end: `ferkit train --resume` goes on with it"
                 } else {

@@ -154,12 +154,17 @@ pub fn resume(run: &RunDir, dataset: &Dataset) -> Result<RunMetrics> {
     run_epochs(&config, dataset, run, state)
 }
 
-fn check_inputs(config: &TrainConfig, dataset: &Dataset) -> Result<()> {
+/// What must hold before a run directory is made: training and validation rows, at least one
+/// epoch and one row per batch.
+pub fn check_inputs(config: &TrainConfig, dataset: &Dataset) -> Result<()> {
     if dataset.train.is_empty() {
         bail!("the data has no training rows");
     }
     if dataset.val.is_empty() {
-        bail!("the data has no validation rows (FER2013's PublicTest): the kept checkpoint is chosen on them");
+        bail!(
+            "the data has no validation rows (FER2013's PublicTest): the kept checkpoint is chosen on them; \
+             for data with train and test only, hold out part of train with --val-split 0.1"
+        );
     }
     if config.epochs == 0 || config.batch_size == 0 {
         bail!("--epochs and --batch must be at least 1");

@@ -236,6 +236,16 @@ fn start_trial(exe: &Path, space: &SearchSpace, trial: &Trial, settings: &TrialS
             cmd.arg(flag).arg(p);
         }
     }
+    if let Some(fraction) = d.val_split {
+        cmd.args(["--val-split", &fraction.to_string()]);
+    }
+    if !d.class_map.is_empty() {
+        let pairs: Vec<String> = d.class_map.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        cmd.args(["--class-map", &pairs.join(",")]);
+    }
+    if d.skip_unknown_classes {
+        cmd.arg("--skip-unknown-classes");
+    }
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     die_with_parent(&mut cmd);
     cmd.spawn().with_context(|| format!("cannot start trial {}", trial.id))
