@@ -88,11 +88,15 @@ impl LoadReport {
 
     fn render(&self, shown: usize) -> String {
         let mut s = format!("loaded {} rows in {:.2} s", self.rows_read, self.seconds);
-        for (list, what) in [(&self.skipped, "bad rows or images"), (&self.ignored_files, "files or folders left out")] {
+        let lists = [
+            (&self.skipped, "skipped", "bad rows or images"),
+            (&self.ignored_files, "left out", "files or folders that are not faces of the seven classes"),
+        ];
+        for (list, verb, what) in lists {
             if list.is_empty() {
                 continue;
             }
-            s += &format!("\nskipped {} {what}:", list.len());
+            s += &format!("\n{verb} {} {what}:", list.len());
             for e in list.iter().take(shown) {
                 s += &format!("\n  {e}");
             }
