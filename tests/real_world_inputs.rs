@@ -310,3 +310,27 @@ fn every_decodable_image_in_a_folder_is_read_and_the_rest_counted() {
     assert!(err.contains("left out 2 files or folders"), "{err}");
     assert!(err.contains("Thumbs.db: not an image") && err.contains("labels.txt: not an image"), "{err}");
 }
+
+#[test]
+fn evaluation_on_other_data_never_replaces_the_runs_own_figures() {
+    let dir = tempfile::tempdir().unwrap();
+    let own = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(21));
+    let other = write(&dir.path().join("lab photos.csv"), synthetic_csv(14));
+    let run = dir.path().join("run");
+    let out = ferkit(&["train", "fnn1", "--data", own.to_str().unwrap(), "--epochs", "1", "--out", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = ferkit(&["eval", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let own_figures = std::fs::read_to_string(run.join("eval_test.json")).unwrap();
+
+    let out = ferkit(&["eval", run.to_str().unwrap(), "--data", other.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(run.join("eval_test.json")).unwrap(), own_figures);
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval_test_lab_photos.json")).unwrap()).unwrap();
+    assert_eq!(doc["rows"], 14);
+    assert_eq!(doc["data"]["source"]["data"], other.to_str().unwrap());
+    let crc = doc["data"]["crc32"][other.to_str().unwrap()].as_str().unwrap();
+    assert_eq!(crc.len(), 8, "{doc}");
+    assert!(run.join("confusion_test_lab_photos.png").exists());
+}

@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::DataArgs;
 use super::train_cmd::load_config_data;
-use crate::data::SplitName;
+use crate::data::{DataSource, SplitName};
 use crate::evaluation::{Tta, evaluate};
 use crate::models::{ModelSource, TrainedModel};
 use crate::reporting::plots::plot_confusion;
@@ -58,7 +58,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     anyhow::ensure!(!split.is_empty(), "the data has no {} rows", args.split.as_str());
     let result =
         evaluate(&model.net, model.spec.preprocess(), split, args.split.as_str(), model.batch_size, &model.device, args.tta);
-    let name = format!("{}{}", args.split.as_str(), args.tta.suffix());
+    // Figures on other data never replace a run's own: their files carry the data's name.
+    let data_suffix = match (&source, other_data.is_empty()) {
+        (ModelSource::RunDir(_), false) if args.out.is_none() => format!("_{}", data_label(&other_data)),
+        _ => String::new(),
+    };
+    let name = format!("{}{}{data_suffix}", args.split.as_str(), args.tta.suffix());
     let name = name.as_str();
     let config_name = model.spec.name();
 
@@ -78,7 +83,12 @@ pub fn run(args: EvalArgs) -> Result<()> {
     if let Some(dir) = out_dir {
         std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
         let files = RunDir { path: dir };
-        write_atomic(&files.evaluation(name), serde_json::to_string_pretty(&result)?)?;
+        let mut doc = serde_json::to_value(&result)?;
+        doc["model"] = serde_json::json!(source.describe());
+        if !other_data.is_empty() {
+            doc["data"] = serde_json::json!({ "source": other_data, "crc32": data_checksums(&other_data)? });
+        }
+        write_atomic(&files.evaluation(name), serde_json::to_string_pretty(&doc)?)?;
         plot_confusion(
             &result.confusion,
             &format!("{config_name} on {name} ({} rows)", result.rows),
@@ -87,4 +97,48 @@ pub fn run(args: EvalArgs) -> Result<()> {
         println!("wrote {} and {}", files.evaluation(name).display(), files.confusion_png(name).display());
     }
     Ok(())
+}
+
+/// A short name for other data: the file or folder's name without `.csv`/`.gz`, in characters
+/// safe in a file name (e.g. `fer2013` for ../fer2013.csv.gz).
+fn data_label(source: &DataSource) -> String {
+    let path = source.data.as_ref().or(source.test.as_ref()).or(source.val.as_ref()).or(source.train.as_ref());
+    let name = path.and_then(|p| p.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let stem = name.trim_end_matches(".gz").trim_end_matches(".csv").trim_end_matches(".tar");
+    let safe: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
+    if safe.is_empty() { "other".to_string() } else { safe }
+}
+
+/// CRC-32 of each file the source names (for a folder: of every file under it, in path order,
+/// with the paths), so that an evaluation says exactly which bytes it read.
+fn data_checksums(source: &DataSource) -> Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for path in [&source.data, &source.train, &source.val, &source.test].into_iter().flatten() {
+        let mut crc = flate2::Crc::new();
+        let mut files = vec![path.clone()];
+        if path.is_dir() {
+            files = walk_files(path)?;
+        }
+        for file in &files {
+            if path.is_dir() {
+                crc.update(file.strip_prefix(path).unwrap_or(file).to_string_lossy().as_bytes());
+            }
+            crc.update(&std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?);
+        }
+        out.insert(path.display().to_string(), serde_json::json!(format!("{:08x}", crc.sum())));
+    }
+    Ok(serde_json::Value::Object(out))
+}
+
+fn walk_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    let mut files = Vec::new();
+    for e in entries {
+        if e.is_dir() { files.extend(walk_files(&e)?) } else { files.push(e) }
+    }
+    Ok(files)
 }
