@@ -73,6 +73,11 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     if args.scale_factor <= 1.0 || !args.scale_factor.is_finite() {
         bail!("--scale-factor must be above 1 (got {})", args.scale_factor);
     }
+    if args.mtcnn.is_some() && args.min_size < 12 {
+        // MTCNN's pyramid starts at 12 / min_size: smaller sides mean images many times the
+        // photo's size (a 1-pixel face would need a pyramid 12x the photo on each side).
+        bail!("--min-size must be at least 12 with --mtcnn (P-Net's 12-pixel window), got {}", args.min_size);
+    }
     if args.align && args.mtcnn.is_none() {
         bail!("--align needs --mtcnn: only MTCNN gives the eyes' positions");
     }

@@ -33,7 +33,7 @@ pub struct TrainArgs {
     #[arg(long = "batch", default_value_t = 512)]
     pub batch_size: usize,
     /// Adam's learning rate (default: the net's own, as in the notebook); the peak of a schedule.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// How the learning rate moves: constant (the notebook's) or cosine (decay to zero by the
     /// last step, after --warmup-epochs of linear warm-up).
@@ -123,6 +123,11 @@ pub fn run(args: TrainArgs) -> Result<()> {
         return print_result(&metrics, &run_dir);
     }
     let model = args.model.as_deref().expect("clap requires MODEL unless --resume");
+    if let Some(lr) = args.lr
+        && !(lr > 0.0 && lr.is_finite())
+    {
+        anyhow::bail!("--lr must be a positive finite number (got {lr})");
+    }
     let spec = args.transfer.apply(crate::models::resolve(model)?)?;
     let config = TrainConfig {
         epochs: args.epochs,

@@ -70,8 +70,17 @@ impl AugmentConfig {
     /// Parses `rotation=20,shear=20,zoom=0.1,hflip,fill=nearest`.
     pub fn parse(spec: &str) -> Result<AugmentConfig> {
         let mut c = AugmentConfig::default();
+        let mut seen = std::collections::HashSet::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (key, value) = item.split_once('=').map_or((item, None), |(k, v)| (k.trim(), Some(v.trim())));
+            let canonical = match key {
+                "crop_padding" => "crop",
+                "erase" => "erasing",
+                k => k,
+            };
+            if !seen.insert(canonical.to_string()) {
+                bail!("--augment: `{key}` is given twice; give each setting once");
+            }
             let number = || -> Result<f64> {
                 let v = value.with_context(|| format!("--augment: `{key}` needs a value, like {key}=0.1"))?;
                 let x: f64 = v.parse().with_context(|| format!("--augment: `{key}={v}` is not a number"))?;
@@ -86,10 +95,27 @@ impl AugmentConfig {
                 "zoom" => c.zoom = number()?,
                 "width_shift" => c.width_shift = number()?,
                 "height_shift" => c.height_shift = number()?,
-                "cval" => c.cval = value.and_then(|v| v.parse().ok()).context("--augment: cval needs a number")?,
-                "crop" | "crop_padding" => c.crop_padding = number()? as usize,
+                "cval" => {
+                    c.cval = value
+                        .and_then(|v| v.parse::<f64>().ok())
+                        .filter(|v| v.is_finite())
+                        .context("--augment: cval needs a finite number")?
+                }
+                "crop" | "crop_padding" => {
+                    let x = number()?;
+                    if x.fract() != 0.0 || x > 24.0 {
+                        bail!("--augment: crop is a whole number of pixels in 0..=24 (got {x})");
+                    }
+                    c.crop_padding = x as usize
+                }
                 "erasing" | "erase" => c.erasing = number()?,
-                "hflip" => c.hflip = true,
+                "hflip" => {
+                    c.hflip = match value.map(str::to_ascii_lowercase).as_deref() {
+                        None | Some("true") | Some("1") | Some("yes") => true,
+                        Some("false") | Some("0") | Some("no") => false,
+                        Some(other) => bail!("--augment: hflip={other} is not true or false"),
+                    }
+                }
                 "fill" => {
                     c.fill = match value {
                         Some("nearest") => FillMode::Nearest,
@@ -109,6 +135,12 @@ impl AugmentConfig {
         }
         if c.zoom >= 1.0 || c.erasing > 1.0 {
             bail!("--augment: zoom must be below 1 and erasing at most 1");
+        }
+        if c.rotation > 180.0 || c.shear > 90.0 || c.width_shift >= 1.0 || c.height_shift >= 1.0 {
+            bail!(
+                "--augment: rotation is at most 180 (degrees), shear at most 90 (degrees), and the shifts below 1 \
+                 (a share of the side)"
+            );
         }
         Ok(c)
     }
@@ -327,6 +359,27 @@ fn random_erase(image: &mut [f32], h: usize, w: usize, rng: &mut StdRng) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn option_strings_mean_what_they_say() {
+        assert!(!AugmentConfig::parse("hflip=false").unwrap().hflip);
+        assert!(AugmentConfig::parse("hflip=true").unwrap().hflip);
+        assert!(AugmentConfig::parse("hflip").unwrap().hflip);
+        for (bad, expected) in [
+            ("hflip=maybe", "not true or false"),
+            ("rotation=10,rotation=20", "given twice"),
+            ("erase=0.1,erasing=0.2", "given twice"),
+            ("rotation=400", "rotation is at most 180"),
+            ("width_shift=1.5", "shifts below 1"),
+            ("crop=2.5", "whole number"),
+            ("cval=nan", "finite"),
+            ("zoom=-1", "non-negative"),
+        ] {
+            let err = AugmentConfig::parse(bad).unwrap_err().to_string();
+            assert!(err.contains(expected), "{bad}: {err}");
+        }
+    }
+
     use super::*;
 
     #[test]

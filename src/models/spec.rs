@@ -205,11 +205,18 @@ impl LayerSpec {
 
     /// The output shape and parameter counts for `input`, or why the layer cannot take it.
     pub fn infer(&self, input: FeatureShape) -> Result<LayerInfo, String> {
+        fn l2_in_range(l2: f64) -> Result<(), String> {
+            if !(l2 >= 0.0 && l2 <= 1.0) {
+                return Err(format!("l2 must be in [0, 1] (got {l2})"));
+            }
+            Ok(())
+        }
         use FeatureShape::*;
         let info = |output, trainable, non_trainable| LayerInfo { input, output, trainable, non_trainable };
         match (self, input) {
             (LayerSpec::Dense(d), Flat(n)) => {
                 positive(d.units, "units")?;
+                l2_in_range(d.l2)?;
                 Ok(info(Flat(d.units), n * d.units + d.units, 0))
             }
             (LayerSpec::Dense(_), Image { .. }) => {
@@ -219,6 +226,7 @@ impl LayerSpec {
                 positive(c.filters, "filters")?;
                 positive(c.kernel, "kernel")?;
                 positive(c.stride, "stride")?;
+                l2_in_range(c.l2)?;
                 let h = out_size(height, c.kernel, c.stride, c.padding)?;
                 let w = out_size(width, c.kernel, c.stride, c.padding)?;
                 let params = c.kernel * c.kernel * channels * c.filters + c.filters;
@@ -236,8 +244,11 @@ impl LayerSpec {
                 Err(format!("{} needs an image input, but its input is flat", self.keras_stem()))
             }
             (LayerSpec::BatchNorm(b), shape) => {
-                if !(0.0..1.0).contains(&b.momentum) || b.epsilon <= 0.0 {
-                    return Err("batchnorm needs 0 <= momentum < 1 and epsilon > 0".into());
+                if !(0.0..1.0).contains(&b.momentum) || !(b.epsilon > 0.0 && b.epsilon <= 1.0) {
+                    return Err(format!(
+                        "batchnorm needs 0 <= momentum < 1 and 0 < epsilon <= 1 (got momentum {}, epsilon {})",
+                        b.momentum, b.epsilon
+                    ));
                 }
                 let features = match shape {
                     Image { channels, .. } => channels,
@@ -330,8 +341,20 @@ impl NetSpec {
         if self.layers.is_empty() {
             bail!("the net has no layers");
         }
-        if !(self.learning_rate > 0.0) {
-            bail!("learning_rate must be positive, got {}", self.learning_rate);
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            bail!("learning_rate must be a positive finite number, got {}", self.learning_rate);
+        }
+        // Training folds the final softmax into the loss; a softmax anywhere else (or a layer
+        // after it) would be applied on top of that, and the probabilities would be wrong.
+        let last = self.layers.len() - 1;
+        if let Some(i) = self.layers[..last].iter().position(|l| l.activation() == Some(ActivationFn::Softmax)) {
+            bail!(
+                "layer {} ({}) applies softmax, but {} more layer(s) follow it: softmax belongs on the last layer only \
+                 (the class scores)",
+                i + 1,
+                self.layers[i].keras_stem(),
+                last - i
+            );
         }
         let mut shape = self.input_shape()?;
         let mut infos = Vec::with_capacity(self.layers.len());
@@ -362,6 +385,44 @@ impl NetSpec {
 
 #[cfg(test)]
 mod tests {
+    /// A flat net: `layers` (TOML `[[layers]]` tables) after a [2304] input.
+    fn flat_net(layers: &str) -> Result<NetSpec> {
+        NetSpec::from_toml(&format!("name = \"t\"\ninput = [2304]\n{layers}"), "t.toml")
+    }
+
+    #[test]
+    fn values_outside_their_range_are_refused_with_the_range() {
+        let dense7 = "[[layers]]\nkind = \"dense\"\nunits = 7\nactivation = \"softmax\"\n";
+        assert!(flat_net(dense7).is_ok());
+        for (bad, expected) in [
+            ("[[layers]]\nkind = \"batchnorm\"\nepsilon = inf\n", "0 < epsilon <= 1"),
+            ("[[layers]]\nkind = \"batchnorm\"\nepsilon = nan\n", "0 < epsilon <= 1"),
+            ("[[layers]]\nkind = \"batchnorm\"\nmomentum = -0.5\n", "0 <= momentum < 1"),
+            ("[[layers]]\nkind = \"dense\"\nunits = 16\nl2 = -0.01\n", "l2 must be in [0, 1]"),
+            ("[[layers]]\nkind = \"dense\"\nunits = 16\nl2 = nan\n", "l2 must be in [0, 1]"),
+            ("[[layers]]\nkind = \"dropout\"\nrate = 1.0\n", "outside [0, 1)"),
+        ] {
+            let err = format!("{:#}", flat_net(&format!("{bad}{dense7}")).unwrap_err());
+            assert!(err.contains(expected), "{bad}: {err}");
+        }
+        let err = format!("{:#}", NetSpec::from_toml(&format!("name = \"t\"\ninput = [2304]\nlearning_rate = inf\n{dense7}"), "t").unwrap_err());
+        assert!(err.contains("positive finite"), "{err}");
+    }
+
+    #[test]
+    fn softmax_must_be_the_last_layer() {
+        for after in ["[[layers]]\nkind = \"dropout\"\nrate = 0.2\n", "[[layers]]\nkind = \"flatten\"\n"] {
+            let net = format!("[[layers]]\nkind = \"dense\"\nunits = 7\nactivation = \"softmax\"\n{after}");
+            let err = format!("{:#}", flat_net(&net).unwrap_err());
+            assert!(err.contains("layer 1 (dense) applies softmax") && err.contains("1 more layer"), "{err}");
+        }
+        let inner = "[[layers]]\nkind = \"dense\"\nunits = 32\nactivation = \"softmax\"\n[[layers]]\nkind = \"dense\"\nunits = 7\n";
+        assert!(flat_net(inner).is_err());
+        // A separate softmax layer at the end is fine.
+        let last = "[[layers]]\nkind = \"dense\"\nunits = 7\n[[layers]]\nkind = \"activation\"\nfunction = \"softmax\"\n";
+        assert!(flat_net(last).unwrap().ends_with_softmax());
+    }
+
     use super::*;
 
     fn conv(filters: usize, kernel: usize, stride: usize) -> LayerSpec {
