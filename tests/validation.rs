@@ -43,3 +43,45 @@ fn detector_settings_that_would_blow_up_are_refused() {
     let out = ferkit(&["train", "fnn1", "--data", "x.csv", "--augment", "hflip=false,hflip=true"]);
     assert!(!out.status.success() && stderr(&out).contains("given twice"), "{}", stderr(&out));
 }
+
+#[test]
+fn a_damaged_weights_file_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(14));
+    let run = dir.path().join("run");
+    let out = ferkit(&["train", "fnn1", "--data", data.to_str().unwrap(), "--epochs", "1", "--out", run.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(run.join("model.bpk.crc32").exists());
+    let eval = ferkit(&["eval", run.to_str().unwrap()]);
+    assert!(eval.status.success(), "{}", stderr(&eval));
+
+    // The last bytes overwritten, as a cut-off copy or a bad disk leaves them.
+    let weights = run.join("model.bpk");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let n = bytes.len();
+    for b in &mut bytes[n - 64..] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&weights, &bytes).unwrap();
+    for args in [
+        vec!["eval", run.to_str().unwrap()],
+        vec!["predict", "x.png", "--model", run.to_str().unwrap(), "--whole-image"],
+    ] {
+        let out = ferkit(&args);
+        assert!(!out.status.success(), "{args:?}");
+        assert!(stderr(&out).contains("model.bpk: damaged"), "{args:?}: {}", stderr(&out));
+    }
+    let again = dir.path().join("again");
+    let out = ferkit(&[
+        "train",
+        "fnn1",
+        "--data",
+        data.to_str().unwrap(),
+        "--init-from",
+        run.to_str().unwrap(),
+        "--out",
+        again.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("model.bpk: damaged"), "{}", stderr(&out));
+}

@@ -129,6 +129,7 @@ impl TrainedModel {
             .build(&device)?
             .try_load_record(record)
             .map_err(|e| anyhow::anyhow!("{}: the weights do not fit the net `{}`: {e}", shown.display(), spec.name()))?;
+        crate::training::run_dir::check_finite(&net, shown)?;
         Ok(Self { spec, net, device, source, batch_size: 256 })
     }
 }
@@ -146,7 +147,7 @@ pub fn export(run_dir: &Path, out: &Path, name: &str, description: &str) -> Resu
         accuracy: Default::default(),
         model: config.model.without_pretrained(),
     };
-    let weights = std::fs::read(run.weights()).with_context(|| format!("{}: cannot read", run.weights().display()))?;
+    let weights = run.read_weights()?;
     crate::util::atomic::write_atomic(out, weights)?;
     crate::util::atomic::write_atomic(&out.with_extension("toml"), toml::to_string(&file)?)?;
     Ok(())

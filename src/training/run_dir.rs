@@ -44,7 +44,7 @@ impl RunDir {
                 std::fs::remove_dir_all(run.checkpoint_dir())
                     .with_context(|| format!("{}: cannot remove the old checkpoint", run.checkpoint_dir().display()))?;
             }
-            for old in [run.weights(), run.metrics(), run.history()] {
+            for old in [run.weights(), run.weights_checksum(), run.metrics(), run.history()] {
                 if old.exists() {
                     std::fs::remove_file(&old).with_context(|| format!("{}: cannot remove", old.display()))?;
                 }
@@ -93,10 +93,40 @@ impl RunDir {
         TrainConfig::load(&self.config())
     }
 
+    /// The CRC-32 of `model.bpk`'s bytes, written beside it, so that a damaged file is refused
+    /// by name instead of predicting nonsense.
+    pub fn weights_checksum(&self) -> PathBuf {
+        self.path.join("model.bpk.crc32")
+    }
+
+    /// Saves the kept weights, then their checksum (a stale checksum is removed first, so the
+    /// pair never disagrees about a whole file).
     pub fn save_weights(&self, net: Model) -> Result<()> {
+        let _ = std::fs::remove_file(self.weights_checksum());
         write_atomic_with(&self.weights(), |tmp| {
             net.save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save weights: {e}", tmp.display()))
-        })
+        })?;
+        let bytes = std::fs::read(self.weights()).with_context(|| format!("{}: cannot read", self.weights().display()))?;
+        crate::util::atomic::write_atomic(&self.weights_checksum(), format!("{:08x}\n", crc32(&bytes)))
+    }
+
+    /// Reads `model.bpk`, checking it against its checksum when the run has one (runs written
+    /// before checksums have none). Errors name the file.
+    pub fn read_weights(&self) -> Result<Vec<u8>> {
+        let path = self.weights();
+        let bytes = std::fs::read(&path).with_context(|| format!("{}: cannot read", path.display()))?;
+        if let Ok(expected) = std::fs::read_to_string(self.weights_checksum()) {
+            let actual = format!("{:08x}", crc32(&bytes));
+            if expected.trim() != actual {
+                bail!(
+                    "{}: damaged (its CRC-32 is {actual}, {} says {}); train again or restore the file",
+                    path.display(),
+                    self.weights_checksum().display(),
+                    expected.trim()
+                );
+            }
+        }
+        Ok(bytes)
     }
 
     /// The run's model with its kept weights, on `device`.
@@ -105,8 +135,11 @@ impl RunDir {
         if !path.exists() {
             bail!("{}: no weights (did the run finish an epoch?)", path.display());
         }
+        let bytes = self.read_weights()?;
         let net = config.model.without_pretrained().build(device)?;
-        net.try_load_file(&path).map_err(|e| {
+        let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+            .map_err(|e| anyhow::anyhow!("{}: not a burnpack weights file: {e}", path.display()))?;
+        let net = net.try_load_record(record).map_err(|e| {
             // Burn lists every missing tensor; a few name the problem.
             let mut message = e.to_string();
             if message.chars().count() > 400 {
@@ -116,6 +149,34 @@ impl RunDir {
                 "{}: cannot load weights (written by another ferkit version, or for another net?): {message}",
                 path.display()
             )
-        })
+        })?;
+        check_finite(&net, &path)?;
+        Ok(net)
     }
+}
+
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = flate2::Crc::new();
+    crc.update(bytes);
+    crc.sum()
+}
+
+/// Refuses weights with a NaN or infinite value (a damaged file, or one saved from a diverged
+/// run); `path` names the file in the error.
+pub fn check_finite(net: &Model, path: &Path) -> Result<()> {
+    struct Finite(bool);
+    impl burn::module::ModuleVisitor for Finite {
+        fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::prelude::Tensor<D>>) {
+            if self.0 {
+                let values = param.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap_or_default();
+                self.0 = values.iter().all(|v| v.is_finite());
+            }
+        }
+    }
+    let mut visitor = Finite(true);
+    net.visit(&mut visitor);
+    if !visitor.0 {
+        bail!("{}: holds NaN or infinite weights (damaged, or saved from a diverged run)", path.display());
+    }
+    Ok(())
 }

@@ -192,10 +192,14 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
         None => {
             let mut net = config.model.build(&train_device)?;
             if let Some(from) = &config.init_from {
-                let weights = RunDir::open(from)?.weights();
-                net = net.try_load_file(&weights).map_err(|e| {
+                let from = RunDir::open(from)?;
+                let weights = from.weights();
+                let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(from.read_weights()?))
+                    .map_err(|e| anyhow::anyhow!("--init-from {}: not a burnpack weights file: {e}", weights.display()))?;
+                net = net.try_load_record(record).map_err(|e| {
                     anyhow::anyhow!("--init-from {}: the weights do not fit this net: {e}", weights.display())
                 })?;
+                crate::training::run_dir::check_finite(&net, &weights)?;
             }
             net
         }
