@@ -117,7 +117,7 @@ fn data_checksums(source: &DataSource) -> Result<serde_json::Value> {
         let mut crc = flate2::Crc::new();
         let mut files = vec![path.clone()];
         if path.is_dir() {
-            files = walk_files(path)?;
+            files = crate::util::fs::files_under(path)?;
         }
         for file in &files {
             if path.is_dir() {
@@ -128,17 +128,4 @@ fn data_checksums(source: &DataSource) -> Result<serde_json::Value> {
         out.insert(path.display().to_string(), serde_json::json!(format!("{:08x}", crc.sum())));
     }
     Ok(serde_json::Value::Object(out))
-}
-
-fn walk_files(dir: &std::path::Path) -> Result<Vec<PathBuf>> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    let mut files = Vec::new();
-    for e in entries {
-        if e.is_dir() { files.extend(walk_files(&e)?) } else { files.push(e) }
-    }
-    Ok(files)
 }

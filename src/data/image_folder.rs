@@ -15,6 +15,7 @@ use super::class_names::{FolderClass, folder_class};
 use super::dataset::{Dataset, IMAGE_SIDE, SplitName};
 pub use super::image_io::has_image_extension;
 use super::image_io::{is_image_file, read_image, to_grey};
+use crate::util::fs::sorted_entries;
 use super::source::LoadReport;
 
 /// How class folders are named (see [`super::class_names`]).
@@ -101,16 +102,6 @@ pub fn load_face(path: &Path) -> Result<Vec<u8>> {
 /// weighted when shrinking), or copied when it is 48x48 already.
 pub fn to_face(img: &image::GrayImage) -> Vec<u8> {
     image::imageops::resize(img, IMAGE_SIDE as u32, IMAGE_SIDE as u32, FilterType::Triangle).into_raw()
-}
-
-fn sorted_entries(dir: &Path) -> Result<Vec<std::path::PathBuf>> {
-    let mut entries = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list the folder", dir.display()))?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<std::io::Result<Vec<_>>>()
-        .with_context(|| format!("{}: cannot list the folder", dir.display()))?;
-    entries.sort();
-    Ok(entries)
 }
 
 fn file_name(path: &Path) -> String {

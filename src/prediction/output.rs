@@ -13,6 +13,7 @@ use crate::data::image_io::{has_image_extension, is_image_file};
 use crate::detection::BoundingBox;
 use crate::reporting::plots::{FaceMark, annotate_photo};
 use crate::util::atomic::write_atomic;
+use crate::util::fs::files_under;
 
 /// What was found in one photo.
 pub struct PhotoResult {
@@ -100,32 +101,21 @@ pub fn predict_photos(
 pub fn expand_photo_paths(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBuf>)> {
     let (mut photos, mut others) = (Vec::new(), Vec::new());
     for path in paths {
-        if path.is_dir() {
-            walk(path, &mut photos, &mut others)?;
-        } else {
+        if !path.is_dir() {
             photos.push(path.clone());
+            continue;
+        }
+        for file in files_under(path)? {
+            if has_image_extension(&file) || is_image_file(&file).unwrap_or(false) {
+                photos.push(file);
+            } else {
+                others.push(file);
+            }
         }
     }
     Ok((photos, others))
 }
 
-fn walk(dir: &Path, photos: &mut Vec<PathBuf>, others: &mut Vec<PathBuf>) -> Result<()> {
-    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list the folder", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .collect();
-    entries.sort();
-    for path in entries {
-        if path.is_dir() {
-            walk(&path, photos, others)?;
-        } else if has_image_extension(&path) || is_image_file(&path).unwrap_or(false) {
-            photos.push(path);
-        } else {
-            others.push(path);
-        }
-    }
-    Ok(())
-}
 
 /// Writes `predictions.json` (with `about`: the run, model and detector; and the photos that
 /// could not be read, under `failed`) and `predictions.csv`.
@@ -197,15 +187,9 @@ pub fn describe_setup(classifier: &EmotionClassifier, finder: &FaceFinder) -> Va
     })
 }
 
-/// The images (PNG, JPEG) directly in `dir`, sorted by name.
+/// The images (by their names' endings) directly in `dir`, sorted by name.
 pub fn photos_in(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut photos: Vec<PathBuf> = std::fs::read_dir(dir)
-        .with_context(|| format!("{}: cannot list the folder", dir.display()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.is_file() && has_image_extension(p))
-        .collect();
-    photos.sort();
-    Ok(photos)
+    Ok(crate::util::fs::sorted_entries(dir)?.into_iter().filter(|p| p.is_file() && has_image_extension(p)).collect())
 }
 
 /// `<stem>.png`, or `<stem>-2.png` ... when two photos share a stem.

@@ -3,3 +3,4 @@
 pub mod allocator;
 pub mod atomic;
 pub mod device;
+pub mod fs;

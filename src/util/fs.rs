@@ -1,0 +1,30 @@
+//! Listing folders in a fixed order, so that every reader sees files in the same order on every
+//! machine (`read_dir`'s order is the file system's).
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+
+/// The entries of `dir` (files and folders), sorted by path. Errors name the folder.
+pub fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut entries = std::fs::read_dir(dir)
+        .with_context(|| format!("{}: cannot list the folder", dir.display()))?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<std::io::Result<Vec<_>>>()
+        .with_context(|| format!("{}: cannot list the folder", dir.display()))?;
+    entries.sort();
+    Ok(entries)
+}
+
+/// Every file under `dir`, recursively, in path order (a folder's files where its name sorts).
+pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in sorted_entries(dir)? {
+        if entry.is_dir() {
+            files.extend(files_under(&entry)?);
+        } else {
+            files.push(entry);
+        }
+    }
+    Ok(files)
+}
