@@ -12,7 +12,7 @@ fn detections_match_opencv() {
     let (Some(cascade_path), Some(photos)) =
         (common::shared("models/haarcascade_frontalface_default.xml"), common::shared("data/photos"))
     else {
-        eprintln!("SKIPPED: ../shared/models or ../shared/data/photos is absent");
+        common::skip("../shared/models or ../shared/data/photos is absent");
         return;
     };
     let cascade = HaarCascade::load(&cascade_path).expect("the cascade loads");

@@ -10,7 +10,7 @@ fn imagenet_logits_match_pytorch() {
     let weights =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/efficientnet-lite0-57934424.pth");
     if !weights.exists() {
-        eprintln!("SKIPPED: {} is absent", weights.display());
+        common::skip(&format!("{} is absent", weights.display()));
         return;
     }
     let device = Device::flex();

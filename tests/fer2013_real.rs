@@ -7,7 +7,7 @@ use common::*;
 #[test]
 fn real_data_counts_match_the_notebook() {
     let Some(data) = shared_fer2013() else {
-        eprintln!("SKIPPED: ../shared/data/fer2013/fer2013.csv.gz is absent");
+        common::skip("../shared/data/fer2013/fer2013.csv.gz is absent");
         return;
     };
     let out = ferkit(&["data", "stats", "--data", data.to_str().unwrap(), "--json"]);
@@ -25,7 +25,7 @@ fn real_data_counts_match_the_notebook() {
 #[test]
 fn cnn3_learns_in_two_epochs_on_a_few_thousand_real_rows() {
     let Some(data) = shared_fer2013() else {
-        eprintln!("SKIPPED: ../shared/data/fer2013/fer2013.csv.gz is absent");
+        common::skip("../shared/data/fer2013/fer2013.csv.gz is absent");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

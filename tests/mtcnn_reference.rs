@@ -11,7 +11,7 @@ use image::RgbImage;
 #[test]
 fn faces_match_facenet_pytorch() {
     let (Some(weights), Some(photos)) = (common::shared("models/mtcnn"), common::shared("data/photos")) else {
-        eprintln!("SKIPPED: ../shared/models/mtcnn or ../shared/data/photos is absent");
+        common::skip("../shared/models/mtcnn or ../shared/data/photos is absent");
         return;
     };
     let mtcnn = Mtcnn::load(&weights).expect("the MTCNN weights load");

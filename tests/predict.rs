@@ -19,7 +19,7 @@ fn a_trained_net_reads_the_face_in_a_real_photo() {
     let (Some(data), Some(cascade), Some(photos)) =
         (shared_fer2013(), shared("models/haarcascade_frontalface_default.xml"), shared("data/photos"))
     else {
-        eprintln!("SKIPPED: FER2013, the Haar cascade or the photos are absent from ../shared");
+        common::skip("FER2013, the Haar cascade or the photos are absent from ../shared");
         return;
     };
     let dir = tempfile::tempdir().unwrap();
@@ -68,7 +68,7 @@ fn a_trained_net_reads_the_face_in_a_real_photo() {
 
     // The same photos through MTCNN (tests/mtcnn_reference.rs compares the detector itself).
     let Some(mtcnn) = shared("models/mtcnn") else {
-        eprintln!("SKIPPED: the MTCNN part (../shared/models/mtcnn is absent)");
+        common::skip("the MTCNN part (../shared/models/mtcnn is absent)");
         return;
     };
     let mtcnn_out = dir.path().join("pred-mtcnn");
@@ -223,18 +223,14 @@ fn bad_input_names_the_file_and_writes_nothing() {
 #[test]
 fn predict_needs_no_model_and_no_detector_path() {
     let Some(photos) = shared("data/photos") else {
-        eprintln!("SKIPPED: ../shared/data/photos is absent");
+        common::skip("../shared/data/photos is absent");
         return;
     };
     let installed = ["/usr/share/opencv4/haarcascades", "/usr/share/opencv/haarcascades"]
         .iter()
         .any(|d| Path::new(d).join("haarcascade_frontalface_default.xml").is_file());
     if !installed {
-        assert!(
-            std::env::var_os("FERKIT_REQUIRE_REFERENCES").is_none(),
-            "FERKIT_REQUIRE_REFERENCES is set but opencv-data is not installed"
-        );
-        eprintln!("SKIPPED: OpenCV's cascade is not installed (apt-get install opencv-data)");
+        common::skip("OpenCV's cascade is not installed (apt-get install opencv-data)");
         return;
     }
     let elsewhere = tempfile::tempdir().unwrap();
@@ -291,7 +287,7 @@ fn no_detector_found_names_the_places_searched_and_the_install_command() {
 #[test]
 fn a_photo_folder_is_walked_and_what_is_not_a_photo_is_counted() {
     let Some(export) = shared("cases/08-photo-folder/export") else {
-        eprintln!("SKIPPED: ../shared/cases/08-photo-folder is absent");
+        common::skip("../shared/cases/08-photo-folder is absent");
         return;
     };
     let dir = tempfile::tempdir().unwrap();

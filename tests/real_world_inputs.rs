@@ -33,7 +33,7 @@ fn fer2013_inside_archives_is_read_or_named() {
         let json = stats_json(&["--data", download.to_str().unwrap()]);
         assert_eq!(total(&json, "train") + total(&json, "val") + total(&json, "test"), 84);
     } else {
-        eprintln!("SKIPPED: the shared part (../shared/cases/01-fer2013-archive is absent)");
+        common::skip("the shared part (../shared/cases/01-fer2013-archive is absent)");
     }
 
     // A plain (not gzipped) tar with another layout: the CSV at the top, beside a README.
@@ -128,7 +128,7 @@ fn a_spreadsheets_bom_and_crlf_read_as_the_plain_csv() {
             stats_json(&["--data", download.to_str().unwrap()])
         );
     } else {
-        eprintln!("SKIPPED: the shared part (../shared/cases/02-spreadsheet-bom is absent)");
+        common::skip("the shared part (../shared/cases/02-spreadsheet-bom is absent)");
     }
     // Built here: BOM, CRLF, quoted fields, Usage first, gzipped.
     let plain = synthetic_csv(7);
@@ -183,7 +183,7 @@ fn train_and_test_folders_get_a_validation_split_carved_from_train() {
         assert!(total(&json, "val") > 0);
         assert_eq!(total(&json, "train") + total(&json, "val"), 28);
     } else {
-        eprintln!("SKIPPED: the shared part (../shared/cases/03-train-test-folders is absent)");
+        common::skip("the shared part (../shared/cases/03-train-test-folders is absent)");
     }
 }
 
@@ -202,7 +202,7 @@ fn other_data_sets_class_names_are_mapped_or_left_out_with_a_count() {
         assert!(mapped["train"]["disgust"].as_u64() > left_out["train"]["disgust"].as_u64());
         assert!(left_out["train"]["angry"].as_u64().unwrap() > 0, "`anger` is read as angry");
     } else {
-        eprintln!("SKIPPED: the shared part (../shared/cases/04-other-class-names is absent)");
+        common::skip("the shared part (../shared/cases/04-other-class-names is absent)");
     }
     // Built here: AffectNet/RAF-DB style names.
     let dir = tempfile::tempdir().unwrap();
@@ -252,7 +252,7 @@ fn an_image_reaches_the_net_as_the_same_pixels_from_a_folder_and_from_predict() 
             assert!(diff < 8.0, "{dir}: the phone face differs from the upright one by {diff} on average");
         }
     } else {
-        eprintln!("SKIPPED: the shared part (../shared/cases/05-exif-in-image-folder is absent)");
+        common::skip("the shared part (../shared/cases/05-exif-in-image-folder is absent)");
     }
 }
 
@@ -278,7 +278,7 @@ fn every_decodable_image_in_a_folder_is_read_and_the_rest_counted() {
         let json = stats_json(&["--data", faces.to_str().unwrap()]);
         assert_eq!(total(&json, "train") + total(&json, "val") + total(&json, "test"), 63);
     } else {
-        eprintln!("SKIPPED: the shared part (../shared/cases/07-image-extensions is absent)");
+        common::skip("the shared part (../shared/cases/07-image-extensions is absent)");
     }
     if let Some(faces) = shared("cases/06-png-named-jpg/faces") {
         let json = stats_json(&["--data", faces.to_str().unwrap()]);

@@ -34,7 +34,7 @@ fn quick_reproduction_writes_a_report_and_resumes() {
         assert!(out.join("photos/predictions.json").exists() && out.join("photos/astronaut.png").exists());
         assert!(md.contains("## Photos") && md.contains("| coffee.png | none found |"), "{md}");
     } else {
-        eprintln!("SKIPPED: the photos step (../shared/data/photos or the Haar cascade is absent)");
+        common::skip("the photos step (../shared/data/photos or the Haar cascade is absent)");
     }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     assert!(html.matches("<img ").count() >= 15, "the HTML report embeds every picture");

@@ -27,7 +27,7 @@ fn write_state_dict(dir: &Path) -> Result<(), String> {
 fn torchvision_vgg16_loads_and_gives_pytorchs_features() {
     let dir = tempfile::tempdir().unwrap();
     if let Err(why) = write_state_dict(dir.path()) {
-        eprintln!("SKIPPED: {why}");
+        common::skip_optional(&why.to_string());
         return;
     }
     let weights = dir.path().join("vgg16.pth");
@@ -53,7 +53,7 @@ fn torchvision_vgg16_loads_and_gives_pytorchs_features() {
 fn other_weights_are_refused_naming_the_file() {
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/efficientnet-lite0-57934424.pth");
     if !shared.exists() {
-        eprintln!("SKIPPED: {} is absent", shared.display());
+        common::skip(&format!("{} is absent", shared.display()));
         return;
     }
     let err = Vgg16::from_pytorch(&shared, &Device::flex()).err().expect("EfficientNet weights are not VGG16's");
