@@ -88,6 +88,16 @@ fn a_trained_net_reads_the_face_in_a_real_photo() {
     assert!(overlap / (95.0 * 95.0) > 0.8, "{b}");
     assert!(doc["photos"][1]["faces"].as_array().unwrap().is_empty());
 
+    // `--mtcnn` with no folder finds the weights ($FERKIT_MTCNN here), and the photo after it
+    // stays a photo.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferkit"))
+        .args(["predict", "--model", run.to_str().unwrap(), "--mtcnn", astronaut.to_str().unwrap()])
+        .env("FERKIT_MTCNN", &mtcnn)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("astronaut.png face 1 at"), "{}", stdout(&o));
+
     // Turned upright by the eyes and read with its mirror image: the same face, still happy.
     let aligned_out = dir.path().join("pred-aligned");
     let o = ferkit(&[

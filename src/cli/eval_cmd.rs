@@ -42,6 +42,11 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let source = ModelSource::from_arg(args.run_dir.as_deref().or(args.model.as_deref()))?;
     let model = TrainedModel::load(&source)?;
     let other_data = args.data.source();
+    if other_data.is_empty()
+        && (args.data.val_split.is_some() || args.data.class_map.is_some() || args.data.skip_unknown_classes)
+    {
+        anyhow::bail!("--val-split, --class-map and --skip-unknown-classes go with --data (a run's own data keeps its own)");
+    }
     // A run evaluates on its own data unless told otherwise; other models need --data.
     let (dataset, out_dir) = match &source {
         ModelSource::RunDir(path) if other_data.is_empty() => {

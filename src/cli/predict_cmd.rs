@@ -73,6 +73,14 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     if args.scale_factor <= 1.0 || !args.scale_factor.is_finite() {
         bail!("--scale-factor must be above 1 (got {})", args.scale_factor);
     }
+    // `--mtcnn photo.jpg ...`: clap took the first photo for MTCNN's folder.
+    if let Some(Some(path)) = &args.mtcnn
+        && path.is_file()
+    {
+        let photo = path.clone();
+        args.photos.insert(0, photo);
+        args.mtcnn = Some(None);
+    }
     if args.mtcnn.is_some() && args.min_size < 12 {
         // MTCNN's pyramid starts at 12 / min_size: smaller sides mean images many times the
         // photo's size (a 1-pixel face would need a pyramid 12x the photo on each side).

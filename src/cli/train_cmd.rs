@@ -19,11 +19,12 @@ pub struct TrainArgs {
     #[arg(required_unless_present = "resume")]
     pub model: Option<String>,
     /// Go on with a run that stopped (killed, machine gone) from its last finished epoch, with the
-    /// options saved in its config.toml; the result equals an uninterrupted run's.
+    /// options saved in its config.toml (started from the same folder, on the same data); on the
+    /// same machine the result equals an uninterrupted run's.
     #[arg(long, value_name = "RUN_DIR", conflicts_with_all = [
         "model", "data", "train", "val", "test", "skip_bad_rows", "epochs", "batch_size", "lr", "schedule",
         "warmup_epochs", "seed", "monitor", "out", "overwrite", "subset", "device", "augment", "init_from",
-        "weights", "freeze", "input_size", "head",
+        "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
     ])]
     pub resume: Option<PathBuf>,
     #[command(flatten)]

@@ -2,7 +2,8 @@
 //!
 //! Built in: the names of FER2013's own image release, and the synonyms of the common facial
 //! expression data sets (CK+ `anger`, `sadness`, `happiness`; AffectNet and RAF-DB `fearful`,
-//! `disgusted`, `surprised`; ...). A user's `--class-map NAME=class,...` comes first. A class
+//! `disgusted`, `surprised`; ...); names whose meaning differs between data sets (AffectNet's
+//! `none` is "none of the eight", not neutral) are not guessed. A user's `--class-map NAME=class,...` comes first. A class
 //! outside the seven (CK+'s `contempt`, `unknown`) is refused, or skipped and counted under
 //! `--skip-unknown-classes`.
 
@@ -13,9 +14,8 @@ use anyhow::{Result, bail};
 use super::dataset::CLASS_NAMES;
 
 /// Other spellings of the seven classes (lower case), with the class each means.
-pub const SYNONYMS: [(&str, &str); 19] = [
+pub const SYNONYMS: [(&str, &str); 14] = [
     ("anger", "angry"),
-    ("mad", "angry"),
     ("disgusted", "disgust"),
     ("disgusting", "disgust"),
     ("fearful", "fear"),
@@ -26,19 +26,17 @@ pub const SYNONYMS: [(&str, &str); 19] = [
     ("joyful", "happy"),
     ("smile", "happy"),
     ("sadness", "sad"),
-    ("unhappy", "sad"),
     ("surprised", "surprise"),
     ("surprising", "surprise"),
-    ("shock", "surprise"),
     ("neutrality", "neutral"),
-    ("calm", "neutral"),
-    ("none", "neutral"),
 ];
 
 /// What a class folder's name means: one of the seven (its label), or outside them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FolderClass {
+    /// FER2013's label, 0..=6 in [`CLASS_NAMES`] order.
     Label(u8),
+    /// Not one of the seven (left out under `--skip-unknown-classes`).
     Outside,
 }
 
@@ -50,7 +48,10 @@ pub fn parse_class_map(text: &str) -> Result<BTreeMap<String, String>> {
             bail!("--class-map: `{pair}` is not NAME=CLASS (e.g. anger=angry)");
         };
         let (from, to) = (from.trim().to_lowercase(), to.trim().to_lowercase());
-        if from.is_empty() || !CLASS_NAMES.contains(&to.as_str()) {
+        if from.is_empty() {
+            bail!("--class-map: `{pair}` names no folder before `=`");
+        }
+        if !CLASS_NAMES.contains(&to.as_str()) {
             bail!("--class-map: in `{pair}`, `{to}` is not one of {}", CLASS_NAMES.join(", "));
         }
         if map.insert(from.clone(), to).is_some() {
@@ -64,15 +65,18 @@ pub fn parse_class_map(text: &str) -> Result<BTreeMap<String, String>> {
 /// then the built-in synonyms. Errors (unless `skip_unknown`) name the folder and the remedies.
 pub fn folder_class(name: &str, user_map: &BTreeMap<String, String>, skip_unknown: bool) -> Result<FolderClass> {
     let lower = name.to_lowercase();
+    // The map may come from a hand-edited config.toml: compare without case, check the target.
     let target = user_map
-        .get(&lower)
-        .map(String::as_str)
-        .or_else(|| CLASS_NAMES.iter().copied().find(|c| *c == lower))
-        .or_else(|| SYNONYMS.iter().find(|(s, _)| *s == lower).map(|(_, c)| *c));
+        .iter()
+        .find(|(from, _)| from.to_lowercase() == lower)
+        .map(|(_, to)| to.to_lowercase())
+        .or_else(|| CLASS_NAMES.iter().find(|c| **c == lower).map(|c| c.to_string()))
+        .or_else(|| SYNONYMS.iter().find(|(s, _)| *s == lower).map(|(_, c)| c.to_string()));
     match target {
-        Some(class) => Ok(FolderClass::Label(
-            CLASS_NAMES.iter().position(|c| *c == class).expect("targets are class names") as u8,
-        )),
+        Some(class) => match CLASS_NAMES.iter().position(|c| *c == class) {
+            Some(label) => Ok(FolderClass::Label(label as u8)),
+            None => bail!("the class map sends `{name}` to `{class}`, which is not one of {}", CLASS_NAMES.join(", ")),
+        },
         None if skip_unknown => Ok(FolderClass::Outside),
         None => bail!(
             "`{name}` is not a class name (expected one of {}, or a synonym such as anger, sadness, happiness); \

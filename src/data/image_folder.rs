@@ -21,7 +21,9 @@ use super::source::LoadReport;
 /// How class folders are named (see [`super::class_names`]).
 #[derive(Clone, Copy, Debug)]
 pub struct FolderNaming<'a> {
+    /// `--class-map`: folder name -> one of the seven.
     pub class_map: &'a BTreeMap<String, String>,
+    /// `--skip-unknown-classes`.
     pub skip_unknown: bool,
 }
 
@@ -68,7 +70,16 @@ pub fn read_image_folder(
                 // A file named as an image that does not decode is a bad image (an error, or
                 // skipped under --skip-bad-rows); one that is neither named nor made as an image
                 // is not part of the data set, and is only counted.
-                if !has_image_extension(&file) && !is_image_file(&file)? {
+                let sniffed = if has_image_extension(&file) { Ok(true) } else { is_image_file(&file) };
+                let is_image = match sniffed {
+                    Ok(is_image) => is_image,
+                    Err(e) if skip_bad_rows => {
+                        report.skip(format!("{e:#}"));
+                        continue;
+                    }
+                    Err(e) => return Err(e.context("use --skip-bad-rows to skip unreadable files")),
+                };
+                if !is_image {
                     report.ignore_file(format!("{}: not an image", file.display()));
                     continue;
                 }

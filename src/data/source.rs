@@ -64,14 +64,17 @@ impl LoadReport {
     /// How many reasons of each list the terminal shows; the run directory's load_report.txt has all.
     const EXAMPLES_SHOWN: usize = 5;
 
+    /// Records a skipped row or image ("path line N: reason").
     pub fn skip(&mut self, message: String) {
         self.skipped.push(message);
     }
 
+    /// Records a file or folder left out of the data set ("path: reason").
     pub fn ignore_file(&mut self, message: String) {
         self.ignored_files.push(message);
     }
 
+    /// How many rows or images were skipped.
     pub fn rows_skipped(&self) -> usize {
         self.skipped.len()
     }

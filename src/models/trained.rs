@@ -30,6 +30,7 @@ pub struct ModelFile {
     /// Accuracy figures on named splits (fractions in [0, 1]), e.g. `PrivateTest = 0.64`.
     #[serde(default)]
     pub accuracy: std::collections::BTreeMap<String, f64>,
+    /// The net, as under `[model]` in a run's config.toml.
     pub model: ModelSpec,
 }
 
@@ -45,8 +46,9 @@ pub enum ModelSource {
 }
 
 impl ModelSource {
-    /// `--model PATH`: a run directory (it has a config.toml) or a `.bpk` model file; none: the
-    /// shipped model. Errors name the path when it is neither.
+    /// `--model PATH`: a run directory (it has a config.toml) or a model file (NAME.bpk, read
+    /// with NAME.toml when loaded); none: the shipped model. Errors name the path when it is
+    /// neither a folder nor a file.
     pub fn from_arg(path: Option<&Path>) -> Result<Self> {
         let Some(path) = path else { return Ok(ModelSource::Shipped) };
         if path.is_dir() {
@@ -75,9 +77,13 @@ pub fn shipped_file() -> Result<ModelFile> {
 
 /// A net with its kept weights, in inference mode, on a device.
 pub struct TrainedModel {
+    /// What the net is (its layers, its input preprocessing).
     pub spec: ModelSpec,
+    /// The net with its weights, in inference mode (no dropout, batch-norm running statistics).
     pub net: Model,
+    /// Where `net` lives.
     pub device: Device,
+    /// Where it was loaded from.
     pub source: ModelSource,
     /// A batch size that suits the net (the run's own, else 256).
     pub batch_size: usize,

@@ -28,7 +28,9 @@ pub struct PhotoResult {
 /// A photo that could not be read, and why.
 #[derive(Clone, Debug)]
 pub struct PhotoFailure {
+    /// The photo as given (or as found in a folder).
     pub path: PathBuf,
+    /// The error, with its causes, naming the file.
     pub error: String,
 }
 

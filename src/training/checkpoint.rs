@@ -32,6 +32,7 @@ const FORMAT: u32 = 1;
 /// Where a run stands after its last finished epoch, saved as `checkpoint/state.json`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
+    /// The checkpoint layout's version (1).
     pub format: u32,
     /// Epochs finished (1-based count); the next epoch to run is `epochs_done + 1`.
     pub epochs_done: usize,
@@ -39,9 +40,12 @@ pub struct TrainState {
     pub history: Vec<EpochRecord>,
     /// The kept checkpoint's epoch and monitored value (model.bpk holds its weights).
     pub best: Option<(usize, f64)>,
-    /// Training wall time spent so far, over every process that worked on the run, in seconds.
+    /// Training rows of the data the run was trained on; a resume on other data is refused.
+    pub train_rows: usize,
+    /// Training wall time of the finished epochs, over every process that worked on the run, in
+    /// seconds (a partial epoch lost to a kill is not counted).
     pub train_seconds: f64,
-    /// File names inside `checkpoint/`.
+    /// File names inside `checkpoint/`: the net's weights and Adam's state after the last epoch.
     pub weights: String,
     pub optimizer: String,
 }
@@ -59,6 +63,7 @@ impl RunDir {
         self.path.join("checkpoint")
     }
 
+    /// `checkpoint/state.json`, written last at the end of every epoch.
     pub fn checkpoint_state(&self) -> PathBuf {
         self.checkpoint_dir().join("state.json")
     }
@@ -76,6 +81,7 @@ pub fn save(
     optimizer: &ModuleOptimizer,
     history: &[EpochRecord],
     best: Option<(usize, f64)>,
+    train_rows: usize,
     train_seconds: f64,
 ) -> Result<()> {
     let dir = run.checkpoint_dir();
@@ -86,6 +92,7 @@ pub fn save(
         epochs_done: epoch,
         history: history.to_vec(),
         best,
+        train_rows,
         train_seconds,
         weights: format!("epoch-{epoch}.bpk"),
         optimizer: format!("optimizer-{epoch}.bpk"),
@@ -107,7 +114,8 @@ fn remove_other_epochs(dir: &Path, state: &TrainState) {
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let ours = name == "state.json" || name == state.weights || name == state.optimizer;
-        if !ours && name.ends_with(".bpk") {
+        let leftover = name.starts_with('.') && name.contains(".tmp-");
+        if !ours && (name.ends_with(".bpk") || leftover) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
@@ -196,6 +204,7 @@ mod tests {
             epochs_done: 1,
             history: vec![record],
             best: None,
+            train_rows: 10,
             train_seconds: 1.0,
             weights: "epoch-1.bpk".into(),
             optimizer: "optimizer-1.bpk".into(),

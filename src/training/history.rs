@@ -90,7 +90,7 @@ impl BestTracker {
             Monitor::ValLoss => record.val_loss,
             Monitor::ValAccuracy => record.val_accuracy,
         };
-        if value.is_nan() {
+        if !value.is_finite() {
             return false;
         }
         let better = match self.best {

@@ -34,7 +34,8 @@ impl RunDir {
                 && !run.metrics().exists();
             if non_empty && !overwrite && !finished_nothing {
                 let hint = if run.has_checkpoint() && run.metrics().exists().not() {
-                    "; it stopped before its end: `ferkit train --resume` goes on with it"
+                    "; it stopped before its end: `ferkit train --resume` goes on with it (one that diverged \
+                     would diverge again: start it anew with a lower --lr and --overwrite)"
                 } else {
                     ""
                 };
@@ -44,7 +45,17 @@ impl RunDir {
                 std::fs::remove_dir_all(run.checkpoint_dir())
                     .with_context(|| format!("{}: cannot remove the old checkpoint", run.checkpoint_dir().display()))?;
             }
-            for old in [run.weights(), run.weights_checksum(), run.metrics(), run.history()] {
+            // ferkit's own files of the old run (the user's other files stay).
+            let evaluations = std::fs::read_dir(path)
+                .with_context(|| format!("{}: cannot list", path.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| {
+                    let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    (name.starts_with("eval_") && name.ends_with(".json"))
+                        || (name.starts_with("confusion_") && name.ends_with(".png"))
+                });
+            let fixed = [run.weights(), run.weights_checksum(), run.metrics(), run.history(), run.curves()];
+            for old in fixed.into_iter().chain([run.path.join("load_report.txt")]).chain(evaluations) {
                 if old.exists() {
                     std::fs::remove_file(&old).with_context(|| format!("{}: cannot remove", old.display()))?;
                 }

@@ -154,6 +154,14 @@ pub fn resume(run: &RunDir, dataset: &Dataset) -> Result<RunMetrics> {
     run_epochs(&config, dataset, run, state)
 }
 
+/// Where the kept checkpoint is, for a divergence message.
+fn kept_message(tracker: &BestTracker, run: &RunDir) -> String {
+    match tracker.best() {
+        Some((e, _)) => format!("the best checkpoint so far (epoch {e}) is kept in {}", run.weights().display()),
+        None => "no epoch had finished, so no checkpoint was kept".to_string(),
+    }
+}
+
 /// What must hold before a run directory is made: training and validation rows, at least one
 /// epoch and one row per batch.
 pub fn check_inputs(config: &TrainConfig, dataset: &Dataset) -> Result<()> {
@@ -184,9 +192,22 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
     let mut optimizer = AdamConfig::new().with_epsilon(KERAS_ADAM_EPSILON).init();
     let mut model = match &state {
         Some(state) => {
+            if state.train_rows != dataset.train.len() {
+                bail!(
+                    "{}: the run trained on {} rows, but its data now has {}: resume with the same data",
+                    run.checkpoint_state().display(),
+                    state.train_rows,
+                    dataset.train.len()
+                );
+            }
             let net = config.model.without_pretrained().build(&train_device)?;
             let (net, optim) = checkpoint::restore(run, state, net, optimizer)?;
             optimizer = optim;
+            // The process may have died after the checkpoint of a new best epoch and before
+            // model.bpk was written: the checkpoint's weights are that epoch's.
+            if state.best.is_some_and(|(epoch, _)| epoch == state.epochs_done) {
+                run.save_weights(net.valid())?;
+            }
             net
         }
         None => {
@@ -246,10 +267,7 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
             Ok(done) => done,
             Err(d) => {
                 progress.finish();
-                let kept = match tracker.best() {
-                    Some((e, _)) => format!("the best checkpoint so far (epoch {e}) is kept in {}", run.weights().display()),
-                    None => "no epoch had finished, so no checkpoint was kept".to_string(),
-                };
+                let kept = kept_message(&tracker, run);
                 bail!(
                     "training diverged: the loss is {} at epoch {}, step {} of {}; {kept}. Start again with a lower --lr (it was {}).",
                     d.loss,
@@ -262,6 +280,16 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
         };
         model = trained;
         let val = evaluate(&model.valid(), preprocess, &dataset.val, "val", config.batch_size, &device, Tta::None);
+        if !(val.loss.is_finite() && val.accuracy.is_finite()) {
+            progress.finish();
+            bail!(
+                "training diverged: the validation loss is {} after epoch {epoch} (the weights are no longer finite); {}. \
+                 Start again with a lower --lr (it was {}).",
+                val.loss,
+                kept_message(&tracker, run),
+                config.learning_rate
+            );
+        }
         let record = EpochRecord {
             epoch,
             train_loss: loss_sum / train.len() as f64,
@@ -271,16 +299,18 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
         let kept = tracker.update(&record);
-        if kept {
-            run.save_weights(model.valid())?;
-        }
         let epochs_here = epoch - epochs_done;
         let mean_epoch = start.elapsed().as_secs_f64() / epochs_here as f64;
         progress.epoch_done(&record, kept, mean_epoch * (config.epochs - epoch) as f64);
         history.push(record);
         write_csv(&run.history(), &history)?;
         let seconds = seconds_before + start.elapsed().as_secs_f64();
-        checkpoint::save(run, &model.valid(), &optimizer, &history, tracker.best(), seconds)?;
+        // The checkpoint first, then the kept weights: a kill between the two leaves a state
+        // whose best epoch is its last, and resuming re-saves model.bpk from the checkpoint.
+        checkpoint::save(run, &model.valid(), &optimizer, &history, tracker.best(), train.len(), seconds)?;
+        if kept {
+            run.save_weights(model.valid())?;
+        }
     }
     progress.finish();
     let train_seconds = seconds_before + start.elapsed().as_secs_f64();

@@ -17,9 +17,14 @@ pub fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {
 }
 
 /// Every file under `dir`, recursively, in path order (a folder's files where its name sorts).
+/// Links to folders are not followed (a link loop would never end); links to files are kept.
 pub fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
     let mut files = Vec::new();
     for entry in sorted_entries(dir)? {
+        let linked = std::fs::symlink_metadata(&entry).is_ok_and(|m| m.file_type().is_symlink());
+        if entry.is_dir() && linked {
+            continue;
+        }
         if entry.is_dir() {
             files.extend(files_under(&entry)?);
         } else {
