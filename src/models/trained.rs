@@ -154,6 +154,9 @@ pub fn export(run_dir: &Path, out: &Path, name: &str, description: &str) -> Resu
         model: config.model.without_pretrained(),
     };
     let weights = run.read_weights()?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
     crate::util::atomic::write_atomic(out, weights)?;
     crate::util::atomic::write_atomic(&out.with_extension("toml"), toml::to_string(&file)?)?;
     Ok(())
