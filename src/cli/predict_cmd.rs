@@ -21,7 +21,6 @@ pub struct PredictArgs {
     /// Photos (PNG, JPEG, WebP, BMP, GIF, TIFF) and folders of them (walked recursively; files
     /// that are not images are passed over and counted). For compatibility, a run directory given
     /// first is taken as --model.
-    #[arg(required = true)]
     pub photos: Vec<PathBuf>,
     /// Stop at the first photo that cannot be read (every path is checked before any work),
     /// instead of reporting it and going on with the others.
@@ -80,6 +79,9 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
         let photo = path.clone();
         args.photos.insert(0, photo);
         args.mtcnn = Some(None);
+    }
+    if args.photos.is_empty() {
+        bail!("no photos given: ferkit predict PHOTO_OR_FOLDER... (see --help)");
     }
     if args.mtcnn.is_some() && args.min_size < 12 {
         // MTCNN's pyramid starts at 12 / min_size: smaller sides mean images many times the
