@@ -8,12 +8,12 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::module::Module;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::{Model, ModelSpec};
 use crate::training::RunDir;
+use crate::training::run_dir::load_weights;
 
 /// The shipped model's weights (burnpack, float32) and description, compiled into the binary so
 /// that an installed `ferkit` works from any folder. See `models/MODEL_CARD.md`.
@@ -128,14 +128,7 @@ impl TrainedModel {
     fn from_parts(spec: ModelSpec, weights: Vec<u8>, source: ModelSource, shown: &Path) -> Result<Self> {
         spec.check().with_context(|| format!("{}: the model is inconsistent", shown.display()))?;
         let device = Device::flex();
-        let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(weights))
-            .map_err(|e| anyhow::anyhow!("{}: not a burnpack weights file: {e}", shown.display()))?;
-        let net = spec
-            .without_pretrained()
-            .build(&device)?
-            .try_load_record(record)
-            .map_err(|e| anyhow::anyhow!("{}: the weights do not fit the net `{}`: {e}", shown.display(), spec.name()))?;
-        crate::training::run_dir::check_finite(&net, shown)?;
+        let net = load_weights(spec.without_pretrained().build(&device)?, weights, shown)?;
         Ok(Self { spec, net, device, source, batch_size: 256 })
     }
 }

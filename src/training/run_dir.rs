@@ -146,24 +146,30 @@ impl RunDir {
         if !path.exists() {
             bail!("{}: no weights (did the run finish an epoch?)", path.display());
         }
-        let bytes = self.read_weights()?;
         let net = config.model.without_pretrained().build(device)?;
-        let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-            .map_err(|e| anyhow::anyhow!("{}: not a burnpack weights file: {e}", path.display()))?;
-        let net = net.try_load_record(record).map_err(|e| {
-            // Burn lists every missing tensor; a few name the problem.
-            let mut message = e.to_string();
-            if message.chars().count() > 400 {
-                message = format!("{}... (cut)", message.chars().take(400).collect::<String>());
-            }
-            anyhow::anyhow!(
-                "{}: cannot load weights (written by another ferkit version, or for another net?): {message}",
-                path.display()
-            )
-        })?;
-        check_finite(&net, &path)?;
-        Ok(net)
+        load_weights(net, self.read_weights()?, &path)
     }
+}
+
+/// Loads burnpack `bytes` (read from `path`, which errors name) into `net`, and refuses weights
+/// that are not finite. Errors: not a burnpack file, tensors that do not fit the net (Burn's list,
+/// cut to its first 400 characters), NaN or infinite values.
+pub fn load_weights(net: Model, bytes: Vec<u8>, path: &Path) -> Result<Model> {
+    let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
+        .map_err(|e| anyhow::anyhow!("{}: not a burnpack weights file: {e}", path.display()))?;
+    let net = net.try_load_record(record).map_err(|e| {
+        // Burn lists every missing tensor; a few name the problem.
+        let mut message = e.to_string();
+        if message.chars().count() > 400 {
+            message = format!("{}... (cut)", message.chars().take(400).collect::<String>());
+        }
+        anyhow::anyhow!(
+            "{}: the weights do not fit this net (written by another ferkit version, or for another net?): {message}",
+            path.display()
+        )
+    })?;
+    check_finite(&net, path)?;
+    Ok(net)
 }
 
 fn crc32(bytes: &[u8]) -> u32 {

@@ -7,7 +7,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::module::Module;
 use std::sync::mpsc::Receiver;
 
@@ -20,7 +20,7 @@ use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::history::{BestTracker, EpochRecord, write_csv};
 use super::progress::Progress;
-use super::run_dir::RunDir;
+use super::run_dir::{RunDir, load_weights};
 use crate::data::batch::Preprocess;
 use crate::data::batch::{EpochAugment, EpochOrder, HostBatch, prefetch};
 use crate::data::{Dataset, SplitName};
@@ -214,13 +214,7 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
             let mut net = config.model.build(&train_device)?;
             if let Some(from) = &config.init_from {
                 let from = RunDir::open(from)?;
-                let weights = from.weights();
-                let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(from.read_weights()?))
-                    .map_err(|e| anyhow::anyhow!("--init-from {}: not a burnpack weights file: {e}", weights.display()))?;
-                net = net.try_load_record(record).map_err(|e| {
-                    anyhow::anyhow!("--init-from {}: the weights do not fit this net: {e}", weights.display())
-                })?;
-                crate::training::run_dir::check_finite(&net, &weights)?;
+                net = load_weights(net, from.read_weights()?, &from.weights()).context("--init-from")?;
             }
             net
         }
