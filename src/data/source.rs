@@ -74,11 +74,6 @@ impl LoadReport {
         self.ignored_files.push(message);
     }
 
-    /// How many rows or images were skipped.
-    pub fn rows_skipped(&self) -> usize {
-        self.skipped.len()
-    }
-
     /// A line for stderr, plus the first few skipped rows' and passed-over files' reasons.
     pub fn describe(&self) -> String {
         self.render(Self::EXAMPLES_SHOWN)
