@@ -123,10 +123,7 @@ fn a_spreadsheets_bom_and_crlf_read_as_the_plain_csv() {
     if let (Some(bom), Some(download)) =
         (shared("cases/02-spreadsheet-bom/fer_bom_crlf.csv"), shared("cases/01-fer2013-archive/fer2013.tar.gz"))
     {
-        assert_eq!(
-            stats_json(&["--data", bom.to_str().unwrap()]),
-            stats_json(&["--data", download.to_str().unwrap()])
-        );
+        assert_eq!(stats_json(&["--data", bom.to_str().unwrap()]), stats_json(&["--data", download.to_str().unwrap()]));
     } else {
         common::skip("the shared part (../shared/cases/02-spreadsheet-bom is absent)");
     }
@@ -222,7 +219,8 @@ fn an_image_reaches_the_net_as_the_same_pixels_from_a_folder_and_from_predict() 
     let dir = tempfile::tempdir().unwrap();
     // Built here: a colour photo stored sideways with EXIF orientation 8 (turn 90 degrees
     // counter-clockwise), and its upright original.
-    let upright = image::RgbImage::from_fn(40, 64, |x, y| image::Rgb([(x * 6) as u8, (y * 4) as u8, ((x + y) * 2) as u8]));
+    let upright =
+        image::RgbImage::from_fn(40, 64, |x, y| image::Rgb([(x * 6) as u8, (y * 4) as u8, ((x + y) * 2) as u8]));
     let upright_path = dir.path().join("upright.png");
     upright.save(&upright_path).unwrap();
     let sideways = image::imageops::rotate90(&upright); // orientation 8 undoes a clockwise turn
@@ -317,7 +315,8 @@ fn evaluation_on_other_data_never_replaces_the_runs_own_figures() {
     let own = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(21));
     let other = write(&dir.path().join("lab photos.csv"), synthetic_csv(14));
     let run = dir.path().join("run");
-    let out = ferkit(&["train", "fnn1", "--data", own.to_str().unwrap(), "--epochs", "1", "--out", run.to_str().unwrap()]);
+    let out =
+        ferkit(&["train", "fnn1", "--data", own.to_str().unwrap(), "--epochs", "1", "--out", run.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let out = ferkit(&["eval", run.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));

@@ -39,7 +39,8 @@ fn the_shipped_models_private_test_accuracy_is_the_cards() {
         return;
     };
     let card = std::fs::read_to_string(repo("models/MODEL_CARD.md")).unwrap();
-    let toml: toml::Value = toml::from_str(&std::fs::read_to_string(repo("models/ferkit-fer2013.toml")).unwrap()).unwrap();
+    let toml: toml::Value =
+        toml::from_str(&std::fs::read_to_string(repo("models/ferkit-fer2013.toml")).unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     for (split, name) in [("test", "PrivateTest"), ("val", "PublicTest")] {
         let out = ferkit(&[

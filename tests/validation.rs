@@ -10,7 +10,8 @@ fn learning_rates_that_cannot_train_are_refused_before_a_run_directory_exists() 
     let data = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(14));
     let run = dir.path().join("run");
     for lr in ["-0.0005", "0", "nan", "inf"] {
-        let out = ferkit(&["train", "fnn1", "--data", data.to_str().unwrap(), "--lr", lr, "--out", run.to_str().unwrap()]);
+        let out =
+            ferkit(&["train", "fnn1", "--data", data.to_str().unwrap(), "--lr", lr, "--out", run.to_str().unwrap()]);
         assert!(!out.status.success(), "--lr {lr} was accepted");
         assert!(stderr(&out).contains("--lr must be a positive finite number"), "{lr}: {}", stderr(&out));
         assert!(!run.exists(), "--lr {lr} left {}", run.display());
@@ -36,7 +37,8 @@ fn detector_settings_that_would_blow_up_are_refused() {
     let face = dir.path().join("face.png");
     image::GrayImage::from_raw(48, 48, synthetic_face(3, 1)).unwrap().save(&face).unwrap();
     for size in ["0", "1", "11"] {
-        let out = ferkit(&["predict", face.to_str().unwrap(), "--mtcnn", dir.path().to_str().unwrap(), "--min-size", size]);
+        let out =
+            ferkit(&["predict", face.to_str().unwrap(), "--mtcnn", dir.path().to_str().unwrap(), "--min-size", size]);
         assert!(!out.status.success());
         assert!(stderr(&out).contains("--min-size must be at least 12 with --mtcnn"), "{size}: {}", stderr(&out));
     }
@@ -49,7 +51,8 @@ fn a_damaged_weights_file_is_refused_by_name() {
     let dir = tempfile::tempdir().unwrap();
     let data = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(14));
     let run = dir.path().join("run");
-    let out = ferkit(&["train", "fnn1", "--data", data.to_str().unwrap(), "--epochs", "1", "--out", run.to_str().unwrap()]);
+    let out =
+        ferkit(&["train", "fnn1", "--data", data.to_str().unwrap(), "--epochs", "1", "--out", run.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(run.join("model.bpk.crc32").exists());
     let eval = ferkit(&["eval", run.to_str().unwrap()]);

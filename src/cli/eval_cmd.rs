@@ -1,4 +1,6 @@
-//! `ferkit eval [RUN_DIR | --model RUN_DIR|FILE] [--split test] [--tta hflip] [--data F] [--out DIR]`
+//! `ferkit eval [RUN_DIR | --model RUN_DIR|FILE ...] [--split test] [--tta hflip|ten-crop] [--data F] [--out DIR]`
+//!
+//! Several `--model`s evaluate their ensemble: the average of the nets' class probabilities.
 
 use std::path::PathBuf;
 
@@ -8,7 +10,7 @@ use clap::Args;
 use super::DataArgs;
 use super::train_cmd::load_config_data;
 use crate::data::{DataSource, SplitName};
-use crate::evaluation::{Tta, evaluate};
+use crate::evaluation::{Tta, evaluate, evaluate_ensemble};
 use crate::models::{ModelSource, TrainedModel};
 use crate::reporting::plots::plot_confusion;
 use crate::training::RunDir;
@@ -20,9 +22,10 @@ pub struct EvalArgs {
     #[arg(conflicts_with = "model")]
     pub run_dir: Option<PathBuf>,
     /// Another net: a run directory or a model file NAME.bpk (NAME.toml beside it). Without
-    /// RUN_DIR or --model: the model shipped with ferkit, on the data --data names.
+    /// RUN_DIR or --model: the model shipped with ferkit, on the data --data names. Given more
+    /// than once: the ensemble of those nets (their class probabilities averaged).
     #[arg(long, value_name = "RUN_DIR|FILE")]
-    pub model: Option<PathBuf>,
+    pub model: Vec<PathBuf>,
     /// Folder for eval_<split>.json and the confusion matrix PNG (default: the run directory;
     /// for a model file or the shipped model, nothing is written without it).
     #[arg(long)]
@@ -30,7 +33,8 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = SplitName::Test)]
     pub split: SplitName,
     /// Test-time augmentation: `hflip` averages the probabilities of each face and its mirror
-    /// image (results go to eval_<split>_tta-hflip.json beside the plain ones).
+    /// image, `ten-crop` those of ten crops (corners, centre, and their mirrors); results go to
+    /// eval_<split>_tta-hflip.json or eval_<split>_tta-ten-crop.json beside the plain ones.
     #[arg(long, value_enum, default_value_t = Tta::None)]
     pub tta: Tta,
     /// Other data than the run was trained on (default: the run's own).
@@ -39,13 +43,18 @@ pub struct EvalArgs {
 }
 
 pub fn run(args: EvalArgs) -> Result<()> {
-    let source = ModelSource::from_arg(args.run_dir.as_deref().or(args.model.as_deref()))?;
+    if args.model.len() > 1 {
+        return run_ensemble(args);
+    }
+    let source = ModelSource::from_arg(args.run_dir.as_deref().or(args.model.first().map(PathBuf::as_path)))?;
     let model = TrainedModel::load(&source)?;
     let other_data = args.data.source();
     if other_data.is_empty()
         && (args.data.val_split.is_some() || args.data.class_map.is_some() || args.data.skip_unknown_classes)
     {
-        anyhow::bail!("--val-split, --class-map and --skip-unknown-classes go with --data (a run's own data keeps its own)");
+        anyhow::bail!(
+            "--val-split, --class-map and --skip-unknown-classes go with --data (a run's own data keeps its own)"
+        );
     }
     // A run evaluates on its own data unless told otherwise; other models need --data.
     let (dataset, out_dir) = match &source {
@@ -55,14 +64,24 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         ModelSource::RunDir(path) => (args.data.load()?, Some(args.out.clone().unwrap_or_else(|| path.clone()))),
         _ if other_data.is_empty() => {
-            anyhow::bail!("{} has no data of its own: give --data FILE_OR_FOLDER (or --train/--val/--test)", source.describe())
+            anyhow::bail!(
+                "{} has no data of its own: give --data FILE_OR_FOLDER (or --train/--val/--test)",
+                source.describe()
+            )
         }
         _ => (args.data.load()?, args.out.clone()),
     };
     let split = dataset.split(args.split);
     anyhow::ensure!(!split.is_empty(), "the data has no {} rows", args.split.as_str());
-    let result =
-        evaluate(&model.net, model.spec.preprocess(), split, args.split.as_str(), model.batch_size, &model.device, args.tta);
+    let result = evaluate(
+        &model.net,
+        model.spec.preprocess(),
+        split,
+        args.split.as_str(),
+        model.batch_size,
+        &model.device,
+        args.tta,
+    );
     // Figures on other data never replace a run's own: their files carry the data's name.
     let data_suffix = match (&source, other_data.is_empty()) {
         (ModelSource::RunDir(_), false) if args.out.is_none() => format!("_{}", data_label(&other_data)),
@@ -73,6 +92,53 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let config_name = model.spec.name();
 
     println!("{} ({}) on {name}: {} rows", config_name, source.describe(), result.rows);
+    print_evaluation(&result);
+    if let Some(dir) = out_dir {
+        let mut doc = serde_json::to_value(&result)?;
+        doc["model"] = serde_json::json!(source.describe());
+        if !other_data.is_empty() {
+            doc["data"] = serde_json::json!({ "source": other_data, "crc32": data_checksums(&other_data)? });
+        }
+        write_evaluation(&dir, name, &doc, &result, &format!("{config_name} on {name} ({} rows)", result.rows))?;
+    }
+    Ok(())
+}
+
+/// `--model A --model B ...`: the ensemble's figures, on `--data` (or the first run's own data).
+fn run_ensemble(args: EvalArgs) -> Result<()> {
+    let sources = args.model.iter().map(|p| ModelSource::from_arg(Some(p))).collect::<Result<Vec<_>>>()?;
+    let models = sources.iter().map(TrainedModel::load).collect::<Result<Vec<_>>>()?;
+    let other_data = args.data.source();
+    let dataset = match &sources[0] {
+        ModelSource::RunDir(path) if other_data.is_empty() => load_config_data(&RunDir::open(path)?.load_config()?)?.0,
+        _ if other_data.is_empty() => {
+            anyhow::bail!("{} has no data of its own: give --data FILE_OR_FOLDER", sources[0].describe())
+        }
+        _ => args.data.load()?,
+    };
+    let split = dataset.split(args.split);
+    anyhow::ensure!(!split.is_empty(), "the data has no {} rows", args.split.as_str());
+    let members: Vec<_> = models.iter().map(|m| (&m.net, m.spec.preprocess())).collect();
+    let (batch_size, device) = (models[0].batch_size, &models[0].device);
+    let result = evaluate_ensemble(&members, split, args.split.as_str(), batch_size, device, args.tta);
+    let name = format!("{}{}_ensemble-{}", args.split.as_str(), args.tta.suffix(), models.len());
+    let described: Vec<String> = sources.iter().map(ModelSource::describe).collect();
+    println!("ensemble of {} nets ({}) on {name}: {} rows", models.len(), described.join(", "), result.rows);
+    print_evaluation(&result);
+    if let Some(dir) = &args.out {
+        let mut doc = serde_json::to_value(&result)?;
+        doc["models"] = serde_json::json!(described);
+        if !other_data.is_empty() {
+            doc["data"] = serde_json::json!({ "source": other_data, "crc32": data_checksums(&other_data)? });
+        }
+        let title = format!("ensemble of {} on {name} ({} rows)", models.len(), result.rows);
+        write_evaluation(dir, &name, &doc, &result, &title)?;
+    }
+    Ok(())
+}
+
+/// Accuracy, loss, macro F1, the per-class table and the confusion matrix on the terminal.
+fn print_evaluation(result: &crate::evaluation::SplitEvaluation) {
     println!(
         "accuracy {:.4}  loss {:.4}  cross-entropy {:.4}  macro F1 {:.4}",
         result.accuracy, result.loss, result.cross_entropy, result.macro_f1
@@ -85,22 +151,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
     for row in &result.confusion.counts {
         println!("  {}", row.iter().map(|c| format!("{c:>6}")).collect::<String>());
     }
-    if let Some(dir) = out_dir {
-        std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-        let files = RunDir { path: dir };
-        let mut doc = serde_json::to_value(&result)?;
-        doc["model"] = serde_json::json!(source.describe());
-        if !other_data.is_empty() {
-            doc["data"] = serde_json::json!({ "source": other_data, "crc32": data_checksums(&other_data)? });
-        }
-        write_atomic(&files.evaluation(name), serde_json::to_string_pretty(&doc)?)?;
-        plot_confusion(
-            &result.confusion,
-            &format!("{config_name} on {name} ({} rows)", result.rows),
-            &files.confusion_png(name),
-        )?;
-        println!("wrote {} and {}", files.evaluation(name).display(), files.confusion_png(name).display());
-    }
+}
+
+/// `eval_<name>.json` (the document `doc`) and the confusion matrix PNG in `dir`.
+fn write_evaluation(
+    dir: &std::path::Path,
+    name: &str,
+    doc: &serde_json::Value,
+    result: &crate::evaluation::SplitEvaluation,
+    title: &str,
+) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    let files = RunDir { path: dir.to_path_buf() };
+    write_atomic(&files.evaluation(name), serde_json::to_string_pretty(doc)?)?;
+    plot_confusion(&result.confusion, title, &files.confusion_png(name))?;
+    println!("wrote {} and {}", files.evaluation(name).display(), files.confusion_png(name).display());
     Ok(())
 }
 

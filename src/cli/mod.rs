@@ -180,7 +180,8 @@ pub fn run_with(cli: Cli) -> Result<()> {
         }
         Command::Bench(args) => bench_cmd::run(args),
         Command::Export { run_dir, out, name, description } => {
-            let name = name.unwrap_or_else(|| out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
+            let name =
+                name.unwrap_or_else(|| out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
             crate::models::trained::export(&run_dir, &out, &name, &description)?;
             println!("wrote {} and {}", out.display(), out.with_extension("toml").display());
             Ok(())

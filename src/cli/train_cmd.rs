@@ -7,10 +7,12 @@ use clap::Args;
 
 use super::{DataArgs, load_data_reported};
 use crate::data::LoadReport;
-use crate::util::atomic::write_atomic;
 use crate::data::augment::AugmentConfig;
 use crate::models::ModelSpec;
-use crate::training::{LrSchedule, Monitor, RunDir, RunMetrics, TrainConfig, check_inputs, resume, train};
+use crate::training::{
+    LrSchedule, Monitor, OptimizerKind, RunDir, RunMetrics, TrainConfig, check_inputs, resume, train,
+};
+use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
 
 #[derive(Args, Debug)]
@@ -25,6 +27,7 @@ pub struct TrainArgs {
         "model", "data", "train", "val", "test", "skip_bad_rows", "epochs", "batch_size", "lr", "schedule",
         "warmup_epochs", "seed", "monitor", "out", "overwrite", "subset", "device", "augment", "init_from",
         "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
+        "optimizer", "momentum", "weight_decay", "label_smoothing", "ema", "plateau_factor", "plateau_patience",
     ])]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
@@ -33,16 +36,40 @@ pub struct TrainArgs {
     pub epochs: usize,
     #[arg(long = "batch", default_value_t = 512)]
     pub batch_size: usize,
-    /// Adam's learning rate (default: the net's own, as in the notebook); the peak of a schedule.
+    /// The optimizer's learning rate (default: the net's own, as in the notebook); the peak of a schedule.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
-    /// How the learning rate moves: constant (the notebook's) or cosine (decay to zero by the
-    /// last step, after --warmup-epochs of linear warm-up).
+    /// The optimizer: adam (the notebook's, Keras' epsilon), adamw (decoupled weight decay),
+    /// sgd or sgd-nesterov (momentum 0.9 unless --momentum says otherwise).
+    #[arg(long, default_value = "adam")]
+    pub optimizer: String,
+    /// SGD's momentum (default 0.9).
+    #[arg(long, allow_negative_numbers = true)]
+    pub momentum: Option<f64>,
+    /// Weight decay: decoupled for adamw (default 0.01), added to the gradient for sgd (default 0).
+    #[arg(long, allow_negative_numbers = true)]
+    pub weight_decay: Option<f64>,
+    /// How the learning rate moves: constant (the notebook's), cosine (decay to zero by the last
+    /// step, after --warmup-epochs of linear warm-up), one-cycle (PyTorch's OneCycleLR defaults),
+    /// or plateau (x --plateau-factor after --plateau-patience epochs without a better --monitor figure).
     #[arg(long, default_value = "constant")]
     pub schedule: String,
     /// Epochs of linear warm-up before the cosine decay.
     #[arg(long, default_value_t = 0)]
     pub warmup_epochs: usize,
+    /// Reduce-on-plateau's factor (default 0.5).
+    #[arg(long, allow_negative_numbers = true)]
+    pub plateau_factor: Option<f64>,
+    /// Reduce-on-plateau's patience in epochs (default 5).
+    #[arg(long)]
+    pub plateau_patience: Option<usize>,
+    /// Label smoothing of the loss, e.g. 0.1 (default 0: plain cross-entropy).
+    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
+    pub label_smoothing: f64,
+    /// Keep an exponential moving average of the weights with this decay (e.g. 0.999); validation
+    /// reads it and the run keeps it as its weights.
+    #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
+    pub ema: Option<f64>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Which validation figure picks the kept checkpoint.
@@ -134,7 +161,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         epochs: args.epochs,
         batch_size: args.batch_size,
         learning_rate: args.lr.unwrap_or(spec.learning_rate()),
-        schedule: LrSchedule::parse(&args.schedule, args.warmup_epochs)?,
+        schedule: LrSchedule::parse(&args.schedule, args.warmup_epochs, args.plateau_factor, args.plateau_patience)?,
+        optimizer: OptimizerKind::parse(&args.optimizer, args.momentum, args.weight_decay)?,
+        label_smoothing: args.label_smoothing,
+        ema_decay: args.ema,
         seed: args.seed,
         monitor: args.monitor,
         device: args.device,
@@ -145,6 +175,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         augment: args.augment.as_deref().map(AugmentConfig::parse).transpose()?,
         model: spec,
     };
+    config.check_recipe()?;
     let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(config.model.name()));
     // The data is read before the run directory is made: bad data leaves nothing behind.
     if !args.overwrite && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {

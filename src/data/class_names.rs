@@ -100,7 +100,11 @@ mod tests {
         assert_eq!(label("happiness"), FolderClass::Label(3));
         assert_eq!(label("surprised"), FolderClass::Label(5));
         let err = folder_class("contempt", &none, false).unwrap_err().to_string();
-        assert!(err.contains("`contempt`") && err.contains("--class-map contempt=") && err.contains("--skip-unknown-classes"));
+        assert!(
+            err.contains("`contempt`")
+                && err.contains("--class-map contempt=")
+                && err.contains("--skip-unknown-classes")
+        );
         assert_eq!(folder_class("contempt", &none, true).unwrap(), FolderClass::Outside);
         let map = parse_class_map("contempt=disgust, Rage=angry").unwrap();
         assert_eq!(folder_class("contempt", &map, false).unwrap(), FolderClass::Label(1));

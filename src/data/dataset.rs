@@ -169,7 +169,9 @@ impl Dataset {
         use rand::SeedableRng;
         use rand::seq::SliceRandom;
         if !(fraction > 0.0 && fraction <= 0.5) {
-            anyhow::bail!("--val-split must be in (0, 0.5], the share of the training rows kept apart (got {fraction})");
+            anyhow::bail!(
+                "--val-split must be in (0, 0.5], the share of the training rows kept apart (got {fraction})"
+            );
         }
         if !self.val.is_empty() {
             anyhow::bail!(

@@ -145,13 +145,17 @@ fn csv_in_tar(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
             continue;
         }
         let name = entry.path().map(|p| p.display().to_string()).unwrap_or_else(|_| "?".into());
-        let is_csv = name.to_ascii_lowercase().ends_with(".csv") && !name.rsplit('/').next().unwrap_or("").starts_with("._");
+        let is_csv =
+            name.to_ascii_lowercase().ends_with(".csv") && !name.rsplit('/').next().unwrap_or("").starts_with("._");
         if is_csv && csv.is_none() {
             let mut data = Vec::new();
             entry.read_to_end(&mut data).with_context(|| format!("{shown}: {name} in the archive is cut short"))?;
             csv = Some((name.clone(), data));
         } else if is_csv {
-            bail!("{shown}: a tar archive holding several CSV files ({}); unpack it and give one", quote_list(&[csv.unwrap().0, name]));
+            bail!(
+                "{shown}: a tar archive holding several CSV files ({}); unpack it and give one",
+                quote_list(&[csv.unwrap().0, name])
+            );
         }
         names.push(name);
     }
@@ -170,7 +174,8 @@ fn zip_entry_names(bytes: &[u8]) -> Vec<String> {
     let u16_at = |i: usize| bytes.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]) as usize);
     let u32_at = |i: usize| bytes.get(i..i + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize);
     // The end-of-central-directory record: within the last 64 KiB + 22 bytes.
-    let Some(end) = (0..bytes.len().saturating_sub(21)).rev().take(65_557).find(|&i| bytes[i..].starts_with(b"PK\x05\x06"))
+    let Some(end) =
+        (0..bytes.len().saturating_sub(21)).rev().take(65_557).find(|&i| bytes[i..].starts_with(b"PK\x05\x06"))
     else {
         return Vec::new();
     };

@@ -65,7 +65,12 @@ pub fn to_grey(image: &DynamicImage) -> image::GrayImage {
 /// The image's width and height from its header alone (a cheap check before slow work).
 pub fn image_dimensions(path: &Path) -> Result<(u32, u32)> {
     let cannot = || format!("{}: cannot read the image", path.display());
-    ImageReader::open(path).with_context(cannot)?.with_guessed_format().with_context(cannot)?.into_dimensions().with_context(cannot)
+    ImageReader::open(path)
+        .with_context(cannot)?
+        .with_guessed_format()
+        .with_context(cannot)?
+        .into_dimensions()
+        .with_context(cannot)
 }
 
 #[cfg(test)]

@@ -5,6 +5,6 @@ pub mod evaluate;
 pub mod metrics;
 pub mod tta;
 
-pub use evaluate::{SplitEvaluation, evaluate};
+pub use evaluate::{SplitEvaluation, evaluate, evaluate_ensemble};
 pub use metrics::{ClassMetrics, Confusion};
 pub use tta::Tta;

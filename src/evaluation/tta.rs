@@ -1,11 +1,18 @@
 //! Test-time augmentation: a net's class probabilities averaged over views of each face.
 //!
-//! FER papers commonly report accuracy with such averaging (e.g. the mirror image, or ten
-//! crops); ferkit offers the mirror only, reports it beside the plain figure, and never uses it
-//! to choose a checkpoint.
+//! FER papers commonly report accuracy with such averaging: the mirror image, or ten crops (the
+//! four corner crops and the centre crop, and their mirrors, as in Krizhevsky et al. 2012 and the
+//! FER2013 literature, e.g. Khaireddin & Chen 2021). ferkit reports it beside the plain figure and
+//! never uses it to choose a checkpoint.
+//!
+//! ferkit's nets read whole 48x48 faces, so each crop (of side 44, 11/12 of the face: a zoom of
+//! 1.09 and a shift of up to 2 pixels, well inside the training augmentation's range) is resized
+//! back to 48x48 (bilinear, half-pixel centres) before the net reads it.
 
 use burn::prelude::*;
 use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::module::interpolate;
+use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
 use serde::{Deserialize, Serialize};
 
 use crate::models::Model;
@@ -19,6 +26,11 @@ pub enum Tta {
     None,
     /// The face and its mirror image (left and right swapped), probabilities averaged.
     Hflip,
+    /// Ten crops: the four corners and the centre (side 11/12 of the face, resized back) and
+    /// their mirror images, probabilities averaged.
+    #[value(name = "ten-crop")]
+    #[serde(rename = "ten-crop")]
+    TenCrop,
 }
 
 impl Tta {
@@ -27,19 +39,52 @@ impl Tta {
         match self {
             Tta::None => "",
             Tta::Hflip => "_tta-hflip",
+            Tta::TenCrop => "_tta-ten-crop",
         }
     }
+
+    /// The views of `images` `[batch, channels, h, w]` that the net reads, each the same shape.
+    pub fn views(self, images: Tensor<4>) -> Vec<Tensor<4>> {
+        match self {
+            Tta::None => vec![images],
+            Tta::Hflip => vec![images.clone(), images.flip([3])],
+            Tta::TenCrop => {
+                let [_, _, h, w] = images.dims();
+                let (ch, cw) = (h - h / 12, w - w / 12);
+                let origins = [(0, 0), (0, w - cw), (h - ch, 0), (h - ch, w - cw), ((h - ch) / 2, (w - cw) / 2)];
+                let mut views = Vec::with_capacity(10);
+                for (y, x) in origins {
+                    let crop = images.clone().slice([0..images.dims()[0], 0..images.dims()[1], y..y + ch, x..x + cw]);
+                    let mut options = InterpolateOptions::new(InterpolateMode::Bilinear).with_output_size([h, w]);
+                    options.align_corners = false;
+                    let view = interpolate(crop, options);
+                    views.push(view.clone().flip([3]));
+                    views.push(view);
+                }
+                views
+            }
+        }
+    }
+}
+
+/// Class probabilities `[batch, classes]` of `images` `[batch, 1, h, w]`, averaged over the views
+/// `tta` names.
+pub fn probabilities(net: &Model, images: Tensor<4>, tta: Tta) -> Tensor<2> {
+    let views = tta.views(images);
+    let n = views.len();
+    views
+        .into_iter()
+        .map(|v| softmax(net.forward(v), 1))
+        .reduce(|a, b| a + b)
+        .expect("at least one view")
+        .div_scalar(n as f64)
 }
 
 /// Natural-log class probabilities `[batch, classes]` of `images` `[batch, 1, h, w]`.
 pub fn log_probabilities(net: &Model, images: Tensor<4>, tta: Tta) -> Tensor<2> {
     match tta {
         Tta::None => log_softmax(net.forward(images), 1),
-        Tta::Hflip => {
-            let plain = softmax(net.forward(images.clone()), 1);
-            let mirrored = softmax(net.forward(images.flip([3])), 1);
-            (plain + mirrored).div_scalar(2.0).log()
-        }
+        _ => probabilities(net, images, tta).log(),
     }
 }
 
@@ -79,6 +124,32 @@ mod tests {
         let averaged = values(log_probabilities(&net, symmetric, Tta::Hflip));
         for (p, a) in plain.iter().zip(&averaged) {
             assert!((p - a).abs() < 1e-5);
+        }
+    }
+
+    #[test]
+    fn ten_crop_reads_the_corners_the_centre_and_their_mirrors() {
+        let device = Device::flex();
+        // Pixel value = 100 * row + column: each crop's resized view shows where it was cut.
+        let pixels: Vec<f32> = (0..48 * 48).map(|i| (100 * (i / 48) + i % 48) as f32).collect();
+        let images = Tensor::<4>::from_data(TensorData::new(pixels, [1, 1, 48, 48]), &device);
+        let views = Tta::TenCrop.views(images);
+        assert_eq!(views.len(), 10);
+        let at =
+            |v: &Tensor<4>, y: usize, x: usize| v.clone().slice([0..1, 0..1, y..y + 1, x..x + 1]).into_scalar::<f32>();
+        // A 44x44 crop resized to 48x48 with half-pixel centres: output pixel 0 samples the crop at
+        // (0 + 0.5) * 44/48 - 0.5 = -0.04, clamped to the crop's first pixel.
+        let expected_corner = [(0.0, 0.0), (0.0, 4.0), (400.0, 0.0), (400.0, 4.0), (200.0, 2.0)];
+        for (k, (row, col)) in expected_corner.into_iter().enumerate() {
+            let (mirrored, plain) = (&views[2 * k], &views[2 * k + 1]);
+            assert_eq!(plain.dims(), [1, 1, 48, 48]);
+            let top_left = at(plain, 0, 0);
+            assert!((top_left - (row + col)).abs() < 0.5, "crop {k}: top-left {top_left}");
+            // The last output pixel reads the crop's last pixel: 43 rows and columns further on.
+            let bottom_right = at(plain, 47, 47);
+            assert!((bottom_right - (row + col + 4343.0)).abs() < 0.5, "crop {k}: bottom-right {bottom_right}");
+            // The mirror swaps left and right.
+            assert_eq!(at(mirrored, 5, 0), at(plain, 5, 47));
         }
     }
 }

@@ -279,6 +279,30 @@ mod tests {
         assert!((got as f64 - expected).abs() < 1e-5, "{got} vs {expected}");
     }
 
+    /// `--label-smoothing s`: the target is `(1 - s) * one_hot + s / 7`, so the loss is
+    /// `(1 - s) * CE + s * mean over classes of -log p` (Szegedy et al. 2016, PyTorch's definition).
+    #[test]
+    fn label_smoothing_mixes_in_the_uniform_target() {
+        let device = Device::flex();
+        let rows = [[2.0f32, 0.0, -1.0, 0.5, 0.0, 0.3, 0.0], [0.1, -0.4, 0.0, 0.0, 1.5, 0.0, 0.2]];
+        let logits = Tensor::<2>::from_floats(rows, &device);
+        let labels = Tensor::<1, Int>::from_ints([0, 3], &device);
+        let s = 0.2f64;
+        let got: f32 = CrossEntropyLossConfig::new()
+            .with_smoothing(Some(s as f32))
+            .init(&device)
+            .forward(logits, labels)
+            .into_scalar();
+        let mut expected = 0.0;
+        for (row, label) in rows.iter().zip([0usize, 3]) {
+            let z: f64 = row.iter().map(|&x| (x as f64).exp()).sum();
+            let nll = |k: usize| z.ln() - row[k] as f64;
+            expected += (1.0 - s) * nll(label) + s * (0..7).map(nll).sum::<f64>() / 7.0;
+        }
+        expected /= 2.0;
+        assert!((got as f64 - expected).abs() < 1e-5, "{got} vs {expected}");
+    }
+
     #[test]
     fn forward_gives_seven_logits_and_strips_the_final_softmax() {
         let device = Device::flex();

@@ -405,7 +405,11 @@ mod tests {
             let err = format!("{:#}", flat_net(&format!("{bad}{dense7}")).unwrap_err());
             assert!(err.contains(expected), "{bad}: {err}");
         }
-        let err = format!("{:#}", NetSpec::from_toml(&format!("name = \"t\"\ninput = [2304]\nlearning_rate = inf\n{dense7}"), "t").unwrap_err());
+        let err = format!(
+            "{:#}",
+            NetSpec::from_toml(&format!("name = \"t\"\ninput = [2304]\nlearning_rate = inf\n{dense7}"), "t")
+                .unwrap_err()
+        );
         assert!(err.contains("positive finite"), "{err}");
     }
 
@@ -419,7 +423,8 @@ mod tests {
         let inner = "[[layers]]\nkind = \"dense\"\nunits = 32\nactivation = \"softmax\"\n[[layers]]\nkind = \"dense\"\nunits = 7\n";
         assert!(flat_net(inner).is_err());
         // A separate softmax layer at the end is fine.
-        let last = "[[layers]]\nkind = \"dense\"\nunits = 7\n[[layers]]\nkind = \"activation\"\nfunction = \"softmax\"\n";
+        let last =
+            "[[layers]]\nkind = \"dense\"\nunits = 7\n[[layers]]\nkind = \"activation\"\nfunction = \"softmax\"\n";
         assert!(flat_net(last).unwrap().ends_with_softmax());
     }
 

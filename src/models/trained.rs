@@ -106,10 +106,14 @@ impl TrainedModel {
             ModelSource::File(path) => {
                 let toml_path = path.with_extension("toml");
                 let text = std::fs::read_to_string(&toml_path).with_context(|| {
-                    format!("{}: cannot read the model's TOML, which must lie beside {}", toml_path.display(), path.display())
+                    format!(
+                        "{}: cannot read the model's TOML, which must lie beside {}",
+                        toml_path.display(),
+                        path.display()
+                    )
                 })?;
-                let file: ModelFile =
-                    toml::from_str(&text).with_context(|| format!("{}: not a ferkit model TOML", toml_path.display()))?;
+                let file: ModelFile = toml::from_str(&text)
+                    .with_context(|| format!("{}: not a ferkit model TOML", toml_path.display()))?;
                 let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
                 Self::from_parts(file.model, bytes, source.clone(), path)
             }

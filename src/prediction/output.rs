@@ -118,7 +118,6 @@ pub fn expand_photo_paths(paths: &[PathBuf]) -> Result<(Vec<PathBuf>, Vec<PathBu
     Ok((photos, others))
 }
 
-
 /// Writes `predictions.json` (with `about`: the run, model and detector; and the photos that
 /// could not be read, under `failed`) and `predictions.csv`.
 pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult], failures: &[PhotoFailure]) -> Result<()> {

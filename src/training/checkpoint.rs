@@ -3,7 +3,9 @@
 //! After every finished epoch the run directory's `checkpoint/` folder holds:
 //! - `epoch-N.bpk`: the net's weights after epoch N (Burn's burnpack; parameter ids included, so
 //!   the optimizer's state finds its tensors again);
-//! - `optimizer-N.bpk`: Adam's moments and step counts ([`burn::optim::ModuleOptimizer::save`]);
+//! - `optimizer-N.bpk`: the optimizer's state, e.g. Adam's moments and step counts
+//!   ([`burn::optim::ModuleOptimizer::save`]);
+//! - `ema-N.bpk`: the weight EMA after epoch N, for runs that keep one;
 //! - `state.json`: [`TrainState`], written last, which names the two files above.
 //!
 //! Each file goes to a temporary name, is flushed to disk and renamed, and `state.json` only ever
@@ -48,6 +50,16 @@ pub struct TrainState {
     /// File names inside `checkpoint/`: the net's weights and Adam's state after the last epoch.
     pub weights: String,
     pub optimizer: String,
+    /// File name of the weight EMA inside `checkpoint/`, for runs that keep one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema: Option<String>,
+}
+
+/// The nets at the end of an epoch: the trained one and, for runs that keep one, the weight EMA.
+#[derive(Clone, Copy)]
+pub struct EpochEnd<'a> {
+    pub net: &'a Model,
+    pub ema: Option<&'a Model>,
 }
 
 /// The seed of the backend's generator (dropout) for one epoch, so that an epoch draws the same
@@ -77,7 +89,7 @@ impl RunDir {
 /// Saves the end-of-epoch checkpoint: weights, optimizer, then the state that names them.
 pub fn save(
     run: &RunDir,
-    net: &Model,
+    nets: EpochEnd,
     optimizer: &ModuleOptimizer,
     history: &[EpochRecord],
     best: Option<(usize, f64)>,
@@ -96,10 +108,16 @@ pub fn save(
         train_seconds,
         weights: format!("epoch-{epoch}.bpk"),
         optimizer: format!("optimizer-{epoch}.bpk"),
+        ema: nets.ema.map(|_| format!("ema-{epoch}.bpk")),
     };
     write_atomic_with(&dir.join(&state.weights), |tmp| {
-        net.clone().save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save weights: {e}", tmp.display()))
+        nets.net.clone().save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save weights: {e}", tmp.display()))
     })?;
+    if let (Some(average), Some(name)) = (nets.ema, &state.ema) {
+        write_atomic_with(&dir.join(name), |tmp| {
+            average.clone().save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save the EMA: {e}", tmp.display()))
+        })?;
+    }
     write_atomic_with(&dir.join(&state.optimizer), |tmp| {
         optimizer.save(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save the optimizer's state: {e}", tmp.display()))
     })?;
@@ -113,7 +131,10 @@ fn remove_other_epochs(dir: &Path, state: &TrainState) {
     let Ok(entries) = std::fs::read_dir(dir) else { return };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let ours = name == "state.json" || name == state.weights || name == state.optimizer;
+        let ours = name == "state.json"
+            || name == state.weights
+            || name == state.optimizer
+            || state.ema.as_deref() == Some(name.as_str());
         let leftover = name.starts_with('.') && name.contains(".tmp-");
         if !ours && (name.ends_with(".bpk") || leftover) {
             let _ = std::fs::remove_file(entry.path());
@@ -139,7 +160,7 @@ pub fn load_state(run: &RunDir) -> Result<Option<TrainState>> {
     if state.history.len() != state.epochs_done || state.history.iter().enumerate().any(|(i, r)| r.epoch != i + 1) {
         bail!("{}: the history does not list epochs 1..={} in order", path.display(), state.epochs_done);
     }
-    for file in [&state.weights, &state.optimizer] {
+    for file in [&state.weights, &state.optimizer].into_iter().chain(&state.ema) {
         let p = run.checkpoint_dir().join(file);
         if !p.exists() {
             bail!("{}: names {}, which is missing", path.display(), p.display());
@@ -164,6 +185,18 @@ pub fn restore(
         .load(&optim_path)
         .map_err(|e| anyhow::anyhow!("{}: cannot load the optimizer's state: {e}", optim_path.display()))?;
     Ok((net, optimizer))
+}
+
+/// Loads the checkpoint's weight EMA into `net` (a plain-device net of the run's model).
+///
+/// Errors: the run keeps an EMA (its config says so) but the checkpoint has none (it was written
+/// by a ferkit without EMAs), or the file does not load.
+pub fn restore_ema(run: &RunDir, state: &TrainState, net: Model) -> Result<Model> {
+    let Some(name) = &state.ema else {
+        bail!("{}: the run keeps a weight EMA, but its checkpoint has none", run.checkpoint_state().display());
+    };
+    let path = run.checkpoint_dir().join(name);
+    net.try_load_file(&path).map_err(|e| anyhow::anyhow!("{}: cannot load the weight EMA: {e}", path.display()))
 }
 
 #[cfg(test)]
@@ -208,6 +241,7 @@ mod tests {
             train_seconds: 1.0,
             weights: "epoch-1.bpk".into(),
             optimizer: "optimizer-1.bpk".into(),
+            ema: None,
         };
         std::fs::write(run.checkpoint_state(), serde_json::to_string(&state).unwrap()).unwrap();
         let err = format!("{:#}", load_state(&run).unwrap_err());

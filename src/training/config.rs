@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::optimizer::OptimizerKind;
 use super::schedule::LrSchedule;
 use crate::data::DataSource;
 use crate::data::augment::AugmentConfig;
@@ -34,6 +35,17 @@ pub struct TrainConfig {
     /// How the rate moves over the run (the notebook's: constant).
     #[serde(default, skip_serializing_if = "is_default")]
     pub schedule: LrSchedule,
+    /// The optimizer (the notebook's: Adam with Keras' epsilon).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub optimizer: OptimizerKind,
+    /// Label smoothing of the cross-entropy (Szegedy et al. 2016): the target puts `1 - s` on the
+    /// true class and `s / 7` on every class; 0 is plain cross-entropy (the notebook's).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub label_smoothing: f64,
+    /// Decay of an exponential moving average of the weights ([`super::ema`]), which is then what
+    /// validation reads and what the run keeps; none when absent (the notebook's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ema_decay: Option<f64>,
     pub seed: u64,
     pub monitor: Monitor,
     pub device: DeviceKind,
@@ -64,6 +76,9 @@ impl TrainConfig {
             batch_size: 512,
             learning_rate: model.learning_rate(),
             schedule: LrSchedule::Constant,
+            optimizer: OptimizerKind::Adam,
+            label_smoothing: 0.0,
+            ema_decay: None,
             seed: 42,
             monitor: Monitor::ValLoss,
             device: DeviceKind::Cpu,
@@ -85,7 +100,39 @@ impl TrainConfig {
         let config: TrainConfig =
             toml::from_str(&text).with_context(|| format!("{}: not a ferkit run config", path.display()))?;
         config.model.check().with_context(|| format!("{}: the model is inconsistent", path.display()))?;
+        config.check_recipe().with_context(|| format!("{}: the training recipe is out of range", path.display()))?;
         Ok(config)
+    }
+
+    /// Range checks of the recipe's numbers (the command line's and a hand-edited config.toml's).
+    pub fn check_recipe(&self) -> Result<()> {
+        anyhow::ensure!(
+            (0.0..1.0).contains(&self.label_smoothing),
+            "label_smoothing (--label-smoothing) must be in [0, 1) (got {})",
+            self.label_smoothing
+        );
+        if let Some(d) = self.ema_decay {
+            anyhow::ensure!(d > 0.0 && d < 1.0, "ema_decay (--ema) must be in (0, 1), e.g. 0.999 (got {d})");
+        }
+        Ok(())
+    }
+
+    /// The recipe beyond the notebook's, in a few words for summaries ("" for the notebook's).
+    pub fn describe_recipe(&self) -> String {
+        let mut parts = Vec::new();
+        if self.optimizer != OptimizerKind::Adam {
+            parts.push(self.optimizer.describe());
+        }
+        if self.schedule != LrSchedule::Constant {
+            parts.push(self.schedule.describe());
+        }
+        if self.label_smoothing > 0.0 {
+            parts.push(format!("label smoothing {}", self.label_smoothing));
+        }
+        if let Some(d) = self.ema_decay {
+            parts.push(format!("weight EMA {d}"));
+        }
+        parts.join(", ")
     }
 }
 
@@ -99,10 +146,21 @@ mod tests {
         let mut config = TrainConfig::notebook(spec, DataSource::from_path("data.csv"));
         config.subset = Some(100);
         config.schedule = LrSchedule::Cosine { warmup_epochs: 2 };
+        config.optimizer = OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-4 };
+        config.label_smoothing = 0.1;
+        config.ema_decay = Some(0.999);
         config.augment = Some(AugmentConfig::parse("rotation=20,shear=20,zoom=0.1,hflip").unwrap());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config.to_toml()).unwrap();
         assert_eq!(TrainConfig::load(&path).unwrap(), config);
+        // The notebook's recipe writes none of the newer keys, so older runs read the same.
+        let plain = TrainConfig::notebook(crate::models::resolve("cnn3").unwrap(), DataSource::from_path("d.csv"));
+        let text = plain.to_toml();
+        assert!(!text.contains("optimizer") && !text.contains("smoothing") && !text.contains("ema"), "{text}");
+        // Out-of-range numbers in a hand-edited file are refused by name.
+        std::fs::write(&path, config.to_toml().replace("label_smoothing = 0.1", "label_smoothing = 1.5")).unwrap();
+        let err = format!("{:#}", TrainConfig::load(&path).unwrap_err());
+        assert!(err.contains("config.toml") && err.contains("label_smoothing"), "{err}");
     }
 }

@@ -117,7 +117,8 @@ impl RunDir {
         write_atomic_with(&self.weights(), |tmp| {
             net.save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save weights: {e}", tmp.display()))
         })?;
-        let bytes = std::fs::read(self.weights()).with_context(|| format!("{}: cannot read", self.weights().display()))?;
+        let bytes =
+            std::fs::read(self.weights()).with_context(|| format!("{}: cannot read", self.weights().display()))?;
         crate::util::atomic::write_atomic(&self.weights_checksum(), format!("{:08x}\n", crc32(&bytes)))
     }
 

@@ -1,5 +1,6 @@
-//! The training loop: Adam (at the schedule's rate) on cross-entropy plus Keras' L2 penalty, one validation pass per
-//! epoch, the best checkpoint kept, and everything written to the run directory as it goes.
+//! The training loop: the optimizer (at the schedule's rate) on cross-entropy (optionally label-smoothed) plus Keras'
+//! L2 penalty, an optional weight EMA, one validation pass per epoch, the best checkpoint kept, and everything
+//! written to the run directory as it goes.
 //!
 //! The loop is our own rather than Burn's `Learner` because the notebook's recipe needs the L2
 //! term inside the reported loss and a history file rewritten after every epoch; Burn provides
@@ -12,12 +13,13 @@ use burn::module::Module;
 use std::sync::mpsc::Receiver;
 
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
-use burn::optim::{AdamConfig, GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::Serialize;
 
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
+use super::ema::Ema;
 use super::history::{BestTracker, EpochRecord, write_csv};
 use super::progress::Progress;
 use super::run_dir::{RunDir, load_weights};
@@ -28,9 +30,6 @@ use crate::evaluation::{SplitEvaluation, Tta, evaluate};
 use crate::models::Model;
 use crate::reporting::plots::plot_curves;
 use crate::util::atomic::write_atomic;
-
-/// Keras' Adam epsilon (Burn's default is 1e-5).
-const KERAS_ADAM_EPSILON: f32 = 1e-7;
 
 /// What a finished run reports, saved as `metrics.json`.
 #[derive(Clone, Debug, Serialize)]
@@ -59,6 +58,8 @@ struct EpochPass<'a> {
     /// Optimizer steps taken before this epoch (the schedule's clock).
     steps_before: usize,
     steps_per_epoch: usize,
+    /// The factor the validation history puts on the rate (reduce-on-plateau; 1 otherwise).
+    history_factor: f64,
 }
 
 impl EpochPass<'_> {
@@ -69,6 +70,7 @@ impl EpochPass<'_> {
         &self,
         mut model: Model,
         optimizer: &mut ModuleOptimizer,
+        mut ema: Option<&mut Ema>,
         batches: Receiver<HostBatch>,
     ) -> Result<(Model, f64, usize), Diverged> {
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
@@ -89,13 +91,17 @@ impl EpochPass<'_> {
                 logits.argmax(1).squeeze_dim::<1>(1).equal(batch.labels).int().sum().into_scalar::<i64>() as usize;
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             loss_sum += loss_value as f64 * n as f64;
-            let rate = self.config.schedule.rate(
-                self.config.learning_rate,
-                self.steps_before + i,
-                self.steps_per_epoch,
-                self.config.epochs,
-            );
+            let rate = self.history_factor
+                * self.config.schedule.rate(
+                    self.config.learning_rate,
+                    self.steps_before + i,
+                    self.steps_per_epoch,
+                    self.config.epochs,
+                );
             model = optimizer.step(rate, model, grads);
+            if let Some(ema) = ema.as_deref_mut() {
+                ema.update(&model);
+            }
             seen += n;
             self.progress.batch_done(self.epoch, loss_sum / seen as f64);
         }
@@ -189,7 +195,10 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
     device.seed(config.seed);
     let train_device = device.clone().autodiff();
     train_device.seed(config.seed);
-    let mut optimizer = AdamConfig::new().with_epsilon(KERAS_ADAM_EPSILON).init();
+    let mut optimizer = config.optimizer.init();
+    let train = &dataset.train;
+    let batches_per_epoch = train.len().div_ceil(config.batch_size);
+    let mut ema: Option<Ema> = None;
     let mut model = match &state {
         Some(state) => {
             if state.train_rows != dataset.train.len() {
@@ -203,10 +212,15 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
             let net = config.model.without_pretrained().build(&train_device)?;
             let (net, optim) = checkpoint::restore(run, state, net, optimizer)?;
             optimizer = optim;
+            if let Some(decay) = config.ema_decay {
+                let steps = (state.epochs_done * batches_per_epoch) as u64;
+                let average = checkpoint::restore_ema(run, state, config.model.without_pretrained().build(&device)?)?;
+                ema = Some(Ema { decay, updates: steps, model: average });
+            }
             // The process may have died after the checkpoint of a new best epoch and before
             // model.bpk was written: the checkpoint's weights are that epoch's.
             if state.best.is_some_and(|(epoch, _)| epoch == state.epochs_done) {
-                run.save_weights(net.valid())?;
+                run.save_weights(ema.as_ref().map_or_else(|| net.valid(), |e| e.model.valid()))?;
             }
             net
         }
@@ -216,14 +230,15 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
                 let from = RunDir::open(from)?;
                 net = load_weights(net, from.read_weights()?, &from.weights()).context("--init-from")?;
             }
+            if let Some(decay) = config.ema_decay {
+                ema = Some(Ema::new(decay, &net, 0));
+            }
             net
         }
     };
-    let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
+    let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing as f32);
+    let loss_fn = CrossEntropyLossConfig::new().with_smoothing(smoothing).init(&train_device);
     let mut order = EpochOrder::new(config.seed);
-
-    let train = &dataset.train;
-    let batches_per_epoch = train.len().div_ceil(config.batch_size);
     let epochs_done = state.as_ref().map_or(0, |s| s.epochs_done);
     let progress = Progress::new(
         config.model.name(),
@@ -253,9 +268,11 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
             epoch,
             steps_before: (epoch - 1) * batches_per_epoch,
             steps_per_epoch: batches_per_epoch,
+            history_factor: config.schedule.history_factor(&history, config.monitor),
         };
         let passed = std::thread::scope(|scope| {
-            pass.run(model, &mut optimizer, prefetch(scope, train, rows, config.batch_size, preprocess, augment))
+            let batches = prefetch(scope, train, rows, config.batch_size, preprocess, augment);
+            pass.run(model, &mut optimizer, ema.as_mut(), batches)
         });
         let (trained, loss_sum, correct) = match passed {
             Ok(done) => done,
@@ -273,7 +290,9 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
             }
         };
         model = trained;
-        let val = evaluate(&model.valid(), preprocess, &dataset.val, "val", config.batch_size, &device, Tta::None);
+        // With an EMA, the average is what is validated and kept.
+        let kept_net = ema.as_ref().map_or_else(|| model.valid(), |e| e.model.valid());
+        let val = evaluate(&kept_net, preprocess, &dataset.val, "val", config.batch_size, &device, Tta::None);
         if !(val.loss.is_finite() && val.accuracy.is_finite()) {
             progress.finish();
             bail!(
@@ -301,9 +320,10 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
         let seconds = seconds_before + start.elapsed().as_secs_f64();
         // The checkpoint first, then the kept weights: a kill between the two leaves a state
         // whose best epoch is its last, and resuming re-saves model.bpk from the checkpoint.
-        checkpoint::save(run, &model.valid(), &optimizer, &history, tracker.best(), train.len(), seconds)?;
+        let at_end = checkpoint::EpochEnd { net: &model.valid(), ema: ema.as_ref().map(|e| &e.model) };
+        checkpoint::save(run, at_end, &optimizer, &history, tracker.best(), train.len(), seconds)?;
         if kept {
-            run.save_weights(model.valid())?;
+            run.save_weights(kept_net)?;
         }
     }
     progress.finish();

@@ -15,8 +15,8 @@ use super::oracle::{Direction, Oracle, Strategy, Trial, TrialStatus};
 use super::space::SearchSpace;
 use crate::data::DataSource;
 use crate::reporting::plots::plot_trials;
-use crate::training::{Monitor, RunDir};
 use crate::training::history::read_csv;
+use crate::training::{Monitor, RunDir};
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
 
