@@ -68,6 +68,40 @@ pub struct Conv {
 pub struct Flatten;
 
 #[derive(Module, Debug)]
+pub struct GlobalAvgPool;
+
+/// ResNet's basic block; see [`super::spec::ResidualSpec`].
+#[derive(Module, Debug)]
+pub struct Residual {
+    pub conv1: Conv2d,
+    pub bn1: BatchNorm,
+    pub conv2: Conv2d,
+    pub bn2: BatchNorm,
+    /// conv1x1(stride) and batch norm on the shortcut, when the block changes the shape.
+    pub projection: Option<Projection>,
+}
+
+#[derive(Module, Debug)]
+pub struct Projection {
+    pub conv: Conv2d,
+    pub bn: BatchNorm,
+}
+
+impl Residual {
+    fn forward(&self, x: Tensor<4>) -> Tensor<4> {
+        use kernels::batch_norm::batch_norm;
+        use kernels::conv2d::conv2d;
+        let y = activation::relu(batch_norm(&self.bn1, conv2d(&self.conv1, x.clone())));
+        let y = batch_norm(&self.bn2, conv2d(&self.conv2, y));
+        let shortcut = match &self.projection {
+            Some(p) => batch_norm(&p.bn, conv2d(&p.conv, x)),
+            None => x,
+        };
+        activation::relu(y + shortcut)
+    }
+}
+
+#[derive(Module, Debug)]
 pub enum Layer {
     Dense(Dense),
     Conv(Conv),
@@ -76,6 +110,8 @@ pub enum Layer {
     Dropout(Dropout),
     Flatten(Flatten),
     Activation(Act),
+    Residual(Residual),
+    GlobalAvgPool(GlobalAvgPool),
 }
 
 /// Activations between layers: images `[batch, channels, height, width]` or flat `[batch, n]`.
@@ -122,6 +158,12 @@ impl Layer {
                 flat => flat,
             },
             Layer::Activation(a) => x.map(|x| a.apply(x), |x| a.apply(x)),
+            Layer::Residual(r) => Features::Image(r.forward(x.image())),
+            Layer::GlobalAvgPool(_) => {
+                let x = x.image();
+                let [batch, channels, _, _] = x.dims();
+                Features::Flat(x.flatten::<3>(2, 3).mean_dim(2).reshape([batch, channels]))
+            }
         }
     }
 
@@ -226,6 +268,32 @@ fn build_layer(layer: &LayerSpec, input: FeatureShape, device: &Device) -> Layer
         LayerSpec::Dropout(d) => Layer::Dropout(DropoutConfig::new(d.rate).init()),
         LayerSpec::Flatten(_) => Layer::Flatten(Flatten),
         LayerSpec::Activation(a) => Layer::Activation(Act { function: Some(a.function) }),
+        LayerSpec::Residual(r) => Layer::Residual(build_residual(r, in_features, device)),
+        LayerSpec::GlobalAvgPool(_) => Layer::GlobalAvgPool(GlobalAvgPool),
+    }
+}
+
+/// A basic block with PyTorch ResNet's initialisation: Kaiming-normal convolutions (fan out,
+/// ReLU gain), batch norm scale 1 and shift 0, momentum 0.1, epsilon 1e-5.
+fn build_residual(r: &super::spec::ResidualSpec, in_channels: usize, device: &Device) -> Residual {
+    let kaiming = Initializer::KaimingNormal { gain: std::f64::consts::SQRT_2, fan_out_only: true };
+    let conv = |from: usize, kernel: usize, stride: usize, pad: Padding| {
+        Conv2dConfig::new([from, r.filters], [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_padding(padding(pad))
+            .with_bias(false)
+            .with_initializer(kaiming.clone())
+            .init(device)
+    };
+    let bn = || BatchNormConfig::new(r.filters).with_momentum(0.1).with_epsilon(1e-5).init(device);
+    Residual {
+        conv1: conv(in_channels, 3, r.stride, Padding::Same),
+        bn1: bn(),
+        conv2: conv(r.filters, 3, 1, Padding::Same),
+        bn2: bn(),
+        projection: r
+            .has_projection(in_channels)
+            .then(|| Projection { conv: conv(in_channels, 1, r.stride, Padding::Valid), bn: bn() }),
     }
 }
 
@@ -243,7 +311,7 @@ mod tests {
     fn burn_params_match_the_spec() {
         // Burn counts batch norm's running mean and variance too, as Keras' total does.
         let device = Device::flex();
-        for name in ["fnn1", "cnn1", "cnn3", "vgg-lite"] {
+        for name in ["fnn1", "cnn1", "cnn3", "vgg-lite", "resnet-lite"] {
             let spec = resolve(name).unwrap();
             let (trainable, non_trainable) = spec.param_counts().unwrap();
             assert_eq!(Net::new(&spec, &device).unwrap().num_params(), trainable + non_trainable, "{name}");
@@ -351,5 +419,66 @@ mod batchnorm_tests {
         let worst = train_out.iter().zip(&eval_out).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
         let scale = train_out.iter().map(|a| a.abs()).fold(0.0f32, f32::max);
         assert!(worst < 0.05 * scale, "train vs eval differ by {worst} (scale {scale})");
+    }
+}
+
+#[cfg(test)]
+mod residual_tests {
+    use super::*;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    /// A block whose convolutions are zero passes relu(input) (identity shortcut) or
+    /// relu(bn(conv1x1(input))) (projection), as ResNet's definition says; global average pooling
+    /// is each channel's mean.
+    #[test]
+    fn residual_block_adds_the_shortcut_and_pooling_averages() {
+        let device = Device::flex();
+        let text = "name = \"r\"\ninput = [48, 48, 1]\n\
+            [[layers]]\nkind = \"conv2d\"\nfilters = 4\nkernel = 3\npadding = \"same\"\n\
+            [[layers]]\nkind = \"residual\"\nfilters = 4\n\
+            [[layers]]\nkind = \"residual\"\nfilters = 8\nstride = 2\n\
+            [[layers]]\nkind = \"globalavgpool\"\n[[layers]]\nkind = \"dense\"\nunits = 7\n";
+        let spec = NetSpec::from_toml(text, "r").unwrap();
+        let infos = spec.layer_infos().unwrap();
+        assert_eq!(infos[1].output, FeatureShape::Image { height: 48, width: 48, channels: 4 });
+        assert_eq!(infos[2].output, FeatureShape::Image { height: 24, width: 24, channels: 8 });
+        assert_eq!(infos[3].output, FeatureShape::Flat(8));
+        // Block 1: 9*4*4 + 9*4*4 weights, 2 batch norms; block 2 adds the 1x1 projection.
+        assert_eq!((infos[1].trainable, infos[1].non_trainable), (288 + 16, 16));
+        assert_eq!((infos[2].trainable, infos[2].non_trainable), (9 * 4 * 8 + 9 * 8 * 8 + 32 + 4 * 8 + 16, 48));
+        let net = Net::new(&spec, &device).unwrap();
+        assert_eq!(net.num_params(), infos.iter().map(|i| i.trainable + i.non_trainable).sum::<usize>());
+
+        let zero = |c: Conv2d| Conv2d { weight: c.weight.map(|w| w.zeros_like()), ..c };
+        let Layer::Residual(block) = &net.layers[1] else { panic!("layer 2 is a residual block") };
+        let block = Residual {
+            conv1: zero(block.conv1.clone()),
+            conv2: zero(block.conv2.clone()),
+            bn1: block.bn1.clone(),
+            bn2: block.bn2.clone(),
+            projection: None,
+        }
+        .valid();
+        let x = Tensor::<4>::random([2, 4, 6, 6], burn::tensor::Distribution::Normal(0.0, 1.0), &device);
+        let got = values(block.forward(x.clone()));
+        let want = values(activation::relu(x.clone()));
+        // Inference-mode batch norm of zeros with fresh statistics gives (0 - 0) / sqrt(1 + 1e-5) * 1 + 0 = 0.
+        assert!(got.iter().zip(&want).all(|(g, w)| (g - w).abs() < 1e-6));
+        assert!(want.iter().any(|w| *w > 0.0) && want.iter().any(|w| *w == 0.0));
+
+        let pooled = values(net.layers[3].forward(Features::Image(x.clone())).flat());
+        let means = values(x.mean_dim(3).mean_dim(2).reshape([2, 4]));
+        assert!(pooled.iter().zip(&means).all(|(a, b)| (a - b).abs() < 1e-5));
+    }
+
+    #[test]
+    fn residual_blocks_need_images() {
+        let text = "name = \"r\"\ninput = [2304]\n[[layers]]\nkind = \"residual\"\nfilters = 4\n\
+                    [[layers]]\nkind = \"dense\"\nunits = 7\n";
+        let err = format!("{:#}", NetSpec::from_toml(text, "r.toml").unwrap_err());
+        assert!(err.contains("layer 1 (residual)") && err.contains("image input"), "{err}");
     }
 }

@@ -19,7 +19,7 @@ fn transfer_preset(name: &str) -> Option<TransferSpec> {
 }
 
 /// Preset names and their TOML, in the order the notebook introduced them.
-pub const PRESETS: [(&str, &str); 7] = [
+pub const PRESETS: [(&str, &str); 9] = [
     ("fnn1", include_str!("../../experiments/fnn1.toml")),
     ("fnn2", include_str!("../../experiments/fnn2.toml")),
     ("fnn3", include_str!("../../experiments/fnn3.toml")),
@@ -27,6 +27,8 @@ pub const PRESETS: [(&str, &str); 7] = [
     ("cnn2", include_str!("../../experiments/cnn2.toml")),
     ("cnn3", include_str!("../../experiments/cnn3.toml")),
     ("vgg-lite", include_str!("../../experiments/vgg-lite.toml")),
+    ("vgg-wide", include_str!("../../experiments/vgg-wide.toml")),
+    ("resnet-lite", include_str!("../../experiments/resnet-lite.toml")),
 ];
 
 pub fn preset_names() -> Vec<&'static str> {
@@ -71,6 +73,41 @@ mod tests {
         for (name, total, non_trainable) in expected {
             let (t, nt) = resolve_net(name).unwrap().param_counts().unwrap();
             assert_eq!((t + nt, nt), (total, non_trainable), "{name}");
+        }
+    }
+
+    /// Every preset builds, reads two faces, and passes gradients back to every trainable tensor.
+    #[test]
+    fn every_preset_trains_a_step_on_two_faces() {
+        use burn::module::{Module, ModuleVisitor, Param};
+        use burn::prelude::*;
+        struct GradCheck<'a> {
+            grads: &'a burn::tensor::Gradients,
+            missing: usize,
+            total: usize,
+        }
+        impl ModuleVisitor for GradCheck<'_> {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                if param.is_require_grad() {
+                    self.total += 1;
+                    if param.val().grad(self.grads).is_none() {
+                        self.missing += 1;
+                    }
+                }
+            }
+        }
+        let device = Device::flex().autodiff();
+        device.seed(7);
+        for (name, _) in PRESETS {
+            let spec = resolve(name).unwrap();
+            let net = spec.build(&device).unwrap();
+            let images = Tensor::<4>::random([2, 1, 48, 48], burn::tensor::Distribution::Default, &device);
+            let logits = net.forward(images);
+            assert_eq!(logits.dims(), [2, 7], "{name}");
+            let grads = logits.sum().backward();
+            let mut check = GradCheck { grads: &grads, missing: 0, total: 0 };
+            net.visit(&mut check);
+            assert!(check.total > 0 && check.missing == 0, "{name}: {} of {} tensors got no gradient", check.missing, check.total);
         }
     }
 

@@ -15,6 +15,9 @@
 //! activation = "relu"
 //! l2 = 0.01
 //! ```
+//!
+//! Besides Keras' layers, the vocabulary has ResNet's basic block (`kind = "residual"`, He et al.
+//! 2016) and global average pooling (`kind = "globalavgpool"`, Keras' GlobalAveragePooling2D).
 
 use std::fmt;
 use std::path::Path;
@@ -104,6 +107,31 @@ pub struct ActivationSpec {
     pub function: ActivationFn,
 }
 
+/// ResNet's basic block (He et al. 2016, torchvision's `BasicBlock`): conv3x3(stride) -> batch
+/// norm -> ReLU -> conv3x3 -> batch norm, plus the input (through conv1x1(stride) -> batch norm
+/// when the shape changes), then ReLU. Convolutions have no bias and "same" padding; batch norm
+/// uses PyTorch's momentum 0.1 (Keras' 0.9) and epsilon 1e-5.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResidualSpec {
+    pub filters: usize,
+    /// 2 halves the height and width (the first block of a stage).
+    #[serde(default = "one")]
+    pub stride: usize,
+}
+
+impl ResidualSpec {
+    /// Whether the shortcut needs its own convolution (the shape changes).
+    pub fn has_projection(&self, in_channels: usize) -> bool {
+        self.stride != 1 || in_channels != self.filters
+    }
+}
+
+/// Global average pooling: each channel's mean over height and width, `[h, w, c] -> [c]`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GlobalAvgPoolSpec {}
+
 /// One layer, tagged by `kind` in TOML.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -115,6 +143,9 @@ pub enum LayerSpec {
     Dropout(DropoutSpec),
     Flatten(FlattenSpec),
     Activation(ActivationSpec),
+    Residual(ResidualSpec),
+    #[serde(rename = "globalavgpool")]
+    GlobalAvgPool(GlobalAvgPoolSpec),
 }
 
 /// A whole net: its input, its layers, and the training defaults that belong to it.
@@ -187,6 +218,8 @@ impl LayerSpec {
             LayerSpec::Dropout(_) => "Dropout",
             LayerSpec::Flatten(_) => "Flatten",
             LayerSpec::Activation(_) => "Activation",
+            LayerSpec::Residual(_) => "BasicBlock",
+            LayerSpec::GlobalAvgPool(_) => "GlobalAveragePooling2D",
         }
     }
 
@@ -200,6 +233,8 @@ impl LayerSpec {
             LayerSpec::Dropout(_) => "dropout",
             LayerSpec::Flatten(_) => "flatten",
             LayerSpec::Activation(_) => "activation",
+            LayerSpec::Residual(_) => "residual",
+            LayerSpec::GlobalAvgPool(_) => "global_average_pooling2d",
         }
     }
 
@@ -240,7 +275,21 @@ impl LayerSpec {
                 let w = out_size(width, p.pool, stride, p.padding)?;
                 Ok(info(Image { height: h, width: w, channels }, 0, 0))
             }
-            (LayerSpec::Conv2d(_) | LayerSpec::MaxPool(_), Flat(_)) => {
+            (LayerSpec::Residual(r), Image { height, width, channels }) => {
+                positive(r.filters, "filters")?;
+                positive(r.stride, "stride")?;
+                let f = r.filters;
+                // Two 3x3 convolutions and two batch norms (2 trainable, 2 moving values each).
+                let (mut trainable, mut moving) = (9 * channels * f + 9 * f * f + 4 * f, 4 * f);
+                if r.has_projection(channels) {
+                    trainable += channels * f + 2 * f;
+                    moving += 2 * f;
+                }
+                let (h, w) = (height.div_ceil(r.stride), width.div_ceil(r.stride));
+                Ok(info(Image { height: h, width: w, channels: f }, trainable, moving))
+            }
+            (LayerSpec::GlobalAvgPool(_), Image { channels, .. }) => Ok(info(Flat(channels), 0, 0)),
+            (LayerSpec::Conv2d(_) | LayerSpec::MaxPool(_) | LayerSpec::Residual(_) | LayerSpec::GlobalAvgPool(_), Flat(_)) => {
                 Err(format!("{} needs an image input, but its input is flat", self.keras_stem()))
             }
             (LayerSpec::BatchNorm(b), shape) => {
@@ -279,6 +328,10 @@ impl LayerSpec {
             (LayerSpec::Dense(d), Flat(n), _) => n * d.units,
             (LayerSpec::Conv2d(c), Image { channels, .. }, Image { height, width, .. }) => {
                 height * width * c.filters * c.kernel * c.kernel * channels
+            }
+            (LayerSpec::Residual(r), Image { channels, .. }, Image { height, width, .. }) => {
+                let projection = if r.has_projection(channels) { channels * r.filters } else { 0 };
+                height * width * (9 * channels * r.filters + 9 * r.filters * r.filters + projection)
             }
             _ => 0,
         }
