@@ -1,10 +1,11 @@
-//! Throughput: training steps (forward, backward, Adam) and inference batches per second, on
+//! Throughput: training steps (the trainer's own step: forward, backward, Adam) and inference batches per second, on
 //! random standardised inputs, for comparison with `bench/pytorch_reference.py`.
 
 use std::time::Instant;
 
+use crate::training::OptimizerKind;
+use crate::training::trainer::training_step;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::optim::{AdamConfig, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 use serde::Serialize;
@@ -35,29 +36,24 @@ pub fn bench_model(
     device.seed(0);
     let train_device = device.clone().autodiff();
     let mut model = spec.build(&train_device)?;
-    let mut optimizer = AdamConfig::new().init();
+    let mut optimizer = OptimizerKind::Adam.init();
     let loss_fn = CrossEntropyLossConfig::new().init(&train_device);
     let images = Tensor::<4>::random([batch, 1, IMAGE_SIDE, IMAGE_SIDE], Distribution::Normal(0.0, 1.0), &train_device);
     let labels = Tensor::<1, Int>::random([batch], Distribution::Uniform(0.0, NUM_CLASSES as f64), &train_device);
 
-    let mut train_step = |model: Model| -> Model {
-        let logits = model.forward(images.clone());
-        let mut loss = loss_fn.forward(logits, labels.clone());
-        if let Some(l2) = model.l2_penalty() {
-            loss = loss + l2;
-        }
-        let grads = GradientsParams::from_grads(loss.backward(), &model);
-        let model = optimizer.step(1e-4, model, grads);
-        // Reading a weight back waits for the step to finish on asynchronous backends.
-        let _ = loss.into_scalar::<f32>();
-        model
+    // The trainer's own step (Adam with Keras' epsilon, the notebook's optimizer); reading the
+    // loss back waits for the step to finish on asynchronous backends.
+    let mut train_step = |model: Model| -> anyhow::Result<Model> {
+        training_step(model, &mut optimizer, &loss_fn, images.clone(), labels.clone(), 1e-4)
+            .map(|(model, _)| model)
+            .map_err(|loss| anyhow::anyhow!("the benchmark's training loss on random data is {loss}"))
     };
-    model = train_step(model);
+    model = train_step(model)?;
     let mut train_rates = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let start = Instant::now();
         for _ in 0..steps {
-            model = train_step(model);
+            model = train_step(model)?;
         }
         train_rates.push((steps * batch) as f64 / start.elapsed().as_secs_f64());
     }

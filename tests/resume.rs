@@ -51,12 +51,42 @@ fn history_without_seconds(run: &Path) -> Vec<String> {
 
 #[test]
 fn a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
+    // Dropout, batch norm, augmentation and a per-step schedule: every source of run state.
+    killed_run_resumes(
+        &["--schedule", "cosine", "--warmup-epochs", "1"],
+        &["epoch-4.bpk", "optimizer-4.bpk", "state.json"],
+    );
+}
+
+/// The newer recipe's state too: SGD's momentum, the weight EMA (kept and validated), and a
+/// schedule driven by the validation history.
+#[test]
+fn a_run_with_ema_sgd_and_plateau_resumes_to_the_uninterrupted_result() {
+    let recipe = [
+        "--optimizer",
+        "sgd-nesterov",
+        "--lr",
+        "0.01",
+        "--weight-decay",
+        "1e-4",
+        "--label-smoothing",
+        "0.1",
+        "--ema",
+        "0.99",
+        "--schedule",
+        "plateau",
+        "--plateau-patience",
+        "0",
+    ];
+    killed_run_resumes(&recipe, &["ema-4.bpk", "epoch-4.bpk", "optimizer-4.bpk", "state.json"]);
+}
+
+fn killed_run_resumes(recipe: &[&str], checkpoint_files: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let data = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(1400));
     let (reference, killed) = (dir.path().join("reference"), dir.path().join("killed"));
-    // Dropout, batch norm, augmentation and a per-step schedule: every source of run state.
     let args = |out: &Path| -> Vec<String> {
-        [
+        let mut args: Vec<String> = [
             "train",
             "cnn3",
             "--data",
@@ -65,10 +95,6 @@ fn a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
             "4",
             "--batch",
             "32",
-            "--schedule",
-            "cosine",
-            "--warmup-epochs",
-            "1",
             "--augment",
             "rotation=10,zoom=0.1,hflip",
             "--subset",
@@ -79,7 +105,9 @@ fn a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
             out.to_str().unwrap(),
         ]
         .map(String::from)
-        .to_vec()
+        .to_vec();
+        args.extend(recipe.iter().map(|a| a.to_string()));
+        args
     };
 
     let out = ferkit(&args(&reference).iter().map(String::as_str).collect::<Vec<_>>());
@@ -149,7 +177,7 @@ fn a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     files.sort();
-    assert_eq!(files, ["epoch-4.bpk", "optimizer-4.bpk", "state.json"]);
+    assert_eq!(files, checkpoint_files);
 
     // A finished run has nothing to resume.
     let done = ferkit(&["train", "--resume", killed.to_str().unwrap()]);

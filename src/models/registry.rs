@@ -107,7 +107,12 @@ mod tests {
             let grads = logits.sum().backward();
             let mut check = GradCheck { grads: &grads, missing: 0, total: 0 };
             net.visit(&mut check);
-            assert!(check.total > 0 && check.missing == 0, "{name}: {} of {} tensors got no gradient", check.missing, check.total);
+            assert!(
+                check.total > 0 && check.missing == 0,
+                "{name}: {} of {} tensors got no gradient",
+                check.missing,
+                check.total
+            );
         }
     }
 

@@ -289,9 +289,10 @@ impl LayerSpec {
                 Ok(info(Image { height: h, width: w, channels: f }, trainable, moving))
             }
             (LayerSpec::GlobalAvgPool(_), Image { channels, .. }) => Ok(info(Flat(channels), 0, 0)),
-            (LayerSpec::Conv2d(_) | LayerSpec::MaxPool(_) | LayerSpec::Residual(_) | LayerSpec::GlobalAvgPool(_), Flat(_)) => {
-                Err(format!("{} needs an image input, but its input is flat", self.keras_stem()))
-            }
+            (
+                LayerSpec::Conv2d(_) | LayerSpec::MaxPool(_) | LayerSpec::Residual(_) | LayerSpec::GlobalAvgPool(_),
+                Flat(_),
+            ) => Err(format!("{} needs an image input, but its input is flat", self.keras_stem())),
             (LayerSpec::BatchNorm(b), shape) => {
                 if !(0.0..1.0).contains(&b.momentum) || !(b.epsilon > 0.0 && b.epsilon <= 1.0) {
                     return Err(format!(

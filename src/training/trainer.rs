@@ -77,20 +77,6 @@ impl EpochPass<'_> {
         for (i, host) in batches.into_iter().enumerate() {
             let n = host.labels.len();
             let batch = host.to_device(self.device);
-            let logits = model.forward(batch.images);
-            let mut loss = self.loss_fn.forward(logits.clone(), batch.labels.clone());
-            if let Some(l2) = model.l2_penalty() {
-                loss = loss + l2;
-            }
-            let loss_value = loss.clone().into_scalar::<f32>();
-            if !loss_value.is_finite() {
-                // Dropping the receiver ends the prefetch thread at its next send.
-                return Err(Diverged { epoch: self.epoch, step: i + 1, steps: self.steps_per_epoch, loss: loss_value });
-            }
-            correct +=
-                logits.argmax(1).squeeze_dim::<1>(1).equal(batch.labels).int().sum().into_scalar::<i64>() as usize;
-            let grads = GradientsParams::from_grads(loss.backward(), &model);
-            loss_sum += loss_value as f64 * n as f64;
             let rate = self.history_factor
                 * self.config.schedule.rate(
                     self.config.learning_rate,
@@ -98,7 +84,19 @@ impl EpochPass<'_> {
                     self.steps_per_epoch,
                     self.config.epochs,
                 );
-            model = optimizer.step(rate, model, grads);
+            let step = training_step(model, optimizer, self.loss_fn, batch.images, batch.labels, rate);
+            let StepOutcome { loss, correct: right } = match step {
+                Ok((next, outcome)) => {
+                    model = next;
+                    outcome
+                }
+                // Dropping the receiver ends the prefetch thread at its next send.
+                Err(loss) => {
+                    return Err(Diverged { epoch: self.epoch, step: i + 1, steps: self.steps_per_epoch, loss });
+                }
+            };
+            correct += right;
+            loss_sum += loss as f64 * n as f64;
             if let Some(ema) = ema.as_deref_mut() {
                 ema.update(&model);
             }
@@ -107,6 +105,44 @@ impl EpochPass<'_> {
         }
         Ok((model, loss_sum, correct))
     }
+}
+
+/// What one training step saw: its loss (with the L2 term) and the batch's correct predictions,
+/// both with dropout on.
+#[derive(Clone, Copy, Debug)]
+pub struct StepOutcome {
+    pub loss: f32,
+    pub correct: usize,
+}
+
+/// One optimizer step on one batch, the step that training runs and `ferkit bench` times: forward
+/// pass, loss (`loss_fn`, label-smoothed as configured, plus the net's L2 term), backward pass,
+/// and the update at `rate`. `images` `[batch, 1, 48, 48]` and `labels` `[batch]` are on the
+/// autodiff device.
+///
+/// Errors: a loss that is NaN or infinite, returned before the update is applied (the net is
+/// dropped: the caller keeps its last good checkpoint).
+pub fn training_step(
+    model: Model,
+    optimizer: &mut ModuleOptimizer,
+    loss_fn: &CrossEntropyLoss,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
+    rate: f64,
+) -> Result<(Model, StepOutcome), f32> {
+    let logits = model.forward(images);
+    let mut loss = loss_fn.forward(logits.clone(), labels.clone());
+    if let Some(l2) = model.l2_penalty() {
+        loss = loss + l2;
+    }
+    let loss_value = loss.clone().into_scalar::<f32>();
+    if !loss_value.is_finite() {
+        return Err(loss_value);
+    }
+    let correct = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum().into_scalar::<i64>() as usize;
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let model = optimizer.step(rate, model, grads);
+    Ok((model, StepOutcome { loss: loss_value, correct }))
 }
 
 /// A training loss that is NaN or infinite: where it happened.
