@@ -56,8 +56,13 @@ enum Command {
     Bench(bench_cmd::BenchArgs),
     /// Write a run's kept net as a model file, NAME.bpk with NAME.toml beside it, for `--model`.
     Export {
-        /// A run directory written by `ferkit train`.
-        run_dir: PathBuf,
+        /// Run directories written by `ferkit train`: one net, or several for their ensemble
+        /// (the mean of their class probabilities).
+        #[arg(required = true)]
+        run_dirs: Vec<PathBuf>,
+        /// Store the weights in float16 (half the size; read back as float32).
+        #[arg(long)]
+        half: bool,
         /// The weights file to write; its .toml goes beside it.
         #[arg(long)]
         out: PathBuf,
@@ -154,6 +159,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
                             s.backbone, s.frozen_blocks
                         )
                     }
+                    crate::models::ModelSpec::Ensemble(s) => format!("An ensemble of {} nets", s.members.len()),
                 };
                 println!("{name:<18} {total:>12} {:>14}  {description}", crate::models::summary::thousands(nt));
             }
@@ -179,10 +185,10 @@ pub fn run_with(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench_cmd::run(args),
-        Command::Export { run_dir, out, name, description } => {
+        Command::Export { run_dirs, half, out, name, description } => {
             let name =
                 name.unwrap_or_else(|| out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-            crate::models::trained::export(&run_dir, &out, &name, &description)?;
+            crate::models::trained::export(&run_dirs, &out, &name, &description, half)?;
             println!("wrote {} and {}", out.display(), out.with_extension("toml").display());
             Ok(())
         }

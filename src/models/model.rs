@@ -1,5 +1,6 @@
-//! Any trainable model: a layer-list net from a TOML spec, or a transfer net on an ImageNet
-//! backbone. Training, evaluation and run directories work with these two types only.
+//! Any trainable model: a layer-list net from a TOML spec, a transfer net on an ImageNet
+//! backbone, or an ensemble of such nets (their class probabilities averaged). Training,
+//! evaluation and run directories work with these types only.
 
 use anyhow::Result;
 use burn::prelude::*;
@@ -16,6 +17,16 @@ use crate::data::batch::Preprocess;
 pub enum ModelSpec {
     Layers(NetSpec),
     Transfer(TransferSpec),
+    Ensemble(EnsembleSpec),
+}
+
+/// Several nets read the same preprocessed faces; the ensemble's class probabilities are the mean
+/// of theirs (`ferkit export RUN1 RUN2 ...` writes one).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnsembleSpec {
+    pub name: String,
+    pub members: Vec<ModelSpec>,
 }
 
 impl ModelSpec {
@@ -23,6 +34,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Layers(s) => &s.name,
             ModelSpec::Transfer(s) => &s.name,
+            ModelSpec::Ensemble(s) => &s.name,
         }
     }
 
@@ -31,6 +43,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Layers(s) => s.learning_rate,
             ModelSpec::Transfer(s) => s.learning_rate,
+            ModelSpec::Ensemble(s) => s.members.first().map_or(1e-3, ModelSpec::learning_rate),
         }
     }
 
@@ -39,6 +52,10 @@ impl ModelSpec {
         match self {
             ModelSpec::Layers(s) => s.param_counts(),
             ModelSpec::Transfer(s) => s.param_counts(),
+            ModelSpec::Ensemble(s) => s.members.iter().try_fold((0, 0), |(t, n), m| {
+                let (mt, mn) = m.param_counts()?;
+                Ok((t + mt, n + mn))
+            }),
         }
     }
 
@@ -47,6 +64,8 @@ impl ModelSpec {
         match self {
             ModelSpec::Layers(_) => Preprocess::PerImage,
             ModelSpec::Transfer(_) => Preprocess::UnitRange,
+            // check() makes sure every member reads the same.
+            ModelSpec::Ensemble(s) => s.members.first().map_or(Preprocess::PerImage, ModelSpec::preprocess),
         }
     }
 
@@ -55,6 +74,27 @@ impl ModelSpec {
         match self {
             ModelSpec::Layers(s) => s.layer_infos().map(|_| ()),
             ModelSpec::Transfer(s) => s.check(),
+            ModelSpec::Ensemble(s) => {
+                anyhow::ensure!(!s.members.is_empty(), "ensemble `{}` has no members", s.name);
+                for (i, member) in s.members.iter().enumerate() {
+                    anyhow::ensure!(
+                        !matches!(member, ModelSpec::Ensemble(_)),
+                        "ensemble `{}`: member {} is an ensemble itself; list its nets instead",
+                        s.name,
+                        i + 1
+                    );
+                    member.check().map_err(|e| anyhow::anyhow!("ensemble `{}`, member {}: {e:#}", s.name, i + 1))?;
+                    anyhow::ensure!(
+                        member.preprocess() == s.members[0].preprocess(),
+                        "ensemble `{}`: member {} ({}) reads faces preprocessed otherwise than member 1 ({})",
+                        s.name,
+                        i + 1,
+                        member.name(),
+                        s.members[0].name()
+                    );
+                }
+                Ok(())
+            }
         }
     }
 
@@ -62,6 +102,14 @@ impl ModelSpec {
         match self {
             ModelSpec::Layers(s) => super::summary::summary(s),
             ModelSpec::Transfer(s) => super::summary::transfer_summary(s),
+            ModelSpec::Ensemble(s) => {
+                let mut out =
+                    format!("Ensemble \"{}\": the mean of {} nets' class probabilities\n", s.name, s.members.len());
+                for (i, member) in s.members.iter().enumerate() {
+                    out += &format!("\nMember {}:\n{}", i + 1, member.summary()?);
+                }
+                Ok(out)
+            }
         }
     }
 
@@ -70,6 +118,10 @@ impl ModelSpec {
     pub fn without_pretrained(&self) -> ModelSpec {
         match self {
             ModelSpec::Transfer(s) => ModelSpec::Transfer(TransferSpec { weights: None, ..s.clone() }),
+            ModelSpec::Ensemble(s) => ModelSpec::Ensemble(EnsembleSpec {
+                name: s.name.clone(),
+                members: s.members.iter().map(ModelSpec::without_pretrained).collect(),
+            }),
             other => other.clone(),
         }
     }
@@ -79,6 +131,11 @@ impl ModelSpec {
         Ok(match self {
             ModelSpec::Layers(s) => Model::Layers(Net::new(s, device)?),
             ModelSpec::Transfer(s) => Model::Transfer(TransferNet::new(s, device)?),
+            ModelSpec::Ensemble(s) => {
+                self.check()?;
+                let members = s.members.iter().map(|m| m.build(device)).collect::<Result<Vec<_>>>()?;
+                Model::Ensemble(Ensemble { members })
+            }
         })
     }
 }
@@ -87,6 +144,13 @@ impl ModelSpec {
 pub enum Model {
     Layers(Net),
     Transfer(TransferNet),
+    Ensemble(Ensemble),
+}
+
+/// The nets of an [`EnsembleSpec`].
+#[derive(Module, Debug)]
+pub struct Ensemble {
+    pub members: Vec<Model>,
 }
 
 impl Model {
@@ -95,6 +159,18 @@ impl Model {
         match self {
             Model::Layers(m) => m.forward(images),
             Model::Transfer(m) => m.forward(images),
+            // The log of the mean probability is a logit whose softmax is that mean.
+            Model::Ensemble(e) => {
+                let n = e.members.len() as f64;
+                e.members
+                    .iter()
+                    .map(|m| burn::tensor::activation::softmax(m.forward(images.clone()), 1))
+                    .reduce(|a, b| a + b)
+                    .expect("check() refuses an empty ensemble")
+                    .div_scalar(n)
+                    .clamp_min(f32::MIN_POSITIVE as f64)
+                    .log()
+            }
         }
     }
 
@@ -103,6 +179,7 @@ impl Model {
         match self {
             Model::Layers(m) => m.l2_penalty(),
             Model::Transfer(_) => None,
+            Model::Ensemble(e) => e.members.iter().filter_map(Model::l2_penalty).reduce(|a, b| a + b),
         }
     }
 }
