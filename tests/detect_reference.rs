@@ -5,7 +5,7 @@
 
 mod common;
 
-use ferkit::detection::{BoundingBox, DetectOptions, GreyImage, HaarCascade};
+use ferkit::detection::{BoundingBox, Cascade, DetectOptions, GreyImage};
 
 #[test]
 fn detections_match_opencv() {
@@ -15,12 +15,76 @@ fn detections_match_opencv() {
         common::skip("../shared/models or ../shared/data/photos is absent");
         return;
     };
-    let cascade = HaarCascade::load(&cascade_path).expect("the cascade loads");
+    let cascade = Cascade::load(&cascade_path).expect("the cascade loads");
     let doc: serde_json::Value =
         serde_json::from_str(include_str!("fixtures/opencv_detect_reference.json")).expect("the fixture is JSON");
+    let (raw_total, raw_differing) = compare(&cascade, doc["cases"].as_array().unwrap(), &photos);
+    // Measured: 2 of 427 (one window at scale 1.3 that OpenCV keeps, one at 1.05 on the mirrored
+    // astronaut that only ferkit keeps); neither changes a grouped face. Cause not found: the
+    // grey conversion, resampling, integral images and float types follow OpenCV's code.
+    assert!(raw_differing * 100 <= raw_total, "{raw_differing} of {raw_total} raw windows differ");
+}
+
+/// OpenCV's other frontal-face cascades: Haar with two-split trees (alt2) and both LBP ones, from
+/// Debian's `opencv-data` (fixture: tests/fixtures/make_opencv_cascades_reference.py, OpenCV 4.14).
+#[test]
+fn tree_and_lbp_cascades_match_opencv() {
+    let Some(photos) = common::shared("data/photos") else {
+        common::skip("../shared/data/photos is absent");
+        return;
+    };
+    let doc: serde_json::Value =
+        serde_json::from_str(include_str!("fixtures/opencv_cascades_reference.json")).expect("the fixture is JSON");
+    let mut totals = Vec::new();
+    for entry in doc["cascades"].as_array().unwrap() {
+        let file = entry["file"].as_str().unwrap();
+        let path = std::path::Path::new("/usr/share/opencv4").join(file);
+        if !path.exists() {
+            common::skip(&format!(
+                "{} is absent: install Debian's opencv-data (apt-get install opencv-data)",
+                path.display()
+            ));
+            return;
+        }
+        let bytes = std::fs::read(&path).unwrap();
+        let sha = sha256_hex(&bytes);
+        assert_eq!(
+            sha,
+            entry["sha256"].as_str().unwrap(),
+            "{} is not the file the fixture was made from",
+            path.display()
+        );
+        let cascade = Cascade::load(&path).expect("the cascade loads");
+        let (raw_total, raw_differing) = compare(&cascade, entry["cases"].as_array().unwrap(), &photos);
+        eprintln!("{file}: {raw_differing} of {raw_total} raw windows differ");
+        totals.push((file.to_string(), raw_total, raw_differing));
+    }
+    // Measured: alt2 2 of 132 (one window ferkit misses at scale 1.1 on the astronaut, one extra on
+    // the coffee photo; grouped faces all equal), both LBP cascades 0 of 127 and 0 of 102.
+    for (file, total, differing) in &totals {
+        assert!(differing * 100 <= total * 2, "{file}: {differing} of {total} raw windows differ");
+    }
+}
+
+/// SHA-256 through the `sha256sum` tool (coreutils), to avoid a hashing dependency for one test.
+fn sha256_hex(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new("sha256sum")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("sha256sum runs");
+    child.stdin.take().unwrap().write_all(bytes).unwrap();
+    let out = child.wait_with_output().unwrap();
+    String::from_utf8(out.stdout).unwrap().split_whitespace().next().unwrap().to_string()
+}
+
+/// Runs every case of a fixture: grouped faces must equal OpenCV's, raw windows may differ by one
+/// per case. Returns (raw windows OpenCV found, raw windows that differ).
+fn compare(cascade: &Cascade, cases: &[serde_json::Value], photos: &std::path::Path) -> (usize, usize) {
     let mut report = Vec::new();
     let (mut raw_total, mut raw_differing) = (0, 0);
-    for case in doc["cases"].as_array().unwrap() {
+    for case in cases {
         let photo = case["photo"].as_str().unwrap();
         let rgb = image::open(photos.join(photo)).expect("the photo opens").to_rgb8();
         let rgb = if case["flipped"].as_bool().unwrap() { image::imageops::flip_horizontal(&rgb) } else { rgb };
@@ -64,9 +128,5 @@ fn detections_match_opencv() {
         report.push(line);
     }
     eprintln!("{}", report.join("\n"));
-    eprintln!("raw windows: {raw_differing} of {raw_total} differ");
-    // Measured: 2 of 427 (one window at scale 1.3 that OpenCV keeps, one at 1.05 on the mirrored
-    // astronaut that only ferkit keeps); neither changes a grouped face. Cause not found: the
-    // grey conversion, resampling, integral images and float types follow OpenCV's code.
-    assert!(raw_differing * 100 <= raw_total, "{raw_differing} of {raw_total} raw windows differ");
+    (raw_total, raw_differing)
 }

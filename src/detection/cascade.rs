@@ -1,11 +1,19 @@
-//! OpenCV Haar cascades read from their XML files: stages of boosted stumps over Haar features
-//! (two or three weighted rectangles inside a fixed window, 24x24 for the frontal-face cascade).
+//! OpenCV cascades read from their XML files: stages of boosted weak classifiers over features in
+//! a fixed window (24x24 for the default frontal-face cascade). Three kinds are read, as OpenCV 4
+//! evaluates them (`modules/objdetect/src/cascadedetect.{hpp,cpp}`, OpenCV 4.x):
 //!
-//! Both of OpenCV's layouts are read: the current one (`<cascade>` with `<stages>` of
+//! - Haar cascades whose weak classifiers are stumps (`haarcascade_frontalface_default.xml`) or
+//!   small trees (`haarcascade_frontalface_alt2.xml`: two splits, three leaves): features are
+//!   weighted sums of two or three rectangles, divided by the window's contrast;
+//! - LBP cascades (`lbpcascade_frontalface.xml`, `lbpcascade_frontalface_improved.xml`):
+//!   multi-block local binary patterns (Liao et al. 2007), a 3x3 grid of equal cells whose eight
+//!   outer sums are compared with the centre's to give an 8-bit code, split by a 256-bit subset.
+//!
+//! Both of OpenCV's layouts are read for Haar: the current one (`<cascade>` with `<stages>` of
 //! `<weakClassifiers>` and a shared `<features>` list) and the original one
 //! (`type_id="opencv-haar-classifier"`, a feature inside each tree node), which is what
 //! `haarcascade_frontalface_default.xml` still uses. OpenCV 4 converts the original layout to
-//! the current one when it loads it; both end up as the same [`HaarCascade`] here.
+//! the current one when it loads it; both end up as the same [`Cascade`] here.
 
 use std::path::Path;
 
@@ -32,38 +40,79 @@ pub struct Feature {
     pub rects: Vec<WeightedRect>,
 }
 
-/// A weak classifier with one split: `left` when the feature's normalised value is below
-/// `threshold`, `right` otherwise.
+/// A multi-block LBP feature: a 3x3 grid of `width` x `height` cells whose top-left corner is
+/// at (x, y) of the window.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub struct Stump {
-    pub feature: usize,
-    pub threshold: f32,
-    pub left: f32,
-    pub right: f32,
+pub struct LbpFeature {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
 }
 
-/// A stage passes a window when the sum of its stumps' votes reaches `threshold`.
+/// The features a cascade's weak classifiers read.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Features {
+    Haar(Vec<Feature>),
+    Lbp(Vec<LbpFeature>),
+}
+
+impl Features {
+    fn len(&self) -> usize {
+        match self {
+            Features::Haar(f) => f.len(),
+            Features::Lbp(f) => f.len(),
+        }
+    }
+}
+
+/// How a tree node splits: a Haar feature's normalised value below the threshold goes left; an
+/// LBP code whose bit is set in the 256-bit subset goes left.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Split {
+    Threshold(f32),
+    Subset([u32; 8]),
+}
+
+/// A node of a weak classifier's tree. A child index above 0 is another node of the same tree;
+/// 0 or below is leaf `-index` (OpenCV's encoding).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TreeNode {
+    pub feature: usize,
+    pub split: Split,
+    pub left: i32,
+    pub right: i32,
+}
+
+/// A weak classifier: a tree (one node for a stump) and its leaves' votes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WeakClassifier {
+    pub nodes: Vec<TreeNode>,
+    pub leaves: Vec<f32>,
+}
+
+/// A stage passes a window when the sum of its weak classifiers' votes reaches `threshold`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Stage {
     pub threshold: f32,
-    pub stumps: Vec<Stump>,
+    pub weak: Vec<WeakClassifier>,
 }
 
-/// A stump-based Haar cascade.
+/// A boosted cascade of Haar or LBP features.
 #[derive(Clone, Debug, PartialEq)]
-pub struct HaarCascade {
+pub struct Cascade {
     /// The window the features are defined in, (width, height).
     pub window: (usize, usize),
     pub stages: Vec<Stage>,
-    pub features: Vec<Feature>,
+    pub features: Features,
 }
 
-impl HaarCascade {
+impl Cascade {
     /// Reads a cascade XML file; errors name the file and, where there is one, the line.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("{}: cannot read the cascade file", path.display()))?;
-        Self::parse(&text).with_context(|| format!("{}: not a usable Haar cascade", path.display()))
+        Self::parse(&text).with_context(|| format!("{}: not a usable OpenCV cascade", path.display()))
     }
 
     /// Parses a cascade from XML text.
@@ -87,29 +136,75 @@ impl HaarCascade {
         if self.stages.is_empty() {
             bail!("{}: no stages", at(doc, top));
         }
-        for (i, f) in self.features.iter().enumerate() {
-            if f.rects.len() < 2 || f.rects.len() > 3 {
-                bail!("feature {i}: {} rectangles (a Haar feature has 2 or 3)", f.rects.len());
+        match &self.features {
+            Features::Haar(features) => {
+                for (i, f) in features.iter().enumerate() {
+                    if f.rects.len() < 2 || f.rects.len() > 3 {
+                        bail!("feature {i}: {} rectangles (a Haar feature has 2 or 3)", f.rects.len());
+                    }
+                    for r in &f.rects {
+                        if r.width == 0 || r.height == 0 || r.x + r.width > w || r.y + r.height > h {
+                            bail!(
+                                "feature {i}: rectangle {} {} {} {} is not inside the {w}x{h} window",
+                                r.x,
+                                r.y,
+                                r.width,
+                                r.height
+                            );
+                        }
+                    }
+                }
             }
-            for r in &f.rects {
-                if r.width == 0 || r.height == 0 || r.x + r.width > w || r.y + r.height > h {
-                    bail!(
-                        "feature {i}: rectangle {} {} {} {} is not inside the {w}x{h} window",
-                        r.x,
-                        r.y,
-                        r.width,
-                        r.height
-                    );
+            Features::Lbp(features) => {
+                for (i, f) in features.iter().enumerate() {
+                    if f.width == 0 || f.height == 0 || f.x + 3 * f.width > w || f.y + 3 * f.height > h {
+                        bail!(
+                            "feature {i}: the 3x3 grid of {}x{} cells at ({}, {}) is not inside the {w}x{h} window",
+                            f.width,
+                            f.height,
+                            f.x,
+                            f.y
+                        );
+                    }
                 }
             }
         }
+        let lbp = matches!(self.features, Features::Lbp(_));
         for (s, stage) in self.stages.iter().enumerate() {
-            if stage.stumps.is_empty() {
+            if stage.weak.is_empty() {
                 bail!("stage {s} has no weak classifiers");
             }
-            for stump in &stage.stumps {
-                if stump.feature >= self.features.len() {
-                    bail!("stage {s}: feature {} does not exist ({} features)", stump.feature, self.features.len());
+            for (k, weak) in stage.weak.iter().enumerate() {
+                if weak.nodes.is_empty() {
+                    bail!("stage {s}, weak classifier {k}: no nodes");
+                }
+                for node in &weak.nodes {
+                    if node.feature >= self.features.len() {
+                        bail!("stage {s}: feature {} does not exist ({} features)", node.feature, self.features.len());
+                    }
+                    if lbp != matches!(node.split, Split::Subset(_)) {
+                        bail!("stage {s}, weak classifier {k}: the split does not fit the feature type");
+                    }
+                    for child in [node.left, node.right] {
+                        // Children point forward (OpenCV trees are stored root first), so a walk ends.
+                        let fits = if child > 0 {
+                            (child as usize) < weak.nodes.len()
+                        } else {
+                            (child.unsigned_abs() as usize) < weak.leaves.len()
+                        };
+                        if !fits {
+                            bail!(
+                                "stage {s}, weak classifier {k}: child {child} is outside its {} nodes and {} leaves",
+                                weak.nodes.len(),
+                                weak.leaves.len()
+                            );
+                        }
+                    }
+                }
+                for (i, node) in weak.nodes.iter().enumerate() {
+                    if [node.left, node.right].iter().any(|&c| c > 0 && c as usize <= i) {
+                        bail!("stage {s}, weak classifier {k}: node {i} points back to an earlier node");
+                    }
                 }
             }
         }
@@ -184,47 +279,100 @@ fn parse_rects(doc: &Document, feature: Node) -> Result<Feature> {
     Ok(Feature { rects })
 }
 
-/// The current layout: `<stageType>BOOST</stageType><featureType>HAAR</featureType>`, weak
-/// classifiers as `<internalNodes>left right feature threshold</internalNodes>` and
-/// `<leafValues>`, features listed once at the end.
-fn parse_current(doc: &Document, top: Node) -> Result<HaarCascade> {
+/// The current layout: `<stageType>BOOST</stageType><featureType>HAAR|LBP</featureType>`, weak
+/// classifiers as `<internalNodes>` (per node: left, right, feature, then the threshold for
+/// Haar or eight 32-bit subset words for LBP) and `<leafValues>`, features listed once at the end.
+fn parse_current(doc: &Document, top: Node) -> Result<Cascade> {
     let text = |name: &str| -> Result<String> { Ok(child(doc, top, name)?.text().unwrap_or("").trim().to_string()) };
     if text("stageType")? != "BOOST" {
         bail!("{}: stage type `{}` is not supported (BOOST only)", at(doc, top), text("stageType")?);
     }
-    if text("featureType")? != "HAAR" {
-        bail!("{}: feature type `{}` is not supported (HAAR only)", at(doc, top), text("featureType")?);
-    }
+    let lbp = match text("featureType")?.as_str() {
+        "HAAR" => false,
+        "LBP" => true,
+        other => bail!("{}: feature type `{other}` is not supported (HAAR and LBP are)", at(doc, top)),
+    };
     let width = index(doc, top, number(doc, top, "width")?, "width")?;
     let height = index(doc, top, number(doc, top, "height")?, "height")?;
+    // Per node: left, right, feature index, then one threshold or eight subset words.
+    let node_len = if lbp { 11 } else { 4 };
     let mut stages = Vec::new();
     for stage in items(child(doc, top, "stages")?) {
         let threshold = number(doc, stage, "stageThreshold")? as f32 - THRESHOLD_EPS;
-        let mut stumps = Vec::new();
-        for weak in items(child(doc, stage, "weakClassifiers")?) {
-            let nodes_el = child(doc, weak, "internalNodes")?;
-            let nodes = numbers(doc, nodes_el)?;
-            let leaves = numbers(doc, child(doc, weak, "leafValues")?)?;
-            let (&[_, _, feature, threshold], &[left, right]) = (&nodes[..], &leaves[..]) else {
+        let mut weak = Vec::new();
+        for classifier in items(child(doc, stage, "weakClassifiers")?) {
+            let nodes_el = child(doc, classifier, "internalNodes")?;
+            let numbers_ = numbers(doc, nodes_el)?;
+            let leaves = numbers(doc, child(doc, classifier, "leafValues")?)?;
+            if numbers_.is_empty() || numbers_.len() % node_len != 0 || leaves.len() != numbers_.len() / node_len + 1 {
                 bail!(
-                    "{}: only stumps (one split, two leaves) are supported; found {} node numbers and {} leaves",
+                    "{}: {} tree node is {node_len} numbers and a tree of n nodes has n + 1 leaves; found {} numbers and {} leaves",
                     at(doc, nodes_el),
-                    nodes.len(),
+                    if lbp { "an LBP" } else { "a Haar" },
+                    numbers_.len(),
                     leaves.len()
                 );
-            };
-            let feature = index(doc, nodes_el, feature, "feature index")?;
-            stumps.push(Stump { feature, threshold: threshold as f32, left: left as f32, right: right as f32 });
+            }
+            let mut nodes = Vec::new();
+            for n in numbers_.chunks(node_len) {
+                let child_index = |v: f64| -> Result<i32> {
+                    if v.fract() != 0.0 || v.abs() > 1e6 {
+                        bail!("{}: child index {v} is not a whole number", at(doc, nodes_el));
+                    }
+                    Ok(v as i32)
+                };
+                let split = if lbp {
+                    let mut words = [0u32; 8];
+                    for (w, &v) in words.iter_mut().zip(&n[3..]) {
+                        if v.fract() != 0.0 || v < i32::MIN as f64 || v > u32::MAX as f64 {
+                            bail!("{}: subset word {v} is not a 32-bit integer", at(doc, nodes_el));
+                        }
+                        // Stored as signed 32-bit integers; only the bits matter.
+                        *w = v as i64 as u32;
+                    }
+                    Split::Subset(words)
+                } else {
+                    Split::Threshold(n[3] as f32)
+                };
+                nodes.push(TreeNode {
+                    feature: index(doc, nodes_el, n[2], "feature index")?,
+                    split,
+                    left: child_index(n[0])?,
+                    right: child_index(n[1])?,
+                });
+            }
+            weak.push(WeakClassifier { nodes, leaves: leaves.iter().map(|&v| v as f32).collect() });
         }
-        stages.push(Stage { threshold, stumps });
+        stages.push(Stage { threshold, weak });
     }
-    let features = items(child(doc, top, "features")?).map(|f| parse_rects(doc, f)).collect::<Result<Vec<_>>>()?;
-    Ok(HaarCascade { window: (width, height), stages, features })
+    let features_el = child(doc, top, "features")?;
+    let features = if lbp {
+        Features::Lbp(
+            items(features_el)
+                .map(|f| {
+                    let rect = child(doc, f, "rect")?;
+                    let v = numbers(doc, rect)?;
+                    let [x, y, w, h] = v[..] else {
+                        bail!("{}: an LBP rectangle is `x y width height`, found {} numbers", at(doc, rect), v.len());
+                    };
+                    Ok(LbpFeature {
+                        x: index(doc, rect, x, "x")?,
+                        y: index(doc, rect, y, "y")?,
+                        width: index(doc, rect, w, "width")?,
+                        height: index(doc, rect, h, "height")?,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?,
+        )
+    } else {
+        Features::Haar(items(features_el).map(|f| parse_rects(doc, f)).collect::<Result<Vec<_>>>()?)
+    };
+    Ok(Cascade { window: (width, height), stages, features })
 }
 
 /// The original layout: `<size>24 24</size>`, stages of `<trees>`, each tree a list of nodes
 /// with an inline `<feature>`, `<threshold>`, `<left_val>` and `<right_val>`.
-fn parse_original(doc: &Document, top: Node) -> Result<HaarCascade> {
+fn parse_original(doc: &Document, top: Node) -> Result<Cascade> {
     let size_el = child(doc, top, "size")?;
     let [w, h] = numbers(doc, size_el)?[..] else {
         bail!("{}: <size> must hold `width height`", at(doc, size_el));
@@ -234,7 +382,7 @@ fn parse_original(doc: &Document, top: Node) -> Result<HaarCascade> {
     let mut features = Vec::new();
     for stage in items(child(doc, top, "stages")?) {
         let threshold = number(doc, stage, "stage_threshold")? as f32 - THRESHOLD_EPS;
-        let mut stumps = Vec::new();
+        let mut weak = Vec::new();
         for tree in items(child(doc, stage, "trees")?) {
             let nodes: Vec<Node> = items(tree).collect();
             let [node] = nodes[..] else {
@@ -245,16 +393,15 @@ fn parse_original(doc: &Document, top: Node) -> Result<HaarCascade> {
                 );
             };
             features.push(parse_rects(doc, child(doc, node, "feature")?)?);
-            stumps.push(Stump {
-                feature: features.len() - 1,
-                threshold: number(doc, node, "threshold")? as f32,
-                left: number(doc, node, "left_val")? as f32,
-                right: number(doc, node, "right_val")? as f32,
+            let split = Split::Threshold(number(doc, node, "threshold")? as f32);
+            weak.push(WeakClassifier {
+                nodes: vec![TreeNode { feature: features.len() - 1, split, left: 0, right: -1 }],
+                leaves: vec![number(doc, node, "left_val")? as f32, number(doc, node, "right_val")? as f32],
             });
         }
-        stages.push(Stage { threshold, stumps });
+        stages.push(Stage { threshold, weak });
     }
-    Ok(HaarCascade { window, stages, features })
+    Ok(Cascade { window, stages, features: Features::Haar(features) })
 }
 
 #[cfg(test)]
@@ -284,12 +431,14 @@ mod tests {
 
     #[test]
     fn reads_the_current_layout() {
-        let c = HaarCascade::parse(CURRENT).unwrap();
+        let c = Cascade::parse(CURRENT).unwrap();
         assert_eq!(c.window, (6, 4));
         assert_eq!(c.stages.len(), 1);
         assert_eq!(c.stages[0].threshold, -1.5 - THRESHOLD_EPS);
-        assert_eq!(c.stages[0].stumps[0], Stump { feature: 1, threshold: 0.25, left: -1.0, right: 1.0 });
-        assert_eq!(c.features[0].rects[1], WeightedRect { x: 0, y: 0, width: 3, height: 4, weight: 2.0 });
+        let stump = TreeNode { feature: 1, split: Split::Threshold(0.25), left: 0, right: -1 };
+        assert_eq!(c.stages[0].weak[0], WeakClassifier { nodes: vec![stump], leaves: vec![-1.0, 1.0] });
+        let Features::Haar(features) = &c.features else { panic!("a Haar cascade") };
+        assert_eq!(features[0].rects[1], WeightedRect { x: 0, y: 0, width: 3, height: 4, weight: 2.0 });
     }
 
     #[test]
@@ -311,14 +460,19 @@ mod tests {
       <parent>-1</parent>
       <next>-1</next></_></stages></cascade>
 </opencv_storage>"#;
-        let c = HaarCascade::parse(xml).unwrap();
-        let current = HaarCascade::parse(CURRENT).unwrap();
+        let c = Cascade::parse(xml).unwrap();
+        let current = Cascade::parse(CURRENT).unwrap();
         assert_eq!(c.window, current.window);
         assert_eq!(c.stages[0].threshold, current.stages[0].threshold);
+        let (Features::Haar(ours), Features::Haar(theirs)) = (&c.features, &current.features) else { panic!() };
         // Same stumps over the same rectangles; only the feature numbering differs.
-        for (a, b) in c.stages[0].stumps.iter().zip(&current.stages[0].stumps) {
-            assert_eq!((a.threshold, a.left, a.right), (b.threshold, b.left, b.right));
-            assert_eq!(c.features[a.feature], current.features[b.feature]);
+        for (a, b) in c.stages[0].weak.iter().zip(&current.stages[0].weak) {
+            assert_eq!(a.leaves, b.leaves);
+            assert_eq!(
+                (a.nodes[0].split, a.nodes[0].left, a.nodes[0].right),
+                (b.nodes[0].split, b.nodes[0].left, b.nodes[0].right)
+            );
+            assert_eq!(ours[a.nodes[0].feature], theirs[b.nodes[0].feature]);
         }
     }
 
@@ -326,16 +480,52 @@ mod tests {
     fn errors_name_the_line_and_the_problem() {
         let cases = [
             (CURRENT.replace("0 -1 1 0.25", "0 -1 7 0.25"), "feature 7 does not exist"),
-            (CURRENT.replace("0 -1 1 0.25", "1 2 1 0.25 0 -1 0 0.5"), "line 13: only stumps"),
+            (CURRENT.replace("0 -1 1 0.25", "1 2 1 0.25 0 -1 0 0.5"), "line 13: a Haar tree node is 4 numbers"),
+            (CURRENT.replace("0 -1 1 0.25", "1 -1 1 0.25 1 -2 0 0.5").replace("-1. 1.", "-1. 1. 2."), "points back"),
+            (
+                CURRENT.replace("0 -1 1 0.25", "1 -1 1 0.25 0 -3 0 0.5").replace("-1. 1.", "-1. 1. 2."),
+                "child -3 is outside",
+            ),
             (CURRENT.replace("0 0 3 4 2.", "4 0 3 4 2."), "not inside the 6x4 window"),
             (CURRENT.replace("<tilted>0</tilted>", "<tilted>1</tilted>"), "line 18: tilted"),
             (CURRENT.replace("-1.5", "low"), "line 11: `low` in <stageThreshold> is not a number"),
-            (CURRENT.replace("HAAR", "LBP"), "feature type `LBP` is not supported"),
+            (CURRENT.replace("HAAR", "HOG"), "feature type `HOG` is not supported"),
+            (CURRENT.replace("HAAR", "LBP"), "an LBP tree node is 11 numbers"),
             (CURRENT.replace("</features>", ""), "invalid XML"),
         ];
         for (xml, expected) in cases {
-            let err = format!("{:#}", HaarCascade::parse(&xml).unwrap_err());
+            let err = format!("{:#}", Cascade::parse(&xml).unwrap_err());
             assert!(err.contains(expected), "expected `{expected}` in `{err}`");
         }
+    }
+
+    #[test]
+    fn reads_trees_and_lbp_cascades() {
+        // alt2-style tree: node 0 splits to leaf 0 or node 1; node 1 to leaves 1 and 2.
+        let tree = CURRENT
+            .replace("0 -1 1 0.25", "0 1 1 0.25 -1 -2 0 0.5")
+            .replace("-1. 1.</leafValues>", "-1. 1. 3.</leafValues>");
+        let c = Cascade::parse(&tree).unwrap();
+        assert_eq!(c.stages[0].weak[0].nodes.len(), 2);
+        assert_eq!((c.stages[0].weak[0].nodes[1].left, c.stages[0].weak[0].nodes[1].right), (-1, -2));
+        assert_eq!(c.stages[0].weak[0].leaves, [-1.0, 1.0, 3.0]);
+
+        let lbp = r#"<?xml version="1.0"?>
+<opencv_storage>
+<cascade type_id="opencv-cascade-classifier"><stageType>BOOST</stageType>
+  <featureType>LBP</featureType><height>6</height><width>9</width>
+  <stages><_><stageThreshold>-0.5</stageThreshold>
+      <weakClassifiers>
+        <_><internalNodes>0 -1 0 -67130709 -21569 0 1 2 3 4 -1</internalNodes>
+          <leafValues>-0.65 0.88</leafValues></_></weakClassifiers></_></stages>
+  <features><_><rect>0 0 3 2</rect></_></features></cascade>
+</opencv_storage>"#;
+        let c = Cascade::parse(lbp).unwrap();
+        assert_eq!(c.features, Features::Lbp(vec![LbpFeature { x: 0, y: 0, width: 3, height: 2 }]));
+        let node = c.stages[0].weak[0].nodes[0];
+        assert_eq!(node.split, Split::Subset([-67130709i32 as u32, -21569i32 as u32, 0, 1, 2, 3, 4, u32::MAX]));
+        // A grid that does not fit the window is refused.
+        let err = format!("{:#}", Cascade::parse(&lbp.replace("0 0 3 2", "1 0 3 2")).unwrap_err());
+        assert!(err.contains("not inside the 9x6 window"), "{err}");
     }
 }

@@ -15,6 +15,6 @@ pub mod locate;
 pub mod mtcnn;
 pub mod scan;
 
-pub use cascade::HaarCascade;
+pub use cascade::Cascade;
 pub use grey::GreyImage;
 pub use scan::{BoundingBox, DetectOptions};

@@ -1,11 +1,12 @@
-//! The multi-scale sliding-window search of OpenCV 4's `CascadeClassifier::detectMultiScale`:
+//! The multi-scale sliding-window search of OpenCV 4's `CascadeClassifier::detectMultiScale`
+//! (Haar and LBP cascades alike):
 //! the image is shrunk by `scale_factor` step by step, the cascade's fixed window slides over
 //! each level, and the windows every stage passes are mapped back to the photo and grouped.
 
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::cascade::HaarCascade;
+use super::cascade::{Cascade, Feature, Features, LbpFeature, Split};
 use super::grey::{GreyImage, Integral};
 use super::group::group_rectangles;
 
@@ -42,7 +43,7 @@ impl Default for DetectOptions {
 /// OpenCV's grouping tolerance (`GROUP_EPS`).
 const GROUP_EPS: f64 = 0.2;
 
-impl HaarCascade {
+impl Cascade {
     /// Faces in `image`: the raw windows, grouped (OpenCV's `groupRectangles`).
     pub fn detect(&self, image: &GreyImage, options: &DetectOptions) -> Vec<BoundingBox> {
         group_rectangles(&self.windows(image, options), options.min_neighbors, GROUP_EPS)
@@ -108,31 +109,60 @@ impl HaarCascade {
 
     /// Runs the cascade on the window at (x, y) of a level (the window lies inside it).
     fn classify(&self, ii: &Integral, x: usize, y: usize) -> Verdict {
-        let (ww, wh) = self.window;
-        // Features are divided by the window's contrast, measured inside a one-pixel border:
-        // sqrt(area * sum(p^2) - sum(p)^2) = area x standard deviation.
-        let area = ((ww - 2) * (wh - 2)) as f64;
-        let sum = ii.sum(x + 1, y + 1, ww - 2, wh - 2) as f64;
-        let squares = ii.square_sum(x + 1, y + 1, ww - 2, wh - 2) as f64;
-        let nf = area * squares - sum * sum;
-        if nf <= 0.0 {
-            return Verdict::Flat;
-        }
-        let norm = (1.0 / nf.sqrt()) as f32;
-        // Windows with a standard deviation of 10 grey levels or less are not faces (OpenCV).
-        if area * norm as f64 >= 0.1 {
-            return Verdict::Flat;
+        let (haar, lbp): (&[Feature], &[LbpFeature]) = match &self.features {
+            Features::Haar(f) => (f, &[]),
+            Features::Lbp(f) => (&[], f),
+        };
+        // Haar features are divided by the window's contrast (OpenCV's HaarEvaluator); LBP codes
+        // compare sums with each other and need no normalisation.
+        let mut norm = 1.0f32;
+        if !haar.is_empty() {
+            let (ww, wh) = self.window;
+            // Measured inside a one-pixel border: sqrt(area * sum(p^2) - sum(p)^2) = area x standard deviation.
+            let area = ((ww - 2) * (wh - 2)) as f64;
+            let sum = ii.sum(x + 1, y + 1, ww - 2, wh - 2) as f64;
+            let squares = ii.square_sum(x + 1, y + 1, ww - 2, wh - 2) as f64;
+            let nf = area * squares - sum * sum;
+            if nf <= 0.0 {
+                return Verdict::Flat;
+            }
+            norm = (1.0 / nf.sqrt()) as f32;
+            // Windows with a standard deviation of 10 grey levels or less are not faces (OpenCV).
+            if area * norm as f64 >= 0.1 {
+                return Verdict::Flat;
+            }
         }
         for (s, stage) in self.stages.iter().enumerate() {
             let mut votes = 0.0f64;
-            for stump in &stage.stumps {
-                let value = self.features[stump.feature]
-                    .rects
-                    .iter()
-                    .map(|r| r.weight * ii.sum(x + r.x, y + r.y, r.width, r.height) as i32 as f32)
-                    .sum::<f32>()
-                    * norm;
-                votes += if value < stump.threshold { stump.left } else { stump.right } as f64;
+            for weak in &stage.weak {
+                // OpenCV's predictOrdered / predictCategorical: walk from the root until a child
+                // index of 0 or below names a leaf.
+                let mut idx = 0usize;
+                let leaf = loop {
+                    let node = &weak.nodes[idx];
+                    let go_left = match node.split {
+                        Split::Threshold(threshold) => {
+                            let value = haar[node.feature]
+                                .rects
+                                .iter()
+                                .map(|r| r.weight * ii.sum(x + r.x, y + r.y, r.width, r.height) as i32 as f32)
+                                .sum::<f32>()
+                                * norm;
+                            value < threshold
+                        }
+                        Split::Subset(bits) => {
+                            let code = lbp_code(&lbp[node.feature], ii, x, y);
+                            bits[code >> 5] & (1 << (code & 31)) != 0
+                        }
+                    };
+                    let next = if go_left { node.left } else { node.right };
+                    if next > 0 {
+                        idx = next as usize;
+                    } else {
+                        break weak.leaves[next.unsigned_abs() as usize];
+                    }
+                };
+                votes += leaf as f64;
             }
             if votes < stage.threshold as f64 {
                 return Verdict::Rejected { stage: s };
@@ -140,6 +170,17 @@ impl HaarCascade {
         }
         Verdict::Face
     }
+}
+
+/// The 8-bit multi-block LBP code of `f` in the window at (x, y): each outer cell of the 3x3 grid
+/// whose sum is at least the centre cell's sets a bit, clockwise from the top-left cell (bit 7)
+/// to the middle-left one (bit 0), as OpenCV's `LBPEvaluator::OptFeature::calc`.
+fn lbp_code(f: &LbpFeature, ii: &Integral, x: usize, y: usize) -> usize {
+    let cell = |col: usize, row: usize| ii.sum(x + f.x + col * f.width, y + f.y + row * f.height, f.width, f.height);
+    let centre = cell(1, 1);
+    const BITS: [(usize, usize, usize); 8] =
+        [(0, 0, 128), (1, 0, 64), (2, 0, 32), (2, 1, 16), (2, 2, 8), (1, 2, 4), (0, 2, 2), (0, 1, 1)];
+    BITS.iter().filter(|(col, row, _)| cell(*col, *row) >= centre).map(|(_, _, bit)| bit).sum()
 }
 
 enum Verdict {

@@ -17,7 +17,7 @@ use crate::data::batch::{Preprocess, in_batches, make_batch, sequential};
 use crate::data::image_folder::to_face;
 use crate::data::{CLASS_NAMES, NUM_CLASSES, Split};
 use crate::detection::mtcnn::{Mtcnn, MtcnnOptions};
-use crate::detection::{BoundingBox, DetectOptions, GreyImage, HaarCascade};
+use crate::detection::{BoundingBox, Cascade, DetectOptions, GreyImage};
 use crate::models::{Model, ModelSource, TrainedModel};
 
 /// A photo in colour (for pictures) and grey (for detection and the net).
@@ -46,7 +46,7 @@ impl Photo {
 /// How faces are found in a photo.
 pub enum FaceFinder {
     /// OpenCV's Haar cascade; `path` is where it was read from (recorded with the results).
-    Cascade { cascade: HaarCascade, path: PathBuf, options: DetectOptions },
+    Cascade { cascade: Cascade, path: PathBuf, options: DetectOptions },
     /// MTCNN with facenet-pytorch's weights from `path`.
     Mtcnn { mtcnn: Box<Mtcnn>, path: PathBuf, options: MtcnnOptions },
     /// The photo is one face (already cropped).
@@ -65,7 +65,7 @@ pub struct FoundFace {
 impl FaceFinder {
     /// The cascade at `path` with `options`.
     pub fn cascade(path: &Path, options: DetectOptions) -> Result<Self> {
-        Ok(FaceFinder::Cascade { cascade: HaarCascade::load(path)?, path: path.to_path_buf(), options })
+        Ok(FaceFinder::Cascade { cascade: Cascade::load(path)?, path: path.to_path_buf(), options })
     }
 
     /// MTCNN from the folder holding pnet.pt, rnet.pt and onet.pt.
