@@ -333,3 +333,33 @@ fn evaluation_on_other_data_never_replaces_the_runs_own_figures() {
     assert_eq!(crc.len(), 8, "{doc}");
     assert!(run.join("confusion_test_lab_photos.png").exists());
 }
+
+/// Issue 14, item 6: a checkpoint that does not fit the net is named briefly in PyTorch's key
+/// names, and the failed training leaves no run directory behind.
+#[test]
+fn weights_that_do_not_fit_stop_training_before_a_run_directory_exists() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(30));
+    let weights =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch_checkpoints/pnet_f32.pt");
+    let run = dir.path().join("run");
+    let out = ferkit(&[
+        "train",
+        "efficientnet-lite0",
+        "--weights",
+        weights.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("pnet_f32.pt: not EfficientNet-Lite0 weights") && err.contains("unexpected conv1.bias"),
+        "{err}"
+    );
+    assert!(err.contains("missing") && err.contains("more"), "{err}");
+    assert!(err.lines().count() <= 3, "a brief message:\n{err}");
+    assert!(!run.exists(), "the failed run left {} behind", run.display());
+}

@@ -532,4 +532,50 @@ mod tests {
     fn squares_keep_the_centre() {
         assert_eq!(square([10.0, 20.0, 30.0, 60.0]), [0.0, 20.0, 40.0, 60.0]);
     }
+
+    /// Checkpoints as published (tests/fixtures/make_pytorch_checkpoints.py): other float types,
+    /// a `module.` prefix and wrapped state dicts load to the same float32 weights; a state dict
+    /// that does not fit is named briefly in its own key names.
+    #[test]
+    fn pytorch_checkpoints_load_in_every_published_shape() {
+        use burn::module::{Module, ModuleVisitor, Param};
+        struct Collect(Vec<(burn::tensor::DType, Vec<f32>)>);
+        impl ModuleVisitor for Collect {
+            fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+                let value = param.val();
+                self.0.push((value.dtype(), value.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()));
+            }
+        }
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch_checkpoints");
+        let device = Device::flex();
+        let remaps = [(r"^(prelu\d+)\.weight$", "$1.alpha")];
+        let load = |file: &str| -> Result<Vec<(burn::tensor::DType, Vec<f32>)>> {
+            let mut pnet = PNet::new(&device);
+            pytorch_weights::load(&mut pnet, &dir.join(file), "MTCNN P-Net", &remaps, |_| false)?;
+            let mut collect = Collect(Vec::new());
+            pnet.visit(&mut collect);
+            Ok(collect.0)
+        };
+        let reference = load("pnet_f32.pt").unwrap();
+        assert!(reference.iter().all(|(dtype, _)| *dtype == burn::tensor::DType::F32));
+        // The fixture's values are multiples of 1/64, not a fresh net's initial weights.
+        assert!(reference[0].1.iter().all(|v| (v * 64.0).fract() == 0.0) && reference[0].1.iter().any(|v| *v != 0.0));
+        for file in
+            ["pnet_f16.pt", "pnet_bf16.pt", "pnet_f64.pt", "pnet_module.pt", "pnet_wrapped.pt", "pnet_model_key.pt"]
+        {
+            assert_eq!(load(file).unwrap_or_else(|e| panic!("{file}: {e:#}")), reference, "{file}");
+        }
+        let err = format!("{:#}", load("pnet_mismatch.pt").unwrap_err());
+        for expected in [
+            "pnet_mismatch.pt: not MTCNN P-Net weights",
+            "missing conv2.weight",
+            "unexpected",
+            "conv2.kernel",
+            "extra.weight",
+            "conv3.bias (file [31], expected [32])",
+        ] {
+            assert!(err.contains(expected), "`{expected}` not in: {err}");
+        }
+        assert!(err.len() < 400, "a brief message: {err}");
+    }
 }

@@ -1,6 +1,7 @@
 //! Models: net specifications (TOML), the preset registry, the Burn module built from a spec,
 //! and Keras-style summaries.
 
+pub mod dtype;
 pub mod efficientnet;
 pub mod model;
 pub mod net;

@@ -1,16 +1,32 @@
-//! Loading an ImageNet backbone's weights from a PyTorch state dict (`.pth`, zip or legacy
-//! pickle) with burn-store, strictly: every tensor the backbone has must be found, and every
-//! tensor in the file must be used, except those the caller names as not wanted.
+//! Loading weights from a PyTorch checkpoint (`.pth`/`.pt`, zip or legacy pickle) with burn-store,
+//! as people publish them: any float type (float16, bfloat16 and float64 are converted to
+//! float32), keys prefixed `module.` (a model saved from `nn.DataParallel`), and the state dict
+//! wrapped in a checkpoint dictionary (`state_dict`, `model_state_dict`, `model`, `net`, ...).
+//!
+//! Loading is strict: every tensor the net has must be found with its shape, and every tensor in
+//! the state dict must be used, except those the caller names as not wanted. A mismatch is
+//! reported briefly, in the state dict's key names: what is missing, what is unexpected, what
+//! has another shape.
 
 use std::path::Path;
 
 use anyhow::{Result, bail};
-use burn::store::{ModuleSnapshot, PytorchStore};
+use burn::module::Module;
+use burn::store::{ApplyError, ApplyResult, ModuleSnapshot, PytorchStore};
+
+/// Keys under which training scripts commonly save the state dict inside a checkpoint, tried in
+/// this order when the file's top level is not the state dict itself.
+const WRAPPER_KEYS: [&str; 7] = ["state_dict", "model_state_dict", "model", "net", "network", "weights", "params"];
+
+/// How many names of each kind a mismatch message lists.
+const LISTED: usize = 4;
 
 /// Loads `path` into `net` after renaming the file's keys with `remaps` (regex, replacement).
-/// `unwanted` tells which of the file's tensors have no counterpart on purpose (PyTorch's
+/// `unwanted` tells which of the state dict's tensors have no counterpart on purpose (PyTorch's
 /// batch-norm step counters, a classifier that transfer learning replaces).
-pub fn load<M: ModuleSnapshot>(
+///
+/// Errors: a missing or unreadable file, and a state dict that does not fit (named briefly).
+pub fn load<M: ModuleSnapshot + Module + Clone>(
     net: &mut M,
     path: &Path,
     what: &str,
@@ -20,26 +36,76 @@ pub fn load<M: ModuleSnapshot>(
     if !path.exists() {
         bail!("{}: no such weights file", path.display());
     }
-    let mut store = PytorchStore::from_file(path).allow_partial(false);
-    for &(pattern, replacement) in remaps {
-        store = store.with_key_remapping(pattern, replacement);
-    }
-    let result = net
-        .load_from(&mut store)
-        .map_err(|e| anyhow::anyhow!("{}: cannot load it as {what} weights: {e}", path.display()))?;
-    if !result.errors.is_empty() || !result.missing.is_empty() {
-        bail!(
-            "{}: not {what} weights: {} tensors missing (e.g. {:?}), {} errors (e.g. {:?})",
-            path.display(),
-            result.missing.len(),
-            result.missing.first().map(|m| &m.0),
-            result.errors.len(),
-            result.errors.first()
-        );
+    let attempt = |top: Option<&str>| -> Result<(M, ApplyResult)> {
+        let mut store = PytorchStore::from_file(path).allow_partial(true).validate(false);
+        if let Some(key) = top {
+            store = store.with_top_level_key(key);
+        }
+        // nn.DataParallel saves every key under `module.`.
+        store = store.with_key_remapping(r"^module\.", "");
+        for &(pattern, replacement) in remaps {
+            store = store.with_key_remapping(pattern, replacement);
+        }
+        let mut candidate = net.clone();
+        let result = candidate
+            .load_from(&mut store)
+            .map_err(|e| anyhow::anyhow!("{}: cannot read it as a PyTorch checkpoint: {e}", path.display()))?;
+        Ok((candidate, result))
+    };
+    let (mut loaded, mut result) = attempt(None)?;
+    if result.applied.is_empty() {
+        // Nothing fits at the top level: the state dict may be wrapped. A key that is not there
+        // is an error from burn-store, which only means "not this one".
+        for key in WRAPPER_KEYS {
+            if let Ok((l, r)) = attempt(Some(key))
+                && !r.applied.is_empty()
+            {
+                (loaded, result) = (l, r);
+                break;
+            }
+        }
     }
     let unused: Vec<&String> = result.unused.iter().filter(|u| !unwanted(u)).collect();
-    if !unused.is_empty() {
-        bail!("{}: {} tensors are not {what}'s (e.g. {})", path.display(), unused.len(), unused[0]);
+    if !result.missing.is_empty() || !result.errors.is_empty() || !unused.is_empty() {
+        let mut parts = Vec::new();
+        if !result.missing.is_empty() {
+            parts.push(format!("missing {}", listed(result.missing.iter().map(|(p, _)| pytorch_name(p)))));
+        }
+        if !unused.is_empty() {
+            parts.push(format!("unexpected {}", listed(unused.iter().map(|u| u.to_string()))));
+        }
+        let shapes = result.errors.iter().map(|e| match e {
+            ApplyError::ShapeMismatch { path, expected, found } => {
+                format!("{path} (file {:?}, expected {:?})", found.as_slice(), expected.as_slice())
+            }
+            other => other.to_string(),
+        });
+        if !result.errors.is_empty() {
+            parts.push(format!("wrong shape or type {}", listed(shapes)));
+        }
+        bail!("{}: not {what} weights: {}", path.display(), parts.join("; "));
     }
+    *net = crate::models::dtype::to_dtype(loaded, burn::tensor::FloatDType::F32);
     Ok(())
+}
+
+/// A net's tensor path in PyTorch's naming: batch norm's and PReLU's parameters are `weight` and
+/// `bias` there (Burn: `gamma`, `beta`, `alpha`).
+fn pytorch_name(path: &str) -> String {
+    for (burn, torch) in [(".gamma", ".weight"), (".beta", ".bias"), (".alpha", ".weight")] {
+        if let Some(stem) = path.strip_suffix(burn) {
+            return format!("{stem}{torch}");
+        }
+    }
+    path.to_string()
+}
+
+/// The first few names, then how many more.
+fn listed(names: impl Iterator<Item = String>) -> String {
+    let names: Vec<String> = names.collect();
+    let mut out = names.iter().take(LISTED).cloned().collect::<Vec<_>>().join(", ");
+    if names.len() > LISTED {
+        out += &format!(" and {} more", names.len() - LISTED);
+    }
+    out
 }

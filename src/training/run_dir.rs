@@ -174,22 +174,8 @@ pub fn load_weights(net: Model, bytes: Vec<u8>, path: &Path) -> Result<Model> {
     Ok(net)
 }
 
-/// Every float tensor of `net` (weights and batch-norm statistics) converted to `dtype`. Weights
-/// stored in float16 (`ferkit export --half`) or float64 load as they are stored; the nets compute
-/// in float32, so loading converts them.
-pub fn to_dtype(net: Model, dtype: burn::tensor::FloatDType) -> Model {
-    struct Cast(burn::tensor::FloatDType);
-    impl burn::module::ModuleMapper for Cast {
-        fn map_float<const D: usize>(
-            &mut self,
-            param: burn::module::Param<burn::prelude::Tensor<D>>,
-        ) -> burn::module::Param<burn::prelude::Tensor<D>> {
-            let dtype = self.0;
-            param.map(|t| if t.dtype() == dtype.into() { t } else { t.cast(dtype) })
-        }
-    }
-    burn::module::Module::map(net, &mut Cast(dtype))
-}
+/// See [`crate::models::dtype::to_dtype`].
+pub use crate::models::dtype::to_dtype;
 
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = flate2::Crc::new();
