@@ -157,7 +157,7 @@ fn bad_input_names_the_file_and_writes_nothing() {
             vec!["predict", run, missing.as_str(), "--whole-image", "--fail-fast", "--out", out],
             "missing.jpg: cannot read the image",
         ),
-        (vec!["predict", run, face, "--cascade", cascade, "--out", out], "cascade.xml: not a usable Haar cascade"),
+        (vec!["predict", run, face, "--cascade", cascade, "--out", out], "cascade.xml: not a usable OpenCV cascade"),
         (vec!["predict", run, face, "--whole-image", "--align", "--out", out], "--mtcnn"),
         (
             vec!["predict", run, face, "--mtcnn", dir.path().to_str().unwrap(), "--out", out],
@@ -165,7 +165,11 @@ fn bad_input_names_the_file_and_writes_nothing() {
         ),
         (
             vec!["predict", run, face, "--whole-image", "--scale-factor", "1", "--out", out],
-            "--scale-factor must be above 1",
+            "--scale-factor must be in [1.01, 4] (above 1; got 1)",
+        ),
+        (
+            vec!["predict", run, face, "--cascade", cascade, "--scale-factor", "1.0001", "--out", out],
+            "--scale-factor must be in [1.01, 4] (above 1; got 1.0001)",
         ),
         (
             vec!["predict", face, "--model", dir.path().to_str().unwrap(), "--whole-image", "--out", out],

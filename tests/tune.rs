@@ -171,3 +171,37 @@ fn killed_search_resumes_without_redoing_finished_trials() {
     assert_eq!(trials.len(), 3);
     assert!(trials.iter().all(|t| t["status"] == "completed"), "{state}");
 }
+
+/// Issue 23: a trial that fails is recorded as failed and the search goes on; a search in which
+/// no trial finished exits non-zero, saying where the trials' logs are.
+#[test]
+fn a_search_whose_every_trial_fails_exits_non_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (space, _) = setup(dir.path(), 7);
+    // Training rows only: every trial stops for want of validation rows.
+    let training_only: String = synthetic_csv(7)
+        .lines()
+        .filter(|l| !l.ends_with("PublicTest") && !l.ends_with("PrivateTest"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let data = write(&dir.path().join("train_only.csv"), training_only);
+    let out = dir.path().join("search");
+    let o = ferkit(&[
+        "tune",
+        &space,
+        "--data",
+        data.to_str().unwrap(),
+        "--trials",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success(), "{}", stdout(&o));
+    assert!(stderr(&o).contains("no trial finished") && stderr(&o).contains("train.log"), "{}", stderr(&o));
+    let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
+    assert_eq!(csv.lines().filter(|l| l.ends_with("Failed")).count(), 2, "{csv}");
+    let log = std::fs::read_to_string(out.join("trial_000/train.log")).unwrap();
+    assert!(log.contains("no validation rows"), "{log}");
+}

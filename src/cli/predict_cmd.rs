@@ -69,8 +69,10 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     if args.model.is_none() && args.photos.len() > 1 && args.photos[0].join("config.toml").is_file() {
         args.model = Some(args.photos.remove(0));
     }
-    if args.scale_factor <= 1.0 || !args.scale_factor.is_finite() {
-        bail!("--scale-factor must be above 1 (got {})", args.scale_factor);
+    // Below 1.01 the pyramid has hundreds of levels (ln(100) / ln(1.01) = 463 over a hundredfold
+    // range of face sizes) and a scan takes minutes for no better faces; OpenCV users pick 1.05-1.3.
+    if !(1.01..=4.0).contains(&args.scale_factor) {
+        bail!("--scale-factor must be in [1.01, 4] (above 1; got {})", args.scale_factor);
     }
     // `--mtcnn photo.jpg ...`: clap took the first photo for MTCNN's folder.
     if let Some(Some(path)) = &args.mtcnn

@@ -102,7 +102,11 @@ pub fn run(args: TuneArgs) -> Result<()> {
                 println!("best trial's test accuracy: {acc:.4}");
             }
         }
-        None => println!("no trial finished"),
+        None => anyhow::bail!(
+            "no trial finished: every trial failed (each trial's train.log under {} says why; the table is {})",
+            out.display(),
+            out.join("trials.csv").display()
+        ),
     }
     println!("trials table: {}", out.join("trials.csv").display());
     Ok(())

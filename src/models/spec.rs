@@ -349,6 +349,63 @@ impl LayerSpec {
     }
 }
 
+/// A net file's problem, with where it is: the layer (0-based) and the key, when known.
+#[derive(Debug)]
+pub struct SpecProblem {
+    pub layer: Option<usize>,
+    pub field: Option<&'static str>,
+    pub message: String,
+}
+
+impl fmt::Display for SpecProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for SpecProblem {}
+
+/// The key an [`LayerSpec::infer`] message is about (its messages are written in this file).
+fn offending_field(layer: &LayerSpec, message: &str) -> Option<&'static str> {
+    const KEYS: [&str; 9] = ["units", "filters", "kernel", "stride", "pool", "l2", "rate", "momentum", "epsilon"];
+    if let Some(quoted) = message.strip_prefix('`').and_then(|m| m.split('`').next()) {
+        return KEYS.into_iter().find(|k| *k == quoted);
+    }
+    match layer {
+        _ if message.starts_with("l2 ") => Some("l2"),
+        LayerSpec::BatchNorm(b) => Some(if (0.0..1.0).contains(&b.momentum) { "epsilon" } else { "momentum" }),
+        LayerSpec::Dropout(_) => Some("rate"),
+        LayerSpec::Conv2d(_) if message.starts_with("window") => Some("kernel"),
+        LayerSpec::MaxPool(_) if message.starts_with("window") => Some("pool"),
+        _ if message.contains("needs a flat input") || message.contains("needs an image input") => Some("kind"),
+        _ => None,
+    }
+}
+
+/// The 1-based line of `field` in the `layer`-th `[[layers]]` table of a net file (the top-level
+/// keys when `layer` is none); the table's header line when the key is not written there (a
+/// default); none when the file is not laid out as `[[layers]]` tables.
+fn key_line(text: &str, layer: Option<usize>, field: Option<&str>) -> Option<usize> {
+    let lines: Vec<&str> = text.lines().collect();
+    let is_header = |l: &str| l.trim_start().starts_with('[');
+    let start = match layer {
+        None => 0,
+        Some(i) => lines.iter().enumerate().filter(|(_, l)| l.trim() == "[[layers]]").nth(i)?.0,
+    };
+    let end = (start + 1..lines.len()).find(|&j| is_header(lines[j])).unwrap_or(lines.len());
+    let from = if layer.is_some() { start + 1 } else { start };
+    if let Some(field) = field {
+        for (j, line) in lines.iter().enumerate().take(end).skip(from) {
+            if let Some(rest) = line.trim_start().strip_prefix(field)
+                && rest.trim_start().starts_with('=')
+            {
+                return Some(j + 1);
+            }
+        }
+    }
+    layer.map(|_| start + 1)
+}
+
 fn positive(value: usize, field: &str) -> Result<(), String> {
     if value == 0 { Err(format!("`{field}` must be at least 1")) } else { Ok(()) }
 }
@@ -366,7 +423,12 @@ impl NetSpec {
     /// Parses a TOML net file's text; `origin` names it in errors.
     pub fn from_toml(text: &str, origin: &str) -> Result<NetSpec> {
         let spec: NetSpec = toml::from_str(text).with_context(|| format!("{origin}: not a valid net file"))?;
-        spec.layer_infos().with_context(|| format!("{origin}: net `{}` is inconsistent", spec.name))?;
+        if let Err(e) = spec.layer_infos() {
+            // A problem with a key gets the key's own line (not its table's header).
+            let line = e.downcast_ref::<SpecProblem>().and_then(|p| key_line(text, p.layer, p.field));
+            let at = line.map(|l| format!(" line {l}:")).unwrap_or_default();
+            return Err(e.context(format!("{origin}:{at} net `{}` is inconsistent", spec.name)));
+        }
         Ok(spec)
     }
 
@@ -396,7 +458,12 @@ impl NetSpec {
             bail!("the net has no layers");
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            bail!("learning_rate must be a positive finite number, got {}", self.learning_rate);
+            return Err(SpecProblem {
+                layer: None,
+                field: Some("learning_rate"),
+                message: format!("learning_rate must be a positive finite number, got {}", self.learning_rate),
+            }
+            .into());
         }
         // Training folds the final softmax into the loss; a softmax anywhere else (or a layer
         // after it) would be applied on top of that, and the probabilities would be wrong.
@@ -413,8 +480,11 @@ impl NetSpec {
         let mut shape = self.input_shape()?;
         let mut infos = Vec::with_capacity(self.layers.len());
         for (i, layer) in self.layers.iter().enumerate() {
-            let info =
-                layer.infer(shape).map_err(|e| anyhow::anyhow!("layer {} ({}): {e}", i + 1, layer.keras_stem()))?;
+            let info = layer.infer(shape).map_err(|e| SpecProblem {
+                layer: Some(i),
+                field: offending_field(layer, &e),
+                message: format!("layer {} ({}): {e}", i + 1, layer.keras_stem()),
+            })?;
             shape = info.output;
             infos.push(info);
         }
@@ -465,6 +535,41 @@ mod tests {
                 .unwrap_err()
         );
         assert!(err.contains("positive finite"), "{err}");
+    }
+
+    /// Issue 23: an out-of-range value is named with the line of its own key, not its table's.
+    #[test]
+    fn errors_name_the_line_of_the_offending_key() {
+        let text = "name = \"t\"\ninput = [48, 48, 1]\n\n[[layers]]\nkind = \"conv2d\"\nfilters = 8\nkernel = 3\n\n\
+                    [[layers]]\nkind = \"maxpool\"\npool = 2\n\n[[layers]]\nkind = \"dropout\"\n# why\nrate = 1.5\n\n\
+                    [[layers]]\nkind = \"flatten\"\n[[layers]]\nkind = \"dense\"\nunits = 7\n";
+        let err = format!("{:#}", NetSpec::from_toml(text, "net.toml").unwrap_err());
+        assert!(err.starts_with("net.toml: line 16: net `t` is inconsistent") && err.contains("rate 1.5"), "{err}");
+        let err = format!(
+            "{:#}",
+            NetSpec::from_toml(&text.replace("kernel = 3", "kernel = 60\npadding = \"valid\""), "net.toml")
+                .unwrap_err()
+        );
+        assert!(err.starts_with("net.toml: line 7:") && err.contains("window 60"), "{err}");
+        let err =
+            format!("{:#}", NetSpec::from_toml(&text.replace("filters = 8", "filters = 0"), "net.toml").unwrap_err());
+        assert!(err.starts_with("net.toml: line 6:") && err.contains("`filters` must be at least 1"), "{err}");
+        let err = format!(
+            "{:#}",
+            NetSpec::from_toml(
+                &text.replace("input = [48, 48, 1]", "input = [48, 48, 1]\nlearning_rate = -1"),
+                "n.toml"
+            )
+            .unwrap_err()
+        );
+        assert!(err.starts_with("n.toml: line 3:"), "{err}");
+        // Batch norm's momentum, in a later table.
+        let bn = text.replace("rate = 1.5", "rate = 0.5").replace(
+            "[[layers]]\nkind = \"flatten\"",
+            "[[layers]]\nkind = \"batchnorm\"\nmomentum = 2.0\n[[layers]]\nkind = \"flatten\"",
+        );
+        let err = format!("{:#}", NetSpec::from_toml(&bn, "bn.toml").unwrap_err());
+        assert!(err.starts_with("bn.toml: line 20:") && err.contains("momentum"), "{err}");
     }
 
     #[test]

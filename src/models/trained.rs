@@ -99,7 +99,7 @@ impl TrainedModel {
             ModelSource::RunDir(path) => {
                 let run = RunDir::open(path)?;
                 let config = run.load_config()?;
-                let device = config.device.device()?;
+                let device = config.device.inference_device();
                 let net = run.load_model(&config, &device)?;
                 Ok(Self { spec: config.model, net, device, source: source.clone(), batch_size: config.batch_size })
             }

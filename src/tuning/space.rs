@@ -158,6 +158,20 @@ impl Param {
         }
     }
 
+    /// The values at the edges of the parameter's range: an int's least and greatest reachable
+    /// value, a float's bounds, every choice, the fixed value.
+    pub fn extremes(&self) -> Vec<Value> {
+        match &self.kind {
+            ParamKind::Int { min, max, step } => {
+                let last = min + (Self::int_count(*min, *max, *step) - 1) * step;
+                if last == *min { vec![Value::from(*min)] } else { vec![Value::from(*min), Value::from(last)] }
+            }
+            ParamKind::Float { min, max, .. } => vec![Value::from(*min), Value::from(*max)],
+            ParamKind::Choice { values } => values.clone(),
+            ParamKind::Fixed { value } => vec![value.clone()],
+        }
+    }
+
     /// Every value, for grid search; `float_points` evenly spaced points (on the parameter's
     /// scale) stand for a Float's range.
     pub fn grid_values(&self, float_points: usize) -> Vec<Value> {
@@ -210,13 +224,65 @@ impl SearchSpace {
                 bail!("{origin}: parameter `{}` is defined twice", p.name);
             }
         }
-        // Every placeholder must name a parameter, and the template must give a valid net for
-        // some assignment (the one at the centre of the space).
-        if space.net.is_some() {
+        // Every placeholder must name a parameter and every parameter must be used; the template
+        // must give a valid net at the centre of the space and at its corners, so that no trial
+        // fails for a net that cannot be built.
+        if let Some(template) = &space.net {
             let centre: Assignment = space.params.iter().map(|p| (p.name.clone(), p.decode(0.5))).collect();
             space.net_for(&centre).with_context(|| format!("{origin}: the net template"))?;
+            let mut used = std::collections::BTreeSet::new();
+            placeholders(&toml::Value::Table(template.clone()), &mut used);
+            for p in &space.params {
+                if !used.contains(&p.name) {
+                    bail!(
+                        "{origin}: parameter `{}` is not used by the [net] template (no \"${}\" in it)",
+                        p.name,
+                        p.name
+                    );
+                }
+            }
+            space.check_corners().with_context(|| format!("{origin}: the net template"))?;
         }
         Ok(space)
+    }
+
+    /// Builds the net at every corner of the space: each parameter at each of its extremes (an
+    /// int's or a float's least and greatest value, every choice), all combinations when there
+    /// are at most [`MAX_CORNERS`], otherwise each parameter's extremes with the others at the
+    /// centre. Errors name the assignment that fails and why.
+    pub fn check_corners(&self) -> Result<()> {
+        let extremes: Vec<Vec<Value>> = self.params.iter().map(Param::extremes).collect();
+        let combinations = extremes.iter().try_fold(1usize, |n, e| n.checked_mul(e.len()));
+        let centre: Assignment = self.params.iter().map(|p| (p.name.clone(), p.decode(0.5))).collect();
+        let mut assignments = Vec::new();
+        match combinations {
+            Some(n) if n <= MAX_CORNERS => {
+                for mut k in 0..n {
+                    let mut values = Assignment::new();
+                    for (p, e) in self.params.iter().zip(&extremes) {
+                        values.insert(p.name.clone(), e[k % e.len()].clone());
+                        k /= e.len();
+                    }
+                    assignments.push(values);
+                }
+            }
+            _ => {
+                for (p, e) in self.params.iter().zip(&extremes) {
+                    for v in e {
+                        let mut values = centre.clone();
+                        values.insert(p.name.clone(), v.clone());
+                        assignments.push(values);
+                    }
+                }
+            }
+        }
+        for values in &assignments {
+            if let Err(e) = self.net_for(values) {
+                let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                bail!("no valid net for the corner {}: {e:#}", shown.join(", "));
+            }
+        }
+        Ok(())
     }
 
     pub fn from_file(path: &Path) -> Result<SearchSpace> {
@@ -268,6 +334,21 @@ impl SearchSpace {
         substitute(&mut net, values)?;
         let text = toml::to_string(&net).context("the filled-in template does not serialise")?;
         NetSpec::from_toml(&text, &format!("search space {}", self.name))
+    }
+}
+
+/// At most this many corners are checked as all combinations (2^12).
+pub const MAX_CORNERS: usize = 4096;
+
+/// The parameter names that `"$name"` strings in `value` refer to.
+fn placeholders(value: &toml::Value, out: &mut std::collections::BTreeSet<String>) {
+    match value {
+        toml::Value::String(s) if s.starts_with('$') => {
+            out.insert(s[1..].to_string());
+        }
+        toml::Value::Array(items) => items.iter().for_each(|v| placeholders(v, out)),
+        toml::Value::Table(table) => table.values().for_each(|v| placeholders(v, out)),
+        _ => {}
     }
 }
 
@@ -365,5 +446,37 @@ mod tests {
                     [net]\nname = \"n\"\ninput = [2304]\n[[net.layers]]\nkind = \"dense\"\nunits = \"$units\"\n";
         let err = format!("{:#}", SearchSpace::from_toml(text, "s.toml").unwrap_err());
         assert!(err.contains("`$units` names no parameter"), "{err}");
+        // A parameter the template never uses would be searched for nothing.
+        let unused = text
+            .replace("\"$units\"", "7")
+            .replace("[net]", "[[params]]\nname = \"v\"\ntype = \"fixed\"\nvalue = 1\n[net]");
+        let err = format!("{:#}", SearchSpace::from_toml(&unused, "s.toml").unwrap_err());
+        assert!(err.contains("parameter `u` is not used"), "{err}");
+    }
+
+    /// Issue 23: the centre of a space may build while a corner does not; the search is refused
+    /// before its first trial, naming the corner.
+    #[test]
+    fn every_corner_of_the_space_must_build() {
+        let text = |pools: &str| {
+            format!(
+                "name = \"s\"\n[[params]]\nname = \"pool\"\ntype = \"choice\"\nvalues = {pools}\n\
+                 [[params]]\nname = \"filters\"\ntype = \"int\"\nmin = 4\nmax = 9\nstep = 2\n\
+                 [net]\nname = \"n\"\ninput = [48, 48, 1]\n\
+                 [[net.layers]]\nkind = \"conv2d\"\nfilters = \"$filters\"\nkernel = 3\n\
+                 [[net.layers]]\nkind = \"maxpool\"\npool = \"$pool\"\n\
+                 [[net.layers]]\nkind = \"maxpool\"\npool = \"$pool\"\n\
+                 [[net.layers]]\nkind = \"flatten\"\n[[net.layers]]\nkind = \"dense\"\nunits = 7\n"
+            )
+        };
+        let space = SearchSpace::from_toml(&text("[2, 4]"), "ok.toml").unwrap();
+        // The int's greatest reachable value is 8, not 9.
+        assert_eq!(space.params[1].extremes(), [Value::from(4), Value::from(8)]);
+        // 46 -> 23 -> 11 with pools of 2 (the centre), but 46 / 8 = 5, 5 < 8 with pools of 8.
+        let err = format!("{:#}", SearchSpace::from_toml(&text("[2, 3, 8]"), "bad.toml").unwrap_err());
+        assert!(
+            err.contains("bad.toml") && err.contains("no valid net for the corner") && err.contains("pool = 8"),
+            "{err}"
+        );
     }
 }
