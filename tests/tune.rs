@@ -92,6 +92,22 @@ fn search_writes_trials_and_the_best_run() {
     let best: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("best.json")).unwrap()).unwrap();
     assert!(best["test_accuracy"].is_number(), "{best}");
+    // best.json and best_model.bpk are the best trial's: the lowest validation loss of the table.
+    let (best_trial, _) = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let cells: Vec<&str> = l.split(',').collect();
+            (cells[0].parse::<u64>().unwrap(), cells[4].parse::<f64>().unwrap())
+        })
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .unwrap();
+    assert_eq!(best["trial"], best_trial, "{best}\n{csv}");
+    let trial_dir = out.join(format!("trial_{best_trial:03}"));
+    assert_eq!(std::fs::read(out.join("best_model.bpk")).unwrap(), std::fs::read(trial_dir.join("model.bpk")).unwrap());
+    let trial_metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(trial_dir.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(best["test_accuracy"], trial_metrics["test"]["accuracy"]);
     assert!(stdout(&o).contains("best trial"), "{}", stdout(&o));
     // The same command again finds nothing left to do.
     let again = ferkit(&args);

@@ -79,7 +79,13 @@ fn compare(name: &str, space: SearchSpace, evaluations: usize, f: fn(&Assignment
 fn bayesian_beats_random_on_branin() {
     let space = floats(&[("x1", -5.0, 10.0), ("x2", 0.0, 15.0)]);
     let [ucb, ei, random] = compare("Branin", space, 24, branin);
-    assert!(ucb < random && ei < random, "UCB {ucb}, EI {ei}, random {random}");
+    // By a margin, in regret above Branin's minimum 0.397887. Measured (median of 10 seeds):
+    // UCB 0.992, EI 0.482, random 1.533, i.e. regrets 0.59, 0.084 and 1.13.
+    let regret = |v: f64| v - 0.397887;
+    assert!(
+        regret(ucb) <= 0.7 * regret(random) && regret(ei) <= 0.3 * regret(random),
+        "UCB {ucb}, EI {ei}, random {random}"
+    );
 }
 
 #[test]
@@ -87,5 +93,11 @@ fn bayesian_beats_random_on_hartmann6() {
     let names: Vec<String> = (1..=6).map(|i| format!("x{i}")).collect();
     let space = floats(&names.iter().map(|n| (n.as_str(), 0.0, 1.0)).collect::<Vec<_>>());
     let [ucb, ei, random] = compare("Hartmann-6", space, 40, hartmann6);
-    assert!(ucb < random && ei < random, "UCB {ucb}, EI {ei}, random {random}");
+    // By a margin, in regret above Hartmann-6's minimum -3.32237. Measured (median of 10 seeds):
+    // UCB -3.026, EI -3.113, random -1.775, i.e. regrets 0.30, 0.21 and 1.55.
+    let regret = |v: f64| v + 3.32237;
+    assert!(
+        regret(ucb) <= 0.4 * regret(random) && regret(ei) <= 0.4 * regret(random),
+        "UCB {ucb}, EI {ei}, random {random}"
+    );
 }

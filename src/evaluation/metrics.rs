@@ -53,7 +53,8 @@ impl Confusion {
             .collect()
     }
 
-    /// The unweighted mean of the per-class F1 scores.
+    /// The unweighted mean of the per-class F1 scores over all seven classes (a class with no rows
+    /// and no predictions counts as 0, as scikit-learn's `zero_division=0` with `labels=range(7)`).
     pub fn macro_f1(&self) -> f64 {
         self.per_class().iter().map(|m| m.f1).sum::<f64>() / NUM_CLASSES as f64
     }
@@ -88,5 +89,10 @@ mod tests {
         assert_eq!((m[2].precision, m[2].recall, m[2].f1, m[2].support), (0.0, 0.0, 0.0, 1));
         // Classes with no rows and no predictions count as zero.
         assert_eq!(m[5].support, 0);
+        assert!((m[0].f1 - 2.0 / 3.0).abs() < 1e-12 && (m[1].recall - 1.0).abs() < 1e-12);
+        // Macro F1 over all seven classes, the four without rows counting as 0 (scikit-learn's
+        // `f1_score(average="macro", labels=range(7), zero_division=0)`; its default `labels`
+        // would average over the three classes present only).
+        assert!((c.macro_f1() - (2.0 / 3.0 + 0.8 + 0.0) / 7.0).abs() < 1e-12, "{}", c.macro_f1());
     }
 }

@@ -482,3 +482,101 @@ mod residual_tests {
         assert!(err.contains("layer 1 (residual)") && err.contains("image input"), "{err}");
     }
 }
+
+#[cfg(test)]
+mod semantics_tests {
+    //! The training semantics the trainer relies on, each checked so that breaking it fails a
+    //! test (issue 22): the L2 term's gradient, and Keras' batch-norm momentum and epsilon.
+    use super::*;
+    use crate::kernels::tests::random_input;
+
+    fn values<const D: usize>(t: Tensor<D>) -> Vec<f32> {
+        t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+    }
+
+    /// d/dW of `l2 * sum(W^2)` is `2 * l2 * W` for dense and convolution kernels; biases and
+    /// layers without `l2` get no gradient from it.
+    #[test]
+    fn the_l2_gradient_is_twice_l2_times_the_kernel_and_spares_biases() {
+        let text = "name = \"l2\"\ninput = [48, 48, 1]\n\
+            [[layers]]\nkind = \"conv2d\"\nfilters = 4\nkernel = 3\nstride = 4\nl2 = 0.05\n\
+            [[layers]]\nkind = \"conv2d\"\nfilters = 4\nkernel = 3\nstride = 4\n\
+            [[layers]]\nkind = \"flatten\"\n[[layers]]\nkind = \"dense\"\nunits = 7\nl2 = 0.2\n";
+        let device = Device::flex().autodiff();
+        let net = Net::new(&NetSpec::from_toml(text, "l2").unwrap(), &device).unwrap();
+        let grads = net.l2_penalty().unwrap().backward();
+        let (Layer::Conv(c1), Layer::Conv(c2), Layer::Dense(d)) = (&net.layers[0], &net.layers[1], &net.layers[3])
+        else {
+            panic!("conv, conv, flatten, dense")
+        };
+        let checks = [
+            (
+                values(c1.conv.weight.val().grad(&grads).expect("the kernel has a gradient")),
+                values(c1.conv.weight.val().inner()),
+                0.05f32,
+            ),
+            (
+                values(d.linear.weight.val().grad(&grads).expect("the kernel has a gradient")),
+                values(d.linear.weight.val().inner()),
+                0.2,
+            ),
+        ];
+        for (grad, w, l2) in checks {
+            assert!(w.iter().any(|v| v.abs() > 1e-3));
+            for (g, w) in grad.iter().zip(&w) {
+                assert!((g - 2.0 * l2 * w).abs() < 1e-6, "{g} vs 2 * {l2} * {w}");
+            }
+        }
+        assert!(c1.conv.bias.as_ref().unwrap().val().grad(&grads).is_none(), "a bias got an L2 gradient");
+        assert!(d.linear.bias.as_ref().unwrap().val().grad(&grads).is_none(), "a bias got an L2 gradient");
+        assert!(c2.conv.weight.val().grad(&grads).is_none(), "a layer without l2 got an L2 gradient");
+    }
+
+    /// Keras' convention: after one training batch from fresh statistics (mean 0, variance 1),
+    /// `moving = 0.99 * moving + 0.01 * batch` (momentum 0.99 weighs the running value; the
+    /// batch variance is the biased one); inference then divides by sqrt(variance + 1e-3).
+    #[test]
+    fn batch_norm_follows_keras_momentum_and_epsilon() {
+        let text = "name = \"bn\"\ninput = [48, 48, 1]\n\
+            [[layers]]\nkind = \"conv2d\"\nfilters = 3\nkernel = 1\n\
+            [[layers]]\nkind = \"batchnorm\"\n\
+            [[layers]]\nkind = \"flatten\"\n[[layers]]\nkind = \"dense\"\nunits = 7\n";
+        let device = Device::flex().autodiff();
+        let net = Net::new(&NetSpec::from_toml(text, "bn").unwrap(), &device).unwrap();
+        let Layer::Conv(conv) = &net.layers[0] else { panic!("a convolution first") };
+        let Layer::BatchNorm(bn) = &net.layers[1] else { panic!("then batch norm") };
+        let x = random_input([5, 1, 48, 48], &Device::flex(), 11).mul_scalar(3.0).add_scalar(2.0);
+        let conv_out = values(kernels::conv2d::conv2d(&conv.conv.valid(), x.clone()));
+        let _ = net.forward(Tensor::from_inner(x.clone()));
+        let plane = 48 * 48;
+        let (mean, var) = (values(bn.running_mean.value_sync().inner()), values(bn.running_var.value_sync().inner()));
+        let mut batch = Vec::new();
+        for c in 0..3 {
+            let channel: Vec<f64> = (0..5)
+                .flat_map(|n| conv_out[(n * 3 + c) * plane..(n * 3 + c + 1) * plane].iter().map(|v| *v as f64))
+                .collect();
+            let m = channel.iter().sum::<f64>() / channel.len() as f64;
+            let v = channel.iter().map(|x| (x - m).powi(2)).sum::<f64>() / channel.len() as f64;
+            assert!((mean[c] as f64 - 0.01 * m).abs() < 1e-5, "channel {c}: running mean {} vs 0.01 * {m}", mean[c]);
+            assert!(
+                (var[c] as f64 - (0.99 + 0.01 * v)).abs() < 1e-4,
+                "channel {c}: running variance {} vs 0.99 + 0.01 * {v}",
+                var[c]
+            );
+            batch.push((m, v));
+        }
+        // Inference: (x - moving mean) / sqrt(moving variance + 1e-3), gamma 1 and beta 0.
+        let inference = net.valid();
+        let Layer::BatchNorm(bn) = &inference.layers[1] else { unreachable!() };
+        let out = values(kernels::batch_norm::batch_norm(
+            bn,
+            Tensor::<4>::from_data(TensorData::new(conv_out.clone(), [5, 3, 48, 48]), &Device::flex()),
+        ));
+        for c in 0..3 {
+            let (m, v) = (0.01 * batch[c].0, 0.99 + 0.01 * batch[c].1);
+            let i = (2 * 3 + c) * plane + 100;
+            let want = (conv_out[i] as f64 - m) / (v + 1e-3).sqrt();
+            assert!((out[i] as f64 - want).abs() < 1e-4, "channel {c}: {} vs {want}", out[i]);
+        }
+    }
+}

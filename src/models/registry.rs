@@ -69,6 +69,10 @@ mod tests {
             ("cnn1", 19_798_723, 11_678),
             ("cnn2", 2_000_399, 0),
             ("cnn3", 615_159, 0),
+            // ferkit's own presets, pinned to the figures the README publishes.
+            ("vgg-lite", 1_767_399, 1_920),
+            ("vgg-wide", 10_468_295, 3_840),
+            ("resnet-lite", 2_763_719, 4_544),
         ];
         for (name, total, non_trainable) in expected {
             let (t, nt) = resolve_net(name).unwrap().param_counts().unwrap();

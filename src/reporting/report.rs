@@ -254,8 +254,9 @@ fn markdown(sections: &[Section], out: &Path) -> String {
     md
 }
 
+/// Text for HTML element content and double- or single-quoted attribute values.
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;").replace('\'', "&#39;")
 }
 
 fn html(sections: &[Section]) -> Result<String> {
@@ -301,4 +302,15 @@ fn html(sections: &[Section]) -> Result<String> {
     }
     h += "</body></html>\n";
     Ok(h)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_covers_attribute_quotes() {
+        // A photo named a"b.png must not end an alt="..." attribute early.
+        assert_eq!(escape(r#"a"b<&>'.png"#), "a&quot;b&lt;&amp;&gt;&#39;.png");
+    }
 }

@@ -196,21 +196,7 @@ impl Oracle {
     /// Fits a GP to the results so far (pending trials count as the worst result, a
     /// pessimistic guess that keeps parallel workers apart) and minimises the acquisition.
     fn bayesian_values(&self, rng: &mut StdRng, acquisition: Acquisition, beta: f64) -> Option<Assignment> {
-        let worst = self.completed().map(|t| self.to_min(t)).fold(f64::NEG_INFINITY, f64::max);
-        if !worst.is_finite() {
-            return None;
-        }
-        let mut x = Vec::new();
-        let mut y = Vec::new();
-        for t in &self.trials {
-            let value = match t.status {
-                TrialStatus::Completed => self.to_min(t),
-                TrialStatus::Pending => worst,
-                TrialStatus::Failed => continue,
-            };
-            x.push(self.space.encode(&t.values).ok()?);
-            y.push(value);
-        }
+        let (x, y) = self.gp_data()?;
         let best = y.iter().copied().fold(f64::INFINITY, f64::min);
         let gp = GaussianProcess::fit(x.clone(), &y, rng)?;
         let score = |p: &[f64]| -> f64 {
@@ -234,6 +220,30 @@ impl Oracle {
         candidates.splice(0..0, refined);
         candidates.sort_by(|a, b| a.0.total_cmp(&b.0));
         candidates.into_iter().map(|(_, p)| self.space.decode(&p)).find(|v| self.is_new(v))
+    }
+}
+
+impl Oracle {
+    /// The Gaussian process's data: each completed trial's encoded point and objective (as a
+    /// value to minimise), each pending one's point with the worst objective so far; failed
+    /// trials are left out. None before any trial completed.
+    fn gp_data(&self) -> Option<(Vec<Vec<f64>>, Vec<f64>)> {
+        let worst = self.completed().map(|t| self.to_min(t)).fold(f64::NEG_INFINITY, f64::max);
+        if !worst.is_finite() {
+            return None;
+        }
+        let mut x = Vec::new();
+        let mut y = Vec::new();
+        for t in &self.trials {
+            let value = match t.status {
+                TrialStatus::Completed => self.to_min(t),
+                TrialStatus::Pending => worst,
+                TrialStatus::Failed => continue,
+            };
+            x.push(self.space.encode(&t.values).ok()?);
+            y.push(value);
+        }
+        Some((x, y))
     }
 }
 
@@ -331,6 +341,36 @@ mod tests {
         let c = o.ask().unwrap();
         assert!(a.values != b.values && b.values != c.values && a.values != c.values);
         assert_eq!(o.pending().len(), 3);
+    }
+
+    /// Issue 22: a pending trial pushes the next proposal away from itself (it counts as the
+    /// worst result), and a failed trial leaves the Gaussian process's data as if it had never
+    /// been asked.
+    #[test]
+    fn a_pending_trial_pushes_the_next_point_away_and_a_failed_one_changes_nothing() {
+        let mut o = Oracle::new(space(TWO_FLOATS), Strategy::bayesian(2), Direction::Minimize, 30, 1);
+        for _ in 0..8 {
+            let t = o.ask().unwrap();
+            o.tell(t.id, Some(objective(&t.values)), None, None);
+        }
+        let before = o.gp_data().unwrap();
+        let mut pending = o.clone();
+        let p = pending.ask().unwrap();
+        let mut failed = pending.clone();
+        failed.tell(p.id, None, None, None);
+        assert_eq!(failed.gp_data().unwrap(), before, "a failed trial changed the GP's data");
+        let encoded = |o: &Oracle, t: &Trial| o.space.encode(&t.values).unwrap();
+        let distance = |a: &[f64], b: &[f64]| a.iter().zip(b).map(|(x, y)| (x - y).powi(2)).sum::<f64>().sqrt();
+        let p_point = encoded(&pending, &p);
+        let with_pending = pending.ask().unwrap();
+        let after_failure = failed.ask().unwrap();
+        let (near, far) = (
+            distance(&encoded(&failed, &after_failure), &p_point),
+            distance(&encoded(&pending, &with_pending), &p_point),
+        );
+        eprintln!("distance from the pending point: {far:.4} while pending, {near:.4} once failed");
+        // Measured: 0.9261 while pending, 0.0231 once failed (near the same optimum again).
+        assert!(far > 0.5 && far > 10.0 * near, "pending: {far}, failed: {near}");
     }
 
     #[test]
