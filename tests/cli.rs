@@ -281,6 +281,18 @@ fn training_learns_keeps_the_best_epoch_and_init_from_continues() {
     assert!((kept_loss - field(1, "val_loss")).abs() < 1e-5, "kept {kept_loss}, history {history:?}");
     assert!((kept_loss - field(2, "val_loss")).abs() > 1e-3, "the last epoch's weights were kept: {history:?}");
 
+    // --config: the saved config.toml trains the same run again, figure for figure.
+    let again = dir.path().join("again");
+    let out =
+        ferkit(&["train", "--config", run.join("config.toml").to_str().unwrap(), "--out", again.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        state(&again)["history"].as_array().unwrap().iter().map(|r| r["val_loss"].clone()).collect::<Vec<_>>(),
+        history.iter().map(|r| r["val_loss"].clone()).collect::<Vec<_>>()
+    );
+    let mixed = ferkit(&["train", "--config", run.join("config.toml").to_str().unwrap(), "--epochs", "9"]);
+    assert!(!mixed.status.success() && stderr(&mixed).contains("cannot be used with"), "{}", stderr(&mixed));
+
     // --init-from: the first epoch starts where the run ended, far below a fresh first epoch.
     let continued = train("continued", &["--epochs", "1", "--init-from", run.to_str().unwrap()]);
     let fresh_first = field(0, "val_loss");

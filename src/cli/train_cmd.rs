@@ -18,8 +18,18 @@ use crate::util::device::DeviceKind;
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     /// A preset (fnn1..3, cnn1..3, vgg-lite) or a path to a net TOML file.
-    #[arg(required_unless_present = "resume")]
+    #[arg(required_unless_present_any = ["resume", "config"])]
     pub model: Option<String>,
+    /// Train exactly what a run's saved `config.toml` says (net, data, recipe, seed) into a new
+    /// run directory (`--out`): a run repeated, or continued elsewhere with other epochs by editing
+    /// the file. Its numbers are checked as the command line's are.
+    #[arg(long, value_name = "CONFIG_TOML", conflicts_with_all = [
+        "model", "resume", "data", "train", "val", "test", "skip_bad_rows", "epochs", "batch_size", "lr", "schedule",
+        "warmup_epochs", "seed", "monitor", "subset", "device", "augment", "init_from",
+        "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
+        "optimizer", "momentum", "weight_decay", "label_smoothing", "ema", "plateau_factor", "plateau_patience",
+    ])]
+    pub config: Option<PathBuf>,
     /// Go on with a run that stopped (killed, machine gone) from its last finished epoch, with the
     /// options saved in its config.toml (started from the same folder, on the same data); on the
     /// same machine the result equals an uninterrupted run's.
@@ -150,7 +160,12 @@ pub fn run(args: TrainArgs) -> Result<()> {
         let metrics = resume(&run_dir, &dataset)?;
         return print_result(&metrics, &run_dir);
     }
-    let model = args.model.as_deref().expect("clap requires MODEL unless --resume");
+    if let Some(path) = &args.config {
+        let config = TrainConfig::load(path)?;
+        let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.model.name()));
+        return start(config, out, args.overwrite);
+    }
+    let model = args.model.as_deref().expect("clap requires MODEL unless --resume or --config");
     if let Some(lr) = args.lr
         && !(lr > 0.0 && lr.is_finite())
     {
@@ -177,14 +192,20 @@ pub fn run(args: TrainArgs) -> Result<()> {
     };
     config.check_recipe()?;
     let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(config.model.name()));
+    start(config, out, args.overwrite)
+}
+
+/// Trains `config` into a new run directory `out`, after everything that can fail early has
+/// been checked (data, inputs, weights): a failed start leaves no run directory.
+fn start(config: TrainConfig, out: PathBuf, overwrite: bool) -> Result<()> {
     // The data is read before the run directory is made: bad data leaves nothing behind.
-    if !args.overwrite && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
+    if !overwrite && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
         RunDir::create(&out, false)?; // refuses a folder that holds a run, saying why
     }
     let (dataset, report) = load_config_data(&config)?;
     check_inputs(&config, &dataset)?;
     config.model.build(&config.device.device()?)?; // weights that do not load fail here, not in the run
-    let run_dir = RunDir::create(&out, args.overwrite)?;
+    let run_dir = RunDir::create(&out, overwrite)?;
     write_atomic(&run_dir.path.join("load_report.txt"), report.full())?;
     let metrics = train(&config, &dataset, &run_dir)?;
     print_result(&metrics, &run_dir)
