@@ -44,7 +44,7 @@ pub fn bench_model(
     // The trainer's own step (Adam with Keras' epsilon, the notebook's optimizer); reading the
     // loss back waits for the step to finish on asynchronous backends.
     let mut train_step = |model: Model| -> anyhow::Result<Model> {
-        training_step(model, &mut optimizer, &loss_fn, images.clone(), labels.clone(), 1e-4)
+        training_step(model, &mut optimizer, &loss_fn, images.clone(), labels.clone(), None, 1e-4)
             .map(|(model, _)| model)
             .map_err(|loss| anyhow::anyhow!("the benchmark's training loss on random data is {loss}"))
     };

@@ -58,10 +58,10 @@ fn a_run_killed_mid_epoch_resumes_to_the_uninterrupted_result() {
     );
 }
 
-/// The newer recipe's state too: SGD's momentum, the weight EMA (kept and validated), and a
-/// schedule driven by the validation history.
+/// The newer recipe's state too: SGD's momentum, the weight EMA (kept and validated), a
+/// schedule driven by the validation history, and CutMix's per-batch draws.
 #[test]
-fn a_run_with_ema_sgd_and_plateau_resumes_to_the_uninterrupted_result() {
+fn a_run_with_ema_sgd_plateau_and_cutmix_resumes_to_the_uninterrupted_result() {
     let recipe = [
         "--optimizer",
         "sgd-nesterov",
@@ -77,6 +77,8 @@ fn a_run_with_ema_sgd_and_plateau_resumes_to_the_uninterrupted_result() {
         "plateau",
         "--plateau-patience",
         "0",
+        "--cutmix",
+        "1.0",
     ];
     killed_run_resumes(&recipe, &["ema-4.bpk", "epoch-4.bpk", "optimizer-4.bpk", "state.json"]);
 }

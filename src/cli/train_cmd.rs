@@ -9,6 +9,7 @@ use super::{DataArgs, load_data_reported};
 use crate::data::LoadReport;
 use crate::data::augment::AugmentConfig;
 use crate::models::ModelSpec;
+use crate::training::mix::MixConfig;
 use crate::training::{
     LrSchedule, Monitor, OptimizerKind, RunDir, RunMetrics, TrainConfig, check_inputs, resume, train,
 };
@@ -28,6 +29,7 @@ pub struct TrainArgs {
         "warmup_epochs", "seed", "monitor", "subset", "device", "augment", "init_from",
         "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
         "optimizer", "momentum", "weight_decay", "label_smoothing", "ema", "plateau_factor", "plateau_patience",
+        "mixup", "cutmix",
     ])]
     pub config: Option<PathBuf>,
     /// Go on with a run that stopped (killed, machine gone) from its last finished epoch, with the
@@ -38,6 +40,7 @@ pub struct TrainArgs {
         "warmup_epochs", "seed", "monitor", "out", "overwrite", "subset", "device", "augment", "init_from",
         "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
         "optimizer", "momentum", "weight_decay", "label_smoothing", "ema", "plateau_factor", "plateau_patience",
+        "mixup", "cutmix",
     ])]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
@@ -80,6 +83,12 @@ pub struct TrainArgs {
     /// reads it and the run keeps it as its weights.
     #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
     pub ema: Option<f64>,
+    /// Mixup of each training batch with Beta(ALPHA, ALPHA) weights (timm's default 0.8).
+    #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
+    pub mixup: Option<f64>,
+    /// CutMix of each training batch with Beta(ALPHA, ALPHA) box areas (timm's default 1.0).
+    #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
+    pub cutmix: Option<f64>,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Which validation figure picks the kept checkpoint.
@@ -180,6 +189,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         optimizer: OptimizerKind::parse(&args.optimizer, args.momentum, args.weight_decay)?,
         label_smoothing: args.label_smoothing,
         ema_decay: args.ema,
+        mix: MixConfig::from_options(args.mixup, args.cutmix)?,
         seed: args.seed,
         monitor: args.monitor,
         device: args.device,

@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::mix::MixConfig;
 use super::optimizer::OptimizerKind;
 use super::schedule::LrSchedule;
 use crate::data::DataSource;
@@ -46,6 +47,9 @@ pub struct TrainConfig {
     /// validation reads and what the run keeps; none when absent (the notebook's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ema_decay: Option<f64>,
+    /// Mixup or CutMix of the training batches ([`super::mix`]); none when absent (the notebook's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mix: Option<MixConfig>,
     pub seed: u64,
     pub monitor: Monitor,
     pub device: DeviceKind,
@@ -79,6 +83,7 @@ impl TrainConfig {
             optimizer: OptimizerKind::Adam,
             label_smoothing: 0.0,
             ema_decay: None,
+            mix: None,
             seed: 42,
             monitor: Monitor::ValLoss,
             device: DeviceKind::Cpu,
@@ -114,6 +119,12 @@ impl TrainConfig {
         if let Some(d) = self.ema_decay {
             anyhow::ensure!(d > 0.0 && d < 1.0, "ema_decay (--ema) must be in (0, 1), e.g. 0.999 (got {d})");
         }
+        if let Some(MixConfig::Mixup { alpha } | MixConfig::Cutmix { alpha }) = self.mix {
+            anyhow::ensure!(
+                alpha > 0.0 && alpha.is_finite(),
+                "the mix's alpha (--mixup, --cutmix) must be positive (got {alpha})"
+            );
+        }
         Ok(())
     }
 
@@ -132,6 +143,9 @@ impl TrainConfig {
         if let Some(d) = self.ema_decay {
             parts.push(format!("weight EMA {d}"));
         }
+        if let Some(mix) = self.mix {
+            parts.push(mix.describe());
+        }
         parts.join(", ")
     }
 }
@@ -149,6 +163,7 @@ mod tests {
         config.optimizer = OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-4 };
         config.label_smoothing = 0.1;
         config.ema_decay = Some(0.999);
+        config.mix = Some(MixConfig::Cutmix { alpha: 1.0 });
         config.augment = Some(AugmentConfig::parse("rotation=20,shear=20,zoom=0.1,hflip").unwrap());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
@@ -157,7 +172,13 @@ mod tests {
         // The notebook's recipe writes none of the newer keys, so older runs read the same.
         let plain = TrainConfig::notebook(crate::models::resolve("cnn3").unwrap(), DataSource::from_path("d.csv"));
         let text = plain.to_toml();
-        assert!(!text.contains("optimizer") && !text.contains("smoothing") && !text.contains("ema"), "{text}");
+        assert!(
+            !text.contains("optimizer")
+                && !text.contains("smoothing")
+                && !text.contains("ema")
+                && !text.contains("mix"),
+            "{text}"
+        );
         // Out-of-range numbers in a hand-edited file are refused by name.
         std::fs::write(&path, config.to_toml().replace("label_smoothing = 0.1", "label_smoothing = 1.5")).unwrap();
         let err = format!("{:#}", TrainConfig::load(&path).unwrap_err());

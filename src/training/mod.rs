@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod ema;
 pub mod history;
+pub mod mix;
 pub mod optimizer;
 pub mod progress;
 pub mod run_dir;

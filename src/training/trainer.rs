@@ -76,6 +76,13 @@ impl EpochPass<'_> {
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (i, host) in batches.into_iter().enumerate() {
             let n = host.labels.len();
+            let mut host = host;
+            let mixed = self.config.mix.map(|mix| {
+                let side = (host.pixels.len() / n.max(1)).isqrt();
+                let mixed = mix.apply(&mut host.pixels, n, side, self.config.seed, self.epoch, i);
+                let partner_labels: Vec<i64> = mixed.partner.iter().map(|&j| host.labels[j]).collect();
+                (Tensor::<1, Int>::from_data(TensorData::new(partner_labels, [n]), self.device), mixed.lambda)
+            });
             let batch = host.to_device(self.device);
             let rate = self.history_factor
                 * self.config.schedule.rate(
@@ -84,7 +91,7 @@ impl EpochPass<'_> {
                     self.steps_per_epoch,
                     self.config.epochs,
                 );
-            let step = training_step(model, optimizer, self.loss_fn, batch.images, batch.labels, rate);
+            let step = training_step(model, optimizer, self.loss_fn, batch.images, batch.labels, mixed, rate);
             let StepOutcome { loss, correct: right } = match step {
                 Ok((next, outcome)) => {
                     model = next;
@@ -118,7 +125,9 @@ pub struct StepOutcome {
 /// One optimizer step on one batch, the step that training runs and `ferkit bench` times: forward
 /// pass, loss (`loss_fn`, label-smoothed as configured, plus the net's L2 term), backward pass,
 /// and the update at `rate`. `images` `[batch, 1, 48, 48]` and `labels` `[batch]` are on the
-/// autodiff device.
+/// autodiff device. With `mixed` (the partners' labels and lambda of a mixup or CutMix batch),
+/// the loss is `lambda * CE(labels) + (1 - lambda) * CE(partner labels)`; the correct count is
+/// against `labels`.
 ///
 /// Errors: a loss that is NaN or infinite, returned before the update is applied (the net is
 /// dropped: the caller keeps its last good checkpoint).
@@ -128,10 +137,14 @@ pub fn training_step(
     loss_fn: &CrossEntropyLoss,
     images: Tensor<4>,
     labels: Tensor<1, Int>,
+    mixed: Option<(Tensor<1, Int>, f64)>,
     rate: f64,
 ) -> Result<(Model, StepOutcome), f32> {
     let logits = model.forward(images);
     let mut loss = loss_fn.forward(logits.clone(), labels.clone());
+    if let Some((partner_labels, lambda)) = mixed {
+        loss = loss.mul_scalar(lambda) + loss_fn.forward(logits.clone(), partner_labels).mul_scalar(1.0 - lambda);
+    }
     if let Some(l2) = model.l2_penalty() {
         loss = loss + l2;
     }
@@ -386,4 +399,32 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
     };
     write_atomic(&run.metrics(), serde_json::to_string_pretty(&metrics)?)?;
     Ok(metrics)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::random_input;
+    use crate::training::OptimizerKind;
+
+    /// A mixed batch's loss is `lambda * CE(labels) + (1 - lambda) * CE(partners' labels)`.
+    #[test]
+    fn a_mixed_batch_weighs_both_labels_cross_entropies() {
+        let text = "name = \"lin\"\ninput = [48, 48, 1]\n[[layers]]\nkind = \"flatten\"\n[[layers]]\nkind = \"dense\"\nunits = 7\n";
+        let spec = crate::models::ModelSpec::Layers(crate::models::NetSpec::from_toml(text, "lin").unwrap());
+        let device = Device::flex().autodiff();
+        let model = spec.build(&device).unwrap();
+        let images = Tensor::<4>::from_inner(random_input([4, 1, 48, 48], &Device::flex(), 3));
+        let labels = Tensor::<1, Int>::from_ints([0, 1, 2, 3], &device);
+        let partners = Tensor::<1, Int>::from_ints([3, 2, 1, 0], &device);
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        let ce = |l: Tensor<1, Int>| loss_fn.forward(model.forward(images.clone()), l).into_scalar::<f32>() as f64;
+        let (a, b) = (ce(labels.clone()), ce(partners.clone()));
+        assert!((a - b).abs() > 1e-3, "the two labelings must differ for the test to mean anything");
+        let mut optimizer = OptimizerKind::Adam.init();
+        let (_, outcome) =
+            training_step(model.clone(), &mut optimizer, &loss_fn, images.clone(), labels, Some((partners, 0.3)), 1e-3)
+                .unwrap();
+        assert!((outcome.loss as f64 - (0.3 * a + 0.7 * b)).abs() < 1e-5, "{} vs {}", outcome.loss, 0.3 * a + 0.7 * b);
+    }
 }
