@@ -99,13 +99,30 @@ pub fn read_csv(
 /// when it is one, without a UTF-8 byte-order mark. The flag says the gzip stream ended early;
 /// the bytes are then what could be decompressed.
 fn read_text(path: &Path) -> Result<(Vec<u8>, bool)> {
+    read_text_limited(path, max_text_bytes())
+}
+
+/// The most bytes a data file may hold once decompressed: 4 GB (FER2013 is 0.29 GB), or
+/// `$FERKIT_MAX_CSV_BYTES`. A few megabytes of gzip can decompress to any size.
+fn max_text_bytes() -> u64 {
+    std::env::var("FERKIT_MAX_CSV_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(4_000_000_000)
+}
+
+/// [`read_text`] with the decompressed size capped at `limit` bytes (an error names the file).
+fn read_text_limited(path: &Path, limit: u64) -> Result<(Vec<u8>, bool)> {
     let raw = std::fs::read(path).with_context(|| format!("{}: cannot read the file", path.display()))?;
     let (mut text, truncated) = if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
         let mut text = Vec::with_capacity(raw.len() * 4);
-        let mut decoder = flate2::read::GzDecoder::new(&raw[..]);
+        let mut decoder = flate2::read::GzDecoder::new(&raw[..]).take(limit + 1);
         // read_to_end keeps what it decoded before an error: a truncated file still shows
         // the line where it breaks off.
         let truncated = decoder.read_to_end(&mut text).is_err();
+        if text.len() as u64 > limit {
+            bail!(
+                "{}: decompresses to more than {limit} bytes, the limit for a data file (set FERKIT_MAX_CSV_BYTES to allow more)",
+                path.display()
+            );
+        }
         (text, truncated)
     } else {
         (raw, false)
@@ -348,5 +365,22 @@ mod tests {
         assert!(e.contains("found 3"), "{e}");
         let e = parse_pixels(b"1 2 3 4 5", &mut img).unwrap_err();
         assert!(e.contains("found 5"), "{e}");
+    }
+
+    /// Issue 20: a gzip bomb is refused by name once its decompressed size passes the limit.
+    #[test]
+    fn a_gzip_that_decompresses_past_the_limit_is_refused() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bomb.csv.gz");
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        gz.write_all(b"emotion,pixels,Usage\n").unwrap();
+        gz.write_all(&vec![b'0'; 5_000_000]).unwrap();
+        let bytes = gz.finish().unwrap();
+        assert!(bytes.len() < 20_000, "{} bytes", bytes.len());
+        std::fs::write(&path, bytes).unwrap();
+        let err = format!("{:#}", read_text_limited(&path, 1_000_000).unwrap_err());
+        assert!(err.contains("bomb.csv.gz") && err.contains("more than 1000000 bytes"), "{err}");
+        assert_eq!(read_text_limited(&path, 10_000_000).unwrap().0.len(), 5_000_021);
     }
 }

@@ -29,8 +29,16 @@ pub fn is_image_file(path: &Path) -> Result<bool> {
     Ok(reader.format().is_some_and(|f| f.reading_enabled()))
 }
 
+/// The most pixels an image may declare before ferkit refuses to decode it: 100 million (a
+/// 12,000 x 8,000 photo is 96 million), or `$FERKIT_MAX_IMAGE_PIXELS`. A header can declare any
+/// size in a few bytes; decoding it would allocate 3 bytes a pixel or more.
+pub fn max_image_pixels() -> u64 {
+    std::env::var("FERKIT_MAX_IMAGE_PIXELS").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000_000)
+}
+
 /// Decodes an image, upright: the format from the content (the extension only when the content
-/// does not tell), then the EXIF orientation applied. Errors name the file.
+/// does not tell), then the EXIF orientation applied. Errors name the file; an image whose header
+/// declares more than [`max_image_pixels`] is refused before any pixel is decoded.
 pub fn read_image(path: &Path) -> Result<DynamicImage> {
     let cannot = || format!("{}: cannot read the image", path.display());
     let mut decoder = ImageReader::open(path)
@@ -39,6 +47,14 @@ pub fn read_image(path: &Path) -> Result<DynamicImage> {
         .with_context(cannot)?
         .into_decoder()
         .with_context(cannot)?;
+    let (width, height) = decoder.dimensions();
+    let (pixels, limit) = (width as u64 * height as u64, max_image_pixels());
+    if pixels > limit {
+        anyhow::bail!(
+            "{}: the image declares {width}x{height} = {pixels} pixels, more than the limit of {limit} (set FERKIT_MAX_IMAGE_PIXELS to allow more)",
+            path.display()
+        );
+    }
     let orientation = decoder.orientation().with_context(cannot)?;
     let mut image = DynamicImage::from_decoder(decoder).with_context(cannot)?;
     image.apply_orientation(orientation);
@@ -103,5 +119,31 @@ mod tests {
         let err = format!("{:#}", read_image(&notes).unwrap_err());
         assert!(err.contains("notes.txt: cannot read the image"), "{err}");
         assert!(has_image_extension(Path::new("x/IMG_1.JFIF")) && !has_image_extension(Path::new("Thumbs.db")));
+    }
+
+    /// Issue 20: a header that declares a huge image (here 100,000 x 100,000 in a 70-byte PNG) is
+    /// refused by name before decoding allocates anything.
+    #[test]
+    fn an_image_declaring_too_many_pixels_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let small = dir.path().join("small.png");
+        image::GrayImage::new(1, 1).save(&small).unwrap();
+        let mut bytes = std::fs::read(&small).unwrap();
+        // IHDR: length (4), "IHDR" (4), width (4), height (4), ... then the CRC of type + data.
+        let ihdr = 8;
+        assert_eq!(&bytes[ihdr + 4..ihdr + 8], b"IHDR");
+        bytes[ihdr + 8..ihdr + 12].copy_from_slice(&100_000u32.to_be_bytes());
+        bytes[ihdr + 12..ihdr + 16].copy_from_slice(&100_000u32.to_be_bytes());
+        let mut crc = flate2::Crc::new();
+        crc.update(&bytes[ihdr + 4..ihdr + 8 + 13]);
+        bytes[ihdr + 8 + 13..ihdr + 8 + 17].copy_from_slice(&crc.sum().to_be_bytes());
+        let bomb = dir.path().join("bomb.png");
+        std::fs::write(&bomb, &bytes).unwrap();
+        assert_eq!(image_dimensions(&bomb).unwrap(), (100_000, 100_000));
+        let err = format!("{:#}", read_image(&bomb).unwrap_err());
+        assert!(
+            err.contains("bomb.png") && err.contains("100000x100000") && err.contains("FERKIT_MAX_IMAGE_PIXELS"),
+            "{err}"
+        );
     }
 }
