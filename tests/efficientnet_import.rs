@@ -100,6 +100,42 @@ fn frozen_blocks_do_not_change_in_training() {
     let (trainable, non_trainable) = spec.param_counts().unwrap();
     assert_eq!(trainable + non_trainable, net.num_params());
     assert!(non_trainable > backbone.conv_stem.num_params());
+
+    // One real optimizer step (the trainer's own): frozen weights and frozen batch-norm statistics
+    // stay bit-identical; the first unfrozen block's weights and statistics move.
+    let values = |t: Tensor<1>| t.inner().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+    let snapshot = |net: &TransferNet| {
+        let ferkit::models::transfer::Backbone::EfficientNetLite0(b) = &net.backbone else { unreachable!() };
+        (
+            values(b.conv_stem.weight.val().flatten(0, 3)),
+            values(b.blocks[1].depthwise_conv.weight.val().flatten(0, 3)),
+            values(b.blocks[1].bn1.running_mean.value_sync()),
+            values(b.blocks[2].depthwise_conv.weight.val().flatten(0, 3)),
+            values(b.blocks[2].bn1.running_mean.value_sync()),
+        )
+    };
+    let before = snapshot(&net);
+    let images = Tensor::<4>::random([2, 1, 48, 48], burn::tensor::Distribution::Normal(0.5, 0.2), &device);
+    let labels = Tensor::<1, Int>::from_ints([3, 5], &device);
+    let loss_fn = burn::nn::loss::CrossEntropyLossConfig::new().init(&device);
+    let mut optimizer = ferkit::training::OptimizerKind::Adam.init();
+    let (stepped, _) = ferkit::training::trainer::training_step(
+        ferkit::models::Model::Transfer(net),
+        &mut optimizer,
+        &loss_fn,
+        images,
+        labels,
+        None,
+        1e-2,
+    )
+    .unwrap();
+    let ferkit::models::Model::Transfer(stepped) = stepped else { unreachable!() };
+    let after = snapshot(&stepped);
+    assert_eq!(before.0, after.0, "the frozen stem moved");
+    assert_eq!(before.1, after.1, "frozen block 1's weights moved");
+    assert_eq!(before.2, after.2, "frozen block 1's batch-norm statistics moved");
+    assert_ne!(before.3, after.3, "unfrozen block 2's weights did not move");
+    assert_ne!(before.4, after.4, "unfrozen block 2's batch-norm statistics did not move");
 }
 
 /// The depthwise-convolution weights of MBConv block 0 of a finished transfer run.
