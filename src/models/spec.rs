@@ -382,18 +382,19 @@ fn offending_field(layer: &LayerSpec, message: &str) -> Option<&'static str> {
     }
 }
 
-/// The 1-based line of `field` in the `layer`-th `[[layers]]` table of a net file (the top-level
-/// keys when `layer` is none); the table's header line when the key is not written there (a
-/// default); none when the file is not laid out as `[[layers]]` tables.
-fn key_line(text: &str, layer: Option<usize>, field: Option<&str>) -> Option<usize> {
+/// The 1-based line of `field` in a TOML text: in the `index`-th table whose header line is
+/// `header` (e.g. the third `[[layers]]`, the first `[mix]`), or among the top-level keys when
+/// `table` is none; the table's header line when the key is not written there (a default); none
+/// when the text is not laid out that way (e.g. inline tables).
+pub fn key_line(text: &str, table: Option<(&str, usize)>, field: Option<&str>) -> Option<usize> {
     let lines: Vec<&str> = text.lines().collect();
     let is_header = |l: &str| l.trim_start().starts_with('[');
-    let start = match layer {
+    let start = match table {
         None => 0,
-        Some(i) => lines.iter().enumerate().filter(|(_, l)| l.trim() == "[[layers]]").nth(i)?.0,
+        Some((header, i)) => lines.iter().enumerate().filter(|(_, l)| l.trim() == header).nth(i)?.0,
     };
     let end = (start + 1..lines.len()).find(|&j| is_header(lines[j])).unwrap_or(lines.len());
-    let from = if layer.is_some() { start + 1 } else { start };
+    let from = if table.is_some() { start + 1 } else { start };
     if let Some(field) = field {
         for (j, line) in lines.iter().enumerate().take(end).skip(from) {
             if let Some(rest) = line.trim_start().strip_prefix(field)
@@ -403,7 +404,7 @@ fn key_line(text: &str, layer: Option<usize>, field: Option<&str>) -> Option<usi
             }
         }
     }
-    layer.map(|_| start + 1)
+    table.map(|_| start + 1)
 }
 
 fn positive(value: usize, field: &str) -> Result<(), String> {
@@ -425,7 +426,9 @@ impl NetSpec {
         let spec: NetSpec = toml::from_str(text).with_context(|| format!("{origin}: not a valid net file"))?;
         if let Err(e) = spec.layer_infos() {
             // A problem with a key gets the key's own line (not its table's header).
-            let line = e.downcast_ref::<SpecProblem>().and_then(|p| key_line(text, p.layer, p.field));
+            let line = e
+                .downcast_ref::<SpecProblem>()
+                .and_then(|p| key_line(text, p.layer.map(|i| ("[[layers]]", i)), p.field));
             let at = line.map(|l| format!(" line {l}:")).unwrap_or_default();
             return Err(e.context(format!("{origin}:{at} net `{}` is inconsistent", spec.name)));
         }

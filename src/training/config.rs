@@ -105,7 +105,19 @@ impl TrainConfig {
         let config: TrainConfig =
             toml::from_str(&text).with_context(|| format!("{}: not a ferkit run config", path.display()))?;
         config.model.check().with_context(|| format!("{}: the model is inconsistent", path.display()))?;
-        config.check_recipe().with_context(|| format!("{}: the training recipe is out of range", path.display()))?;
+        if let Err(e) = config.check_recipe() {
+            // The line of the offending key: the messages start with the key's name.
+            let message = e.to_string();
+            let (table, key) = if message.starts_with("the mix's alpha") {
+                (Some(("[mix]", 0)), "alpha")
+            } else {
+                (None, message.split_whitespace().next().unwrap_or(""))
+            };
+            let line = crate::models::spec::key_line(&text, table, Some(key))
+                .map(|l| format!(" line {l}:"))
+                .unwrap_or_default();
+            return Err(e.context(format!("{}:{line} the training recipe is out of range", path.display())));
+        }
         Ok(config)
     }
 
@@ -183,5 +195,8 @@ mod tests {
         std::fs::write(&path, config.to_toml().replace("label_smoothing = 0.1", "label_smoothing = 1.5")).unwrap();
         let err = format!("{:#}", TrainConfig::load(&path).unwrap_err());
         assert!(err.contains("config.toml") && err.contains("label_smoothing"), "{err}");
+        let line =
+            std::fs::read_to_string(&path).unwrap().lines().position(|l| l.starts_with("label_smoothing")).unwrap() + 1;
+        assert!(err.contains(&format!("config.toml: line {line}: the training recipe")), "{err}");
     }
 }

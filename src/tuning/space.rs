@@ -83,6 +83,18 @@ impl Param {
         !matches!(self.kind, ParamKind::Fixed { .. })
     }
 
+    /// The key [`Self::check`] objects to first (for the error's line number).
+    fn offending_key(&self) -> &'static str {
+        match &self.kind {
+            ParamKind::Int { min, max, .. } if min > max => "max",
+            ParamKind::Int { .. } => "step",
+            ParamKind::Float { min, max, .. } if !(min.is_finite() && max.is_finite() && min < max) => "max",
+            ParamKind::Float { .. } => "min",
+            ParamKind::Choice { .. } => "values",
+            ParamKind::Fixed { .. } => "value",
+        }
+    }
+
     fn check(&self) -> Result<()> {
         match &self.kind {
             ParamKind::Int { min, max, step } if min > max || *step < 1 => {
@@ -218,10 +230,18 @@ impl SearchSpace {
     pub fn from_toml(text: &str, origin: &str) -> Result<SearchSpace> {
         let space: SearchSpace = toml::from_str(text).with_context(|| format!("{origin}: not a valid search space"))?;
         let mut names = std::collections::HashSet::new();
-        for p in &space.params {
-            p.check().with_context(|| origin.to_string())?;
+        // Errors name the line of the offending key of the parameter's `[[params]]` table.
+        let at = |i: usize, key: &str| {
+            crate::models::spec::key_line(text, Some(("[[params]]", i)), Some(key))
+                .map(|l| format!(" line {l}:"))
+                .unwrap_or_default()
+        };
+        for (i, p) in space.params.iter().enumerate() {
+            if let Err(e) = p.check() {
+                return Err(e.context(format!("{origin}:{}", at(i, p.offending_key()))));
+            }
             if !names.insert(p.name.as_str()) {
-                bail!("{origin}: parameter `{}` is defined twice", p.name);
+                bail!("{origin}:{} parameter `{}` is defined twice", at(i, "name"), p.name);
             }
         }
         // Every placeholder must name a parameter and every parameter must be used; the template
@@ -456,6 +476,18 @@ mod tests {
 
     /// Issue 23: the centre of a space may build while a corner does not; the search is refused
     /// before its first trial, naming the corner.
+    /// Issue 23: a parameter's bad value is named with the line of its key.
+    #[test]
+    fn parameter_errors_name_the_line_of_the_key() {
+        let text = "name = \"s\"\n\n[[params]]\nname = \"a\"\ntype = \"fixed\"\nvalue = 1\n\n\
+                    [[params]]\nname = \"b\"\ntype = \"int\"\nmin = 9\nmax = 3\n";
+        let err = format!("{:#}", SearchSpace::from_toml(text, "s.toml").unwrap_err());
+        assert!(err.starts_with("s.toml: line 12:") && err.contains("parameter `b`"), "{err}");
+        let twice = text.replace("name = \"b\"", "name = \"a\"").replace("min = 9\nmax = 3", "min = 1\nmax = 3");
+        let err = format!("{:#}", SearchSpace::from_toml(&twice, "s.toml").unwrap_err());
+        assert!(err.starts_with("s.toml: line 9: parameter `a` is defined twice"), "{err}");
+    }
+
     #[test]
     fn every_corner_of_the_space_must_build() {
         let text = |pools: &str| {
