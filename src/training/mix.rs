@@ -60,9 +60,9 @@ impl MixConfig {
     pub fn apply(&self, pixels: &mut [f32], n: usize, side: usize, seed: u64, epoch: usize, step: usize) -> Mixed {
         let plane = side * side;
         assert_eq!(pixels.len(), n * plane, "pixels must be [n, side, side]");
+        // The epoch's seed (the one dropout uses), spread over the batches of the epoch.
         let mut rng = StdRng::seed_from_u64(
-            seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-                ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+            super::checkpoint::epoch_seed(seed, epoch) ^ (step as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
         );
         let alpha = match *self {
             Self::Mixup { alpha } | Self::Cutmix { alpha } => alpha,
