@@ -14,6 +14,8 @@ pub mod models;
 pub mod prediction;
 pub mod reporting;
 pub mod reproduce;
+pub mod run;
+pub mod trained;
 pub mod training;
 pub mod tuning;
 pub mod util;

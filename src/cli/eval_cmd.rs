@@ -11,8 +11,8 @@ use super::DataArgs;
 use super::train_cmd::load_config_data;
 use crate::data::{DataSource, SplitName};
 use crate::evaluation::{Tta, evaluate, evaluate_ensemble};
-use crate::models::{ModelSource, TrainedModel};
 use crate::reporting::plots::plot_confusion;
+use crate::trained::{ModelSource, TrainedModel};
 use crate::training::RunDir;
 use crate::util::atomic::write_atomic;
 

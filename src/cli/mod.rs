@@ -188,7 +188,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
         Command::Export { run_dirs, half, out, name, description } => {
             let name =
                 name.unwrap_or_else(|| out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-            crate::models::trained::export(&run_dirs, &out, &name, &description, half)?;
+            crate::trained::export(&run_dirs, &out, &name, &description, half)?;
             println!("wrote {} and {}", out.display(), out.with_extension("toml").display());
             Ok(())
         }

@@ -11,9 +11,9 @@ use crate::data::CLASS_NAMES;
 use crate::detection::mtcnn::MtcnnOptions;
 use crate::detection::{BoundingBox, DetectOptions, locate};
 use crate::evaluation::Tta;
-use crate::models::ModelSource;
 use crate::prediction::output::{PhotoResult, describe_setup, expand_photo_paths, predict_photos, write_tables};
 use crate::prediction::{EmotionClassifier, FaceFinder, FacePrediction};
+use crate::trained::ModelSource;
 
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("detector").multiple(false))]

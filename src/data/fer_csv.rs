@@ -13,7 +13,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 
 use super::dataset::{Dataset, IMAGE_PIXELS, NUM_CLASSES, SplitName};
-use super::source::LoadReport;
+use super::load_report::LoadReport;
 
 /// Where the rows of one file go.
 #[derive(Clone, Copy, Debug)]
@@ -41,7 +41,7 @@ pub fn read_csv(
     report: &mut LoadReport,
 ) -> Result<()> {
     let shown = path.display();
-    let (text, truncated) = read_text(path)?;
+    let (text, truncated) = read_text(path, report)?;
     if text.iter().all(|b| b.is_ascii_whitespace()) {
         bail!("{shown}: the file is empty (expected a header line `emotion,pixels[,Usage]`)");
     }
@@ -98,8 +98,8 @@ pub fn read_csv(
 /// The file's bytes, decompressed when it starts with the gzip magic, taken out of a tar archive
 /// when it is one, without a UTF-8 byte-order mark. The flag says the gzip stream ended early;
 /// the bytes are then what could be decompressed.
-fn read_text(path: &Path) -> Result<(Vec<u8>, bool)> {
-    read_text_limited(path, max_text_bytes())
+fn read_text(path: &Path, report: &mut LoadReport) -> Result<(Vec<u8>, bool)> {
+    read_text_limited(path, max_text_bytes(), report)
 }
 
 /// The most bytes a data file may hold once decompressed: 4 GB (FER2013 is 0.29 GB), or
@@ -109,7 +109,7 @@ fn max_text_bytes() -> u64 {
 }
 
 /// [`read_text`] with the decompressed size capped at `limit` bytes (an error names the file).
-fn read_text_limited(path: &Path, limit: u64) -> Result<(Vec<u8>, bool)> {
+fn read_text_limited(path: &Path, limit: u64, report: &mut LoadReport) -> Result<(Vec<u8>, bool)> {
     let raw = std::fs::read(path).with_context(|| format!("{}: cannot read the file", path.display()))?;
     let (mut text, truncated) = if raw.len() >= 2 && raw[0] == 0x1f && raw[1] == 0x8b {
         let mut text = Vec::with_capacity(raw.len() * 4);
@@ -128,7 +128,9 @@ fn read_text_limited(path: &Path, limit: u64) -> Result<(Vec<u8>, bool)> {
         (raw, false)
     };
     if is_tar(&text) {
-        text = csv_in_tar(path, &text)?;
+        let (name, inner) = csv_in_tar(path, &text)?;
+        report.note(format!("{}: a tar archive; reading {name} inside it", path.display()));
+        text = inner;
     } else if text.starts_with(b"PK\x03\x04") || text.starts_with(b"PK\x05\x06") {
         let names = zip_entry_names(&text);
         bail!(
@@ -151,7 +153,7 @@ fn is_tar(bytes: &[u8]) -> bool {
 
 /// The one `.csv` file in a tar archive; errors list the archive's files when there is none or
 /// more than one.
-fn csv_in_tar(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
+fn csv_in_tar(path: &Path, bytes: &[u8]) -> Result<(String, Vec<u8>)> {
     let shown = path.display();
     let mut archive = tar::Archive::new(bytes);
     let mut names = Vec::new();
@@ -177,10 +179,7 @@ fn csv_in_tar(path: &Path, bytes: &[u8]) -> Result<Vec<u8>> {
         names.push(name);
     }
     match csv {
-        Some((name, data)) => {
-            eprintln!("{shown}: a tar archive; reading {name} inside it");
-            Ok(data)
-        }
+        Some(found) => Ok(found),
         None => bail!("{shown}: a tar archive holding no CSV file (it holds {})", quote_list(&names)),
     }
 }
@@ -379,8 +378,8 @@ mod tests {
         let bytes = gz.finish().unwrap();
         assert!(bytes.len() < 20_000, "{} bytes", bytes.len());
         std::fs::write(&path, bytes).unwrap();
-        let err = format!("{:#}", read_text_limited(&path, 1_000_000).unwrap_err());
+        let err = format!("{:#}", read_text_limited(&path, 1_000_000, &mut LoadReport::default()).unwrap_err());
         assert!(err.contains("bomb.csv.gz") && err.contains("more than 1000000 bytes"), "{err}");
-        assert_eq!(read_text_limited(&path, 10_000_000).unwrap().0.len(), 5_000_021);
+        assert_eq!(read_text_limited(&path, 10_000_000, &mut LoadReport::default()).unwrap().0.len(), 5_000_021);
     }
 }

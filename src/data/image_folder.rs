@@ -15,7 +15,7 @@ use super::class_names::{FolderClass, folder_class};
 use super::dataset::{Dataset, IMAGE_SIDE, SplitName};
 pub use super::image_io::has_image_extension;
 use super::image_io::{is_image_file, read_image, to_grey};
-use super::source::LoadReport;
+use super::load_report::LoadReport;
 use crate::util::fs::sorted_entries;
 
 /// How class folders are named (see [`super::class_names`]).

@@ -6,6 +6,7 @@
 //! - [`image_folder`]: `ROOT/<split>/<class>/<images>` trees.
 //! - [`image_io`]: the one image decoder (format from the content, EXIF orientation), also used
 //!   for photos.
+//! - [`load_report`]: what loading did (rows read, skipped, left out, notes).
 //! - [`source`]: picks the reader from what the user pointed at.
 //! - [`standardize`]: the notebook's per-image standardisation.
 //! - [`batch`]: shuffled mini-batches as Burn tensors.
@@ -17,8 +18,10 @@ pub mod dataset;
 pub mod fer_csv;
 pub mod image_folder;
 pub mod image_io;
+pub mod load_report;
 pub mod source;
 pub mod standardize;
 
 pub use dataset::{CLASS_NAMES, Dataset, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Split, SplitName};
-pub use source::{DataSource, LoadOptions, LoadReport};
+pub use load_report::LoadReport;
+pub use source::{DataSource, LoadOptions};

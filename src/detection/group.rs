@@ -3,7 +3,7 @@
 //! more than `min_neighbors` windows becomes its average box, and boxes lying inside a larger,
 //! better-supported box are dropped.
 
-use super::scan::BoundingBox;
+use super::geometry::BoundingBox;
 
 pub fn group_rectangles(boxes: &[BoundingBox], min_neighbors: usize, eps: f64) -> Vec<BoundingBox> {
     if min_neighbors == 0 || boxes.is_empty() {

@@ -4,20 +4,11 @@
 //! each level, and the windows every stage passes are mapped back to the photo and grouped.
 
 use rayon::prelude::*;
-use serde::Serialize;
 
 use super::cascade::{Cascade, Feature, Features, LbpFeature, Split};
+use super::geometry::BoundingBox;
 use super::grey::{GreyImage, Integral};
 use super::group::group_rectangles;
-
-/// A box in photo pixels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-pub struct BoundingBox {
-    pub x: usize,
-    pub y: usize,
-    pub width: usize,
-    pub height: usize,
-}
 
 /// `detectMultiScale`'s settings.
 #[derive(Clone, Copy, Debug)]

@@ -9,7 +9,6 @@ pub mod pytorch_weights;
 pub mod registry;
 pub mod spec;
 pub mod summary;
-pub mod trained;
 pub mod transfer;
 pub mod vgg16;
 
@@ -18,4 +17,3 @@ pub use net::Net;
 pub use registry::{PRESETS, preset_names, resolve, resolve_net};
 pub use spec::NetSpec;
 pub use summary::summary;
-pub use trained::{ModelSource, TrainedModel};

@@ -18,7 +18,8 @@ use crate::data::image_folder::to_face;
 use crate::data::{CLASS_NAMES, NUM_CLASSES, Split};
 use crate::detection::mtcnn::{Mtcnn, MtcnnOptions};
 use crate::detection::{BoundingBox, Cascade, DetectOptions, GreyImage};
-use crate::models::{Model, ModelSource, TrainedModel};
+use crate::models::Model;
+use crate::trained::{ModelSource, TrainedModel};
 
 /// A photo in colour (for pictures) and grey (for detection and the net).
 pub struct Photo {
@@ -144,7 +145,7 @@ impl FacePrediction {
 }
 
 /// A trained net that gives class probabilities for faces: the shipped model, a run's kept
-/// net, or a model file (see [`crate::models::trained`]).
+/// net, or a model file (see [`crate::trained`]).
 pub struct EmotionClassifier {
     pub model_name: String,
     /// Where the net came from (recorded with the results).

@@ -1,5 +1,4 @@
 //! Reporting: pictures (PNG) and tables people read.
 
 pub mod plots;
-pub mod report;
 pub mod table;

@@ -14,7 +14,7 @@ use plotters::style::FontStyle;
 use crate::data::{CLASS_NAMES, IMAGE_SIDE, NUM_CLASSES, Split};
 use crate::detection::BoundingBox;
 use crate::evaluation::Confusion;
-use crate::training::history::EpochRecord;
+use crate::run::history::EpochRecord;
 use crate::util::atomic::write_atomic_with;
 
 const FONT: &str = "sans-serif";

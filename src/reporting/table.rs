@@ -8,7 +8,7 @@ use serde_json::{Map, Value, json};
 use crate::data::{CLASS_NAMES, Dataset, SplitName};
 
 use crate::models::summary::thousands;
-use crate::training::RunDir;
+use crate::run::RunDir;
 
 /// One row per run: model, parameters, kept epoch, accuracy on each split, training seconds.
 pub fn runs_table(runs: &[&Path]) -> Result<String> {

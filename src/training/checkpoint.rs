@@ -23,9 +23,9 @@ use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
 
-use super::history::EpochRecord;
-use super::run_dir::RunDir;
 use crate::models::Model;
+use crate::run::RunDir;
+use crate::run::history::EpochRecord;
 use crate::util::atomic::{write_atomic, write_atomic_with};
 
 /// Version of the checkpoint layout; a checkpoint of another version is refused by name.

@@ -11,7 +11,8 @@ use super::optimizer::OptimizerKind;
 use super::schedule::LrSchedule;
 use crate::data::DataSource;
 use crate::data::augment::AugmentConfig;
-use crate::models::ModelSpec;
+use crate::models::{Model, ModelSpec};
+use crate::run::{RunDir, load_weights};
 use crate::util::device::DeviceKind;
 
 /// Which validation figure picks the kept checkpoint.
@@ -198,5 +199,22 @@ mod tests {
         let line =
             std::fs::read_to_string(&path).unwrap().lines().position(|l| l.starts_with("label_smoothing")).unwrap() + 1;
         assert!(err.contains(&format!("config.toml: line {line}: the training recipe")), "{err}");
+    }
+}
+
+impl RunDir {
+    /// The run's `config.toml`. Errors name the file (and the line of a bad key).
+    pub fn load_config(&self) -> Result<TrainConfig> {
+        TrainConfig::load(&self.config())
+    }
+
+    /// The run's model with its kept weights, on `device`.
+    pub fn load_model(&self, config: &TrainConfig, device: &burn::prelude::Device) -> Result<Model> {
+        let path = self.weights();
+        if !path.exists() {
+            anyhow::bail!("{}: no weights (did the run finish an epoch?)", path.display());
+        }
+        let net = config.model.without_pretrained().build(device)?;
+        load_weights(net, self.read_weights()?, &path)
     }
 }

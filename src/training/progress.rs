@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::history::EpochRecord;
+use crate::run::history::EpochRecord;
 
 pub struct Progress {
     bar: Option<ProgressBar>,

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::config::Monitor;
-use super::history::EpochRecord;
+use crate::run::history::EpochRecord;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

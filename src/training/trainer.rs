@@ -17,18 +17,19 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 use serde::Serialize;
 
+use super::best::BestTracker;
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::ema::Ema;
-use super::history::{BestTracker, EpochRecord, write_csv};
 use super::progress::Progress;
-use super::run_dir::{RunDir, load_weights};
 use crate::data::batch::Preprocess;
 use crate::data::batch::{EpochAugment, EpochOrder, HostBatch, prefetch};
 use crate::data::{Dataset, SplitName};
 use crate::evaluation::{SplitEvaluation, Tta, evaluate};
 use crate::models::Model;
 use crate::reporting::plots::plot_curves;
+use crate::run::history::{EpochRecord, write_csv};
+use crate::run::{RunDir, load_weights};
 use crate::util::atomic::write_atomic;
 
 /// What a finished run reports, saved as `metrics.json`.

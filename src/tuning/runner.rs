@@ -15,7 +15,7 @@ use super::oracle::{Direction, Oracle, Strategy, Trial, TrialStatus};
 use super::space::SearchSpace;
 use crate::data::DataSource;
 use crate::reporting::plots::plot_trials;
-use crate::training::history::read_csv;
+use crate::run::history::read_csv;
 use crate::training::{Monitor, RunDir};
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
@@ -275,7 +275,7 @@ fn die_with_parent(_cmd: &mut Command) {}
 /// and the epoch it came at.
 fn trial_result(dir: &Path, objective: Monitor) -> Option<(f64, usize)> {
     let history = read_csv(&dir.join("history.csv")).ok()?;
-    let pick = |r: &crate::training::history::EpochRecord| match objective {
+    let pick = |r: &crate::run::history::EpochRecord| match objective {
         Monitor::ValLoss => r.val_loss,
         Monitor::ValAccuracy => -r.val_accuracy,
     };

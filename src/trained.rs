@@ -11,14 +11,14 @@ use anyhow::{Context, Result, bail};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Model, ModelSpec};
+use crate::models::{Model, ModelSpec};
+use crate::run::load_weights;
 use crate::training::RunDir;
-use crate::training::run_dir::load_weights;
 
 /// The shipped model's weights (burnpack, float32) and description, compiled into the binary so
 /// that an installed `ferkit` works from any folder. See `models/MODEL_CARD.md`.
-const SHIPPED_WEIGHTS: &[u8] = include_bytes!("../../models/ferkit-fer2013.bpk");
-const SHIPPED_TOML: &str = include_str!("../../models/ferkit-fer2013.toml");
+const SHIPPED_WEIGHTS: &[u8] = include_bytes!("../models/ferkit-fer2013.bpk");
+const SHIPPED_TOML: &str = include_str!("../models/ferkit-fer2013.toml");
 
 /// What a model file's TOML holds: the net, and optionally the figures its card gives.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -160,13 +160,14 @@ pub fn export(run_dirs: &[PathBuf], out: &Path, name: &str, description: &str, h
         (1, Some(net)) => (specs.remove(0), net),
         (_, Some(last)) => {
             nets.push(last);
-            let spec = ModelSpec::Ensemble(super::model::EnsembleSpec { name: name.to_string(), members: specs });
+            let spec =
+                ModelSpec::Ensemble(crate::models::model::EnsembleSpec { name: name.to_string(), members: specs });
             spec.check()?;
-            (spec, Model::Ensemble(super::model::Ensemble { members: nets }))
+            (spec, Model::Ensemble(crate::models::model::Ensemble { members: nets }))
         }
     };
     let dtype = if half { burn::tensor::FloatDType::F16 } else { burn::tensor::FloatDType::F32 };
-    let net = crate::training::run_dir::to_dtype(net, dtype);
+    let net = crate::run::to_dtype(net, dtype);
     let file = ModelFile {
         name: name.to_string(),
         description: description.to_string(),
@@ -193,7 +194,7 @@ mod tests {
     #[test]
     fn a_float16_ensemble_loads_as_float32_and_averages_its_members() {
         use crate::models::model::{Ensemble, EnsembleSpec};
-        use crate::training::run_dir::to_dtype;
+        use crate::run::to_dtype;
         use burn::module::Module;
         let device = Device::flex();
         device.seed(3);

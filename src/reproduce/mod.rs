@@ -1,7 +1,7 @@
 //! `ferkit reproduce`: the whole notebook study in one command, step by step, each step's
 //! results in its own folder. A finished step is recognised by its result files and kept, so
 //! running the command again resumes where it stopped. The report is written at the end from
-//! those files (see `reporting::report`).
+//! those files ([`report`]); the notebook's nets, recipe and figures are in [`notebook`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -15,7 +15,7 @@ use crate::models::{ModelSpec, resolve};
 use crate::prediction::output::{describe_setup, photos_in, predict_photos, write_tables};
 use crate::prediction::{EmotionClassifier, FaceFinder};
 use crate::reporting::plots::{augment_preview, face_grid};
-use crate::reporting::report::write_report;
+
 use crate::reporting::table::stats_json;
 use crate::training::{Monitor, RunDir, TrainConfig, resume, train};
 use crate::tuning::runner::{TrialSettings, TuneOptions, tune};
@@ -23,11 +23,12 @@ use crate::tuning::{SearchSpace, Strategy};
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
 
-/// The notebook's six nets, in its order.
-pub const NOTEBOOK_NETS: [&str; 6] = ["fnn1", "fnn2", "fnn3", "cnn1", "cnn2", "cnn3"];
-/// The notebook's augmentation (part g).
-pub const NOTEBOOK_AUGMENTATION: &str = "rotation=20,shear=20,zoom=0.1,hflip,fill=nearest";
-const TUNE_SPACE: &str = include_str!("../experiments/tune_cnn.toml");
+pub mod notebook;
+pub mod report;
+
+use notebook::TUNE_SPACE;
+pub use notebook::{NOTEBOOK_AUGMENTATION, NOTEBOOK_NETS};
+use report::write_report;
 
 pub struct ReproduceOptions {
     pub data: DataSource,

@@ -5,7 +5,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
-use super::config::TrainConfig;
 use crate::models::Model;
 use crate::util::atomic::write_atomic_with;
 use burn::module::Module;
@@ -100,10 +99,6 @@ impl RunDir {
         self.path.join(format!("confusion_{split}.png"))
     }
 
-    pub fn load_config(&self) -> Result<TrainConfig> {
-        TrainConfig::load(&self.config())
-    }
-
     /// The CRC-32 of `model.bpk`'s bytes, written beside it, so that a damaged file is refused
     /// by name instead of predicting nonsense.
     pub fn weights_checksum(&self) -> PathBuf {
@@ -139,16 +134,6 @@ impl RunDir {
             }
         }
         Ok(bytes)
-    }
-
-    /// The run's model with its kept weights, on `device`.
-    pub fn load_model(&self, config: &TrainConfig, device: &burn::prelude::Device) -> Result<Model> {
-        let path = self.weights();
-        if !path.exists() {
-            bail!("{}: no weights (did the run finish an epoch?)", path.display());
-        }
-        let net = config.model.without_pretrained().build(device)?;
-        load_weights(net, self.read_weights()?, &path)
     }
 }
 

@@ -8,18 +8,14 @@ use anyhow::{Context, Result};
 use base64::Engine;
 use serde_json::Value;
 
-use super::plots::plot_confusion;
+use super::notebook::{
+    NOTEBOOK_AUGMENTED, NOTEBOOK_CNN, NOTEBOOK_FNN, NOTEBOOK_NETS, NOTEBOOK_TRANSFER, NOTEBOOK_TUNED,
+};
 use crate::data::CLASS_NAMES;
 use crate::evaluation::Confusion;
 use crate::models::summary::thousands;
+use crate::reporting::plots::plot_confusion;
 use crate::util::atomic::write_atomic;
-
-/// The notebook's test accuracies, for the step they belong to.
-pub const NOTEBOOK_FNN: f64 = 43.69;
-pub const NOTEBOOK_CNN: f64 = 54.00;
-pub const NOTEBOOK_TUNED: f64 = 55.73;
-pub const NOTEBOOK_TRANSFER: f64 = 48.59;
-pub const NOTEBOOK_AUGMENTED: f64 = 58.26;
 
 enum Block {
     Text(String),
@@ -120,7 +116,7 @@ pub fn write_report(out: &Path, quick: bool) -> Result<()> {
             .collect();
     let mut table = vec![header];
     let mut images = Vec::new();
-    for name in crate::reproduce::NOTEBOOK_NETS {
+    for name in NOTEBOOK_NETS {
         let notebook = if name.starts_with("fnn") {
             format!("{NOTEBOOK_FNN:.2}% (best FNN)")
         } else {
