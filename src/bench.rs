@@ -32,7 +32,7 @@ pub fn bench_model(
     steps: usize,
     repeats: usize,
     device: &Device,
-) -> anyhow::Result<BenchResult> {
+) -> crate::error::Result<BenchResult> {
     device.seed(0);
     let train_device = device.clone().autodiff();
     let mut model = spec.build(&train_device)?;
@@ -43,10 +43,10 @@ pub fn bench_model(
 
     // The trainer's own step (Adam with Keras' epsilon, the notebook's optimizer); reading the
     // loss back waits for the step to finish on asynchronous backends.
-    let mut train_step = |model: Model| -> anyhow::Result<Model> {
+    let mut train_step = |model: Model| -> crate::error::Result<Model> {
         training_step(model, &mut optimizer, &loss_fn, images.clone(), labels.clone(), None, 1e-4)
             .map(|(model, _)| model)
-            .map_err(|loss| anyhow::anyhow!("the benchmark's training loss on random data is {loss}"))
+            .map_err(|loss| crate::err!(Diverged, "the benchmark's training loss on random data is {loss}"))
     };
     model = train_step(model)?;
     let mut train_rates = Vec::with_capacity(repeats);
@@ -122,26 +122,27 @@ pub struct DetectBench {
 
 /// Times `finder` on each photo (already decoded, so that only detection is timed, as
 /// `bench/detect_reference.py` times OpenCV and facenet-pytorch); the median of `repeats`.
+/// `photos` pairs each frame with the name its results carry.
 pub fn bench_detection(
     detector: &str,
-    finder: &crate::prediction::FaceFinder,
-    photos: &[crate::prediction::Photo],
+    finder: &dyn crate::prediction::FaceDetector,
+    photos: &[(String, crate::prediction::Frame)],
     repeats: usize,
 ) -> Vec<DetectBench> {
     photos
         .iter()
-        .map(|photo| {
+        .map(|(name, photo)| {
             let mut faces = 0;
             let mut times: Vec<f64> = (0..repeats)
                 .map(|_| {
                     let start = Instant::now();
-                    faces = finder.find(photo).len();
+                    faces = crate::prediction::find_faces(finder, photo).len();
                     start.elapsed().as_secs_f64()
                 })
                 .collect();
             DetectBench {
                 detector: detector.to_string(),
-                photo: photo.path.display().to_string(),
+                photo: name.clone(),
                 width: photo.grey.width,
                 height: photo.grey.height,
                 faces,

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -57,7 +57,7 @@ impl ModelSource {
         } else if path.is_file() {
             Ok(ModelSource::File(path.to_path_buf()))
         } else {
-            bail!("{}: no such run directory or model file", path.display())
+            bail!(BadInput, "{}: no such run directory or model file", path.display())
         }
     }
 
@@ -87,6 +87,8 @@ pub struct TrainedModel {
     pub source: ModelSource,
     /// A batch size that suits the net (the run's own, else 256).
     pub batch_size: usize,
+    /// What a user should know about how it was loaded (a GPU run on the CPU), for the front to show.
+    pub notes: Vec<String>,
 }
 
 impl TrainedModel {
@@ -99,9 +101,17 @@ impl TrainedModel {
             ModelSource::RunDir(path) => {
                 let run = RunDir::open(path)?;
                 let config = run.load_config()?;
-                let device = config.device.inference_device();
+                let (device, note) = config.device.inference_device();
                 let net = run.load_model(&config, &device)?;
-                Ok(Self { spec: config.model, net, device, source: source.clone(), batch_size: config.batch_size })
+                let notes = note.map(String::from).into_iter().collect();
+                Ok(Self {
+                    spec: config.model,
+                    net,
+                    device,
+                    source: source.clone(),
+                    batch_size: config.batch_size,
+                    notes,
+                })
             }
             ModelSource::File(path) => {
                 let toml_path = path.with_extension("toml");
@@ -133,7 +143,7 @@ impl TrainedModel {
         spec.check().with_context(|| format!("{}: the model is inconsistent", shown.display()))?;
         let device = Device::flex();
         let net = load_weights(spec.without_pretrained().build(&device)?, weights, shown)?;
-        Ok(Self { spec, net, device, source, batch_size: 256 })
+        Ok(Self { spec, net, device, source, batch_size: 256, notes: Vec::new() })
     }
 }
 
@@ -146,7 +156,7 @@ impl TrainedModel {
 /// do not fit together, an unwritable output.
 pub fn export(run_dirs: &[PathBuf], out: &Path, name: &str, description: &str, half: bool) -> Result<()> {
     if out.extension().and_then(|e| e.to_str()) != Some("bpk") {
-        bail!("{}: the model file's name must end in .bpk", out.display());
+        bail!(BadInput, "{}: the model file's name must end in .bpk", out.display());
     }
     let mut specs = Vec::new();
     let mut nets = Vec::new();
@@ -156,7 +166,7 @@ pub fn export(run_dirs: &[PathBuf], out: &Path, name: &str, description: &str, h
         nets.push(model.net);
     }
     let (spec, net) = match (specs.len(), nets.pop()) {
-        (0, _) | (_, None) => bail!("export needs at least one run directory"),
+        (0, _) | (_, None) => bail!(BadInput, "export needs at least one run directory"),
         (1, Some(net)) => (specs.remove(0), net),
         (_, Some(last)) => {
             nets.push(last);
@@ -178,7 +188,7 @@ pub fn export(run_dirs: &[PathBuf], out: &Path, name: &str, description: &str, h
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     }
     crate::util::atomic::write_atomic_with(out, |tmp| {
-        net.save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save weights: {e}", tmp.display()))
+        net.save_file(tmp).map_err(|e| crate::err!(Io, "{}: cannot save weights: {e}", tmp.display()))
     })?;
     crate::util::atomic::write_atomic(&out.with_extension("toml"), toml::to_string(&file)?)?;
     Ok(())

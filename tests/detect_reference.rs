@@ -3,6 +3,7 @@
 //! tests/fixtures/make_opencv_detect_reference.py (OpenCV 4.14). Raw windows (no grouping) and
 //! grouped faces, several scale steps, each photo as is and mirrored.
 
+#[path = "../crates/ferkit-cli/tests/common/mod.rs"]
 mod common;
 
 use ferkit::detection::{BoundingBox, Cascade, DetectOptions, GreyImage};

@@ -3,6 +3,7 @@
 //! astronaut beside her mirror image (two faces): the fixture was written by
 //! tests/fixtures/make_mtcnn_reference.py.
 
+#[path = "../crates/ferkit-cli/tests/common/mod.rs"]
 mod common;
 
 use ferkit::detection::mtcnn::{Mtcnn, MtcnnOptions};

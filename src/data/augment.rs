@@ -9,7 +9,7 @@
 
 use std::f64::consts::PI;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -69,6 +69,10 @@ pub struct AffineParams {
 impl AugmentConfig {
     /// Parses `rotation=20,shear=20,zoom=0.1,hflip,fill=nearest`.
     pub fn parse(spec: &str) -> Result<AugmentConfig> {
+        Self::parse_items(spec).map_err(|e| e.at(None, None, Some("augment")))
+    }
+
+    fn parse_items(spec: &str) -> Result<AugmentConfig> {
         let mut c = AugmentConfig::default();
         let mut seen = std::collections::HashSet::new();
         for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -79,13 +83,13 @@ impl AugmentConfig {
                 k => k,
             };
             if !seen.insert(canonical.to_string()) {
-                bail!("--augment: `{key}` is given twice; give each setting once");
+                bail!(BadInput @ "augment", "augment: `{key}` is given twice; give each setting once");
             }
             let number = || -> Result<f64> {
-                let v = value.with_context(|| format!("--augment: `{key}` needs a value, like {key}=0.1"))?;
-                let x: f64 = v.parse().with_context(|| format!("--augment: `{key}={v}` is not a number"))?;
+                let v = value.with_context(|| format!("augment: `{key}` needs a value, like {key}=0.1"))?;
+                let x: f64 = v.parse().with_context(|| format!("augment: `{key}={v}` is not a number"))?;
                 if !(x >= 0.0 && x.is_finite()) {
-                    bail!("--augment: `{key}` must be a non-negative number");
+                    bail!(BadInput @ "augment", "augment: `{key}` must be a non-negative number");
                 }
                 Ok(x)
             };
@@ -99,12 +103,12 @@ impl AugmentConfig {
                     c.cval = value
                         .and_then(|v| v.parse::<f64>().ok())
                         .filter(|v| v.is_finite())
-                        .context("--augment: cval needs a finite number")?
+                        .context("augment: cval needs a finite number")?
                 }
                 "crop" | "crop_padding" => {
                     let x = number()?;
                     if x.fract() != 0.0 || x > 24.0 {
-                        bail!("--augment: crop is a whole number of pixels in 0..=24 (got {x})");
+                        bail!(BadInput @ "augment", "augment: crop is a whole number of pixels in 0..=24 (got {x})");
                     }
                     c.crop_padding = x as usize
                 }
@@ -113,7 +117,7 @@ impl AugmentConfig {
                     c.hflip = match value.map(str::to_ascii_lowercase).as_deref() {
                         None | Some("true") | Some("1") | Some("yes") => true,
                         Some("false") | Some("0") | Some("no") => false,
-                        Some(other) => bail!("--augment: hflip={other} is not true or false"),
+                        Some(other) => bail!(BadInput @ "augment", "augment: hflip={other} is not true or false"),
                     }
                 }
                 "fill" => {
@@ -123,22 +127,22 @@ impl AugmentConfig {
                         Some("reflect") => FillMode::Reflect,
                         Some("wrap") => FillMode::Wrap,
                         other => {
-                            bail!("--augment: fill={} is not nearest, constant, reflect or wrap", other.unwrap_or(""))
+                            bail!(BadInput @ "augment", "augment: fill={} is not nearest, constant, reflect or wrap", other.unwrap_or(""))
                         }
                     }
                 }
-                other => bail!(
-                    "--augment: unknown `{other}` (known: rotation, shear, zoom, width_shift, height_shift, hflip, \
+                other => bail!(BadInput @ "augment",
+                    "augment: unknown `{other}` (known: rotation, shear, zoom, width_shift, height_shift, hflip, \
                      fill, cval, crop, erasing)"
                 ),
             }
         }
         if c.zoom >= 1.0 || c.erasing > 1.0 {
-            bail!("--augment: zoom must be below 1 and erasing at most 1");
+            bail!(BadInput @ "augment", "augment: zoom must be below 1 and erasing at most 1");
         }
         if c.rotation > 180.0 || c.shear > 90.0 || c.width_shift >= 1.0 || c.height_shift >= 1.0 {
-            bail!(
-                "--augment: rotation is at most 180 (degrees), shear at most 90 (degrees), and the shifts below 1 \
+            bail!(BadInput @ "augment",
+                "augment: rotation is at most 180 (degrees), shear at most 90 (degrees), and the shifts below 1 \
                  (a share of the side)"
             );
         }

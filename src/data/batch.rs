@@ -57,19 +57,31 @@ pub fn prepare_batch(
     preprocess: Preprocess,
     augment: Option<EpochAugment>,
 ) -> HostBatch {
-    let mut pixels = Vec::new();
-    match preprocess {
-        Preprocess::PerImage => standardize_batch(indices.iter().map(|&i| split.image(i)), &mut pixels),
-        Preprocess::UnitRange => {
-            pixels.extend(indices.iter().flat_map(|&i| split.image(i).iter().map(|&p| p as f32 / 255.0)))
-        }
-    }
+    let mut pixels = preprocess_images(indices.iter().map(|&i| split.image(i)), preprocess);
     if let Some(a) = augment {
         for (&row, image) in indices.iter().zip(pixels.chunks_mut(IMAGE_PIXELS)) {
             a.config.apply(image, IMAGE_SIDE, IMAGE_SIDE, &mut sample_rng(a.seed, a.epoch, row));
         }
     }
     HostBatch { pixels, labels: indices.iter().map(|&i| split.label(i) as i64).collect() }
+}
+
+/// 48x48 grey faces (`u8`, row-major) as model inputs (`f32`, face after face), preprocessed
+/// as `preprocess` says.
+pub fn preprocess_images<'a>(faces: impl Iterator<Item = &'a [u8]>, preprocess: Preprocess) -> Vec<f32> {
+    let mut pixels = Vec::new();
+    match preprocess {
+        Preprocess::PerImage => standardize_batch(faces, &mut pixels),
+        Preprocess::UnitRange => pixels.extend(faces.flat_map(|face| face.iter().map(|&p| p as f32 / 255.0))),
+    }
+    pixels
+}
+
+/// 48x48 grey faces as an input tensor `[faces, 1, 48, 48]` on `device` (no labels: inference).
+pub fn images_tensor<'a>(faces: impl Iterator<Item = &'a [u8]>, preprocess: Preprocess, device: &Device) -> Tensor<4> {
+    let pixels = preprocess_images(faces, preprocess);
+    let n = pixels.len() / IMAGE_PIXELS;
+    Tensor::from_data(TensorData::new(pixels, [n, 1, IMAGE_SIDE, IMAGE_SIDE]), device)
 }
 
 impl HostBatch {

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 
-use anyhow::{Result, bail};
+use crate::error::{Result, bail};
 
 use super::dataset::CLASS_NAMES;
 
@@ -45,17 +45,17 @@ pub fn parse_class_map(text: &str) -> Result<BTreeMap<String, String>> {
     let mut map = BTreeMap::new();
     for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let Some((from, to)) = pair.split_once('=') else {
-            bail!("--class-map: `{pair}` is not NAME=CLASS (e.g. anger=angry)");
+            bail!(BadInput, "--class-map: `{pair}` is not NAME=CLASS (e.g. anger=angry)");
         };
         let (from, to) = (from.trim().to_lowercase(), to.trim().to_lowercase());
         if from.is_empty() {
-            bail!("--class-map: `{pair}` names no folder before `=`");
+            bail!(BadInput, "--class-map: `{pair}` names no folder before `=`");
         }
         if !CLASS_NAMES.contains(&to.as_str()) {
-            bail!("--class-map: in `{pair}`, `{to}` is not one of {}", CLASS_NAMES.join(", "));
+            bail!(BadInput, "--class-map: in `{pair}`, `{to}` is not one of {}", CLASS_NAMES.join(", "));
         }
         if map.insert(from.clone(), to).is_some() {
-            bail!("--class-map: `{from}` is mapped twice");
+            bail!(BadInput, "--class-map: `{from}` is mapped twice");
         }
     }
     Ok(map)
@@ -75,10 +75,15 @@ pub fn folder_class(name: &str, user_map: &BTreeMap<String, String>, skip_unknow
     match target {
         Some(class) => match CLASS_NAMES.iter().position(|c| *c == class) {
             Some(label) => Ok(FolderClass::Label(label as u8)),
-            None => bail!("the class map sends `{name}` to `{class}`, which is not one of {}", CLASS_NAMES.join(", ")),
+            None => bail!(
+                BadInput,
+                "the class map sends `{name}` to `{class}`, which is not one of {}",
+                CLASS_NAMES.join(", ")
+            ),
         },
         None if skip_unknown => Ok(FolderClass::Outside),
         None => bail!(
+            BadInput,
             "`{name}` is not a class name (expected one of {}, or a synonym such as anger, sadness, happiness); \
              map it with --class-map {lower}=CLASS, or pass --skip-unknown-classes to leave such folders out",
             CLASS_NAMES.join(", ")

@@ -13,12 +13,20 @@ pub const CLASS_NAMES: [&str; NUM_CLASSES] = ["angry", "disgust", "fear", "happy
 
 /// Which part of the data a row belongs to. FER2013's `Usage` column maps
 /// Training -> train, PublicTest -> validation, PrivateTest -> test.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SplitName {
     Train,
     Val,
     Test,
+}
+
+impl crate::util::choice::Choice for SplitName {
+    const CHOICES: &'static [(&'static str, Self, &'static str)] = &[
+        ("train", SplitName::Train, "the training rows (FER2013's Training)"),
+        ("val", SplitName::Val, "the validation rows (FER2013's PublicTest)"),
+        ("test", SplitName::Test, "the test rows (FER2013's PrivateTest)"),
+    ];
 }
 
 impl SplitName {
@@ -165,16 +173,18 @@ impl Dataset {
     /// release). Each class with at least two training rows gives at least one.
     ///
     /// Errors: a fraction outside (0, 0.5], or a data set that has validation rows already.
-    pub fn carve_validation(&mut self, fraction: f64, seed: u64) -> anyhow::Result<usize> {
+    pub fn carve_validation(&mut self, fraction: f64, seed: u64) -> crate::error::Result<usize> {
         use rand::SeedableRng;
         use rand::seq::SliceRandom;
         if !(fraction > 0.0 && fraction <= 0.5) {
-            anyhow::bail!(
+            crate::bail!(
+                BadInput,
                 "--val-split must be in (0, 0.5], the share of the training rows kept apart (got {fraction})"
             );
         }
         if !self.val.is_empty() {
-            anyhow::bail!(
+            crate::bail!(
+                BadInput,
                 "--val-split: the data has {} validation rows already; drop --val-split to use them",
                 self.val.len()
             );

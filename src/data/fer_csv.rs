@@ -10,7 +10,7 @@
 use std::io::Read;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 
 use super::dataset::{Dataset, IMAGE_PIXELS, NUM_CLASSES, SplitName};
 use super::load_report::LoadReport;
@@ -43,13 +43,14 @@ pub fn read_csv(
     let shown = path.display();
     let (text, truncated) = read_text(path, report)?;
     if text.iter().all(|b| b.is_ascii_whitespace()) {
-        bail!("{shown}: the file is empty (expected a header line `emotion,pixels[,Usage]`)");
+        bail!(BadInput, "{shown}: the file is empty (expected a header line `emotion,pixels[,Usage]`)");
     }
     let mut lines = text.split(|&b| b == b'\n').enumerate().peekable();
     let (_, header) = lines.next().expect("non-empty text has a first line");
     let columns = parse_header(trim_line(header)).with_context(|| format!("{shown} line 1"))?;
     if matches!(assignment, SplitAssignment::ByUsage) && columns.usage.is_none() {
         bail!(
+            BadInput,
             "{shown} line 1: missing column `Usage`, needed to tell train, validation and test \
              apart (or give one file per split with --train/--val/--test)"
         );
@@ -66,6 +67,7 @@ pub fn read_csv(
         }
         if truncated && is_last {
             bail!(
+                BadInput,
                 "{shown} line {line_no}: the file is truncated (the gzip stream ends in the middle \
                  of the data)"
             );
@@ -76,20 +78,31 @@ pub fn read_csv(
                 rows_here += 1;
             }
             Err(msg) => {
+                // parse_row's messages start with the column they are about.
+                let column = if msg.starts_with("emotion") {
+                    Some("emotion")
+                } else if msg.starts_with("Usage") {
+                    Some("Usage")
+                } else if msg.starts_with("expected") {
+                    None
+                } else {
+                    Some("pixels")
+                };
                 let msg = format!("{shown} line {line_no}: {msg}");
                 if skip_bad_rows {
                     report.skip(msg);
                 } else {
-                    bail!("{msg} (use --skip-bad-rows to skip such rows)");
+                    // A front may offer to skip such rows (the CLI: --skip-bad-rows).
+                    return Err(crate::err!(BadInput, "{msg}").at(Some(path), Some(line_no), column));
                 }
             }
         }
     }
     if truncated {
-        bail!("{shown}: the file is truncated (the gzip stream ends early)");
+        bail!(BadInput, "{shown}: the file is truncated (the gzip stream ends early)");
     }
     if rows_here == 0 {
-        bail!("{shown}: no data rows after the header");
+        bail!(BadInput, "{shown}: no data rows after the header");
     }
     report.rows_read += rows_here;
     Ok(())
@@ -119,6 +132,7 @@ fn read_text_limited(path: &Path, limit: u64, report: &mut LoadReport) -> Result
         let truncated = decoder.read_to_end(&mut text).is_err();
         if text.len() as u64 > limit {
             bail!(
+                BadInput,
                 "{}: decompresses to more than {limit} bytes, the limit for a data file (set FERKIT_MAX_CSV_BYTES to allow more)",
                 path.display()
             );
@@ -134,6 +148,7 @@ fn read_text_limited(path: &Path, limit: u64, report: &mut LoadReport) -> Result
     } else if text.starts_with(b"PK\x03\x04") || text.starts_with(b"PK\x05\x06") {
         let names = zip_entry_names(&text);
         bail!(
+            BadInput,
             "{}: a zip archive holding {}; unpack it (e.g. `unzip {}`) and give the CSV inside",
             path.display(),
             if names.is_empty() { "no readable list of files".to_string() } else { quote_list(&names) },
@@ -172,6 +187,7 @@ fn csv_in_tar(path: &Path, bytes: &[u8]) -> Result<(String, Vec<u8>)> {
             csv = Some((name.clone(), data));
         } else if is_csv {
             bail!(
+                BadInput,
                 "{shown}: a tar archive holding several CSV files ({}); unpack it and give one",
                 quote_list(&[csv.unwrap().0, name])
             );
@@ -180,7 +196,7 @@ fn csv_in_tar(path: &Path, bytes: &[u8]) -> Result<(String, Vec<u8>)> {
     }
     match csv {
         Some(found) => Ok(found),
-        None => bail!("{shown}: a tar archive holding no CSV file (it holds {})", quote_list(&names)),
+        None => bail!(BadInput, "{shown}: a tar archive holding no CSV file (it holds {})", quote_list(&names)),
     }
 }
 
@@ -232,7 +248,7 @@ fn trim_line(line: &[u8]) -> &[u8] {
 
 fn parse_header(line: &[u8]) -> Result<Columns> {
     let Ok(text) = std::str::from_utf8(line) else {
-        bail!("the header is not text: `{}` (is this a CSV file?)", printable(line, 60));
+        bail!(BadInput, "the header is not text: `{}` (is this a CSV file?)", printable(line, 60));
     };
     let names: Vec<String> = text.split(',').map(|c| c.trim().trim_matches('"').to_ascii_lowercase()).collect();
     let find = |name: &str| names.iter().position(|n| n == name);
@@ -243,6 +259,7 @@ fn parse_header(line: &[u8]) -> Result<Columns> {
         _ => {
             let missing = if emotion.is_none() { "emotion" } else { "pixels" };
             bail!(
+                BadInput,
                 "missing column `{missing}` in the header `{}` (expected `emotion,pixels[,Usage]`)",
                 printable(text.as_bytes(), 80)
             )

@@ -6,7 +6,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use image::imageops::FilterType;
 
 use std::collections::BTreeMap;
@@ -95,10 +95,14 @@ pub fn read_image_folder(
         }
     }
     if !found_split {
-        bail!("{}: no split folders (expected ROOT/train/<class>/*.png, ROOT/val/..., ROOT/test/...)", root.display());
+        bail!(
+            BadInput,
+            "{}: no split folders (expected ROOT/train/<class>/*.png, ROOT/val/..., ROOT/test/...)",
+            root.display()
+        );
     }
     if dataset.total_rows() == 0 {
-        bail!("{}: no images found under the split folders", root.display());
+        bail!(BadInput, "{}: no images found under the split folders", root.display());
     }
     Ok(())
 }

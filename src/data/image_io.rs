@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
 /// File name endings of the formats above, lower case (`.jfif`, `.jpe` are JPEG's).
@@ -41,18 +41,31 @@ pub fn max_image_pixels() -> u64 {
 /// declares more than [`max_image_pixels`] is refused before any pixel is decoded.
 pub fn read_image(path: &Path) -> Result<DynamicImage> {
     let cannot = || format!("{}: cannot read the image", path.display());
-    let mut decoder = ImageReader::open(path)
-        .with_context(cannot)?
+    let reader = ImageReader::open(path).with_context(cannot)?.with_guessed_format().with_context(cannot)?;
+    decode_upright(reader, &path.display().to_string())
+}
+
+/// [`read_image`] for an encoded image already in memory (an upload, a Python `bytes`); `shown`
+/// names it in errors. The format comes from the content alone.
+pub fn decode_image(bytes: &[u8], shown: &str) -> Result<DynamicImage> {
+    let reader = ImageReader::new(std::io::Cursor::new(bytes))
         .with_guessed_format()
-        .with_context(cannot)?
-        .into_decoder()
-        .with_context(cannot)?;
+        .with_context(|| format!("{shown}: cannot read the image"))?;
+    if reader.format().is_none() {
+        crate::bail!(BadInput, "{shown}: not an image of a known format (PNG, JPEG, WebP, BMP, GIF, TIFF)");
+    }
+    decode_upright(reader, shown)
+}
+
+fn decode_upright<R: std::io::BufRead + std::io::Seek>(reader: ImageReader<R>, shown: &str) -> Result<DynamicImage> {
+    let cannot = || format!("{shown}: cannot read the image");
+    let mut decoder = reader.into_decoder().with_context(cannot)?;
     let (width, height) = decoder.dimensions();
     let (pixels, limit) = (width as u64 * height as u64, max_image_pixels());
     if pixels > limit {
-        anyhow::bail!(
-            "{}: the image declares {width}x{height} = {pixels} pixels, more than the limit of {limit} (set FERKIT_MAX_IMAGE_PIXELS to allow more)",
-            path.display()
+        crate::bail!(
+            BadInput,
+            "{shown}: the image declares {width}x{height} = {pixels} pixels, more than the limit of {limit} (set FERKIT_MAX_IMAGE_PIXELS to allow more)"
         );
     }
     let orientation = decoder.orientation().with_context(cannot)?;

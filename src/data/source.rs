@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use crate::error::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::dataset::{Dataset, SplitName};
@@ -76,8 +76,10 @@ impl DataSource {
         let mut report = LoadReport::default();
         let per_split = [(SplitName::Train, &self.train), (SplitName::Val, &self.val), (SplitName::Test, &self.test)];
         match (&self.data, per_split.iter().any(|(_, p)| p.is_some())) {
-            (Some(_), true) => bail!("give either --data or --train/--val/--test, not both"),
-            (None, false) => bail!("no data given: use --data FILE_OR_FOLDER, or --train/--val/--test FILE"),
+            (Some(_), true) => {
+                bail!(BadInput @ "data", "give either one data source (data) or one file per split (train, val, test), not both")
+            }
+            (None, false) => bail!(BadInput @ "data", "no data given"),
             (Some(path), false) => load_one(self, path, options, &mut dataset, &mut report)?,
             (None, true) => {
                 for (split, path) in per_split {
@@ -89,7 +91,7 @@ impl DataSource {
         }
         if let Some(fraction) = self.val_split {
             let held = dataset.carve_validation(fraction, VAL_SPLIT_SEED)?;
-            report.note(format!("--val-split {fraction}: {held} training rows held out as the validation split"));
+            report.note(format!("val_split {fraction}: {held} training rows held out as the validation split"));
         }
         report.seconds = start.elapsed().as_secs_f64();
         Ok((dataset, report))
@@ -109,6 +111,27 @@ fn load_one(
     } else if path.exists() {
         read_csv(path, SplitAssignment::ByUsage, options.skip_bad_rows, dataset, report)
     } else {
-        bail!("{}: no such file or folder", path.display())
+        bail!(BadInput, "{}: no such file or folder", path.display())
     }
+}
+
+/// CRC-32 of each file the source names (for a folder: of every file under it, in path order,
+/// with the paths), so that an evaluation says exactly which bytes it read.
+pub fn data_checksums(source: &DataSource) -> Result<serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for path in [&source.data, &source.train, &source.val, &source.test].into_iter().flatten() {
+        let mut crc = flate2::Crc::new();
+        let mut files = vec![path.clone()];
+        if path.is_dir() {
+            files = crate::util::fs::files_under(path)?;
+        }
+        for file in &files {
+            if path.is_dir() {
+                crc.update(file.strip_prefix(path).unwrap_or(file).to_string_lossy().as_bytes());
+            }
+            crc.update(&std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?);
+        }
+        out.insert(path.display().to_string(), serde_json::json!(format!("{:08x}", crc.sum())));
+    }
+    Ok(serde_json::Value::Object(out))
 }

@@ -17,7 +17,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use roxmltree::{Document, Node};
 
 /// OpenCV lowers every stage threshold by this much when it loads a cascade
@@ -117,7 +117,7 @@ impl Cascade {
 
     /// Parses a cascade from XML text.
     pub fn parse(xml: &str) -> Result<Self> {
-        let doc = Document::parse(xml).map_err(|e| anyhow::anyhow!("invalid XML: {e}"))?;
+        let doc = Document::parse(xml).map_err(|e| crate::err!(BadInput, "invalid XML: {e}"))?;
         let storage = doc.root_element();
         let top = storage.children().find(Node::is_element).context("the file holds no cascade element")?;
         let cascade = match top.attribute("type_id") {
@@ -131,20 +131,21 @@ impl Cascade {
     fn check(&self, doc: &Document, top: Node) -> Result<()> {
         let (w, h) = self.window;
         if w < 3 || h < 3 {
-            bail!("{}: window {w}x{h} is too small", at(doc, top));
+            bail!(BadInput, "{}: window {w}x{h} is too small", at(doc, top));
         }
         if self.stages.is_empty() {
-            bail!("{}: no stages", at(doc, top));
+            bail!(BadInput, "{}: no stages", at(doc, top));
         }
         match &self.features {
             Features::Haar(features) => {
                 for (i, f) in features.iter().enumerate() {
                     if f.rects.len() < 2 || f.rects.len() > 3 {
-                        bail!("feature {i}: {} rectangles (a Haar feature has 2 or 3)", f.rects.len());
+                        bail!(BadInput, "feature {i}: {} rectangles (a Haar feature has 2 or 3)", f.rects.len());
                     }
                     for r in &f.rects {
                         if r.width == 0 || r.height == 0 || r.x + r.width > w || r.y + r.height > h {
                             bail!(
+                                BadInput,
                                 "feature {i}: rectangle {} {} {} {} is not inside the {w}x{h} window",
                                 r.x,
                                 r.y,
@@ -159,6 +160,7 @@ impl Cascade {
                 for (i, f) in features.iter().enumerate() {
                     if f.width == 0 || f.height == 0 || f.x + 3 * f.width > w || f.y + 3 * f.height > h {
                         bail!(
+                            BadInput,
                             "feature {i}: the 3x3 grid of {}x{} cells at ({}, {}) is not inside the {w}x{h} window",
                             f.width,
                             f.height,
@@ -172,18 +174,23 @@ impl Cascade {
         let lbp = matches!(self.features, Features::Lbp(_));
         for (s, stage) in self.stages.iter().enumerate() {
             if stage.weak.is_empty() {
-                bail!("stage {s} has no weak classifiers");
+                bail!(BadInput, "stage {s} has no weak classifiers");
             }
             for (k, weak) in stage.weak.iter().enumerate() {
                 if weak.nodes.is_empty() {
-                    bail!("stage {s}, weak classifier {k}: no nodes");
+                    bail!(BadInput, "stage {s}, weak classifier {k}: no nodes");
                 }
                 for node in &weak.nodes {
                     if node.feature >= self.features.len() {
-                        bail!("stage {s}: feature {} does not exist ({} features)", node.feature, self.features.len());
+                        bail!(
+                            BadInput,
+                            "stage {s}: feature {} does not exist ({} features)",
+                            node.feature,
+                            self.features.len()
+                        );
                     }
                     if lbp != matches!(node.split, Split::Subset(_)) {
-                        bail!("stage {s}, weak classifier {k}: the split does not fit the feature type");
+                        bail!(BadInput, "stage {s}, weak classifier {k}: the split does not fit the feature type");
                     }
                     for child in [node.left, node.right] {
                         // Children point forward (OpenCV trees are stored root first), so a walk ends.
@@ -194,6 +201,7 @@ impl Cascade {
                         };
                         if !fits {
                             bail!(
+                                BadInput,
                                 "stage {s}, weak classifier {k}: child {child} is outside its {} nodes and {} leaves",
                                 weak.nodes.len(),
                                 weak.leaves.len()
@@ -203,7 +211,7 @@ impl Cascade {
                 }
                 for (i, node) in weak.nodes.iter().enumerate() {
                     if [node.left, node.right].iter().any(|&c| c > 0 && c as usize <= i) {
-                        bail!("stage {s}, weak classifier {k}: node {i} points back to an earlier node");
+                        bail!(BadInput, "stage {s}, weak classifier {k}: node {i} points back to an earlier node");
                     }
                 }
             }
@@ -244,13 +252,13 @@ fn number(doc: &Document, node: Node, name: &str) -> Result<f64> {
     let n = child(doc, node, name)?;
     match numbers(doc, n)?.as_slice() {
         [v] => Ok(*v),
-        other => bail!("{}: <{name}> holds {} numbers, expected one", at(doc, n), other.len()),
+        other => bail!(BadInput, "{}: <{name}> holds {} numbers, expected one", at(doc, n), other.len()),
     }
 }
 
 fn index(doc: &Document, node: Node, value: f64, what: &str) -> Result<usize> {
     if value < 0.0 || value.fract() != 0.0 || value > u32::MAX as f64 {
-        bail!("{}: {what} {value} is not a whole number >= 0", at(doc, node));
+        bail!(BadInput, "{}: {what} {value} is not a whole number >= 0", at(doc, node));
     }
     Ok(value as usize)
 }
@@ -259,13 +267,13 @@ fn parse_rects(doc: &Document, feature: Node) -> Result<Feature> {
     if let Some(t) = feature.children().find(|c| c.has_tag_name("tilted"))
         && number(doc, feature, "tilted")? != 0.0
     {
-        bail!("{}: tilted (45-degree) features are not supported", at(doc, t));
+        bail!(BadInput, "{}: tilted (45-degree) features are not supported", at(doc, t));
     }
     let rects = items(child(doc, feature, "rects")?)
         .map(|r| {
             let v = numbers(doc, r)?;
             let [x, y, w, h, weight] = v[..] else {
-                bail!("{}: a rectangle is `x y width height weight`, found {} numbers", at(doc, r), v.len());
+                bail!(BadInput, "{}: a rectangle is `x y width height weight`, found {} numbers", at(doc, r), v.len());
             };
             Ok(WeightedRect {
                 x: index(doc, r, x, "x")?,
@@ -285,12 +293,12 @@ fn parse_rects(doc: &Document, feature: Node) -> Result<Feature> {
 fn parse_current(doc: &Document, top: Node) -> Result<Cascade> {
     let text = |name: &str| -> Result<String> { Ok(child(doc, top, name)?.text().unwrap_or("").trim().to_string()) };
     if text("stageType")? != "BOOST" {
-        bail!("{}: stage type `{}` is not supported (BOOST only)", at(doc, top), text("stageType")?);
+        bail!(BadInput, "{}: stage type `{}` is not supported (BOOST only)", at(doc, top), text("stageType")?);
     }
     let lbp = match text("featureType")?.as_str() {
         "HAAR" => false,
         "LBP" => true,
-        other => bail!("{}: feature type `{other}` is not supported (HAAR and LBP are)", at(doc, top)),
+        other => bail!(BadInput, "{}: feature type `{other}` is not supported (HAAR and LBP are)", at(doc, top)),
     };
     let width = index(doc, top, number(doc, top, "width")?, "width")?;
     let height = index(doc, top, number(doc, top, "height")?, "height")?;
@@ -306,6 +314,7 @@ fn parse_current(doc: &Document, top: Node) -> Result<Cascade> {
             let leaves = numbers(doc, child(doc, classifier, "leafValues")?)?;
             if numbers_.is_empty() || numbers_.len() % node_len != 0 || leaves.len() != numbers_.len() / node_len + 1 {
                 bail!(
+                    BadInput,
                     "{}: {} tree node is {node_len} numbers and a tree of n nodes has n + 1 leaves; found {} numbers and {} leaves",
                     at(doc, nodes_el),
                     if lbp { "an LBP" } else { "a Haar" },
@@ -317,7 +326,7 @@ fn parse_current(doc: &Document, top: Node) -> Result<Cascade> {
             for n in numbers_.chunks(node_len) {
                 let child_index = |v: f64| -> Result<i32> {
                     if v.fract() != 0.0 || v.abs() > 1e6 {
-                        bail!("{}: child index {v} is not a whole number", at(doc, nodes_el));
+                        bail!(BadInput, "{}: child index {v} is not a whole number", at(doc, nodes_el));
                     }
                     Ok(v as i32)
                 };
@@ -325,7 +334,7 @@ fn parse_current(doc: &Document, top: Node) -> Result<Cascade> {
                     let mut words = [0u32; 8];
                     for (w, &v) in words.iter_mut().zip(&n[3..]) {
                         if v.fract() != 0.0 || v < i32::MIN as f64 || v > u32::MAX as f64 {
-                            bail!("{}: subset word {v} is not a 32-bit integer", at(doc, nodes_el));
+                            bail!(BadInput, "{}: subset word {v} is not a 32-bit integer", at(doc, nodes_el));
                         }
                         // Stored as signed 32-bit integers; only the bits matter.
                         *w = v as i64 as u32;
@@ -353,7 +362,12 @@ fn parse_current(doc: &Document, top: Node) -> Result<Cascade> {
                     let rect = child(doc, f, "rect")?;
                     let v = numbers(doc, rect)?;
                     let [x, y, w, h] = v[..] else {
-                        bail!("{}: an LBP rectangle is `x y width height`, found {} numbers", at(doc, rect), v.len());
+                        bail!(
+                            BadInput,
+                            "{}: an LBP rectangle is `x y width height`, found {} numbers",
+                            at(doc, rect),
+                            v.len()
+                        );
                     };
                     Ok(LbpFeature {
                         x: index(doc, rect, x, "x")?,
@@ -375,7 +389,7 @@ fn parse_current(doc: &Document, top: Node) -> Result<Cascade> {
 fn parse_original(doc: &Document, top: Node) -> Result<Cascade> {
     let size_el = child(doc, top, "size")?;
     let [w, h] = numbers(doc, size_el)?[..] else {
-        bail!("{}: <size> must hold `width height`", at(doc, size_el));
+        bail!(BadInput, "{}: <size> must hold `width height`", at(doc, size_el));
     };
     let window = (index(doc, size_el, w, "width")?, index(doc, size_el, h, "height")?);
     let mut stages = Vec::new();
@@ -387,6 +401,7 @@ fn parse_original(doc: &Document, top: Node) -> Result<Cascade> {
             let nodes: Vec<Node> = items(tree).collect();
             let [node] = nodes[..] else {
                 bail!(
+                    BadInput,
                     "{}: only stumps (trees of one node) are supported; this tree has {}",
                     at(doc, tree),
                     nodes.len()

@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use anyhow::{Result, bail};
+use crate::error::{Result, bail};
 
 /// The frontal-face cascade's file name, as OpenCV ships it.
 pub const CASCADE_FILE: &str = "haarcascade_frontalface_default.xml";
@@ -45,13 +45,14 @@ pub fn find_cascade() -> Result<PathBuf> {
     if let Some(named) = std::env::var_os("FERKIT_CASCADE").filter(|v| !v.is_empty()).map(PathBuf::from)
         && !named.is_file()
     {
-        bail!("$FERKIT_CASCADE names {}, which is not a file", named.display());
+        bail!(BadInput, "$FERKIT_CASCADE names {}, which is not a file", named.display());
     }
     let places = cascade_candidates();
     if let Some((path, _)) = places.iter().find(|(p, _)| p.is_file()) {
         return Ok(path.clone());
     }
     bail!(
+        BadInput,
         "no face detector given, and OpenCV's frontal-face Haar cascade ({CASCADE_FILE}) was not found. Searched:\n{}\n\
          Install it with `apt-get install opencv-data` (Debian, Ubuntu) or `pip install opencv-python-headless`, \
          set FERKIT_CASCADE to the file, or pass --cascade FILE (or --mtcnn DIR, or --whole-image for cropped faces)",
@@ -73,6 +74,7 @@ pub fn find_mtcnn() -> Result<PathBuf> {
         return Ok(path.clone());
     }
     bail!(
+        BadInput,
         "--mtcnn was given no folder, and MTCNN's weights (pnet.pt, rnet.pt, onet.pt) were not found. Searched:\n{}\n\
          Install them with `pip install facenet-pytorch`, set FERKIT_MTCNN to their folder, or pass --mtcnn DIR",
         if places.is_empty() { "  (no python3 on PATH and no $FERKIT_MTCNN)".to_string() } else { list(&places) }

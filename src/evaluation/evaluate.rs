@@ -4,10 +4,11 @@
 use burn::prelude::*;
 use serde::Serialize;
 
+use super::inference::log_probabilities_in_batches;
 use super::metrics::{ClassMetrics, Confusion};
-use super::tta::{Tta, log_probabilities, probabilities};
+use super::tta::Tta;
 use crate::data::Split;
-use crate::data::batch::{Preprocess, in_batches, make_batch, sequential};
+use crate::data::batch::Preprocess;
 use crate::models::Model;
 
 /// Figures for one split.
@@ -64,36 +65,20 @@ pub fn evaluate_ensemble(
     assert!(!members.is_empty(), "an ensemble needs at least one net");
     let mut ce_sum = 0.0f64;
     let mut confusion = Confusion::default();
-    let order = sequential(split.len());
-    for indices in in_batches(&order, batch_size) {
-        let (log_p, labels) = if let [(net, preprocess)] = members {
-            let batch = make_batch(split, indices, *preprocess, device);
-            (log_probabilities(net, batch.images, tta), batch.labels)
-        } else {
-            let mut sum = None;
-            let mut labels = None;
-            for (net, preprocess) in members {
-                let batch = make_batch(split, indices, *preprocess, device);
-                let p = probabilities(net, batch.images, tta);
-                sum = Some(match sum {
-                    None => p,
-                    Some(s) => s + p,
-                });
-                labels = Some(batch.labels);
-            }
-            let mean = sum.expect("members is not empty").div_scalar(members.len() as f64);
-            (mean.log(), labels.expect("members is not empty"))
-        };
-        let batch_labels = labels;
-        let picked = log_p.clone().gather(1, batch_labels.unsqueeze_dim::<2>(1));
+    let faces: Vec<&[u8]> = (0..split.len()).map(|i| split.image(i)).collect();
+    log_probabilities_in_batches(members, &faces, batch_size, device, tta, |first, log_p| {
+        let n = log_p.dims()[0];
+        let labels: Vec<i64> = (first..first + n).map(|i| split.label(i) as i64).collect();
+        let labels = Tensor::<1, Int>::from_data(TensorData::new(labels, [n]), device);
+        let picked = log_p.clone().gather(1, labels.unsqueeze_dim::<2>(1));
         let ce: f32 = picked.sum().neg().into_scalar();
         ce_sum += ce as f64;
         let predicted =
             log_p.argmax(1).into_data().convert::<i64>().try_to_vec::<i64>().expect("argmax gives integers");
-        for (&i, &p) in indices.iter().zip(&predicted) {
+        for (i, &p) in (first..).zip(&predicted) {
             confusion.add(split.label(i), p as u8);
         }
-    }
+    });
     let cross_entropy = if split.is_empty() { f64::NAN } else { ce_sum / split.len() as f64 };
     SplitEvaluation {
         split: split_name.to_string(),
@@ -111,6 +96,7 @@ pub fn evaluate_ensemble(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::batch::{make_batch, sequential};
 
     /// Twelve pseudo-random faces with labels 0..6 in turn.
     fn faces() -> Split {

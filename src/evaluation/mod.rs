@@ -1,7 +1,8 @@
-//! Evaluation: metrics from a confusion matrix, running a trained net over a split, and
-//! test-time augmentation.
+//! Evaluation: the one batched-inference loop ([`inference`]), running a trained net over a
+//! split ([`evaluate`]), metrics from a confusion matrix, and test-time augmentation.
 
 pub mod evaluate;
+pub mod inference;
 pub mod metrics;
 pub mod tta;
 

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use crate::models::Model;
 
 /// Which views of each face the net reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Tta {
     /// The face as it is.
@@ -28,9 +28,16 @@ pub enum Tta {
     Hflip,
     /// Ten crops: the four corners and the centre (side 11/12 of the face, resized back) and
     /// their mirror images, probabilities averaged.
-    #[value(name = "ten-crop")]
     #[serde(rename = "ten-crop")]
     TenCrop,
+}
+
+impl crate::util::choice::Choice for Tta {
+    const CHOICES: &'static [(&'static str, Self, &'static str)] = &[
+        ("none", Tta::None, "the face as it is"),
+        ("hflip", Tta::Hflip, "the face and its mirror image, probabilities averaged"),
+        ("ten-crop", Tta::TenCrop, "four corner crops, the centre crop and their mirrors, probabilities averaged"),
+    ];
 }
 
 impl Tta {

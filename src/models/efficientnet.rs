@@ -9,7 +9,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use crate::error::Result;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;

@@ -14,6 +14,6 @@ pub mod vgg16;
 
 pub use model::{Model, ModelSpec};
 pub use net::Net;
-pub use registry::{PRESETS, preset_names, resolve, resolve_net};
+pub use registry::{PRESETS, RegistryEntry, entry, preset_names, registry, resolve, resolve_net};
 pub use spec::NetSpec;
 pub use summary::summary;

@@ -2,7 +2,7 @@
 //! backbone, or an ensemble of such nets (their class probabilities averaged). Training,
 //! evaluation and run directories work with these types only.
 
-use anyhow::Result;
+use crate::error::Result;
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -75,16 +75,18 @@ impl ModelSpec {
             ModelSpec::Layers(s) => s.layer_infos().map(|_| ()),
             ModelSpec::Transfer(s) => s.check(),
             ModelSpec::Ensemble(s) => {
-                anyhow::ensure!(!s.members.is_empty(), "ensemble `{}` has no members", s.name);
+                crate::ensure!(Model, !s.members.is_empty(), "ensemble `{}` has no members", s.name);
                 for (i, member) in s.members.iter().enumerate() {
-                    anyhow::ensure!(
+                    crate::ensure!(
+                        Model,
                         !matches!(member, ModelSpec::Ensemble(_)),
                         "ensemble `{}`: member {} is an ensemble itself; list its nets instead",
                         s.name,
                         i + 1
                     );
-                    member.check().map_err(|e| anyhow::anyhow!("ensemble `{}`, member {}: {e:#}", s.name, i + 1))?;
-                    anyhow::ensure!(
+                    member.check().map_err(|e| crate::err!(Model, "ensemble `{}`, member {}: {e:#}", s.name, i + 1))?;
+                    crate::ensure!(
+                        Model,
                         member.preprocess() == s.members[0].preprocess(),
                         "ensemble `{}`: member {} ({}) reads faces preprocessed otherwise than member 1 ({})",
                         s.name,

@@ -190,7 +190,7 @@ pub struct Net {
 
 impl Net {
     /// Builds the net with fresh Keras-style initial weights on `device`.
-    pub fn new(spec: &NetSpec, device: &Device) -> anyhow::Result<Net> {
+    pub fn new(spec: &NetSpec, device: &Device) -> crate::error::Result<Net> {
         let infos = spec.layer_infos()?;
         let mut layers = Vec::with_capacity(spec.layers.len());
         for (layer, info) in spec.layers.iter().zip(&infos) {

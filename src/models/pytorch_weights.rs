@@ -10,7 +10,7 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use crate::error::{Result, bail};
 use burn::module::Module;
 use burn::store::{ApplyError, ApplyResult, ModuleSnapshot, PytorchStore};
 
@@ -34,7 +34,7 @@ pub fn load<M: ModuleSnapshot + Module + Clone>(
     unwanted: impl Fn(&str) -> bool,
 ) -> Result<()> {
     if !path.exists() {
-        bail!("{}: no such weights file", path.display());
+        bail!(Weights, "{}: no such weights file", path.display());
     }
     let attempt = |top: Option<&str>| -> Result<(M, ApplyResult)> {
         let mut store = PytorchStore::from_file(path).allow_partial(true).validate(false);
@@ -49,7 +49,7 @@ pub fn load<M: ModuleSnapshot + Module + Clone>(
         let mut candidate = net.clone();
         let result = candidate
             .load_from(&mut store)
-            .map_err(|e| anyhow::anyhow!("{}: cannot read it as a PyTorch checkpoint: {e}", path.display()))?;
+            .map_err(|e| crate::err!(Weights, "{}: cannot read it as a PyTorch checkpoint: {e}", path.display()))?;
         Ok((candidate, result))
     };
     let (mut loaded, mut result) = attempt(None)?;
@@ -83,7 +83,7 @@ pub fn load<M: ModuleSnapshot + Module + Clone>(
         if !result.errors.is_empty() {
             parts.push(format!("wrong shape or type {}", listed(shapes)));
         }
-        bail!("{}: not {what} weights: {}", path.display(), parts.join("; "));
+        bail!(Weights, "{}: not {what} weights: {}", path.display(), parts.join("; "));
     }
     *net = crate::models::dtype::to_dtype(loaded, burn::tensor::FloatDType::F32);
     Ok(())

@@ -3,11 +3,12 @@
 
 use std::path::Path;
 
-use anyhow::{Result, bail};
+use crate::error::{Result, bail};
 
 use super::model::ModelSpec;
 use super::spec::NetSpec;
 use super::transfer::{BackboneKind, TransferSpec};
+use crate::data::batch::Preprocess;
 
 /// The transfer-learning preset `reproduce` runs (EfficientNet-Lite0 backbone, the notebook's
 /// head): its ImageNet weights are in ../shared.
@@ -35,6 +36,66 @@ pub fn preset_names() -> Vec<&'static str> {
     PRESETS.iter().map(|(name, _)| *name).chain(BackboneKind::ALL.map(BackboneKind::name)).collect()
 }
 
+/// One registry entry: a preset and what a user (or a front) needs to know to use it.
+#[derive(Clone, Debug)]
+pub struct RegistryEntry {
+    pub name: &'static str,
+    /// `layers` (a net from the TOML vocabulary, trained from scratch) or `transfer` (an
+    /// ImageNet backbone with a new head).
+    pub kind: &'static str,
+    /// One line saying what the net is.
+    pub description: String,
+    /// How faces become its inputs (per-image standardisation, or grey / 255).
+    pub preprocess: Preprocess,
+    /// Its default learning rate (Adam's, the schedule's peak).
+    pub learning_rate: f64,
+    /// Trainable and non-trainable parameters (as Keras counts them).
+    pub params: (usize, usize),
+    /// Pretrained weights it starts from, if any: what they are and where ferkit looks for them
+    /// (never bundled; `--weights` names the file).
+    pub weights: Option<&'static str>,
+    /// The spec itself (transfer presets without weights).
+    pub spec: ModelSpec,
+}
+
+/// Every preset, in the order of [`preset_names`], with its metadata.
+pub fn registry() -> Result<Vec<RegistryEntry>> {
+    preset_names().into_iter().map(entry).collect()
+}
+
+/// The registry entry of preset `name`. Errors: not a preset (the message lists them).
+pub fn entry(name: &str) -> Result<RegistryEntry> {
+    let name = preset_names()
+        .into_iter()
+        .find(|n| *n == name)
+        .ok_or_else(|| crate::err!(Model, "`{name}` is not a preset ({})", preset_names().join(", ")))?;
+    let spec = resolve(name)?;
+    let (kind, description, weights) = match &spec {
+        ModelSpec::Layers(s) => ("layers", s.description.clone(), None),
+        ModelSpec::Transfer(s) => (
+            "transfer",
+            format!("Transfer learning: ImageNet {} backbone, {} blocks frozen, new head", s.backbone, s.frozen_blocks),
+            Some(match s.backbone {
+                BackboneKind::EfficientNetLite0 => {
+                    "ImageNet EfficientNet-Lite0 (.pth, e.g. ../shared/models/efficientnet-lite0-57934424.pth)"
+                }
+                BackboneKind::Vgg16 => "ImageNet VGG16 (a torchvision .pth)",
+            }),
+        ),
+        ModelSpec::Ensemble(_) => unreachable!("no preset is an ensemble"),
+    };
+    Ok(RegistryEntry {
+        name,
+        kind,
+        description,
+        preprocess: spec.preprocess(),
+        learning_rate: spec.learning_rate(),
+        params: spec.param_counts()?,
+        weights,
+        spec,
+    })
+}
+
 /// Any model by name: a layer-list preset or TOML file, or the transfer preset.
 pub fn resolve(name: &str) -> Result<ModelSpec> {
     if let Some(spec) = transfer_preset(name) {
@@ -52,12 +113,38 @@ pub fn resolve_net(name: &str) -> Result<NetSpec> {
     if path.exists() {
         return NetSpec::from_file(path);
     }
-    bail!("`{name}` is neither a preset ({}) nor a net TOML file", preset_names().join(", "))
+    bail!(Model, "`{name}` is neither a preset ({}) nor a net TOML file", preset_names().join(", "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::nn::loss::CrossEntropyLossConfig;
+    use burn::optim::GradientsParams;
+    use burn::prelude::*;
+
+    /// Every preset builds, reads two faces (forward) and gives a finite loss whose gradient
+    /// reaches its trainable parameters (backward); its entry's metadata agrees with its spec.
+    #[test]
+    fn every_preset_builds_and_runs_forward_and_backward_on_two_faces() {
+        let entries = registry().unwrap();
+        assert_eq!(entries.len(), preset_names().len());
+        let device = Device::flex().autodiff();
+        for e in entries {
+            assert!(e.learning_rate > 0.0 && !e.description.is_empty(), "{}", e.name);
+            assert_eq!(e.weights.is_some(), e.kind == "transfer", "{}", e.name);
+            let model = e.spec.without_pretrained().build(&device).unwrap();
+            let faces = crate::kernels::tests::random_input([2, 1, 48, 48], &Device::flex(), 7);
+            let logits = model.forward(Tensor::<4>::from_inner(faces));
+            assert_eq!(logits.dims(), [2, 7], "{}", e.name);
+            let labels = Tensor::<1, Int>::from_ints([3, 5], &device);
+            let loss = CrossEntropyLossConfig::new().init(&device).forward(logits, labels);
+            let value = loss.clone().into_scalar::<f32>();
+            assert!(value.is_finite() && value > 0.0, "{}: loss {value}", e.name);
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            assert!(!grads.is_empty(), "{}: no gradient reached a parameter", e.name);
+        }
+    }
 
     /// The notebook's Keras parameter counts (trainable + non-trainable).
     #[test]

@@ -22,7 +22,7 @@
 use std::fmt;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::data::{IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES};
@@ -450,7 +450,7 @@ impl NetSpec {
                 Ok(FeatureShape::Image { height: *h, width: *w, channels: *c })
             }
             [n] if *n == IMAGE_PIXELS => Ok(FeatureShape::Flat(*n)),
-            other => bail!("input {other:?} is not supported: use [48, 48, 1] or [2304]"),
+            other => bail!(Model, "input {other:?} is not supported: use [48, 48, 1] or [2304]"),
         }
     }
 
@@ -458,7 +458,7 @@ impl NetSpec {
     /// naming it, or when the net does not end with 7 outputs.
     pub fn layer_infos(&self) -> Result<Vec<LayerInfo>> {
         if self.layers.is_empty() {
-            bail!("the net has no layers");
+            bail!(Model, "the net has no layers");
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
             return Err(SpecProblem {
@@ -473,6 +473,7 @@ impl NetSpec {
         let last = self.layers.len() - 1;
         if let Some(i) = self.layers[..last].iter().position(|l| l.activation() == Some(ActivationFn::Softmax)) {
             bail!(
+                Model,
                 "layer {} ({}) applies softmax, but {} more layer(s) follow it: softmax belongs on the last layer only \
                  (the class scores)",
                 i + 1,
@@ -492,7 +493,7 @@ impl NetSpec {
             infos.push(info);
         }
         if shape != FeatureShape::Flat(NUM_CLASSES) {
-            bail!("the net must end with {NUM_CLASSES} outputs (one per emotion), but it ends with {shape}");
+            bail!(Model, "the net must end with {NUM_CLASSES} outputs (one per emotion), but it ends with {shape}");
         }
         Ok(infos)
     }

@@ -1,6 +1,6 @@
 //! A Keras-style model summary: layer (type), output shape, parameters, and the totals.
 
-use anyhow::Result;
+use crate::error::Result;
 
 use super::spec::NetSpec;
 

@@ -6,7 +6,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
+use crate::error::{Result, bail};
 use burn::nn::interpolate::{Interpolate2dConfig, InterpolateMode};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
@@ -206,13 +206,13 @@ impl TransferSpec {
     pub fn check(&self) -> Result<()> {
         let blocks = self.backbone.blocks();
         if self.frozen_blocks > blocks {
-            bail!("frozen_blocks {} is more than {}'s {blocks} blocks", self.frozen_blocks, self.backbone);
+            bail!(Weights, "frozen_blocks {} is more than {}'s {blocks} blocks", self.frozen_blocks, self.backbone);
         }
         if self.input_size < 32 || self.input_size > 512 {
-            bail!("input_size {} is outside 32..=512", self.input_size);
+            bail!(Weights, "input_size {} is outside 32..=512", self.input_size);
         }
         if !(0.0..1.0).contains(&self.dropout) || self.head.contains(&0) || !(self.learning_rate > 0.0) {
-            bail!("the head needs non-zero widths, 0 <= dropout < 1 and a positive learning rate");
+            bail!(Weights, "the head needs non-zero widths, 0 <= dropout < 1 and a positive learning rate");
         }
         Ok(())
     }

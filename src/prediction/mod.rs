@@ -1,122 +1,37 @@
-//! Emotions of the faces in photos: find the faces (a Haar cascade, or the whole image when the
-//! photo is one face already), cut each out as a 48x48 grey face like FER2013's, and run a
-//! trained net on them. [`output`] runs that over a list of photos and writes the results.
+//! The one prediction pipeline every front calls (CLI, Python, server, video): a [`Frame`] in
+//! memory -> faces ([`FaceDetector`]: a cascade, MTCNN, or the whole image) -> each cut out as a
+//! 48x48 grey face like FER2013's -> the net in batches ([`crate::evaluation::inference`]) ->
+//! one [`FacePrediction`] per face, serialised the same way everywhere. [`output`] runs it over
+//! a list of photo files and writes the results.
 
+pub mod detector;
+pub mod frame;
 pub mod output;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::evaluation::tta::{Tta, log_probabilities};
-use anyhow::Result;
 use burn::prelude::*;
-use image::RgbImage;
+use serde::Serialize;
+use serde::ser::SerializeMap;
 
-use crate::data::image_io::{image_dimensions, read_image};
-
-use crate::data::batch::{Preprocess, in_batches, make_batch, sequential};
+use crate::data::batch::Preprocess;
 use crate::data::image_folder::to_face;
-use crate::data::{CLASS_NAMES, NUM_CLASSES, Split};
-use crate::detection::mtcnn::{Mtcnn, MtcnnOptions};
-use crate::detection::{BoundingBox, Cascade, DetectOptions, GreyImage};
+use crate::data::{CLASS_NAMES, NUM_CLASSES};
+use crate::detection::{BoundingBox, GreyImage};
+use crate::error::Result;
+use crate::evaluation::inference::log_probabilities_in_batches;
+use crate::evaluation::tta::Tta;
 use crate::models::Model;
 use crate::trained::{ModelSource, TrainedModel};
-
-/// A photo in colour (for pictures) and grey (for detection and the net).
-pub struct Photo {
-    pub path: PathBuf,
-    pub rgb: RgbImage,
-    pub grey: GreyImage,
-}
-
-impl Photo {
-    /// Reads a photo in any format ferkit reads, turned upright as its EXIF orientation says,
-    /// through the same decoder as image folders ([`crate::data::image_io::read_image`]).
-    pub fn open(path: &Path) -> Result<Self> {
-        let rgb = read_image(path)?.to_rgb8();
-        let grey = GreyImage::from_rgb(rgb.width() as usize, rgb.height() as usize, rgb.as_raw());
-        Ok(Self { path: path.to_path_buf(), rgb, grey })
-    }
-
-    /// Checks that `path` is an image of a known format, reading its header only: a cheap way to
-    /// find a wrong path among many photos before the slow work starts.
-    pub fn check(path: &Path) -> Result<(u32, u32)> {
-        image_dimensions(path)
-    }
-}
-
-/// How faces are found in a photo.
-pub enum FaceFinder {
-    /// OpenCV's Haar cascade; `path` is where it was read from (recorded with the results).
-    Cascade { cascade: Cascade, path: PathBuf, options: DetectOptions },
-    /// MTCNN with facenet-pytorch's weights from `path`.
-    Mtcnn { mtcnn: Box<Mtcnn>, path: PathBuf, options: MtcnnOptions },
-    /// The photo is one face (already cropped).
-    WholeImage,
-}
-
-/// A face a finder found: the box the face is cut from and, from MTCNN, the detector's score
-/// and five landmarks (eyes, nose, mouth corners).
-#[derive(Clone, Debug)]
-pub struct FoundFace {
-    pub bbox: BoundingBox,
-    pub detector_score: Option<f32>,
-    pub landmarks: Option<[[f32; 2]; 5]>,
-}
-
-impl FaceFinder {
-    /// The cascade at `path` with `options`.
-    pub fn cascade(path: &Path, options: DetectOptions) -> Result<Self> {
-        Ok(FaceFinder::Cascade { cascade: Cascade::load(path)?, path: path.to_path_buf(), options })
-    }
-
-    /// MTCNN from the folder holding pnet.pt, rnet.pt and onet.pt.
-    pub fn mtcnn(path: &Path, options: MtcnnOptions) -> Result<Self> {
-        Ok(FaceFinder::Mtcnn { mtcnn: Box::new(Mtcnn::load(path)?), path: path.to_path_buf(), options })
-    }
-
-    /// The faces in reading order: top to bottom, then left to right.
-    pub fn find(&self, photo: &Photo) -> Vec<FoundFace> {
-        let (width, height) = (photo.grey.width, photo.grey.height);
-        let mut faces: Vec<FoundFace> = match self {
-            FaceFinder::Cascade { cascade, options, .. } => cascade
-                .detect(&photo.grey, options)
-                .into_iter()
-                .map(|bbox| FoundFace { bbox, detector_score: None, landmarks: None })
-                .collect(),
-            FaceFinder::Mtcnn { mtcnn, options, .. } => mtcnn
-                .detect(photo.rgb.as_raw(), width, height, options)
-                .into_iter()
-                .filter_map(|f| {
-                    let bbox = square_box([f.x1, f.y1, f.x2, f.y2], width, height)?;
-                    Some(FoundFace { bbox, detector_score: Some(f.score), landmarks: Some(f.landmarks) })
-                })
-                .collect(),
-            FaceFinder::WholeImage => {
-                vec![FoundFace {
-                    bbox: BoundingBox { x: 0, y: 0, width, height },
-                    detector_score: None,
-                    landmarks: None,
-                }]
-            }
-        };
-        faces.sort_by_key(|f| (f.bbox.y, f.bbox.x));
-        faces
-    }
-}
-
-/// The square of the longer side around a box's centre, in whole pixels and inside the photo
-/// (FER2013's faces are square; MTCNN's boxes are taller than wide). None when nothing is left.
-fn square_box([x1, y1, x2, y2]: [f32; 4], width: usize, height: usize) -> Option<BoundingBox> {
-    let half = (x2 - x1).max(y2 - y1) / 2.0;
-    let (cx, cy) = ((x1 + x2) / 2.0, (y1 + y2) / 2.0);
-    let clamp = |v: f32, max: usize| v.round().clamp(0.0, max as f32) as usize;
-    let (left, top) = (clamp(cx - half, width), clamp(cy - half, height));
-    let (right, bottom) = (clamp(cx + half, width), clamp(cy + half, height));
-    (right > left && bottom > top).then(|| BoundingBox { x: left, y: top, width: right - left, height: bottom - top })
-}
+pub use detector::{CascadeDetector, FaceDetector, FoundFace, MtcnnDetector, WholeImage, find_faces};
+pub use frame::Frame;
 
 /// One face: where it is, what the detector said of it, and the net's probability for each class.
-/// (`output::face_json` writes it for predictions.json, with the probabilities by class name.)
+///
+/// Serialised (predictions.json, the server's responses, Python's dicts) as
+/// `{"box": {"x", "y", "width", "height"}, "emotion": "happy", "probabilities": {"angry": p, ...},
+/// "detector_score": s, "landmarks": [[x, y] x 5]}`, the last two only when the detector gives
+/// them (MTCNN); probabilities are f32 in [0, 1] summing to 1, box and landmarks in frame pixels.
 #[derive(Clone, Debug)]
 pub struct FacePrediction {
     pub bbox: BoundingBox,
@@ -144,6 +59,32 @@ impl FacePrediction {
     }
 }
 
+impl Serialize for FacePrediction {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        struct ByClass<'a>(&'a [f32; NUM_CLASSES]);
+        impl Serialize for ByClass<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+                let mut map = serializer.serialize_map(Some(NUM_CLASSES))?;
+                for (class, p) in CLASS_NAMES.iter().zip(self.0) {
+                    map.serialize_entry(class, p)?;
+                }
+                map.end()
+            }
+        }
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("box", &self.bbox)?;
+        map.serialize_entry("emotion", self.emotion)?;
+        map.serialize_entry("probabilities", &ByClass(&self.probabilities))?;
+        if let Some(score) = self.detector_score {
+            map.serialize_entry("detector_score", &score)?;
+        }
+        if let Some(points) = &self.landmarks {
+            map.serialize_entry("landmarks", points)?;
+        }
+        map.end()
+    }
+}
+
 /// A trained net that gives class probabilities for faces: the shipped model, a run's kept
 /// net, or a model file (see [`crate::trained`]).
 pub struct EmotionClassifier {
@@ -155,20 +96,26 @@ pub struct EmotionClassifier {
     /// Turn each face so that its eyes are level before the net reads it (faces with
     /// landmarks, i.e. from MTCNN; others are cropped as they are).
     pub align: bool,
+    /// What a user should know about how the net was loaded (see [`TrainedModel::notes`]).
+    pub notes: Vec<String>,
     net: Model,
     preprocess: Preprocess,
     device: Device,
 }
 
 impl EmotionClassifier {
+    /// Faces per forward pass.
+    const BATCH: usize = 64;
+
     /// The net `source` names (`ModelSource::Shipped`: the model compiled into ferkit).
     pub fn load(source: &ModelSource) -> Result<Self> {
-        let TrainedModel { spec, net, device, source, .. } = TrainedModel::load(source)?;
+        let TrainedModel { spec, net, device, source, notes, .. } = TrainedModel::load(source)?;
         Ok(Self {
             model_name: spec.name().to_string(),
             source,
             tta: Tta::None,
             align: false,
+            notes,
             net,
             preprocess: spec.preprocess(),
             device,
@@ -180,33 +127,31 @@ impl EmotionClassifier {
         Self::load(&ModelSource::RunDir(run_dir.to_path_buf()))
     }
 
-    /// Class probabilities for 48x48 grey faces, in order.
+    /// Class probabilities for 48x48 grey faces (`u8`, row-major), in order.
     pub fn classify(&self, faces: &[Vec<u8>]) -> Vec<[f32; NUM_CLASSES]> {
-        let mut split = Split::new();
-        for face in faces {
-            split.push(face, 0); // the label is not used
-        }
+        let faces: Vec<&[u8]> = faces.iter().map(Vec::as_slice).collect();
         let mut out = Vec::with_capacity(faces.len());
-        for indices in in_batches(&sequential(split.len()), 64) {
-            let batch = make_batch(&split, indices, self.preprocess, &self.device);
-            let probabilities = log_probabilities(&self.net, batch.images, self.tta).exp();
+        let members = [(&self.net, self.preprocess)];
+        log_probabilities_in_batches(&members, &faces, Self::BATCH, &self.device, self.tta, |_, log_p| {
             let values =
-                probabilities.into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities are floats");
+                log_p.exp().into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities are floats");
             out.extend(
                 values.chunks_exact(NUM_CLASSES).map(|p| <[f32; NUM_CLASSES]>::try_from(p).expect("seven classes")),
             );
-        }
+        });
         out
     }
 
-    /// Finds the faces of a photo and classifies each.
-    pub fn predict(&self, finder: &FaceFinder, photo: &Photo) -> Vec<FacePrediction> {
-        let found = finder.find(photo);
+    /// The pipeline: finds the faces of `frame` with `detector` (in reading order), cuts each
+    /// out (turned level when [`EmotionClassifier::align`] and the detector gives eyes) and
+    /// classifies them in batches.
+    pub fn predict(&self, detector: &dyn FaceDetector, frame: &Frame) -> Vec<FacePrediction> {
+        let found = find_faces(detector, frame);
         let crops: Vec<Vec<u8>> = found
             .iter()
             .map(|f| match (self.align, f.landmarks) {
-                (true, Some([left_eye, right_eye, ..])) => aligned_face(&photo.grey, f.bbox, left_eye, right_eye),
-                _ => crop_face(&photo.grey, f.bbox),
+                (true, Some([left_eye, right_eye, ..])) => aligned_face(&frame.grey, f.bbox, left_eye, right_eye),
+                _ => crop_face(&frame.grey, f.bbox),
             })
             .collect();
         found.into_iter().zip(self.classify(&crops)).map(|(f, p)| FacePrediction::new(f, p)).collect()
@@ -257,6 +202,7 @@ pub fn aligned_face(grey: &GreyImage, b: BoundingBox, left_eye: [f32; 2], right_
 mod tests {
     use super::*;
     use crate::data::IMAGE_SIDE;
+    use crate::prediction::detector::square_box;
 
     #[test]
     fn crops_take_the_boxed_pixels() {
@@ -355,19 +301,19 @@ mod tests {
         // No EXIF: as stored, dark on the left.
         let path = dir.path().join("plain.jpg");
         std::fs::write(&path, jpeg_with_orientation(40, 20, None)).unwrap();
-        let photo = Photo::open(&path).unwrap();
+        let photo = Frame::open(&path).unwrap();
         assert_eq!((photo.grey.width, photo.grey.height), (40, 20));
         assert!(mean(&photo.grey, 0..20, 0..18) < 30.0 && mean(&photo.grey, 0..20, 22..40) > 180.0);
         // Orientation 6 (a phone held upright): to be shown turned 90 degrees clockwise, so the
         // stored left half ends on top.
         let path = dir.path().join("rotated.jpg");
         std::fs::write(&path, jpeg_with_orientation(40, 20, Some(6))).unwrap();
-        let photo = Photo::open(&path).unwrap();
+        let photo = Frame::open(&path).unwrap();
         assert_eq!((photo.grey.width, photo.grey.height, photo.rgb.width()), (20, 40, 20));
         assert!(mean(&photo.grey, 0..18, 0..20) < 30.0 && mean(&photo.grey, 22..40, 0..20) > 180.0);
         // Orientation 8: turned counter-clockwise, the left half ends at the bottom.
         std::fs::write(&path, jpeg_with_orientation(40, 20, Some(8))).unwrap();
-        let photo = Photo::open(&path).unwrap();
+        let photo = Frame::open(&path).unwrap();
         assert!(mean(&photo.grey, 22..40, 0..20) < 30.0 && mean(&photo.grey, 0..18, 0..20) > 180.0);
     }
 }

@@ -4,10 +4,10 @@
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use serde_json::{Value, json};
 
-use super::{EmotionClassifier, FaceFinder, FacePrediction, Photo};
+use super::{EmotionClassifier, FaceDetector, FacePrediction, Frame};
 use crate::data::CLASS_NAMES;
 use crate::data::image_io::{has_image_extension, is_image_file};
 use crate::detection::BoundingBox;
@@ -43,7 +43,7 @@ pub struct PhotoFailure {
 /// stops it too (marked photos already written stay whole).
 pub fn predict_photos(
     classifier: &EmotionClassifier,
-    finder: &FaceFinder,
+    detector: &dyn FaceDetector,
     photos: &[PathBuf],
     out: Option<&Path>,
     fail_fast: bool,
@@ -52,7 +52,7 @@ pub fn predict_photos(
 ) -> Result<(Vec<PhotoResult>, Vec<PhotoFailure>)> {
     if fail_fast {
         for path in photos {
-            Photo::check(path)?;
+            Frame::check(path)?;
         }
     }
     if let Some(out) = out {
@@ -62,7 +62,7 @@ pub fn predict_photos(
     let mut results = Vec::with_capacity(photos.len());
     let mut failures = Vec::new();
     for path in photos {
-        let photo = match Photo::open(path) {
+        let photo = match Frame::open(path) {
             Ok(photo) => photo,
             Err(e) if fail_fast => return Err(e),
             Err(e) => {
@@ -72,7 +72,7 @@ pub fn predict_photos(
                 continue;
             }
         };
-        let faces = classifier.predict(finder, &photo);
+        let faces = classifier.predict(detector, &photo);
         let picture = match out {
             Some(out) => {
                 let name = picture_name(path, &mut used_names);
@@ -135,7 +135,7 @@ pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult], failures:
             "width": r.width,
             "height": r.height,
             "picture": r.picture,
-            "faces": r.faces.iter().map(face_json).collect::<Vec<_>>(),
+            "faces": r.faces,
         }));
     }
     let mut doc = about;
@@ -145,46 +145,14 @@ pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult], failures:
     write_atomic(&out.join("predictions.csv"), csv)
 }
 
-/// A face for predictions.json: box, the detector's score and landmarks (MTCNN), emotion and
-/// the seven probabilities by name.
-fn face_json(f: &FacePrediction) -> Value {
-    let mut v = json!({
-        "box": f.bbox,
-        "emotion": f.emotion,
-        "probabilities": CLASS_NAMES.iter().zip(f.probabilities).map(|(c, p)| (c.to_string(), json!(p))).collect::<serde_json::Map<_, _>>(),
-    });
-    if let Some(score) = f.detector_score {
-        v["detector_score"] = json!(score);
-    }
-    if let Some(points) = f.landmarks {
-        v["landmarks"] = json!(points);
-    }
-    v
-}
-
 /// The model (its source and name) and detector, for predictions.json.
-pub fn describe_setup(classifier: &EmotionClassifier, finder: &FaceFinder) -> Value {
-    let detector = match finder {
-        FaceFinder::Cascade { path, options, .. } => json!({
-            "cascade": path.display().to_string(),
-            "scale_factor": options.scale_factor,
-            "min_neighbors": options.min_neighbors,
-            "min_size": options.min_size,
-        }),
-        FaceFinder::Mtcnn { path, options, .. } => json!({
-            "mtcnn": path.display().to_string(),
-            "min_size": options.min_size,
-            "thresholds": options.thresholds,
-            "factor": options.factor,
-        }),
-        FaceFinder::WholeImage => json!("whole image"),
-    };
+pub fn describe_setup(classifier: &EmotionClassifier, detector: &dyn FaceDetector) -> Value {
     json!({
         "run": classifier.source.describe(),
         "model": classifier.model_name,
         "tta": classifier.tta,
         "align": classifier.align,
-        "detector": detector,
+        "detector": detector.describe(),
     })
 }
 

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::sync::Once;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::FontStyle;
@@ -45,7 +45,7 @@ fn render_png_on(
     {
         let root = BitMapBackend::with_buffer(&mut buffer, (width, height)).into_drawing_area();
         draw(&root)?;
-        root.present().map_err(|e| anyhow::anyhow!("drawing {}: {e}", path.display()))?;
+        root.present().map_err(|e| crate::err!(Internal, "drawing {}: {e}", path.display()))?;
     }
     write_atomic_with(path, |tmp| {
         image::save_buffer_with_format(
@@ -60,8 +60,8 @@ fn render_png_on(
     })
 }
 
-fn drawing<E: std::fmt::Display>(e: E) -> anyhow::Error {
-    anyhow::anyhow!("drawing failed: {e}")
+fn drawing<E: std::fmt::Display>(e: E) -> crate::error::Error {
+    crate::err!(Internal, "drawing failed: {e}")
 }
 
 type Chart<'a, 'b> = ChartContext<
@@ -223,7 +223,7 @@ pub fn augment_preview(
 ) -> Result<()> {
     use crate::data::batch::{EpochAugment, Preprocess, prepare_batch};
     let rows: Vec<usize> = (0..split.len().min(15)).collect();
-    anyhow::ensure!(!rows.is_empty(), "the data has no training rows");
+    crate::ensure!(Internal, !rows.is_empty(), "the data has no training rows");
     let batch = prepare_batch(split, &rows, Preprocess::PerImage, Some(EpochAugment { config, seed, epoch: 0 }));
     let cells: Vec<(String, Option<Vec<u8>>)> = rows
         .iter()

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use serde_json::{Map, Value, json};
 
 use crate::data::{CLASS_NAMES, Dataset, SplitName};

@@ -6,14 +6,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 
 use crate::data::augment::AugmentConfig;
 use crate::data::{DataSource, Dataset, LoadOptions};
 use crate::detection::DetectOptions;
+use crate::events::Events;
 use crate::models::{ModelSpec, resolve};
 use crate::prediction::output::{describe_setup, photos_in, predict_photos, write_tables};
-use crate::prediction::{EmotionClassifier, FaceFinder};
+use crate::prediction::{CascadeDetector, EmotionClassifier};
 use crate::reporting::plots::{augment_preview, face_grid};
 
 use crate::reporting::table::stats_json;
@@ -39,6 +40,8 @@ pub struct ReproduceOptions {
     /// ImageNet EfficientNet-Lite0 weights for the transfer step (skipped without them).
     pub weights: Option<PathBuf>,
     pub workers: usize,
+    /// Where the study's progress goes (the CLI's bar and notes).
+    pub events: std::sync::Arc<dyn Events>,
     pub device: DeviceKind,
     /// A folder of photos and the Haar cascade that finds their faces, for the last step: the
     /// final model pointed at real photos (skipped without them).
@@ -93,24 +96,25 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
     std::fs::create_dir_all(&options.out).with_context(|| format!("{}: cannot create", options.out.display()))?;
     let start = Instant::now();
     let (dataset, report) = options.data.load(LoadOptions::default())?;
-    eprintln!("{}", report.describe());
+    let events = &*options.events;
+    events.note(&report.describe());
     let dataset = match recipe.subset {
         Some(n) => dataset.subsample(n, options.seed),
         None => dataset,
     };
 
-    step("data", || data_step(&dataset, &options.out.join("data"), options.seed))?;
+    step(events, "data", || data_step(&dataset, &options.out.join("data"), options.seed))?;
     for name in NOTEBOOK_NETS {
-        step(&format!("train {name}"), || {
+        step(events, &format!("train {name}"), || {
             let mut config = TrainConfig::notebook(resolve(name)?, options.data.clone());
             config.epochs = recipe.net_epochs;
             config.batch_size = recipe.net_batch.unwrap_or(config.batch_size);
             train_step(config, options, &recipe, &dataset, &options.out.join("nets").join(name))
         })?;
     }
-    step("tune", || tune_step(options, &recipe))?;
+    step(events, "tune", || tune_step(options, &recipe))?;
     match &options.weights {
-        Some(weights) if weights.exists() => step("transfer", || {
+        Some(weights) if weights.exists() => step(events, "transfer", || {
             let ModelSpec::Transfer(mut spec) = resolve(crate::models::registry::TRANSFER_PRESET)? else {
                 unreachable!("the transfer preset is a transfer model")
             };
@@ -120,32 +124,32 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
             config.batch_size = recipe.net_batch.unwrap_or(64);
             train_step(config, options, &recipe, &dataset, &options.out.join("transfer"))
         })?,
-        _ => eprintln!(
-            "step transfer: skipped, no ImageNet weights (give --weights ../shared/models/efficientnet-lite0-57934424.pth)"
+        _ => events.note(
+            "step transfer: skipped, no ImageNet weights given (EfficientNet-Lite0's, e.g. ../shared/models/efficientnet-lite0-57934424.pth)",
         ),
     }
-    step("augment", || augment_step(options, &recipe, &dataset))?;
+    step(events, "augment", || augment_step(options, &recipe, &dataset))?;
     match &options.photos {
-        Some((photos, cascade)) => step("photos", || photos_step(&options.out, photos, cascade))?,
-        None => eprintln!(
-            "step photos: skipped, no photos or cascade (give --photos ../shared/data/photos --cascade ../shared/models/haarcascade_frontalface_default.xml)"
+        Some((photos, cascade)) => step(events, "photos", || photos_step(&options.out, photos, cascade))?,
+        None => events.note(
+            "step photos: skipped, no photos or Haar cascade given (e.g. ../shared/data/photos and ../shared/models/haarcascade_frontalface_default.xml)",
         ),
     }
     write_report(&options.out, options.quick)?;
-    eprintln!(
+    events.note(&format!(
         "reproduction finished in {:.0} s; report: {}",
         start.elapsed().as_secs_f64(),
         options.out.join("report.html").display()
-    );
+    ));
     Ok(())
 }
 
 /// Runs a step, saying so; a step that finds its results already there returns at once.
-fn step(name: &str, run: impl FnOnce() -> Result<()>) -> Result<()> {
+fn step(events: &dyn Events, name: &str, run: impl FnOnce() -> Result<()>) -> Result<()> {
     let start = Instant::now();
-    eprintln!("step {name}: ...");
+    events.note(&format!("step {name}: ..."));
     run().with_context(|| format!("step {name}"))?;
-    eprintln!("step {name}: done ({:.0} s)", start.elapsed().as_secs_f64());
+    events.note(&format!("step {name}: done ({:.0} s)", start.elapsed().as_secs_f64()));
     Ok(())
 }
 
@@ -171,7 +175,7 @@ fn train_step(
     dir: &Path,
 ) -> Result<()> {
     if dir.join("metrics.json").exists() {
-        eprintln!("  {} already trained, kept", dir.display());
+        options.events.note(&format!("  {} already trained, kept", dir.display()));
         return Ok(());
     }
     config.seed = options.seed;
@@ -181,11 +185,11 @@ fn train_step(
         && run.has_checkpoint()
         && run.load_config().is_ok_and(|saved| saved == config)
     {
-        resume(&run, dataset)?;
+        resume(&run, dataset, &*options.events)?;
         return Ok(());
     }
     let run = RunDir::create(dir, true)?;
-    train(&config, dataset, &run)?;
+    train(&config, dataset, &run, &*options.events)?;
     Ok(())
 }
 
@@ -198,22 +202,25 @@ fn tune_step(options: &ReproduceOptions, recipe: &Recipe) -> Result<()> {
         }
         (s, _) => s,
     };
-    tune(TuneOptions {
-        space,
-        strategy,
-        trials: recipe.tune_trials,
-        settings: TrialSettings {
-            epochs: recipe.tune_epochs,
-            objective: Monitor::ValLoss,
-            seed: options.seed,
-            device: options.device,
-            subset: recipe.subset,
-            skip_bad_rows: false,
-            data: options.data.clone(),
+    tune(
+        TuneOptions {
+            space,
+            strategy,
+            trials: recipe.tune_trials,
+            settings: TrialSettings {
+                epochs: recipe.tune_epochs,
+                objective: Monitor::ValLoss,
+                seed: options.seed,
+                device: options.device,
+                subset: recipe.subset,
+                skip_bad_rows: false,
+                data: options.data.clone(),
+            },
+            out: options.out.join("tune"),
+            workers: options.workers,
         },
-        out: options.out.join("tune"),
-        workers: options.workers,
-    })?;
+        &*options.events,
+    )?;
     Ok(())
 }
 
@@ -241,9 +248,9 @@ fn photos_step(out: &Path, photos: &Path, cascade: &Path) -> Result<()> {
     }
     let run_dir = out.join("augmented");
     let classifier = EmotionClassifier::from_run(&run_dir)?;
-    let finder = FaceFinder::cascade(cascade, DetectOptions::default())?;
+    let finder = CascadeDetector::load(cascade, DetectOptions::default())?;
     let paths = photos_in(photos)?;
-    anyhow::ensure!(!paths.is_empty(), "{}: no PNG or JPEG photos", photos.display());
+    crate::ensure!(BadInput, !paths.is_empty(), "{}: no PNG or JPEG photos", photos.display());
     let (results, failures) = predict_photos(&classifier, &finder, &paths, Some(&dir), true, |_| {}, |_| {})?;
     write_tables(&dir, describe_setup(&classifier, &finder), &results, &failures)
 }

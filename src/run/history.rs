@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::util::atomic::write_atomic;
@@ -42,7 +42,7 @@ pub fn read_csv(path: &Path) -> Result<Vec<EpochRecord>> {
     let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
     let mut lines = text.lines();
     if lines.next() != Some(HEADER) {
-        bail!("{} line 1: expected the header `{HEADER}`", path.display());
+        bail!(BadInput, "{} line 1: expected the header `{HEADER}`", path.display());
     }
     lines
         .enumerate()
@@ -66,10 +66,11 @@ pub fn read_csv(path: &Path) -> Result<Vec<EpochRecord>> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn rec(epoch: usize, val_loss: f64, val_accuracy: f64) -> EpochRecord {
+    /// An epoch with the given validation figures (training figures fixed), for tests.
+    pub(crate) fn rec(epoch: usize, val_loss: f64, val_accuracy: f64) -> EpochRecord {
         EpochRecord { epoch, train_loss: 1.0, train_accuracy: 0.5, val_loss, val_accuracy, seconds: 1.0 }
     }
 

@@ -3,7 +3,7 @@
 use std::ops::Not;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 
 use crate::models::Model;
 use crate::util::atomic::write_atomic_with;
@@ -32,13 +32,12 @@ impl RunDir {
                 && !run.weights().exists()
                 && !run.metrics().exists();
             if non_empty && !overwrite && !finished_nothing {
-                let hint = if run.has_checkpoint() && run.metrics().exists().not() {
-                    "; it stopped before its end: `ferkit train --resume` goes on with it (one that diverged \
-                     would diverge again: start it anew with a lower --lr and --overwrite)"
-                } else {
-                    ""
-                };
-                bail!("{} already holds a run: pick another --out, or pass --overwrite{hint}", path.display());
+                // The setting named tells a front what to offer: another folder or overwriting
+                // it, or resuming the stopped run.
+                if run.has_checkpoint() && run.metrics().exists().not() {
+                    bail!(Config @ "resume", "{} already holds a run that stopped before its end", path.display());
+                }
+                bail!(Config @ "overwrite", "{} already holds a run", path.display());
             }
             if run.checkpoint_dir().exists() {
                 std::fs::remove_dir_all(run.checkpoint_dir())
@@ -68,7 +67,7 @@ impl RunDir {
     pub fn open(path: &Path) -> Result<Self> {
         let run = Self { path: path.to_path_buf() };
         if !run.config().exists() {
-            bail!("{}: not a ferkit run directory (no config.toml)", path.display());
+            bail!(BadInput, "{}: not a ferkit run directory (no config.toml)", path.display());
         }
         Ok(run)
     }
@@ -110,7 +109,7 @@ impl RunDir {
     pub fn save_weights(&self, net: Model) -> Result<()> {
         let _ = std::fs::remove_file(self.weights_checksum());
         write_atomic_with(&self.weights(), |tmp| {
-            net.save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save weights: {e}", tmp.display()))
+            net.save_file(tmp).map_err(|e| crate::err!(Io, "{}: cannot save weights: {e}", tmp.display()))
         })?;
         let bytes =
             std::fs::read(self.weights()).with_context(|| format!("{}: cannot read", self.weights().display()))?;
@@ -126,6 +125,7 @@ impl RunDir {
             let actual = format!("{:08x}", crc32(&bytes));
             if expected.trim() != actual {
                 bail!(
+                    Weights,
                     "{}: damaged (its CRC-32 is {actual}, {} says {}); train again or restore the file",
                     path.display(),
                     self.weights_checksum().display(),
@@ -142,14 +142,15 @@ impl RunDir {
 /// cut to its first 400 characters), NaN or infinite values.
 pub fn load_weights(net: Model, bytes: Vec<u8>, path: &Path) -> Result<Model> {
     let record = burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
-        .map_err(|e| anyhow::anyhow!("{}: not a burnpack weights file: {e}", path.display()))?;
+        .map_err(|e| crate::err!(Weights, "{}: not a burnpack weights file: {e}", path.display()))?;
     let net = net.try_load_record(record).map_err(|e| {
         // Burn lists every missing tensor; a few name the problem.
         let mut message = e.to_string();
         if message.chars().count() > 400 {
             message = format!("{}... (cut)", message.chars().take(400).collect::<String>());
         }
-        anyhow::anyhow!(
+        crate::err!(
+            Weights,
             "{}: the weights do not fit this net (written by another ferkit version, or for another net?): {message}",
             path.display()
         )
@@ -183,7 +184,7 @@ pub fn check_finite(net: &Model, path: &Path) -> Result<()> {
     let mut visitor = Finite(true);
     net.visit(&mut visitor);
     if !visitor.0 {
-        bail!("{}: holds NaN or infinite weights (damaged, or saved from a diverged run)", path.display());
+        bail!(Weights, "{}: holds NaN or infinite weights (damaged, or saved from a diverged run)", path.display());
     }
     Ok(())
 }

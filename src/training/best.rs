@@ -52,10 +52,7 @@ impl BestTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn rec(epoch: usize, val_loss: f64, val_accuracy: f64) -> EpochRecord {
-        EpochRecord { epoch, train_loss: 1.0, train_accuracy: 0.5, val_loss, val_accuracy, seconds: 1.0 }
-    }
+    use crate::run::history::tests::rec;
 
     #[test]
     fn keeps_the_lowest_val_loss_and_the_first_of_ties() {

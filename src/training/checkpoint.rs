@@ -18,7 +18,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use burn::module::Module;
 use burn::optim::ModuleOptimizer;
 use serde::{Deserialize, Serialize};
@@ -111,15 +111,15 @@ pub fn save(
         ema: nets.ema.map(|_| format!("ema-{epoch}.bpk")),
     };
     write_atomic_with(&dir.join(&state.weights), |tmp| {
-        nets.net.clone().save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save weights: {e}", tmp.display()))
+        nets.net.clone().save_file(tmp).map_err(|e| crate::err!(Io, "{}: cannot save weights: {e}", tmp.display()))
     })?;
     if let (Some(average), Some(name)) = (nets.ema, &state.ema) {
         write_atomic_with(&dir.join(name), |tmp| {
-            average.clone().save_file(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save the EMA: {e}", tmp.display()))
+            average.clone().save_file(tmp).map_err(|e| crate::err!(Io, "{}: cannot save the EMA: {e}", tmp.display()))
         })?;
     }
     write_atomic_with(&dir.join(&state.optimizer), |tmp| {
-        optimizer.save(tmp).map_err(|e| anyhow::anyhow!("{}: cannot save the optimizer's state: {e}", tmp.display()))
+        optimizer.save(tmp).map_err(|e| crate::err!(Io, "{}: cannot save the optimizer's state: {e}", tmp.display()))
     })?;
     write_atomic(&run.checkpoint_state(), serde_json::to_string_pretty(&state)?)?;
     remove_other_epochs(&dir, &state);
@@ -155,15 +155,15 @@ pub fn load_state(run: &RunDir) -> Result<Option<TrainState>> {
     let state: TrainState =
         serde_json::from_str(&text).with_context(|| format!("{}: not a ferkit checkpoint state", path.display()))?;
     if state.format != FORMAT {
-        bail!("{}: checkpoint format {} (this ferkit reads format {FORMAT})", path.display(), state.format);
+        bail!(Weights, "{}: checkpoint format {} (this ferkit reads format {FORMAT})", path.display(), state.format);
     }
     if state.history.len() != state.epochs_done || state.history.iter().enumerate().any(|(i, r)| r.epoch != i + 1) {
-        bail!("{}: the history does not list epochs 1..={} in order", path.display(), state.epochs_done);
+        bail!(Weights, "{}: the history does not list epochs 1..={} in order", path.display(), state.epochs_done);
     }
     for file in [&state.weights, &state.optimizer].into_iter().chain(&state.ema) {
         let p = run.checkpoint_dir().join(file);
         if !p.exists() {
-            bail!("{}: names {}, which is missing", path.display(), p.display());
+            bail!(Weights, "{}: names {}, which is missing", path.display(), p.display());
         }
     }
     Ok(Some(state))
@@ -179,11 +179,11 @@ pub fn restore(
     let weights = run.checkpoint_dir().join(&state.weights);
     let net = net
         .try_load_file(&weights)
-        .map_err(|e| anyhow::anyhow!("{}: cannot load the checkpoint's weights: {e}", weights.display()))?;
+        .map_err(|e| crate::err!(Weights, "{}: cannot load the checkpoint's weights: {e}", weights.display()))?;
     let optim_path = run.checkpoint_dir().join(&state.optimizer);
     let optimizer = optimizer
         .load(&optim_path)
-        .map_err(|e| anyhow::anyhow!("{}: cannot load the optimizer's state: {e}", optim_path.display()))?;
+        .map_err(|e| crate::err!(Weights, "{}: cannot load the optimizer's state: {e}", optim_path.display()))?;
     Ok((net, optimizer))
 }
 
@@ -193,10 +193,10 @@ pub fn restore(
 /// by a ferkit without EMAs), or the file does not load.
 pub fn restore_ema(run: &RunDir, state: &TrainState, net: Model) -> Result<Model> {
     let Some(name) = &state.ema else {
-        bail!("{}: the run keeps a weight EMA, but its checkpoint has none", run.checkpoint_state().display());
+        bail!(Weights, "{}: the run keeps a weight EMA, but its checkpoint has none", run.checkpoint_state().display());
     };
     let path = run.checkpoint_dir().join(name);
-    net.try_load_file(&path).map_err(|e| anyhow::anyhow!("{}: cannot load the weight EMA: {e}", path.display()))
+    net.try_load_file(&path).map_err(|e| crate::err!(Weights, "{}: cannot load the weight EMA: {e}", path.display()))
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::mix::MixConfig;
@@ -15,16 +15,21 @@ use crate::models::{Model, ModelSpec};
 use crate::run::{RunDir, load_weights};
 use crate::util::device::DeviceKind;
 
+impl crate::util::choice::Choice for Monitor {
+    const CHOICES: &'static [(&'static str, Self, &'static str)] = &[
+        ("val_loss", Monitor::ValLoss, "lowest validation loss (the notebook's choice)"),
+        ("val_accuracy", Monitor::ValAccuracy, "highest validation accuracy"),
+    ];
+}
+
 /// Which validation figure picks the kept checkpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Monitor {
     /// Lowest validation loss (the notebook's choice).
     #[default]
-    #[value(name = "val_loss")]
     ValLoss,
     /// Highest validation accuracy.
-    #[value(name = "val_accuracy")]
     ValAccuracy,
 }
 
@@ -107,35 +112,32 @@ impl TrainConfig {
             toml::from_str(&text).with_context(|| format!("{}: not a ferkit run config", path.display()))?;
         config.model.check().with_context(|| format!("{}: the model is inconsistent", path.display()))?;
         if let Err(e) = config.check_recipe() {
-            // The line of the offending key: the messages start with the key's name.
-            let message = e.to_string();
-            let (table, key) = if message.starts_with("the mix's alpha") {
-                (Some(("[mix]", 0)), "alpha")
-            } else {
-                (None, message.split_whitespace().next().unwrap_or(""))
-            };
-            let line = crate::models::spec::key_line(&text, table, Some(key))
-                .map(|l| format!(" line {l}:"))
-                .unwrap_or_default();
-            return Err(e.context(format!("{}:{line} the training recipe is out of range", path.display())));
+            // The line of the offending key, which check_recipe names.
+            let setting = e.location().and_then(|l| l.field.clone()).unwrap_or_default();
+            let (table, key) = if setting == "mix" { (Some(("[mix]", 0)), "alpha") } else { (None, setting.as_str()) };
+            let line_no = crate::models::spec::key_line(&text, table, Some(key));
+            let line = line_no.map(|l| format!(" line {l}:")).unwrap_or_default();
+            return Err(e
+                .at(Some(path), line_no, None)
+                .context(format!("{}:{line} the training recipe is out of range", path.display())));
         }
         Ok(config)
     }
 
     /// Range checks of the recipe's numbers (the command line's and a hand-edited config.toml's).
     pub fn check_recipe(&self) -> Result<()> {
-        anyhow::ensure!(
+        crate::ensure!(Config @ "label_smoothing",
             (0.0..1.0).contains(&self.label_smoothing),
-            "label_smoothing (--label-smoothing) must be in [0, 1) (got {})",
+            "label_smoothing must be in [0, 1) (got {})",
             self.label_smoothing
         );
         if let Some(d) = self.ema_decay {
-            anyhow::ensure!(d > 0.0 && d < 1.0, "ema_decay (--ema) must be in (0, 1), e.g. 0.999 (got {d})");
+            crate::ensure!(Config @ "ema_decay", d > 0.0 && d < 1.0, "ema_decay must be in (0, 1), e.g. 0.999 (got {d})");
         }
         if let Some(MixConfig::Mixup { alpha } | MixConfig::Cutmix { alpha }) = self.mix {
-            anyhow::ensure!(
+            crate::ensure!(Config @ "mix",
                 alpha > 0.0 && alpha.is_finite(),
-                "the mix's alpha (--mixup, --cutmix) must be positive (got {alpha})"
+                "the mix's alpha must be positive (got {alpha})"
             );
         }
         Ok(())
@@ -212,7 +214,7 @@ impl RunDir {
     pub fn load_model(&self, config: &TrainConfig, device: &burn::prelude::Device) -> Result<Model> {
         let path = self.weights();
         if !path.exists() {
-            anyhow::bail!("{}: no weights (did the run finish an epoch?)", path.display());
+            crate::bail!(Weights, "{}: no weights (did the run finish an epoch?)", path.display());
         }
         let net = config.model.without_pretrained().build(device)?;
         load_weights(net, self.read_weights()?, &path)

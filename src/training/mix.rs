@@ -31,18 +31,18 @@ pub struct Mixed {
 
 impl MixConfig {
     /// `--mixup ALPHA` or `--cutmix ALPHA` (at most one); errors name the option and the range.
-    pub fn from_options(mixup: Option<f64>, cutmix: Option<f64>) -> anyhow::Result<Option<Self>> {
+    pub fn from_options(mixup: Option<f64>, cutmix: Option<f64>) -> crate::error::Result<Option<Self>> {
         let check = |alpha: f64, option: &str| {
-            anyhow::ensure!(
+            crate::ensure!(Config @ option,
                 alpha > 0.0 && alpha.is_finite(),
                 "{option} must be a positive number, e.g. 0.8 (got {alpha})"
             );
             Ok(())
         };
         match (mixup, cutmix) {
-            (Some(_), Some(_)) => anyhow::bail!("--mixup and --cutmix go one at a time"),
-            (Some(alpha), None) => check(alpha, "--mixup").map(|_| Some(Self::Mixup { alpha })),
-            (None, Some(alpha)) => check(alpha, "--cutmix").map(|_| Some(Self::Cutmix { alpha })),
+            (Some(_), Some(_)) => crate::bail!(Config @ "mixup", "mixup and cutmix go one at a time"),
+            (Some(alpha), None) => check(alpha, "mixup").map(|_| Some(Self::Mixup { alpha })),
+            (None, Some(alpha)) => check(alpha, "cutmix").map(|_| Some(Self::Cutmix { alpha })),
             (None, None) => Ok(None),
         }
     }
@@ -168,7 +168,7 @@ mod tests {
         assert_eq!(MixConfig::from_options(Some(0.8), None).unwrap(), Some(MixConfig::Mixup { alpha: 0.8 }));
         assert!(MixConfig::from_options(Some(0.8), Some(1.0)).unwrap_err().to_string().contains("one at a time"));
         assert!(
-            MixConfig::from_options(None, Some(-1.0)).unwrap_err().to_string().contains("--cutmix must be a positive")
+            MixConfig::from_options(None, Some(-1.0)).unwrap_err().to_string().contains("cutmix must be a positive")
         );
         assert_eq!(MixConfig::from_options(None, None).unwrap(), None);
     }

@@ -8,7 +8,6 @@ pub mod config;
 pub mod ema;
 pub mod mix;
 pub mod optimizer;
-pub mod progress;
 pub mod schedule;
 pub mod trainer;
 

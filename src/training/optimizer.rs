@@ -7,7 +7,7 @@
 //! run's `config.toml`, and sets the defaults PyTorch users expect (Burn's SGD momentum has a
 //! dampening of 0.1 by default, PyTorch's has none; Burn's AdamW decay is 1e-4, PyTorch's 1e-2).
 
-use anyhow::{Result, bail, ensure};
+use crate::error::{Result, bail, ensure};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
 use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
@@ -45,32 +45,34 @@ impl OptimizerKind {
     /// non-finite decay, or a setting the optimizer does not have.
     pub fn parse(name: &str, momentum: Option<f64>, weight_decay: Option<f64>) -> Result<Self> {
         if let Some(m) = momentum {
-            ensure!((0.0..1.0).contains(&m), "--momentum must be in [0, 1) (got {m})");
+            ensure!(Config @ "momentum", (0.0..1.0).contains(&m), "momentum must be in [0, 1) (got {m})");
         }
         if let Some(d) = weight_decay {
-            ensure!(d >= 0.0 && d.is_finite(), "--weight-decay must be a finite number >= 0 (got {d})");
+            ensure!(Config @ "weight_decay", d >= 0.0 && d.is_finite(), "weight_decay must be a finite number >= 0 (got {d})");
         }
         let sgd = |nesterov: bool| -> Result<Self> {
             let momentum = momentum.unwrap_or(SGD_DEFAULT_MOMENTUM);
-            ensure!(!nesterov || momentum > 0.0, "--optimizer sgd-nesterov needs a --momentum above 0");
+            ensure!(Config @ "optimizer", !nesterov || momentum > 0.0, "optimizer sgd-nesterov needs a momentum above 0");
             Ok(Self::Sgd { momentum, nesterov, weight_decay: weight_decay.unwrap_or(0.0) })
         };
         match name {
             "adam" => {
-                ensure!(momentum.is_none(), "--momentum is for --optimizer sgd or sgd-nesterov");
-                ensure!(
+                ensure!(Config @ "momentum", momentum.is_none(), "momentum is for optimizer sgd or sgd-nesterov");
+                ensure!(Config @ "weight_decay",
                     weight_decay.is_none(),
-                    "--weight-decay is for adamw and sgd; Adam's weight penalty is the net's `l2` (or use --optimizer adamw)"
+                    "weight_decay is for adamw and sgd; Adam's weight penalty is the net's `l2` (or use optimizer adamw)"
                 );
                 Ok(Self::Adam)
             }
             "adamw" => {
-                ensure!(momentum.is_none(), "--momentum is for --optimizer sgd or sgd-nesterov");
+                ensure!(Config @ "momentum", momentum.is_none(), "momentum is for optimizer sgd or sgd-nesterov");
                 Ok(Self::AdamW { weight_decay: weight_decay.unwrap_or(ADAMW_DEFAULT_WEIGHT_DECAY) })
             }
             "sgd" => sgd(false),
             "sgd-nesterov" => sgd(true),
-            other => bail!("--optimizer: unknown optimizer `{other}` (known: adam, adamw, sgd, sgd-nesterov)"),
+            other => {
+                bail!(Config @ "optimizer", "optimizer: unknown optimizer `{other}` (known: adam, adamw, sgd, sgd-nesterov)")
+            }
         }
     }
 
@@ -178,10 +180,10 @@ mod tests {
             OptimizerKind::Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-4 }
         );
         for (name, m, d, expected) in [
-            ("adam", Some(0.9), None, "--momentum"),
-            ("adam", None, Some(0.1), "--weight-decay"),
+            ("adam", Some(0.9), None, "momentum"),
+            ("adam", None, Some(0.1), "weight_decay"),
             ("sgd", Some(1.0), None, "[0, 1)"),
-            ("sgd", None, Some(f64::NAN), "--weight-decay"),
+            ("sgd", None, Some(f64::NAN), "weight_decay"),
             ("sgd-nesterov", Some(0.0), None, "above 0"),
             ("rmsprop", None, None, "known: adam"),
         ] {

@@ -44,15 +44,15 @@ impl LrSchedule {
         warmup_epochs: usize,
         plateau_factor: Option<f64>,
         plateau_patience: Option<usize>,
-    ) -> anyhow::Result<Self> {
+    ) -> crate::error::Result<Self> {
         if name != "plateau" {
-            anyhow::ensure!(
+            crate::ensure!(Config @ "plateau_factor",
                 plateau_factor.is_none() && plateau_patience.is_none(),
-                "--plateau-factor and --plateau-patience need --schedule plateau"
+                "plateau_factor and plateau_patience need schedule plateau"
             );
         }
         if name != "cosine" {
-            anyhow::ensure!(warmup_epochs == 0, "--warmup-epochs needs --schedule cosine");
+            crate::ensure!(Config @ "warmup_epochs", warmup_epochs == 0, "warmup_epochs needs schedule cosine");
         }
         match name {
             "constant" => Ok(Self::Constant),
@@ -60,11 +60,11 @@ impl LrSchedule {
             "one-cycle" => Ok(Self::OneCycle),
             "plateau" => {
                 let factor = plateau_factor.unwrap_or(0.5);
-                anyhow::ensure!(factor > 0.0 && factor < 1.0, "--plateau-factor must be in (0, 1) (got {factor})");
+                crate::ensure!(Config @ "plateau_factor", factor > 0.0 && factor < 1.0, "plateau_factor must be in (0, 1) (got {factor})");
                 Ok(Self::Plateau { factor, patience: plateau_patience.unwrap_or(5) })
             }
             other => {
-                anyhow::bail!("--schedule: unknown schedule `{other}` (known: constant, cosine, one-cycle, plateau)")
+                crate::bail!(Config @ "schedule", "schedule: unknown schedule `{other}` (known: constant, cosine, one-cycle, plateau)")
             }
         }
     }
@@ -186,14 +186,14 @@ mod tests {
     #[test]
     fn parse_names_the_option() {
         assert_eq!(LrSchedule::parse("cosine", 2, None, None).unwrap(), LrSchedule::Cosine { warmup_epochs: 2 });
-        assert!(LrSchedule::parse("constant", 2, None, None).unwrap_err().to_string().contains("--warmup-epochs"));
-        assert!(LrSchedule::parse("step", 0, None, None).unwrap_err().to_string().contains("--schedule"));
+        assert!(LrSchedule::parse("constant", 2, None, None).unwrap_err().to_string().contains("warmup_epochs"));
+        assert!(LrSchedule::parse("step", 0, None, None).unwrap_err().to_string().contains("schedule"));
         assert_eq!(
             LrSchedule::parse("plateau", 0, Some(0.75), None).unwrap(),
             LrSchedule::Plateau { factor: 0.75, patience: 5 }
         );
         assert!(LrSchedule::parse("plateau", 0, Some(1.0), None).unwrap_err().to_string().contains("(0, 1)"));
-        assert!(LrSchedule::parse("cosine", 0, None, Some(3)).unwrap_err().to_string().contains("--schedule plateau"));
+        assert!(LrSchedule::parse("cosine", 0, None, Some(3)).unwrap_err().to_string().contains("schedule plateau"));
     }
 
     /// `OneCycleLR(max_lr=1, total_steps=20)` (defaults otherwise) at steps 0, 2, 5 (the peak,

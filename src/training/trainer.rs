@@ -8,7 +8,7 @@
 
 use std::time::Instant;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use burn::module::Module;
 use std::sync::mpsc::Receiver;
 
@@ -21,11 +21,11 @@ use super::best::BestTracker;
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::ema::Ema;
-use super::progress::Progress;
 use crate::data::batch::Preprocess;
 use crate::data::batch::{EpochAugment, EpochOrder, HostBatch, prefetch};
 use crate::data::{Dataset, SplitName};
 use crate::evaluation::{SplitEvaluation, Tta, evaluate};
+use crate::events::Events;
 use crate::models::Model;
 use crate::reporting::plots::plot_curves;
 use crate::run::history::{EpochRecord, write_csv};
@@ -54,7 +54,7 @@ struct EpochPass<'a> {
     config: &'a TrainConfig,
     loss_fn: &'a CrossEntropyLoss,
     device: &'a Device,
-    progress: &'a Progress,
+    events: &'a dyn Events,
     epoch: usize,
     /// Optimizer steps taken before this epoch (the schedule's clock).
     steps_before: usize,
@@ -109,7 +109,7 @@ impl EpochPass<'_> {
                 ema.update(&model);
             }
             seen += n;
-            self.progress.batch_done(self.epoch, loss_sum / seen as f64);
+            self.events.batch_finished(self.epoch, loss_sum / seen as f64);
         }
         Ok((model, loss_sum, correct))
     }
@@ -174,30 +174,31 @@ struct Diverged {
 /// Errors: no training or validation rows, zero epochs or batch, weights that do not fit, an
 /// unwritable run directory, and a loss that turns non-finite (the message names the epoch and
 /// step; the best checkpoint so far stays in `model.bpk`).
-pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir) -> Result<RunMetrics> {
+pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir, events: &dyn Events) -> Result<RunMetrics> {
     check_inputs(config, dataset)?;
     write_atomic(&run.config(), config.to_toml())?;
     write_atomic(&run.summary(), config.model.summary()?)?;
-    run_epochs(config, dataset, run, None)
+    run_epochs(config, dataset, run, None, events)
 }
 
 /// Goes on with a run that stopped (killed, or its machine gone) after its last finished epoch,
 /// with the run's own `config.toml`. The result equals that of a run that never stopped. A run
 /// that finished no epoch starts again from its beginning.
-pub fn resume(run: &RunDir, dataset: &Dataset) -> Result<RunMetrics> {
+pub fn resume(run: &RunDir, dataset: &Dataset, events: &dyn Events) -> Result<RunMetrics> {
     let config = run.load_config()?;
     check_inputs(&config, dataset)?;
     let state = checkpoint::load_state(run)?;
     if let Some(state) = &state {
-        eprintln!(
+        events.note(&format!(
             "resuming {} after epoch {} of {} ({:.0} s trained so far)",
             run.path.display(),
             state.epochs_done,
             config.epochs,
             state.train_seconds
-        );
+        ));
         if state.epochs_done > config.epochs {
             bail!(
+                Config,
                 "{}: {} epochs done, more than the {} of config.toml",
                 run.checkpoint_state().display(),
                 state.epochs_done,
@@ -205,9 +206,9 @@ pub fn resume(run: &RunDir, dataset: &Dataset) -> Result<RunMetrics> {
             );
         }
     } else {
-        eprintln!("{}: no epoch had finished; starting the run from its beginning", run.path.display());
+        events.note(&format!("{}: no epoch had finished; starting the run from its beginning", run.path.display()));
     }
-    run_epochs(&config, dataset, run, state)
+    run_epochs(&config, dataset, run, state, events)
 }
 
 /// Where the kept checkpoint is, for a divergence message.
@@ -222,22 +223,30 @@ fn kept_message(tracker: &BestTracker, run: &RunDir) -> String {
 /// epoch and one row per batch.
 pub fn check_inputs(config: &TrainConfig, dataset: &Dataset) -> Result<()> {
     if dataset.train.is_empty() {
-        bail!("the data has no training rows");
+        bail!(BadInput, "the data has no training rows");
     }
     if dataset.val.is_empty() {
-        bail!(
+        return Err(crate::err!(
+            BadInput,
             "the data has no validation rows (FER2013's PublicTest): the kept checkpoint is chosen on them; \
-             for data with train and test only, hold out part of train with --val-split 0.1"
-        );
+             for data with train and test only, hold out part of train as validation rows (val_split = 0.1)"
+        )
+        .at(None, None, Some("val_split")));
     }
     if config.epochs == 0 || config.batch_size == 0 {
-        bail!("--epochs and --batch must be at least 1");
+        return Err(crate::err!(Config, "epochs and batch_size must be at least 1").at(None, None, Some("epochs")));
     }
     Ok(())
 }
 
 /// The epochs from `state` (or the first) to the last, then the kept checkpoint's evaluation.
-fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Option<TrainState>) -> Result<RunMetrics> {
+fn run_epochs(
+    config: &TrainConfig,
+    dataset: &Dataset,
+    run: &RunDir,
+    state: Option<TrainState>,
+    events: &dyn Events,
+) -> Result<RunMetrics> {
     let (trainable_params, non_trainable_params) = config.model.param_counts()?;
     let preprocess: Preprocess = config.model.preprocess();
 
@@ -253,6 +262,7 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
         Some(state) => {
             if state.train_rows != dataset.train.len() {
                 bail!(
+                    BadInput,
                     "{}: the run trained on {} rows, but its data now has {}: resume with the same data",
                     run.checkpoint_state().display(),
                     state.train_rows,
@@ -278,7 +288,7 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
             let mut net = config.model.build(&train_device)?;
             if let Some(from) = &config.init_from {
                 let from = RunDir::open(from)?;
-                net = load_weights(net, from.read_weights()?, &from.weights()).context("--init-from")?;
+                net = load_weights(net, from.read_weights()?, &from.weights()).context("init_from")?;
             }
             if let Some(decay) = config.ema_decay {
                 ema = Some(Ema::new(decay, &net, 0));
@@ -290,7 +300,7 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
     let loss_fn = CrossEntropyLossConfig::new().with_smoothing(smoothing).init(&train_device);
     let mut order = EpochOrder::new(config.seed);
     let epochs_done = state.as_ref().map_or(0, |s| s.epochs_done);
-    let progress = Progress::new(
+    events.training_started(
         config.model.name(),
         config.epochs,
         (batches_per_epoch * config.epochs) as u64,
@@ -314,7 +324,7 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
             config,
             loss_fn: &loss_fn,
             device: &train_device,
-            progress: &progress,
+            events,
             epoch,
             steps_before: (epoch - 1) * batches_per_epoch,
             steps_per_epoch: batches_per_epoch,
@@ -327,16 +337,18 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
         let (trained, loss_sum, correct) = match passed {
             Ok(done) => done,
             Err(d) => {
-                progress.finish();
+                events.training_finished();
                 let kept = kept_message(&tracker, run);
-                bail!(
-                    "training diverged: the loss is {} at epoch {}, step {} of {}; {kept}. Start again with a lower --lr (it was {}).",
+                return Err(crate::err!(
+                    Diverged,
+                    "training diverged: the loss is {} at epoch {}, step {} of {}; {kept}. Start again with a lower learning rate (it was {}).",
                     d.loss,
                     d.epoch,
                     d.step,
                     d.steps,
                     config.learning_rate
-                );
+                )
+                .at(None, None, Some("learning_rate")));
             }
         };
         model = trained;
@@ -344,14 +356,16 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
         let kept_net = ema.as_ref().map_or_else(|| model.valid(), |e| e.model.valid());
         let val = evaluate(&kept_net, preprocess, &dataset.val, "val", config.batch_size, &device, Tta::None);
         if !(val.loss.is_finite() && val.accuracy.is_finite()) {
-            progress.finish();
-            bail!(
+            events.training_finished();
+            return Err(crate::err!(
+                Diverged,
                 "training diverged: the validation loss is {} after epoch {epoch} (the weights are no longer finite); {}. \
-                 Start again with a lower --lr (it was {}).",
+                 Start again with a lower learning rate (it was {}).",
                 val.loss,
                 kept_message(&tracker, run),
                 config.learning_rate
-            );
+            )
+            .at(None, None, Some("learning_rate")));
         }
         let record = EpochRecord {
             epoch,
@@ -364,7 +378,7 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
         let kept = tracker.update(&record);
         let epochs_here = epoch - epochs_done;
         let mean_epoch = start.elapsed().as_secs_f64() / epochs_here as f64;
-        progress.epoch_done(&record, kept, mean_epoch * (config.epochs - epoch) as f64);
+        events.epoch_finished(&record, kept, mean_epoch * (config.epochs - epoch) as f64);
         history.push(record);
         write_csv(&run.history(), &history)?;
         let seconds = seconds_before + start.elapsed().as_secs_f64();
@@ -376,13 +390,13 @@ fn run_epochs(config: &TrainConfig, dataset: &Dataset, run: &RunDir, state: Opti
             run.save_weights(kept_net)?;
         }
     }
-    progress.finish();
+    events.training_finished();
     let train_seconds = seconds_before + start.elapsed().as_secs_f64();
     plot_curves(&history, config.model.name(), &run.curves())?;
 
     let (best_epoch, _) = tracker
         .best()
-        .ok_or_else(|| anyhow::anyhow!("no epoch gave a finite validation figure (did the loss diverge?)"))?;
+        .ok_or_else(|| crate::err!(Diverged, "no epoch gave a finite validation figure (did the loss diverge?)"))?;
     let best = run.load_model(config, &device)?;
     let eval = |name: SplitName| {
         evaluate(&best, preprocess, dataset.split(name), name.as_str(), config.batch_size, &device, Tta::None)

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
@@ -14,13 +14,20 @@ use super::gp::{GaussianProcess, normal_cdf, normal_pdf};
 use super::space::{Assignment, SearchSpace, same_value};
 use crate::util::atomic::write_atomic;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Acquisition {
     /// Upper confidence bound (for a minimised objective: mean - beta * std), as keras-tuner.
     Ucb,
     /// Expected improvement over the best value so far.
     Ei,
+}
+
+impl crate::util::choice::Choice for Acquisition {
+    const CHOICES: &'static [(&'static str, Self, &'static str)] = &[
+        ("ucb", Acquisition::Ucb, "upper confidence bound, as keras-tuner"),
+        ("ei", Acquisition::Ei, "expected improvement over the best value so far"),
+    ];
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,15 +8,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::oracle::{Direction, Oracle, Strategy, Trial, TrialStatus};
 use super::space::SearchSpace;
 use crate::data::DataSource;
+use crate::events::Events;
+use crate::models::{ModelSpec, NetSpec};
 use crate::reporting::plots::plot_trials;
 use crate::run::history::read_csv;
-use crate::training::{Monitor, RunDir};
+use crate::training::{Monitor, RunDir, TrainConfig};
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
 
@@ -32,6 +34,23 @@ pub struct TrialSettings {
     #[serde(default)]
     pub skip_bad_rows: bool,
     pub data: DataSource,
+}
+
+impl TrialSettings {
+    /// The training config of a trial that trains `net` with batches of `batch_size`: the
+    /// notebook's recipe ([`TrainConfig::notebook`]: Adam, constant rate, the net's own rate, no
+    /// augmentation) with these settings' epochs, objective, seed, device, subset and data.
+    pub fn train_config(&self, net: NetSpec, batch_size: usize) -> TrainConfig {
+        let mut config = TrainConfig::notebook(ModelSpec::Layers(net), self.data.clone());
+        config.epochs = self.epochs;
+        config.batch_size = batch_size;
+        config.monitor = self.objective;
+        config.seed = self.seed;
+        config.device = self.device;
+        config.subset = self.subset;
+        config.skip_bad_rows = self.skip_bad_rows;
+        config
+    }
 }
 
 pub struct TuneOptions {
@@ -78,7 +97,7 @@ fn search_differences(
         differences.push(format!("strategy was {was}, now {now}"));
     }
     if oracle.max_trials != trials {
-        differences.push(format!("--trials was {}, now {trials}", oracle.max_trials));
+        differences.push(format!("trials was {}, now {trials}", oracle.max_trials));
     }
     if saved != settings {
         // Line by line over the settings as they are saved, so the message names the field.
@@ -100,7 +119,7 @@ fn trial_dir(out: &Path, id: usize) -> PathBuf {
 }
 
 /// Runs (or resumes) a search; returns the best trial.
-pub fn tune(options: TuneOptions) -> Result<Option<BestTrial>> {
+pub fn tune(options: TuneOptions, events: &dyn Events) -> Result<Option<BestTrial>> {
     let TuneOptions { space, strategy, trials, mut settings, out, workers } = options;
     // Canonical data paths, so the same search (from `tune` or `reproduce`) resumes whatever
     // directory it is started from, and its trial processes read the same files.
@@ -118,14 +137,18 @@ pub fn tune(options: TuneOptions) -> Result<Option<BestTrial>> {
             .with_context(|| format!("{}: missing or unreadable", settings_path.display()))?;
         let differences = search_differences(&oracle, &saved, &space, &strategy, trials, &settings)?;
         if !differences.is_empty() {
-            bail!(
-                "{} holds a different search ({}): use another --out, or the same options to resume it",
+            bail!(Config @ "search_out",
+                "{} holds a different search ({})",
                 out.display(),
                 differences.join("; ")
             );
         }
         let done = oracle.trials.iter().filter(|t| t.status != TrialStatus::Pending).count();
-        eprintln!("resuming {}: {done} trials finished, {} to re-run", out.display(), oracle.pending().len());
+        events.note(&format!(
+            "resuming {}: {done} trials finished, {} to re-run",
+            out.display(),
+            oracle.pending().len()
+        ));
         oracle
     } else {
         write_atomic(&settings_path, toml::to_string(&settings)?)?;
@@ -150,7 +173,7 @@ pub fn tune(options: TuneOptions) -> Result<Option<BestTrial>> {
                 },
             };
             let child = start_trial(&exe, &oracle.space, &trial, &settings, &out)?;
-            eprintln!("trial {} started: {}", trial.id, serde_json::to_string(&trial.values)?);
+            events.note(&format!("trial {} started: {}", trial.id, serde_json::to_string(&trial.values)?));
             running.push(Running { trial, child, started: Instant::now() });
         }
         if running.is_empty() {
@@ -171,11 +194,18 @@ pub fn tune(options: TuneOptions) -> Result<Option<BestTrial>> {
             match result {
                 Some((objective, epoch)) => {
                     oracle.tell(done.trial.id, Some(objective), Some(epoch), Some(seconds));
-                    eprintln!("trial {} finished: {objective:.4} at epoch {epoch}, {seconds:.0} s", done.trial.id);
+                    events.note(&format!(
+                        "trial {} finished: {objective:.4} at epoch {epoch}, {seconds:.0} s",
+                        done.trial.id
+                    ));
                 }
                 None => {
                     oracle.tell(done.trial.id, None, None, Some(seconds));
-                    eprintln!("trial {} FAILED ({status}); see {}", done.trial.id, dir.join("train.log").display());
+                    events.note(&format!(
+                        "trial {} FAILED ({status}); see {}",
+                        done.trial.id,
+                        dir.join("train.log").display()
+                    ));
                 }
             }
             oracle.save(&state_path)?;
@@ -183,7 +213,7 @@ pub fn tune(options: TuneOptions) -> Result<Option<BestTrial>> {
             write_trials_table(&oracle, &out)?;
         }
     }
-    eprintln!("search finished in {:.0} s", search_start.elapsed().as_secs_f64());
+    events.note(&format!("search finished in {:.0} s", search_start.elapsed().as_secs_f64()));
     write_reports(&oracle, &out)
 }
 
@@ -207,45 +237,11 @@ fn start_trial(exe: &Path, space: &SearchSpace, trial: &Trial, settings: &TrialS
         die_with_parent(&mut cmd);
         return cmd.spawn().with_context(|| format!("cannot resume trial {}", trial.id));
     }
-    cmd.arg("train").arg(&net_path).arg("--out").arg(&dir).arg("--overwrite");
-    cmd.args(["--epochs", &settings.epochs.to_string(), "--batch", &space.batch_size.to_string()]);
-    cmd.args(["--seed", &settings.seed.to_string()]);
-    cmd.args([
-        "--monitor",
-        match settings.objective {
-            Monitor::ValLoss => "val_loss",
-            Monitor::ValAccuracy => "val_accuracy",
-        },
-    ]);
-    cmd.args([
-        "--device",
-        match settings.device {
-            DeviceKind::Cpu => "cpu",
-            DeviceKind::Gpu => "gpu",
-        },
-    ]);
-    if let Some(n) = settings.subset {
-        cmd.args(["--subset", &n.to_string()]);
-    }
-    if settings.skip_bad_rows {
-        cmd.arg("--skip-bad-rows");
-    }
-    let d = &settings.data;
-    for (flag, path) in [("--data", &d.data), ("--train", &d.train), ("--val", &d.val), ("--test", &d.test)] {
-        if let Some(p) = path {
-            cmd.arg(flag).arg(p);
-        }
-    }
-    if let Some(fraction) = d.val_split {
-        cmd.args(["--val-split", &fraction.to_string()]);
-    }
-    if !d.class_map.is_empty() {
-        let pairs: Vec<String> = d.class_map.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        cmd.args(["--class-map", &pairs.join(",")]);
-    }
-    if d.skip_unknown_classes {
-        cmd.arg("--skip-unknown-classes");
-    }
+    // The trial's whole training config, written out and trained as it is (`ferkit train
+    // --config`), so that what a trial trains is never rebuilt from flags.
+    let config_path = dir.join("trial.toml");
+    write_atomic(&config_path, settings.train_config(net, space.batch_size).to_toml())?;
+    cmd.arg("train").arg("--config").arg(&config_path).arg("--out").arg(&dir).arg("--overwrite");
     cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
     die_with_parent(&mut cmd);
     cmd.spawn().with_context(|| format!("cannot start trial {}", trial.id))

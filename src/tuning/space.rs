@@ -26,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{Context, Result, bail};
+use crate::error::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -98,18 +98,18 @@ impl Param {
     fn check(&self) -> Result<()> {
         match &self.kind {
             ParamKind::Int { min, max, step } if min > max || *step < 1 => {
-                bail!("parameter `{}`: needs min <= max and step >= 1", self.name)
+                bail!(Config, "parameter `{}`: needs min <= max and step >= 1", self.name)
             }
             ParamKind::Float { min, max, sampling } => {
                 if !(min < max) || !min.is_finite() || !max.is_finite() {
-                    bail!("parameter `{}`: needs finite min < max", self.name);
+                    bail!(Config, "parameter `{}`: needs finite min < max", self.name);
                 }
                 if *sampling == Sampling::Log && *min <= 0.0 {
-                    bail!("parameter `{}`: log sampling needs min > 0", self.name);
+                    bail!(Config, "parameter `{}`: log sampling needs min > 0", self.name);
                 }
                 Ok(())
             }
-            ParamKind::Choice { values } if values.is_empty() => bail!("parameter `{}`: no values", self.name),
+            ParamKind::Choice { values } if values.is_empty() => bail!(Config, "parameter `{}`: no values", self.name),
             _ => Ok(()),
         }
     }
@@ -121,7 +121,7 @@ impl Param {
     /// Maps a value to [0, 1]: Int and Choice to the centre of their bucket, Float linearly or
     /// on a log scale (keras-tuner's `value_to_prob`).
     pub fn encode(&self, value: &Value) -> Result<f64> {
-        let bad = || anyhow::anyhow!("parameter `{}`: {value} is not one of its values", self.name);
+        let bad = || crate::err!(Config, "parameter `{}`: {value} is not one of its values", self.name);
         Ok(match &self.kind {
             ParamKind::Int { min, max, step } => {
                 let v = value.as_i64().ok_or_else(bad)?;
@@ -241,7 +241,7 @@ impl SearchSpace {
                 return Err(e.context(format!("{origin}:{}", at(i, p.offending_key()))));
             }
             if !names.insert(p.name.as_str()) {
-                bail!("{origin}:{} parameter `{}` is defined twice", at(i, "name"), p.name);
+                bail!(Config, "{origin}:{} parameter `{}` is defined twice", at(i, "name"), p.name);
             }
         }
         // Every placeholder must name a parameter and every parameter must be used; the template
@@ -255,6 +255,7 @@ impl SearchSpace {
             for p in &space.params {
                 if !used.contains(&p.name) {
                     bail!(
+                        Config,
                         "{origin}: parameter `{}` is not used by the [net] template (no \"${}\" in it)",
                         p.name,
                         p.name
@@ -299,7 +300,7 @@ impl SearchSpace {
         for values in &assignments {
             if let Err(e) = self.net_for(values) {
                 let shown: Vec<String> = values.iter().map(|(k, v)| format!("{k} = {v}")).collect();
-                bail!("no valid net for the corner {}: {e:#}", shown.join(", "));
+                bail!(Config, "no valid net for the corner {}: {e:#}", shown.join(", "));
             }
         }
         Ok(())

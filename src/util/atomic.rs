@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 
 /// The temporary name used while `path` is being written.
 pub fn temp_path(path: &Path) -> PathBuf {
@@ -51,7 +51,7 @@ mod tests {
         let target = dir.path().join("out.txt");
         let r = write_atomic_with(&target, |tmp| {
             std::fs::write(tmp, b"half")?;
-            anyhow::bail!("disk full")
+            crate::bail!(Io, "disk full")
         });
         assert!(r.is_err());
         assert!(!target.exists());

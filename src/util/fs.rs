@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use crate::error::{Context, Result};
 
 /// The entries of `dir` (files and folders), sorted by path. Errors name the folder.
 pub fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>> {

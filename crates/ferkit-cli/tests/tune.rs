@@ -124,7 +124,12 @@ fn search_writes_trials_and_the_best_run() {
         ferkit(&["tune", &space, "--data", &data, "--trials", "5", "--epochs", "3", "--out", out.to_str().unwrap()]);
     let message = stderr(&other);
     assert!(!other.status.success() && message.contains("different search"), "{message}");
-    assert!(message.contains("--trials was 4, now 5") && message.contains("epochs = 3"), "{message}");
+    assert!(
+        message.contains("trials was 4, now 5")
+            && message.contains("hint: use another --out")
+            && message.contains("epochs = 3"),
+        "{message}"
+    );
     assert!(message.contains(r#""initial_points":2"#), "{message}");
 }
 
@@ -148,6 +153,7 @@ fn killed_search_resumes_without_redoing_finished_trials() {
         out.to_str().unwrap(),
     ];
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ferkit"))
+        .current_dir(common::repo_root())
         .args(args)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

@@ -7,7 +7,7 @@ use common::*;
 use std::io::Write;
 
 use ferkit::data::image_folder::load_face;
-use ferkit::prediction::{Photo, crop_face};
+use ferkit::prediction::{Frame, crop_face};
 
 fn stats_json(args: &[&str]) -> serde_json::Value {
     let mut all = vec!["data", "stats", "--json"];
@@ -233,7 +233,7 @@ fn an_image_reaches_the_net_as_the_same_pixels_from_a_folder_and_from_predict() 
 
     for path in [&upright_path, &phone, &png_named_jpg] {
         let from_folder = load_face(path).unwrap();
-        let photo = Photo::open(path).unwrap();
+        let photo = Frame::open(path).unwrap();
         let whole = ferkit::detection::BoundingBox { x: 0, y: 0, width: photo.grey.width, height: photo.grey.height };
         assert_eq!(from_folder, crop_face(&photo.grey, whole), "{}", path.display());
     }
@@ -340,8 +340,7 @@ fn evaluation_on_other_data_never_replaces_the_runs_own_figures() {
 fn weights_that_do_not_fit_stop_training_before_a_run_directory_exists() {
     let dir = tempfile::tempdir().unwrap();
     let data = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(30));
-    let weights =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pytorch_checkpoints/pnet_f32.pt");
+    let weights = common::repo_root().join("tests/fixtures/pytorch_checkpoints/pnet_f32.pt");
     let run = dir.path().join("run");
     let out = ferkit(&[
         "train",

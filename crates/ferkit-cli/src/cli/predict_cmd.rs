@@ -3,17 +3,17 @@
 use std::io::IsTerminal;
 use std::path::PathBuf;
 
-use anyhow::{Result, bail};
 use clap::Args;
+use ferkit::error::{Result, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::data::CLASS_NAMES;
-use crate::detection::mtcnn::MtcnnOptions;
-use crate::detection::{BoundingBox, DetectOptions, locate};
-use crate::evaluation::Tta;
-use crate::prediction::output::{PhotoResult, describe_setup, expand_photo_paths, predict_photos, write_tables};
-use crate::prediction::{EmotionClassifier, FaceFinder, FacePrediction};
-use crate::trained::ModelSource;
+use ferkit::data::CLASS_NAMES;
+use ferkit::detection::mtcnn::MtcnnOptions;
+use ferkit::detection::{BoundingBox, DetectOptions, locate};
+use ferkit::evaluation::Tta;
+use ferkit::prediction::output::{PhotoResult, describe_setup, expand_photo_paths, predict_photos, write_tables};
+use ferkit::prediction::{CascadeDetector, EmotionClassifier, FaceDetector, FacePrediction, MtcnnDetector, WholeImage};
+use ferkit::trained::ModelSource;
 
 #[derive(Args, Debug)]
 #[command(group = clap::ArgGroup::new("detector").multiple(false))]
@@ -57,7 +57,7 @@ pub struct PredictArgs {
     #[arg(long)]
     pub align: bool,
     /// Test-time augmentation: `hflip` averages the probabilities of each face and its mirror image.
-    #[arg(long, value_enum, default_value_t = Tta::None)]
+    #[arg(long, value_parser = super::choice::<Tta>(), default_value = "none")]
     pub tta: Tta,
     /// Folder for predictions.json, predictions.csv and each photo with its faces marked (PNG).
     #[arg(long)]
@@ -72,7 +72,7 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     // Below 1.01 the pyramid has hundreds of levels (ln(100) / ln(1.01) = 463 over a hundredfold
     // range of face sizes) and a scan takes minutes for no better faces; OpenCV users pick 1.05-1.3.
     if !(1.01..=4.0).contains(&args.scale_factor) {
-        bail!("--scale-factor must be in [1.01, 4] (above 1; got {})", args.scale_factor);
+        bail!(Config, "--scale-factor must be in [1.01, 4] (above 1; got {})", args.scale_factor);
     }
     // `--mtcnn photo.jpg ...`: clap took the first photo for MTCNN's folder.
     if let Some(Some(path)) = &args.mtcnn
@@ -83,15 +83,15 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
         args.mtcnn = Some(None);
     }
     if args.photos.is_empty() {
-        bail!("no photos given: ferkit predict PHOTO_OR_FOLDER... (see --help)");
+        bail!(Config, "no photos given: ferkit predict PHOTO_OR_FOLDER... (see --help)");
     }
     if args.mtcnn.is_some() && args.min_size < 12 {
         // MTCNN's pyramid starts at 12 / min_size: smaller sides mean images many times the
         // photo's size (a 1-pixel face would need a pyramid 12x the photo on each side).
-        bail!("--min-size must be at least 12 with --mtcnn (P-Net's 12-pixel window), got {}", args.min_size);
+        bail!(Config, "--min-size must be at least 12 with --mtcnn (P-Net's 12-pixel window), got {}", args.min_size);
     }
     if args.align && args.mtcnn.is_none() {
-        bail!("--align needs --mtcnn: only MTCNN gives the eyes' positions");
+        bail!(Config, "--align needs --mtcnn: only MTCNN gives the eyes' positions");
     }
     let options = DetectOptions {
         scale_factor: args.scale_factor,
@@ -99,19 +99,21 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
         min_size: args.min_size,
         max_size: None,
     };
-    let finder = match (&args.cascade, &args.mtcnn, args.whole_image) {
-        (Some(path), _, _) => FaceFinder::cascade(path, options)?,
+    let finder: Box<dyn FaceDetector> = match (&args.cascade, &args.mtcnn, args.whole_image) {
+        (Some(path), _, _) => Box::new(CascadeDetector::load(path, options)?),
         (_, Some(path), _) => {
             let path = match path {
                 Some(path) => path.clone(),
                 None => locate::find_mtcnn()?,
             };
-            FaceFinder::mtcnn(&path, MtcnnOptions { min_size: args.min_size as f64, ..MtcnnOptions::default() })?
+            let options = MtcnnOptions { min_size: args.min_size as f64, ..MtcnnOptions::default() };
+            Box::new(MtcnnDetector::load(&path, options)?)
         }
-        (_, _, true) => FaceFinder::WholeImage,
-        (None, None, false) => FaceFinder::cascade(&locate::find_cascade()?, options)?,
+        (_, _, true) => Box::new(WholeImage),
+        (None, None, false) => Box::new(CascadeDetector::load(&locate::find_cascade()?, options)?),
     };
     let mut classifier = EmotionClassifier::load(&ModelSource::from_arg(args.model.as_deref())?)?;
+    classifier.notes.iter().for_each(|n| eprintln!("{n}"));
     classifier.tta = args.tta;
     classifier.align = args.align;
     let (photos, others) = expand_photo_paths(&args.photos)?;
@@ -125,7 +127,7 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
         );
     }
     if photos.is_empty() {
-        bail!("no photos among {} (files that are not images: {})", args.photos.len(), others.len());
+        bail!(Config, "no photos among {} (files that are not images: {})", args.photos.len(), others.len());
     }
     let bar = progress_bar(photos.len());
     let print = |text: String| match &bar {
@@ -134,7 +136,7 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     };
     let (results, failures) = predict_photos(
         &classifier,
-        &finder,
+        finder.as_ref(),
         &photos,
         args.out.as_deref(),
         args.fail_fast,
@@ -155,11 +157,12 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
         bar.finish_and_clear();
     }
     if let Some(out) = &args.out {
-        write_tables(out, describe_setup(&classifier, &finder), &results, &failures)?;
+        write_tables(out, describe_setup(&classifier, finder.as_ref()), &results, &failures)?;
         println!("wrote {}: predictions.json, predictions.csv and {} marked photos", out.display(), results.len());
     }
     if !failures.is_empty() {
         bail!(
+            Config,
             "{} of {} photos could not be read (listed above{}); the others were predicted",
             failures.len(),
             photos.len(),

@@ -49,8 +49,21 @@ pub fn write_gz(path: &Path, text: &str) -> PathBuf {
     write(path, enc.finish().unwrap())
 }
 
+/// The repository's root (the workspace's, where Cargo.lock is): `tests/fixtures` and the
+/// `../shared` beside it are found from here, whichever crate's tests run.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .find(|p| p.join("Cargo.lock").exists())
+        .expect("the tests run inside the ferkit workspace")
+        .to_path_buf()
+}
+
+/// Runs the `ferkit` binary (the tests of crates/ferkit-cli; other crates' tests have none).
 pub fn ferkit(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_ferkit")).args(args).output().expect("ferkit runs")
+    let exe = option_env!("CARGO_BIN_EXE_ferkit").expect("only the ferkit-cli crate's tests run the binary");
+    // From the repository root, as README runs it (defaults such as ../shared are relative to it).
+    Command::new(exe).current_dir(repo_root()).args(args).output().expect("ferkit runs")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -68,7 +81,7 @@ pub fn shared_fer2013() -> Option<PathBuf> {
 
 /// A file under `../shared` beside the repository, if it is there.
 pub fn shared(relative: &str) -> Option<PathBuf> {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared").join(relative);
+    let path = repo_root().join("../shared").join(relative);
     path.exists().then_some(path)
 }
 

@@ -3,17 +3,20 @@
 mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
+pub mod hints;
 mod predict_cmd;
+mod progress;
 mod reproduce_cmd;
 mod train_cmd;
 mod tune_cmd;
 
 use std::path::PathBuf;
 
-use anyhow::Result;
 use clap::{Args, Parser, Subcommand};
+use ferkit::error::Result;
 
-use crate::data::{DataSource, Dataset, LoadOptions};
+use ferkit::data::{DataSource, Dataset, LoadOptions};
+use ferkit::util::choice::Choice;
 
 #[derive(Parser, Debug)]
 #[command(name = "ferkit", version, about = "Facial-expression recognition on FER2013-shaped data, in Rust")]
@@ -75,6 +78,19 @@ enum Command {
     },
 }
 
+/// A clap value parser for a library [`Choice`]: its names are the possible values (listed in
+/// `--help` with their help lines), parsed into the library's value.
+pub fn choice<T: Choice + Send + Sync>() -> impl clap::builder::TypedValueParser<Value = T> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser};
+    PossibleValuesParser::new(T::CHOICES.iter().map(|&(name, _, help)| PossibleValue::new(name).help(help)))
+        .map(|name| T::from_name(&name).expect("clap only passes listed names"))
+}
+
+/// `--class-map`'s parser: the library's, its error as clap shows it.
+fn parse_class_map(text: &str) -> Result<std::collections::BTreeMap<String, String>, String> {
+    ferkit::data::class_names::parse_class_map(text).map_err(|e| format!("{e:#}"))
+}
+
 /// Where the data comes from: one file or folder, or one CSV per split.
 #[derive(Args, Debug, Clone, Default)]
 pub struct DataArgs {
@@ -99,7 +115,7 @@ pub struct DataArgs {
     pub val_split: Option<f64>,
     /// Image folders: class folder names mapped to the seven, e.g. contempt=disgust,rage=angry
     /// (common synonyms such as anger, sadness, happiness are built in).
-    #[arg(long, value_name = "NAME=CLASS,...", value_parser = crate::data::class_names::parse_class_map)]
+    #[arg(long, value_name = "NAME=CLASS,...", value_parser = parse_class_map)]
     pub class_map: Option<std::collections::BTreeMap<String, String>>,
     /// Image folders: leave out class folders outside the seven (counted) instead of failing.
     #[arg(long)]
@@ -130,7 +146,7 @@ pub fn load_data(source: &DataSource, skip_bad_rows: bool) -> Result<Dataset> {
 }
 
 /// [`load_data`], keeping the report (for a run directory's load_report.txt).
-pub fn load_data_reported(source: &DataSource, skip_bad_rows: bool) -> Result<(Dataset, crate::data::LoadReport)> {
+pub fn load_data_reported(source: &DataSource, skip_bad_rows: bool) -> Result<(Dataset, ferkit::data::LoadReport)> {
     let (dataset, report) = source.load(LoadOptions { skip_bad_rows })?;
     eprintln!("{}", report.describe());
     Ok((dataset, report))
@@ -147,31 +163,25 @@ pub fn run_with(cli: Cli) -> Result<()> {
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Models => {
             println!("{:<18} {:>12} {:>14}  description", "preset", "params", "non-trainable");
-            for name in crate::models::preset_names() {
-                let spec = crate::models::resolve(name)?;
-                let (t, nt) = spec.param_counts()?;
-                let total = crate::models::summary::thousands(t + nt);
-                let description = match &spec {
-                    crate::models::ModelSpec::Layers(s) => s.description.clone(),
-                    crate::models::ModelSpec::Transfer(s) => {
-                        format!(
-                            "Transfer learning: ImageNet {} backbone, {} blocks frozen, new head",
-                            s.backbone, s.frozen_blocks
-                        )
-                    }
-                    crate::models::ModelSpec::Ensemble(s) => format!("An ensemble of {} nets", s.members.len()),
-                };
-                println!("{name:<18} {total:>12} {:>14}  {description}", crate::models::summary::thousands(nt));
+            for e in ferkit::models::registry()? {
+                let (t, nt) = e.params;
+                let total = ferkit::models::summary::thousands(t + nt);
+                println!(
+                    "{:<18} {total:>12} {:>14}  {}",
+                    e.name,
+                    ferkit::models::summary::thousands(nt),
+                    e.description
+                );
             }
             Ok(())
         }
         Command::Summary { model, transfer } => {
-            let spec = transfer.apply(crate::models::resolve(&model)?)?;
+            let spec = transfer.apply(ferkit::models::resolve(&model)?)?;
             print!("{}", spec.summary()?);
-            if let crate::models::ModelSpec::Transfer(t) = &spec
+            if let ferkit::models::ModelSpec::Transfer(t) = &spec
                 && let Some(weights) = &t.weights
             {
-                crate::models::transfer::Backbone::load(t.backbone, Some(weights), &burn::prelude::Device::flex())?;
+                ferkit::models::transfer::Backbone::load(t.backbone, Some(weights), &ferkit::Device::flex())?;
                 println!("ImageNet weights loaded from {}: every tensor found and used.", weights.display());
             }
             Ok(())
@@ -181,14 +191,14 @@ pub fn run_with(cli: Cli) -> Result<()> {
         Command::Eval(args) => eval_cmd::run(args),
         Command::Report { runs } => {
             let paths: Vec<&std::path::Path> = runs.iter().map(PathBuf::as_path).collect();
-            print!("{}", crate::reporting::table::runs_table(&paths)?);
+            print!("{}", ferkit::reporting::table::runs_table(&paths)?);
             Ok(())
         }
         Command::Bench(args) => bench_cmd::run(args),
         Command::Export { run_dirs, half, out, name, description } => {
             let name =
                 name.unwrap_or_else(|| out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-            crate::trained::export(&run_dirs, &out, &name, &description, half)?;
+            ferkit::trained::export(&run_dirs, &out, &name, &description, half)?;
             println!("wrote {} and {}", out.display(), out.with_extension("toml").display());
             Ok(())
         }

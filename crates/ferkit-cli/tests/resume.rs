@@ -117,6 +117,7 @@ fn killed_run_resumes(recipe: &[&str], checkpoint_files: &[&str]) {
 
     // The same run, killed in its third epoch.
     let mut child = Command::new(env!("CARGO_BIN_EXE_ferkit"))
+        .current_dir(common::repo_root())
         .args(args(&killed))
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -253,7 +254,11 @@ fn a_non_finite_loss_stops_the_run_naming_epoch_and_step_and_keeps_the_best_chec
     assert!(epoch >= 2 && (1..=7).contains(&step), "{line}");
     let kept = after("so far (epoch ");
     assert!(kept < epoch, "{line}");
-    assert!(line.contains(&run.join("model.bpk").display().to_string()) && line.contains("lower --lr"), "{line}");
+    assert!(
+        line.contains(&run.join("model.bpk").display().to_string())
+            && err.contains("hint: start again with a lower --lr"),
+        "{err}"
+    );
 
     // The finished epochs are in the history, no metrics were written, and the kept net loads.
     let history = std::fs::read_to_string(run.join("history.csv")).unwrap();

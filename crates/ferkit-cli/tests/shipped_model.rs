@@ -5,10 +5,8 @@
 mod common;
 use common::*;
 
-use std::path::Path;
-
 fn repo(relative: &str) -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+    common::repo_root().join(relative)
 }
 
 /// The percentage in the first cell that holds one, on the card's table row starting `| {row} |`.

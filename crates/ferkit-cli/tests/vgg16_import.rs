@@ -17,7 +17,7 @@ fn write_state_dict(dir: &Path) -> Result<(), String> {
     if !matches!(has_torch, Ok(true)) {
         return Err("python3 with torch is not available (pip install torch)".into());
     }
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/make_vgg16_state_dict.py");
+    let script = common::repo_root().join("tests/fixtures/make_vgg16_state_dict.py");
     let out = Command::new("python3").arg(script).arg(dir).output().map_err(|e| e.to_string())?;
     assert!(out.status.success(), "the fixture script failed: {}", String::from_utf8_lossy(&out.stderr));
     Ok(())
@@ -51,7 +51,7 @@ fn torchvision_vgg16_loads_and_gives_pytorchs_features() {
 
 #[test]
 fn other_weights_are_refused_naming_the_file() {
-    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/efficientnet-lite0-57934424.pth");
+    let shared = common::repo_root().join("../shared/models/efficientnet-lite0-57934424.pth");
     if !shared.exists() {
         common::skip(&format!("{} is absent", shared.display()));
         return;

@@ -215,7 +215,7 @@ fn augmentation_is_seeded_and_init_from_continues_a_run() {
     assert!(read(&cosine.join("config.toml")).contains("kind = \"cosine\"\nwarmup_epochs = 1"));
     assert_ne!(strip(&cosine), strip(&plain), "the schedule changes training");
     let (ok, err, _) = train("bad_schedule", &["--schedule", "step"]);
-    assert!(!ok && err.contains("--schedule: unknown schedule `step`"), "{err}");
+    assert!(!ok && err.contains("unknown schedule `step`") && err.contains("hint: set with --schedule"), "{err}");
 
     // Continue the plain run: it starts from trained weights. The wrong net is refused.
     let (ok, err, _) = train("continued", &["--init-from", plain.to_str().unwrap()]);

@@ -91,6 +91,7 @@ fn a_trained_net_reads_the_face_in_a_real_photo() {
     // `--mtcnn` with no folder finds the weights ($FERKIT_MTCNN here), and the photo after it
     // stays a photo.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferkit"))
+        .current_dir(common::repo_root())
         .args(["predict", "--model", run.to_str().unwrap(), "--mtcnn", astronaut.to_str().unwrap()])
         .env("FERKIT_MTCNN", &mtcnn)
         .output()
@@ -272,6 +273,7 @@ fn no_detector_found_names_the_places_searched_and_the_install_command() {
     let empty = dir.path().join("share");
     std::fs::create_dir_all(&empty).unwrap();
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferkit"))
+        .current_dir(common::repo_root())
         .args(["predict", face.to_str().unwrap()])
         .env_remove("FERKIT_CASCADE")
         .env("XDG_DATA_DIRS", &empty)
@@ -286,6 +288,7 @@ fn no_detector_found_names_the_places_searched_and_the_install_command() {
 
     // A named cascade that does not exist is an error too, not a fall back to the search.
     let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferkit"))
+        .current_dir(common::repo_root())
         .args(["predict", face.to_str().unwrap()])
         .env("FERKIT_CASCADE", dir.path().join("gone.xml"))
         .env("XDG_DATA_DIRS", &empty)

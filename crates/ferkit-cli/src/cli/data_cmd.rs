@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
 use clap::Subcommand;
+use ferkit::error::Result;
 
 use super::DataArgs;
-use crate::data::SplitName;
-use crate::data::augment::AugmentConfig;
-use crate::reporting::plots::{augment_preview, face_grid};
-use crate::reporting::table::{stats_json, stats_table};
+use ferkit::data::SplitName;
+use ferkit::data::augment::AugmentConfig;
+use ferkit::reporting::plots::{augment_preview, face_grid};
+use ferkit::reporting::table::{stats_json, stats_table};
 
 #[derive(Subcommand, Debug)]
 pub enum DataCommand {
@@ -32,7 +32,7 @@ pub enum DataCommand {
         #[arg(long, default_value_t = 2)]
         per_class: usize,
         /// Which split to draw from.
-        #[arg(long, value_enum, default_value_t = SplitName::Train)]
+        #[arg(long, value_parser = super::choice::<SplitName>(), default_value = "train")]
         split: SplitName,
     },
     /// A 3 x 5 PNG preview of augmented training faces (standardised, then augmented).
@@ -61,7 +61,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             Ok(())
         }
         DataCommand::Grid { data, out, per_class, split } => {
-            anyhow::ensure!(per_class >= 1, "--per-class must be at least 1");
+            ferkit::ensure!(Config, per_class >= 1, "--per-class must be at least 1");
             let dataset = data.load()?;
             face_grid(dataset.split(split), per_class, &out)?;
             eprintln!("wrote {}", out.display());

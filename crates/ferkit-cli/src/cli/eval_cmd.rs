@@ -4,17 +4,17 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
 use clap::Args;
+use ferkit::error::{Context, Result};
 
 use super::DataArgs;
 use super::train_cmd::load_config_data;
-use crate::data::{DataSource, SplitName};
-use crate::evaluation::{Tta, evaluate, evaluate_ensemble};
-use crate::reporting::plots::plot_confusion;
-use crate::trained::{ModelSource, TrainedModel};
-use crate::training::RunDir;
-use crate::util::atomic::write_atomic;
+use ferkit::data::{DataSource, SplitName};
+use ferkit::evaluation::{Tta, evaluate, evaluate_ensemble};
+use ferkit::reporting::plots::plot_confusion;
+use ferkit::trained::{ModelSource, TrainedModel};
+use ferkit::training::RunDir;
+use ferkit::util::atomic::write_atomic;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -30,12 +30,12 @@ pub struct EvalArgs {
     /// for a model file or the shipped model, nothing is written without it).
     #[arg(long)]
     pub out: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = SplitName::Test)]
+    #[arg(long, value_parser = super::choice::<SplitName>(), default_value = "test")]
     pub split: SplitName,
     /// Test-time augmentation: `hflip` averages the probabilities of each face and its mirror
     /// image, `ten-crop` those of ten crops (corners, centre, and their mirrors); results go to
     /// eval_<split>_tta-hflip.json or eval_<split>_tta-ten-crop.json beside the plain ones.
-    #[arg(long, value_enum, default_value_t = Tta::None)]
+    #[arg(long, value_parser = super::choice::<Tta>(), default_value = "none")]
     pub tta: Tta,
     /// Other data than the run was trained on (default: the run's own).
     #[command(flatten)]
@@ -48,11 +48,13 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let source = ModelSource::from_arg(args.run_dir.as_deref().or(args.model.first().map(PathBuf::as_path)))?;
     let model = TrainedModel::load(&source)?;
+    model.notes.iter().for_each(|n| eprintln!("{n}"));
     let other_data = args.data.source();
     if other_data.is_empty()
         && (args.data.val_split.is_some() || args.data.class_map.is_some() || args.data.skip_unknown_classes)
     {
-        anyhow::bail!(
+        ferkit::bail!(
+            Config,
             "--val-split, --class-map and --skip-unknown-classes go with --data (a run's own data keeps its own)"
         );
     }
@@ -64,7 +66,8 @@ pub fn run(args: EvalArgs) -> Result<()> {
         }
         ModelSource::RunDir(path) => (args.data.load()?, Some(args.out.clone().unwrap_or_else(|| path.clone()))),
         _ if other_data.is_empty() => {
-            anyhow::bail!(
+            ferkit::bail!(
+                Config,
                 "{} has no data of its own: give --data FILE_OR_FOLDER (or --train/--val/--test)",
                 source.describe()
             )
@@ -72,7 +75,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         _ => (args.data.load()?, args.out.clone()),
     };
     let split = dataset.split(args.split);
-    anyhow::ensure!(!split.is_empty(), "the data has no {} rows", args.split.as_str());
+    ferkit::ensure!(Config, !split.is_empty(), "the data has no {} rows", args.split.as_str());
     let result = evaluate(
         &model.net,
         model.spec.preprocess(),
@@ -97,7 +100,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
         let mut doc = serde_json::to_value(&result)?;
         doc["model"] = serde_json::json!(source.describe());
         if !other_data.is_empty() {
-            doc["data"] = serde_json::json!({ "source": other_data, "crc32": data_checksums(&other_data)? });
+            doc["data"] = serde_json::json!({ "source": other_data, "crc32": ferkit::data::source::data_checksums(&other_data)? });
         }
         write_evaluation(&dir, name, &doc, &result, &format!("{config_name} on {name} ({} rows)", result.rows))?;
     }
@@ -108,16 +111,17 @@ pub fn run(args: EvalArgs) -> Result<()> {
 fn run_ensemble(args: EvalArgs) -> Result<()> {
     let sources = args.model.iter().map(|p| ModelSource::from_arg(Some(p))).collect::<Result<Vec<_>>>()?;
     let models = sources.iter().map(TrainedModel::load).collect::<Result<Vec<_>>>()?;
+    models.iter().flat_map(|m| &m.notes).for_each(|n| eprintln!("{n}"));
     let other_data = args.data.source();
     let dataset = match &sources[0] {
         ModelSource::RunDir(path) if other_data.is_empty() => load_config_data(&RunDir::open(path)?.load_config()?)?.0,
         _ if other_data.is_empty() => {
-            anyhow::bail!("{} has no data of its own: give --data FILE_OR_FOLDER", sources[0].describe())
+            ferkit::bail!(Config, "{} has no data of its own: give --data FILE_OR_FOLDER", sources[0].describe())
         }
         _ => args.data.load()?,
     };
     let split = dataset.split(args.split);
-    anyhow::ensure!(!split.is_empty(), "the data has no {} rows", args.split.as_str());
+    ferkit::ensure!(Config, !split.is_empty(), "the data has no {} rows", args.split.as_str());
     let members: Vec<_> = models.iter().map(|m| (&m.net, m.spec.preprocess())).collect();
     let (batch_size, device) = (models[0].batch_size, &models[0].device);
     let result = evaluate_ensemble(&members, split, args.split.as_str(), batch_size, device, args.tta);
@@ -129,7 +133,7 @@ fn run_ensemble(args: EvalArgs) -> Result<()> {
         let mut doc = serde_json::to_value(&result)?;
         doc["models"] = serde_json::json!(described);
         if !other_data.is_empty() {
-            doc["data"] = serde_json::json!({ "source": other_data, "crc32": data_checksums(&other_data)? });
+            doc["data"] = serde_json::json!({ "source": other_data, "crc32": ferkit::data::source::data_checksums(&other_data)? });
         }
         let title = format!("ensemble of {} on {name} ({} rows)", models.len(), result.rows);
         write_evaluation(dir, &name, &doc, &result, &title)?;
@@ -138,7 +142,7 @@ fn run_ensemble(args: EvalArgs) -> Result<()> {
 }
 
 /// Accuracy, loss, macro F1, the per-class table and the confusion matrix on the terminal.
-fn print_evaluation(result: &crate::evaluation::SplitEvaluation) {
+fn print_evaluation(result: &ferkit::evaluation::SplitEvaluation) {
     println!(
         "accuracy {:.4}  loss {:.4}  cross-entropy {:.4}  macro F1 {:.4}",
         result.accuracy, result.loss, result.cross_entropy, result.macro_f1
@@ -158,7 +162,7 @@ fn write_evaluation(
     dir: &std::path::Path,
     name: &str,
     doc: &serde_json::Value,
-    result: &crate::evaluation::SplitEvaluation,
+    result: &ferkit::evaluation::SplitEvaluation,
     title: &str,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
@@ -177,25 +181,4 @@ fn data_label(source: &DataSource) -> String {
     let stem = name.trim_end_matches(".gz").trim_end_matches(".csv").trim_end_matches(".tar");
     let safe: String = stem.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
     if safe.is_empty() { "other".to_string() } else { safe }
-}
-
-/// CRC-32 of each file the source names (for a folder: of every file under it, in path order,
-/// with the paths), so that an evaluation says exactly which bytes it read.
-fn data_checksums(source: &DataSource) -> Result<serde_json::Value> {
-    let mut out = serde_json::Map::new();
-    for path in [&source.data, &source.train, &source.val, &source.test].into_iter().flatten() {
-        let mut crc = flate2::Crc::new();
-        let mut files = vec![path.clone()];
-        if path.is_dir() {
-            files = crate::util::fs::files_under(path)?;
-        }
-        for file in &files {
-            if path.is_dir() {
-                crc.update(file.strip_prefix(path).unwrap_or(file).to_string_lossy().as_bytes());
-            }
-            crc.update(&std::fs::read(file).with_context(|| format!("{}: cannot read", file.display()))?);
-        }
-        out.insert(path.display().to_string(), serde_json::json!(format!("{:08x}", crc.sum())));
-    }
-    Ok(serde_json::Value::Object(out))
 }

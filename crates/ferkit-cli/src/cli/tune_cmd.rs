@@ -2,14 +2,14 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
 use clap::{Args, ValueEnum};
+use ferkit::error::Result;
 
 use super::DataArgs;
-use crate::training::Monitor;
-use crate::tuning::runner::{TrialSettings, TuneOptions, tune};
-use crate::tuning::{Acquisition, SearchSpace, Strategy};
-use crate::util::device::DeviceKind;
+use ferkit::training::Monitor;
+use ferkit::tuning::runner::{TrialSettings, TuneOptions, tune};
+use ferkit::tuning::{Acquisition, SearchSpace, Strategy};
+use ferkit::util::device::DeviceKind;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum StrategyName {
@@ -32,7 +32,7 @@ pub struct TuneArgs {
     #[arg(long, value_enum, default_value_t = StrategyName::Bayesian)]
     pub strategy: StrategyName,
     /// Bayesian: the acquisition function.
-    #[arg(long, value_enum, default_value_t = Acquisition::Ucb)]
+    #[arg(long, value_parser = super::choice::<Acquisition>(), default_value = "ucb")]
     pub acquisition: Acquisition,
     /// Bayesian: random trials before the Gaussian process (default max(3 x dimensions, 3)).
     #[arg(long)]
@@ -44,7 +44,7 @@ pub struct TuneArgs {
     #[arg(long, default_value_t = 5)]
     pub grid_float_points: usize,
     /// What the search optimises (and each trial keeps its checkpoint by).
-    #[arg(long, value_enum, default_value_t = Monitor::ValLoss)]
+    #[arg(long, value_parser = super::choice::<Monitor>(), default_value = "val_loss")]
     pub objective: Monitor,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
@@ -57,7 +57,7 @@ pub struct TuneArgs {
     /// Use at most N rows of each split in every trial.
     #[arg(long)]
     pub subset: Option<usize>,
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, value_parser = super::choice::<DeviceKind>(), default_value = "cpu")]
     pub device: DeviceKind,
 }
 
@@ -73,7 +73,8 @@ pub fn run(args: TuneArgs) -> Result<()> {
         StrategyName::Random => Strategy::Random,
         StrategyName::Grid => Strategy::Grid { float_points: args.grid_float_points },
     };
-    anyhow::ensure!(
+    ferkit::ensure!(
+        Config,
         !args.data.source().is_empty(),
         "no data given: use --data FILE_OR_FOLDER, or --train/--val/--test FILE"
     );
@@ -87,8 +88,10 @@ pub fn run(args: TuneArgs) -> Result<()> {
         skip_bad_rows: args.data.skip_bad_rows,
         data: args.data.source(),
     };
-    let best =
-        tune(TuneOptions { space, strategy, trials: args.trials, settings, out: out.clone(), workers: args.workers })?;
+    let best = tune(
+        TuneOptions { space, strategy, trials: args.trials, settings, out: out.clone(), workers: args.workers },
+        &super::progress::TerminalProgress::default(),
+    )?;
     match best {
         Some(b) => {
             let epoch = b.best_epoch.map(|e| format!(" at epoch {e}")).unwrap_or_default();
@@ -102,7 +105,8 @@ pub fn run(args: TuneArgs) -> Result<()> {
                 println!("best trial's test accuracy: {acc:.4}");
             }
         }
-        None => anyhow::bail!(
+        None => ferkit::bail!(
+            Config,
             "no trial finished: every trial failed (each trial's train.log under {} says why; the table is {})",
             out.display(),
             out.join("trials.csv").display()

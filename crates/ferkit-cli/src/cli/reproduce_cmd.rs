@@ -2,12 +2,12 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
 use clap::Args;
+use ferkit::error::Result;
 
 use super::DataArgs;
-use crate::reproduce::{ReproduceOptions, reproduce};
-use crate::util::device::DeviceKind;
+use ferkit::reproduce::{ReproduceOptions, reproduce};
+use ferkit::util::device::DeviceKind;
 
 /// Where the ImageNet weights, the photos and the face detector are looked for when not given.
 const SHARED_WEIGHTS: &str = "../shared/models/efficientnet-lite0-57934424.pth";
@@ -32,7 +32,7 @@ pub struct ReproduceArgs {
     /// Tuning trials trained at once.
     #[arg(long, default_value_t = 1)]
     pub workers: usize,
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, value_parser = super::choice::<DeviceKind>(), default_value = "cpu")]
     pub device: DeviceKind,
     /// A folder of photos for the final model to read (default: ../shared/data/photos, if present).
     #[arg(long)]
@@ -44,7 +44,7 @@ pub struct ReproduceArgs {
 
 pub fn run(args: ReproduceArgs) -> Result<()> {
     let data = args.data.source();
-    anyhow::ensure!(!data.is_empty(), "no data given: use --data FILE_OR_FOLDER, or --train/--val/--test FILE");
+    ferkit::ensure!(Config, !data.is_empty(), "no data given: use --data FILE_OR_FOLDER, or --train/--val/--test FILE");
     let or_shared =
         |given: Option<PathBuf>, shared: &str| given.or_else(|| Some(PathBuf::from(shared)).filter(|p| p.exists()));
     let weights = or_shared(args.weights, SHARED_WEIGHTS);
@@ -56,6 +56,7 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         seed: args.seed,
         weights,
         workers: args.workers,
+        events: std::sync::Arc::new(super::progress::TerminalProgress::default()),
         device: args.device,
         photos,
     })

@@ -7,8 +7,7 @@ use ferkit::models::efficientnet::EfficientNetLite0;
 
 #[test]
 fn imagenet_logits_match_pytorch() {
-    let weights =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/efficientnet-lite0-57934424.pth");
+    let weights = common::repo_root().join("../shared/models/efficientnet-lite0-57934424.pth");
     if !weights.exists() {
         common::skip(&format!("{} is absent", weights.display()));
         return;
@@ -16,7 +15,7 @@ fn imagenet_logits_match_pytorch() {
     let device = Device::flex();
     let net = EfficientNetLite0::from_pytorch(&weights, &device).expect("the weights load");
     let doc: serde_json::Value =
-        serde_json::from_str(include_str!("fixtures/efficientnet_lite0_reference.json")).unwrap();
+        serde_json::from_str(include_str!("../../../tests/fixtures/efficientnet_lite0_reference.json")).unwrap();
     for case in doc["cases"].as_array().unwrap() {
         let size = case["size"].as_u64().unwrap() as usize;
         let batch = case["batch"].as_u64().unwrap() as usize;
@@ -41,8 +40,7 @@ mod common;
 
 #[test]
 fn transfer_net_trains_and_evaluates_from_the_command_line() {
-    let weights =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/models/efficientnet-lite0-57934424.pth");
+    let weights = common::repo_root().join("../shared/models/efficientnet-lite0-57934424.pth");
     let dir = tempfile::tempdir().unwrap();
     let data = common::write(&dir.path().join("fer.csv"), common::synthetic_csv(21));
     let run = dir.path().join("run");

@@ -2,15 +2,15 @@
 
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
 use clap::Args;
+use ferkit::error::{Context, Result};
 
-use crate::bench::{DetectBench, bench_detection, bench_model};
-use crate::detection::DetectOptions;
-use crate::detection::mtcnn::MtcnnOptions;
-use crate::prediction::{FaceFinder, Photo};
-use crate::util::atomic::write_atomic;
-use crate::util::device::DeviceKind;
+use ferkit::bench::{DetectBench, bench_detection, bench_model};
+use ferkit::detection::DetectOptions;
+use ferkit::detection::mtcnn::MtcnnOptions;
+use ferkit::prediction::{CascadeDetector, FaceDetector, Frame, MtcnnDetector};
+use ferkit::util::atomic::write_atomic;
+use ferkit::util::device::DeviceKind;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -26,7 +26,7 @@ pub struct BenchArgs {
     /// CPU threads (Burn's Flex backend runs on a rayon pool of this size).
     #[arg(long, default_value_t = 2)]
     pub threads: usize,
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, value_parser = super::choice::<DeviceKind>(), default_value = "cpu")]
     pub device: DeviceKind,
     /// Augmentation recipe whose data-preparation cost is measured too.
     #[arg(long, default_value = "rotation=20,shear=20,zoom=0.1,hflip,fill=nearest")]
@@ -46,11 +46,8 @@ pub struct BenchArgs {
 }
 
 pub fn run(args: BenchArgs) -> Result<()> {
-    anyhow::ensure!(args.steps >= 1 && args.repeats >= 1, "--steps and --repeats must be at least 1");
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(args.threads)
-        .build_global()
-        .context("cannot set up the thread pool")?;
+    ferkit::ensure!(Config, args.steps >= 1 && args.repeats >= 1, "--steps and --repeats must be at least 1");
+    ferkit::util::set_threads(args.threads)?;
     let device = args.device.device()?;
     let detection = detection_bench(&args)?;
     let models: Vec<&String> = args.models.iter().filter(|m| !m.is_empty()).collect();
@@ -64,13 +61,13 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .split_once(':')
             .and_then(|(m, b)| Some((m, b.parse::<usize>().ok()?)))
             .with_context(|| format!("--models: `{pair}` is not MODEL:BATCH"))?;
-        let spec = crate::models::resolve(name)?;
+        let spec = ferkit::models::resolve(name)?;
         let r = bench_model(&spec, batch, args.steps, args.repeats, &device)?;
         println!("{:<10}{:>7}{:>18.1}{:>18.1}", r.model, r.batch, r.train_images_per_s, r.infer_images_per_s);
         results.push(r);
     }
     let (plain, augmented) =
-        crate::bench::bench_preparation(&crate::data::augment::AugmentConfig::parse(&args.augment)?, 28_709);
+        ferkit::bench::bench_preparation(&ferkit::data::augment::AugmentConfig::parse(&args.augment)?, 28_709);
     println!(
         "batch preparation on one thread, 28709 images: standardise {plain:.0} img/s; standardise + augment ({}) {augmented:.0} img/s",
         args.augment
@@ -87,22 +84,23 @@ fn write_json(path: Option<&std::path::Path>, value: &serde_json::Value) -> Resu
 
 /// Face detection per photo and detector, with the default settings of `ferkit predict`.
 fn detection_bench(args: &BenchArgs) -> Result<Vec<DetectBench>> {
-    let mut finders = Vec::new();
+    let mut finders: Vec<(&str, Box<dyn FaceDetector>)> = Vec::new();
     if let Some(path) = &args.cascade {
-        finders.push(("haar", FaceFinder::cascade(path, DetectOptions::default())?));
+        finders.push(("haar", Box::new(CascadeDetector::load(path, DetectOptions::default())?)));
     }
     if let Some(path) = &args.mtcnn {
         let options = MtcnnOptions { min_size: DetectOptions::default().min_size as f64, ..MtcnnOptions::default() };
-        finders.push(("mtcnn", FaceFinder::mtcnn(path, options)?));
+        finders.push(("mtcnn", Box::new(MtcnnDetector::load(path, options)?)));
     }
     if finders.is_empty() {
         return Ok(Vec::new());
     }
-    let photos = args.photos.iter().map(|p| Photo::open(p)).collect::<Result<Vec<_>>>()?;
+    let photos =
+        args.photos.iter().map(|p| Ok((p.display().to_string(), Frame::open(p)?))).collect::<Result<Vec<_>>>()?;
     println!("{:<10}{:<40}{:>11}{:>7}{:>14}", "detector", "photo", "size", "faces", "ms per photo");
     let mut results = Vec::new();
     for (name, finder) in &finders {
-        for r in bench_detection(name, finder, &photos, args.repeats.max(5)) {
+        for r in bench_detection(name, finder.as_ref(), &photos, args.repeats.max(5)) {
             let size = format!("{}x{}", r.width, r.height);
             println!("{:<10}{:<40}{size:>11}{:>7}{:>14.2}", r.detector, r.photo, r.faces, 1000.0 * r.seconds);
             results.push(r);

@@ -2,19 +2,20 @@
 
 use std::path::PathBuf;
 
-use anyhow::Result;
+use super::progress::TerminalProgress;
 use clap::Args;
+use ferkit::error::Result;
 
 use super::{DataArgs, load_data_reported};
-use crate::data::LoadReport;
-use crate::data::augment::AugmentConfig;
-use crate::models::ModelSpec;
-use crate::training::mix::MixConfig;
-use crate::training::{
+use ferkit::data::LoadReport;
+use ferkit::data::augment::AugmentConfig;
+use ferkit::models::ModelSpec;
+use ferkit::training::mix::MixConfig;
+use ferkit::training::{
     LrSchedule, Monitor, OptimizerKind, RunDir, RunMetrics, TrainConfig, check_inputs, resume, train,
 };
-use crate::util::atomic::write_atomic;
-use crate::util::device::DeviceKind;
+use ferkit::util::atomic::write_atomic;
+use ferkit::util::device::DeviceKind;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -92,7 +93,7 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
     /// Which validation figure picks the kept checkpoint.
-    #[arg(long, value_enum, default_value_t = Monitor::ValLoss)]
+    #[arg(long, value_parser = super::choice::<Monitor>(), default_value = "val_loss")]
     pub monitor: Monitor,
     /// Run directory (default: runs/<model>).
     #[arg(long)]
@@ -103,7 +104,7 @@ pub struct TrainArgs {
     /// Use at most N rows of each split, drawn with the seed (quick experiments).
     #[arg(long)]
     pub subset: Option<usize>,
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    #[arg(long, value_parser = super::choice::<DeviceKind>(), default_value = "cpu")]
     pub device: DeviceKind,
     /// Augment training images, Keras-style: e.g. rotation=20,shear=20,zoom=0.1,hflip,fill=nearest
     /// (also width_shift, height_shift, cval, crop=PAD, erasing=P).
@@ -148,7 +149,8 @@ impl TransferArgs {
                 Ok(spec)
             }
             layers if given => {
-                anyhow::bail!(
+                ferkit::bail!(
+                    Config,
                     "--weights, --freeze, --input-size and --head are for transfer models, not `{}`",
                     layers.name()
                 )
@@ -166,7 +168,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
             return Ok(());
         }
         let (dataset, _) = load_config_data(&run_dir.load_config()?)?;
-        let metrics = resume(&run_dir, &dataset)?;
+        let metrics = resume(&run_dir, &dataset, &TerminalProgress::default())?;
         return print_result(&metrics, &run_dir);
     }
     if let Some(path) = &args.config {
@@ -178,9 +180,9 @@ pub fn run(args: TrainArgs) -> Result<()> {
     if let Some(lr) = args.lr
         && !(lr > 0.0 && lr.is_finite())
     {
-        anyhow::bail!("--lr must be a positive finite number (got {lr})");
+        ferkit::bail!(Config, "--lr must be a positive finite number (got {lr})");
     }
-    let spec = args.transfer.apply(crate::models::resolve(model)?)?;
+    let spec = args.transfer.apply(ferkit::models::resolve(model)?)?;
     let config = TrainConfig {
         epochs: args.epochs,
         batch_size: args.batch_size,
@@ -217,7 +219,7 @@ fn start(config: TrainConfig, out: PathBuf, overwrite: bool) -> Result<()> {
     config.model.build(&config.device.device()?)?; // weights that do not load fail here, not in the run
     let run_dir = RunDir::create(&out, overwrite)?;
     write_atomic(&run_dir.path.join("load_report.txt"), report.full())?;
-    let metrics = train(&config, &dataset, &run_dir)?;
+    let metrics = train(&config, &dataset, &run_dir, &TerminalProgress::default())?;
     print_result(&metrics, &run_dir)
 }
 
@@ -237,7 +239,7 @@ fn print_result(metrics: &RunMetrics, run_dir: &RunDir) -> Result<()> {
 }
 
 /// The data a config names, subsampled as it says, with the load report.
-pub fn load_config_data(config: &TrainConfig) -> Result<(crate::data::Dataset, LoadReport)> {
+pub fn load_config_data(config: &TrainConfig) -> Result<(ferkit::data::Dataset, LoadReport)> {
     let (dataset, report) = load_data_reported(&config.data, config.skip_bad_rows)?;
     let dataset = match config.subset {
         Some(n) => dataset.subsample(n, config.seed),
