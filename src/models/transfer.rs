@@ -84,6 +84,10 @@ impl Backbone {
     fn freeze_lower(self, blocks: usize) -> Self {
         match self {
             Backbone::EfficientNetLite0(mut b) => {
+                // The ImageNet classifier is kept only so that the backbone's weights load as
+                // they are; the transfer head replaces it, so it is never trained (and counts as
+                // non-trainable).
+                b.fc = b.fc.freeze();
                 b.conv_stem = b.conv_stem.freeze();
                 b.bn0 = b.bn0.freeze();
                 if blocks == b.blocks.len() {
