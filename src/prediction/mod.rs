@@ -146,15 +146,33 @@ impl EmotionClassifier {
     /// out (turned level when [`EmotionClassifier::align`] and the detector gives eyes) and
     /// classifies them in batches.
     pub fn predict(&self, detector: &dyn FaceDetector, frame: &Frame) -> Vec<FacePrediction> {
-        let found = find_faces(detector, frame);
-        let crops: Vec<Vec<u8>> = found
+        self.predict_batch(detector, &[frame]).pop().expect("one result per frame")
+    }
+
+    /// [`EmotionClassifier::predict`] for several frames, their faces read by the net together
+    /// (batches of 64 faces across frames, not one pass per frame). One list per frame, in order.
+    pub fn predict_batch(&self, detector: &dyn FaceDetector, frames: &[&Frame]) -> Vec<Vec<FacePrediction>> {
+        let found: Vec<Vec<FoundFace>> = frames.iter().map(|frame| find_faces(detector, frame)).collect();
+        let crops: Vec<Vec<u8>> = frames
             .iter()
-            .map(|f| match (self.align, f.landmarks) {
-                (true, Some([left_eye, right_eye, ..])) => aligned_face(&frame.grey, f.bbox, left_eye, right_eye),
-                _ => crop_face(&frame.grey, f.bbox),
+            .zip(&found)
+            .flat_map(|(frame, faces)| {
+                faces.iter().map(|f| match (self.align, f.landmarks) {
+                    (true, Some([left_eye, right_eye, ..])) => aligned_face(&frame.grey, f.bbox, left_eye, right_eye),
+                    _ => crop_face(&frame.grey, f.bbox),
+                })
             })
             .collect();
-        found.into_iter().zip(self.classify(&crops)).map(|(f, p)| FacePrediction::new(f, p)).collect()
+        let mut probabilities = self.classify(&crops).into_iter();
+        found
+            .into_iter()
+            .map(|faces| {
+                faces
+                    .into_iter()
+                    .map(|f| FacePrediction::new(f, probabilities.next().expect("one result per face")))
+                    .collect()
+            })
+            .collect()
     }
 }
 

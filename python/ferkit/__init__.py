@@ -1,0 +1,183 @@
+"""ferkit: facial-expression recognition (FER2013's seven emotions) with a Rust core.
+
+`FER` reads the faces in images the way the `fer` package's `FER` does, with the same output
+(``[{"box": [x, y, w, h], "emotions": {"angry": p, ...}}]``), and reads many images' faces in
+batched forward passes (`detect_emotions_batch`). `Model` classifies 48x48 faces directly.
+`load_fer2013` gives FER2013-shaped data as numpy arrays. The work runs in Rust with the GIL
+released; errors are Python exceptions (`FileNotFoundError`, `ValueError`, ...).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+from . import _native
+
+__version__ = _native.__version__
+
+#: The seven classes, in the order of every probability vector (FER2013's label order).
+CLASS_NAMES: Tuple[str, ...] = tuple(_native.CLASS_NAMES)
+
+ImageLike = Union[str, "os.PathLike[str]", bytes, np.ndarray]
+
+
+def _as_native_image(img: ImageLike, rgb: bool) -> Any:
+    """A path, encoded bytes, or an RGB uint8 array (H, W, 3) for the native side."""
+    if isinstance(img, (str, bytes, os.PathLike)):
+        return img
+    if not isinstance(img, np.ndarray):
+        raise ValueError(
+            f"an image of type {type(img).__name__}; expected a path, bytes, or a numpy uint8 array"
+        )
+    if img.dtype != np.uint8:
+        raise ValueError(f"an image array of dtype {img.dtype}; expected uint8")
+    if img.ndim == 2:
+        return np.ascontiguousarray(np.repeat(img[:, :, None], 3, axis=2))
+    if img.ndim == 3 and img.shape[2] == 3:
+        # OpenCV's arrays are BGR; the native side reads RGB.
+        return np.ascontiguousarray(img if rgb else img[:, :, ::-1])
+    if img.ndim == 3 and img.shape[2] == 4:
+        return np.ascontiguousarray(img[:, :, :3] if rgb else img[:, :, 2::-1])
+    raise ValueError(f"an image array of shape {img.shape}; expected (H, W) grey or (H, W, 3)")
+
+
+def _fer_face(face: Dict[str, Any]) -> Dict[str, Any]:
+    b = face["box"]
+    out = {
+        "box": [int(b["x"]), int(b["y"]), int(b["width"]), int(b["height"])],
+        "emotions": {name: float(face["probabilities"][name]) for name in CLASS_NAMES},
+    }
+    return out
+
+
+class FER:
+    """Finds faces and reads their emotions, as `fer.FER` does.
+
+    Args:
+        model: None for the model shipped inside ferkit; else a run directory written by
+            `ferkit train` or a `NAME.bpk` model file (with `NAME.toml` beside it).
+        detector: "haar" (OpenCV's frontal-face cascade, found where opencv-data installs it
+            unless `cascade` names it) or "mtcnn" (facenet-pytorch's weights in `mtcnn_dir`).
+        min_face_size: the smallest face side, in pixels.
+        scale_factor, min_neighbors: the Haar detector's settings (OpenCV's meaning).
+        cascade: a Haar or LBP cascade XML file.
+        mtcnn_dir: the folder with pnet.pt, rnet.pt and onet.pt.
+        tta: None, "hflip" or "ten-crop": test-time augmentation of each face.
+
+    Raises:
+        FileNotFoundError: a named file or folder is missing.
+        ValueError: a setting out of range, or weights that are not a ferkit model.
+    """
+
+    def __init__(
+        self,
+        model: Optional[Union[str, "os.PathLike[str]"]] = None,
+        detector: str = "haar",
+        min_face_size: int = 48,
+        scale_factor: float = 1.1,
+        min_neighbors: int = 5,
+        cascade: Optional[Union[str, "os.PathLike[str]"]] = None,
+        mtcnn_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+        tta: Optional[str] = None,
+    ) -> None:
+        self._pipeline = _native.Pipeline(
+            model, detector, min_face_size, scale_factor, min_neighbors, cascade, mtcnn_dir, tta
+        )
+
+    @property
+    def model_name(self) -> str:
+        return self._pipeline.model_name
+
+    def detect_faces(self, images: Sequence[ImageLike], rgb: bool = False) -> List[List[Dict[str, Any]]]:
+        """ferkit's own result per image: each face's box (`x`, `y`, `width`, `height` in
+        pixels), `emotion`, `probabilities` by class (float, summing to 1) and, with MTCNN,
+        `detector_score` and five `landmarks`."""
+        native = [_as_native_image(img, rgb) for img in images]
+        return [json.loads(text) for text in self._pipeline.detect(native)]
+
+    def detect_emotions(self, img: ImageLike, rgb: bool = False) -> List[Dict[str, Any]]:
+        """The faces in `img` as `fer` gives them: ``[{"box": [x, y, w, h], "emotions":
+        {"angry": p, "disgust": p, "fear": p, "happy": p, "sad": p, "surprise": p,
+        "neutral": p}}]``, faces in reading order (top to bottom, then left to right).
+
+        `img` is a path, encoded bytes (PNG, JPEG, ...), or a uint8 array: (H, W) grey or
+        (H, W, 3) in BGR order as OpenCV gives it (`rgb=True` for RGB arrays, e.g. PIL's)."""
+        return self.detect_emotions_batch([img], rgb=rgb)[0]
+
+    def detect_emotions_batch(self, images: Sequence[ImageLike], rgb: bool = False) -> List[List[Dict[str, Any]]]:
+        """`detect_emotions` for many images: their faces are read by the net together, in
+        batches of 64, not one forward pass per face. One list per image, in order."""
+        return [[_fer_face(f) for f in faces] for faces in self.detect_faces(images, rgb=rgb)]
+
+    def top_emotion(self, img: ImageLike, rgb: bool = False) -> Tuple[Optional[str], Optional[float]]:
+        """The first face's most probable emotion and its probability; (None, None) without a
+        face (as `fer`)."""
+        faces = self.detect_emotions(img, rgb=rgb)
+        if not faces:
+            return None, None
+        emotions = faces[0]["emotions"]
+        label = max(emotions, key=emotions.get)
+        return label, emotions[label]
+
+
+class Model:
+    """A trained net for 48x48 grey faces.
+
+    `Model.load(path=None)`: None is the model shipped inside ferkit; else a run directory or a
+    `NAME.bpk` model file."""
+
+    classes: Tuple[str, ...] = CLASS_NAMES
+
+    def __init__(self, native: Any) -> None:
+        self._native = native
+
+    @classmethod
+    def load(cls, path: Optional[Union[str, "os.PathLike[str]"]] = None, tta: Optional[str] = None) -> "Model":
+        return cls(_native.Model(path, tta))
+
+    @property
+    def name(self) -> str:
+        return self._native.name
+
+    def predict_proba(self, faces: np.ndarray) -> np.ndarray:
+        """Class probabilities, float32 of shape (N, 7) in `classes` order, for faces of shape
+        (N, 48, 48) (or one face (48, 48)) uint8 raw grey levels, standardised inside as in
+        training. Raises ValueError for another dtype or shape."""
+        faces = np.asarray(faces)
+        if faces.dtype != np.uint8:
+            raise ValueError(f"faces of dtype {faces.dtype}; expected uint8 grey levels")
+        if faces.ndim == 2:
+            faces = faces[None]
+        if faces.ndim != 3:
+            raise ValueError(f"faces of shape {faces.shape}; expected (N, 48, 48)")
+        return self._native.predict_proba(np.ascontiguousarray(faces))
+
+
+def load_fer2013(
+    path: Union[str, "os.PathLike[str]"], skip_bad_rows: bool = False
+) -> Dict[str, Tuple[np.ndarray, np.ndarray]]:
+    """FER2013-shaped data (the CSV, plain or .gz, with a Usage column; or an image folder
+    ROOT/<split>/<class>/) per split: ``{"train": (x, y), "val": (x, y), "test": (x, y)}`` with
+    x uint8 (N, 48, 48) and y int64 (N,) labels in `CLASS_NAMES` order ("val" is FER2013's
+    PublicTest, "test" its PrivateTest). Raises FileNotFoundError or ValueError (naming the file
+    and line) for bad data, unless `skip_bad_rows`."""
+    out = {}
+    for split, (pixels, labels, rows) in _native.load_fer2013(path, skip_bad_rows).items():
+        x = np.frombuffer(pixels, dtype=np.uint8).reshape(rows, 48, 48)
+        out[split] = (x, np.asarray(labels, dtype=np.int64))
+    return out
+
+
+def read_image(path: Union[str, "os.PathLike[str]"], grey: bool = False) -> np.ndarray:
+    """An image file as ferkit reads photos (format from the content, EXIF orientation
+    applied): RGB uint8 (H, W, 3), or with `grey` its grey levels (H, W) uint8 (OpenCV's
+    RGB-to-grey conversion). Raises FileNotFoundError, or ValueError for a file that is not an
+    image."""
+    return _native.read_image(path, grey)
+
+
+__all__ = ["CLASS_NAMES", "FER", "Model", "load_fer2013", "read_image", "__version__"]

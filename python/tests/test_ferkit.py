@@ -1,0 +1,143 @@
+"""The Python front against the CLI and against `fer`'s output format. Run by .ci/run after
+the wheel is built and installed in a virtual environment (`pytest python/tests`)."""
+
+import json
+import os
+import pathlib
+import subprocess
+import tempfile
+
+import numpy as np
+import pytest
+
+import ferkit
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+SHARED = ROOT.parent / "shared"
+PHOTO = SHARED / "data" / "photos" / "astronaut.png"
+CASCADE = SHARED / "models" / "haarcascade_frontalface_default.xml"
+CLI = ROOT / "target" / "release" / "ferkit"
+
+
+def need(path: pathlib.Path, what: str) -> None:
+    if not path.exists():
+        message = f"SKIPPED: {path} is absent ({what})"
+        if os.environ.get("FERKIT_REQUIRE_REFERENCES"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="module")
+def fer() -> ferkit.FER:
+    need(CASCADE, "the Haar cascade in ../shared/models")
+    return ferkit.FER(cascade=str(CASCADE))
+
+
+def test_the_same_face_and_emotion_as_the_cli(fer):
+    need(PHOTO, "the shared photos")
+    need(CLI, "build the CLI first: cargo build --release")
+    with tempfile.TemporaryDirectory() as out:
+        subprocess.run(
+            [str(CLI), "predict", str(PHOTO), "--cascade", str(CASCADE), "--out", out],
+            check=True,
+            capture_output=True,
+        )
+        cli_faces = json.loads(pathlib.Path(out, "predictions.json").read_text())["photos"][0]["faces"]
+    faces = fer.detect_emotions(str(PHOTO))
+    assert len(faces) == len(cli_faces) >= 1
+    for mine, theirs in zip(faces, cli_faces):
+        b = theirs["box"]
+        assert mine["box"] == [b["x"], b["y"], b["width"], b["height"]]
+        assert max(mine["emotions"], key=mine["emotions"].get) == theirs["emotion"]
+        for name, p in theirs["probabilities"].items():
+            assert mine["emotions"][name] == pytest.approx(p, abs=1e-6)
+
+
+def test_fers_output_format(fer):
+    need(PHOTO, "the shared photos")
+    faces = fer.detect_emotions(str(PHOTO))
+    assert isinstance(faces, list) and faces
+    for face in faces:
+        assert set(face) == {"box", "emotions"}
+        assert isinstance(face["box"], list) and len(face["box"]) == 4
+        assert all(type(v) is int for v in face["box"])
+        assert list(face["emotions"]) == ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+        assert all(type(v) is float for v in face["emotions"].values())
+        assert sum(face["emotions"].values()) == pytest.approx(1.0, abs=1e-4)
+    label, score = fer.top_emotion(str(PHOTO))
+    assert label == max(faces[0]["emotions"], key=faces[0]["emotions"].get) and score == max(faces[0]["emotions"].values())
+
+
+def test_paths_bytes_and_grey_bgr_rgb_arrays_agree(fer):
+    need(PHOTO, "the shared photos")
+    by_path = fer.detect_emotions(str(PHOTO))
+    rgb = ferkit.read_image(PHOTO)
+    assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3
+    assert fer.detect_emotions(rgb, rgb=True) == by_path
+    assert fer.detect_emotions(np.ascontiguousarray(rgb[:, :, ::-1])) == by_path  # BGR, as OpenCV
+    assert fer.detect_emotions(PHOTO.read_bytes()) == by_path
+    assert fer.detect_emotions(PHOTO) == by_path  # os.PathLike
+    grey = ferkit.read_image(PHOTO, grey=True)
+    assert grey.shape == rgb.shape[:2]
+    # The net reads grey faces, so a grey array gives the colour photo's result.
+    assert fer.detect_emotions(grey) == by_path
+
+
+def test_a_batch_equals_one_by_one(fer):
+    need(PHOTO, "the shared photos")
+    photos = sorted((SHARED / "data" / "photos").glob("*.png"))[:4]
+    batch = fer.detect_emotions_batch([str(p) for p in photos])
+    assert batch == [fer.detect_emotions(str(p)) for p in photos]
+
+
+def test_bad_inputs_raise_the_right_exception(fer, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        fer.detect_emotions(str(tmp_path / "missing.png"))
+    note = tmp_path / "note.png"
+    note.write_text("not an image")
+    with pytest.raises(ValueError, match="note.png"):
+        fer.detect_emotions(str(note))
+    with pytest.raises(ValueError, match="dtype float32"):
+        fer.detect_emotions(np.zeros((60, 60, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="shape"):
+        fer.detect_emotions(np.zeros((60, 60, 5), dtype=np.uint8))
+    with pytest.raises(ValueError, match="image"):
+        fer.detect_emotions(b"\x00\x01 not an image")
+    with pytest.raises(ValueError, match="detector"):
+        ferkit.FER(detector="dlib")
+    with pytest.raises(FileNotFoundError):
+        ferkit.FER(cascade=str(tmp_path / "none.xml"))
+
+
+def test_model_predict_proba():
+    model = ferkit.Model.load()
+    assert model.classes == ferkit.CLASS_NAMES and len(model.classes) == 7
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, size=(5, 48, 48), dtype=np.uint8)
+    p = model.predict_proba(faces)
+    assert p.dtype == np.float32 and p.shape == (5, 7)
+    assert np.allclose(p.sum(axis=1), 1.0, atol=1e-5)
+    # A batch equals its faces one at a time.
+    one_by_one = np.concatenate([model.predict_proba(f) for f in faces])
+    assert np.allclose(p, one_by_one, atol=1e-6)
+    with pytest.raises(ValueError, match="shape"):
+        model.predict_proba(np.zeros((2, 32, 32), dtype=np.uint8))
+    with pytest.raises(ValueError, match="dtype"):
+        model.predict_proba(np.zeros((2, 48, 48), dtype=np.float64))
+
+
+def test_load_fer2013_gives_numpy_splits(tmp_path):
+    rows = ["emotion,pixels,Usage"]
+    for usage, n in [("Training", 3), ("PublicTest", 2), ("PrivateTest", 1)]:
+        for i in range(n):
+            rows.append(f"{i % 7},{' '.join(str((i * 7 + k) % 256) for k in range(48 * 48))},{usage}")
+    path = tmp_path / "tiny.csv"
+    path.write_text("\n".join(rows) + "\n")
+    data = ferkit.load_fer2013(path)
+    assert {k: v[0].shape for k, v in data.items()} == {"train": (3, 48, 48), "val": (2, 48, 48), "test": (1, 48, 48)}
+    x, y = data["train"]
+    assert x.dtype == np.uint8 and y.dtype == np.int64 and list(y) == [0, 1, 2]
+    assert x[1, 0, 1] == 8  # row 1, pixel 1: (1 * 7 + 1) % 256
+    path.write_text("emotion,pixels,Usage\n9,1 2 3,Training\n")
+    with pytest.raises(ValueError, match=r"tiny.csv line 2"):
+        ferkit.load_fer2013(path)
