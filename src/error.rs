@@ -33,6 +33,9 @@ pub enum ErrorKind {
     Unsupported,
     /// Training stopped because the loss or the weights stopped being finite.
     Diverged,
+    /// The work was stopped on request ([`crate::events::Events::should_stop`]); what it had
+    /// finished is kept (a training run resumes from its last finished epoch).
+    Interrupted,
     /// A failure that is ferkit's own fault or not classified (HTTP 500; Python `RuntimeError`).
     Internal,
 }
@@ -48,6 +51,7 @@ impl ErrorKind {
             ErrorKind::Config => "config",
             ErrorKind::Unsupported => "unsupported",
             ErrorKind::Diverged => "diverged",
+            ErrorKind::Interrupted => "interrupted",
             ErrorKind::Internal => "internal",
         }
     }

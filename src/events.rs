@@ -27,6 +27,13 @@ pub trait Events: Sync {
 
     /// One line a user should see: a run resumed, a trial started or finished, a study's step.
     fn note(&self, _message: &str) {}
+
+    /// Asked after every training step: true stops the run there (an interrupt: Ctrl-C in a
+    /// notebook, a cancelled request) with an [`crate::ErrorKind::Interrupted`] error. The run
+    /// directory keeps its last finished epoch's checkpoint, so the run can be resumed.
+    fn should_stop(&self) -> bool {
+        false
+    }
 }
 
 /// Reports nothing.

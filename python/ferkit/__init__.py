@@ -172,6 +172,56 @@ def load_fer2013(
     return out
 
 
+class History(list):
+    """A run's history: one dict per epoch (epoch, train_loss, train_accuracy, val_loss,
+    val_accuracy, seconds); `run_dir` is the run directory it was read from."""
+
+    run_dir: str = ""
+
+    def to_pandas(self) -> Any:
+        """The history as a pandas DataFrame (needs pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame(list(self))
+
+
+def _history(rows: List[Dict[str, Any]], run_dir: str) -> History:
+    h = History(rows)
+    h.run_dir = run_dir
+    return h
+
+
+def train(
+    model: str = "cnn3",
+    data: Union[str, "os.PathLike[str]"] = "",
+    out: Union[str, "os.PathLike[str]"] = "runs/notebook",
+    epochs: int = 20,
+    overwrite: bool = False,
+    **options: Any,
+) -> History:
+    """Trains `model` (a preset such as "cnn3" or "vgg-lite", or a net TOML file) on `data`
+    (FER2013's CSV or an image folder) into the run directory `out`, as `ferkit train` does:
+    the run's config, history, metrics, curves and kept weights all go there.
+
+    `options` are the recipe's: batch_size, lr, optimizer, momentum, weight_decay, schedule,
+    warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema, mixup, cutmix,
+    augment ("rotation=15,zoom=0.1,hflip"), seed, monitor, subset, skip_bad_rows, init_from,
+    val_split. Progress prints one line per epoch. Ctrl-C stops the run between two steps
+    (KeyboardInterrupt); `ferkit.resume(out)` goes on from its last finished epoch.
+
+    Returns the history (list of dicts; `.to_pandas()`; `.run_dir`). Raises ValueError for an
+    unknown option or a value out of range, FileNotFoundError for missing data, and
+    ValueError for a folder that already holds a run (pass overwrite=True)."""
+    rows, run_dir = _native.train(model, data, out, overwrite, epochs=epochs, **options)
+    return _history(rows, run_dir)
+
+
+def resume(out: Union[str, "os.PathLike[str]"]) -> History:
+    """Goes on with the stopped run in `out`; returns its history (a finished run's as it is)."""
+    rows, run_dir = _native.resume(out)
+    return _history(rows, run_dir)
+
+
 def read_image(path: Union[str, "os.PathLike[str]"], grey: bool = False) -> np.ndarray:
     """An image file as ferkit reads photos (format from the content, EXIF orientation
     applied): RGB uint8 (H, W, 3), or with `grey` its grey levels (H, W) uint8 (OpenCV's
@@ -180,4 +230,14 @@ def read_image(path: Union[str, "os.PathLike[str]"], grey: bool = False) -> np.n
     return _native.read_image(path, grey)
 
 
-__all__ = ["CLASS_NAMES", "FER", "Model", "load_fer2013", "read_image", "__version__"]
+__all__ = [
+    "CLASS_NAMES",
+    "FER",
+    "History",
+    "Model",
+    "load_fer2013",
+    "read_image",
+    "resume",
+    "train",
+    "__version__",
+]

@@ -38,3 +38,17 @@ class Model:
 
 def load_fer2013(path: _Path, skip_bad_rows: bool = False) -> Dict[str, Tuple[np.ndarray, np.ndarray]]: ...
 def read_image(path: _Path, grey: bool = False) -> np.ndarray: ...
+
+class History(list):
+    run_dir: str
+    def to_pandas(self) -> Any: ...
+
+def train(
+    model: str = "cnn3",
+    data: _Path = "",
+    out: _Path = "runs/notebook",
+    epochs: int = 20,
+    overwrite: bool = False,
+    **options: Any,
+) -> History: ...
+def resume(out: _Path) -> History: ...

@@ -141,3 +141,84 @@ def test_load_fer2013_gives_numpy_splits(tmp_path):
     path.write_text("emotion,pixels,Usage\n9,1 2 3,Training\n")
     with pytest.raises(ValueError, match=r"tiny.csv line 2"):
         ferkit.load_fer2013(path)
+
+
+def tiny_fer2013(path: pathlib.Path, per_split: int = 14) -> pathlib.Path:
+    """A FER2013-shaped CSV whose classes a net can tell apart (a bright block per class)."""
+    rng = np.random.default_rng(1)
+    rows = ["emotion,pixels,Usage"]
+    for usage in ["Training", "PublicTest", "PrivateTest"]:
+        for i in range(per_split):
+            label = i % 7
+            face = rng.integers(40, 100, size=(48, 48))
+            y, x = divmod(label, 3)
+            face[y * 16 : y * 16 + 16, x * 16 : x * 16 + 16] += 120
+            rows.append(f"{label},{' '.join(map(str, face.ravel()))},{usage}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_train_writes_a_run_and_resume_finds_it_finished(tmp_path, capsys):
+    data = tiny_fer2013(tmp_path / "tiny.csv")
+    out = tmp_path / "run"
+    history = ferkit.train("fnn1", data, out, epochs=2, batch_size=16, seed=3)
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert set(history[0]) == {"epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"}
+    assert pathlib.Path(history.run_dir) == out and (out / "metrics.json").exists()
+    printed = capsys.readouterr().out
+    assert "epoch   1" in printed and "epoch   2" in printed, printed
+    again = ferkit.resume(out)
+    assert list(again) == list(history)
+    with pytest.raises(ValueError, match="already holds a run"):
+        ferkit.train("fnn1", data, out, epochs=1)
+    with pytest.raises(ValueError, match="unknown option"):
+        ferkit.train("fnn1", data, tmp_path / "other", epochs=1, learning_rat=0.1)
+    with pytest.raises(ValueError, match="momentum"):
+        ferkit.train("fnn1", data, tmp_path / "other", epochs=1, optimizer="adam", momentum=0.9)
+
+
+def test_ctrl_c_stops_training_between_steps_and_resume_goes_on(tmp_path, monkeypatch):
+    import _thread
+    import builtins
+
+    data = tiny_fer2013(tmp_path / "tiny.csv", per_split=70)
+    out = tmp_path / "run"
+    real_print = builtins.print
+
+    def print_then_interrupt(*args, **kwargs):
+        real_print(*args, **kwargs)
+        if args and str(args[0]).startswith("epoch   1"):
+            _thread.interrupt_main()  # as Ctrl-C: a pending KeyboardInterrupt
+
+    monkeypatch.setattr(builtins, "print", print_then_interrupt)
+    with pytest.raises(KeyboardInterrupt, match="interrupted at epoch 2"):
+        ferkit.train("fnn1", data, out, epochs=3, batch_size=16, seed=5)
+    monkeypatch.setattr(builtins, "print", real_print)
+    assert not (out / "metrics.json").exists()
+    assert len((out / "history.csv").read_text().splitlines()) == 2  # header + epoch 1
+    history = ferkit.resume(out)
+    assert [h["epoch"] for h in history] == [1, 2, 3] and (out / "metrics.json").exists()
+
+
+def test_a_real_sigint_stops_training(tmp_path):
+    import signal
+    import sys
+
+    data = tiny_fer2013(tmp_path / "tiny.csv", per_split=70)
+    out = tmp_path / "run"
+    code = (
+        "import ferkit, sys\n"
+        "try:\n"
+        f"    ferkit.train('fnn1', {str(data)!r}, {str(out)!r}, epochs=500, batch_size=16)\n"
+        "except KeyboardInterrupt as e:\n"
+        "    print('INTERRUPTED', e, flush=True); sys.exit(3)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-u", "-c", code], stdout=subprocess.PIPE, text=True)
+    for line in child.stdout:
+        if line.startswith("epoch   2"):
+            child.send_signal(signal.SIGINT)
+            break
+    rest = child.stdout.read()
+    assert child.wait(timeout=60) == 3, rest
+    assert "INTERRUPTED training interrupted at epoch" in rest
+    assert not (out / "metrics.json").exists() and (out / "checkpoint").is_dir()

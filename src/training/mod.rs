@@ -9,10 +9,12 @@ pub mod ema;
 pub mod mix;
 pub mod optimizer;
 pub mod schedule;
+pub mod start;
 pub mod trainer;
 
 pub use crate::run::RunDir;
 pub use config::{Monitor, TrainConfig};
 pub use optimizer::OptimizerKind;
 pub use schedule::LrSchedule;
+pub use start::{Recipe, load_data, resume_dir, start};
 pub use trainer::{RunMetrics, check_inputs, resume, train};

@@ -66,14 +66,15 @@ struct EpochPass<'a> {
 impl EpochPass<'_> {
     /// Trains on every batch `batches` yields; returns the net, the summed loss (with L2) and
     /// the number of correct predictions, both as seen during training (dropout on). A loss that
-    /// is not finite stops the pass at once with [`Diverged`], before the optimizer applies it.
+    /// is not finite stops the pass at once with [`Diverged`], before the optimizer applies it;
+    /// [`Events::should_stop`] stops it after the step it is asked after ([`PassStop::Interrupted`]).
     fn run(
         &self,
         mut model: Model,
         optimizer: &mut ModuleOptimizer,
         mut ema: Option<&mut Ema>,
         batches: Receiver<HostBatch>,
-    ) -> Result<(Model, f64, usize), Diverged> {
+    ) -> Result<(Model, f64, usize), PassStop> {
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
         for (i, host) in batches.into_iter().enumerate() {
             let n = host.labels.len();
@@ -100,7 +101,8 @@ impl EpochPass<'_> {
                 }
                 // Dropping the receiver ends the prefetch thread at its next send.
                 Err(loss) => {
-                    return Err(Diverged { epoch: self.epoch, step: i + 1, steps: self.steps_per_epoch, loss });
+                    let d = Diverged { epoch: self.epoch, step: i + 1, steps: self.steps_per_epoch, loss };
+                    return Err(PassStop::Diverged(d));
                 }
             };
             correct += right;
@@ -110,6 +112,9 @@ impl EpochPass<'_> {
             }
             seen += n;
             self.events.batch_finished(self.epoch, loss_sum / seen as f64);
+            if self.events.should_stop() {
+                return Err(PassStop::Interrupted { epoch: self.epoch, step: i + 1 });
+            }
         }
         Ok((model, loss_sum, correct))
     }
@@ -157,6 +162,16 @@ pub fn training_step(
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let model = optimizer.step(rate, model, grads);
     Ok((model, StepOutcome { loss: loss_value, correct }))
+}
+
+/// Why an epoch's pass stopped before its end.
+enum PassStop {
+    Diverged(Diverged),
+    /// [`Events::should_stop`] said so after this step (1-based) of this epoch.
+    Interrupted {
+        epoch: usize,
+        step: usize,
+    },
 }
 
 /// A training loss that is NaN or infinite: where it happened.
@@ -336,7 +351,17 @@ fn run_epochs(
         });
         let (trained, loss_sum, correct) = match passed {
             Ok(done) => done,
-            Err(d) => {
+            Err(PassStop::Interrupted { epoch, step }) => {
+                events.training_finished();
+                return Err(crate::err!(
+                    Interrupted,
+                    "training interrupted at epoch {epoch}, step {step}; {}; the run goes on from its last \
+                     finished epoch when resumed",
+                    kept_message(&tracker, run)
+                )
+                .at(Some(&run.path), None, Some("resume")));
+            }
+            Err(PassStop::Diverged(d)) => {
                 events.training_finished();
                 let kept = kept_message(&tracker, run);
                 return Err(crate::err!(

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use numpy::{IntoPyArray, PyArray2, PyReadonlyArray3, PyUntypedArrayMethods};
-use pyo3::exceptions::{PyFileNotFoundError, PyNotImplementedError, PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyKeyboardInterrupt, PyNotImplementedError, PyOSError, PyRuntimeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
@@ -18,8 +20,12 @@ use ferkit::detection::locate;
 use ferkit::detection::mtcnn::MtcnnOptions;
 use ferkit::error::{Error, ErrorKind};
 use ferkit::evaluation::Tta;
+use ferkit::events::Events;
 use ferkit::prediction::{CascadeDetector, EmotionClassifier, FaceDetector, Frame, MtcnnDetector};
+use ferkit::run::RunDir;
+use ferkit::run::history::{EpochRecord, read_csv};
 use ferkit::trained::ModelSource;
+use ferkit::training::{Monitor, Recipe};
 use ferkit::util::choice::Choice;
 
 /// A library error as the Python exception a user expects: a missing file as
@@ -39,6 +45,7 @@ fn to_py_err(e: Error) -> PyErr {
             PyValueError::new_err(message)
         }
         ErrorKind::Unsupported => PyNotImplementedError::new_err(message),
+        ErrorKind::Interrupted => PyKeyboardInterrupt::new_err(message),
         _ => PyRuntimeError::new_err(message),
     }
 }
@@ -267,6 +274,143 @@ fn load_fer2013<'py>(py: Python<'py>, path: PathBuf, skip_bad_rows: bool) -> PyR
     Ok(out)
 }
 
+/// Training progress for a notebook: plain lines through Python's `print`, and Ctrl-C (a
+/// pending `KeyboardInterrupt`) stops the run between two steps.
+#[derive(Default)]
+struct NotebookEvents {
+    /// A KeyboardInterrupt that arrived while Python code ran (our `print`), kept for
+    /// [`Events::should_stop`] instead of being lost with the print's error.
+    interrupted: std::sync::atomic::AtomicBool,
+}
+
+impl NotebookEvents {
+    fn print(&self, line: &str) {
+        Python::attach(|py| {
+            if let Err(e) = py.import("builtins").and_then(|b| b.call_method1("print", (line,)))
+                && e.is_instance_of::<PyKeyboardInterrupt>(py)
+            {
+                self.interrupted.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+        });
+    }
+}
+
+impl Events for NotebookEvents {
+    fn epoch_finished(&self, r: &EpochRecord, kept: bool, eta_seconds: f64) {
+        self.print(&format!(
+            "epoch {:>3}  loss {:.4}  acc {:.4}  val_loss {:.4}  val_acc {:.4}  {:.1} s  ETA {:.0} s{}",
+            r.epoch,
+            r.train_loss,
+            r.train_accuracy,
+            r.val_loss,
+            r.val_accuracy,
+            r.seconds,
+            eta_seconds,
+            if kept { "  (kept)" } else { "" }
+        ));
+    }
+
+    fn note(&self, message: &str) {
+        self.print(message);
+    }
+
+    fn should_stop(&self) -> bool {
+        self.interrupted.load(std::sync::atomic::Ordering::Relaxed) || Python::attach(|py| py.check_signals().is_err())
+    }
+}
+
+/// The run's history.csv as a list of dicts (epoch, train_loss, train_accuracy, val_loss,
+/// val_accuracy, seconds).
+fn history<'py>(py: Python<'py>, run_dir: &RunDir) -> PyResult<Vec<Bound<'py, PyDict>>> {
+    let records = read_csv(&run_dir.history()).map_err(to_py_err)?;
+    records
+        .iter()
+        .map(|r| {
+            let d = PyDict::new(py);
+            d.set_item("epoch", r.epoch)?;
+            d.set_item("train_loss", r.train_loss)?;
+            d.set_item("train_accuracy", r.train_accuracy)?;
+            d.set_item("val_loss", r.val_loss)?;
+            d.set_item("val_accuracy", r.val_accuracy)?;
+            d.set_item("seconds", r.seconds)?;
+            Ok(d)
+        })
+        .collect()
+}
+
+/// Trains `model` (a preset name or a net TOML file) on `data` into the run directory `out`
+/// with the recipe's options (see `ferkit.train`); returns the history and the run directory.
+#[pyfunction]
+#[pyo3(signature = (model, data, out, overwrite=false, **options))]
+fn train<'py>(
+    py: Python<'py>,
+    model: String,
+    data: PathBuf,
+    out: PathBuf,
+    overwrite: bool,
+    options: Option<&Bound<'py, PyDict>>,
+) -> PyResult<(Vec<Bound<'py, PyDict>>, String)> {
+    let mut recipe = Recipe::default();
+    let mut val_split = None;
+    if let Some(options) = options {
+        for (key, value) in options.iter() {
+            let key: String = key.extract()?;
+            let bad = |e: PyErr| PyValueError::new_err(format!("{key}: {e}"));
+            match key.as_str() {
+                "epochs" => recipe.epochs = value.extract().map_err(bad)?,
+                "batch_size" => recipe.batch_size = value.extract().map_err(bad)?,
+                "lr" | "learning_rate" => recipe.learning_rate = value.extract().map_err(bad)?,
+                "optimizer" => recipe.optimizer = value.extract().map_err(bad)?,
+                "momentum" => recipe.momentum = value.extract().map_err(bad)?,
+                "weight_decay" => recipe.weight_decay = value.extract().map_err(bad)?,
+                "schedule" => recipe.schedule = value.extract().map_err(bad)?,
+                "warmup_epochs" => recipe.warmup_epochs = value.extract().map_err(bad)?,
+                "plateau_factor" => recipe.plateau_factor = value.extract().map_err(bad)?,
+                "plateau_patience" => recipe.plateau_patience = value.extract().map_err(bad)?,
+                "label_smoothing" => recipe.label_smoothing = value.extract().map_err(bad)?,
+                "ema" => recipe.ema = value.extract().map_err(bad)?,
+                "mixup" => recipe.mixup = value.extract().map_err(bad)?,
+                "cutmix" => recipe.cutmix = value.extract().map_err(bad)?,
+                "augment" => recipe.augment = value.extract().map_err(bad)?,
+                "seed" => recipe.seed = value.extract().map_err(bad)?,
+                "subset" => recipe.subset = value.extract().map_err(bad)?,
+                "skip_bad_rows" => recipe.skip_bad_rows = value.extract().map_err(bad)?,
+                "init_from" => recipe.init_from = value.extract().map_err(bad)?,
+                "val_split" => val_split = value.extract().map_err(bad)?,
+                "monitor" => {
+                    let name: String = value.extract().map_err(bad)?;
+                    recipe.monitor = Monitor::from_name(&name).ok_or_else(|| {
+                        PyValueError::new_err(format!("monitor={name:?}: not val_loss or val_accuracy"))
+                    })?;
+                }
+                other => {
+                    return Err(PyValueError::new_err(format!(
+                        "train() got an unknown option {other:?} (known: epochs, batch_size, lr, optimizer, momentum,                          weight_decay, schedule, warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema,                          mixup, cutmix, augment, seed, monitor, subset, skip_bad_rows, init_from, val_split)"
+                    )));
+                }
+            }
+        }
+    }
+    let (_, run_dir) = compute(py, move || {
+        let spec = ferkit::models::resolve(&model)?;
+        let mut source = DataSource::from_path(data);
+        source.val_split = val_split;
+        let config = recipe.config(spec, source)?;
+        ferkit::training::start(&config, &out, overwrite, &NotebookEvents::default())
+    })?;
+    Ok((history(py, &run_dir)?, run_dir.path.display().to_string()))
+}
+
+/// Goes on with the stopped run in `out` (interrupted, or its process gone); returns its
+/// history and directory (a finished run's as it is).
+#[pyfunction]
+fn resume<'py>(py: Python<'py>, out: PathBuf) -> PyResult<(Vec<Bound<'py, PyDict>>, String)> {
+    let dir = out.clone();
+    compute(py, move || ferkit::training::resume_dir(&dir, &NotebookEvents::default()))?;
+    let run_dir = RunDir::open(&out).map_err(to_py_err)?;
+    Ok((history(py, &run_dir)?, run_dir.path.display().to_string()))
+}
+
 /// An image file decoded as ferkit reads photos (format from the content, EXIF orientation
 /// applied): RGB uint8 (H, W, 3), or with `grey` its grey levels (H, W) (OpenCV's conversion).
 #[pyfunction]
@@ -291,6 +435,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Model>()?;
     m.add_function(wrap_pyfunction!(load_fer2013, m)?)?;
     m.add_function(wrap_pyfunction!(read_image, m)?)?;
+    m.add_function(wrap_pyfunction!(train, m)?)?;
+    m.add_function(wrap_pyfunction!(resume, m)?)?;
     m.add("CLASS_NAMES", CLASS_NAMES.to_vec())?;
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     Ok(())

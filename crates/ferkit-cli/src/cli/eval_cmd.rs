@@ -8,7 +8,7 @@ use clap::Args;
 use ferkit::error::{Context, Result};
 
 use super::DataArgs;
-use super::train_cmd::load_config_data;
+use super::progress::TerminalProgress;
 use ferkit::data::{DataSource, SplitName};
 use ferkit::evaluation::{Tta, evaluate, evaluate_ensemble};
 use ferkit::reporting::plots::plot_confusion;
@@ -62,7 +62,10 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let (dataset, out_dir) = match &source {
         ModelSource::RunDir(path) if other_data.is_empty() => {
             let config = RunDir::open(path)?.load_config()?;
-            (load_config_data(&config)?.0, Some(args.out.clone().unwrap_or_else(|| path.clone())))
+            (
+                ferkit::training::load_data(&config, &TerminalProgress::default())?.0,
+                Some(args.out.clone().unwrap_or_else(|| path.clone())),
+            )
         }
         ModelSource::RunDir(path) => (args.data.load()?, Some(args.out.clone().unwrap_or_else(|| path.clone()))),
         _ if other_data.is_empty() => {
@@ -114,7 +117,9 @@ fn run_ensemble(args: EvalArgs) -> Result<()> {
     models.iter().flat_map(|m| &m.notes).for_each(|n| eprintln!("{n}"));
     let other_data = args.data.source();
     let dataset = match &sources[0] {
-        ModelSource::RunDir(path) if other_data.is_empty() => load_config_data(&RunDir::open(path)?.load_config()?)?.0,
+        ModelSource::RunDir(path) if other_data.is_empty() => {
+            ferkit::training::load_data(&RunDir::open(path)?.load_config()?, &TerminalProgress::default())?.0
+        }
         _ if other_data.is_empty() => {
             ferkit::bail!(Config, "{} has no data of its own: give --data FILE_OR_FOLDER", sources[0].describe())
         }

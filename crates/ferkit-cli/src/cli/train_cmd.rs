@@ -6,15 +6,9 @@ use super::progress::TerminalProgress;
 use clap::Args;
 use ferkit::error::Result;
 
-use super::{DataArgs, load_data_reported};
-use ferkit::data::LoadReport;
-use ferkit::data::augment::AugmentConfig;
+use super::DataArgs;
 use ferkit::models::ModelSpec;
-use ferkit::training::mix::MixConfig;
-use ferkit::training::{
-    LrSchedule, Monitor, OptimizerKind, RunDir, RunMetrics, TrainConfig, check_inputs, resume, train,
-};
-use ferkit::util::atomic::write_atomic;
+use ferkit::training::{Monitor, Recipe, RunDir, RunMetrics, TrainConfig};
 use ferkit::util::device::DeviceKind;
 
 #[derive(Args, Debug)]
@@ -46,16 +40,16 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-    #[arg(long, default_value_t = 20)]
+    #[arg(long, default_value_t = Recipe::default().epochs)]
     pub epochs: usize,
-    #[arg(long = "batch", default_value_t = 512)]
+    #[arg(long = "batch", default_value_t = Recipe::default().batch_size)]
     pub batch_size: usize,
     /// The optimizer's learning rate (default: the net's own, as in the notebook); the peak of a schedule.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// The optimizer: adam (the notebook's, Keras' epsilon), adamw (decoupled weight decay),
     /// sgd or sgd-nesterov (momentum 0.9 unless --momentum says otherwise).
-    #[arg(long, default_value = "adam")]
+    #[arg(long, default_value_t = Recipe::default().optimizer)]
     pub optimizer: String,
     /// SGD's momentum (default 0.9).
     #[arg(long, allow_negative_numbers = true)]
@@ -66,7 +60,7 @@ pub struct TrainArgs {
     /// How the learning rate moves: constant (the notebook's), cosine (decay to zero by the last
     /// step, after --warmup-epochs of linear warm-up), one-cycle (PyTorch's OneCycleLR defaults),
     /// or plateau (x --plateau-factor after --plateau-patience epochs without a better --monitor figure).
-    #[arg(long, default_value = "constant")]
+    #[arg(long, default_value_t = Recipe::default().schedule)]
     pub schedule: String,
     /// Epochs of linear warm-up before the cosine decay.
     #[arg(long, default_value_t = 0)]
@@ -90,7 +84,7 @@ pub struct TrainArgs {
     /// CutMix of each training batch with Beta(ALPHA, ALPHA) box areas (timm's default 1.0).
     #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
     pub cutmix: Option<f64>,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = Recipe::default().seed)]
     pub seed: u64,
     /// Which validation figure picks the kept checkpoint.
     #[arg(long, value_parser = super::choice::<Monitor>(), default_value = "val_loss")]
@@ -161,66 +155,56 @@ impl TransferArgs {
 }
 
 pub fn run(args: TrainArgs) -> Result<()> {
+    let progress = TerminalProgress::default();
     if let Some(dir) = &args.resume {
-        let run_dir = RunDir::open(dir)?;
-        if run_dir.metrics().exists() {
-            println!("{}: this run finished (metrics.json is there); nothing to resume", dir.display());
-            return Ok(());
+        return match ferkit::training::resume_dir(dir, &progress)? {
+            Some((metrics, run_dir)) => print_result(&metrics, &run_dir),
+            None => {
+                println!("{}: this run finished (metrics.json is there); nothing to resume", dir.display());
+                Ok(())
+            }
+        };
+    }
+    let config = match &args.config {
+        Some(path) => TrainConfig::load(path)?,
+        None => {
+            let model = args.model.as_deref().expect("clap requires MODEL unless --resume or --config");
+            let spec = args.transfer.apply(ferkit::models::resolve(model)?)?;
+            args.recipe().config(spec, args.data.source())?
         }
-        let (dataset, _) = load_config_data(&run_dir.load_config()?)?;
-        let metrics = resume(&run_dir, &dataset, &TerminalProgress::default())?;
-        return print_result(&metrics, &run_dir);
-    }
-    if let Some(path) = &args.config {
-        let config = TrainConfig::load(path)?;
-        let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.model.name()));
-        return start(config, out, args.overwrite);
-    }
-    let model = args.model.as_deref().expect("clap requires MODEL unless --resume or --config");
-    if let Some(lr) = args.lr
-        && !(lr > 0.0 && lr.is_finite())
-    {
-        ferkit::bail!(Config, "--lr must be a positive finite number (got {lr})");
-    }
-    let spec = args.transfer.apply(ferkit::models::resolve(model)?)?;
-    let config = TrainConfig {
-        epochs: args.epochs,
-        batch_size: args.batch_size,
-        learning_rate: args.lr.unwrap_or(spec.learning_rate()),
-        schedule: LrSchedule::parse(&args.schedule, args.warmup_epochs, args.plateau_factor, args.plateau_patience)?,
-        optimizer: OptimizerKind::parse(&args.optimizer, args.momentum, args.weight_decay)?,
-        label_smoothing: args.label_smoothing,
-        ema_decay: args.ema,
-        mix: MixConfig::from_options(args.mixup, args.cutmix)?,
-        seed: args.seed,
-        monitor: args.monitor,
-        device: args.device,
-        subset: args.subset,
-        skip_bad_rows: args.data.skip_bad_rows,
-        init_from: args.init_from,
-        data: args.data.source(),
-        augment: args.augment.as_deref().map(AugmentConfig::parse).transpose()?,
-        model: spec,
     };
-    config.check_recipe()?;
-    let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(config.model.name()));
-    start(config, out, args.overwrite)
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.model.name()));
+    let (metrics, run_dir) = ferkit::training::start(&config, &out, args.overwrite, &progress)?;
+    print_result(&metrics, &run_dir)
 }
 
-/// Trains `config` into a new run directory `out`, after everything that can fail early has
-/// been checked (data, inputs, weights): a failed start leaves no run directory.
-fn start(config: TrainConfig, out: PathBuf, overwrite: bool) -> Result<()> {
-    // The data is read before the run directory is made: bad data leaves nothing behind.
-    if !overwrite && std::fs::read_dir(&out).is_ok_and(|mut d| d.next().is_some()) {
-        RunDir::create(&out, false)?; // refuses a folder that holds a run, saying why
+impl TrainArgs {
+    /// The flags as the library's recipe.
+    fn recipe(&self) -> Recipe {
+        Recipe {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.lr,
+            optimizer: self.optimizer.clone(),
+            momentum: self.momentum,
+            weight_decay: self.weight_decay,
+            schedule: self.schedule.clone(),
+            warmup_epochs: self.warmup_epochs,
+            plateau_factor: self.plateau_factor,
+            plateau_patience: self.plateau_patience,
+            label_smoothing: self.label_smoothing,
+            ema: self.ema,
+            mixup: self.mixup,
+            cutmix: self.cutmix,
+            augment: self.augment.clone(),
+            seed: self.seed,
+            monitor: self.monitor,
+            device: self.device,
+            subset: self.subset,
+            skip_bad_rows: self.data.skip_bad_rows,
+            init_from: self.init_from.clone(),
+        }
     }
-    let (dataset, report) = load_config_data(&config)?;
-    check_inputs(&config, &dataset)?;
-    config.model.build(&config.device.device()?)?; // weights that do not load fail here, not in the run
-    let run_dir = RunDir::create(&out, overwrite)?;
-    write_atomic(&run_dir.path.join("load_report.txt"), report.full())?;
-    let metrics = train(&config, &dataset, &run_dir, &TerminalProgress::default())?;
-    print_result(&metrics, &run_dir)
 }
 
 fn print_result(metrics: &RunMetrics, run_dir: &RunDir) -> Result<()> {
@@ -236,14 +220,4 @@ fn print_result(metrics: &RunMetrics, run_dir: &RunDir) -> Result<()> {
     );
     println!("run directory: {}", run_dir.path.display());
     Ok(())
-}
-
-/// The data a config names, subsampled as it says, with the load report.
-pub fn load_config_data(config: &TrainConfig) -> Result<(ferkit::data::Dataset, LoadReport)> {
-    let (dataset, report) = load_data_reported(&config.data, config.skip_bad_rows)?;
-    let dataset = match config.subset {
-        Some(n) => dataset.subsample(n, config.seed),
-        None => dataset,
-    };
-    Ok((dataset, report))
 }

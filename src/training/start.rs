@@ -1,0 +1,172 @@
+//! Starting and resuming a training run the way every front does it: a recipe of named options
+//! with their defaults ([`Recipe`]) becomes a [`TrainConfig`]; the data is read and everything
+//! that can fail early is checked before the run directory is made ([`start`]); a stopped run
+//! goes on from its directory alone ([`resume_dir`]).
+
+use std::path::{Path, PathBuf};
+
+use super::config::{Monitor, TrainConfig};
+use super::mix::MixConfig;
+use super::optimizer::OptimizerKind;
+use super::schedule::LrSchedule;
+use super::trainer::{RunMetrics, check_inputs, resume, train};
+use crate::data::augment::AugmentConfig;
+use crate::data::{DataSource, Dataset, LoadOptions, LoadReport};
+use crate::error::Result;
+use crate::events::Events;
+use crate::models::ModelSpec;
+use crate::run::RunDir;
+use crate::util::atomic::write_atomic;
+use crate::util::device::DeviceKind;
+
+/// A training recipe by option names, as the command line and Python give it; `None` is the
+/// default named beside each field. [`Recipe::default`] is the notebook's recipe.
+#[derive(Clone, Debug)]
+pub struct Recipe {
+    /// Epochs (default 20).
+    pub epochs: usize,
+    /// Rows per batch (default 512).
+    pub batch_size: usize,
+    /// The peak learning rate (default: the net's own).
+    pub learning_rate: Option<f64>,
+    /// `adam` (default), `adamw`, `sgd`, `sgd-nesterov`.
+    pub optimizer: String,
+    /// SGD's momentum (default 0.9).
+    pub momentum: Option<f64>,
+    /// Decoupled weight decay (AdamW default 0.01, SGD 0).
+    pub weight_decay: Option<f64>,
+    /// `constant` (default), `cosine`, `one-cycle`, `plateau`.
+    pub schedule: String,
+    /// Linear warm-up epochs of the cosine schedule (default 0).
+    pub warmup_epochs: usize,
+    pub plateau_factor: Option<f64>,
+    pub plateau_patience: Option<usize>,
+    /// Label smoothing in [0, 1) (default 0).
+    pub label_smoothing: f64,
+    /// Weight EMA decay in (0, 1) (default: none).
+    pub ema: Option<f64>,
+    pub mixup: Option<f64>,
+    pub cutmix: Option<f64>,
+    /// Augmentation, e.g. `rotation=15,zoom=0.1,hflip` (default: none).
+    pub augment: Option<String>,
+    /// The seed that fixes the run (default 42).
+    pub seed: u64,
+    /// What picks the kept checkpoint (default: validation loss).
+    pub monitor: Monitor,
+    pub device: DeviceKind,
+    /// At most this many rows of each split (default: all).
+    pub subset: Option<usize>,
+    /// Skip malformed rows (counted) instead of failing (default: fail).
+    pub skip_bad_rows: bool,
+    /// Start from this run's kept weights (default: fresh weights).
+    pub init_from: Option<PathBuf>,
+}
+
+impl Default for Recipe {
+    fn default() -> Self {
+        Self {
+            epochs: 20,
+            batch_size: 512,
+            learning_rate: None,
+            optimizer: "adam".into(),
+            momentum: None,
+            weight_decay: None,
+            schedule: "constant".into(),
+            warmup_epochs: 0,
+            plateau_factor: None,
+            plateau_patience: None,
+            label_smoothing: 0.0,
+            ema: None,
+            mixup: None,
+            cutmix: None,
+            augment: None,
+            seed: 42,
+            monitor: Monitor::ValLoss,
+            device: DeviceKind::Cpu,
+            subset: None,
+            skip_bad_rows: false,
+            init_from: None,
+        }
+    }
+}
+
+impl Recipe {
+    /// The config that trains `model` on `data` with this recipe. Errors name the option that is
+    /// out of range or unknown (as the field of the error's location).
+    pub fn config(&self, model: ModelSpec, data: DataSource) -> Result<TrainConfig> {
+        if let Some(lr) = self.learning_rate {
+            crate::ensure!(
+                Config @ "learning_rate",
+                lr > 0.0 && lr.is_finite(),
+                "learning_rate must be a positive finite number (got {lr})"
+            );
+        }
+        let config = TrainConfig {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate.unwrap_or(model.learning_rate()),
+            schedule: LrSchedule::parse(
+                &self.schedule,
+                self.warmup_epochs,
+                self.plateau_factor,
+                self.plateau_patience,
+            )?,
+            optimizer: OptimizerKind::parse(&self.optimizer, self.momentum, self.weight_decay)?,
+            label_smoothing: self.label_smoothing,
+            ema_decay: self.ema,
+            mix: MixConfig::from_options(self.mixup, self.cutmix)?,
+            seed: self.seed,
+            monitor: self.monitor,
+            device: self.device,
+            subset: self.subset,
+            skip_bad_rows: self.skip_bad_rows,
+            init_from: self.init_from.clone(),
+            data,
+            augment: self.augment.as_deref().map(AugmentConfig::parse).transpose()?,
+            model,
+        };
+        config.check_recipe()?;
+        Ok(config)
+    }
+}
+
+/// The data a config names, subsampled as it says, with the load report (whose description
+/// goes to `events` as a note).
+pub fn load_data(config: &TrainConfig, events: &dyn Events) -> Result<(Dataset, LoadReport)> {
+    let (dataset, report) = config.data.load(LoadOptions { skip_bad_rows: config.skip_bad_rows })?;
+    events.note(&report.describe());
+    let dataset = match config.subset {
+        Some(n) => dataset.subsample(n, config.seed),
+        None => dataset,
+    };
+    Ok((dataset, report))
+}
+
+/// Trains `config` into a new run directory `out`, after everything that can fail early has
+/// been checked (the folder, the data, the inputs, the weights): a failed start leaves no run
+/// directory. `overwrite` allows a folder that holds a run.
+pub fn start(config: &TrainConfig, out: &Path, overwrite: bool, events: &dyn Events) -> Result<(RunMetrics, RunDir)> {
+    // The data is read before the run directory is made: bad data leaves nothing behind.
+    if !overwrite && std::fs::read_dir(out).is_ok_and(|mut d| d.next().is_some()) {
+        RunDir::create(out, false)?; // refuses a folder that holds a run, saying why
+    }
+    let (dataset, report) = load_data(config, events)?;
+    check_inputs(config, &dataset)?;
+    config.model.build(&config.device.device()?)?; // weights that do not load fail here, not in the run
+    let run_dir = RunDir::create(out, overwrite)?;
+    write_atomic(&run_dir.path.join("load_report.txt"), report.full())?;
+    let metrics = train(config, &dataset, &run_dir, events)?;
+    Ok((metrics, run_dir))
+}
+
+/// Goes on with the stopped run in `dir` (its own config and data). `None` when the run had
+/// finished already (its metrics.json is there).
+pub fn resume_dir(dir: &Path, events: &dyn Events) -> Result<Option<(RunMetrics, RunDir)>> {
+    let run_dir = RunDir::open(dir)?;
+    if run_dir.metrics().exists() {
+        return Ok(None);
+    }
+    let (dataset, _) = load_data(&run_dir.load_config()?, events)?;
+    let metrics = resume(&run_dir, &dataset, events)?;
+    Ok(Some((metrics, run_dir)))
+}
