@@ -46,6 +46,14 @@ def main() -> None:
         rate = median_rate(batch, lambda: model.predict_proba(faces), args.repeats)
         print(f"ferkit Model.predict_proba, batch {batch:>3}: {rate:10.1f} faces/s ({model.name})")
 
+    # The classification stage alone, on FER2013's first PrivateTest faces: ferkit in one
+    # batched call, fer (below) with the faces' boxes given, one image per face.
+    csv = root.parent / "shared" / "data" / "fer2013" / "fer2013.csv.gz"
+    test_faces = ferkit.load_fer2013(csv)["test"][0][:256] if csv.exists() else None
+    if test_faces is not None:
+        rate = median_rate(len(test_faces), lambda: model.predict_proba(test_faces), args.repeats)
+        print(f"ferkit Model.predict_proba, {len(test_faces)} FER2013 faces in one call: {rate:10.1f} faces/s")
+
     photos = sorted(p for p in pathlib.Path(args.photos).iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     if not photos:
         print(f"no photos in {args.photos}: detection not measured")
@@ -57,10 +65,21 @@ def main() -> None:
 
     try:
         import cv2
-        from fer import FER as PyPIFER
+
+        try:
+            from fer import FER as PyPIFER
+        except ImportError:  # fer 25.x moved it
+            from fer.fer import FER as PyPIFER
     except Exception as e:  # fer needs TensorFlow and OpenCV
         print(f"PyPI fer: not measured ({type(e).__name__}: {e}); `pip install fer` in this environment to compare")
         return
+    if test_faces is not None:
+        classifier = PyPIFER()
+        one_face_images = [cv2.cvtColor(f, cv2.COLOR_GRAY2BGR) for f in test_faces]
+        box = [(0, 0, 48, 48)]
+        run = lambda: [classifier.detect_emotions(img, face_rectangles=box) for img in one_face_images]
+        rate = median_rate(len(one_face_images), run, args.repeats)
+        print(f"PyPI fer FER.detect_emotions with the box given, {len(one_face_images)} FER2013 faces: {rate:10.1f} faces/s")
     images = [cv2.imread(str(p)) for p in photos]
     theirs = PyPIFER()
     found = sum(len(theirs.detect_emotions(img)) for img in images)

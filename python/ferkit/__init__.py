@@ -46,12 +46,13 @@ def _as_native_image(img: ImageLike, rgb: bool) -> Any:
 
 
 def _fer_face(face: Dict[str, Any]) -> Dict[str, Any]:
+    """A face as `fer` (25.10) gives it: box as [x, y, w, h] ints, probabilities rounded to two
+    decimals as it rounds them (`detect_faces` keeps full precision)."""
     b = face["box"]
-    out = {
+    return {
         "box": [int(b["x"]), int(b["y"]), int(b["width"]), int(b["height"])],
-        "emotions": {name: float(face["probabilities"][name]) for name in CLASS_NAMES},
+        "emotions": {name: round(float(face["probabilities"][name]), 2) for name in CLASS_NAMES},
     }
-    return out
 
 
 class FER:
@@ -102,7 +103,9 @@ class FER:
     def detect_emotions(self, img: ImageLike, rgb: bool = False) -> List[Dict[str, Any]]:
         """The faces in `img` as `fer` gives them: ``[{"box": [x, y, w, h], "emotions":
         {"angry": p, "disgust": p, "fear": p, "happy": p, "sad": p, "surprise": p,
-        "neutral": p}}]``, faces in reading order (top to bottom, then left to right).
+        "neutral": p}}]``, faces in reading order (top to bottom, then left to right); the
+        probabilities rounded to two decimals, as `fer` rounds them (`detect_faces` for all
+        digits).
 
         `img` is a path, encoded bytes (PNG, JPEG, ...), or a uint8 array: (H, W) grey or
         (H, W, 3) in BGR order as OpenCV gives it (`rgb=True` for RGB arrays, e.g. PIL's)."""
@@ -174,21 +177,13 @@ def load_fer2013(
 
 class History(list):
     """A run's history: one dict per epoch (epoch, train_loss, train_accuracy, val_loss,
-    val_accuracy, seconds); `run_dir` is the run directory it was read from."""
-
-    run_dir: str = ""
+    val_accuracy, seconds; losses with the L2 term, as Keras shows them)."""
 
     def to_pandas(self) -> Any:
         """The history as a pandas DataFrame (needs pandas)."""
         import pandas as pd
 
         return pd.DataFrame(list(self))
-
-
-def _history(rows: List[Dict[str, Any]], run_dir: str) -> History:
-    h = History(rows)
-    h.run_dir = run_dir
-    return h
 
 
 def train(
@@ -198,7 +193,7 @@ def train(
     epochs: int = 20,
     overwrite: bool = False,
     **options: Any,
-) -> History:
+) -> Tuple[History, str]:
     """Trains `model` (a preset such as "cnn3" or "vgg-lite", or a net TOML file) on `data`
     (FER2013's CSV or an image folder) into the run directory `out`, as `ferkit train` does:
     the run's config, history, metrics, curves and kept weights all go there.
@@ -209,17 +204,18 @@ def train(
     val_split. Progress prints one line per epoch. Ctrl-C stops the run between two steps
     (KeyboardInterrupt); `ferkit.resume(out)` goes on from its last finished epoch.
 
-    Returns the history (list of dicts; `.to_pandas()`; `.run_dir`). Raises ValueError for an
+    Returns the history (a list of dicts; `.to_pandas()`) and the run directory. Raises ValueError for an
     unknown option or a value out of range, FileNotFoundError for missing data, and
     ValueError for a folder that already holds a run (pass overwrite=True)."""
     rows, run_dir = _native.train(model, data, out, overwrite, epochs=epochs, **options)
-    return _history(rows, run_dir)
+    return History(rows), run_dir
 
 
-def resume(out: Union[str, "os.PathLike[str]"]) -> History:
-    """Goes on with the stopped run in `out`; returns its history (a finished run's as it is)."""
+def resume(out: Union[str, "os.PathLike[str]"]) -> Tuple[History, str]:
+    """Goes on with the stopped run in `out`; returns its history and directory, as `train`
+    (a finished run's as they are)."""
     rows, run_dir = _native.resume(out)
-    return _history(rows, run_dir)
+    return History(rows), run_dir
 
 
 def read_image(path: Union[str, "os.PathLike[str]"], grey: bool = False) -> np.ndarray:

@@ -13,7 +13,12 @@ fn learning_rates_that_cannot_train_are_refused_before_a_run_directory_exists() 
         let out =
             ferkit(&["train", "fnn1", "--data", data.to_str().unwrap(), "--lr", lr, "--out", run.to_str().unwrap()]);
         assert!(!out.status.success(), "--lr {lr} was accepted");
-        assert!(stderr(&out).contains("--lr must be a positive finite number"), "{lr}: {}", stderr(&out));
+        assert!(
+            stderr(&out).contains("learning_rate must be a positive finite number")
+                && stderr(&out).contains("hint: set with --lr"),
+            "{lr}: {}",
+            stderr(&out)
+        );
         assert!(!run.exists(), "--lr {lr} left {}", run.display());
     }
 }
