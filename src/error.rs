@@ -144,7 +144,11 @@ impl Error {
         // The source's own causes, as `anyhow` shows them.
         let mut cause = source.source();
         while let Some(c) = cause {
-            messages.push(c.to_string());
+            // Many errors repeat their cause in their own message: show it once.
+            let text = c.to_string();
+            if !messages.last().is_some_and(|m| m.contains(&text)) {
+                messages.push(text);
+            }
             cause = c.source();
         }
         Self { kind, location: None, messages, source: Some(Box::new(source)) }

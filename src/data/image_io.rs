@@ -52,7 +52,7 @@ pub fn decode_image(bytes: &[u8], shown: &str) -> Result<DynamicImage> {
         .with_guessed_format()
         .with_context(|| format!("{shown}: cannot read the image"))?;
     if reader.format().is_none() {
-        crate::bail!(BadInput, "{shown}: not an image of a known format (PNG, JPEG, WebP, BMP, GIF, TIFF)");
+        crate::bail!(BadInput @ "format", "{shown}: not an image of a known format (PNG, JPEG, WebP, BMP, GIF, TIFF)");
     }
     decode_upright(reader, shown)
 }
@@ -64,7 +64,7 @@ fn decode_upright<R: std::io::BufRead + std::io::Seek>(reader: ImageReader<R>, s
     let (pixels, limit) = (width as u64 * height as u64, max_image_pixels());
     if pixels > limit {
         crate::bail!(
-            BadInput,
+            BadInput @ "max_image_pixels",
             "{shown}: the image declares {width}x{height} = {pixels} pixels, more than the limit of {limit} (set FERKIT_MAX_IMAGE_PIXELS to allow more)"
         );
     }

@@ -3,6 +3,7 @@
 //! image is one face already).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 
@@ -37,8 +38,10 @@ pub fn find_faces(detector: &dyn FaceDetector, frame: &Frame) -> Vec<FoundFace> 
 }
 
 /// An OpenCV cascade (Haar or LBP) run as `detectMultiScale` ([`crate::detection`]).
+#[derive(Clone)]
 pub struct CascadeDetector {
-    pub cascade: Cascade,
+    /// Shared, so that detectors with other options (a server's per-request settings) reuse it.
+    pub cascade: Arc<Cascade>,
     /// Where it was read from (recorded with the results).
     pub path: PathBuf,
     pub options: DetectOptions,
@@ -47,7 +50,7 @@ pub struct CascadeDetector {
 impl CascadeDetector {
     /// The cascade XML at `path` with `options`. Errors name the file.
     pub fn load(path: &Path, options: DetectOptions) -> Result<Self> {
-        Ok(Self { cascade: Cascade::load(path)?, path: path.to_path_buf(), options })
+        Ok(Self { cascade: Arc::new(Cascade::load(path)?), path: path.to_path_buf(), options })
     }
 }
 
@@ -72,8 +75,10 @@ impl FaceDetector for CascadeDetector {
 
 /// MTCNN with facenet-pytorch's weights ([`crate::detection::mtcnn`]); its boxes are made square
 /// (FER2013's faces are square; MTCNN's boxes are taller than wide).
+#[derive(Clone)]
 pub struct MtcnnDetector {
-    pub mtcnn: Mtcnn,
+    /// Shared, as [`CascadeDetector::cascade`].
+    pub mtcnn: Arc<Mtcnn>,
     /// The folder its weights were read from (recorded with the results).
     pub path: PathBuf,
     pub options: MtcnnOptions,
@@ -82,7 +87,7 @@ pub struct MtcnnDetector {
 impl MtcnnDetector {
     /// MTCNN from the folder holding pnet.pt, rnet.pt and onet.pt. Errors name the file.
     pub fn load(path: &Path, options: MtcnnOptions) -> Result<Self> {
-        Ok(Self { mtcnn: Mtcnn::load(path)?, path: path.to_path_buf(), options })
+        Ok(Self { mtcnn: Arc::new(Mtcnn::load(path)?), path: path.to_path_buf(), options })
     }
 }
 

@@ -152,28 +152,43 @@ impl EmotionClassifier {
     /// [`EmotionClassifier::predict`] for several frames, their faces read by the net together
     /// (batches of 64 faces across frames, not one pass per frame). One list per frame, in order.
     pub fn predict_batch(&self, detector: &dyn FaceDetector, frames: &[&Frame]) -> Vec<Vec<FacePrediction>> {
-        let found: Vec<Vec<FoundFace>> = frames.iter().map(|frame| find_faces(detector, frame)).collect();
-        let crops: Vec<Vec<u8>> = frames
-            .iter()
-            .zip(&found)
-            .flat_map(|(frame, faces)| {
-                faces.iter().map(|f| match (self.align, f.landmarks) {
-                    (true, Some([left_eye, right_eye, ..])) => aligned_face(&frame.grey, f.bbox, left_eye, right_eye),
-                    _ => crop_face(&frame.grey, f.bbox),
-                })
-            })
-            .collect();
-        let mut probabilities = self.classify(&crops).into_iter();
-        found
-            .into_iter()
-            .map(|faces| {
-                faces
-                    .into_iter()
-                    .map(|f| FacePrediction::new(f, probabilities.next().expect("one result per face")))
-                    .collect()
-            })
-            .collect()
+        let (found, crops): (Vec<Vec<FoundFace>>, Vec<Vec<Vec<u8>>>) =
+            frames.iter().map(|frame| self.face_crops(detector, frame)).unzip();
+        let mut probabilities = self.classify(&crops.concat()).into_iter();
+        found.into_iter().map(|faces| assemble(faces, &mut probabilities)).collect()
     }
+
+    /// The pipeline's first half, for fronts that batch the net across requests (the server):
+    /// the faces of `frame` in reading order and each one's 48x48 crop (turned level when
+    /// [`EmotionClassifier::align`] and the detector gives eyes), ready for
+    /// [`EmotionClassifier::classify`]; [`assemble`] joins the two halves.
+    pub fn face_crops(&self, detector: &dyn FaceDetector, frame: &Frame) -> (Vec<FoundFace>, Vec<Vec<u8>>) {
+        face_crops(detector, frame, self.align)
+    }
+}
+
+/// [`EmotionClassifier::face_crops`] without the classifier: `align` turns faces with eyes level.
+pub fn face_crops(detector: &dyn FaceDetector, frame: &Frame, align: bool) -> (Vec<FoundFace>, Vec<Vec<u8>>) {
+    let found = find_faces(detector, frame);
+    let crops = found
+        .iter()
+        .map(|f| match (align, f.landmarks) {
+            (true, Some([left_eye, right_eye, ..])) => aligned_face(&frame.grey, f.bbox, left_eye, right_eye),
+            _ => crop_face(&frame.grey, f.bbox),
+        })
+        .collect();
+    (found, crops)
+}
+
+/// The faces `found` with the next `found.len()` class probabilities that `probabilities`
+/// yields, as face results (the pipeline's last step).
+///
+/// Panics when `probabilities` runs out: it must hold one entry per face.
+pub fn assemble(
+    found: Vec<FoundFace>,
+    probabilities: &mut impl Iterator<Item = [f32; NUM_CLASSES]>,
+) -> Vec<FacePrediction> {
+    found.into_iter().map(|f| FacePrediction::new(f, probabilities.next().expect("one result per face"))).collect()
 }
 
 /// The box's pixels as a 48x48 grey face, resized as image folders' faces are.

@@ -7,6 +7,7 @@ pub mod hints;
 mod predict_cmd;
 mod progress;
 mod reproduce_cmd;
+mod serve_cmd;
 mod train_cmd;
 mod tune_cmd;
 
@@ -55,6 +56,8 @@ enum Command {
         #[arg(required = true)]
         runs: Vec<PathBuf>,
     },
+    /// The emotion API over HTTP (POST /v1/emotions, /openapi.json, /metrics) and a page to try it.
+    Serve(serve_cmd::ServeArgs),
     /// Training and inference images/s of nets on random data (compare with bench/pytorch_reference.py).
     Bench(bench_cmd::BenchArgs),
     /// Write a run's kept net as a model file, NAME.bpk with NAME.toml beside it, for `--model`.
@@ -187,6 +190,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Train(args) => train_cmd::run(args),
+        Command::Serve(args) => serve_cmd::run(args),
         Command::Tune(args) => tune_cmd::run(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Report { runs } => {

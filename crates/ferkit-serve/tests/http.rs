@@ -1,0 +1,281 @@
+//! `ferkit serve`'s API over real HTTP on 127.0.0.1 with a free port: every route, every kind of
+//! bad input, and concurrent requests sharing forward passes. The photo tests read
+//! `../shared/data/photos/astronaut.png` and the Haar cascade beside it, and skip, saying so,
+//! without them.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine;
+use ferkit::detection::DetectOptions;
+use ferkit::prediction::{CascadeDetector, EmotionClassifier, Frame};
+use ferkit::trained::ModelSource;
+use ferkit_serve::{BatchSettings, Detector, ServeOptions};
+use serde_json::Value;
+
+fn shared(relative: &str) -> Option<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).ancestors().find(|p| p.join("Cargo.lock").exists()).unwrap();
+    let path = root.join("../shared").join(relative);
+    if path.exists() {
+        Some(path)
+    } else {
+        let message = format!("SKIPPED: {} is absent", path.display());
+        assert!(std::env::var_os("FERKIT_REQUIRE_REFERENCES").is_none(), "{message}");
+        eprintln!("{message}");
+        None
+    }
+}
+
+/// A server on a free port of 127.0.0.1, stopped when dropped.
+struct Server {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    fn start(detector: Detector, configure: impl FnOnce(&mut ServeOptions)) -> Server {
+        let classifier = EmotionClassifier::load(&ModelSource::Shipped).unwrap();
+        let mut options = ServeOptions { detector, ..ServeOptions::default() };
+        configure(&mut options);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Runtime::new().unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                let app = ferkit_serve::router(classifier, options);
+                ferkit_serve::serve(listener, app, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+            });
+        });
+        Server { url, stop: Some(stop), thread: Some(thread) }
+    }
+
+    fn cascade() -> Option<Detector> {
+        let path = shared("models/haarcascade_frontalface_default.xml")?;
+        Some(Detector::Cascade(CascadeDetector::load(&path, DetectOptions::default()).unwrap()))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        let _ = self.thread.take().unwrap().join();
+    }
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder().http_status_as_error(false).build().into()
+}
+
+/// Status, a header's value and the body of a POST.
+fn post(url: &str, content_type: &str, body: &[u8]) -> (u16, Option<String>, String) {
+    let mut response = agent().post(url).header("Content-Type", content_type).send(body).unwrap();
+    let retry = response.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    (response.status().as_u16(), retry, response.body_mut().read_to_string().unwrap())
+}
+
+fn get(url: &str) -> (u16, String) {
+    let mut response = agent().get(url).call().unwrap();
+    (response.status().as_u16(), response.body_mut().read_to_string().unwrap())
+}
+
+fn json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("not JSON ({e}): {text}"))
+}
+
+#[test]
+fn every_route_answers() {
+    let server = Server::start(Detector::WholeImage, |_| {});
+    let (status, body) = get(&format!("{}/healthz", server.url));
+    assert_eq!((status, json(&body)["status"].as_str()), (200, Some("ok")));
+    let (status, body) = get(&format!("{}/v1/model", server.url));
+    let model = json(&body);
+    assert_eq!(status, 200);
+    assert_eq!(model["classes"].as_array().unwrap().len(), 7);
+    assert!(model["accuracy"]["PrivateTest"].as_f64().unwrap() > 0.6, "the card's figure: {model}");
+    let (status, body) = get(&format!("{}/openapi.json", server.url));
+    assert_eq!(status, 200);
+    assert!(json(&body)["paths"]["/v1/emotions"]["post"].is_object());
+    let (status, body) = get(&format!("{}/", server.url));
+    assert!(status == 200 && body.contains("<canvas") && !body.contains("http://") && !body.contains("https://"));
+    let (status, body) = get(&format!("{}/metrics", server.url));
+    assert!(status == 200 && body.contains("ferkit_request_seconds_count"), "{body}");
+}
+
+#[test]
+fn a_photo_gives_the_pipelines_faces_in_every_body_form() {
+    let (Some(photo), Some(detector)) = (shared("data/photos/astronaut.png"), Server::cascade()) else { return };
+    let server = Server::start(detector, |_| {});
+    let url = format!("{}/v1/emotions", server.url);
+    let bytes = std::fs::read(&photo).unwrap();
+    // What the library's pipeline (and so the CLI) finds in the same photo.
+    let classifier = EmotionClassifier::load(&ModelSource::Shipped).unwrap();
+    let cascade = match Server::cascade().unwrap() {
+        Detector::Cascade(c) => c,
+        _ => unreachable!(),
+    };
+    let expected = serde_json::to_value(classifier.predict(&cascade, &Frame::open(&photo).unwrap())).unwrap();
+    assert_eq!(expected.as_array().unwrap().len(), 1);
+
+    let (status, _, body) = post(&url, "image/png", &bytes);
+    let answer = json(&body);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(answer["faces"], expected);
+    assert!(answer["width"].as_u64().unwrap() > 0 && answer["seconds"].as_f64().unwrap() > 0.0);
+
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&bytes);
+    for body in [format!("{{\"image\": \"{b64}\"}}"), format!("{{\"image\": \"data:image/png;base64,{b64}\"}}")] {
+        let (status, _, text) = post(&url, "application/json", body.as_bytes());
+        assert_eq!((status, &json(&text)["faces"]), (200, &expected), "{text}");
+    }
+    let boundary = "ferkitboundary";
+    let mut form = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"astronaut.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    form.extend_from_slice(&bytes);
+    form.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let (status, _, text) = post(&url, &format!("multipart/form-data; boundary={boundary}"), &form);
+    assert_eq!((status, &json(&text)["faces"]), (200, &expected), "{text}");
+    // Settings by query: a minimum face larger than the photo finds nothing.
+    let (status, _, text) = post(&format!("{url}?min_size=2000"), "image/png", &bytes);
+    assert_eq!((status, json(&text)["faces"].as_array().unwrap().len()), (200, 0));
+}
+
+#[test]
+fn bad_input_gets_a_json_error_with_the_right_status_and_the_server_goes_on() {
+    let server = Server::start(Detector::WholeImage, |o| o.max_body_bytes = 1_000_000);
+    let url = format!("{}/v1/emotions", server.url);
+    let check = |query: &str, content_type: &str, body: &[u8], expected: u16| {
+        let (status, _, text) = post(&format!("{url}{query}"), content_type, body);
+        assert_eq!(status, expected, "{query} {content_type}: {text}");
+        if status != 413 || !text.is_empty() {
+            let error = json(&text);
+            assert!(error["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{text}");
+        }
+    };
+    check("", "application/octet-stream", &vec![0u8; 2_000_000], 413);
+    check("", "text/plain", b"these are not pixels", 415);
+    // A BMP header declaring 20000 x 20000 pixels (400 M, over the 100 M limit) and no pixels: refused before decoding.
+    let mut bmp = b"BM".to_vec();
+    bmp.extend_from_slice(&[0; 8]);
+    bmp.extend_from_slice(&54u32.to_le_bytes());
+    bmp.extend_from_slice(&40u32.to_le_bytes());
+    bmp.extend_from_slice(&20_000i32.to_le_bytes());
+    bmp.extend_from_slice(&20_000i32.to_le_bytes());
+    bmp.extend_from_slice(&1u16.to_le_bytes());
+    bmp.extend_from_slice(&24u16.to_le_bytes());
+    bmp.extend_from_slice(&[0; 24]);
+    check("", "image/bmp", &bmp, 413);
+    // A PNG cut short.
+    let mut png = Vec::new();
+    let image = image_rgb(64, 64);
+    encode_png(&image, &mut png);
+    check("", "image/png", &png[..png.len() / 2], 422);
+    check("", "application/json", b"{\"image\": ", 400);
+    check("", "application/json", b"{\"picture\": \"abc\"}", 400);
+    check("", "application/json", b"{\"image\": \"%%% not base64\"}", 400);
+    check("", "image/png", b"", 400);
+    check("?tta=twelve-crop", "image/png", &png, 400);
+    check("?colour=blue", "image/png", &png, 400);
+    check("?scale_factor=9", "image/png", &png, 400);
+    // Still serving, and whole images are classified.
+    let (status, _, text) = post(&url, "image/png", &png);
+    assert_eq!((status, json(&text)["faces"].as_array().unwrap().len()), (200, 1), "{text}");
+}
+
+#[test]
+fn a_slow_client_times_out() {
+    let server = Server::start(Detector::WholeImage, |o| o.timeout = Duration::from_millis(500));
+    let address = server.url.trim_start_matches("http://");
+    let mut stream = TcpStream::connect(address).unwrap();
+    stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(stream, "POST /v1/emotions HTTP/1.1\r\nHost: {address}\r\nContent-Type: image/png\r\nContent-Length: 1000\r\n\r\n0123456789").unwrap();
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+}
+
+#[test]
+fn concurrent_requests_share_forward_passes_and_excess_ones_get_503() {
+    let server = Server::start(Detector::WholeImage, |o| {
+        o.batch = BatchSettings { max_wait: Duration::from_millis(20), ..BatchSettings::default() }
+    });
+    let url = format!("{}/v1/emotions?whole_image=true", server.url);
+    let mut png = Vec::new();
+    encode_png(&image_rgb(48, 48), &mut png);
+    let barrier = std::sync::Barrier::new(16);
+    std::thread::scope(|scope| {
+        for _ in 0..16 {
+            scope.spawn(|| {
+                barrier.wait();
+                for _ in 0..4 {
+                    let (status, _, text) = post(&url, "image/png", &png);
+                    assert_eq!(status, 200, "{text}");
+                }
+            });
+        }
+    });
+    let (_, metrics) = get(&format!("{}/metrics", server.url));
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or_else(|| panic!("{name}: {metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (passes, faces) = (value("ferkit_batch_faces_count "), value("ferkit_batch_faces_sum "));
+    assert_eq!(faces, 64.0, "{metrics}");
+    assert!(passes < 64.0, "64 faces from 16 concurrent clients took {passes} forward passes: no batching");
+
+    // One request at a time: the others are refused with Retry-After, not queued.
+    let busy = Server::start(Detector::WholeImage, |o| o.max_in_flight = 1);
+    let url = format!("{}/v1/emotions", busy.url);
+    let mut big = Vec::new();
+    encode_png(&image_rgb(1500, 1500), &mut big);
+    let barrier = std::sync::Barrier::new(8);
+    let answers: Vec<(u16, Option<String>)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                scope.spawn(|| {
+                    barrier.wait();
+                    let (status, retry, _) = post(&url, "image/png", &big);
+                    (status, retry)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert!(answers.iter().all(|(s, _)| *s == 200 || *s == 503), "{answers:?}");
+    assert!(answers.iter().any(|(s, _)| *s == 200), "{answers:?}");
+    assert!(answers.iter().any(|(s, r)| *s == 503 && r.as_deref() == Some("1")), "{answers:?}");
+}
+
+fn image_rgb(width: u32, height: u32) -> Vec<u8> {
+    let mut pixels = Vec::with_capacity((width * height * 3) as usize);
+    for y in 0..height {
+        for x in 0..width {
+            pixels.extend_from_slice(&[(x * 7 % 256) as u8, (y * 5 % 256) as u8, ((x + y) % 256) as u8]);
+        }
+    }
+    let _ = (width, height);
+    pixels
+}
+
+/// A PNG of a square RGB image whose side is the square root of the pixels' count.
+fn encode_png(rgb: &[u8], out: &mut Vec<u8>) {
+    let side = ((rgb.len() / 3) as f64).sqrt() as u32;
+    let frame = Frame::from_rgb(side, side, rgb.to_vec()).unwrap();
+    frame.rgb.write_to(&mut std::io::Cursor::new(out), image::ImageFormat::Png).unwrap();
+}
