@@ -279,3 +279,93 @@ fn encode_png(rgb: &[u8], out: &mut Vec<u8>) {
     let frame = Frame::from_rgb(side, side, rgb.to_vec()).unwrap();
     frame.rgb.write_to(&mut std::io::Cursor::new(out), image::ImageFormat::Png).unwrap();
 }
+
+/// Checks `value` against `schema` from the OpenAPI file: the subset it uses (`$ref`, object
+/// with `properties`/`required`/`additionalProperties`, array `items`/`minItems`/`maxItems`,
+/// string with `enum`, number, integer, boolean). Returns the first mismatch's path.
+fn conforms(api: &Value, schema: &Value, value: &Value, path: &str) -> Result<(), String> {
+    if let Some(reference) = schema["$ref"].as_str() {
+        let name = reference.trim_start_matches("#/components/schemas/");
+        return conforms(api, &api["components"]["schemas"][name], value, path);
+    }
+    let fail = |what: &str| Err(format!("{path}: {what} (got {value})"));
+    match schema["type"].as_str() {
+        Some("object") => {
+            let Some(object) = value.as_object() else { return fail("not an object") };
+            for key in schema["required"].as_array().into_iter().flatten() {
+                if !object.contains_key(key.as_str().unwrap()) {
+                    return fail(&format!("missing required `{key}`"));
+                }
+            }
+            for (key, v) in object {
+                match (schema["properties"].get(key), schema.get("additionalProperties")) {
+                    (Some(s), _) | (None, Some(s)) => conforms(api, s, v, &format!("{path}.{key}"))?,
+                    (None, None) => return fail(&format!("`{key}` is not in the schema")),
+                }
+            }
+        }
+        Some("array") => {
+            let Some(items) = value.as_array() else { return fail("not an array") };
+            if schema["minItems"].as_u64().is_some_and(|n| (items.len() as u64) < n)
+                || schema["maxItems"].as_u64().is_some_and(|n| (items.len() as u64) > n)
+            {
+                return fail("wrong number of items");
+            }
+            for (i, item) in items.iter().enumerate() {
+                conforms(api, &schema["items"], item, &format!("{path}[{i}]"))?;
+            }
+        }
+        Some("string") => {
+            let Some(s) = value.as_str() else { return fail("not a string") };
+            if let Some(allowed) = schema["enum"].as_array()
+                && !allowed.iter().any(|a| a == s)
+            {
+                return fail("not one of the enum's values");
+            }
+        }
+        Some("number") if !value.is_number() => return fail("not a number"),
+        Some("integer") if !(value.is_u64() || value.is_i64()) => return fail("not an integer"),
+        Some("boolean") if !value.is_boolean() => return fail("not a boolean"),
+        _ => {}
+    }
+    Ok(())
+}
+
+#[test]
+fn the_openapi_file_describes_the_real_answers() {
+    let server = Server::start(Server::cascade().unwrap_or(Detector::WholeImage), |_| {});
+    let api = json(&get(&format!("{}/openapi.json", server.url)).1);
+    let response_schema = |path: &str, method: &str, status: &str| -> Value {
+        let content = &api["paths"][path][method]["responses"][status]["content"];
+        content["application/json"]["schema"].clone()
+    };
+    let photo = shared("data/photos/astronaut.png").map(|p| std::fs::read(p).unwrap());
+    let mut png = Vec::new();
+    encode_png(&image_rgb(64, 64), &mut png);
+    let url = format!("{}/v1/emotions", server.url);
+    let mut checked = 0;
+    for (query, body) in [("", photo.as_deref().unwrap_or(&png)), ("?whole_image=true", &png[..])] {
+        let (status, _, text) = post(&format!("{url}{query}"), "image/png", body);
+        assert_eq!(status, 200, "{text}");
+        let answer = json(&text);
+        conforms(&api, &response_schema("/v1/emotions", "post", "200"), &answer, "emotions").unwrap();
+        checked += answer["faces"].as_array().unwrap().len();
+    }
+    assert!(checked >= 1, "a face's schema was checked");
+    for (status, content_type, body) in [
+        ("415", "text/plain", &b"not an image"[..]),
+        ("422", "image/png", &png[..png.len() / 2]),
+        ("400", "application/json", b"{"),
+    ] {
+        let (got, _, text) = post(&url, content_type, body);
+        assert_eq!(got.to_string(), status, "{text}");
+        conforms(&api, &response_schema("/v1/emotions", "post", status), &json(&text), "error").unwrap();
+    }
+    let model = json(&get(&format!("{}/v1/model", server.url)).1);
+    conforms(&api, &response_schema("/v1/model", "get", "200"), &model, "model").unwrap();
+    let health = json(&get(&format!("{}/healthz", server.url)).1);
+    conforms(&api, &response_schema("/healthz", "get", "200"), &health, "healthz").unwrap();
+    // The checker itself catches a mismatch.
+    let wrong = serde_json::json!({"width": 1, "height": 1, "seconds": 0.1, "faces": [{"box": {"x": 0}}]});
+    assert!(conforms(&api, &response_schema("/v1/emotions", "post", "200"), &wrong, "wrong").is_err());
+}
