@@ -2,13 +2,14 @@
 
 use std::path::Path;
 
-use crate::error::{Context, Result};
+use crate::error::Result;
 use serde_json::{Map, Value, json};
 
 use crate::data::{CLASS_NAMES, Dataset, SplitName};
 
 use crate::models::summary::thousands;
 use crate::run::RunDir;
+use crate::run::metrics::{RunFigures, SplitFigures};
 
 /// One row per run: model, parameters, kept epoch, accuracy on each split, training seconds.
 pub fn runs_table(runs: &[&Path]) -> Result<String> {
@@ -17,23 +18,19 @@ pub fn runs_table(runs: &[&Path]) -> Result<String> {
          |---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for path in runs {
-        let run = RunDir::open(path)?;
-        let text = std::fs::read_to_string(run.metrics())
-            .with_context(|| format!("{}: no metrics (has the run finished?)", run.metrics().display()))?;
-        let m: Value = serde_json::from_str(&text).with_context(|| format!("{}: not JSON", run.metrics().display()))?;
-        let pct = |v: &Value| v["accuracy"].as_f64().map_or("—".to_string(), |a| format!("{:.2}%", a * 100.0));
-        let params = m["trainable_params"].as_u64().unwrap_or(0) + m["non_trainable_params"].as_u64().unwrap_or(0);
+        let m = RunFigures::read(&RunDir::open(path)?)?;
+        let pct = |s: Option<&SplitFigures>| s.map_or("—".to_string(), |s| format!("{:.2}%", s.accuracy * 100.0));
         out += &format!(
             "| {} | {} | {} | {}/{} | {} | {} | {} | {:.0} |\n",
             path.display(),
-            m["model"].as_str().unwrap_or("?"),
-            thousands(params as usize),
-            m["best_epoch"],
-            m["epochs"],
-            pct(&m["train"]),
-            pct(&m["val"]),
-            pct(&m["test"]),
-            m["train_seconds"].as_f64().unwrap_or(f64::NAN)
+            m.model,
+            thousands(m.trainable_params + m.non_trainable_params),
+            m.best_epoch,
+            m.epochs,
+            pct(Some(&m.train)),
+            pct(Some(&m.val)),
+            pct(m.test.as_ref()),
+            m.train_seconds
         );
     }
     Ok(out)

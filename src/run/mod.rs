@@ -4,11 +4,13 @@
 //!
 //! - [`run_dir`]: the layout, and the kept weights (save, checksum, load, NaN check).
 //! - [`history`]: `history.csv`, one [`history::EpochRecord`] per epoch.
+//! - [`metrics`]: typed readers of `metrics.json` and a search's `best.json`.
 //!
 //! The training config's reader (`RunDir::load_config`, `RunDir::load_model`) lives with the
 //! config in [`crate::training::config`].
 
 pub mod history;
+pub mod metrics;
 pub mod run_dir;
 
 pub use history::EpochRecord;

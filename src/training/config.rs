@@ -79,27 +79,10 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 }
 
 impl TrainConfig {
-    /// The notebook's recipe for a net: batch 512, 20 epochs, the net's own learning rate.
+    /// The notebook's recipe for a net: batch 512, 20 epochs, the net's own learning rate, Adam,
+    /// a constant rate, no augmentation (the defaults of [`super::start::Recipe`]).
     pub fn notebook(model: ModelSpec, data: DataSource) -> Self {
-        Self {
-            epochs: 20,
-            batch_size: 512,
-            learning_rate: model.learning_rate(),
-            schedule: LrSchedule::Constant,
-            optimizer: OptimizerKind::Adam,
-            label_smoothing: 0.0,
-            ema_decay: None,
-            mix: None,
-            seed: 42,
-            monitor: Monitor::ValLoss,
-            device: DeviceKind::Cpu,
-            subset: None,
-            skip_bad_rows: false,
-            init_from: None,
-            data,
-            augment: None,
-            model,
-        }
+        super::start::Recipe::default().config(model, data).expect("the default recipe is in range")
     }
 
     pub fn to_toml(&self) -> String {

@@ -289,10 +289,9 @@ fn write_reports(oracle: &Oracle, out: &Path) -> Result<Option<BestTrial>> {
 
     let Some(best) = oracle.best() else { return Ok(None) };
     let dir = trial_dir(out, best.id);
-    let test_accuracy = std::fs::read_to_string(dir.join("metrics.json"))
+    let test_accuracy = crate::run::metrics::RunFigures::read(&RunDir { path: dir.clone() })
         .ok()
-        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-        .and_then(|m| m["test"]["accuracy"].as_f64());
+        .and_then(|m| m.test.map(|t| t.accuracy));
     let summary = BestTrial {
         trial: best.id,
         values: best.values.clone(),
