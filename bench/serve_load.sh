@@ -49,4 +49,4 @@ LUA
 done
 echo "server peak RSS: $(grep VmHWM /proc/$server/status | awk '{print $2/1024 " MiB"}')"
 curl -s "localhost:$port/metrics" | grep -E '^ferkit_batch_faces_(sum|count)'
-echo "deepface's API server: not attempted by this script (its models are fetched from GitHub at first use)"
+echo "deepface's API server: not measured: deepface 0.0.103 installs from PyPI (with tf-keras), but its emotion model's weights download from GitHub or Hugging Face at first use, which these machines cannot reach"
