@@ -176,6 +176,57 @@ impl Model {
         }
     }
 
+    /// Every batch-norm layer of the net, in forward order (none for nets without them), for
+    /// code that changes their settings, such as the EMA's statistics recalibration.
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut burn::nn::BatchNorm> {
+        use super::net::Layer;
+        use super::transfer::Backbone;
+        let mut out = Vec::new();
+        match self {
+            Model::Layers(net) => {
+                for layer in &mut net.layers {
+                    match layer {
+                        Layer::BatchNorm(bn) => out.push(bn),
+                        Layer::Residual(r) => {
+                            out.push(&mut r.bn1);
+                            out.push(&mut r.bn2);
+                            if let Some(p) = &mut r.projection {
+                                out.push(&mut p.bn);
+                            }
+                        }
+                        // Named one by one so that a new kind of layer must be placed here.
+                        Layer::Dense(_)
+                        | Layer::Conv(_)
+                        | Layer::MaxPool(_)
+                        | Layer::Dropout(_)
+                        | Layer::Flatten(_)
+                        | Layer::Activation(_)
+                        | Layer::GlobalAvgPool(_) => {}
+                    }
+                }
+            }
+            Model::Transfer(t) => match &mut t.backbone {
+                Backbone::EfficientNetLite0(e) => {
+                    out.push(&mut e.bn0);
+                    for block in &mut e.blocks {
+                        out.extend(block.bn0.as_mut());
+                        out.push(&mut block.bn1);
+                        out.push(&mut block.bn2);
+                    }
+                    out.push(&mut e.bn1);
+                }
+                // VGG16 has no batch norm.
+                Backbone::Vgg16(_) => {}
+            },
+            Model::Ensemble(e) => {
+                for member in &mut e.members {
+                    out.extend(member.batch_norms_mut());
+                }
+            }
+        }
+        out
+    }
+
     /// The L2 penalty Keras adds to the loss, if the model has one.
     pub fn l2_penalty(&self) -> Option<Tensor<1>> {
         match self {
