@@ -142,7 +142,16 @@ mod tests {
         let device = Device::flex().autodiff();
         device.seed(5);
         let mut net = crate::models::resolve("cnn3").unwrap().build(&device).unwrap();
-        let mut ema = Ema::new(0.9, &net, 0);
+        // The average starts from a twin with other parameter ids, as after a resume (the two
+        // are loaded into separately built nets).
+        struct FreshIds;
+        impl ModuleMapper for FreshIds {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                Param::initialized(burn::module::ParamId::new(), param.val())
+            }
+        }
+        let twin = net.valid().map(&mut FreshIds);
+        let mut ema = Ema::new(0.9, &twin, 0);
         let start = weights(&ema.model);
         assert_eq!(start, weights(&net.valid()));
         let mut optim = SgdConfig::new().init();
