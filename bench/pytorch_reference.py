@@ -2,7 +2,8 @@
 """PyTorch reference for `ferkit bench`: the same nets (built from the same experiments/*.toml, or
 the EfficientNet-Lite0 transfer preset with `efficientnet-lite0`, which needs
 `pip install efficientnet_lite_pytorch`),
-the same batches, the same step (forward, cross-entropy + L2, backward, Adam), on CPU threads.
+the same batches, the same step (forward, cross-entropy + L2, backward, Adam), and the same
+inference (u8 faces, preprocessing, forward, log-softmax), on CPU threads.
 
     python3 bench/pytorch_reference.py --models cnn3:512,vgg-lite:64 --threads 2 \
         [--steps 5 --repeats 3] [--json out.json] [--compare ferkit.json]
@@ -167,11 +168,28 @@ def bench(model, batch, steps, repeats):
             rates.append(steps * batch / (time.perf_counter() - start))
         return statistics.median(rates)
 
+    # Inference as ferkit's benchmark times it (its one batched-inference loop): 48x48 grey u8
+    # faces in, the net's preprocessing (per-image standardisation for the layer nets, /255 for
+    # the transfer net, which normalises for ImageNet itself), forward, log-softmax out.
+    faces = torch.randint(0, 256, (batch, 1, 48, 48), dtype=torch.uint8)
+    unit_range = model == "efficientnet-lite0"
+
+    def infer_step():
+        x = faces.float()
+        if unit_range:
+            x = x / 255.0
+        else:
+            # ferkit's standardize.rs: (x - mean) / max(sample stdev, 1/48), per image.
+            mean = x.mean(dim=(1, 2, 3), keepdim=True)
+            std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1.0 / 48.0)
+            x = (x - mean) / std
+        return F.log_softmax(net(x), dim=1)
+
     net.train()
     train = rate(train_step)
     net.eval()
     with torch.inference_mode():
-        infer = rate(lambda: net(x))
+        infer = rate(infer_step)
     return {"model": name, "batch": batch, "train_images_per_s": train, "infer_images_per_s": infer,
             "steps": steps, "repeats": repeats}
 

@@ -23,6 +23,7 @@ pub mod trained;
 pub mod training;
 pub mod tuning;
 pub mod util;
+pub mod video;
 
 pub use error::{Error, ErrorKind, Result};
 

@@ -2,7 +2,7 @@
 //! confusion matrix.
 
 use burn::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::inference::log_probabilities_in_batches;
 use super::metrics::{ClassMetrics, Confusion};
@@ -12,11 +12,11 @@ use crate::data::batch::Preprocess;
 use crate::models::Model;
 
 /// Figures for one split.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SplitEvaluation {
     pub split: String,
     /// The views the net read (left out when it read each face as it is).
-    #[serde(skip_serializing_if = "is_plain")]
+    #[serde(default, skip_serializing_if = "is_plain")]
     pub tta: Tta,
     pub rows: usize,
     /// Mean cross-entropy plus the L2 penalty (what Keras reports as the loss); an ensemble's

@@ -10,9 +10,10 @@ pub struct Confusion {
     pub counts: [[usize; NUM_CLASSES]; NUM_CLASSES],
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ClassMetrics {
-    pub class: &'static str,
+    /// The class name (one of [`crate::data::CLASS_NAMES`]).
+    pub class: String,
     pub precision: f64,
     pub recall: f64,
     pub f1: f64,
@@ -48,7 +49,7 @@ impl Confusion {
                 let precision = ratio(tp, predicted);
                 let recall = ratio(tp, support);
                 let f1 = if precision + recall > 0.0 { 2.0 * precision * recall / (precision + recall) } else { 0.0 };
-                ClassMetrics { class: CLASS_NAMES[c], precision, recall, f1, support }
+                ClassMetrics { class: CLASS_NAMES[c].to_string(), precision, recall, f1, support }
             })
             .collect()
     }

@@ -2,7 +2,7 @@
 //! memory -> faces ([`FaceDetector`]: a cascade, MTCNN, or the whole image) -> each cut out as a
 //! 48x48 grey face like FER2013's -> the net in batches ([`crate::evaluation::inference`]) ->
 //! one [`FacePrediction`] per face, serialised the same way everywhere. [`output`] runs it over
-//! a list of photo files and writes the results.
+//! a list of photo files and writes the results; `crate::video` runs it over a video's frames.
 
 pub mod detector;
 pub mod frame;
@@ -51,6 +51,13 @@ impl FacePrediction {
             emotion: CLASS_NAMES[best],
             probabilities,
         }
+    }
+
+    /// The same face with other probabilities (e.g. averaged over a video track's window), its
+    /// emotion the most probable of them.
+    pub fn with_probabilities(face: FacePrediction, probabilities: [f32; NUM_CLASSES]) -> Self {
+        let found = FoundFace { bbox: face.bbox, detector_score: face.detector_score, landmarks: face.landmarks };
+        Self::new(found, probabilities)
     }
 
     /// The probability of `emotion`, the most probable class.
@@ -170,14 +177,20 @@ impl EmotionClassifier {
 /// [`EmotionClassifier::face_crops`] without the classifier: `align` turns faces with eyes level.
 pub fn face_crops(detector: &dyn FaceDetector, frame: &Frame, align: bool) -> (Vec<FoundFace>, Vec<Vec<u8>>) {
     let found = find_faces(detector, frame);
-    let crops = found
+    let crops = crops_of(frame, &found, align);
+    (found, crops)
+}
+
+/// The 48x48 grey crop of each face in `found` (boxes from a detector, or carried over from an
+/// earlier video frame), turned level when `align` and the face has eyes.
+pub fn crops_of(frame: &Frame, found: &[FoundFace], align: bool) -> Vec<Vec<u8>> {
+    found
         .iter()
         .map(|f| match (align, f.landmarks) {
             (true, Some([left_eye, right_eye, ..])) => aligned_face(&frame.grey, f.bbox, left_eye, right_eye),
             _ => crop_face(&frame.grey, f.bbox),
         })
-        .collect();
-    (found, crops)
+        .collect()
 }
 
 /// The faces `found` with the next `found.len()` class probabilities that `probabilities`

@@ -1,4 +1,5 @@
-//! Pictures: training curves, confusion matrices, face grids and annotated photos, as PNG.
+//! Pictures: training curves, confusion matrices, face grids, annotated photos and video
+//! frames, and a video's emotion timelines, as PNG (video frames are marked in memory).
 //!
 //! Everything is drawn into an RGB buffer with plotters (text in the Ubuntu font embedded by
 //! `epaint_default_fonts`, so no system font is needed) and saved atomically with `image`.
@@ -278,39 +279,95 @@ pub struct FaceMark {
     pub points: Vec<[f32; 2]>,
 }
 
-/// A photo with its faces marked.
+/// A photo with its faces marked, saved as PNG at `path`.
 pub fn annotate_photo(photo: &image::RgbImage, faces: &[FaceMark], path: &Path) -> Result<()> {
-    let (width, height) = photo.dimensions();
+    let mut marked = photo.clone();
+    draw_face_marks(&mut marked, faces)?;
+    let (width, height) = marked.dimensions();
+    render_png_on(path, marked.into_raw(), (width, height), |_| Ok(()))
+}
+
+/// Draws `faces` (box, label band, landmark points) onto `picture` in place: a photo, or a video
+/// frame on its way to the encoder. Line width and text size follow the picture's size.
+pub fn draw_face_marks(picture: &mut image::RgbImage, faces: &[FaceMark]) -> Result<()> {
+    if faces.is_empty() {
+        return Ok(());
+    }
+    register_font();
+    let (width, height) = picture.dimensions();
     // Line width and text size follow the photo's size, so labels stay readable on large photos.
     let line = (width.max(height) / 250).max(2) as i32;
     let font_size = (width.max(height) as f64 / 28.0).clamp(14.0, 96.0);
-    render_png_on(path, photo.as_raw().clone(), (width, height), |root| {
-        let colour = RGBColor(255, 200, 0);
-        let style = TextStyle::from((FONT, font_size).into_font()).color(&BLACK);
-        for face in faces {
-            let b = face.bbox;
-            let (x0, y0) = (b.x as i32, b.y as i32);
-            let (x1, y1) = (x0 + b.width as i32, y0 + b.height as i32);
-            for k in 0..line {
-                root.draw(&Rectangle::new([(x0 - k, y0 - k), (x1 + k, y1 + k)], colour.stroke_width(1)))
-                    .map_err(drawing)?;
-            }
-            for p in &face.points {
-                root.draw(&Circle::new(
-                    (p[0].round() as i32, p[1].round() as i32),
-                    line + 1,
-                    RGBColor(0, 220, 255).filled(),
-                ))
+    let root = BitMapBackend::with_buffer(picture.as_mut(), (width, height)).into_drawing_area();
+    let colour = RGBColor(255, 200, 0);
+    let style = TextStyle::from((FONT, font_size).into_font()).color(&BLACK);
+    for face in faces {
+        let b = face.bbox;
+        let (x0, y0) = (b.x as i32, b.y as i32);
+        let (x1, y1) = (x0 + b.width as i32, y0 + b.height as i32);
+        for k in 0..line {
+            root.draw(&Rectangle::new([(x0 - k, y0 - k), (x1 + k, y1 + k)], colour.stroke_width(1)))
                 .map_err(drawing)?;
-            }
-            let (tw, th) = root.estimate_text_size(&face.label, &style).map_err(drawing)?;
-            let (tw, th) = (tw as i32 + 8, th as i32 + 6);
-            // The label sits on a filled band above the box, or inside it at the photo's top edge.
-            let ty = if y0 - line - th >= 0 { y0 - line - th } else { y0 };
-            root.draw(&Rectangle::new([(x0 - line, ty), (x0 - line + tw, ty + th)], colour.filled()))
-                .map_err(drawing)?;
-            root.draw(&Text::new(face.label.clone(), (x0 - line + 4, ty + 3), style.clone())).map_err(drawing)?;
         }
+        for p in &face.points {
+            root.draw(&Circle::new(
+                (p[0].round() as i32, p[1].round() as i32),
+                line + 1,
+                RGBColor(0, 220, 255).filled(),
+            ))
+            .map_err(drawing)?;
+        }
+        let (tw, th) = root.estimate_text_size(&face.label, &style).map_err(drawing)?;
+        let (tw, th) = (tw as i32 + 8, th as i32 + 6);
+        // The label sits on a filled band above the box, or inside it at the photo's top edge.
+        let ty = if y0 - line - th >= 0 { y0 - line - th } else { y0 };
+        root.draw(&Rectangle::new([(x0 - line, ty), (x0 - line + tw, ty + th)], colour.filled())).map_err(drawing)?;
+        root.draw(&Text::new(face.label.clone(), (x0 - line + 4, ty + 3), style.clone())).map_err(drawing)?;
+    }
+    root.present().map_err(drawing)?;
+    Ok(())
+}
+
+/// One face track's class probabilities over a video (`times` in seconds, `probabilities` one
+/// row of seven per time, in [`CLASS_NAMES`] order), a line per class, saved as PNG at `path`.
+pub fn plot_timeline(times: &[f64], probabilities: &[[f32; NUM_CLASSES]], title: &str, path: &Path) -> Result<()> {
+    render_png(path, (900, 420), |root| {
+        let (start, end) = match (times.first(), times.last()) {
+            (Some(&a), Some(&b)) if b > a => (a, b),
+            (Some(&a), _) => (a - 0.5, a + 0.5),
+            _ => (0.0, 1.0),
+        };
+        let mut chart = ChartBuilder::on(root)
+            .caption(title, (FONT, 20))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(48)
+            .build_cartesian_2d(start..end, 0.0..1.0)
+            .map_err(drawing)?;
+        chart
+            .configure_mesh()
+            .x_desc("time (s)")
+            .y_desc("probability")
+            .label_style((FONT, 14))
+            .draw()
+            .map_err(drawing)?;
+        for (c, name) in CLASS_NAMES.iter().enumerate() {
+            let colour = Palette99::pick(c).to_rgba();
+            let points: Vec<(f64, f64)> = times.iter().zip(probabilities).map(|(&t, p)| (t, p[c] as f64)).collect();
+            chart
+                .draw_series(LineSeries::new(points, colour.stroke_width(2)))
+                .map_err(drawing)?
+                .label(*name)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], colour.stroke_width(2)));
+        }
+        chart
+            .configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .label_font((FONT, 14))
+            .position(SeriesLabelPosition::UpperRight)
+            .draw()
+            .map_err(drawing)?;
         Ok(())
     })
 }

@@ -7,9 +7,10 @@ use serde_json::{Map, Value, json};
 
 use crate::data::{CLASS_NAMES, Dataset, SplitName};
 
+use crate::evaluation::SplitEvaluation;
 use crate::models::summary::thousands;
 use crate::run::RunDir;
-use crate::run::metrics::{RunFigures, SplitFigures};
+use crate::run::RunMetrics;
 
 /// One row per run: model, parameters, kept epoch, accuracy on each split, training seconds.
 pub fn runs_table(runs: &[&Path]) -> Result<String> {
@@ -18,8 +19,8 @@ pub fn runs_table(runs: &[&Path]) -> Result<String> {
          |---|---|---:|---:|---:|---:|---:|---:|\n",
     );
     for path in runs {
-        let m = RunFigures::read(&RunDir::open(path)?)?;
-        let pct = |s: Option<&SplitFigures>| s.map_or("—".to_string(), |s| format!("{:.2}%", s.accuracy * 100.0));
+        let m = RunMetrics::read(&RunDir::open(path)?)?;
+        let pct = |s: Option<&SplitEvaluation>| s.map_or("—".to_string(), |s| format!("{:.2}%", s.accuracy * 100.0));
         out += &format!(
             "| {} | {} | {} | {}/{} | {} | {} | {} | {:.0} |\n",
             path.display(),

@@ -226,7 +226,7 @@ fn tune_step(options: &ReproduceOptions, recipe: &Recipe) -> Result<()> {
 
 /// The best tuned net, continued with the notebook's augmentation.
 fn augment_step(options: &ReproduceOptions, recipe: &Recipe, dataset: &Dataset) -> Result<()> {
-    let best_dir = crate::run::metrics::BestTrialFile::read(&options.out.join("tune/best.json"))?.run_dir;
+    let best_dir = crate::tuning::runner::BestTrial::read(&options.out.join("tune/best.json"))?.run_dir;
     let best_config = RunDir::open(&best_dir)?.load_config()?;
     let mut config = TrainConfig::notebook(best_config.model, options.data.clone());
     config.epochs = recipe.augment_epochs;

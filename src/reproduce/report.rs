@@ -1,5 +1,6 @@
 //! The reproduction report: `report.md` (images beside it) and `report.html` (self-contained,
-//! images embedded), built from the files each step left in the output folder.
+//! images embedded), built from the files each step left in the output folder: runs through their
+//! typed `metrics.json` ([`RunMetrics`]) and the search through its `best.json` ([`BestTrial`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -12,9 +13,10 @@ use super::notebook::{
     NOTEBOOK_AUGMENTED, NOTEBOOK_CNN, NOTEBOOK_FNN, NOTEBOOK_NETS, NOTEBOOK_TRANSFER, NOTEBOOK_TUNED,
 };
 use crate::data::CLASS_NAMES;
-use crate::evaluation::Confusion;
 use crate::models::summary::thousands;
 use crate::reporting::plots::plot_confusion;
+use crate::run::{RunDir, RunMetrics};
+use crate::tuning::runner::BestTrial;
 use crate::util::atomic::write_atomic;
 
 enum Block {
@@ -28,6 +30,8 @@ struct Section {
     blocks: Vec<Block>,
 }
 
+/// Untyped JSON for the files the report only shows (the data's class counts, the photos'
+/// predictions); None when absent or unreadable, and the report leaves that part out.
 fn read_json(path: &Path) -> Option<Value> {
     serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
 }
@@ -36,34 +40,45 @@ fn pct(v: &Value) -> String {
     v.as_f64().map_or("—".into(), |a| format!("{:.2}%", a * 100.0))
 }
 
-/// One results row for a run directory, or None when the step has not run.
-fn run_row(step: &str, dir: &Path, notebook: &str) -> Option<Vec<String>> {
-    let m = read_json(&dir.join("metrics.json"))?;
-    let params = m["trainable_params"].as_u64().unwrap_or(0) + m["non_trainable_params"].as_u64().unwrap_or(0);
-    Some(vec![
+fn percent(fraction: f64) -> String {
+    format!("{:.2}%", fraction * 100.0)
+}
+
+/// A step's run: its metrics.json, or None when the step has not run (no run directory or no
+/// metrics.json yet). Errors: a metrics.json that is not the trainer's.
+fn finished_run(dir: &Path) -> Result<Option<(RunDir, RunMetrics)>> {
+    let run = RunDir { path: dir.to_path_buf() };
+    if !run.metrics().exists() {
+        return Ok(None);
+    }
+    let metrics = RunMetrics::read(&run)?;
+    Ok(Some((run, metrics)))
+}
+
+/// One results row for a finished run.
+fn run_row(step: &str, m: &RunMetrics, notebook: &str) -> Vec<String> {
+    vec![
         step.to_string(),
-        m["model"].as_str().unwrap_or("?").to_string(),
-        thousands(params as usize),
-        format!("{}/{}", m["best_epoch"], m["epochs"]),
-        pct(&m["train"]["accuracy"]),
-        pct(&m["val"]["accuracy"]),
-        pct(&m["test"]["accuracy"]),
-        format!("{:.0}", m["train_seconds"].as_f64().unwrap_or(f64::NAN)),
+        m.model.clone(),
+        thousands(m.trainable_params + m.non_trainable_params),
+        format!("{}/{}", m.best_epoch, m.epochs),
+        percent(m.train.accuracy),
+        percent(m.val.accuracy),
+        m.test.as_ref().map_or("—".into(), |t| percent(t.accuracy)),
+        format!("{:.0}", m.train_seconds),
         notebook.to_string(),
-    ])
+    ]
 }
 
 /// The run's pictures: curves, and the test confusion matrix drawn from its metrics.
-fn run_images(label: &str, dir: &Path) -> Result<Vec<Block>> {
+fn run_images(label: &str, run: &RunDir, m: &RunMetrics) -> Result<Vec<Block>> {
     let mut blocks = Vec::new();
-    if dir.join("curves.png").exists() {
-        blocks.push(Block::Image(format!("{label}: loss and accuracy"), dir.join("curves.png")));
+    if run.curves().exists() {
+        blocks.push(Block::Image(format!("{label}: loss and accuracy"), run.curves()));
     }
-    if let Some(m) = read_json(&dir.join("metrics.json"))
-        && let Ok(confusion) = serde_json::from_value::<Confusion>(m["test"]["confusion"].clone())
-    {
-        let png = dir.join("confusion_test.png");
-        plot_confusion(&confusion, &format!("{label} on test"), &png)?;
+    if let Some(test) = &m.test {
+        let png = run.path.join("confusion_test.png");
+        plot_confusion(&test.confusion, &format!("{label} on test"), &png)?;
         blocks.push(Block::Image(format!("{label}: test confusion matrix"), png));
     }
     Ok(blocks)
@@ -122,27 +137,26 @@ pub fn write_report(out: &Path, quick: bool) -> Result<()> {
         } else {
             format!("{NOTEBOOK_CNN:.2}% (best CNN)")
         };
-        let dir = out.join("nets").join(name);
-        if let Some(row) = run_row(name, &dir, &notebook) {
-            table.push(row);
-            images.extend(run_images(name, &dir)?);
+        if let Some((run, m)) = finished_run(&out.join("nets").join(name))? {
+            table.push(run_row(name, &m, &notebook));
+            images.extend(run_images(name, &run, &m)?);
         }
     }
-    let best = read_json(&out.join("tune/best.json"));
-    if let Some(dir) = best.as_ref().and_then(|b| b["run_dir"].as_str()).map(PathBuf::from) {
-        if let Some(row) = run_row("tuned (best trial)", &dir, &format!("{NOTEBOOK_TUNED:.2}%")) {
-            table.push(row);
-            images.extend(run_images("tuned", &dir)?);
-        }
+    let best = out.join("tune/best.json");
+    if best.exists()
+        && let Some((run, m)) = finished_run(&BestTrial::read(&best)?.run_dir)?
+    {
+        table.push(run_row("tuned (best trial)", &m, &format!("{NOTEBOOK_TUNED:.2}%")));
+        images.extend(run_images("tuned", &run, &m)?);
     }
     for (step, dir, notebook) in [
         ("transfer", out.join("transfer"), format!("{NOTEBOOK_TRANSFER:.2}% (VGG16)")),
         ("tuned + augmentation", out.join("augmented"), format!("{NOTEBOOK_AUGMENTED:.2}%")),
     ] {
-        match run_row(step, &dir, &notebook) {
-            Some(row) => {
-                table.push(row);
-                images.extend(run_images(step, &dir)?);
+        match finished_run(&dir)? {
+            Some((run, m)) => {
+                table.push(run_row(step, &m, &notebook));
+                images.extend(run_images(step, &run, &m)?);
             }
             None => table.push(vec![
                 step.into(),

@@ -4,7 +4,7 @@
 //!
 //! - [`run_dir`]: the layout, and the kept weights (save, checksum, load, NaN check).
 //! - [`history`]: `history.csv`, one [`history::EpochRecord`] per epoch.
-//! - [`metrics`]: typed readers of `metrics.json` and a search's `best.json`.
+//! - [`metrics`]: `metrics.json` ([`metrics::RunMetrics`]) and the reader of ferkit's JSON files.
 //!
 //! The training config's reader (`RunDir::load_config`, `RunDir::load_model`) lives with the
 //! config in [`crate::training::config`].
@@ -14,4 +14,5 @@ pub mod metrics;
 pub mod run_dir;
 
 pub use history::EpochRecord;
+pub use metrics::RunMetrics;
 pub use run_dir::{RunDir, check_finite, load_weights, to_dtype};

@@ -1,7 +1,27 @@
-//! The choice of the checkpoint to keep.
+//! The choice of the checkpoint to keep: the figure it is chosen on ([`Monitor`]) and the
+//! tracker of the best epoch.
 
-use super::config::Monitor;
+use serde::{Deserialize, Serialize};
+
 use crate::run::history::EpochRecord;
+
+impl crate::util::choice::Choice for Monitor {
+    const CHOICES: &'static [(&'static str, Self, &'static str)] = &[
+        ("val_loss", Monitor::ValLoss, "lowest validation loss (the notebook's choice)"),
+        ("val_accuracy", Monitor::ValAccuracy, "highest validation accuracy"),
+    ];
+}
+
+/// Which validation figure picks the kept checkpoint.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Monitor {
+    /// Lowest validation loss (the notebook's choice).
+    #[default]
+    ValLoss,
+    /// Highest validation accuracy.
+    ValAccuracy,
+}
 
 /// Tracks the best epoch so far, as Keras' `ModelCheckpoint(save_best_only=True)` does: only a
 /// strict improvement replaces the kept checkpoint, so on a tie the earlier epoch stays.

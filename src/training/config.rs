@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::error::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use super::best::Monitor;
 use super::mix::MixConfig;
 use super::optimizer::OptimizerKind;
 use super::schedule::LrSchedule;
@@ -14,24 +15,6 @@ use crate::data::augment::AugmentConfig;
 use crate::models::{Model, ModelSpec};
 use crate::run::{RunDir, load_weights};
 use crate::util::device::DeviceKind;
-
-impl crate::util::choice::Choice for Monitor {
-    const CHOICES: &'static [(&'static str, Self, &'static str)] = &[
-        ("val_loss", Monitor::ValLoss, "lowest validation loss (the notebook's choice)"),
-        ("val_accuracy", Monitor::ValAccuracy, "highest validation accuracy"),
-    ];
-}
-
-/// Which validation figure picks the kept checkpoint.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Monitor {
-    /// Lowest validation loss (the notebook's choice).
-    #[default]
-    ValLoss,
-    /// Highest validation accuracy.
-    ValAccuracy,
-}
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct TrainConfig {
@@ -79,12 +62,6 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 }
 
 impl TrainConfig {
-    /// The notebook's recipe for a net: batch 512, 20 epochs, the net's own learning rate, Adam,
-    /// a constant rate, no augmentation (the defaults of [`super::start::Recipe`]).
-    pub fn notebook(model: ModelSpec, data: DataSource) -> Self {
-        super::start::Recipe::default().config(model, data).expect("the default recipe is in range")
-    }
-
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("a training config always serialises")
     }

@@ -13,7 +13,8 @@ pub mod start;
 pub mod trainer;
 
 pub use crate::run::RunDir;
-pub use config::{Monitor, TrainConfig};
+pub use best::Monitor;
+pub use config::TrainConfig;
 pub use optimizer::OptimizerKind;
 pub use schedule::LrSchedule;
 pub use start::{Recipe, load_data, resume_dir, start};

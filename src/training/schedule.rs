@@ -10,7 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::config::Monitor;
+use super::best::Monitor;
 use crate::run::history::EpochRecord;
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]

@@ -5,7 +5,8 @@
 
 use std::path::{Path, PathBuf};
 
-use super::config::{Monitor, TrainConfig};
+use super::best::Monitor;
+use super::config::TrainConfig;
 use super::mix::MixConfig;
 use super::optimizer::OptimizerKind;
 use super::schedule::LrSchedule;
@@ -18,6 +19,15 @@ use crate::models::ModelSpec;
 use crate::run::RunDir;
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
+
+impl TrainConfig {
+    /// The notebook's recipe for a net: batch 512, 20 epochs, the net's own learning rate, Adam,
+    /// a constant rate, no augmentation (the defaults of [`Recipe`]). Defined here, beside the
+    /// recipe, so that `config` does not depend on `start`.
+    pub fn notebook(model: ModelSpec, data: DataSource) -> Self {
+        Recipe::default().config(model, data).expect("the default recipe is in range")
+    }
+}
 
 /// A training recipe by option names, as the command line and Python give it; `None` is the
 /// default named beside each field. [`Recipe::default`] is the notebook's recipe.

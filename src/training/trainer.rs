@@ -15,7 +15,6 @@ use std::sync::mpsc::Receiver;
 use burn::nn::loss::{CrossEntropyLoss, CrossEntropyLossConfig};
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
-use serde::Serialize;
 
 use super::best::BestTracker;
 use super::checkpoint::{self, TrainState};
@@ -24,30 +23,14 @@ use super::ema::{Ema, recalibrate_batch_norm};
 use crate::data::batch::Preprocess;
 use crate::data::batch::{EpochAugment, EpochOrder, HostBatch, prefetch, prepare_batch};
 use crate::data::{Dataset, SplitName};
-use crate::evaluation::{SplitEvaluation, Tta, evaluate};
+use crate::evaluation::{Tta, evaluate};
 use crate::events::Events;
 use crate::models::Model;
 use crate::reporting::plots::plot_curves;
+pub use crate::run::RunMetrics;
 use crate::run::history::{EpochRecord, write_csv};
 use crate::run::{RunDir, load_weights};
 use crate::util::atomic::write_atomic;
-
-/// What a finished run reports, saved as `metrics.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct RunMetrics {
-    pub model: String,
-    pub trainable_params: usize,
-    pub non_trainable_params: usize,
-    pub epochs: usize,
-    pub best_epoch: usize,
-    /// Wall time of the training loop (all epochs, validation included).
-    pub train_seconds: f64,
-    /// The kept checkpoint on each split, in inference mode (no dropout, moving BN stats).
-    pub train: SplitEvaluation,
-    pub val: SplitEvaluation,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub test: Option<SplitEvaluation>,
-}
 
 /// What one pass over the training rows needs besides the net and the optimizer.
 struct EpochPass<'a> {

@@ -62,7 +62,8 @@ pub struct TuneOptions {
     pub workers: usize,
 }
 
-#[derive(Clone, Debug, Serialize)]
+/// A search's best trial, saved as `best.json` in the search folder.
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BestTrial {
     pub trial: usize,
     pub values: super::space::Assignment,
@@ -71,6 +72,14 @@ pub struct BestTrial {
     pub run_dir: PathBuf,
     /// The test accuracy of the best trial's kept checkpoint (the trial was chosen on validation).
     pub test_accuracy: Option<f64>,
+}
+
+impl BestTrial {
+    /// Reads a search folder's `best.json` (`path`). Errors name the file, and the line and
+    /// field of a bad entry.
+    pub fn read(path: &Path) -> Result<Self> {
+        crate::run::metrics::read_json(path, "did the search finish a trial?")
+    }
 }
 
 struct Running {
@@ -289,9 +298,8 @@ fn write_reports(oracle: &Oracle, out: &Path) -> Result<Option<BestTrial>> {
 
     let Some(best) = oracle.best() else { return Ok(None) };
     let dir = trial_dir(out, best.id);
-    let test_accuracy = crate::run::metrics::RunFigures::read(&RunDir { path: dir.clone() })
-        .ok()
-        .and_then(|m| m.test.map(|t| t.accuracy));
+    let test_accuracy =
+        crate::run::RunMetrics::read(&RunDir { path: dir.clone() }).ok().and_then(|m| m.test.map(|t| t.accuracy));
     let summary = BestTrial {
         trial: best.id,
         values: best.values.clone(),

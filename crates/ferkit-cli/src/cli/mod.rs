@@ -10,6 +10,7 @@ mod reproduce_cmd;
 mod serve_cmd;
 mod train_cmd;
 mod tune_cmd;
+mod video_cmd;
 
 use std::path::PathBuf;
 

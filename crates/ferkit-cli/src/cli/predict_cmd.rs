@@ -1,4 +1,5 @@
-//! `ferkit predict PHOTO... [--model RUN_DIR|FILE] [--cascade F | --mtcnn [DIR] | --whole-image] [--out DIR]`
+//! `ferkit predict PHOTO... [--model RUN_DIR|FILE] [--cascade F | --mtcnn [DIR] | --whole-image] [--out DIR]`;
+//! videos go to [`super::video_cmd`].
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -19,8 +20,9 @@ use ferkit::trained::ModelSource;
 #[command(group = clap::ArgGroup::new("detector").multiple(false))]
 pub struct PredictArgs {
     /// Photos (PNG, JPEG, WebP, BMP, GIF, TIFF) and folders of them (walked recursively; files
-    /// that are not images are passed over and counted). For compatibility, a run directory given
-    /// first is taken as --model.
+    /// that are not images are passed over and counted), or videos (MP4, MOV, MKV, WebM, AVI, ...:
+    /// any file the ffmpeg tool reads, named with a video extension; see the Videos options).
+    /// For compatibility, a run directory given first is taken as --model.
     pub photos: Vec<PathBuf>,
     /// Stop at the first photo that cannot be read (every path is checked before any work),
     /// instead of reporting it and going on with the others.
@@ -59,9 +61,13 @@ pub struct PredictArgs {
     /// Test-time augmentation: `hflip` averages the probabilities of each face and its mirror image.
     #[arg(long, value_parser = super::choice::<Tta>(), default_value = "none")]
     pub tta: Tta,
-    /// Folder for predictions.json, predictions.csv and each photo with its faces marked (PNG).
+    /// Folder for predictions.json, predictions.csv and each photo with its faces marked (PNG);
+    /// for a video, frames.csv, frames.jsonl, tracks.csv, tracks.json, the timelines and
+    /// annotated.mp4 (one subfolder per video when there are several).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub video: super::video_cmd::VideoArgs,
 }
 
 pub fn run(mut args: PredictArgs) -> Result<()> {
@@ -116,6 +122,22 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     classifier.notes.iter().for_each(|n| eprintln!("{n}"));
     classifier.tta = args.tta;
     classifier.align = args.align;
+    let (videos, still): (Vec<PathBuf>, Vec<PathBuf>) =
+        args.photos.iter().cloned().partition(|p| ferkit::video::is_video_path(p));
+    if !videos.is_empty() {
+        if !still.is_empty() {
+            bail!(
+                Config,
+                "videos and photos in one call: give the {} videos and the {} photos in two calls",
+                videos.len(),
+                still.len()
+            );
+        }
+        return super::video_cmd::run(&videos, &args.video, &classifier, finder.as_ref(), args.out.as_deref());
+    }
+    if args.video.any_given() {
+        bail!(Config, "--fps, --every, --start, --end, --detect-every, --smooth and --annotate apply to videos only");
+    }
     let (photos, others) = expand_photo_paths(&args.photos)?;
     if !others.is_empty() {
         let shown: Vec<String> = others.iter().take(5).map(|p| p.display().to_string()).collect();
