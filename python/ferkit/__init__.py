@@ -116,6 +116,38 @@ class FER:
         batches of 64, not one forward pass per face. One list per image, in order."""
         return [[_fer_face(f) for f in faces] for faces in self.detect_faces(images, rgb=rgb)]
 
+    def analyze_video(
+        self,
+        path: Union[str, "os.PathLike[str]"],
+        out: Union[str, "os.PathLike[str]"],
+        *,
+        every: Optional[int] = None,
+        fps: Optional[float] = None,
+        start: float = 0.0,
+        end: Optional[float] = None,
+        detect_every: int = 1,
+        smooth: int = 1,
+        annotate: bool = False,
+    ) -> Dict[str, Any]:
+        """Emotions over a video's time, as `ferkit predict VIDEO --out OUT` computes them (the
+        `ffmpeg` tool must be on PATH): every frame, or every `every`-th, or at most `fps` per
+        second, from `start` to `end` seconds; the detector on every `detect_every`-th analysed
+        frame (boxes carried between); each face track's probabilities averaged over its last
+        `smooth` frames. Writes `frames.csv`, `frames.jsonl`, `tracks.csv`, `tracks.json`,
+        `timeline_track_N.png` and, with `annotate`, `annotated.mp4` into `out`.
+
+        Returns the report: `width`, `height`, `fps`, `frames_read`, `frames_sampled`, `faces`,
+        `detections`, `seconds` and `tracks` (per track: `track`, `first_s`, `last_s`, `frames`,
+        `share` of frames per emotion, `mean_probabilities`).
+
+        Raises:
+            FileNotFoundError: no such file.
+            NotImplementedError: ffmpeg is not installed (the message says how to install it).
+            ValueError: not a video, no video stream, an option out of range.
+            VideoDamagedError: a truncated or corrupt file (the frames before were written).
+        """
+        return _analyze_video(self._pipeline, path, out, every, fps, start, end, detect_every, smooth, annotate)
+
     def top_emotion(self, img: ImageLike, rgb: bool = False) -> Tuple[Optional[str], Optional[float]]:
         """The first face's most probable emotion and its probability; (None, None) without a
         face (as `fer`)."""
@@ -125,6 +157,39 @@ class FER:
         emotions = faces[0]["emotions"]
         label = max(emotions, key=emotions.get)
         return label, emotions[label]
+
+
+class VideoDamagedError(ValueError):
+    """A video that ffmpeg could not decode to its end (truncated, corrupt). The frames before
+    the damage were analysed and written; `report` is the analysis report, whose `damaged`
+    says where decoding stopped."""
+
+    def __init__(self, message: str, report: Dict[str, Any]) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def _analyze_video(
+    pipeline: Any,
+    path: Union[str, "os.PathLike[str]"],
+    out: Union[str, "os.PathLike[str]"],
+    every: Optional[int],
+    fps: Optional[float],
+    start: float,
+    end: Optional[float],
+    detect_every: int,
+    smooth: int,
+    annotate: bool,
+) -> Dict[str, Any]:
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: no such video file")
+    report = json.loads(
+        pipeline.analyze_video(path, os.fspath(out), every, fps, start, end, detect_every, smooth, annotate)
+    )
+    if report.get("damaged"):
+        raise VideoDamagedError(f"{path}: {report['damaged']}", report)
+    return report
 
 
 class Model:

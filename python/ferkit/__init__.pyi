@@ -26,6 +26,23 @@ class FER:
     def detect_emotions(self, img: ImageLike, rgb: bool = False) -> List[Dict[str, Any]]: ...
     def detect_emotions_batch(self, images: Sequence[ImageLike], rgb: bool = False) -> List[List[Dict[str, Any]]]: ...
     def top_emotion(self, img: ImageLike, rgb: bool = False) -> Tuple[Optional[str], Optional[float]]: ...
+    def analyze_video(
+        self,
+        path: _Path,
+        out: _Path,
+        *,
+        every: Optional[int] = None,
+        fps: Optional[float] = None,
+        start: float = 0.0,
+        end: Optional[float] = None,
+        detect_every: int = 1,
+        smooth: int = 1,
+        annotate: bool = False,
+    ) -> Dict[str, Any]: ...
+
+class VideoDamagedError(ValueError):
+    report: Dict[str, Any]
+    def __init__(self, message: str, report: Dict[str, Any]) -> None: ...
 
 class Model:
     classes: Tuple[str, ...]

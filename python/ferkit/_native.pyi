@@ -23,6 +23,18 @@ class Pipeline:
         mtcnn_dir: Optional[_Path] = ...,
         tta: Optional[str] = ...,
     ) -> None: ...
+    def analyze_video(
+        self,
+        path: _Path,
+        out: _Path,
+        every: Optional[int] = ...,
+        fps: Optional[float] = ...,
+        start: float = ...,
+        end: Optional[float] = ...,
+        detect_every: int = ...,
+        smooth: int = ...,
+        annotate: bool = ...,
+    ) -> str: ...
     def detect(self, images: Sequence[Any]) -> List[str]:
         """Per image, its faces as JSON text (box, emotion, probabilities by class)."""
 

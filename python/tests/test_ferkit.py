@@ -111,6 +111,46 @@ def test_bad_inputs_raise_the_right_exception(fer, tmp_path):
         ferkit.FER(cascade=str(tmp_path / "none.xml"))
 
 
+def test_analyze_video_reads_as_the_cli_and_raises_on_damage(fer, tmp_path):
+    need(PHOTO, "the shared photos")
+    need(CLI, "build the CLI first: cargo build --release")
+    import shutil
+
+    if shutil.which("ffmpeg") is None:
+        message = "SKIPPED: ffmpeg is not on PATH (apt-get install ffmpeg)"
+        if os.environ.get("FERKIT_REQUIRE_REFERENCES"):
+            pytest.fail(message)
+        pytest.skip(message)
+    clip = tmp_path / "pair.mkv"
+    subprocess.run(
+        ["ffmpeg", "-nostdin", "-v", "error", "-y", "-loop", "1", "-i", str(PHOTO), "-t", "2", "-r", "10",
+         "-filter_complex", "[0]scale=320:320,split[a][b];[b]hflip[m];[a][m]hstack",
+         "-c:v", "libx264", "-g", "5", "-pix_fmt", "yuv420p", str(clip)],
+        check=True,
+    )
+    report = fer.analyze_video(clip, tmp_path / "py", detect_every=2)
+    assert (report["frames_read"], report["frames_sampled"], report["detections"]) == (20, 20, 10)
+    assert [t["frames"] for t in report["tracks"]] == [20, 20]
+    assert report["tracks"][0]["share"]["happy"] > 0.5
+    subprocess.run(
+        [str(CLI), "predict", str(clip), "--cascade", str(CASCADE), "--detect-every", "2", "--out", str(tmp_path / "cli")],
+        check=True,
+        capture_output=True,
+    )
+    assert (tmp_path / "py" / "frames.csv").read_text() == (tmp_path / "cli" / "frames.csv").read_text()
+    # Cut in half: the error says where decoding stopped, and the report comes with it.
+    cut = tmp_path / "cut.mkv"
+    data = clip.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ferkit.VideoDamagedError, match="decoding stopped after") as caught:
+        fer.analyze_video(cut, tmp_path / "cut")
+    assert 0 < caught.value.report["frames_read"] < 20
+    with pytest.raises(FileNotFoundError, match="none.mp4"):
+        fer.analyze_video(tmp_path / "none.mp4", tmp_path / "x")
+    with pytest.raises(ValueError, match="every"):
+        fer.analyze_video(clip, tmp_path / "x", every=0)
+
+
 def test_model_predict_proba():
     model = ferkit.Model.load()
     assert model.classes == ferkit.CLASS_NAMES and len(model.classes) == 7

@@ -69,7 +69,7 @@ pub fn analyze_video(
     let started = Instant::now();
     let info = probe(path)?;
     if let Some(duration) = info.duration {
-        crate::ensure!(Config @ "start", options.start < duration, "{}: --start {} s is past the video's end ({duration:.2} s)", path.display(), options.start);
+        crate::ensure!(Config @ "start", options.start < duration, "{}: the start ({} s) is past the video's end ({duration:.2} s)", path.display(), options.start);
     }
     let expected = info.expected_frames(options.start, options.end);
     let mut outputs = Outputs::create(out, &info, options, expected)?;

@@ -55,16 +55,18 @@ impl VideoOptions {
     /// Errors (naming the option): values out of range.
     pub fn check(&self) -> Result<()> {
         match self.sampling {
-            Sampling::Every(0) => bail!(Config @ "every", "--every must be at least 1"),
-            Sampling::Fps(f) if !(f.is_finite() && f > 0.0) => bail!(Config @ "fps", "--fps must be above 0 (got {f})"),
+            Sampling::Every(0) => bail!(Config @ "every", "every (analyse every n-th frame) must be at least 1"),
+            Sampling::Fps(f) if !(f.is_finite() && f > 0.0) => {
+                bail!(Config @ "fps", "fps (frames analysed per second) must be above 0 (got {f})")
+            }
             _ => {}
         }
-        crate::ensure!(Config @ "start", self.start.is_finite() && self.start >= 0.0, "--start must be 0 or more seconds (got {})", self.start);
+        crate::ensure!(Config @ "start", self.start.is_finite() && self.start >= 0.0, "start must be 0 or more seconds (got {})", self.start);
         if let Some(end) = self.end {
-            crate::ensure!(Config @ "end", end.is_finite() && end > self.start, "--end ({end} s) must come after --start ({} s)", self.start);
+            crate::ensure!(Config @ "end", end.is_finite() && end > self.start, "end ({end} s) must come after start ({} s)", self.start);
         }
-        crate::ensure!(Config @ "detect_every", self.detect_every >= 1, "--detect-every must be at least 1");
-        crate::ensure!(Config @ "smooth", self.smooth >= 1, "--smooth must be at least 1 (1: none)");
+        crate::ensure!(Config @ "detect_every", self.detect_every >= 1, "detect_every must be at least 1 (1: the detector on every analysed frame)");
+        crate::ensure!(Config @ "smooth", self.smooth >= 1, "smooth must be at least 1 (1: no smoothing)");
         crate::ensure!(Config, (0.0..=1.0).contains(&self.min_iou), "the tracking overlap must be in [0, 1]");
         Ok(())
     }

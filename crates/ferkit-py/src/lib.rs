@@ -27,6 +27,7 @@ use ferkit::run::history::{EpochRecord, read_csv};
 use ferkit::trained::ModelSource;
 use ferkit::training::{Monitor, Recipe};
 use ferkit::util::choice::Choice;
+use ferkit::video::{Sampling, VideoOptions, analyze_video};
 
 /// A library error as the Python exception a user expects: a missing file as
 /// `FileNotFoundError`, other I/O as `OSError`, bad input, weights, models and settings as
@@ -199,6 +200,41 @@ impl Pipeline {
                 .iter()
                 .map(|faces| serde_json::to_string(faces).map_err(|e| ferkit::err!(Internal, "faces as JSON: {e}")))
                 .collect()
+        })
+    }
+
+    /// Analyses a video file through the library's video loop (`ferkit::video::analyze_video`:
+    /// ffmpeg, tracking, the same pipeline as `detect`), writing its files into `out`; returns the
+    /// report (size, rate, frame counts, per-track summaries, damage) as JSON text. A damaged
+    /// file's report says where decoding stopped (the caller raises).
+    #[pyo3(signature = (path, out, every=None, fps=None, start=0.0, end=None, detect_every=1, smooth=1, annotate=false))]
+    #[allow(clippy::too_many_arguments)]
+    fn analyze_video(
+        &self,
+        py: Python<'_>,
+        path: PathBuf,
+        out: PathBuf,
+        every: Option<usize>,
+        fps: Option<f64>,
+        start: f64,
+        end: Option<f64>,
+        detect_every: usize,
+        smooth: usize,
+        annotate: bool,
+    ) -> PyResult<String> {
+        let sampling = match (every, fps) {
+            (Some(_), Some(_)) => return Err(PyValueError::new_err("give every= or fps=, not both")),
+            (_, Some(f)) => Sampling::Fps(f),
+            (Some(n), None) => Sampling::Every(n),
+            (None, None) => Sampling::Every(1),
+        };
+        let options = VideoOptions { sampling, start, end, detect_every, smooth, annotate, ..VideoOptions::default() };
+        let inner = &self.inner;
+        compute(py, move || {
+            let guard = inner.lock().map_err(|_| ferkit::err!(Internal, "an earlier call failed inside"))?;
+            let (classifier, detector) = &*guard;
+            let report = analyze_video(&path, classifier, detector.as_ref(), &options, &out, &mut ())?;
+            serde_json::to_string(&report).map_err(|e| ferkit::err!(Internal, "the report as JSON: {e}"))
         })
     }
 }

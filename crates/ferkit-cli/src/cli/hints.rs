@@ -22,6 +22,12 @@ fn flag_for(key: &str) -> Option<&'static str> {
         "label_smoothing" => "--label-smoothing",
         "ema_decay" => "--ema",
         "epochs" => "--epochs and --batch",
+        "every" => "--every",
+        "fps" => "--fps",
+        "start" => "--start",
+        "end" => "--end",
+        "detect_every" => "--detect-every",
+        "smooth" => "--smooth",
         _ => return None,
     })
 }
