@@ -53,9 +53,11 @@ fn faces_match_facenet_pytorch() {
             faces_seen += 1;
         }
     }
-    eprintln!(
+    common::figure(&format!(
         "{faces_seen} faces; largest differences: box corner {worst_box:.2e} px, score {worst_score:.2e}, landmark {worst_landmark:.2e} px"
-    );
+    ));
     assert!(faces_seen >= 8);
-    assert!(worst_box < 0.05 && worst_landmark < 0.05 && worst_score < 1e-4);
+    // About ten times the differences measured (session 10, this fixture): box corners 3.1e-5 px,
+    // landmarks 4.6e-5 px, scores equal.
+    assert!(worst_box < 5e-4 && worst_landmark < 5e-4 && worst_score < 1e-6);
 }

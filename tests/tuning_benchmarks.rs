@@ -1,6 +1,9 @@
 //! Bayesian optimisation against random search on two standard test functions, with the same
 //! number of evaluations, over 10 seeds: the median best value must be lower (both minimise).
 
+#[path = "../crates/ferkit-cli/tests/common/mod.rs"]
+mod common;
+
 use ferkit::tuning::{Acquisition, Assignment, Direction, Oracle, SearchSpace, Strategy};
 
 fn floats(names: &[(&str, f64, f64)]) -> SearchSpace {
@@ -68,10 +71,10 @@ fn compare(name: &str, space: SearchSpace, evaluations: usize, f: fn(&Assignment
     ];
     let medians =
         strategies.map(|s| median((0..10).map(|seed| best_after(&space, s.clone(), evaluations, seed, f)).collect()));
-    eprintln!(
+    common::figure(&format!(
         "{name}, {evaluations} evaluations, median best over 10 seeds: bayesian UCB {:.4}, bayesian EI {:.4}, random {:.4}",
         medians[0], medians[1], medians[2]
-    );
+    ));
     medians
 }
 

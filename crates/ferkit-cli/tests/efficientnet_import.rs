@@ -21,8 +21,9 @@ fn imagenet_logits_match_pytorch() {
         let batch = case["batch"].as_u64().unwrap() as usize;
         let worst =
             common::max_abs_difference(net.forward(common::fixed_rgb_input(batch, size, &device)), &case["logits"]);
-        eprintln!("{size}x{size}: max |ferkit - pytorch| over {batch} x 1000 logits = {worst:.2e}");
-        assert!(worst <= 1e-3, "{size}x{size}: max abs difference {worst}");
+        common::figure(&format!("{size}x{size}: max |ferkit - pytorch| over {batch} x 1000 logits = {worst:.2e}"));
+        // About ten times the largest difference measured (session 10): 2.0e-5 at 96x96, 6.9e-6 at 224x224.
+        assert!(worst <= 2e-4, "{size}x{size}: max abs difference {worst}");
     }
 }
 
@@ -64,7 +65,10 @@ fn transfer_net_trains_and_evaluates_from_the_command_line() {
     if weights.exists() {
         args.extend_from_slice(&["--weights", &weights_text]);
     } else {
-        eprintln!("({} absent: training from a random backbone)", weights.display());
+        common::skip(&format!(
+            "{} is absent: the frozen-blocks check trains from a random backbone",
+            weights.display()
+        ));
     }
     let out = common::ferkit(&args);
     assert!(out.status.success(), "{}", common::stderr(&out));

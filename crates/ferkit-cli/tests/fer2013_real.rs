@@ -53,6 +53,6 @@ fn cnn3_learns_in_two_epochs_on_a_few_thousand_real_rows() {
     assert_eq!(metrics["val"]["rows"], 3589);
     let val_accuracy = metrics["val"]["accuracy"].as_f64().unwrap();
     // The majority class (happy) is 895 / 3589 = 24.9% of the validation split.
-    eprintln!("cnn3, 2 epochs on 6000 rows: validation accuracy {val_accuracy:.4}");
+    common::figure(&format!("cnn3, 2 epochs on 6000 rows: validation accuracy {val_accuracy:.4}"));
     assert!(val_accuracy > 0.30, "validation accuracy {val_accuracy} is not clearly above the majority rate 0.249");
 }

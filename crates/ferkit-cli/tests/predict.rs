@@ -159,7 +159,10 @@ fn bad_input_names_the_file_and_writes_nothing() {
             "missing.jpg: cannot read the image",
         ),
         (vec!["predict", run, face, "--cascade", cascade, "--out", out], "cascade.xml: not a usable OpenCV cascade"),
-        (vec!["predict", run, face, "--whole-image", "--align", "--out", out], "--mtcnn"),
+        (
+            vec!["predict", run, face, "--whole-image", "--align", "--out", out],
+            "--align needs --mtcnn: only MTCNN gives the eyes' positions",
+        ),
         (
             vec!["predict", run, face, "--mtcnn", dir.path().to_str().unwrap(), "--out", out],
             "pnet.pt: no such weights file",

@@ -185,7 +185,11 @@ fn killed_search_resumes_without_redoing_finished_trials() {
 
     let o = ferkit(&args);
     assert!(o.status.success(), "{}", stderr(&o));
-    assert!(stderr(&o).contains("resuming") && stderr(&o).contains("1 to re-run"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("resuming") && stderr(&o).contains(": 1 trials finished, 1 to re-run"),
+        "{}",
+        stderr(&o)
+    );
     assert!(!stderr(&o).contains("trial 0 started"), "trial 0 was redone: {}", stderr(&o));
     assert_eq!(std::fs::metadata(&first_history).unwrap().modified().unwrap(), finished_before);
     let state = oracle_state(&out);

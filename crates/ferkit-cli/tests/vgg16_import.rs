@@ -38,8 +38,11 @@ fn torchvision_vgg16_loads_and_gives_pytorchs_features() {
     let worst = common::max_abs_difference(net.features(common::fixed_rgb_input(2, 48, &device)), &doc["features"]);
     let rows = doc["features"].as_array().unwrap().iter().flat_map(|row| row.as_array().unwrap());
     let scale = rows.fold(1e-6f64, |m, v| m.max(v.as_f64().unwrap().abs()));
-    eprintln!("max |ferkit - pytorch| over 2 x 512 features = {worst:.2e} (largest feature {scale:.2e})");
-    assert!(worst <= 1e-3 * scale.max(1.0), "max abs difference {worst}");
+    common::figure(&format!(
+        "max |ferkit - pytorch| over 2 x 512 features = {worst:.2e} (largest feature {scale:.2e})"
+    ));
+    // About ten times the difference measured (session 10, PyTorch 2.15.0): 4.8e-7.
+    assert!(worst <= 5e-6 * scale.max(1.0), "max abs difference {worst}");
 
     // The command line confirms the load, and the transfer net trains from it.
     let out = common::ferkit(&["summary", "vgg16", "--weights", weights.to_str().unwrap()]);

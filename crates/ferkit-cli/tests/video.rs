@@ -72,6 +72,29 @@ fn num(row: &BTreeMap<String, String>, column: &str) -> f64 {
     row[column].parse().unwrap_or_else(|_| panic!("{column} = {}", row[column]))
 }
 
+/// Runs `ferkit predict VIDEO --cascade CASCADE --out DIR EXTRA...`, which must succeed, and
+/// returns DIR's frames.csv rows and tracks.json.
+fn predict_video(
+    video: &Path,
+    cascade: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> (Vec<BTreeMap<String, String>>, serde_json::Value) {
+    let mut args = vec![
+        "predict",
+        video.to_str().unwrap(),
+        "--cascade",
+        cascade.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let o = ferkit(&args);
+    assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+    let report = serde_json::from_str(&std::fs::read_to_string(out.join("tracks.json")).unwrap()).unwrap();
+    (csv_rows(&out.join("frames.csv")), report)
+}
+
 const CLASSES: [&str; 7] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 
 /// Frames counted by decoding them all.
@@ -197,25 +220,7 @@ fn a_panned_zoomed_face_keeps_one_track_and_detection_every_k_frames_stays_close
         10,
         &dir.path().join("pan.mp4"),
     );
-    let run = |name: &str, extra: &[&str]| {
-        let out = dir.path().join(name);
-        let mut args = vec![
-            "predict",
-            video.to_str().unwrap(),
-            "--cascade",
-            cascade.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let o = ferkit(&args);
-        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
-        (
-            csv_rows(&out.join("frames.csv")),
-            serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(out.join("tracks.json")).unwrap())
-                .unwrap(),
-        )
-    };
+    let run = |name: &str, extra: &[&str]| predict_video(&video, &cascade, &dir.path().join(name), extra);
     let (every, report) = run("every", &[]);
     // The face: the track in the most frames; it is in (nearly) all of them.
     let longest = |rows: &[BTreeMap<String, String>]| {
@@ -260,20 +265,9 @@ fn sampling_and_the_time_range_pick_the_frames_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let video = make_video(&photo, "[0]scale=320:320", 3, 10, &dir.path().join("still.mp4"));
     let frames_of = |name: &str, extra: &[&str]| -> Vec<u64> {
-        let out = dir.path().join(name);
-        let mut args = vec![
-            "predict",
-            video.to_str().unwrap(),
-            "--cascade",
-            cascade.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ];
-        args.extend_from_slice(extra);
-        let o = ferkit(&args);
-        assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
+        let (rows, _) = predict_video(&video, &cascade, &dir.path().join(name), extra);
         // The frames with rows (a frame may hold a false detection beside the face).
-        let mut frames: Vec<u64> = csv_rows(&out.join("frames.csv")).iter().map(|r| num(r, "frame") as u64).collect();
+        let mut frames: Vec<u64> = rows.iter().map(|r| num(r, "frame") as u64).collect();
         frames.dedup();
         frames
     };

@@ -116,32 +116,6 @@ pub fn max_abs_difference<const D: usize>(ours: burn::prelude::Tensor<D>, refere
     ours.iter().zip(&expected).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max)
 }
 
-/// Where skipped tests are listed (one line each), for `.ci/run` to print after the tests:
-/// libtest shows nothing of a passing test's output.
-pub fn skip_log() -> PathBuf {
-    Path::new(env!("CARGO_TARGET_TMPDIR")).join("skipped-references.txt")
-}
-
-/// A test's reference input (../shared, opencv-data) is missing. Under
-/// `FERKIT_REQUIRE_REFERENCES=1`, which `.ci/run` sets after installing them, that fails the
-/// test, naming what is missing; otherwise the skip is printed and listed in [`skip_log`].
-pub fn skip(reason: &str) {
-    if std::env::var("FERKIT_REQUIRE_REFERENCES").is_ok_and(|v| v == "1") {
-        panic!("FERKIT_REQUIRE_REFERENCES is set, but {reason}");
-    }
-    log_skip(reason);
-}
-
-/// A skip that CI allows: a reference CI cannot install from the registries it reaches
-/// (PyTorch's CPU wheels live outside PyPI). Printed and listed like [`skip`].
-pub fn skip_optional(reason: &str) {
-    log_skip(reason);
-}
-
-fn log_skip(reason: &str) {
-    eprintln!("SKIPPED: {reason}");
-    let test = std::thread::current().name().unwrap_or("?").to_string();
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(skip_log()) {
-        let _ = writeln!(f, "{test}: {reason}");
-    }
-}
+mod skips;
+#[allow(unused_imports)]
+pub use skips::{figure, figure_log, skip, skip_log, skip_optional};
