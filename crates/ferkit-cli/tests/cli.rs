@@ -299,3 +299,50 @@ fn training_learns_keeps_the_best_epoch_and_init_from_continues() {
     let continued_first = state(&continued)["history"][0]["val_loss"].as_f64().unwrap();
     assert!(continued_first < fresh_first / 2.0, "continued {continued_first}, fresh {fresh_first}");
 }
+
+/// A seed fixes a run whatever the thread count (the kernels sum in a fixed order per channel
+/// and per sample): two epochs on one thread and on three give the same kept weights, bit for
+/// bit, and the same figures.
+#[test]
+fn a_seed_gives_the_same_run_on_one_thread_and_on_three() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(&dir.path().join("fer.csv"), synthetic_csv(30));
+    let run = |threads: &str| -> (Vec<f32>, serde_json::Value) {
+        let out = dir.path().join(format!("threads{threads}"));
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_ferkit"))
+            .current_dir(repo_root())
+            .env("RAYON_NUM_THREADS", threads)
+            .args(["train", "cnn3", "--data", data.to_str().unwrap(), "--epochs", "2", "--batch", "16", "--seed", "5"])
+            .arg("--out")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+        let mut metrics: serde_json::Value = serde_json::from_str(&read(&out.join("metrics.json"))).unwrap();
+        metrics["train_seconds"] = serde_json::Value::Null;
+        (kept_weights(&out), metrics)
+    };
+    let (one, three) = (run("1"), run("3"));
+    assert!(one.0.len() > 100_000, "{} weights read", one.0.len());
+    assert!(one.0 == three.0, "the kept weights differ between 1 and 3 threads");
+    assert_eq!(one.1, three.1);
+}
+
+/// Every float of a run's kept net, in the module tree's order (model.bpk's bytes also hold
+/// parameter ids, which are drawn anew in each process).
+fn kept_weights(run: &std::path::Path) -> Vec<f32> {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::prelude::*;
+    struct Values(Vec<f32>);
+    impl ModuleVisitor for Values {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.0.extend(param.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+        }
+    }
+    let run = ferkit::run::RunDir::open(run).unwrap();
+    let config = run.load_config().unwrap();
+    let model = run.load_model(&config, &Device::flex()).unwrap();
+    let mut values = Values(Vec::new());
+    model.visit(&mut values);
+    values.0
+}

@@ -36,8 +36,44 @@ fn quick_reproduction_writes_a_report_and_resumes() {
     } else {
         common::skip("the photos step (../shared/data/photos or the Haar cascade is absent)");
     }
+    // Each step's row holds its run's own figures from metrics.json.
+    let runs: Vec<(String, std::path::PathBuf)> = ["fnn1", "fnn2", "fnn3", "cnn1", "cnn2", "cnn3"]
+        .iter()
+        .map(|n| (n.to_string(), out.join("nets").join(n)))
+        .chain([("tuned + augmentation".to_string(), out.join("augmented"))])
+        .collect();
+    let pct = |m: &serde_json::Value, split: &str| format!("{:.2}%", 100.0 * m[split]["accuracy"].as_f64().unwrap());
+    for (step, run) in &runs {
+        let m: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+        let row: Vec<&str> = md
+            .lines()
+            .find(|l| l.starts_with(&format!("| {step} |")))
+            .unwrap_or_else(|| panic!("no row for {step}:\n{md}"))
+            .split('|')
+            .map(str::trim)
+            .collect();
+        // | step | model | params | kept epoch | train acc | val acc | test acc | seconds | notebook |
+        assert_eq!(row[4], format!("{}/{}", m["best_epoch"], m["epochs"]), "{step}: kept epoch");
+        assert_eq!(&row[5..8], &[pct(&m, "train"), pct(&m, "val"), pct(&m, "test")], "{step}: {row:?}");
+    }
+    // Every picture the Markdown report names exists and decodes; the HTML embeds as many, each decoding.
+    let linked: Vec<&str> =
+        md.lines().filter_map(|l| l.strip_prefix("![")).map(|l| &l[l.find("](").unwrap() + 2..l.len() - 1]).collect();
+    assert!(linked.len() >= 15, "{} pictures", linked.len());
+    for path in &linked {
+        let picture = image::open(out.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(picture.width() > 50 && picture.height() > 50, "{path}");
+    }
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
-    assert!(html.matches("<img ").count() >= 15, "the HTML report embeds every picture");
+    let embedded: Vec<&str> =
+        html.split("src=\"data:image/png;base64,").skip(1).map(|rest| &rest[..rest.find('"').unwrap()]).collect();
+    assert_eq!(embedded.len(), linked.len(), "the HTML report embeds every picture the Markdown one links");
+    for data in embedded {
+        use base64::Engine;
+        let bytes = base64::engine::general_purpose::STANDARD.decode(data).unwrap();
+        image::load_from_memory(&bytes).unwrap();
+    }
     assert!(!html.contains("src=\"nets/"), "images are embedded, not linked");
 
     let second = ferkit(&args);
