@@ -380,6 +380,26 @@ mod tests {
         assert!(far > 0.5 && far > 10.0 * near, "pending: {far}, failed: {near}");
     }
 
+    /// The Bayesian strategy maximising -f asks the very points it asks minimising f (the
+    /// direction is a sign, not another search), and climbs to the peak at (0.3, 0.7).
+    #[test]
+    fn bayesian_maximize_mirrors_minimize_and_finds_the_peak() {
+        let run = |direction: Direction, sign: f64| {
+            let mut o = Oracle::new(space(TWO_FLOATS), Strategy::bayesian(2), direction, 20, 3);
+            while let Some(t) = o.ask() {
+                o.tell(t.id, Some(sign * objective(&t.values)), Some(1), None);
+            }
+            o
+        };
+        let (max, min) = (run(Direction::Maximize, -1.0), run(Direction::Minimize, 1.0));
+        let values = |o: &Oracle| o.trials.iter().map(|t| t.values.clone()).collect::<Vec<_>>();
+        assert_eq!(values(&max), values(&min));
+        let best = max.best().unwrap();
+        assert!(max.trials.iter().all(|t| t.objective.unwrap() <= best.objective.unwrap()));
+        let (a, b) = (best.values["a"].as_f64().unwrap(), best.values["b"].as_f64().unwrap());
+        assert!((a - 0.3).abs() < 0.1 && (b - 0.7).abs() < 0.1, "best at ({a}, {b})");
+    }
+
     #[test]
     fn maximize_prefers_the_largest() {
         let mut o = Oracle::new(space(TWO_FLOATS), Strategy::Random, Direction::Maximize, 5, 2);

@@ -53,6 +53,12 @@ fn cnn3_learns_in_two_epochs_on_a_few_thousand_real_rows() {
     assert_eq!(metrics["val"]["rows"], 3589);
     let val_accuracy = metrics["val"]["accuracy"].as_f64().unwrap();
     // The majority class (happy) is 895 / 3589 = 24.9% of the validation split.
-    common::figure(&format!("cnn3, 2 epochs on 6000 rows: validation accuracy {val_accuracy:.4}"));
-    assert!(val_accuracy > 0.30, "validation accuracy {val_accuracy} is not clearly above the majority rate 0.249");
+    let macro_f1 = metrics["val"]["macro_f1"].as_f64().unwrap();
+    common::figure(&format!(
+        "cnn3, 2 epochs on 6000 rows: validation accuracy {val_accuracy:.4}, macro F1 {macro_f1:.4}"
+    ));
+    // Measured (seed 1, the same on 1 and 3 threads): accuracy 0.3522; two points below it, well
+    // above the majority rate; macro F1 0.2478 (a net that answers one class has about 0.06).
+    assert!(val_accuracy > 0.33, "validation accuracy {val_accuracy} (measured 0.3522)");
+    assert!(macro_f1 > 0.22, "macro F1 {macro_f1} (measured 0.2478): the net answers too few classes");
 }
