@@ -335,3 +335,45 @@ fn a_photo_folder_is_walked_and_what_is_not_a_photo_is_counted() {
     assert_eq!(lines.len(), 2, "{lines:?}");
     assert!(lines[0].contains("2024/summer/a.bmp") && lines[1].contains("album/b.png"), "sorted by path: {lines:?}");
 }
+
+/// `--tta hflip` reads each face and its mirror image and averages the two: its probabilities
+/// equal the mean of those of the face and of the mirrored face read plainly (the shipped model,
+/// `--whole-image`, so no detector is involved).
+#[test]
+fn mirror_tta_is_the_mean_of_the_face_and_its_mirror() {
+    let dir = tempfile::tempdir().unwrap();
+    let face = synthetic_face(4, 11);
+    let mirrored: Vec<u8> = face.chunks(48).flat_map(|row| row.iter().rev().copied()).collect();
+    assert_ne!(face, mirrored);
+    let save = |name: &str, pixels: &[u8]| {
+        let path = dir.path().join(name);
+        image::GrayImage::from_raw(48, 48, pixels.to_vec()).unwrap().save(&path).unwrap();
+        path
+    };
+    let (plain, mirror) = (save("face.png", &face), save("mirror.png", &mirrored));
+    let probabilities = |photo: &std::path::Path, tta: &str| -> Vec<f64> {
+        let out = dir.path().join(format!("{}-{tta}", photo.file_stem().unwrap().to_string_lossy()));
+        let o = ferkit(&[
+            "predict",
+            photo.to_str().unwrap(),
+            "--whole-image",
+            "--tta",
+            tta,
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("predictions.json")).unwrap()).unwrap();
+        let p = &doc["photos"][0]["faces"][0]["probabilities"];
+        ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]
+            .iter()
+            .map(|c| p[c].as_f64().unwrap())
+            .collect()
+    };
+    let (a, b, tta) = (probabilities(&plain, "none"), probabilities(&mirror, "none"), probabilities(&plain, "hflip"));
+    let worst = a.iter().zip(&b).zip(&tta).map(|((a, b), t)| ((a + b) / 2.0 - t).abs()).fold(0.0, f64::max);
+    assert!(worst < 1e-6, "TTA {tta:?} vs the mean of {a:?} and {b:?}");
+    // The mirror reads differently, so the check above can fail.
+    assert!(a.iter().zip(&b).any(|(a, b)| (a - b).abs() > 1e-3), "{a:?} {b:?}");
+}

@@ -84,11 +84,16 @@ fn search_writes_trials_and_the_best_run() {
     let csv = std::fs::read_to_string(out.join("trials.csv")).unwrap();
     assert!(csv.starts_with("trial,units,activation,learning_rate,objective,best_epoch,seconds,status"), "{csv}");
     assert_eq!(csv.lines().filter(|l| l.ends_with("Completed")).count(), 4, "{csv}");
+    // Each trial's run is whole: its net spec parses and its kept weights load into it.
     for i in 0..4 {
-        assert!(out.join(format!("trial_{i:03}/model.bpk")).exists());
-        assert!(out.join(format!("trial_{i:03}/net.toml")).exists());
+        let trial = out.join(format!("trial_{i:03}"));
+        let text = std::fs::read_to_string(trial.join("net.toml")).unwrap();
+        ferkit::models::NetSpec::from_toml(&text, "net.toml").unwrap();
+        let run = ferkit::run::RunDir::open(&trial).unwrap();
+        run.load_model(&run.load_config().unwrap(), &burn::prelude::Device::flex()).unwrap();
     }
-    assert!(out.join("trials.png").exists() && out.join("best_model.bpk").exists());
+    assert!(image::open(out.join("trials.png")).unwrap().width() >= 400);
+    assert!(out.join("best_model.bpk").exists());
     let best: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("best.json")).unwrap()).unwrap();
     assert!(best["test_accuracy"].is_number(), "{best}");
