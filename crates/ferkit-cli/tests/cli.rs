@@ -78,6 +78,17 @@ fn stats_and_grid_on_all_three_source_kinds() {
     assert!(out.status.success(), "{}", stderr(&out));
     let img = image::open(&grid).unwrap();
     assert_eq!((img.width(), img.height()), (7 * (144 + 10) + 10, 2 * (144 + 10 + 26) + 10));
+    // Row 0, column c: the first training face of class c (row c of the file), each pixel drawn
+    // 3x3 below a 26-pixel label; the centre of each drawn pixel holds the face's grey level.
+    let rgb = img.to_rgb8();
+    for class in [0usize, 3, 6] {
+        let face = synthetic_face(class, class);
+        let (x0, y0) = (10 + class * (144 + 10), 5 + 26);
+        for (p, &grey) in face.iter().enumerate() {
+            let (x, y) = (x0 + (p % 48) * 3 + 1, y0 + (p / 48) * 3 + 1);
+            assert_eq!(rgb.get_pixel(x as u32, y as u32).0, [grey; 3], "class {class}, pixel {p}");
+        }
+    }
 }
 
 #[test]

@@ -114,6 +114,8 @@ fn frozen_blocks_do_not_change_in_training() {
             values(b.blocks[1].bn1.running_mean.value_sync()),
             values(b.blocks[2].depthwise_conv.weight.val().flatten(0, 3)),
             values(b.blocks[2].bn1.running_mean.value_sync()),
+            values(b.blocks[1].bn1.running_var.value_sync()),
+            values(b.blocks[2].bn1.running_var.value_sync()),
         )
     };
     let before = snapshot(&net);
@@ -137,9 +139,11 @@ fn frozen_blocks_do_not_change_in_training() {
     let after = snapshot(&stepped);
     assert_eq!(before.0, after.0, "the frozen stem moved");
     assert_eq!(before.1, after.1, "frozen block 1's weights moved");
-    assert_eq!(before.2, after.2, "frozen block 1's batch-norm statistics moved");
+    assert_eq!(before.2, after.2, "frozen block 1's batch-norm means moved");
+    assert_eq!(before.5, after.5, "frozen block 1's batch-norm variances moved");
     assert_ne!(before.3, after.3, "unfrozen block 2's weights did not move");
-    assert_ne!(before.4, after.4, "unfrozen block 2's batch-norm statistics did not move");
+    assert_ne!(before.4, after.4, "unfrozen block 2's batch-norm means did not move");
+    assert_ne!(before.6, after.6, "unfrozen block 2's batch-norm variances did not move");
 }
 
 /// The depthwise-convolution weights of MBConv block 0 of a finished transfer run.
