@@ -23,16 +23,28 @@ pub fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
 /// temporary file is removed and `path` is left as it was.
 pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
     let tmp = temp_path(path);
-    let written = write(&tmp).and_then(|()| {
-        std::fs::File::open(&tmp)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("{}: cannot flush to disk", tmp.display()))
-    });
-    if let Err(e) = written {
+    if let Err(e) = write(&tmp) {
         let _ = std::fs::remove_file(&tmp);
         return Err(e);
     }
-    std::fs::rename(&tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))?;
+    move_into_place(&tmp, path)
+}
+
+/// The end of every atomic write: flushes the finished temporary file `tmp` to disk, renames it
+/// to `path` and flushes the folder, so the rename survives a power loss too. On failure `tmp`
+/// is removed and `path` is left as it was. Writers that stream (a video's rows, an encoder's
+/// output) write `temp_path(path)` themselves and end here.
+pub fn move_into_place(tmp: &Path, path: &Path) -> Result<()> {
+    let moved = std::fs::File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("{}: cannot flush to disk", tmp.display()))
+        .and_then(|()| {
+            std::fs::rename(tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))
+        });
+    if let Err(e) = moved {
+        let _ = std::fs::remove_file(tmp);
+        return Err(e);
+    }
     // A folder's entries reach the disk when the folder is flushed; not every file system allows
     // opening a folder for that, so a failure here is not an error.
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -65,16 +77,14 @@ impl AtomicFile {
         writer.write_all(bytes).with_context(|| format!("{}: cannot write", self.tmp.display()))
     }
 
-    /// Flushes the file to disk and renames it into place.
+    /// Writes out what is buffered and moves the file into place ([`move_into_place`]).
     pub fn commit(mut self) -> Result<()> {
         let writer = self.writer.take().expect("open until commit");
-        let file = writer
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .with_context(|| format!("{}: cannot write", self.tmp.display()))?;
-        file.sync_all().with_context(|| format!("{}: cannot flush to disk", self.tmp.display()))?;
-        std::fs::rename(&self.tmp, &self.path)
-            .with_context(|| format!("{}: cannot move into place", self.path.display()))
+        if let Err(e) = writer.into_inner() {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(e.into_error()).with_context(|| format!("{}: cannot write", self.tmp.display()));
+        }
+        move_into_place(&self.tmp, &self.path)
     }
 }
 

@@ -11,6 +11,7 @@ use std::thread::JoinHandle;
 use serde::Deserialize;
 
 use crate::error::{Context, Result, bail};
+use crate::util::atomic::{move_into_place, temp_path};
 
 /// What [`probe`] tells of a file's first video stream.
 #[derive(Clone, Debug, PartialEq)]
@@ -279,13 +280,15 @@ pub struct FrameWriter {
     frame_bytes: usize,
     /// Frames written so far.
     pub frames_written: u64,
+    /// Set once the file is in place; until then dropping the writer removes the temporary file.
+    finished: bool,
 }
 
 impl FrameWriter {
     /// Starts an encoder writing `width` x `height` frames at `fps` to `path`.
     pub fn create(path: &Path, width: u32, height: u32, fps: f64) -> Result<Self> {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "video".into());
-        let temporary = path.with_file_name(format!(".{name}.part"));
+        // The container is named with -f, so the temporary name needs no extension.
+        let temporary = temp_path(path);
         // yuv420p needs even sides: an odd last row or column is cropped.
         let even = "crop=trunc(iw/2)*2:trunc(ih/2)*2";
         let mut child = Command::new(tool("ffmpeg")?)
@@ -308,6 +311,7 @@ impl FrameWriter {
             stderr,
             frame_bytes: width as usize * height as usize * 3,
             frames_written: 0,
+            finished: false,
         })
     }
 
@@ -340,14 +344,17 @@ impl FrameWriter {
         if !status.success() {
             bail!(Io, "{}: the encoder failed ({status}): {}", self.path.display(), first_line(&said));
         }
-        std::fs::rename(&self.temporary, &self.path)
-            .with_context(|| format!("{}: cannot rename the encoded video into place", self.path.display()))
+        move_into_place(&self.temporary, &self.path)?;
+        self.finished = true;
+        Ok(())
     }
 }
 
 impl Drop for FrameWriter {
+    /// Unfinished (dropped early, or the encoder failed): the encoder is stopped and its partial
+    /// file removed, whichever step failed.
     fn drop(&mut self) {
-        if self.stderr.is_some() {
+        if !self.finished {
             drop(self.stdin.take());
             let _ = self.child.kill();
             let _ = self.child.wait();
