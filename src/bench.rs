@@ -69,8 +69,7 @@ pub fn bench_model(
     // own preprocessing, forward, log-softmax), read back to the host.
     let inference = model.valid();
     let preprocess = spec.preprocess();
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let pixels: Vec<u8> = (0..batch * IMAGE_PIXELS).map(|_| rng.random()).collect();
+    let pixels = random_faces(batch);
     let faces: Vec<&[u8]> = pixels.chunks(IMAGE_PIXELS).collect();
     let infer = || {
         log_probabilities_in_batches(&[(&inference, preprocess)], &faces, batch, device, Tta::None, |_, log_p| {
@@ -102,8 +101,7 @@ pub fn bench_model(
 pub fn bench_preparation(augment: &crate::data::augment::AugmentConfig, images: usize) -> (f64, f64) {
     use crate::data::Split;
     use crate::data::batch::{EpochAugment, Preprocess, prepare_batch};
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let pixels: Vec<u8> = (0..images * IMAGE_PIXELS).map(|_| rng.random()).collect();
+    let pixels = random_faces(images);
     let split = Split::from_parts(pixels, (0..images).map(|i| (i % NUM_CLASSES) as u8).collect());
     let rows: Vec<usize> = (0..images).collect();
     let time = |augment: Option<EpochAugment>| {
@@ -114,6 +112,12 @@ pub fn bench_preparation(augment: &crate::data::augment::AugmentConfig, images: 
         images as f64 / start.elapsed().as_secs_f64()
     };
     (time(None), time(Some(EpochAugment { config: augment, seed: 0, epoch: 0 })))
+}
+
+/// `n` 48x48 grey faces of seeded random pixels, back to back (speed does not depend on content).
+fn random_faces(n: usize) -> Vec<u8> {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    (0..n * IMAGE_PIXELS).map(|_| rng.random()).collect()
 }
 
 fn median(values: &mut [f64]) -> f64 {

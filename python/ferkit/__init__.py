@@ -146,7 +146,15 @@ class FER:
             ValueError: not a video, no video stream, an option out of range.
             VideoDamagedError: a truncated or corrupt file (the frames before were written).
         """
-        return _analyze_video(self._pipeline, path, out, every, fps, start, end, detect_every, smooth, annotate)
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path}: no such video file")
+        report = json.loads(
+            self._pipeline.analyze_video(path, os.fspath(out), every, fps, start, end, detect_every, smooth, annotate)
+        )
+        if report.get("damaged"):
+            raise VideoDamagedError(f"{path}: {report['damaged']}", report)
+        return report
 
     def top_emotion(self, img: ImageLike, rgb: bool = False) -> Tuple[Optional[str], Optional[float]]:
         """The first face's most probable emotion and its probability; (None, None) without a
@@ -167,29 +175,6 @@ class VideoDamagedError(ValueError):
     def __init__(self, message: str, report: Dict[str, Any]) -> None:
         super().__init__(message)
         self.report = report
-
-
-def _analyze_video(
-    pipeline: Any,
-    path: Union[str, "os.PathLike[str]"],
-    out: Union[str, "os.PathLike[str]"],
-    every: Optional[int],
-    fps: Optional[float],
-    start: float,
-    end: Optional[float],
-    detect_every: int,
-    smooth: int,
-    annotate: bool,
-) -> Dict[str, Any]:
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: no such video file")
-    report = json.loads(
-        pipeline.analyze_video(path, os.fspath(out), every, fps, start, end, detect_every, smooth, annotate)
-    )
-    if report.get("damaged"):
-        raise VideoDamagedError(f"{path}: {report['damaged']}", report)
-    return report
 
 
 class Model:

@@ -11,6 +11,21 @@ pub const NUM_CLASSES: usize = 7;
 /// FER2013's class names, indexed by label.
 pub const CLASS_NAMES: [&str; NUM_CLASSES] = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"];
 
+/// Seven per-class values serialised as one map, `{"angry": v, ..., "neutral": v}` in
+/// [`CLASS_NAMES`] order: the schema of a face's probabilities and of a video track's shares.
+pub struct ByClass<'a, T>(pub &'a [T; NUM_CLASSES]);
+
+impl<T: Serialize> Serialize for ByClass<'_, T> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(Some(NUM_CLASSES))?;
+        for (class, value) in CLASS_NAMES.iter().zip(self.0) {
+            map.serialize_entry(class, value)?;
+        }
+        map.end()
+    }
+}
+
 /// Which part of the data a row belongs to. FER2013's `Usage` column maps
 /// Training -> train, PublicTest -> validation, PrivateTest -> test.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]

@@ -22,6 +22,6 @@ pub mod load_report;
 pub mod source;
 pub mod standardize;
 
-pub use dataset::{CLASS_NAMES, Dataset, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Split, SplitName};
+pub use dataset::{ByClass, CLASS_NAMES, Dataset, IMAGE_PIXELS, IMAGE_SIDE, NUM_CLASSES, Split, SplitName};
 pub use load_report::LoadReport;
 pub use source::{DataSource, LoadOptions};

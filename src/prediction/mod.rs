@@ -16,7 +16,7 @@ use serde::ser::SerializeMap;
 
 use crate::data::batch::Preprocess;
 use crate::data::image_folder::to_face;
-use crate::data::{CLASS_NAMES, NUM_CLASSES};
+use crate::data::{ByClass, CLASS_NAMES, NUM_CLASSES};
 use crate::detection::{BoundingBox, GreyImage};
 use crate::error::Result;
 use crate::evaluation::inference::log_probabilities_in_batches;
@@ -68,16 +68,6 @@ impl FacePrediction {
 
 impl Serialize for FacePrediction {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        struct ByClass<'a>(&'a [f32; NUM_CLASSES]);
-        impl Serialize for ByClass<'_> {
-            fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-                let mut map = serializer.serialize_map(Some(NUM_CLASSES))?;
-                for (class, p) in CLASS_NAMES.iter().zip(self.0) {
-                    map.serialize_entry(class, p)?;
-                }
-                map.end()
-            }
-        }
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("box", &self.bbox)?;
         map.serialize_entry("emotion", self.emotion)?;

@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use rayon::prelude::*;
 
-use super::ffmpeg::{DecodeEnd, FrameReader, VideoInfo, probe};
+use super::ffmpeg::{DecodeEnd, FrameReader, probe};
 use super::options::{Sampling, VideoOptions};
 use super::output::Outputs;
 use super::rows::{FaceRow, TrackSummary, VideoReport};
@@ -72,7 +72,7 @@ pub fn analyze_video(
         crate::ensure!(Config @ "start", options.start < duration, "{}: the start ({} s) is past the video's end ({duration:.2} s)", path.display(), options.start);
     }
     let expected = info.expected_frames(options.start, options.end);
-    let mut outputs = Outputs::create(out, &info, options, expected)?;
+    let mut outputs = Outputs::create(out, &info, options)?;
     let mut reader = FrameReader::open(path, &info, options.start, options.end)?;
     // Each track's timeline covers the analysed span, in a fixed number of bins.
     let span_end = options.end.or(info.duration).unwrap_or(options.start + 3600.0);
@@ -280,9 +280,4 @@ impl<'a> LoopState<'a> {
         }
         FacePrediction::with_probabilities(face, mean)
     }
-}
-
-/// Reads `path`'s header: the video's size, rate and length (see [`probe`]).
-pub fn video_info(path: &Path) -> Result<VideoInfo> {
-    probe(path)
 }

@@ -17,7 +17,7 @@ pub mod output;
 pub mod rows;
 pub mod tracking;
 
-pub use analyze::{VideoProgress, analyze_video, video_info};
+pub use analyze::{VideoProgress, analyze_video};
 pub use ffmpeg::VideoInfo;
 pub use options::{Sampling, VideoOptions};
 pub use rows::{FaceRow, TrackSummary, VideoReport};

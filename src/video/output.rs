@@ -28,7 +28,7 @@ pub struct Outputs {
 
 impl Outputs {
     /// Creates `dir` and starts the row files (and the encoder, with `options.annotate`).
-    pub fn create(dir: &Path, info: &VideoInfo, options: &VideoOptions, _expected: Option<u64>) -> Result<Self> {
+    pub fn create(dir: &Path, info: &VideoInfo, options: &VideoOptions) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
         let mut frames_csv = AtomicFile::create(&dir.join("frames.csv"))?;
         let header = format!("frame,time_s,track,detected,x,y,width,height,emotion,{}\n", CLASS_NAMES.join(","));

@@ -4,7 +4,7 @@
 use serde::Serialize;
 use serde::ser::SerializeMap;
 
-use crate::data::{CLASS_NAMES, NUM_CLASSES};
+use crate::data::{ByClass, CLASS_NAMES, NUM_CLASSES};
 use crate::error::{Result, bail};
 use crate::prediction::FacePrediction;
 
@@ -144,19 +144,6 @@ impl TrackSummary {
     }
 }
 
-/// `{class: value, ...}` in class order.
-struct ByClass([f64; NUM_CLASSES]);
-
-impl Serialize for ByClass {
-    fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
-        let mut map = serializer.serialize_map(Some(NUM_CLASSES))?;
-        for (class, v) in CLASS_NAMES.iter().zip(self.0) {
-            map.serialize_entry(class, &v)?;
-        }
-        map.end()
-    }
-}
-
 impl Serialize for TrackSummary {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> std::result::Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
@@ -164,8 +151,8 @@ impl Serialize for TrackSummary {
         map.serialize_entry("first_s", &self.first)?;
         map.serialize_entry("last_s", &self.last)?;
         map.serialize_entry("frames", &self.frames)?;
-        map.serialize_entry("share", &ByClass(self.shares()))?;
-        map.serialize_entry("mean_probabilities", &ByClass(self.mean_probabilities()))?;
+        map.serialize_entry("share", &ByClass(&self.shares()))?;
+        map.serialize_entry("mean_probabilities", &ByClass(&self.mean_probabilities()))?;
         map.end()
     }
 }

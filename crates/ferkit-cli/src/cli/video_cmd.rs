@@ -102,17 +102,16 @@ pub fn run(
 ) -> Result<()> {
     let options = args.options();
     options.check()?;
-    let scratch = match out {
-        Some(_) => None,
-        None => Some(tempfile::tempdir()?),
-    };
+    // Without --out the files go to a scratch folder, removed at the end.
+    let scratch = if out.is_none() { Some(tempfile::tempdir()?) } else { None };
+    let root = out.map_or_else(|| scratch.as_ref().expect("made above").path().to_path_buf(), Path::to_path_buf);
     let mut failed = 0;
     for video in videos {
-        let dir = match (out, &scratch) {
-            (Some(out), _) if videos.len() == 1 => out.to_path_buf(),
-            (Some(out), _) => out.join(video.file_stem().unwrap_or_default()),
-            (None, Some(scratch)) => scratch.path().join(video.file_stem().unwrap_or_default()),
-            (None, None) => unreachable!("a scratch folder without --out"),
+        // One video's files go straight into --out; several get a subfolder each.
+        let dir = if out.is_some() && videos.len() == 1 {
+            root.clone()
+        } else {
+            root.join(video.file_stem().unwrap_or_default())
         };
         let bar = progress_bar(video);
         let mut progress = |done: u64, expected: Option<u64>| {
