@@ -32,6 +32,11 @@ struct Columns {
     count: usize,
 }
 
+/// The longest data row read: 1 MiB. A FER2013 row is about 9 KB (2304 numbers of up to three
+/// digits); a longer line is a bad row (an error, or skipped and counted with --skip-bad-rows)
+/// before any of it is parsed.
+pub const MAX_ROW_BYTES: usize = 1 << 20;
+
 /// Reads `path` and appends its rows to `dataset`.
 pub fn read_csv(
     path: &Path,
@@ -72,7 +77,15 @@ pub fn read_csv(
                  of the data)"
             );
         }
-        match parse_row(line, &columns, assignment, &mut image) {
+        let parsed = if line.len() > MAX_ROW_BYTES {
+            Err(format!(
+                "expected a row of at most {MAX_ROW_BYTES} bytes (a FER2013 row is about 9 KB); this line has {} bytes",
+                line.len()
+            ))
+        } else {
+            parse_row(line, &columns, assignment, &mut image)
+        };
+        match parsed {
             Ok((split, label)) => {
                 dataset.split_mut(split).push(&image, label);
                 rows_here += 1;
@@ -398,5 +411,23 @@ mod tests {
         let err = format!("{:#}", read_text_limited(&path, 1_000_000, &mut LoadReport::default()).unwrap_err());
         assert!(err.contains("bomb.csv.gz") && err.contains("more than 1000000 bytes"), "{err}");
         assert_eq!(read_text_limited(&path, 10_000_000, &mut LoadReport::default()).unwrap().0.len(), 5_000_021);
+    }
+
+    /// Issue 20: a line longer than MAX_ROW_BYTES is a bad row named by its line, before it is
+    /// parsed; with skipping on it is counted and the good rows are kept.
+    #[test]
+    fn a_row_past_the_size_limit_is_a_bad_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.csv");
+        let good = format!("3,{},Training\n", vec!["7"; IMAGE_PIXELS].join(" "));
+        let long = format!("3,{},Training\n", "1 ".repeat(MAX_ROW_BYTES));
+        std::fs::write(&path, format!("emotion,pixels,Usage\n{good}{long}{good}")).unwrap();
+        let (mut dataset, mut report) = (Dataset::default(), LoadReport::default());
+        let err = read_csv(&path, SplitAssignment::ByUsage, false, &mut dataset, &mut report).unwrap_err();
+        let text = format!("{err:#}");
+        assert!(text.contains("long.csv line 3") && text.contains(&format!("{} bytes", long.len() - 1)), "{text}");
+        let (mut dataset, mut report) = (Dataset::default(), LoadReport::default());
+        read_csv(&path, SplitAssignment::ByUsage, true, &mut dataset, &mut report).unwrap();
+        assert_eq!((dataset.train.len(), report.rows_read, report.skipped.len()), (2, 2, 1));
     }
 }

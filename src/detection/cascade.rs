@@ -107,11 +107,31 @@ pub struct Cascade {
     pub features: Features,
 }
 
+/// The largest cascade file read: 64 MB, or `$FERKIT_MAX_XML_BYTES`. OpenCV's own cascades are
+/// 0.05-2.7 MB; the XML tree roxmltree builds takes several times the text's size.
+pub fn max_xml_bytes() -> u64 {
+    std::env::var("FERKIT_MAX_XML_BYTES").ok().and_then(|v| v.parse().ok()).unwrap_or(64_000_000)
+}
+
 impl Cascade {
     /// Reads a cascade XML file; errors name the file and, where there is one, the line.
+    /// Errors: a file larger than [`max_xml_bytes`] (refused before it is read), unreadable,
+    /// not UTF-8, not XML, or not a cascade OpenCV could use.
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read the cascade file", path.display()))?;
+        Self::load_limited(path, max_xml_bytes())
+    }
+
+    fn load_limited(path: &Path, limit: u64) -> Result<Self> {
+        let cannot = || format!("{}: cannot read the cascade file", path.display());
+        let size = std::fs::metadata(path).with_context(cannot)?.len();
+        if size > limit {
+            crate::bail!(
+                BadInput @ "max_xml_bytes",
+                "{}: {size} bytes, more than the limit of {limit} for a cascade file (OpenCV's largest is about 2.7 MB; set FERKIT_MAX_XML_BYTES to allow more)",
+                path.display()
+            );
+        }
+        let text = std::fs::read_to_string(path).with_context(cannot)?;
         Self::parse(&text).with_context(|| format!("{}: not a usable OpenCV cascade", path.display()))
     }
 
@@ -443,6 +463,17 @@ mod tests {
     <_><rects><_>0 0 6 2 1.</_><_>0 2 6 2 -1.</_></rects><tilted>0</tilted></_>
   </features></cascade>
 </opencv_storage>"#;
+
+    /// Issue 20: a cascade file past the size limit is refused by name before it is read.
+    #[test]
+    fn a_cascade_file_past_the_size_limit_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.xml");
+        std::fs::write(&path, CURRENT).unwrap();
+        let err = format!("{:#}", Cascade::load_limited(&path, 100).unwrap_err());
+        assert!(err.contains("big.xml") && err.contains("more than the limit of 100"), "{err}");
+        assert!(Cascade::load_limited(&path, CURRENT.len() as u64).is_ok());
+    }
 
     #[test]
     fn reads_the_current_layout() {

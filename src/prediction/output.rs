@@ -57,6 +57,7 @@ pub fn predict_photos(
     }
     if let Some(out) = out {
         std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the folder", out.display()))?;
+        crate::util::atomic::remove_stale_temporaries(out); // a killed run's half-written files
     }
     let mut used_names = HashSet::new();
     let mut results = Vec::with_capacity(photos.len());

@@ -94,6 +94,7 @@ impl Recipe {
 pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
     let recipe = Recipe::new(options.quick);
     std::fs::create_dir_all(&options.out).with_context(|| format!("{}: cannot create", options.out.display()))?;
+    crate::util::atomic::remove_stale_temporaries(&options.out); // a killed reproduction's half-written files
     let start = Instant::now();
     let (dataset, report) = options.data.load(LoadOptions::default())?;
     let events = &*options.events;

@@ -21,6 +21,7 @@ impl RunDir {
     /// can be taken for the new run's (by `--resume`, say).
     pub fn create(path: &Path, overwrite: bool) -> Result<Self> {
         let run = Self { path: path.to_path_buf() };
+        run.remove_stale_temporaries();
         if path.exists() {
             let non_empty =
                 std::fs::read_dir(path).with_context(|| format!("{}: cannot list", path.display()))?.next().is_some();
@@ -61,6 +62,13 @@ impl RunDir {
         }
         std::fs::create_dir_all(path).with_context(|| format!("{}: cannot create", path.display()))?;
         Ok(run)
+    }
+
+    /// Removes what a killed ferkit process left half-written in the run folder and its
+    /// checkpoint folder (see [`crate::util::atomic::remove_stale_temporaries`]); the trainer
+    /// calls it before it writes into a folder again.
+    pub fn remove_stale_temporaries(&self) {
+        crate::util::atomic::remove_stale_temporaries(&self.path);
     }
 
     /// Opens a finished (or interrupted) run: it must have its `config.toml`.

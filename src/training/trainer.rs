@@ -183,6 +183,7 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir, events: &dyn
 /// with the run's own `config.toml`. The result equals that of a run that never stopped. A run
 /// that finished no epoch starts again from its beginning.
 pub fn resume(run: &RunDir, dataset: &Dataset, events: &dyn Events) -> Result<RunMetrics> {
+    run.remove_stale_temporaries();
     let config = run.load_config()?;
     check_inputs(&config, dataset)?;
     let state = checkpoint::load_state(run)?;

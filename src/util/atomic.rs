@@ -11,6 +11,50 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
 }
 
+/// The process id in a temporary name [`temp_path`] made, or `None` for any other name. Also
+/// names with a suffix after the id: Burn's burnpack writer saves to our temporary name through
+/// a temporary file of its own (`.model.bpk.tmp-PID.PID-N.tmp`).
+fn temp_owner(name: &str) -> Option<i32> {
+    let (stem, rest) = name.strip_prefix('.')?.split_once(".tmp-")?;
+    let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+    if stem.is_empty() || digits == 0 || !(digits == rest.len() || rest[digits..].starts_with('.')) {
+        return None;
+    }
+    rest[..digits].parse().ok()
+}
+
+/// Removes the temporary files that a killed ferkit process left in `dir` and its subfolders
+/// (up to four levels down): names [`temp_path`] makes whose process no longer runs. A command
+/// calls this on the folder it writes into before writing, so that a SIGKILL's leftovers do not
+/// outlive the next run. Returns how many it removed; a folder that cannot be listed counts as
+/// empty.
+pub fn remove_stale_temporaries(dir: &Path) -> usize {
+    remove_stale_below(dir, 4)
+}
+
+fn remove_stale_below(dir: &Path, depth: usize) -> usize {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let Ok(kind) = entry.file_type() else { continue };
+        if kind.is_dir() && depth > 0 {
+            removed += remove_stale_below(&entry.path(), depth - 1);
+            continue;
+        }
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = temp_owner(&name) else { continue };
+        // kill(pid, 0) fails with ESRCH exactly when no such process exists.
+        // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+        let alive = pid > 0
+            && (unsafe { libc::kill(pid, 0) } == 0
+                || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH));
+        if !alive && kind.is_file() && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
 /// Writes `bytes` to `path` through a temporary file.
 pub fn write_atomic(path: &Path, bytes: impl AsRef<[u8]>) -> Result<()> {
     write_atomic_with(path, |tmp| {
@@ -25,7 +69,8 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     let tmp = temp_path(path);
     if let Err(e) = write(&tmp) {
         let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        // The file the user knows by name first (the temporary one's error follows it).
+        return Err(e).with_context(|| format!("{}: not written", path.display()));
     }
     move_into_place(&tmp, path)
 }
@@ -66,7 +111,7 @@ impl AtomicFile {
     /// Starts writing `path`. Errors: the temporary file cannot be created (naming it).
     pub fn create(path: &Path) -> Result<Self> {
         let tmp = temp_path(path);
-        let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", path.display()))?;
         Ok(Self { path: path.to_path_buf(), tmp, writer: Some(std::io::BufWriter::new(file)) })
     }
 
@@ -74,7 +119,7 @@ impl AtomicFile {
     pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
         use std::io::Write;
         let writer = self.writer.as_mut().expect("open until commit");
-        writer.write_all(bytes).with_context(|| format!("{}: cannot write", self.tmp.display()))
+        writer.write_all(bytes).with_context(|| format!("{}: cannot write", self.path.display()))
     }
 
     /// Writes out what is buffered and moves the file into place ([`move_into_place`]).
@@ -82,7 +127,7 @@ impl AtomicFile {
         let writer = self.writer.take().expect("open until commit");
         if let Err(e) = writer.into_inner() {
             let _ = std::fs::remove_file(&self.tmp);
-            return Err(e.into_error()).with_context(|| format!("{}: cannot write", self.tmp.display()));
+            return Err(e.into_error()).with_context(|| format!("{}: cannot write", self.path.display()));
         }
         move_into_place(&self.tmp, &self.path)
     }
@@ -99,6 +144,34 @@ impl Drop for AtomicFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Issue 20: a dead process's temporary files go, a live one's and other files stay.
+    #[test]
+    fn stale_temporaries_of_dead_processes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let names = [
+            format!(".history.csv.tmp-{dead}"),
+            format!(".history.csv.tmp-{}", std::process::id()),
+            "history.csv".to_string(),
+            format!("notes.tmp-{dead}"),
+            format!(".model.bpk.tmp-{dead}.{dead}-3.tmp"),
+        ];
+        for name in &names {
+            std::fs::write(dir.path().join(name), b"x").unwrap();
+        }
+        std::fs::create_dir(dir.path().join("checkpoint")).unwrap();
+        std::fs::write(dir.path().join("checkpoint").join(&names[0]), b"x").unwrap();
+        assert_eq!(remove_stale_temporaries(dir.path()), 3);
+        assert!(!dir.path().join(&names[0]).exists() && !dir.path().join("checkpoint").join(&names[0]).exists());
+        assert!(names[1..4].iter().all(|n| dir.path().join(n).exists()) && !dir.path().join(&names[4]).exists());
+        assert_eq!(
+            temp_owner(&temp_path(Path::new("/x/model.bpk")).file_name().unwrap().to_string_lossy()),
+            Some(std::process::id() as i32)
+        );
+    }
 
     #[test]
     fn failed_write_leaves_no_file() {

@@ -10,31 +10,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use burn::module::{Module, ModuleVisitor, Param};
-use burn::prelude::*;
-use ferkit::training::RunDir;
-
-/// Every float parameter of a net, in visiting order.
-struct Collect(Vec<Vec<f32>>);
-
-impl ModuleVisitor for Collect {
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        self.0.push(param.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
-    }
-}
-
-/// The parameters stored in a weights file of `run` (the kept `model.bpk` or a checkpoint's).
-fn parameters(run: &Path, weights: &Path) -> Vec<Vec<f32>> {
-    let run = RunDir::open(run).unwrap();
-    let config = run.load_config().unwrap();
-    let device = Device::flex();
-    let net = config.model.without_pretrained().build(&device).unwrap().try_load_file(weights).unwrap();
-    let mut collect = Collect(Vec::new());
-    net.visit(&mut collect);
-    assert!(!collect.0.is_empty());
-    collect.0
-}
-
 fn state(run: &Path) -> Option<serde_json::Value> {
     let text = std::fs::read_to_string(run.join("checkpoint/state.json")).ok()?;
     serde_json::from_str(&text).ok()

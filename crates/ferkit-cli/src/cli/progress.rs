@@ -21,7 +21,11 @@ impl TerminalProgress {
     fn line(&self, line: &str) {
         match &self.state.lock().expect("not poisoned").0 {
             Some(bar) => bar.println(line),
-            None => eprintln!("{line}"),
+            None => {
+                // One write per line (eprintln! writes the text and the newline separately): a
+                // process killed mid-run leaves its log (a trial's train.log) with whole lines.
+                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), format!("{line}\n").as_bytes());
+            }
         }
     }
 }

@@ -116,6 +116,30 @@ pub fn max_abs_difference<const D: usize>(ours: burn::prelude::Tensor<D>, refere
     ours.iter().zip(&expected).map(|(a, b)| (*a as f64 - b).abs()).fold(0.0, f64::max)
 }
 
+pub mod outputs;
 mod skips;
 #[allow(unused_imports)]
 pub use skips::{figure, figure_log, skip, skip_log, skip_optional};
+
+/// Every float parameter of a net, in visiting order.
+struct Collect(Vec<Vec<f32>>);
+
+impl burn::module::ModuleVisitor for Collect {
+    fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<burn::prelude::Tensor<D>>) {
+        self.0.push(param.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap());
+    }
+}
+
+/// The parameters stored in a weights file of `run` (the kept `model.bpk` or a checkpoint's),
+/// in the net's visiting order (values only: a file's parameter ids differ between runs).
+pub fn parameters(run: &Path, weights: &Path) -> Vec<Vec<f32>> {
+    use burn::module::Module;
+    let run = ferkit::training::RunDir::open(run).unwrap();
+    let config = run.load_config().unwrap();
+    let device = burn::prelude::Device::flex();
+    let net = config.model.without_pretrained().build(&device).unwrap().try_load_file(weights).unwrap();
+    let mut collect = Collect(Vec::new());
+    net.visit(&mut collect);
+    assert!(!collect.0.is_empty());
+    collect.0
+}

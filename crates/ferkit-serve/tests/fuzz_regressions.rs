@@ -1,0 +1,28 @@
+//! Issue 20: every request with which the fuzzer crashed `ferkit serve`'s handling
+//! (`fuzz/regressions/serve_request/`) is replayed here on stable through the fuzz target's own
+//! code (`fuzz/src/serve.rs`): the router with the shipped model answers it without a panic and
+//! without a server error. How the fuzzers run: fuzz/README.md.
+
+#[path = "../../../fuzz/src/limits.rs"]
+mod limits;
+#[path = "../../../fuzz/src/serve.rs"]
+mod serve;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+#[test]
+fn requests_that_crashed_the_server_are_answered() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/regressions/serve_request");
+    let mut failures = Vec::new();
+    let mut replayed = 0;
+    for input in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+        let bytes = std::fs::read(input.path()).unwrap();
+        replayed += 1;
+        if catch_unwind(AssertUnwindSafe(|| serve::serve_request(&bytes))).is_err() {
+            failures.push(input.path().display().to_string());
+        }
+    }
+    assert!(failures.is_empty(), "these requests still crash the server: {failures:?}");
+    eprintln!("replayed {replayed} requests that once crashed the server");
+}

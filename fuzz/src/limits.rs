@@ -1,0 +1,19 @@
+//! The limits every fuzz target runs under (shared by the targets and the regression tests).
+
+/// The limits the targets run under: lower than the defaults so that each execution stays fast
+/// and an input that gets past a limit shows up as an allocation over libFuzzer's
+/// `-malloc_limit_mb`. Set once, before any thread starts.
+pub fn set_limits() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        for (name, value) in [
+            ("FERKIT_MAX_IMAGE_PIXELS", "4000000"),
+            ("FERKIT_MAX_CSV_BYTES", "64000000"),
+            ("FERKIT_MAX_XML_BYTES", "16000000"),
+            ("RAYON_NUM_THREADS", "1"),
+        ] {
+            // SAFETY: called once, before the target starts any thread.
+            unsafe { std::env::set_var(name, value) };
+        }
+    });
+}

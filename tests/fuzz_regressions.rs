@@ -1,0 +1,51 @@
+//! Issue 20: every input with which a fuzzer crashed a reader (`fuzz/regressions/<target>/`,
+//! one file per crash, named after what it broke) is replayed here on stable through the fuzz
+//! target's own code (`fuzz/src/readers.rs`), so a fixed crash stays fixed. `ferkit serve`'s
+//! request target is replayed by `crates/ferkit-serve/tests/fuzz_regressions.rs`.
+//! How the fuzzers run: fuzz/README.md.
+
+#[path = "../fuzz/src/limits.rs"]
+mod limits;
+#[path = "../fuzz/src/readers.rs"]
+mod readers;
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+/// The reader targets by name (the folder names under fuzz/regressions).
+const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("fer_csv", readers::fer_csv),
+    ("image_decode", readers::image_decode),
+    ("haar_cascade", readers::haar_cascade),
+    ("pytorch_pth", readers::pytorch_pth),
+    ("net_spec", readers::net_spec),
+    ("search_space", readers::search_space),
+    ("run_state", readers::run_state),
+];
+
+#[test]
+fn inputs_that_crashed_a_reader_are_read_without_a_crash() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions");
+    let (mut replayed, mut failures) = (0, Vec::new());
+    for entry in std::fs::read_dir(&root).unwrap() {
+        let dir = entry.unwrap().path();
+        let name = dir.file_name().unwrap().to_string_lossy().into_owned();
+        if name == "serve_request" {
+            continue;
+        }
+        let Some((_, target)) = TARGETS.iter().find(|(t, _)| *t == name) else {
+            panic!("{}: no fuzz target of that name", dir.display());
+        };
+        for input in std::fs::read_dir(&dir).unwrap() {
+            let input = input.unwrap().path();
+            let bytes = std::fs::read(&input).unwrap();
+            replayed += 1;
+            if catch_unwind(AssertUnwindSafe(|| target(&bytes))).is_err() {
+                failures.push(input.display().to_string());
+            }
+        }
+    }
+    assert!(failures.is_empty(), "these inputs still crash their reader: {failures:?}");
+    eprintln!("replayed {replayed} inputs that once crashed a reader");
+    assert!(replayed > 0, "fuzz/regressions holds no input");
+}
