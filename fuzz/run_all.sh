@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs fuzz targets one after another, each until 10^6 executions or one hour, whichever comes
-# first, with a 2 GB memory limit (RSS and single allocations: an allocation bomb is a crash) and
+# first (FUZZ_SECONDS sets another time limit), with a 2 GB memory limit (RSS and single allocations: an allocation bomb is a crash) and
 # a 10 s limit per input (a hang is a crash). Logs go to $FUZZ_LOGS (default ../../runs/fuzz-logs);
 # the last lines of each log give the executions and seconds that fuzz/README.md's table reports.
 # Usage: bash fuzz/run_all.sh [TARGET...]   (after `cargo +nightly fuzz build` and seed_corpus.sh)
@@ -18,7 +18,7 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(run_state net_spec search_space image_decode fer_csv pytorch_pth haar_cascade serve_request)
 for t in "${targets[@]}"; do
   mkdir -p "artifacts/$t" "corpus/$t"
-  args=(-runs=1000000 -max_total_time=3600 -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10
+  args=(-runs=1000000 -max_total_time="${FUZZ_SECONDS:-3600}" -rss_limit_mb=2048 -malloc_limit_mb=2048 -timeout=10
     -max_len="${max_len[$t]}" -print_final_stats=1 -artifact_prefix="artifacts/$t/")
   [ -n "${dict[$t]:-}" ] && args+=(-dict="${dict[$t]}")
   echo "$(date -u +%FT%TZ) start $t: $bin/$t corpus/$t ${args[*]}" | tee -a "$logs/summary.txt"

@@ -49,3 +49,26 @@ fn inputs_that_crashed_a_reader_are_read_without_a_crash() {
     eprintln!("replayed {replayed} inputs that once crashed a reader");
     assert!(replayed > 0, "fuzz/regressions holds no input");
 }
+
+/// The checkpoints that declared gigabytes of tensors in a few hundred bytes
+/// (fuzz/make_pth_bombs.py) are refused before any tensor is read: without the check they load
+/// (no crash to see here, where nothing limits allocations) after allocating 2.7 GB.
+#[test]
+fn checkpoints_declaring_more_than_the_file_holds_are_refused() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/pytorch_pth");
+    let bombs: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("zero-stride-view"))
+        .collect();
+    assert_eq!(bombs.len(), 2, "{bombs:?}");
+    for bomb in bombs {
+        let scratch = tempfile::tempdir().unwrap();
+        std::fs::copy(&bomb, scratch.path().join("pnet.pt")).unwrap();
+        let err = match ferkit::detection::mtcnn::Mtcnn::load(scratch.path()) {
+            Ok(_) => panic!("{}: loaded", bomb.display()),
+            Err(e) => format!("{e:#}"),
+        };
+        assert!(err.contains("conv1.bias") && err.contains("more than a"), "{}: {err}", bomb.display());
+    }
+}

@@ -21,6 +21,38 @@ const WRAPPER_KEYS: [&str; 7] = ["state_dict", "model_state_dict", "model", "net
 /// How many names of each kind a mismatch message lists.
 const LISTED: usize = 4;
 
+/// How many bytes the tensors of a checkpoint may declare per byte of the file. PyTorch stores
+/// each storage uncompressed, once (tied weights share one), so a real checkpoint's tensors
+/// take about the file's size; the margin covers views of shared storages.
+const DECLARED_BYTES_PER_FILE_BYTE: u128 = 4;
+
+/// Refuses a checkpoint whose tensors declare more bytes than the file could hold (issue 20):
+/// burn-store makes each tensor contiguous as it loads it, so a 500-byte pickle declaring a
+/// [26000, 26000] view of a one-element storage would otherwise allocate 2.7 GB. Only the
+/// pickle is read here (tensor data stays on disk); a file the reader cannot parse is left to
+/// the loader, whose error names the problem.
+fn check_declared_sizes(path: &Path) -> Result<()> {
+    let Ok(reader) = burn::store::pytorch_reader::PytorchReader::new(path) else { return Ok(()) };
+    let file_bytes = std::fs::metadata(path).map(|m| m.len() as u128).unwrap_or(0);
+    let limit = DECLARED_BYTES_PER_FILE_BYTE * file_bytes + (1 << 20);
+    let mut declared: u128 = 0;
+    for tensor in reader.tensors().values() {
+        let elements = tensor.shape().iter().try_fold(1u128, |n, &d| n.checked_mul(d as u128)).unwrap_or(u128::MAX);
+        let bytes = elements.saturating_mul(tensor.dtype().size() as u128);
+        declared = declared.saturating_add(bytes);
+        if declared > limit {
+            bail!(
+                Weights,
+                "{}: its tensors declare more than {limit} bytes (`{}` alone is {:?}), more than a {file_bytes}-byte checkpoint can hold: a damaged or hostile file",
+                path.display(),
+                tensor.name,
+                tensor.shape()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Loads `path` into `net` after renaming the file's keys with `remaps` (regex, replacement).
 /// `unwanted` tells which of the state dict's tensors have no counterpart on purpose (PyTorch's
 /// batch-norm step counters, a classifier that transfer learning replaces).
@@ -36,6 +68,7 @@ pub fn load<M: ModuleSnapshot + Module + Clone>(
     if !path.exists() {
         bail!(Weights, "{}: no such weights file", path.display());
     }
+    check_declared_sizes(path)?;
     let attempt = |top: Option<&str>| -> Result<(M, ApplyResult)> {
         let mut store = PytorchStore::from_file(path).allow_partial(true).validate(false);
         if let Some(key) = top {
