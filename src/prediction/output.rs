@@ -143,7 +143,9 @@ pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult], failures:
     doc["photos"] = Value::Array(entries);
     doc["failed"] = failures.iter().map(|f| json!({"photo": f.path.display().to_string(), "error": f.error})).collect();
     write_atomic(&out.join("predictions.json"), serde_json::to_string_pretty(&doc)?)?;
-    write_atomic(&out.join("predictions.csv"), csv)
+    write_atomic(&out.join("predictions.csv"), csv)?;
+    crate::util::atomic::remove_stale_temporaries(out); // those of a process that was still dying at the start
+    Ok(())
 }
 
 /// The model (its source and name) and detector, for predictions.json.

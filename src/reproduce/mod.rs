@@ -137,6 +137,7 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
         ),
     }
     write_report(&options.out, options.quick)?;
+    crate::util::atomic::remove_stale_temporaries(&options.out);
     events.note(&format!(
         "reproduction finished in {:.0} s; report: {}",
         start.elapsed().as_secs_f64(),

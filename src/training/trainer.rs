@@ -442,6 +442,7 @@ fn run_epochs(
         test: (!dataset.test.is_empty()).then(|| eval(SplitName::Test)),
     };
     write_atomic(&run.metrics(), serde_json::to_string_pretty(&metrics)?)?;
+    run.remove_stale_temporaries();
     Ok(metrics)
 }
 

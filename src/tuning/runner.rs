@@ -224,7 +224,9 @@ pub fn tune(options: TuneOptions, events: &dyn Events) -> Result<Option<BestTria
         }
     }
     events.note(&format!("search finished in {:.0} s", search_start.elapsed().as_secs_f64()));
-    write_reports(&oracle, &out)
+    let best = write_reports(&oracle, &out)?;
+    crate::util::atomic::remove_stale_temporaries(&out);
+    Ok(best)
 }
 
 fn start_trial(exe: &Path, space: &SearchSpace, trial: &Trial, settings: &TrialSettings, out: &Path) -> Result<Child> {

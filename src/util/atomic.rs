@@ -23,10 +23,28 @@ fn temp_owner(name: &str) -> Option<i32> {
     rest[..digits].parse().ok()
 }
 
+/// Whether process `pid` still runs: it exists and is not a zombie (a killed process whose exit
+/// has not been collected yet, e.g. a trial killed with its search, which can write no more).
+fn process_runs(pid: i32) -> bool {
+    // kill(pid, 0) fails with ESRCH exactly when no such process exists.
+    // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
+    let exists = pid > 0
+        && (unsafe { libc::kill(pid, 0) } == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH));
+    if !exists {
+        return false;
+    }
+    // /proc/PID/stat: "PID (COMMAND) STATE ...", the command may hold spaces and parentheses.
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !matches!(stat.rsplit_once(") ").and_then(|(_, rest)| rest.chars().next()), Some('Z' | 'X')),
+        Err(_) => true,
+    }
+}
+
 /// Removes the temporary files that a killed ferkit process left in `dir` and its subfolders
 /// (up to four levels down): names [`temp_path`] makes whose process no longer runs. A command
-/// calls this on the folder it writes into before writing, so that a SIGKILL's leftovers do not
-/// outlive the next run. Returns how many it removed; a folder that cannot be listed counts as
+/// calls this on the folder it writes into before writing, and again when it has finished, so
+/// that a SIGKILL's leftovers do not outlive the next run (the second pass catches those of a
+/// process that was still dying at the start). Returns how many it removed; a folder that cannot be listed counts as
 /// empty.
 pub fn remove_stale_temporaries(dir: &Path) -> usize {
     remove_stale_below(dir, 4)
@@ -43,12 +61,7 @@ fn remove_stale_below(dir: &Path, depth: usize) -> usize {
         }
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(pid) = temp_owner(&name) else { continue };
-        // kill(pid, 0) fails with ESRCH exactly when no such process exists.
-        // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
-        let alive = pid > 0
-            && (unsafe { libc::kill(pid, 0) } == 0
-                || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH));
-        if !alive && kind.is_file() && std::fs::remove_file(entry.path()).is_ok() {
+        if !process_runs(pid) && kind.is_file() && std::fs::remove_file(entry.path()).is_ok() {
             removed += 1;
         }
     }
@@ -149,8 +162,16 @@ mod tests {
     #[test]
     fn stale_temporaries_of_dead_processes_are_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let mut child = std::process::Command::new("true").spawn().unwrap();
+        // A zombie (exited, not yet collected) writes no more: its files go too.
+        let zombie = std::process::Command::new("true").spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while process_runs(zombie.id() as i32) {
+            assert!(std::time::Instant::now() < deadline, "`true` still runs after 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        let mut child = zombie;
         let dead = child.id();
+        assert!(!process_runs(dead as i32) && process_runs(std::process::id() as i32));
         child.wait().unwrap();
         let names = [
             format!(".history.csv.tmp-{dead}"),

@@ -11,9 +11,9 @@ fn main() -> ExitCode {
     match cli::run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            cli::lines::tell(&format!("error: {e:#}"));
             if let Some(hint) = cli::hints::hint(&e) {
-                eprintln!("hint: {hint}");
+                cli::lines::tell(&format!("hint: {hint}"));
             }
             ExitCode::FAILURE
         }

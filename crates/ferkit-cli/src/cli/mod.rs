@@ -4,6 +4,7 @@ mod bench_cmd;
 mod data_cmd;
 mod eval_cmd;
 pub mod hints;
+pub mod lines;
 mod predict_cmd;
 mod progress;
 mod reproduce_cmd;
@@ -152,7 +153,7 @@ pub fn load_data(source: &DataSource, skip_bad_rows: bool) -> Result<Dataset> {
 /// [`load_data`], keeping the report (for a run directory's load_report.txt).
 pub fn load_data_reported(source: &DataSource, skip_bad_rows: bool) -> Result<(Dataset, ferkit::data::LoadReport)> {
     let (dataset, report) = source.load(LoadOptions { skip_bad_rows })?;
-    eprintln!("{}", report.describe());
+    lines::tell(&report.describe());
     Ok((dataset, report))
 }
 

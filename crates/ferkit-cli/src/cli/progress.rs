@@ -21,11 +21,8 @@ impl TerminalProgress {
     fn line(&self, line: &str) {
         match &self.state.lock().expect("not poisoned").0 {
             Some(bar) => bar.println(line),
-            None => {
-                // One write per line (eprintln! writes the text and the newline separately): a
-                // process killed mid-run leaves its log (a trial's train.log) with whole lines.
-                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), format!("{line}\n").as_bytes());
-            }
+            // One write per line: a killed process's log keeps whole lines (see `lines`).
+            None => super::lines::tell(line),
         }
     }
 }

@@ -160,7 +160,7 @@ pub fn run(args: TrainArgs) -> Result<()> {
         return match ferkit::training::resume_dir(dir, &progress)? {
             Some((metrics, run_dir)) => print_result(&metrics, &run_dir),
             None => {
-                println!("{}: this run finished (metrics.json is there); nothing to resume", dir.display());
+                super::lines::say(&format!("{}: this run finished (metrics.json is there); nothing to resume", dir.display()));
                 Ok(())
             }
         };
@@ -208,7 +208,7 @@ impl TrainArgs {
 }
 
 fn print_result(metrics: &RunMetrics, run_dir: &RunDir) -> Result<()> {
-    println!(
+    super::lines::say(&format!(
         "{}: kept epoch {} of {}; accuracy train {:.4}, val {:.4}{}; {:.1} s",
         metrics.model,
         metrics.best_epoch,
@@ -217,7 +217,7 @@ fn print_result(metrics: &RunMetrics, run_dir: &RunDir) -> Result<()> {
         metrics.val.accuracy,
         metrics.test.as_ref().map(|t| format!(", test {:.4}", t.accuracy)).unwrap_or_default(),
         metrics.train_seconds
-    );
-    println!("run directory: {}", run_dir.path.display());
+    ));
+    super::lines::say(&format!("run directory: {}", run_dir.path.display()));
     Ok(())
 }

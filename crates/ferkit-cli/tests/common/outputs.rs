@@ -10,14 +10,13 @@ pub fn is_temporary(path: &Path) -> bool {
     name.starts_with('.') && name.contains(".tmp-")
 }
 
-/// Every file under `dir` (relative path -> bytes), temporaries apart.
-pub fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>, temps: &mut Vec<PathBuf>) {
-        let Ok(entries) = std::fs::read_dir(dir) else { return };
-        for entry in entries.flatten() {
+/// Every file under `dir` (relative path -> bytes), and the temporaries apart (full paths).
+fn walk(dir: &Path) -> (BTreeMap<PathBuf, Vec<u8>>, Vec<PathBuf>) {
+    fn visit(root: &Path, dir: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>, temps: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();
             if path.is_dir() {
-                walk(root, &path, out, temps);
+                visit(root, &path, out, temps);
             } else if is_temporary(&path) {
                 temps.push(path);
             } else if let Ok(bytes) = std::fs::read(&path) {
@@ -25,25 +24,19 @@ pub fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
             }
         }
     }
-    let mut out = BTreeMap::new();
-    walk(dir, dir, &mut out, &mut Vec::new());
-    out
+    let (mut out, mut temps) = (BTreeMap::new(), Vec::new());
+    visit(dir, dir, &mut out, &mut temps);
+    (out, temps)
 }
 
+/// Every file under `dir` (relative path -> bytes), temporaries apart.
+pub fn files(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
+    walk(dir).0
+}
+
+/// ferkit's temporary files under `dir`.
 pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
-    let mut temps = Vec::new();
-    fn walk(dir: &Path, temps: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                walk(&path, temps);
-            } else if is_temporary(&path) {
-                temps.push(path);
-            }
-        }
-    }
-    walk(dir, &mut temps);
-    temps
+    walk(dir).1
 }
 
 #[derive(Debug, PartialEq)]
