@@ -78,11 +78,10 @@ with open(sys.argv[1], "w") as f:
         usage = "Training" if i < 50 else ("PublicTest" if i < 60 else "PrivateTest")
         f.write(f"{i % 7},{' '.join(str(random.randrange(256)) for _ in range(2304))},{usage}\n")
 EOF
-  "$ferkit" train cnn1 --data "$tmp/tiny.csv" --epochs 2 --batch 16 --out "$tmp/run" >/dev/null 2>&1
-  put run_state 0 "$tmp/run/config.toml"
-  put run_state 1 "$tmp/run/history.csv"
-  [ -f "$tmp/run/checkpoint/state.json" ] && put run_state 2 "$tmp/run/checkpoint/state.json"
-  put run_state 3 "$tmp/run/metrics.json"
+  "$ferkit" train cnn1 --data "$tmp/tiny.csv" --epochs 2 --batch 16 --out "$tmp/run" >/dev/null 2>&1 || true
+  for f in 0:config.toml 1:history.csv 2:checkpoint/state.json 3:metrics.json; do
+    [ -f "$tmp/run/${f#*:}" ] && put run_state "${f%%:*}" "$tmp/run/${f#*:}"
+  done
   "$ferkit" tune ../experiments/tune_cnn.toml --data "$tmp/tiny.csv" --trials 2 --epochs 1 --out "$tmp/search" >/dev/null 2>&1 || true
   [ -f "$tmp/search/best.json" ] && put run_state 4 "$tmp/search/best.json"
   [ -f "$tmp/search/oracle.json" ] && put run_state 5 "$tmp/search/oracle.json"
@@ -94,7 +93,7 @@ printf 'GET /healthz\n\n' > "$corpus/serve_request/healthz"
 printf 'GET /v1/model\n\n' > "$corpus/serve_request/model"
 printf 'GET /metrics\n\n' > "$corpus/serve_request/metrics"
 printf 'GET /openapi.json\n\n' > "$corpus/serve_request/openapi"
-face=$(find "$shared/cases/06-png-named-jpg" -name ok.png 2>/dev/null | head -1)
+face=$(find "$shared/cases/06-png-named-jpg" -name ok.png 2>/dev/null | head -1 || true)
 if [ -n "$face" ]; then
   { printf 'POST /v1/emotions?tta=hflip\ncontent-type: image/png\n\n'; cat "$face"; } > "$corpus/serve_request/raw_png"
   { printf 'POST /v1/emotions\ncontent-type: application/json\n\n{"image": "'; base64 -w0 "$face"; printf '"}'; } > "$corpus/serve_request/json"

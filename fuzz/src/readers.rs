@@ -109,9 +109,11 @@ pub fn pytorch_pth(data: &[u8]) {
     let _ = ferkit::detection::mtcnn::Mtcnn::load(path.parent().unwrap());
 }
 
-/// Nets with more parameters than this are read and checked but not built (a fuzz execution
-/// must stay fast; building is the same code at any size).
+/// Nets with more parameters or multiply-adds per image than these are read and checked but not
+/// built (a fuzz execution must stay well inside its time limit; building is the same code at
+/// any size). The library's own limits (models/spec.rs) bound the rest.
 const BUILT_PARAMETERS: usize = 2_000_000;
+const BUILT_MULTIPLY_ADDS: usize = 200_000_000;
 
 /// The TOML net spec: parsed and checked; a small net that passes is built and runs a forward
 /// pass on one image.
@@ -120,8 +122,9 @@ pub fn net_spec(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
     let Ok(spec) = NetSpec::from_toml(text, "fuzz.toml") else { return };
     let infos = spec.layer_infos().expect("from_toml checked the layers");
-    let parameters: usize = infos.iter().map(|i| i.trainable + i.non_trainable).sum();
-    if parameters <= BUILT_PARAMETERS {
+    let parameters = infos.iter().fold(0usize, |n, i| n.saturating_add(i.trainable).saturating_add(i.non_trainable));
+    let work = spec.layers.iter().zip(&infos).fold(0usize, |n, (l, i)| n.saturating_add(l.multiply_adds(i)));
+    if parameters <= BUILT_PARAMETERS && work <= BUILT_MULTIPLY_ADDS {
         let device = Device::flex();
         let net = Net::new(&spec, &device).expect("a checked spec builds");
         let images = burn::prelude::Tensor::<4>::zeros([1, 1, 48, 48], &device);

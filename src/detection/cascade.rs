@@ -122,16 +122,27 @@ impl Cascade {
     }
 
     fn load_limited(path: &Path, limit: u64) -> Result<Self> {
+        use std::io::Read;
         let cannot = || format!("{}: cannot read the cascade file", path.display());
-        let size = std::fs::metadata(path).with_context(cannot)?.len();
-        if size > limit {
-            crate::bail!(
+        let too_large = |size: String| {
+            crate::err!(
                 BadInput @ "max_xml_bytes",
                 "{}: {size} bytes, more than the limit of {limit} for a cascade file (OpenCV's largest is about 2.7 MB; set FERKIT_MAX_XML_BYTES to allow more)",
                 path.display()
-            );
+            )
+        };
+        let size = std::fs::metadata(path).with_context(cannot)?.len();
+        if size > limit {
+            return Err(too_large(size.to_string()).into());
         }
-        let text = std::fs::read_to_string(path).with_context(cannot)?;
+        // Read at most one byte past the limit: a pipe, /proc file or growing file reports
+        // another size than it holds.
+        let mut bytes = Vec::new();
+        std::fs::File::open(path).with_context(cannot)?.take(limit + 1).read_to_end(&mut bytes).with_context(cannot)?;
+        if bytes.len() as u64 > limit {
+            return Err(too_large(format!("over {limit}")).into());
+        }
+        let text = String::from_utf8(bytes).map_err(|_| crate::err!(BadInput, "{}: not UTF-8 text", path.display()))?;
         Self::parse(&text).with_context(|| format!("{}: not a usable OpenCV cascade", path.display()))
     }
 

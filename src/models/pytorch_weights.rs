@@ -43,7 +43,7 @@ fn check_declared_sizes(path: &Path) -> Result<()> {
         if declared > limit {
             bail!(
                 Weights,
-                "{}: its tensors declare more than {limit} bytes (`{}` alone is {:?}), more than a {file_bytes}-byte checkpoint can hold: a damaged or hostile file",
+                "{}: its tensors declare more than {limit} bytes (the total passes it at `{}`, of shape {:?}), more than a {file_bytes}-byte checkpoint can hold: a damaged or hostile file",
                 path.display(),
                 tensor.name,
                 tensor.shape()

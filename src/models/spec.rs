@@ -252,7 +252,7 @@ impl LayerSpec {
             (LayerSpec::Dense(d), Flat(n)) => {
                 positive(d.units, "units")?;
                 l2_in_range(d.l2)?;
-                Ok(info(Flat(d.units), n * d.units + d.units, 0))
+                Ok(info(Flat(d.units), product(&[n + 1, d.units])?, 0))
             }
             (LayerSpec::Dense(_), Image { .. }) => {
                 Err("dense needs a flat input: put a flatten layer before it".into())
@@ -264,7 +264,7 @@ impl LayerSpec {
                 l2_in_range(c.l2)?;
                 let h = out_size(height, c.kernel, c.stride, c.padding)?;
                 let w = out_size(width, c.kernel, c.stride, c.padding)?;
-                let params = c.kernel * c.kernel * channels * c.filters + c.filters;
+                let params = product(&[c.kernel, c.kernel, channels, c.filters])?.saturating_add(c.filters);
                 Ok(info(Image { height: h, width: w, channels: c.filters }, params, 0))
             }
             (LayerSpec::MaxPool(p), Image { height, width, channels }) => {
@@ -280,9 +280,10 @@ impl LayerSpec {
                 positive(r.stride, "stride")?;
                 let f = r.filters;
                 // Two 3x3 convolutions and two batch norms (2 trainable, 2 moving values each).
-                let (mut trainable, mut moving) = (9 * channels * f + 9 * f * f + 4 * f, 4 * f);
+                let convs = product(&[9, channels + f, f])?;
+                let (mut trainable, mut moving) = (convs.saturating_add(4 * f), 4 * f);
                 if r.has_projection(channels) {
-                    trainable += channels * f + 2 * f;
+                    trainable = trainable.saturating_add(product(&[channels + 2, f])?);
                     moving += 2 * f;
                 }
                 let (h, w) = (height.div_ceil(r.stride), width.div_ceil(r.stride));
@@ -326,13 +327,17 @@ impl LayerSpec {
     pub fn multiply_adds(&self, info: &LayerInfo) -> usize {
         use FeatureShape::*;
         match (self, info.input, info.output) {
-            (LayerSpec::Dense(d), Flat(n), _) => n * d.units,
+            // Saturating: a net past the size limits is refused before this is asked, but the
+            // products of its declared sizes must not overflow on the way.
+            (LayerSpec::Dense(d), Flat(n), _) => n.saturating_mul(d.units),
             (LayerSpec::Conv2d(c), Image { channels, .. }, Image { height, width, .. }) => {
-                height * width * c.filters * c.kernel * c.kernel * channels
+                [width, c.filters, c.kernel, c.kernel, channels].iter().fold(height, |p, &f| p.saturating_mul(f))
             }
             (LayerSpec::Residual(r), Image { channels, .. }, Image { height, width, .. }) => {
-                let projection = if r.has_projection(channels) { channels * r.filters } else { 0 };
-                height * width * (9 * channels * r.filters + 9 * r.filters * r.filters + projection)
+                let projection = if r.has_projection(channels) { channels.saturating_mul(r.filters) } else { 0 };
+                let per_position =
+                    9usize.saturating_mul(channels + r.filters).saturating_mul(r.filters).saturating_add(projection);
+                height.saturating_mul(width).saturating_mul(per_position)
             }
             _ => 0,
         }
@@ -407,9 +412,34 @@ pub fn key_line(text: &str, table: Option<(&str, usize)>, field: Option<&str>) -
     table.map(|_| start + 1)
 }
 
+/// The largest width, kernel, stride or pool size a layer may declare.
+const MAX_SIZE: usize = 1 << 16;
+
 fn positive(value: usize, field: &str) -> Result<(), String> {
-    if value == 0 { Err(format!("`{field}` must be at least 1")) } else { Ok(()) }
+    match value {
+        0 => Err(format!("`{field}` must be at least 1")),
+        v if v > MAX_SIZE => Err(format!("`{field}` must be at most {MAX_SIZE} (got {v})")),
+        _ => Ok(()),
+    }
 }
+
+/// The product of `factors`, or an error when it does not fit (a layer no machine could hold).
+fn product(factors: &[usize]) -> Result<usize, String> {
+    factors.iter().try_fold(1usize, |p, &f| p.checked_mul(f)).ok_or_else(|| {
+        format!(
+            "the layer's size overflows ({})",
+            factors.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(" x ")
+        )
+    })
+}
+
+/// The most parameters a net may have: 500 M (2 GB of float32 weights, before the optimizer's
+/// state); ferkit's presets have at most 20 M. A net file cannot make ferkit allocate more.
+pub const MAX_PARAMETERS: usize = 500_000_000;
+
+/// The most values one layer may output per image: 16 M (64 MB of float32 per image, times the
+/// batch); the presets' largest is 0.4 M.
+pub const MAX_LAYER_OUTPUT: usize = 16_000_000;
 
 /// Keras' output size: `same` gives ceil(n / stride); `valid` gives floor((n - k) / stride) + 1.
 fn out_size(n: usize, kernel: usize, stride: usize, padding: Padding) -> Result<usize, String> {
@@ -483,12 +513,45 @@ impl NetSpec {
         }
         let mut shape = self.input_shape()?;
         let mut infos = Vec::with_capacity(self.layers.len());
+        let mut total = 0usize;
         for (i, layer) in self.layers.iter().enumerate() {
             let info = layer.infer(shape).map_err(|e| SpecProblem {
                 layer: Some(i),
                 field: offending_field(layer, &e),
                 message: format!("layer {} ({}): {e}", i + 1, layer.keras_stem()),
             })?;
+            let values = match info.output {
+                FeatureShape::Flat(n) => Some(n),
+                FeatureShape::Image { height, width, channels } => {
+                    height.checked_mul(width).and_then(|hw| hw.checked_mul(channels))
+                }
+            };
+            if values.is_none_or(|v| v > MAX_LAYER_OUTPUT) {
+                return Err(SpecProblem {
+                    layer: Some(i),
+                    field: None,
+                    message: format!(
+                        "layer {} ({}) outputs {} values per image, more than the limit of {MAX_LAYER_OUTPUT}",
+                        i + 1,
+                        layer.keras_stem(),
+                        info.output
+                    ),
+                }
+                .into());
+            }
+            total = total.saturating_add(info.trainable).saturating_add(info.non_trainable);
+            if total > MAX_PARAMETERS {
+                return Err(SpecProblem {
+                    layer: Some(i),
+                    field: None,
+                    message: format!(
+                        "the net has more than {MAX_PARAMETERS} parameters by layer {} ({}), ferkit's limit",
+                        i + 1,
+                        layer.keras_stem()
+                    ),
+                }
+                .into());
+            }
             shape = info.output;
             infos.push(info);
         }
@@ -516,6 +579,27 @@ mod tests {
     /// A flat net: `layers` (TOML `[[layers]]` tables) after a [2304] input.
     fn flat_net(layers: &str) -> Result<NetSpec> {
         NetSpec::from_toml(&format!("name = \"t\"\ninput = [2304]\n{layers}"), "t.toml")
+    }
+
+    /// Issue 20: a net file cannot make ferkit allocate past its limits: too many parameters,
+    /// a layer too large for one image, sizes whose products overflow.
+    #[test]
+    fn nets_past_the_size_limits_are_refused_before_they_are_built() {
+        let image =
+            |layers: &str| NetSpec::from_toml(&format!("name = \"t\"\ninput = [48, 48, 1]\n{layers}"), "t.toml");
+        let dense7 = "[[layers]]\nkind = \"dense\"\nunits = 7\n";
+        let wide = format!(
+            "[[layers]]\nkind = \"conv2d\"\nfilters = 64\nkernel = 1\n[[layers]]\nkind = \"flatten\"\n[[layers]]\nkind = \"dense\"\nunits = 65536\n{dense7}"
+        );
+        let err = format!("{:#}", image(&wide).unwrap_err());
+        assert!(err.contains("more than 500000000 parameters by layer 3"), "{err}");
+        let conv = "[[layers]]\nkind = \"conv2d\"\nfilters = 8000\nkernel = 1\n[[layers]]\nkind = \"globalavgpool\"\n";
+        let err = format!("{:#}", image(&format!("{conv}{dense7}")).unwrap_err());
+        assert!(err.contains("layer 1 (conv2d) outputs") && err.contains("limit of 16000000"), "{err}");
+        let err =
+            format!("{:#}", flat_net(&format!("[[layers]]\nkind = \"dense\"\nunits = 100000\n{dense7}")).unwrap_err());
+        assert!(err.contains("`units` must be at most 65536"), "{err}");
+        assert!(image(&format!("[[layers]]\nkind = \"conv2d\"\nfilters = 6000\nkernel = 1\n[[layers]]\nkind = \"globalavgpool\"\n{dense7}")).is_ok());
     }
 
     #[test]

@@ -57,7 +57,7 @@ pub fn predict_photos(
     }
     if let Some(out) = out {
         std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create the folder", out.display()))?;
-        crate::util::atomic::remove_stale_temporaries(out); // a killed run's half-written files
+        crate::util::atomic::remove_stale_temporaries(out, 0); // a killed run's half-written files
     }
     let mut used_names = HashSet::new();
     let mut results = Vec::with_capacity(photos.len());
@@ -144,7 +144,7 @@ pub fn write_tables(out: &Path, about: Value, results: &[PhotoResult], failures:
     doc["failed"] = failures.iter().map(|f| json!({"photo": f.path.display().to_string(), "error": f.error})).collect();
     write_atomic(&out.join("predictions.json"), serde_json::to_string_pretty(&doc)?)?;
     write_atomic(&out.join("predictions.csv"), csv)?;
-    crate::util::atomic::remove_stale_temporaries(out); // those of a process that was still dying at the start
+    crate::util::atomic::remove_stale_temporaries(out, 0); // those of a process that was still dying at the start
     Ok(())
 }
 

@@ -94,7 +94,7 @@ impl Recipe {
 pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
     let recipe = Recipe::new(options.quick);
     std::fs::create_dir_all(&options.out).with_context(|| format!("{}: cannot create", options.out.display()))?;
-    crate::util::atomic::remove_stale_temporaries(&options.out); // a killed reproduction's half-written files
+    crate::util::atomic::remove_stale_temporaries(&options.out, 3); // a killed reproduction's half-written files
     let start = Instant::now();
     let (dataset, report) = options.data.load(LoadOptions::default())?;
     let events = &*options.events;
@@ -137,7 +137,7 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
         ),
     }
     write_report(&options.out, options.quick)?;
-    crate::util::atomic::remove_stale_temporaries(&options.out);
+    crate::util::atomic::remove_stale_temporaries(&options.out, 3);
     events.note(&format!(
         "reproduction finished in {:.0} s; report: {}",
         start.elapsed().as_secs_f64(),

@@ -26,12 +26,10 @@ impl RunDir {
             let non_empty =
                 std::fs::read_dir(path).with_context(|| format!("{}: cannot list", path.display()))?.next().is_some();
             // A run that stopped before its first epoch (bad weights, a panic in the backend)
-            // left only its config and summary: the same command may use the folder again.
-            let finished_nothing = run.config().exists()
-                && !run.history().exists()
-                && !run.has_checkpoint()
-                && !run.weights().exists()
-                && !run.metrics().exists();
+            // left only its config and summary, and one killed in its first epoch's end before
+            // the checkpoint was written (history.csv and model.bpk may be there, nothing to
+            // resume from): the same command may use the folder again.
+            let finished_nothing = run.config().exists() && !run.has_checkpoint() && !run.metrics().exists();
             if non_empty && !overwrite && !finished_nothing {
                 // The setting named tells a front what to offer: another folder or overwriting
                 // it, or resuming the stopped run.
@@ -68,7 +66,7 @@ impl RunDir {
     /// checkpoint folder (see [`crate::util::atomic::remove_stale_temporaries`]); the trainer
     /// calls it before it writes into a folder again.
     pub fn remove_stale_temporaries(&self) {
-        crate::util::atomic::remove_stale_temporaries(&self.path);
+        crate::util::atomic::remove_stale_temporaries(&self.path, 1);
     }
 
     /// Opens a finished (or interrupted) run: it must have its `config.toml`.

@@ -134,7 +134,7 @@ pub fn tune(options: TuneOptions, events: &dyn Events) -> Result<Option<BestTria
     // directory it is started from, and its trial processes read the same files.
     settings.data = settings.data.canonical();
     std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
-    crate::util::atomic::remove_stale_temporaries(&out); // a killed search's half-written files
+    crate::util::atomic::remove_stale_temporaries(&out, 2); // a killed search's half-written files
     let state_path = out.join("oracle.json");
     let settings_path = out.join("settings.toml");
     let direction = match settings.objective {
@@ -225,7 +225,7 @@ pub fn tune(options: TuneOptions, events: &dyn Events) -> Result<Option<BestTria
     }
     events.note(&format!("search finished in {:.0} s", search_start.elapsed().as_secs_f64()));
     let best = write_reports(&oracle, &out)?;
-    crate::util::atomic::remove_stale_temporaries(&out);
+    crate::util::atomic::remove_stale_temporaries(&out, 2);
     Ok(best)
 }
 

@@ -41,22 +41,18 @@ fn process_runs(pid: i32) -> bool {
 }
 
 /// Removes the temporary files that a killed ferkit process left in `dir` and its subfolders
-/// (up to four levels down): names [`temp_path`] makes whose process no longer runs. A command
+/// down to `depth` levels (1: a run folder and its checkpoint folder): names [`temp_path`] makes whose process no longer runs. A command
 /// calls this on the folder it writes into before writing, and again when it has finished, so
 /// that a SIGKILL's leftovers do not outlive the next run (the second pass catches those of a
 /// process that was still dying at the start). Returns how many it removed; a folder that cannot be listed counts as
 /// empty.
-pub fn remove_stale_temporaries(dir: &Path) -> usize {
-    remove_stale_below(dir, 4)
-}
-
-fn remove_stale_below(dir: &Path, depth: usize) -> usize {
+pub fn remove_stale_temporaries(dir: &Path, depth: usize) -> usize {
     let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
     let mut removed = 0;
     for entry in entries.flatten() {
         let Ok(kind) = entry.file_type() else { continue };
         if kind.is_dir() && depth > 0 {
-            removed += remove_stale_below(&entry.path(), depth - 1);
+            removed += remove_stale_temporaries(&entry.path(), depth - 1);
             continue;
         }
         let name = entry.file_name().to_string_lossy().into_owned();
@@ -95,7 +91,7 @@ pub fn write_atomic_with(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -
 pub fn move_into_place(tmp: &Path, path: &Path) -> Result<()> {
     let moved = std::fs::File::open(tmp)
         .and_then(|f| f.sync_all())
-        .with_context(|| format!("{}: cannot flush to disk", tmp.display()))
+        .with_context(|| format!("{}: cannot flush to disk", path.display()))
         .and_then(|()| {
             std::fs::rename(tmp, path).with_context(|| format!("{}: cannot move into place", path.display()))
         });
@@ -172,7 +168,6 @@ mod tests {
         let mut child = zombie;
         let dead = child.id();
         assert!(!process_runs(dead as i32) && process_runs(std::process::id() as i32));
-        child.wait().unwrap();
         let names = [
             format!(".history.csv.tmp-{dead}"),
             format!(".history.csv.tmp-{}", std::process::id()),
@@ -185,7 +180,8 @@ mod tests {
         }
         std::fs::create_dir(dir.path().join("checkpoint")).unwrap();
         std::fs::write(dir.path().join("checkpoint").join(&names[0]), b"x").unwrap();
-        assert_eq!(remove_stale_temporaries(dir.path()), 3);
+        assert_eq!(remove_stale_temporaries(dir.path(), 1), 3);
+        child.wait().unwrap(); // only now is the zombie collected
         assert!(!dir.path().join(&names[0]).exists() && !dir.path().join("checkpoint").join(&names[0]).exists());
         assert!(names[1..4].iter().all(|n| dir.path().join(n).exists()) && !dir.path().join(&names[4]).exists());
         assert_eq!(

@@ -54,7 +54,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if models.is_empty() {
         return write_json(args.json.as_deref(), &serde_json::json!({ "detection": detection }));
     }
-    println!("{:<10}{:>7}{:>18}{:>18}", "model", "batch", "train img/s", "infer img/s");
+    super::lines::say(&format!("{:<10}{:>7}{:>18}{:>18}", "model", "batch", "train img/s", "infer img/s"));
     let mut results = Vec::new();
     for pair in models {
         let (name, batch) = pair
@@ -63,15 +63,18 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .with_context(|| format!("--models: `{pair}` is not MODEL:BATCH"))?;
         let spec = ferkit::models::resolve(name)?;
         let r = bench_model(&spec, batch, args.steps, args.repeats, &device)?;
-        println!("{:<10}{:>7}{:>18.1}{:>18.1}", r.model, r.batch, r.train_images_per_s, r.infer_images_per_s);
+        super::lines::say(&format!(
+            "{:<10}{:>7}{:>18.1}{:>18.1}",
+            r.model, r.batch, r.train_images_per_s, r.infer_images_per_s
+        ));
         results.push(r);
     }
     let (plain, augmented) =
         ferkit::bench::bench_preparation(&ferkit::data::augment::AugmentConfig::parse(&args.augment)?, 28_709);
-    println!(
+    super::lines::say(&format!(
         "batch preparation on one thread, 28709 images: standardise {plain:.0} img/s; standardise + augment ({}) {augmented:.0} img/s",
         args.augment
-    );
+    ));
     write_json(args.json.as_deref(), &serde_json::json!({ "models": results, "detection": detection }))
 }
 
@@ -97,12 +100,18 @@ fn detection_bench(args: &BenchArgs) -> Result<Vec<DetectBench>> {
     }
     let photos =
         args.photos.iter().map(|p| Ok((p.display().to_string(), Frame::open(p)?))).collect::<Result<Vec<_>>>()?;
-    println!("{:<10}{:<40}{:>11}{:>7}{:>14}", "detector", "photo", "size", "faces", "ms per photo");
+    super::lines::say(&format!("{:<10}{:<40}{:>11}{:>7}{:>14}", "detector", "photo", "size", "faces", "ms per photo"));
     let mut results = Vec::new();
     for (name, finder) in &finders {
         for r in bench_detection(name, finder.as_ref(), &photos, args.repeats.max(5)) {
             let size = format!("{}x{}", r.width, r.height);
-            println!("{:<10}{:<40}{size:>11}{:>7}{:>14.2}", r.detector, r.photo, r.faces, 1000.0 * r.seconds);
+            super::lines::say(&format!(
+                "{:<10}{:<40}{size:>11}{:>7}{:>14.2}",
+                r.detector,
+                r.photo,
+                r.faces,
+                1000.0 * r.seconds
+            ));
             results.push(r);
         }
     }

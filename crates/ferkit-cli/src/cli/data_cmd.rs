@@ -54,7 +54,7 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         DataCommand::Stats { data, json } => {
             let dataset = data.load()?;
             if json {
-                println!("{}", serde_json::to_string_pretty(&stats_json(&dataset))?);
+                super::lines::say(&format!("{}", serde_json::to_string_pretty(&stats_json(&dataset))?));
             } else {
                 print!("{}", stats_table(&dataset));
             }
@@ -64,14 +64,14 @@ pub fn run(cmd: DataCommand) -> Result<()> {
             ferkit::ensure!(Config, per_class >= 1, "--per-class must be at least 1");
             let dataset = data.load()?;
             face_grid(dataset.split(split), per_class, &out)?;
-            eprintln!("wrote {}", out.display());
+            super::lines::tell(&format!("wrote {}", out.display()));
             Ok(())
         }
         DataCommand::AugmentGrid { data, out, augment, seed } => {
             let config = AugmentConfig::parse(&augment)?;
             let dataset = data.load()?;
             augment_preview(&dataset.train, &config, seed, &out)?;
-            eprintln!("wrote {}", out.display());
+            super::lines::tell(&format!("wrote {}", out.display()));
             Ok(())
         }
     }

@@ -48,7 +48,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     }
     let source = ModelSource::from_arg(args.run_dir.as_deref().or(args.model.first().map(PathBuf::as_path)))?;
     let model = TrainedModel::load(&source)?;
-    model.notes.iter().for_each(|n| eprintln!("{n}"));
+    model.notes.iter().for_each(|n| super::lines::tell(n));
     let other_data = args.data.source();
     if other_data.is_empty()
         && (args.data.val_split.is_some() || args.data.class_map.is_some() || args.data.skip_unknown_classes)
@@ -97,7 +97,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
     let name = name.as_str();
     let config_name = model.spec.name();
 
-    println!("{} ({}) on {name}: {} rows", config_name, source.describe(), result.rows);
+    super::lines::say(&format!("{} ({}) on {name}: {} rows", config_name, source.describe(), result.rows));
     print_evaluation(&result);
     if let Some(dir) = out_dir {
         let mut doc = serde_json::to_value(&result)?;
@@ -114,7 +114,7 @@ pub fn run(args: EvalArgs) -> Result<()> {
 fn run_ensemble(args: EvalArgs) -> Result<()> {
     let sources = args.model.iter().map(|p| ModelSource::from_arg(Some(p))).collect::<Result<Vec<_>>>()?;
     let models = sources.iter().map(TrainedModel::load).collect::<Result<Vec<_>>>()?;
-    models.iter().flat_map(|m| &m.notes).for_each(|n| eprintln!("{n}"));
+    models.iter().flat_map(|m| &m.notes).for_each(|n| super::lines::tell(n));
     let other_data = args.data.source();
     let dataset = match &sources[0] {
         ModelSource::RunDir(path) if other_data.is_empty() => {
@@ -132,7 +132,12 @@ fn run_ensemble(args: EvalArgs) -> Result<()> {
     let result = evaluate_ensemble(&members, split, args.split.as_str(), batch_size, device, args.tta);
     let name = format!("{}{}_ensemble-{}", args.split.as_str(), args.tta.suffix(), models.len());
     let described: Vec<String> = sources.iter().map(ModelSource::describe).collect();
-    println!("ensemble of {} nets ({}) on {name}: {} rows", models.len(), described.join(", "), result.rows);
+    super::lines::say(&format!(
+        "ensemble of {} nets ({}) on {name}: {} rows",
+        models.len(),
+        described.join(", "),
+        result.rows
+    ));
     print_evaluation(&result);
     if let Some(dir) = &args.out {
         let mut doc = serde_json::to_value(&result)?;
@@ -148,17 +153,20 @@ fn run_ensemble(args: EvalArgs) -> Result<()> {
 
 /// Accuracy, loss, macro F1, the per-class table and the confusion matrix on the terminal.
 fn print_evaluation(result: &ferkit::evaluation::SplitEvaluation) {
-    println!(
+    super::lines::say(&format!(
         "accuracy {:.4}  loss {:.4}  cross-entropy {:.4}  macro F1 {:.4}",
         result.accuracy, result.loss, result.cross_entropy, result.macro_f1
-    );
-    println!("{:<10}{:>10}{:>10}{:>10}{:>10}", "class", "precision", "recall", "f1", "support");
+    ));
+    super::lines::say(&format!("{:<10}{:>10}{:>10}{:>10}{:>10}", "class", "precision", "recall", "f1", "support"));
     for m in &result.per_class {
-        println!("{:<10}{:>10.4}{:>10.4}{:>10.4}{:>10}", m.class, m.precision, m.recall, m.f1, m.support);
+        super::lines::say(&format!(
+            "{:<10}{:>10.4}{:>10.4}{:>10.4}{:>10}",
+            m.class, m.precision, m.recall, m.f1, m.support
+        ));
     }
-    println!("confusion matrix (rows true, columns predicted):");
+    super::lines::say("confusion matrix (rows true, columns predicted):");
     for row in &result.confusion.counts {
-        println!("  {}", row.iter().map(|c| format!("{c:>6}")).collect::<String>());
+        super::lines::say(&format!("  {}", row.iter().map(|c| format!("{c:>6}")).collect::<String>()));
     }
 }
 
@@ -174,7 +182,11 @@ fn write_evaluation(
     let files = RunDir { path: dir.to_path_buf() };
     write_atomic(&files.evaluation(name), serde_json::to_string_pretty(doc)?)?;
     plot_confusion(&result.confusion, title, &files.confusion_png(name))?;
-    println!("wrote {} and {}", files.evaluation(name).display(), files.confusion_png(name).display());
+    super::lines::say(&format!(
+        "wrote {} and {}",
+        files.evaluation(name).display(),
+        files.confusion_png(name).display()
+    ));
     Ok(())
 }
 

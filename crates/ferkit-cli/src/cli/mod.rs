@@ -167,16 +167,16 @@ pub fn run_with(cli: Cli) -> Result<()> {
         Command::Predict(args) => predict_cmd::run(args),
         Command::Data(cmd) => data_cmd::run(cmd),
         Command::Models => {
-            println!("{:<18} {:>12} {:>14}  description", "preset", "params", "non-trainable");
+            lines::say(&format!("{:<18} {:>12} {:>14}  description", "preset", "params", "non-trainable"));
             for e in ferkit::models::registry()? {
                 let (t, nt) = e.params;
                 let total = ferkit::models::summary::thousands(t + nt);
-                println!(
+                lines::say(&format!(
                     "{:<18} {total:>12} {:>14}  {}",
                     e.name,
                     ferkit::models::summary::thousands(nt),
                     e.description
-                );
+                ));
             }
             Ok(())
         }
@@ -187,7 +187,10 @@ pub fn run_with(cli: Cli) -> Result<()> {
                 && let Some(weights) = &t.weights
             {
                 ferkit::models::transfer::Backbone::load(t.backbone, Some(weights), &ferkit::Device::flex())?;
-                println!("ImageNet weights loaded from {}: every tensor found and used.", weights.display());
+                lines::say(&format!(
+                    "ImageNet weights loaded from {}: every tensor found and used.",
+                    weights.display()
+                ));
             }
             Ok(())
         }
@@ -205,7 +208,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
             let name =
                 name.unwrap_or_else(|| out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
             ferkit::trained::export(&run_dirs, &out, &name, &description, half)?;
-            println!("wrote {} and {}", out.display(), out.with_extension("toml").display());
+            lines::say(&format!("wrote {} and {}", out.display(), out.with_extension("toml").display()));
             Ok(())
         }
     }

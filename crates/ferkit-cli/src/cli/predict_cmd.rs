@@ -119,7 +119,7 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
         (None, None, false) => Box::new(CascadeDetector::load(&locate::find_cascade()?, options)?),
     };
     let mut classifier = EmotionClassifier::load(&ModelSource::from_arg(args.model.as_deref())?)?;
-    classifier.notes.iter().for_each(|n| eprintln!("{n}"));
+    classifier.notes.iter().for_each(|n| super::lines::tell(n));
     classifier.tta = args.tta;
     classifier.align = args.align;
     let (videos, still): (Vec<PathBuf>, Vec<PathBuf>) =
@@ -141,12 +141,12 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     let (photos, others) = expand_photo_paths(&args.photos)?;
     if !others.is_empty() {
         let shown: Vec<String> = others.iter().take(5).map(|p| p.display().to_string()).collect();
-        eprintln!(
+        super::lines::tell(&format!(
             "passed over {} files that are not images: {}{}",
             others.len(),
             shown.join(", "),
             if others.len() > 5 { ", ..." } else { "" }
-        );
+        ));
     }
     if photos.is_empty() {
         bail!(Config, "no photos among {} (files that are not images: {})", args.photos.len(), others.len());
@@ -154,7 +154,7 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     let bar = progress_bar(photos.len());
     let print = |text: String| match &bar {
         Some(bar) => bar.println(text),
-        None => println!("{text}"),
+        None => super::lines::say(&text),
     };
     let (results, failures) = predict_photos(
         &classifier,
@@ -169,7 +169,7 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
             }
         },
         |f| {
-            eprintln!("error: {}", f.error);
+            super::lines::tell(&format!("error: {}", f.error));
             if let Some(bar) = &bar {
                 bar.inc(1);
             }
@@ -180,7 +180,11 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     }
     if let Some(out) = &args.out {
         write_tables(out, describe_setup(&classifier, finder.as_ref()), &results, &failures)?;
-        println!("wrote {}: predictions.json, predictions.csv and {} marked photos", out.display(), results.len());
+        super::lines::say(&format!(
+            "wrote {}: predictions.json, predictions.csv and {} marked photos",
+            out.display(),
+            results.len()
+        ));
     }
     if !failures.is_empty() {
         bail!(

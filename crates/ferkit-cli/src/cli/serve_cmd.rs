@@ -49,7 +49,7 @@ pub struct ServeArgs {
 
 pub fn run(args: ServeArgs) -> Result<()> {
     let classifier = EmotionClassifier::load(&ModelSource::from_arg(args.model.as_deref())?)?;
-    classifier.notes.iter().for_each(|n| eprintln!("{n}"));
+    classifier.notes.iter().for_each(|n| super::lines::tell(n));
     let detector = if args.whole_image {
         Detector::WholeImage
     } else if let Some(dir) = &args.mtcnn {
@@ -78,13 +78,13 @@ pub fn run(args: ServeArgs) -> Result<()> {
         let listener =
             tokio::net::TcpListener::bind(&address).await.with_context(|| format!("{address}: cannot listen"))?;
         let local = listener.local_addr()?;
-        eprintln!(
+        super::lines::tell(&format!(
             "serving {} on http://{local}/ (API: /v1/emotions, /openapi.json; Ctrl-C or SIGTERM stops)",
             classifier.model_name
-        );
+        ));
         let app = ferkit_serve::router(classifier, options);
         ferkit_serve::serve(listener, app, ferkit_serve::shutdown_signal()).await?;
-        eprintln!("stopped");
+        super::lines::tell("stopped");
         Ok(())
     })
 }

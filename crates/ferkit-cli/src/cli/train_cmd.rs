@@ -160,7 +160,10 @@ pub fn run(args: TrainArgs) -> Result<()> {
         return match ferkit::training::resume_dir(dir, &progress)? {
             Some((metrics, run_dir)) => print_result(&metrics, &run_dir),
             None => {
-                super::lines::say(&format!("{}: this run finished (metrics.json is there); nothing to resume", dir.display()));
+                super::lines::say(&format!(
+                    "{}: this run finished (metrics.json is there); nothing to resume",
+                    dir.display()
+                ));
                 Ok(())
             }
         };

@@ -95,14 +95,14 @@ pub fn run(args: TuneArgs) -> Result<()> {
     match best {
         Some(b) => {
             let epoch = b.best_epoch.map(|e| format!(" at epoch {e}")).unwrap_or_default();
-            println!(
+            super::lines::say(&format!(
                 "best trial {}: objective {:.4}{epoch}; values {}",
                 b.trial,
                 b.objective,
                 serde_json::to_string(&b.values)?
-            );
+            ));
             if let Some(acc) = b.test_accuracy {
-                println!("best trial's test accuracy: {acc:.4}");
+                super::lines::say(&format!("best trial's test accuracy: {acc:.4}"));
             }
         }
         None => ferkit::bail!(
@@ -112,6 +112,6 @@ pub fn run(args: TuneArgs) -> Result<()> {
             out.join("trials.csv").display()
         ),
     }
-    println!("trials table: {}", out.join("trials.csv").display());
+    super::lines::say(&format!("trials table: {}", out.join("trials.csv").display()));
     Ok(())
 }

@@ -130,25 +130,25 @@ pub fn run(
             Ok(report) => {
                 print_report(&report);
                 if out.is_some() {
-                    println!(
+                    super::lines::say(&format!(
                         "wrote {}: frames.csv, frames.jsonl, tracks.csv, tracks.json, timelines{}",
                         dir.display(),
                         if options.annotate { ", annotated.mp4" } else { "" }
-                    );
+                    ));
                 }
                 if let Err(e) = report.check() {
-                    eprintln!("error: {e}");
+                    super::lines::tell(&format!("error: {e}"));
                     failed += 1;
                 }
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                super::lines::tell(&format!("error: {e}"));
                 failed += 1;
             }
         }
     }
     if out.is_none() {
-        println!("(per-frame rows not kept: give --out DIR for frames.csv, tracks.csv, timelines)");
+        super::lines::say("(per-frame rows not kept: give --out DIR for frames.csv, tracks.csv, timelines)");
     }
     if failed > 0 {
         bail!(BadInput, "{failed} of {} videos could not be read in full (see above)", videos.len());
@@ -170,7 +170,7 @@ fn progress_bar(video: &Path) -> Option<ProgressBar> {
 }
 
 fn print_report(r: &VideoReport) {
-    println!(
+    super::lines::say(&format!(
         "{}: {}x{} at {:.2} frames/s; {} frames read, {} analysed ({} detection rounds), {} faces in {} tracks; {:.1} s ({:.1} frames/s)",
         r.video.display(),
         r.width,
@@ -183,12 +183,19 @@ fn print_report(r: &VideoReport) {
         r.tracks.len(),
         r.seconds,
         r.frames_read as f64 / r.seconds.max(1e-9)
-    );
+    ));
     for t in &r.tracks {
         let mut shares: Vec<(f64, &str)> = t.shares().into_iter().zip(CLASS_NAMES).filter(|(s, _)| *s > 0.0).collect();
         shares.sort_by(|a, b| b.0.total_cmp(&a.0));
         let shown: Vec<String> = shares.iter().map(|(s, c)| format!("{c} {:.0}%", 100.0 * s)).collect();
-        println!("  track {}: {:.2}-{:.2} s, {} frames: {}", t.id, t.first, t.last, t.frames, shown.join(", "));
+        super::lines::say(&format!(
+            "  track {}: {:.2}-{:.2} s, {} frames: {}",
+            t.id,
+            t.first,
+            t.last,
+            t.frames,
+            shown.join(", ")
+        ));
     }
 }
 
