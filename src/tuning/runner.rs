@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::oracle::{Direction, Oracle, Strategy, Trial, TrialStatus};
 use super::space::SearchSpace;
+use super::trial_log::TrialLog;
 use crate::data::DataSource;
 use crate::events::Events;
 use crate::models::{ModelSpec, NetSpec};
@@ -85,6 +86,7 @@ impl BestTrial {
 struct Running {
     trial: Trial,
     child: Child,
+    log: TrialLog,
     started: Instant,
 }
 
@@ -182,9 +184,10 @@ pub fn tune(options: TuneOptions, events: &dyn Events) -> Result<Option<BestTria
                     None => break,
                 },
             };
-            let child = start_trial(&exe, &oracle.space, &trial, &settings, &out)?;
+            let mut child = start_trial(&exe, &oracle.space, &trial, &settings, &out)?;
+            let log = TrialLog::attach(&mut child, &trial_dir(&out, trial.id).join("train.log"))?;
             events.note(&format!("trial {} started: {}", trial.id, serde_json::to_string(&trial.values)?));
-            running.push(Running { trial, child, started: Instant::now() });
+            running.push(Running { trial, child, log, started: Instant::now() });
         }
         if running.is_empty() {
             break;
@@ -198,6 +201,9 @@ pub fn tune(options: TuneOptions, events: &dyn Events) -> Result<Option<BestTria
                 continue;
             };
             let done = running.swap_remove(i);
+            if let Err(e) = done.log.finish() {
+                events.note(&format!("trial {}: its log is incomplete: {e:#}", done.trial.id));
+            }
             let seconds = done.started.elapsed().as_secs_f64();
             let dir = trial_dir(&out, done.trial.id);
             let result = if status.success() { trial_result(&dir, settings.objective) } else { None };
@@ -235,17 +241,12 @@ fn start_trial(exe: &Path, space: &SearchSpace, trial: &Trial, settings: &TrialS
     let net = space.net_for(&trial.values)?;
     let net_path = dir.join("net.toml");
     write_atomic(&net_path, net.to_toml())?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join("train.log"))
-        .context("cannot open a trial log")?;
     let mut cmd = Command::new(exe);
     // A trial that a killed search left after some epochs goes on from its checkpoint.
     let run = RunDir { path: dir.clone() };
     if run.has_checkpoint() && run.config().exists() && !run.metrics().exists() {
         cmd.arg("train").arg("--resume").arg(&dir);
-        cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         die_with_parent(&mut cmd);
         return cmd.spawn().with_context(|| format!("cannot resume trial {}", trial.id));
     }
@@ -254,7 +255,8 @@ fn start_trial(exe: &Path, space: &SearchSpace, trial: &Trial, settings: &TrialS
     let config_path = dir.join("trial.toml");
     write_atomic(&config_path, settings.train_config(net, space.batch_size).to_toml())?;
     cmd.arg("train").arg("--config").arg(&config_path).arg("--out").arg(&dir).arg("--overwrite");
-    cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+    // Its output goes through pipes into train.log ([`TrialLog`]: whole lines only).
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     die_with_parent(&mut cmd);
     cmd.spawn().with_context(|| format!("cannot start trial {}", trial.id))
 }
