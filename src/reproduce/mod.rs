@@ -220,6 +220,9 @@ fn tune_step(options: &ReproduceOptions, recipe: &Recipe) -> Result<()> {
             },
             out: options.out.join("tune"),
             workers: options.workers,
+            storage: None,
+            study: None,
+            lease_seconds: crate::tuning::worker::DEFAULT_LEASE_SECONDS,
         },
         &*options.events,
     )?;

@@ -1,24 +1,25 @@
-//! The trial runner: takes trials from the oracle and trains each one with `ferkit train` in a
-//! process of its own (up to `workers` at once), each in its own run directory under the
-//! search's folder. The oracle's state is saved after every ask and tell, so running the same
+//! A search from end to end (`ferkit tune`, `ferkit tune-worker`, `ferkit tune --status`): opens
+//! its study ([`open_study`]: in `oracle.json` or a database, checked against a saved one,
+//! migrated from `oracle.json` into a database), lets the trial loop ([`super::worker`]) train
+//! the trials, and writes the search's reports (trials table and plot, best trial and its
+//! weights). The study's state is saved after every claim and result, so running the same
 //! command again after an interruption re-runs only the trials that had not finished.
 
-use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::error::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use super::oracle::{Direction, Oracle, Strategy, Trial, TrialStatus};
 use super::space::SearchSpace;
-use super::trial_log::TrialLog;
+use super::storage::{JsonStudy, StorageUrl};
+use super::study::{StudySpec, StudyStorage, WorkerId};
+use super::worker::{WorkerOptions, run_trials, trial_dir};
 use crate::data::DataSource;
 use crate::events::Events;
 use crate::models::{ModelSpec, NetSpec};
 use crate::reporting::plots::plot_trials;
-use crate::run::history::read_csv;
 use crate::training::{Monitor, RunDir, TrainConfig};
 use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
@@ -59,8 +60,17 @@ pub struct TuneOptions {
     pub strategy: Strategy,
     pub trials: usize,
     pub settings: TrialSettings,
+    /// The search's folder: trial run directories, reports, and `oracle.json` when `storage`
+    /// is None.
     pub out: PathBuf,
+    /// Trials trained at once on this machine, each in its own process.
     pub workers: usize,
+    /// A database for the study ([`StorageUrl::parse`]); None keeps it in `out/oracle.json`.
+    pub storage: Option<String>,
+    /// The study's name in the database (default: the space's name).
+    pub study: Option<String>,
+    /// A claimed trial's lease, in seconds ([`WorkerOptions::lease_seconds`]).
+    pub lease_seconds: f64,
 }
 
 /// A search's best trial, saved as `best.json` in the search folder.
@@ -83,36 +93,22 @@ impl BestTrial {
     }
 }
 
-struct Running {
-    trial: Trial,
-    child: Child,
-    log: TrialLog,
-    started: Instant,
-}
-
 /// What a resumed search's options change, in words the user can act on; empty when nothing.
-fn search_differences(
-    oracle: &Oracle,
-    saved: &TrialSettings,
-    space: &SearchSpace,
-    strategy: &Strategy,
-    trials: usize,
-    settings: &TrialSettings,
-) -> Result<Vec<String>> {
+fn search_differences(saved: &StudySpec, wanted: &StudySpec) -> Result<Vec<String>> {
     let mut differences = Vec::new();
-    if oracle.space != *space {
+    if saved.space != wanted.space {
         differences.push("the search space differs".to_string());
     }
-    if oracle.strategy != *strategy {
-        let (was, now) = (serde_json::to_string(&oracle.strategy)?, serde_json::to_string(strategy)?);
+    if saved.strategy != wanted.strategy {
+        let (was, now) = (serde_json::to_string(&saved.strategy)?, serde_json::to_string(&wanted.strategy)?);
         differences.push(format!("strategy was {was}, now {now}"));
     }
-    if oracle.max_trials != trials {
-        differences.push(format!("trials was {}, now {trials}", oracle.max_trials));
+    if saved.max_trials != wanted.max_trials {
+        differences.push(format!("trials was {}, now {}", saved.max_trials, wanted.max_trials));
     }
-    if saved != settings {
+    if saved.settings != wanted.settings {
         // Line by line over the settings as they are saved, so the message names the field.
-        let (was, now) = (toml::to_string(saved)?, toml::to_string(settings)?);
+        let (was, now) = (toml::to_string(&saved.settings)?, toml::to_string(&wanted.settings)?);
         let only_in = |a: &str, b: &str| -> Vec<String> {
             a.lines().filter(|l| !l.trim().is_empty() && !b.lines().any(|m| m == *l)).map(str::to_string).collect()
         };
@@ -125,180 +121,173 @@ fn search_differences(
     Ok(differences)
 }
 
-fn trial_dir(out: &Path, id: usize) -> PathBuf {
-    out.join(format!("trial_{id:03}"))
-}
-
-/// Runs (or resumes) a search; returns the best trial.
-pub fn tune(options: TuneOptions, events: &dyn Events) -> Result<Option<BestTrial>> {
-    let TuneOptions { space, strategy, trials, mut settings, out, workers } = options;
+/// Opens the search's study (a new one, the saved one when it matches, or an `oracle.json`
+/// search in the folder migrated into the database) and returns its storage and spec.
+///
+/// Errors: the folder or storage holds a different search (the message names what differs),
+/// the storage cannot be opened.
+pub fn open_study(options: &TuneOptions, events: &dyn Events) -> Result<(Box<dyn StudyStorage>, StudySpec)> {
+    let TuneOptions { space, strategy, trials, settings, out, storage, study, .. } = options;
+    let mut settings = settings.clone();
     // Canonical data paths, so the same search (from `tune` or `reproduce`) resumes whatever
     // directory it is started from, and its trial processes read the same files.
     settings.data = settings.data.canonical();
-    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
-    crate::util::atomic::remove_stale_temporaries(&out, 2); // a killed search's half-written files
-    let state_path = out.join("oracle.json");
-    let settings_path = out.join("settings.toml");
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
+    crate::util::atomic::remove_stale_temporaries(out, 2); // a killed search's half-written files
     let direction = match settings.objective {
         Monitor::ValLoss => Direction::Minimize,
         Monitor::ValAccuracy => Direction::Maximize,
     };
-    let mut oracle = if state_path.exists() {
-        let oracle = Oracle::load(&state_path)?;
-        let saved: TrialSettings = toml::from_str(&std::fs::read_to_string(&settings_path).unwrap_or_default())
-            .with_context(|| format!("{}: missing or unreadable", settings_path.display()))?;
-        let differences = search_differences(&oracle, &saved, &space, &strategy, trials, &settings)?;
-        if !differences.is_empty() {
-            bail!(Config @ "search_out",
-                "{} holds a different search ({})",
-                out.display(),
-                differences.join("; ")
-            );
-        }
-        let done = oracle.trials.iter().filter(|t| t.status != TrialStatus::Pending).count();
-        events.note(&format!(
-            "resuming {}: {done} trials finished, {} to re-run",
-            out.display(),
-            oracle.pending().len()
-        ));
-        oracle
-    } else {
-        write_atomic(&settings_path, toml::to_string(&settings)?)?;
-        Oracle::new(space, strategy, direction, trials, settings.seed)
+    let wanted = StudySpec {
+        space: space.clone(),
+        strategy: strategy.clone(),
+        direction,
+        max_trials: *trials,
+        seed: settings.seed,
+        settings,
     };
-    oracle.save(&state_path)?;
-
-    let exe = std::env::current_exe().context("cannot find the ferkit executable")?;
-    let mut queue: VecDeque<Trial> = oracle.pending().into();
-    let mut running: Vec<Running> = Vec::new();
-    let search_start = Instant::now();
-    loop {
-        while running.len() < workers.max(1) {
-            let trial = match queue.pop_front() {
-                Some(t) => t,
-                None => match oracle.ask() {
-                    Some(t) => {
-                        oracle.save(&state_path)?;
-                        t
-                    }
-                    None => break,
-                },
-            };
-            let mut child = start_trial(&exe, &oracle.space, &trial, &settings, &out)?;
-            let log = TrialLog::attach(&mut child, &trial_dir(&out, trial.id).join("train.log"))?;
-            events.note(&format!("trial {} started: {}", trial.id, serde_json::to_string(&trial.values)?));
-            running.push(Running { trial, child, log, started: Instant::now() });
+    let name = study.clone().unwrap_or_else(|| space.name.clone());
+    let mut store: Box<dyn StudyStorage> = match storage {
+        None => Box::new(JsonStudy::open(out)?),
+        Some(url) => StorageUrl::parse(url, out)?.open(&name)?,
+    };
+    let differ = |saved: &StudySpec, place: String| -> Result<()> {
+        let differences = search_differences(saved, &wanted)?;
+        if !differences.is_empty() {
+            bail!(Config @ "search_out", "{place} holds a different search ({})", differences.join("; "));
         }
-        if running.is_empty() {
-            break;
+        Ok(())
+    };
+    match store.spec()? {
+        Some(saved) => {
+            differ(&saved, store.describe())?;
+            let trials = store.trials()?;
+            let pending = trials.iter().filter(|t| t.trial.status == TrialStatus::Pending).count();
+            events.note(&format!(
+                "resuming {}: {} trials finished, {pending} to re-run or running",
+                store.describe(),
+                trials.len() - pending
+            ));
         }
-        std::thread::sleep(Duration::from_millis(200));
-        let mut i = 0;
-        while i < running.len() {
-            let status = running[i].child.try_wait().context("cannot watch a trial process")?;
-            let Some(status) = status else {
-                i += 1;
-                continue;
-            };
-            let done = running.swap_remove(i);
-            if let Err(e) = done.log.finish() {
-                events.note(&format!("trial {}: its log is incomplete: {e:#}", done.trial.id));
+        None => match storage.as_ref().map(|_| JsonStudy::read(out)).transpose()?.flatten() {
+            // A search this folder kept in oracle.json goes on in the database.
+            Some((oracle, saved_settings)) => {
+                let saved = StudySpec {
+                    space: oracle.space.clone(),
+                    strategy: oracle.strategy.clone(),
+                    direction: oracle.direction,
+                    max_trials: oracle.max_trials,
+                    seed: oracle.seed,
+                    settings: saved_settings,
+                };
+                differ(&saved, out.join("oracle.json").display().to_string())?;
+                store.create(&saved, &oracle.trials)?;
+                events.note(&format!(
+                    "migrated {} ({} trials) into {}",
+                    out.join("oracle.json").display(),
+                    oracle.trials.len(),
+                    store.describe()
+                ));
             }
-            let seconds = done.started.elapsed().as_secs_f64();
-            let dir = trial_dir(&out, done.trial.id);
-            let result = if status.success() { trial_result(&dir, settings.objective) } else { None };
-            match result {
-                Some((objective, epoch)) => {
-                    oracle.tell(done.trial.id, Some(objective), Some(epoch), Some(seconds));
-                    events.note(&format!(
-                        "trial {} finished: {objective:.4} at epoch {epoch}, {seconds:.0} s",
-                        done.trial.id
-                    ));
-                }
-                None => {
-                    oracle.tell(done.trial.id, None, None, Some(seconds));
-                    events.note(&format!(
-                        "trial {} FAILED ({status}); see {}",
-                        done.trial.id,
-                        dir.join("train.log").display()
-                    ));
-                }
-            }
-            oracle.save(&state_path)?;
-            // A long search shows its table as it goes, and leaves it behind when interrupted.
-            write_trials_table(&oracle, &out)?;
-        }
+            None => store.create(&wanted, &[])?,
+        },
     }
+    Ok((store, wanted))
+}
+
+/// Runs (or resumes) a search with `workers` trials at once on this machine; returns the best
+/// trial. With a database storage, workers elsewhere (`ferkit tune-worker`) may share the work.
+pub fn tune(options: TuneOptions, events: &dyn Events) -> Result<Option<BestTrial>> {
+    let (mut store, spec) = open_study(&options, events)?;
+    let out = options.out.clone();
+    let search_start = Instant::now();
+    let worker = WorkerOptions { out: out.clone(), slots: options.workers.max(1), lease_seconds: options.lease_seconds };
+    // A long search shows its table as it goes, and leaves it behind when interrupted.
+    let mut table = |store: &mut dyn StudyStorage| write_trials_table(&spec.oracle(trial_list(store)?), &out);
+    table(store.as_mut())?;
+    run_trials(store.as_mut(), &spec, &worker, events, &mut table)?;
     events.note(&format!("search finished in {:.0} s", search_start.elapsed().as_secs_f64()));
-    let best = write_reports(&oracle, &out)?;
+    let shared = options.storage.is_some();
+    let best = write_reports(&spec.oracle(trial_list(store.as_mut())?), &out, !shared, events)?;
     crate::util::atomic::remove_stale_temporaries(&out, 2);
     Ok(best)
 }
 
-fn start_trial(exe: &Path, space: &SearchSpace, trial: &Trial, settings: &TrialSettings, out: &Path) -> Result<Child> {
-    let dir = trial_dir(out, trial.id);
-    std::fs::create_dir_all(&dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    let net = space.net_for(&trial.values)?;
-    let net_path = dir.join("net.toml");
-    write_atomic(&net_path, net.to_toml())?;
-    let mut cmd = Command::new(exe);
-    // A trial that a killed search left after some epochs goes on from its checkpoint.
-    let run = RunDir { path: dir.clone() };
-    if run.has_checkpoint() && run.config().exists() && !run.metrics().exists() {
-        cmd.arg("train").arg("--resume").arg(&dir);
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-        die_with_parent(&mut cmd);
-        return cmd.spawn().with_context(|| format!("cannot resume trial {}", trial.id));
-    }
-    // The trial's whole training config, written out and trained as it is (`ferkit train
-    // --config`), so that what a trial trains is never rebuilt from flags.
-    let config_path = dir.join("trial.toml");
-    write_atomic(&config_path, settings.train_config(net, space.batch_size).to_toml())?;
-    cmd.arg("train").arg("--config").arg(&config_path).arg("--out").arg(&dir).arg("--overwrite");
-    // Its output goes through pipes into train.log ([`TrialLog`]: whole lines only).
-    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    die_with_parent(&mut cmd);
-    cmd.spawn().with_context(|| format!("cannot start trial {}", trial.id))
+/// A worker on a study that `ferkit tune --storage` made: runs its trials until none is left
+/// (`ferkit tune-worker`). Returns how many trials it finished.
+///
+/// Errors: no such study there (the message says how to make one), the storage fails.
+pub fn tune_worker(storage: &str, study: &str, worker: WorkerOptions, events: &dyn Events) -> Result<usize> {
+    std::fs::create_dir_all(&worker.out).with_context(|| format!("{}: cannot create", worker.out.display()))?;
+    crate::util::atomic::remove_stale_temporaries(&worker.out, 2);
+    let mut store = StorageUrl::parse(storage, &worker.out)?.open(study)?;
+    let Some(spec) = store.spec()? else {
+        bail!(Config @ "study",
+            "{}: no study named {study}; make it with `ferkit tune SPACE.toml --data ... --storage {storage} --study {study} --workers 0`",
+            store.describe()
+        );
+    };
+    events.note(&format!("worker {} on {}", WorkerId::this_process().0, store.describe()));
+    let out = worker.out.clone();
+    let mut table = |store: &mut dyn StudyStorage| write_trials_table(&spec.oracle(trial_list(store)?), &out);
+    let finished = run_trials(store.as_mut(), &spec, &worker, events, &mut table)?;
+    crate::util::atomic::remove_stale_temporaries(&worker.out, 2);
+    Ok(finished)
 }
 
-/// A trial process must not outlive the search that started it: a killed search would leave
-/// it writing into a trial folder that the resumed search is about to run again.
-#[cfg(target_os = "linux")]
-fn die_with_parent(cmd: &mut Command) {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches only the new process's own settings.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        });
+/// The trials table of study `study` in `storage`, as text: every trial's number, values,
+/// status, objective, best epoch, seconds, holder (or finisher) and attempts, and for a
+/// running trial the seconds its lease has left (`ferkit tune --status`).
+pub fn study_status(storage: &str, study: &str, out: &Path) -> Result<String> {
+    let mut store = StorageUrl::parse(storage, out)?.open(study)?;
+    let Some(spec) = store.spec()? else { bail!(Config @ "study", "{}: no study named {study}", store.describe()) };
+    let trials = store.trials()?;
+    let now = super::storage::now_seconds();
+    let names: Vec<String> = spec.space.params.iter().map(|p| p.name.clone()).collect();
+    let mut rows = vec![
+        ["trial".to_string(), "status".into(), "objective".into(), "epoch".into(), "seconds".into(), "worker".into(), "attempts".into(), "lease left".into()]
+            .into_iter()
+            .chain(names.iter().cloned())
+            .collect::<Vec<String>>(),
+    ];
+    for t in &trials {
+        let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
+        let mut row = vec![
+            t.trial.id.to_string(),
+            format!("{:?}", t.trial.status).to_lowercase(),
+            opt(t.trial.objective.map(|v| format!("{v:.6}"))),
+            opt(t.trial.best_epoch.map(|v| v.to_string())),
+            opt(t.trial.seconds.map(|v| format!("{v:.1}"))),
+            opt(t.worker.clone()),
+            t.attempts.to_string(),
+            opt((t.trial.status == TrialStatus::Pending).then_some(t.lease_until).flatten().map(|u| format!("{:.0} s", u - now))),
+        ];
+        row.extend(names.iter().map(|n| t.trial.values.get(n).map(|v| v.to_string()).unwrap_or_default()));
+        rows.push(row);
     }
+    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let mut text = format!(
+        "study {} in {}: {} of {} trials handed out, {} finished\n",
+        study,
+        store.describe(),
+        trials.len(),
+        spec.max_trials,
+        trials.iter().filter(|t| t.trial.status != TrialStatus::Pending).count()
+    );
+    for r in rows {
+        let cells: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        text += cells.join("  ").trim_end();
+        text.push('\n');
+    }
+    Ok(text)
 }
 
-#[cfg(not(target_os = "linux"))]
-fn die_with_parent(_cmd: &mut Command) {}
-
-/// The objective of a finished trial, from its history: the best validation loss (or accuracy)
-/// and the epoch it came at.
-fn trial_result(dir: &Path, objective: Monitor) -> Option<(f64, usize)> {
-    let history = read_csv(&dir.join("history.csv")).ok()?;
-    let pick = |r: &crate::run::history::EpochRecord| match objective {
-        Monitor::ValLoss => r.val_loss,
-        Monitor::ValAccuracy => -r.val_accuracy,
-    };
-    let best = history.iter().filter(|r| pick(r).is_finite()).min_by(|a, b| pick(a).total_cmp(&pick(b)))?;
-    let value = match objective {
-        Monitor::ValLoss => best.val_loss,
-        Monitor::ValAccuracy => best.val_accuracy,
-    };
-    Some((value, best.epoch))
+fn trial_list(store: &mut dyn StudyStorage) -> Result<Vec<Trial>> {
+    Ok(store.trials()?.into_iter().map(|t| t.trial).collect())
 }
 
 /// `trials.csv`, `trials.png`, `best.json` and `best_model.bpk` in the search folder.
-fn write_reports(oracle: &Oracle, out: &Path) -> Result<Option<BestTrial>> {
+fn write_reports(oracle: &Oracle, out: &Path, weights_here: bool, events: &dyn Events) -> Result<Option<BestTrial>> {
     write_trials_table(oracle, out)?;
 
     let Some(best) = oracle.best() else { return Ok(None) };
@@ -314,6 +303,11 @@ fn write_reports(oracle: &Oracle, out: &Path) -> Result<Option<BestTrial>> {
         test_accuracy,
     };
     write_atomic(&out.join("best.json"), serde_json::to_string_pretty(&summary)?)?;
+    if !weights_here && !dir.join("model.bpk").exists() {
+        // A shared study's best trial may have trained on another machine.
+        events.note(&format!("best trial {} trained on another worker: its weights stay in that worker's folder", best.id));
+        return Ok(Some(summary));
+    }
     let weights = std::fs::read(dir.join("model.bpk")).with_context(|| format!("{}: no weights", dir.display()))?;
     write_atomic(&out.join("best_model.bpk"), weights)?;
     Ok(Some(summary))

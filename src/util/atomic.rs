@@ -25,7 +25,7 @@ fn temp_owner(name: &str) -> Option<i32> {
 
 /// Whether process `pid` still runs: it exists and is not a zombie (a killed process whose exit
 /// has not been collected yet, e.g. a trial killed with its search, which can write no more).
-fn process_runs(pid: i32) -> bool {
+pub(crate) fn process_runs(pid: i32) -> bool {
     // kill(pid, 0) fails with ESRCH exactly when no such process exists.
     // SAFETY: signal 0 sends nothing; it only asks whether the process exists.
     let exists = pid > 0

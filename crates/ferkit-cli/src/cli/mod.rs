@@ -48,6 +48,9 @@ enum Command {
     Train(train_cmd::TrainArgs),
     /// Search a net's hyperparameters (Bayesian optimisation, random or grid), each trial a run directory.
     Tune(tune_cmd::TuneArgs),
+    /// Work on a study that `ferkit tune --storage URL --study NAME` made: claim trials under a
+    /// lease, train them, report results, until none is left (any number, on any machines).
+    TuneWorker(tune_cmd::TuneWorkerArgs),
     /// Evaluate a run's kept checkpoint on a split: accuracy, loss, per-class metrics, confusion matrix.
     Eval(eval_cmd::EvalArgs),
     /// Find the faces in photos and say which emotion each shows (a run's kept net, a Haar cascade).
@@ -197,6 +200,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
         Command::Train(args) => train_cmd::run(args),
         Command::Serve(args) => serve_cmd::run(args),
         Command::Tune(args) => tune_cmd::run(args),
+        Command::TuneWorker(args) => tune_cmd::run_worker(args),
         Command::Eval(args) => eval_cmd::run(args),
         Command::Report { runs } => {
             let paths: Vec<&std::path::Path> = runs.iter().map(PathBuf::as_path).collect();
