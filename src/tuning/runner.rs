@@ -260,7 +260,7 @@ pub fn study_status(storage: &str, study: &str, out: &Path) -> Result<String> {
             opt(t.trial.seconds.map(|v| format!("{v:.1}"))),
             opt(t.worker.clone()),
             t.attempts.to_string(),
-            opt((t.trial.status == TrialStatus::Pending).then_some(t.lease_until).flatten().map(|u| format!("{:.0} s", u - now))),
+            opt((t.trial.status == TrialStatus::Pending).then_some(t.lease_until).flatten().map(|u| format!("{:.0}s", u - now))),
         ];
         row.extend(names.iter().map(|n| t.trial.values.get(n).map(|v| v.to_string()).unwrap_or_default()));
         rows.push(row);
