@@ -16,44 +16,12 @@ use super::space::SearchSpace;
 use super::storage::{JsonStudy, StorageUrl};
 use super::study::{StudySpec, StudyStorage, WorkerId};
 use super::worker::{WorkerOptions, run_trials, trial_dir};
-use crate::data::DataSource;
 use crate::events::Events;
-use crate::models::{ModelSpec, NetSpec};
 use crate::reporting::plots::plot_trials;
-use crate::training::{Monitor, RunDir, TrainConfig};
+use crate::training::{Monitor, RunDir};
 use crate::util::atomic::write_atomic;
-use crate::util::device::DeviceKind;
 
-/// What every trial is trained with; saved beside the oracle so a resumed search must match.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TrialSettings {
-    pub epochs: usize,
-    pub objective: Monitor,
-    pub seed: u64,
-    pub device: DeviceKind,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subset: Option<usize>,
-    #[serde(default)]
-    pub skip_bad_rows: bool,
-    pub data: DataSource,
-}
-
-impl TrialSettings {
-    /// The training config of a trial that trains `net` with batches of `batch_size`: the
-    /// notebook's recipe ([`TrainConfig::notebook`]: Adam, constant rate, the net's own rate, no
-    /// augmentation) with these settings' epochs, objective, seed, device, subset and data.
-    pub fn train_config(&self, net: NetSpec, batch_size: usize) -> TrainConfig {
-        let mut config = TrainConfig::notebook(ModelSpec::Layers(net), self.data.clone());
-        config.epochs = self.epochs;
-        config.batch_size = batch_size;
-        config.monitor = self.objective;
-        config.seed = self.seed;
-        config.device = self.device;
-        config.subset = self.subset;
-        config.skip_bad_rows = self.skip_bad_rows;
-        config
-    }
-}
+pub use super::study::TrialSettings;
 
 pub struct TuneOptions {
     pub space: SearchSpace,

@@ -13,9 +13,43 @@
 use serde::{Deserialize, Serialize};
 
 use super::oracle::{Direction, Oracle, Strategy, Trial, TrialStatus};
-use super::runner::TrialSettings;
+use crate::data::DataSource;
+use crate::models::{ModelSpec, NetSpec};
+use crate::training::{Monitor, TrainConfig};
+use crate::util::device::DeviceKind;
 use super::space::SearchSpace;
 use crate::error::Result;
+
+/// What every trial is trained with; saved beside the oracle so a resumed search must match.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TrialSettings {
+    pub epochs: usize,
+    pub objective: Monitor,
+    pub seed: u64,
+    pub device: DeviceKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subset: Option<usize>,
+    #[serde(default)]
+    pub skip_bad_rows: bool,
+    pub data: DataSource,
+}
+
+impl TrialSettings {
+    /// The training config of a trial that trains `net` with batches of `batch_size`: the
+    /// notebook's recipe ([`TrainConfig::notebook`]: Adam, constant rate, the net's own rate, no
+    /// augmentation) with these settings' epochs, objective, seed, device, subset and data.
+    pub fn train_config(&self, net: NetSpec, batch_size: usize) -> TrainConfig {
+        let mut config = TrainConfig::notebook(ModelSpec::Layers(net), self.data.clone());
+        config.epochs = self.epochs;
+        config.batch_size = batch_size;
+        config.monitor = self.objective;
+        config.seed = self.seed;
+        config.device = self.device;
+        config.subset = self.subset;
+        config.skip_bad_rows = self.skip_bad_rows;
+        config
+    }
+}
 
 /// What defines a search, fixed when the study is created: a worker reads it to know what to
 /// train, and a `tune` started again must give the same.
@@ -162,9 +196,6 @@ pub trait StudyStorage {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::data::DataSource;
-    use crate::training::Monitor;
-    use crate::util::device::DeviceKind;
 
     pub(crate) fn spec(max_trials: usize) -> StudySpec {
         let space = SearchSpace::from_toml(

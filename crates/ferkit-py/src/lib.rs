@@ -465,12 +465,21 @@ fn read_image<'py>(py: Python<'py>, path: PathBuf, grey: bool) -> PyResult<Bound
     })
 }
 
+/// The photos that `paths` name, as `ferkit predict` takes them: files as given, folders walked
+/// recursively in name order; returns `(photos, others)`, others being the files inside folders
+/// that are not images (sidecars, notes), for the caller to count.
+#[pyfunction]
+fn photo_paths(py: Python<'_>, paths: Vec<PathBuf>) -> PyResult<(Vec<PathBuf>, Vec<PathBuf>)> {
+    compute(py, move || ferkit::prediction::output::expand_photo_paths(&paths))
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Pipeline>()?;
     m.add_class::<Model>()?;
     m.add_function(wrap_pyfunction!(load_fer2013, m)?)?;
     m.add_function(wrap_pyfunction!(read_image, m)?)?;
+    m.add_function(wrap_pyfunction!(photo_paths, m)?)?;
     m.add_function(wrap_pyfunction!(train, m)?)?;
     m.add_function(wrap_pyfunction!(resume, m)?)?;
     m.add("CLASS_NAMES", CLASS_NAMES.to_vec())?;

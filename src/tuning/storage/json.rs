@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use super::now_seconds;
 use crate::error::{Context, Result, bail};
 use crate::tuning::oracle::{Oracle, Trial, TrialStatus};
-use crate::tuning::runner::TrialSettings;
+use crate::tuning::study::TrialSettings;
 use crate::tuning::study::{Claim, Decision, StoredTrial, StudySpec, StudyStorage, TrialOutcome, WorkerId, decide};
 use crate::util::atomic::write_atomic;
 
