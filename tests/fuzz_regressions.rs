@@ -29,6 +29,7 @@ const TARGETS: &[(&str, fn(&[u8]))] = &[
 fn inputs_that_broke_a_reader_are_read_without_a_crash_and_bombs_are_refused() {
     replay_every_input();
     checkpoints_declaring_more_than_the_file_holds_are_refused();
+    a_jpeg_that_overflows_zune_jpeg_is_an_error_naming_the_decoder();
 }
 
 fn replay_every_input() {
@@ -76,5 +77,20 @@ fn checkpoints_declaring_more_than_the_file_holds_are_refused() {
             Err(e) => format!("{e:#}"),
         };
         assert!(err.contains("conv1.bias") && err.contains("more than a"), "{}: {err}", bomb.display());
+    }
+}
+
+/// The JPEG on which zune-jpeg 0.5.15 overflows (`dc * quantiser`, found by the image_decode
+/// fuzzer; the target's first byte chooses decoding from memory). With the release profile's
+/// overflow checks for zune-jpeg (Cargo.toml), its panic is this file's error, named as such.
+fn a_jpeg_that_overflows_zune_jpeg_is_an_error_naming_the_decoder() {
+    let input = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/regressions/image_decode/zune-jpeg-dc-overflow");
+    let bytes = std::fs::read(&input).unwrap();
+    match ferkit::data::image_io::decode_image(&bytes[1..], "overflow.jpg") {
+        Ok(image) => panic!("{}: decoded as {}x{}", input.display(), image.width(), image.height()),
+        Err(e) => {
+            let message = format!("{e:#}");
+            assert!(message.contains("overflow.jpg") && message.contains("decoder failed"), "{message}");
+        }
     }
 }

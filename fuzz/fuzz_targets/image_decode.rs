@@ -1,2 +1,5 @@
 #![no_main]
-libfuzzer_sys::fuzz_target!(|data: &[u8]| ferkit_fuzz::readers::image_decode(data));
+libfuzzer_sys::fuzz_target!(
+    init: ferkit_fuzz::limits::let_caught_panics_unwind(),
+    |data: &[u8]| ferkit_fuzz::readers::image_decode(data)
+);

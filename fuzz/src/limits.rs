@@ -17,3 +17,12 @@ pub fn set_limits() {
         }
     });
 }
+
+/// libfuzzer-sys's panic hook aborts at every panic, even one that ferkit catches on purpose
+/// (`data::image_io` turns a panicking image decoder into the file's error). For the targets
+/// that decode images this puts back a hook that only prints: a panic that ferkit catches is
+/// then no crash, while one that escapes still reaches libfuzzer-sys's `catch_unwind`, which
+/// aborts (a crash, as before). Called from the target's `init`.
+pub fn let_caught_panics_unwind() {
+    std::panic::set_hook(Box::new(|info| eprintln!("caught or not, a panic: {info}")));
+}

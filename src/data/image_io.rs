@@ -69,7 +69,22 @@ fn decode_upright<R: std::io::BufRead + std::io::Seek>(reader: ImageReader<R>, s
         );
     }
     let orientation = decoder.orientation().with_context(cannot)?;
-    let mut image = DynamicImage::from_decoder(decoder).with_context(cannot)?;
+    // A decoder that panics on a malformed file (fuzzing found zune-jpeg 0.5.15 overflowing
+    // `dc * quantiser` in bitstream.rs) must not take the process with it: its panic becomes
+    // this file's error. The decoder and its buffers are dropped with the unwind, so nothing
+    // half-made is reused.
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| DynamicImage::from_decoder(decoder)));
+    let mut image = match decoded {
+        Ok(image) => image.with_context(cannot)?,
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_string());
+            crate::bail!(BadInput, "{shown}: cannot read the image: the decoder failed on this file ({why})");
+        }
+    };
     image.apply_orientation(orientation);
     Ok(image)
 }
