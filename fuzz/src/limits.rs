@@ -23,6 +23,7 @@ pub fn set_limits() {
 /// that decode images this puts back a hook that only prints: a panic that ferkit catches is
 /// then no crash, while one that escapes still reaches libfuzzer-sys's `catch_unwind`, which
 /// aborts (a crash, as before). Called from the target's `init`.
+#[allow(dead_code)] // used by the fuzz targets, not by the stable regression tests that include this file
 pub fn let_caught_panics_unwind() {
     std::panic::set_hook(Box::new(|info| eprintln!("caught or not, a panic: {info}")));
 }

@@ -15,39 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SPACE: &str = r#"
-name = "shared"
-batch_size = 16
 
-[[params]]
-name = "units"
-type = "int"
-min = 8
-max = 256
-step = 8
-
-[[params]]
-name = "learning_rate"
-type = "float"
-min = 1e-4
-max = 1e-2
-sampling = "log"
-
-[net]
-name = "shared_fnn"
-input = [2304]
-learning_rate = "$learning_rate"
-
-[[net.layers]]
-kind = "dense"
-units = "$units"
-activation = "relu"
-
-[[net.layers]]
-kind = "dense"
-units = 7
-activation = "softmax"
-"#;
 
 const TRIALS: usize = 6;
 
@@ -59,7 +27,7 @@ struct Setup {
 
 fn setup() -> Setup {
     let dir = tempfile::tempdir().unwrap();
-    let space = write(&dir.path().join("space.toml"), SPACE).to_str().unwrap().to_string();
+    let space = write(&dir.path().join("space.toml"), TINY_SEARCH_SPACE).to_str().unwrap().to_string();
     let data = write(&dir.path().join("fer.csv"), synthetic_csv(40)).to_str().unwrap().to_string();
     Setup { dir, space, data }
 }

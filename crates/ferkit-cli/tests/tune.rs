@@ -6,47 +6,10 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-const SPACE: &str = r#"
-name = "tiny"
-batch_size = 16
 
-[[params]]
-name = "units"
-type = "int"
-min = 8
-max = 64
-step = 8
-
-[[params]]
-name = "activation"
-type = "choice"
-values = ["relu", "tanh"]
-
-[[params]]
-name = "learning_rate"
-type = "float"
-min = 1e-4
-max = 1e-2
-sampling = "log"
-
-[net]
-name = "tiny_fnn"
-input = [2304]
-learning_rate = "$learning_rate"
-
-[[net.layers]]
-kind = "dense"
-units = "$units"
-activation = "$activation"
-
-[[net.layers]]
-kind = "dense"
-units = 7
-activation = "softmax"
-"#;
 
 fn setup(dir: &Path, rows: usize) -> (String, String) {
-    let space = write(&dir.join("space.toml"), SPACE);
+    let space = write(&dir.join("space.toml"), TINY_SEARCH_SPACE);
     let data = write(&dir.join("fer.csv"), synthetic_csv(rows));
     (space.to_str().unwrap().to_string(), data.to_str().unwrap().to_string())
 }

@@ -5,6 +5,47 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+/// A small search space (units, activation, learning rate of a one-hidden-layer net) for the
+/// search tests: trials train in a fraction of a second on `synthetic_csv` data.
+pub const TINY_SEARCH_SPACE: &str = r#"
+name = "tiny"
+batch_size = 16
+
+[[params]]
+name = "units"
+type = "int"
+min = 8
+max = 64
+step = 8
+
+[[params]]
+name = "activation"
+type = "choice"
+values = ["relu", "tanh"]
+
+[[params]]
+name = "learning_rate"
+type = "float"
+min = 1e-4
+max = 1e-2
+sampling = "log"
+
+[net]
+name = "tiny_fnn"
+input = [2304]
+learning_rate = "$learning_rate"
+
+[[net.layers]]
+kind = "dense"
+units = "$units"
+activation = "$activation"
+
+[[net.layers]]
+kind = "dense"
+units = 7
+activation = "softmax"
+"#;
+
 pub const USAGES: [&str; 3] = ["Training", "PublicTest", "PrivateTest"];
 
 /// A 48x48 face for `label` and `seed`: a bright block whose place depends on the label, over
