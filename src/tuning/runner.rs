@@ -188,7 +188,7 @@ pub fn tune(options: TuneOptions, events: &dyn Events) -> Result<Option<BestTria
 pub fn tune_worker(storage: &str, study: &str, worker: WorkerOptions, events: &dyn Events) -> Result<usize> {
     std::fs::create_dir_all(&worker.out).with_context(|| format!("{}: cannot create", worker.out.display()))?;
     crate::util::atomic::remove_stale_temporaries(&worker.out, 2);
-    let mut store = StorageUrl::parse(storage, &worker.out)?.open(study)?;
+    let mut store = existing_storage(storage, &worker.out)?.open(study)?;
     let Some(spec) = store.spec()? else {
         bail!(Config @ "study",
             "{}: no study named {study}; make it with `ferkit tune SPACE.toml --data ... --storage {storage} --study {study} --workers 0`",
@@ -207,7 +207,7 @@ pub fn tune_worker(storage: &str, study: &str, worker: WorkerOptions, events: &d
 /// status, objective, best epoch, seconds, holder (or finisher) and attempts, and for a
 /// running trial the seconds its lease has left (`ferkit tune --status`).
 pub fn study_status(storage: &str, study: &str, out: &Path) -> Result<String> {
-    let mut store = StorageUrl::parse(storage, out)?.open(study)?;
+    let mut store = existing_storage(storage, out)?.open(study)?;
     let Some(spec) = store.spec()? else { bail!(Config @ "study", "{}: no study named {study}", store.describe()) };
     let trials = store.trials()?;
     let now = super::storage::now_seconds();
@@ -248,6 +248,21 @@ pub fn study_status(storage: &str, study: &str, out: &Path) -> Result<String> {
         text.push('\n');
     }
     Ok(text)
+}
+
+/// `storage` parsed, for commands that read a study others made: a SQLite file must exist
+/// (opening one would make an empty database at a mistyped path).
+fn existing_storage(storage: &str, out: &Path) -> Result<StorageUrl> {
+    let url = StorageUrl::parse(storage, out)?;
+    if let StorageUrl::Sqlite(path) = &url {
+        crate::ensure!(
+            Config @ "storage",
+            path.exists(),
+            "{}: no such SQLite file (a study is made by `ferkit tune SPACE.toml --data ... --storage {storage} --study NAME`)",
+            path.display()
+        );
+    }
+    Ok(url)
 }
 
 fn trial_list(store: &mut dyn StudyStorage) -> Result<Vec<Trial>> {
