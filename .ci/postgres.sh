@@ -12,6 +12,9 @@ bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
 [ -x "$bin/initdb" ] || { echo "no PostgreSQL under /usr/lib/postgresql (apt-get install postgresql)" >&2; exit 1; }
 port=${FERKIT_PG_PORT:-54329}
 as_server() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+# The caller's folder may be closed to the postgres user (a root-only temporary checkout); every
+# path below is absolute.
+cd /
 case "$cmd" in
   start)
     mkdir -p "$dir"
