@@ -120,6 +120,8 @@ impl StudyStorage for JsonStudy {
         let mut oracle = spec.oracle(std::mem::take(trials));
         oracle.tell(id, outcome.objective, outcome.best_epoch, Some(outcome.seconds));
         *trials = oracle.trials;
+        // Finished: nobody holds it any more, so a second report is refused as in a database.
+        self.leases.remove(&id);
         self.save()?;
         Ok(true)
     }
@@ -142,5 +144,34 @@ impl StudyStorage for JsonStudy {
 
     fn describe(&self) -> String {
         self.folder.join("oracle.json").display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tuning::study::tests::spec;
+
+    #[test]
+    fn a_json_study_takes_each_result_once_and_a_reopened_one_hands_out_its_unfinished_trials_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec(2);
+        let mut study = JsonStudy::open(dir.path()).unwrap();
+        study.create(&spec, &[]).unwrap();
+        let me = WorkerId::this_process();
+        let Claim::Trial(t0) = study.claim(&me, 60.0).unwrap() else { panic!() };
+        let Claim::Trial(t1) = study.claim(&me, 60.0).unwrap() else { panic!() };
+        assert_eq!(study.claim(&me, 60.0).unwrap(), Claim::Wait, "both held by this process");
+        let outcome = TrialOutcome { objective: Some(0.5), best_epoch: Some(2), seconds: 1.0 };
+        assert!(study.finish(t0.id, &me, outcome).unwrap());
+        assert!(!study.finish(t0.id, &me, outcome).unwrap(), "a trial finishes once");
+        // A stopped search: the file keeps trial 1 pending, with no holder.
+        let mut reopened = JsonStudy::open(dir.path()).unwrap();
+        assert_eq!(reopened.spec().unwrap().as_ref(), Some(&spec));
+        assert_eq!(reopened.claim(&me, 60.0).unwrap(), Claim::Trial(t1.clone()));
+        assert!(reopened.finish(t1.id, &me, outcome).unwrap());
+        assert_eq!(reopened.claim(&me, 60.0).unwrap(), Claim::Done);
+        let saved = Oracle::load(&dir.path().join("oracle.json")).unwrap();
+        assert!(saved.trials.iter().all(|t| t.status == TrialStatus::Completed && t.objective == Some(0.5)));
     }
 }
