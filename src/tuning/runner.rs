@@ -157,7 +157,13 @@ pub fn open_study(options: &TuneOptions, events: &dyn Events) -> Result<(Box<dyn
                     store.describe()
                 ));
             }
-            None => store.create(&wanted, &[])?,
+            None => {
+                if let Err(e) = store.create(&wanted, &[]) {
+                    // Another `tune` made the same study a moment ago: join it if it is this one.
+                    let Some(saved) = store.spec()? else { return Err(e) };
+                    differ(&saved, store.describe())?;
+                }
+            }
         },
     }
     Ok((store, wanted))

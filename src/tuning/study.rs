@@ -140,14 +140,17 @@ pub enum Decision {
     Done,
 }
 
-/// The one rule every storage applies, inside its lock, with `now` from its clock: a pending
-/// trial whose holder is gone (no holder, a lease that has run out, or a dead process of this
-/// machine) goes out again first, lowest number first; otherwise the strategy proposes a new
+/// The one rule every storage applies, inside its lock, with `now` from its clock, for the
+/// worker `asking`: a pending trial whose holder is gone (no holder, a lease that has run out, or
+/// a dead process of this machine; never the asking worker itself) goes out again first, lowest number first; otherwise the strategy proposes a new
 /// trial (pending trials count as the oracle says: their points are taken, and the Gaussian
 /// process sees them as the worst result so far); otherwise wait while others hold trials.
-pub fn decide(spec: &StudySpec, trials: &[StoredTrial], now: f64) -> Decision {
+pub fn decide(spec: &StudySpec, trials: &[StoredTrial], now: f64, asking: &WorkerId) -> Decision {
     let gone = |t: &StoredTrial| match (&t.worker, t.lease_until) {
         (None, _) | (_, None) => true,
+        // The asking worker is alive: its own trial stays its own even when it renewed late
+        // (handing it back would start the same trial twice in one folder).
+        (Some(holder), _) if *holder == asking.0 => false,
         (Some(holder), Some(until)) => until < now || WorkerId::is_gone_from_this_machine(holder),
     };
     let pending = trials.iter().filter(|t| t.trial.status == TrialStatus::Pending);
@@ -246,29 +249,34 @@ activation = "softmax"
     #[test]
     fn expired_or_unheld_trials_go_out_again_before_new_ones_and_live_leases_make_others_wait() {
         let spec = spec(2);
+        let asker = WorkerId("asker/1".to_string());
+        let decide = |trials: &[StoredTrial], now: f64| decide(&spec, trials, now, &asker);
         let mut oracle = spec.oracle(Vec::new());
         let (t0, t1) = (oracle.ask().unwrap(), oracle.ask().unwrap());
         // Both held by a live worker elsewhere: nothing new (2 of 2 handed out), so wait.
         let live = [stored(t0.clone(), Some("elsewhere/1"), Some(100.0)), stored(t1.clone(), Some("elsewhere/2"), Some(100.0))];
-        assert_eq!(decide(&spec, &live, 50.0), Decision::Wait);
+        assert_eq!(decide(&live, 50.0), Decision::Wait);
         // Trial 1's lease ran out: it goes out again.
         let expired = [live[0].clone(), stored(t1.clone(), Some("elsewhere/2"), Some(40.0))];
-        assert_eq!(decide(&spec, &expired, 50.0), Decision::Reclaim(1));
+        assert_eq!(decide(&expired, 50.0), Decision::Reclaim(1));
         // A pending trial nobody holds (a stopped search's) goes first.
         let unheld = [stored(t0.clone(), None, None), expired[1].clone()];
-        assert_eq!(decide(&spec, &unheld, 50.0), Decision::Reclaim(0));
+        assert_eq!(decide(&unheld, 50.0), Decision::Reclaim(0));
         // A dead process of this machine loses its lease at once.
         let me = this_host();
         let dead = [stored(t0.clone(), Some(&format!("{me}/999999999")), Some(100.0)), live[1].clone()];
-        assert_eq!(decide(&spec, &dead, 50.0), Decision::Reclaim(0));
+        assert_eq!(decide(&dead, 50.0), Decision::Reclaim(0));
         let alive = [stored(t0.clone(), Some(&WorkerId::this_process().0), Some(100.0)), live[1].clone()];
-        assert_eq!(decide(&spec, &alive, 50.0), Decision::Wait);
+        assert_eq!(decide(&alive, 50.0), Decision::Wait);
         // All finished: done. One handed out of two: a new trial, the one a single worker gets.
         let mut done = live.clone();
         for t in &mut done {
             t.trial.status = TrialStatus::Completed;
         }
-        assert_eq!(decide(&spec, &done, 50.0), Decision::Done);
-        assert_eq!(decide(&spec, &live[..1], 50.0), Decision::New(t1));
+        assert_eq!(decide(&done, 50.0), Decision::Done);
+        assert_eq!(decide(&live[..1], 50.0), Decision::New(t1.clone()));
+        // The asker's own trial, even past its lease, is not handed back to it.
+        let own = [stored(t0.clone(), Some("asker/1"), Some(40.0)), live[1].clone()];
+        assert_eq!(decide(&own, 50.0), Decision::Wait);
     }
 }

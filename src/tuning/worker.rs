@@ -67,6 +67,12 @@ pub fn run_trials(
     let mut last_renewal = Instant::now();
     let renew_every = Duration::from_secs_f64((lease_seconds / 3.0).max(0.05));
     loop {
+        // Renewals first: a worker that was held up (a busy database, a suspended machine)
+        // keeps its trials before it asks for more.
+        if last_renewal.elapsed() >= renew_every {
+            last_renewal = Instant::now();
+            renew_or_drop(storage, &me, *lease_seconds, &mut running, events)?;
+        }
         let mut others_hold_trials = false;
         let mut study_done = false;
         while running.len() < (*slots).max(1) {
@@ -94,21 +100,6 @@ pub fn run_trials(
         // leases may run out.
         let pause = if running.is_empty() && others_hold_trials { renew_every.min(Duration::from_secs(2)) } else { Duration::from_millis(200) };
         std::thread::sleep(pause);
-        if last_renewal.elapsed() >= renew_every {
-            last_renewal = Instant::now();
-            let mut i = 0;
-            while i < running.len() {
-                if storage.renew(running[i].trial.id, &me, *lease_seconds)? {
-                    i += 1;
-                    continue;
-                }
-                let mut lost = running.swap_remove(i);
-                let _ = lost.child.kill();
-                let _ = lost.child.wait();
-                let _ = lost.log.finish();
-                events.note(&format!("trial {}: lease lost (renewed too late); another worker has it now", lost.trial.id));
-            }
-        }
         let mut i = 0;
         while i < running.len() {
             let status = running[i].child.try_wait().context("cannot watch a trial process")?;
@@ -147,6 +138,30 @@ pub fn run_trials(
         }
     }
     Ok(finished)
+}
+
+/// Renews the lease of every trial in `running`; a trial whose lease went to another worker is
+/// stopped and dropped.
+fn renew_or_drop(
+    storage: &mut dyn StudyStorage,
+    me: &WorkerId,
+    lease_seconds: f64,
+    running: &mut Vec<Running>,
+    events: &dyn Events,
+) -> Result<()> {
+    let mut i = 0;
+    while i < running.len() {
+        if storage.renew(running[i].trial.id, me, lease_seconds)? {
+            i += 1;
+            continue;
+        }
+        let mut lost = running.swap_remove(i);
+        let _ = lost.child.kill();
+        let _ = lost.child.wait();
+        let _ = lost.log.finish();
+        events.note(&format!("trial {}: lease lost (renewed too late); another worker has it now", lost.trial.id));
+    }
+    Ok(())
 }
 
 fn start_trial(exe: &Path, space: &SearchSpace, trial: &Trial, spec: &StudySpec, out: &Path) -> Result<Child> {

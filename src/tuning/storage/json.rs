@@ -88,7 +88,7 @@ impl StudyStorage for JsonStudy {
         let now = now_seconds();
         let stored = self.trials()?;
         let (spec, trials) = self.trials_mut()?;
-        let claim = match decide(spec, &stored, now) {
+        let claim = match decide(spec, &stored, now, worker) {
             Decision::Reclaim(id) => Claim::Trial(trials[id].clone()),
             Decision::New(trial) => {
                 trials.push(trial.clone());

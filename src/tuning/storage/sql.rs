@@ -125,7 +125,12 @@ impl SqlStudy {
         })();
         match result {
             Ok(value) => {
-                self.db.batch("COMMIT").with_context(|| format!("{place}: cannot commit"))?;
+                if let Err(e) = self.db.batch("COMMIT") {
+                    // SQLite keeps a transaction whose COMMIT failed (busy, disk full) open, with
+                    // its write lock: end it, or every later step of this worker fails.
+                    let _ = self.db.batch("ROLLBACK");
+                    return Err(e).with_context(|| format!("{place}: cannot commit"));
+                }
                 Ok(value)
             }
             Err(e) => {
@@ -409,7 +414,7 @@ impl StudyStorage for SqlStudy {
             let now = db.now()?;
             let trials = read_trials(db, &study)?;
             let lease_until = now + lease_seconds;
-            Ok(match decide(&spec, &trials, now) {
+            Ok(match decide(&spec, &trials, now, worker) {
                 Decision::Reclaim(id) => {
                     db.execute(
                         "UPDATE ferkit_trial SET worker = ?, lease_until = ?, attempts = attempts + 1
