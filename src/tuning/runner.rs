@@ -139,21 +139,13 @@ pub fn open_study(options: &TuneOptions, events: &dyn Events) -> Result<(Box<dyn
         }
         None => match storage.as_ref().map(|_| JsonStudy::read(out)).transpose()?.flatten() {
             // A search this folder kept in oracle.json goes on in the database.
-            Some((oracle, saved_settings)) => {
-                let saved = StudySpec {
-                    space: oracle.space.clone(),
-                    strategy: oracle.strategy.clone(),
-                    direction: oracle.direction,
-                    max_trials: oracle.max_trials,
-                    seed: oracle.seed,
-                    settings: saved_settings,
-                };
+            Some((saved, saved_trials)) => {
                 differ(&saved, out.join("oracle.json").display().to_string())?;
-                store.create(&saved, &oracle.trials)?;
+                store.create(&saved, &saved_trials)?;
                 events.note(&format!(
                     "migrated {} ({} trials) into {}",
                     out.join("oracle.json").display(),
-                    oracle.trials.len(),
+                    saved_trials.len(),
                     store.describe()
                 ));
             }

@@ -26,16 +26,12 @@ impl JsonStudy {
     ///
     /// Errors: `oracle.json` or `settings.toml` unreadable or malformed (the message names it).
     pub fn open(folder: &Path) -> Result<JsonStudy> {
-        let saved = match Self::read(folder)? {
-            Some((oracle, settings)) => Some(split(oracle, settings)),
-            None => None,
-        };
-        Ok(JsonStudy { folder: folder.to_path_buf(), saved, leases: HashMap::new() })
+        Ok(JsonStudy { folder: folder.to_path_buf(), saved: Self::read(folder)?, leases: HashMap::new() })
     }
 
-    /// The oracle and trial settings saved in `folder`, when it holds a search: what a
-    /// migration to a database imports.
-    pub fn read(folder: &Path) -> Result<Option<(Oracle, TrialSettings)>> {
+    /// The spec and trials saved in `folder` (its oracle and trial settings), when it holds a
+    /// search: what a migration to a database imports.
+    pub fn read(folder: &Path) -> Result<Option<(StudySpec, Vec<Trial>)>> {
         let state = folder.join("oracle.json");
         if !state.exists() {
             return Ok(None);
@@ -44,7 +40,7 @@ impl JsonStudy {
         let settings_path = folder.join("settings.toml");
         let settings: TrialSettings = toml::from_str(&std::fs::read_to_string(&settings_path).unwrap_or_default())
             .with_context(|| format!("{}: missing or unreadable", settings_path.display()))?;
-        Ok(Some((oracle, settings)))
+        Ok(Some(split(oracle, settings)))
     }
 
     fn save(&self) -> Result<()> {
