@@ -46,6 +46,42 @@ class SamePad(nn.Module):
 ACTIVATIONS = {"relu": nn.ReLU, "sigmoid": nn.Sigmoid, "tanh": nn.Tanh}
 
 
+class Projection(nn.Module):
+    """A residual block's shortcut when the block changes the shape: 1x1 convolution, batch norm."""
+
+    def __init__(self, channels, filters, stride):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, filters, 1, stride=stride, bias=False)
+        self.bn = nn.BatchNorm2d(filters, eps=1e-5, momentum=0.1)
+
+    def forward(self, x):
+        return self.bn(self.conv(x))
+
+
+class Residual(nn.Module):
+    """ferkit's `residual` layer (ResNet's basic block): 3x3 "same" convolution (stride s), batch
+    norm, ReLU, 3x3 convolution, batch norm, plus the shortcut, ReLU. Field names as ferkit's."""
+
+    def __init__(self, channels, filters, stride):
+        super().__init__()
+        self.pad1, self.pad2 = SamePad(3, stride), SamePad(3, 1)
+        self.conv1 = nn.Conv2d(channels, filters, 3, stride=stride, bias=False)
+        self.bn1 = nn.BatchNorm2d(filters, eps=1e-5, momentum=0.1)
+        self.conv2 = nn.Conv2d(filters, filters, 3, bias=False)
+        self.bn2 = nn.BatchNorm2d(filters, eps=1e-5, momentum=0.1)
+        self.projection = Projection(channels, filters, stride) if stride != 1 or channels != filters else None
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.conv1(self.pad1(x))))
+        y = self.bn2(self.conv2(self.pad2(y)))
+        return F.relu(y + (x if self.projection is None else self.projection(x)))
+
+
+class GlobalAvgPool(nn.Module):
+    def forward(self, x):
+        return x.mean((2, 3))
+
+
 def build(spec):
     """nn.Sequential from a ferkit net TOML; returns (net, [(weight, l2)]). A final softmax is
     left to the loss, as ferkit does."""
@@ -96,6 +132,13 @@ def build(spec):
             features = None  # set below by a dry run
         elif kind == "activation":
             act = layer["function"]
+        elif kind == "residual":
+            filters = layer["filters"]
+            layers.append(Residual(channels, filters, layer.get("stride", 1)))
+            channels = filters
+        elif kind == "globalavgpool":
+            layers.append(GlobalAvgPool())
+            features, channels = channels, None
         if act and not (act == "softmax" and last):
             if act == "softmax":
                 layers.append(nn.Softmax(dim=1))
@@ -117,20 +160,24 @@ class TransferLite0(nn.Module):
 
     FROZEN_BLOCKS = 11
 
-    def __init__(self):
+    def __init__(self, input_size=48, head=1024):
         super().__init__()
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.backbone = EfficientNet.from_name("efficientnet-lite0", image_size=48, drop_connect_rate=0.0)
+        self.input_size = input_size
+        self.backbone = EfficientNet.from_name("efficientnet-lite0", image_size=input_size, drop_connect_rate=0.0)
         frozen = [self.backbone._conv_stem, self.backbone._bn0, *self.backbone._blocks[: self.FROZEN_BLOCKS]]
         for module in frozen:
             module.requires_grad_(False)
-        self.head, self.dropout, self.output = nn.Linear(1280, 1024), nn.Dropout(0.5), nn.Linear(1024, 7)
+        self.head, self.dropout, self.output = nn.Linear(1280, head), nn.Dropout(0.5), nn.Linear(head, 7)
         self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
 
     def forward(self, x):
         x = (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+        if x.shape[-1] != self.input_size:
+            # ferkit resizes as Burn's bilinear interpolation: corners aligned.
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=True)
         features = self.backbone.extract_features(x).mean((2, 3))
         return self.output(self.dropout(F.relu(self.head(features))))
 

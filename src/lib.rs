@@ -13,6 +13,7 @@ pub mod detection;
 pub mod error;
 pub mod evaluation;
 pub mod events;
+pub mod export;
 pub mod kernels;
 pub mod models;
 pub mod prediction;

@@ -3,7 +3,8 @@
 //!
 //! A model file is a burnpack weights file `NAME.bpk` with `NAME.toml` beside it, the TOML holding
 //! the net's spec under `[model]` (the same table as a run's `config.toml`). `ferkit export RUN
-//! --out NAME.bpk` writes such a pair from a run; the shipped model is one such pair.
+//! --out NAME.bpk` writes such a pair from a run (see [`crate::export`]); the shipped model is
+//! one such pair.
 
 use std::path::{Path, PathBuf};
 
@@ -145,53 +146,6 @@ impl TrainedModel {
         let net = load_weights(spec.without_pretrained().build(&device)?, weights, shown)?;
         Ok(Self { spec, net, device, source, batch_size: 256, notes: Vec::new() })
     }
-}
-
-/// Writes runs' kept nets as a model file pair: `out` (burnpack weights) and `out` with `.toml`
-/// (the spec). One run gives its net; several give their ensemble (the mean of their class
-/// probabilities; every run must read faces preprocessed the same way). `half` stores the weights
-/// in float16 (half the size; loading converts them back to float32).
-///
-/// Errors: no run, an output name not ending in `.bpk`, a run that does not load, members that
-/// do not fit together, an unwritable output.
-pub fn export(run_dirs: &[PathBuf], out: &Path, name: &str, description: &str, half: bool) -> Result<()> {
-    if out.extension().and_then(|e| e.to_str()) != Some("bpk") {
-        bail!(BadInput, "{}: the model file's name must end in .bpk", out.display());
-    }
-    let mut specs = Vec::new();
-    let mut nets = Vec::new();
-    for dir in run_dirs {
-        let model = TrainedModel::load(&ModelSource::RunDir(dir.clone()))?;
-        specs.push(model.spec.without_pretrained());
-        nets.push(model.net);
-    }
-    let (spec, net) = match (specs.len(), nets.pop()) {
-        (0, _) | (_, None) => bail!(BadInput, "export needs at least one run directory"),
-        (1, Some(net)) => (specs.remove(0), net),
-        (_, Some(last)) => {
-            nets.push(last);
-            let spec =
-                ModelSpec::Ensemble(crate::models::model::EnsembleSpec { name: name.to_string(), members: specs });
-            spec.check()?;
-            (spec, Model::Ensemble(crate::models::model::Ensemble { members: nets }))
-        }
-    };
-    let dtype = if half { burn::tensor::FloatDType::F16 } else { burn::tensor::FloatDType::F32 };
-    let net = crate::run::to_dtype(net, dtype);
-    let file = ModelFile {
-        name: name.to_string(),
-        description: description.to_string(),
-        accuracy: Default::default(),
-        model: spec,
-    };
-    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
-    }
-    crate::util::atomic::write_atomic_with(out, |tmp| {
-        net.save_file(tmp).map_err(|e| crate::err!(Io, "{}: cannot save weights: {e}", tmp.display()))
-    })?;
-    crate::util::atomic::write_atomic(&out.with_extension("toml"), toml::to_string(&file)?)?;
-    Ok(())
 }
 
 #[cfg(test)]

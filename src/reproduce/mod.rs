@@ -25,10 +25,12 @@ use crate::util::atomic::write_atomic;
 use crate::util::device::DeviceKind;
 
 pub mod notebook;
+pub mod plan;
 pub mod report;
 
 use notebook::TUNE_SPACE;
 pub use notebook::{NOTEBOOK_AUGMENTATION, NOTEBOOK_NETS};
+use plan::{StudyPlan, Work};
 use report::write_report;
 
 pub struct ReproduceOptions {
@@ -104,18 +106,62 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
         None => dataset,
     };
 
-    step(events, "data", || data_step(&dataset, &options.out.join("data"), options.seed))?;
+    let (recipe, dataset) = (&recipe, &dataset);
+    // Every step with its work, so that the whole study's cost is known before it starts.
+    let sizes = (dataset.train.len(), dataset.val.len(), dataset.test.len());
+    let train_work = |spec: &ModelSpec, epochs: usize, batch: usize, runs: usize| Work::Train {
+        nets: vec![spec.clone()],
+        runs,
+        epochs,
+        batch,
+        train: sizes.0,
+        val: sizes.1,
+        test: sizes.2,
+    };
+    let done = |dir: &Path| dir.join("metrics.json").exists();
+    let mut steps: Vec<(String, Work, bool, StepFn)> = Vec::new();
+    steps.push((
+        "data".into(),
+        Work::Small,
+        false,
+        Box::new(|| data_step(&dataset, &options.out.join("data"), options.seed)),
+    ));
     for name in NOTEBOOK_NETS {
-        step(events, &format!("train {name}"), || {
-            let mut config = TrainConfig::notebook(resolve(name)?, options.data.clone());
-            config.epochs = recipe.net_epochs;
-            config.batch_size = recipe.net_batch.unwrap_or(config.batch_size);
-            train_step(config, options, &recipe, &dataset, &options.out.join("nets").join(name))
-        })?;
+        let mut config = TrainConfig::notebook(resolve(name)?, options.data.clone());
+        config.epochs = recipe.net_epochs;
+        config.batch_size = recipe.net_batch.unwrap_or(config.batch_size);
+        let dir = options.out.join("nets").join(name);
+        let work = train_work(&config.model, config.epochs, config.batch_size, 1);
+        let run = move || train_step(config, options, &recipe, &dataset, &dir);
+        steps.push((format!("train {name}"), work, done(&options.out.join("nets").join(name)), Box::new(run)));
     }
-    step(events, "tune", || tune_step(options, &recipe))?;
+    // The search's trials (and the augmented run of the best) are nets not known in advance:
+    // three points of the space stand for them.
+    let space = SearchSpace::from_toml(TUNE_SPACE, "experiments/tune_cnn.toml")?;
+    let samples = [0.25, 0.5, 0.75]
+        .iter()
+        .map(|&p| Ok(ModelSpec::Layers(space.net_for(&space.decode(&vec![p; space.dimensions()]))?)))
+        .collect::<Result<Vec<_>>>()?;
+    let tune_batch =
+        recipe.net_batch.unwrap_or(TrainConfig::notebook(samples[0].clone(), options.data.clone()).batch_size);
+    let trials_done = (0..recipe.tune_trials).filter(|i| done(&options.out.join(format!("tune/trial_{i:03}")))).count();
+    let search_work = |runs: usize, epochs: usize| Work::Train {
+        nets: samples.clone(),
+        runs,
+        epochs,
+        batch: tune_batch,
+        train: sizes.0,
+        val: sizes.1,
+        test: sizes.2,
+    };
+    steps.push((
+        "tune".into(),
+        search_work(recipe.tune_trials - trials_done, recipe.tune_epochs),
+        trials_done == recipe.tune_trials && options.out.join("tune/best.json").exists(),
+        Box::new(|| tune_step(options, &recipe)),
+    ));
     match &options.weights {
-        Some(weights) if weights.exists() => step(events, "transfer", || {
+        Some(weights) if weights.exists() => {
             let ModelSpec::Transfer(mut spec) = resolve(crate::models::registry::TRANSFER_PRESET)? else {
                 unreachable!("the transfer preset is a transfer model")
             };
@@ -123,18 +169,47 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
             let mut config = TrainConfig::notebook(ModelSpec::Transfer(spec), options.data.clone());
             config.epochs = recipe.transfer_epochs;
             config.batch_size = recipe.net_batch.unwrap_or(64);
-            train_step(config, options, &recipe, &dataset, &options.out.join("transfer"))
-        })?,
+            let work = train_work(&config.model, config.epochs, config.batch_size, 1);
+            let dir = options.out.join("transfer");
+            let already = done(&dir);
+            steps.push((
+                "transfer".into(),
+                work,
+                already,
+                Box::new(move || train_step(config, options, &recipe, &dataset, &dir)),
+            ));
+        }
         _ => events.note(
             "step transfer: skipped, no ImageNet weights given (EfficientNet-Lite0's, e.g. ../shared/models/efficientnet-lite0-57934424.pth)",
         ),
     }
-    step(events, "augment", || augment_step(options, &recipe, &dataset))?;
+    steps.push((
+        "augment".into(),
+        search_work(1, recipe.augment_epochs),
+        done(&options.out.join("augmented")),
+        Box::new(|| augment_step(options, &recipe, &dataset)),
+    ));
     match &options.photos {
-        Some((photos, cascade)) => step(events, "photos", || photos_step(&options.out, photos, cascade))?,
+        Some((photos, cascade)) => steps.push((
+            "photos".into(),
+            Work::Small,
+            options.out.join("photos/predictions.json").exists(),
+            Box::new(move || photos_step(&options.out, photos, cascade)),
+        )),
         None => events.note(
             "step photos: skipped, no photos or Haar cascade given (e.g. ../shared/data/photos and ../shared/models/haarcascade_frontalface_default.xml)",
         ),
+    }
+
+    let mut plan =
+        StudyPlan::new(steps.iter().map(|(name, work, done, _)| (name.clone(), work.clone(), *done)).collect());
+    events.note("study plan: measuring each net's speed on this machine ...");
+    plan.measure(if options.quick { 1 } else { 2 }, &options.device.device()?)?;
+    events.note(&plan.describe());
+    for (index, (name, _, _, run)) in steps.into_iter().enumerate() {
+        events.note(&plan.progress(index));
+        let seconds = step(events, &name, run)?;
+        plan.finished(index, seconds, &options.out)?;
     }
     write_report(&options.out, options.quick)?;
     crate::util::atomic::remove_stale_temporaries(&options.out, 3);
@@ -146,13 +221,18 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
     Ok(())
 }
 
+/// A step of the study, run once.
+type StepFn<'a> = Box<dyn FnOnce() -> Result<()> + 'a>;
+
 /// Runs a step, saying so; a step that finds its results already there returns at once.
-fn step(events: &dyn Events, name: &str, run: impl FnOnce() -> Result<()>) -> Result<()> {
+/// Returns its wall time in seconds.
+fn step(events: &dyn Events, name: &str, run: impl FnOnce() -> Result<()>) -> Result<f64> {
     let start = Instant::now();
     events.note(&format!("step {name}: ..."));
     run().with_context(|| format!("step {name}"))?;
-    events.note(&format!("step {name}: done ({:.0} s)", start.elapsed().as_secs_f64()));
-    Ok(())
+    let seconds = start.elapsed().as_secs_f64();
+    events.note(&format!("step {name}: done ({seconds:.0} s)"));
+    Ok(seconds)
 }
 
 fn data_step(dataset: &Dataset, dir: &Path, seed: u64) -> Result<()> {

@@ -167,7 +167,8 @@ pub fn tune(options: TuneOptions, events: &dyn Events) -> Result<Option<BestTria
     let (mut store, spec) = open_study(&options, events)?;
     let out = options.out.clone();
     let search_start = Instant::now();
-    let worker = WorkerOptions { out: out.clone(), slots: options.workers.max(1), lease_seconds: options.lease_seconds };
+    let worker =
+        WorkerOptions { out: out.clone(), slots: options.workers.max(1), lease_seconds: options.lease_seconds };
     // A long search shows its table as it goes, and leaves it behind when interrupted.
     let mut table = |store: &mut dyn StudyStorage| write_trials_table(&spec.oracle(trial_list(store)?), &out);
     table(store.as_mut())?;
@@ -211,10 +212,19 @@ pub fn study_status(storage: &str, study: &str, out: &Path) -> Result<String> {
     let now = super::storage::now_seconds();
     let names: Vec<String> = spec.space.params.iter().map(|p| p.name.clone()).collect();
     let mut rows = vec![
-        ["trial".to_string(), "status".into(), "objective".into(), "epoch".into(), "seconds".into(), "worker".into(), "attempts".into(), "lease left".into()]
-            .into_iter()
-            .chain(names.iter().cloned())
-            .collect::<Vec<String>>(),
+        [
+            "trial".to_string(),
+            "status".into(),
+            "objective".into(),
+            "epoch".into(),
+            "seconds".into(),
+            "worker".into(),
+            "attempts".into(),
+            "lease left".into(),
+        ]
+        .into_iter()
+        .chain(names.iter().cloned())
+        .collect::<Vec<String>>(),
     ];
     for t in &trials {
         let opt = |v: Option<String>| v.unwrap_or_else(|| "-".to_string());
@@ -226,12 +236,16 @@ pub fn study_status(storage: &str, study: &str, out: &Path) -> Result<String> {
             opt(t.trial.seconds.map(|v| format!("{v:.1}"))),
             opt(t.worker.clone()),
             t.attempts.to_string(),
-            opt((t.trial.status == TrialStatus::Pending).then_some(t.lease_until).flatten().map(|u| format!("{:.0}s", u - now))),
+            opt((t.trial.status == TrialStatus::Pending)
+                .then_some(t.lease_until)
+                .flatten()
+                .map(|u| format!("{:.0}s", u - now))),
         ];
         row.extend(names.iter().map(|n| t.trial.values.get(n).map(|v| v.to_string()).unwrap_or_default()));
         rows.push(row);
     }
-    let widths: Vec<usize> = (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> =
+        (0..rows[0].len()).map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
     let mut text = format!(
         "study {} in {}: {} of {} trials handed out, {} finished\n",
         study,
@@ -286,7 +300,10 @@ fn write_reports(oracle: &Oracle, out: &Path, weights_here: bool, events: &dyn E
     write_atomic(&out.join("best.json"), serde_json::to_string_pretty(&summary)?)?;
     if !weights_here && !dir.join("model.bpk").exists() {
         // A shared study's best trial may have trained on another machine.
-        events.note(&format!("best trial {} trained on another worker: its weights stay in that worker's folder", best.id));
+        events.note(&format!(
+            "best trial {} trained on another worker: its weights stay in that worker's folder",
+            best.id
+        ));
         return Ok(Some(summary));
     }
     let weights = std::fs::read(dir.join("model.bpk")).with_context(|| format!("{}: no weights", dir.display()))?;

@@ -13,12 +13,12 @@
 use serde::{Deserialize, Serialize};
 
 use super::oracle::{Direction, Oracle, Strategy, Trial, TrialStatus};
+use super::space::SearchSpace;
 use crate::data::DataSource;
+use crate::error::Result;
 use crate::models::{ModelSpec, NetSpec};
 use crate::training::{Monitor, TrainConfig};
 use crate::util::device::DeviceKind;
-use super::space::SearchSpace;
-use crate::error::Result;
 
 /// What every trial is trained with; saved beside the oracle so a resumed search must match.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -254,7 +254,10 @@ activation = "softmax"
         let mut oracle = spec.oracle(Vec::new());
         let (t0, t1) = (oracle.ask().unwrap(), oracle.ask().unwrap());
         // Both held by a live worker elsewhere: nothing new (2 of 2 handed out), so wait.
-        let live = [stored(t0.clone(), Some("elsewhere/1"), Some(100.0)), stored(t1.clone(), Some("elsewhere/2"), Some(100.0))];
+        let live = [
+            stored(t0.clone(), Some("elsewhere/1"), Some(100.0)),
+            stored(t1.clone(), Some("elsewhere/2"), Some(100.0)),
+        ];
         assert_eq!(decide(&live, 50.0), Decision::Wait);
         // Trial 1's lease ran out: it goes out again.
         let expired = [live[0].clone(), stored(t1.clone(), Some("elsewhere/2"), Some(40.0))];

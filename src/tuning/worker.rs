@@ -98,7 +98,11 @@ pub fn run_trials(
         }
         // Nothing of ours runs and the rest is held by others: ask again, as one of their
         // leases may run out.
-        let pause = if running.is_empty() && others_hold_trials { renew_every.min(Duration::from_secs(2)) } else { Duration::from_millis(200) };
+        let pause = if running.is_empty() && others_hold_trials {
+            renew_every.min(Duration::from_secs(2))
+        } else {
+            Duration::from_millis(200)
+        };
         std::thread::sleep(pause);
         let mut i = 0;
         while i < running.len() {

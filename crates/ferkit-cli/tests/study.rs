@@ -15,8 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-
-
 const TRIALS: usize = 6;
 
 struct Setup {
@@ -37,8 +35,26 @@ fn create_study(s: &Setup, storage: &str, study: &str) {
     let out = s.dir.path().join(format!("search-{study}"));
     let trials = TRIALS.to_string();
     let o = ferkit(&[
-        "tune", &s.space, "--data", &s.data, "--trials", &trials, "--epochs", "3", "--strategy", "random",
-        "--seed", "11", "--storage", storage, "--study", study, "--workers", "0", "--out", out.to_str().unwrap(),
+        "tune",
+        &s.space,
+        "--data",
+        &s.data,
+        "--trials",
+        &trials,
+        "--epochs",
+        "3",
+        "--strategy",
+        "random",
+        "--seed",
+        "11",
+        "--storage",
+        storage,
+        "--study",
+        study,
+        "--workers",
+        "0",
+        "--out",
+        out.to_str().unwrap(),
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("ready"), "{}", stdout(&o));
@@ -124,8 +140,11 @@ fn shared_study_equals_one_worker(storage: &str, hosts: &[&str], lease: &str, ta
     let (many, one) = (format!("{tag}-many"), format!("{tag}-one"));
     create_study(&s, storage, &many);
     let start = Instant::now();
-    let mut workers: Vec<(Child, PathBuf)> =
-        hosts.iter().enumerate().map(|(i, host)| start_worker(&s, storage, &many, &format!("w{i}"), host, lease)).collect();
+    let mut workers: Vec<(Child, PathBuf)> = hosts
+        .iter()
+        .enumerate()
+        .map(|(i, host)| start_worker(&s, storage, &many, &format!("w{i}"), host, lease))
+        .collect();
     wait_for_a_claimed_trial(&workers[0].1);
     let (mut victim, _) = workers.remove(0);
     victim.kill().unwrap(); // SIGKILL: its trial process dies with it

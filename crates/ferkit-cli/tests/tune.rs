@@ -6,8 +6,6 @@ use common::*;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-
-
 fn setup(dir: &Path, rows: usize) -> (String, String) {
     let space = write(&dir.join("space.toml"), TINY_SEARCH_SPACE);
     let data = write(&dir.join("fer.csv"), synthetic_csv(rows));

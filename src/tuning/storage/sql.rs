@@ -189,7 +189,9 @@ impl Db {
         match self {
             Db::Sqlite(c) => {
                 let values: Vec<rusqlite::types::Value> = params.iter().map(sqlite_value).collect();
-                c.execute(sql, rusqlite::params_from_iter(values)).map(|n| n as u64).map_err(|e| err!(Io, "SQLite: {e}").into())
+                c.execute(sql, rusqlite::params_from_iter(values))
+                    .map(|n| n as u64)
+                    .map_err(|e| err!(Io, "SQLite: {e}").into())
             }
             Db::Postgres(c) => {
                 let boxed = pg_params(params);
@@ -215,7 +217,9 @@ impl Db {
                                     ValueRef::Null => Cell::Null,
                                     ValueRef::Integer(v) => Cell::Int(v),
                                     ValueRef::Real(v) => Cell::Real(v),
-                                    ValueRef::Text(t) | ValueRef::Blob(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+                                    ValueRef::Text(t) | ValueRef::Blob(t) => {
+                                        Cell::Text(String::from_utf8_lossy(t).into_owned())
+                                    }
                                 })
                             })
                             .collect::<rusqlite::Result<Vec<Cell>>>()
@@ -376,7 +380,8 @@ fn insert_trial(db: &mut Db, study: &str, t: &Trial, worker: Option<&str>, lease
 impl StudyStorage for SqlStudy {
     fn spec(&mut self) -> Result<Option<StudySpec>> {
         let study = self.study.clone();
-        let rows = self.in_lock(false, |db| db.query("SELECT spec FROM ferkit_study WHERE name = ?", &[text(&study)]))?;
+        let rows =
+            self.in_lock(false, |db| db.query("SELECT spec FROM ferkit_study WHERE name = ?", &[text(&study)]))?;
         match rows.first().and_then(|r| r.first()) {
             Some(Cell::Text(json)) => Ok(Some(
                 serde_json::from_str(json)
@@ -395,11 +400,10 @@ impl StudyStorage for SqlStudy {
             if !db.query("SELECT name FROM ferkit_study WHERE name = ?", &[text(&study)])?.is_empty() {
                 bail!(Config @ "study", "{place}: a study named {study} exists already");
             }
-            db.execute("INSERT INTO ferkit_study (name, spec, created_at) VALUES (?, ?, ?)", &[
-                text(&study),
-                text(&json),
-                Param::Real(Some(now)),
-            ])?;
+            db.execute(
+                "INSERT INTO ferkit_study (name, spec, created_at) VALUES (?, ?, ?)",
+                &[text(&study), text(&json), Param::Real(Some(now))],
+            )?;
             for t in trials {
                 insert_trial(db, &study, t, None, None)?;
             }
@@ -522,7 +526,10 @@ mod tests {
         let trials = b.trials().unwrap();
         assert_eq!(trials.len(), 2);
         assert_eq!(trials[0].trial.status, TrialStatus::Failed);
-        assert_eq!((trials[1].trial.status, trials[1].trial.objective, trials[1].attempts), (TrialStatus::Completed, Some(1.5), 2));
+        assert_eq!(
+            (trials[1].trial.status, trials[1].trial.objective, trials[1].attempts),
+            (TrialStatus::Completed, Some(1.5), 2)
+        );
         assert_eq!(trials[1].worker.as_deref(), Some("m1/1"));
     }
 }

@@ -65,18 +65,22 @@ enum Command {
     Serve(serve_cmd::ServeArgs),
     /// Training and inference images/s of nets on random data (compare with bench/pytorch_reference.py).
     Bench(bench_cmd::BenchArgs),
-    /// Write a run's kept net as a model file, NAME.bpk with NAME.toml beside it, for `--model`.
+    /// Write a trained net for other tools: a ferkit model file (NAME.bpk with NAME.toml, for
+    /// --model), ONNX (for ONNX Runtime) or safetensors (PyTorch's names).
     Export {
-        /// Run directories written by `ferkit train`: one net, or several for their ensemble
-        /// (the mean of their class probabilities).
+        /// Run directories written by `ferkit train`, or NAME.bpk model files: one net, or
+        /// several for their ensemble (the mean of their class probabilities).
         #[arg(required = true)]
-        run_dirs: Vec<PathBuf>,
-        /// Store the weights in float16 (half the size; read back as float32).
-        #[arg(long)]
-        half: bool,
-        /// The weights file to write; its .toml goes beside it.
+        sources: Vec<PathBuf>,
+        /// The file to write (a .bpk gets its .toml beside it).
         #[arg(long)]
         out: PathBuf,
+        /// The format (default: from --out's extension, .bpk, .onnx or .safetensors).
+        #[arg(long, value_parser = choice::<ferkit::export::ExportFormat>())]
+        format: Option<ferkit::export::ExportFormat>,
+        /// Store the weights in float16 (bpk only; half the size; read back as float32).
+        #[arg(long)]
+        half: bool,
         /// The model's name (default: the file's stem).
         #[arg(long)]
         name: Option<String>,
@@ -208,11 +212,24 @@ pub fn run_with(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench_cmd::run(args),
-        Command::Export { run_dirs, half, out, name, description } => {
+        Command::Export { sources, out, format, half, name, description } => {
+            use ferkit::export::{ExportFormat, ExportOptions};
+            let format = match format.or_else(|| ExportFormat::from_path(&out)) {
+                Some(format) => format,
+                None => ferkit::bail!(
+                    BadInput,
+                    "{}: give --format (bpk, onnx or safetensors) or an --out ending in .bpk, .onnx or .safetensors",
+                    out.display()
+                ),
+            };
             let name =
                 name.unwrap_or_else(|| out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-            ferkit::trained::export(&run_dirs, &out, &name, &description, half)?;
-            lines::say(&format!("wrote {} and {}", out.display(), out.with_extension("toml").display()));
+            ferkit::export::export(&sources, &out, &ExportOptions { format, name, description, half })?;
+            if format == ExportFormat::Burnpack {
+                lines::say(&format!("wrote {} and {}", out.display(), out.with_extension("toml").display()));
+            } else {
+                lines::say(&format!("wrote {}", out.display()));
+            }
             Ok(())
         }
     }

@@ -96,7 +96,9 @@ pub fn check_complete(path: &Path, bytes: &[u8]) -> Verdict {
         }),
         // ferkit's text files (summaries, load reports, Markdown reports) end with a newline; a log (a trial's
         // train.log) is appended to line by line and holds whole lines only.
-        "txt" | "log" | "md" => text().and_then(|t| if t.ends_with('\n') { Ok(()) } else { Err("no final newline".into()) }),
+        "txt" | "log" | "md" => {
+            text().and_then(|t| if t.ends_with('\n') { Ok(()) } else { Err("no final newline".into()) })
+        }
         "html" => {
             text().and_then(|t| if t.trim_end().ends_with("</html>") { Ok(()) } else { Err("no </html>".into()) })
         }

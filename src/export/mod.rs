@@ -1,0 +1,142 @@
+//! `ferkit export`: a trained net (a run directory, a model file, or several for their ensemble)
+//! written for other tools: ferkit's own model file (burnpack + TOML, for `--model`), ONNX (for
+//! ONNX Runtime and other runtimes) or safetensors under PyTorch's names.
+
+pub mod onnx;
+mod onnx_proto;
+pub mod safetensors;
+
+use std::path::{Path, PathBuf};
+
+use crate::error::{Context, Result, bail};
+use crate::models::model::{Ensemble, EnsembleSpec};
+use crate::models::{Model, ModelSpec};
+use crate::trained::{ModelFile, ModelSource, TrainedModel};
+use crate::util::choice::Choice;
+use burn::prelude::*;
+
+/// The file format `ferkit export` writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// `NAME.bpk` (burnpack weights) with `NAME.toml` (the spec) beside it: a model file for
+    /// `--model`.
+    Burnpack,
+    /// One `.onnx` file (see [`onnx`]).
+    Onnx,
+    /// One `.safetensors` file of the weights under PyTorch's names (see [`safetensors`]).
+    Safetensors,
+}
+
+impl Choice for ExportFormat {
+    const CHOICES: &'static [(&'static str, Self, &'static str)] = &[
+        ("bpk", ExportFormat::Burnpack, "a ferkit model file, NAME.bpk with NAME.toml beside it (for --model)"),
+        ("onnx", ExportFormat::Onnx, "ONNX (IR 8, opset 18, free batch dimension), for ONNX Runtime"),
+        (
+            "safetensors",
+            ExportFormat::Safetensors,
+            "the weights under PyTorch's names (bench/pytorch_reference.py's nets)",
+        ),
+    ];
+}
+
+impl ExportFormat {
+    /// The format an output name's extension implies (`.bpk`, `.onnx`, `.safetensors`).
+    pub fn from_path(path: &Path) -> Option<Self> {
+        match path.extension()?.to_str()? {
+            "bpk" => Some(ExportFormat::Burnpack),
+            "onnx" => Some(ExportFormat::Onnx),
+            "safetensors" => Some(ExportFormat::Safetensors),
+            _ => None,
+        }
+    }
+}
+
+/// What to write and how.
+#[derive(Clone, Debug)]
+pub struct ExportOptions {
+    pub format: ExportFormat,
+    /// The model's name (in the TOML, the ONNX graph and metadata).
+    pub name: String,
+    /// One line saying what the model is.
+    pub description: String,
+    /// Burnpack only: store the weights in float16 (half the size; loading converts them back).
+    pub half: bool,
+}
+
+/// Loads `sources` (run directories written by `ferkit train`, or `NAME.bpk` model files) as one
+/// net, or as the ensemble of several (the mean of their class probabilities), float32.
+///
+/// Errors: no source, a source that does not load, members that do not fit together.
+pub fn load_sources(sources: &[PathBuf], name: &str) -> Result<(ModelSpec, Model)> {
+    let mut specs = Vec::new();
+    let mut nets = Vec::new();
+    for path in sources {
+        let model = TrainedModel::load(&ModelSource::from_arg(Some(path))?)?;
+        specs.push(model.spec.without_pretrained());
+        nets.push(model.net);
+    }
+    match specs.len() {
+        0 => bail!(BadInput, "export needs at least one run directory or model file"),
+        1 => Ok((specs.remove(0), nets.remove(0))),
+        _ => {
+            let spec = ModelSpec::Ensemble(EnsembleSpec { name: name.to_string(), members: specs });
+            spec.check()?;
+            Ok((spec, Model::Ensemble(Ensemble { members: nets })))
+        }
+    }
+}
+
+/// Writes `sources`' net to `out` in `options.format` (each file written to a temporary name
+/// and renamed into place). Burnpack also writes `out` with `.toml`.
+///
+/// Errors: an output name whose extension does not fit the format, a source that does not load,
+/// a net the format cannot express (see [`onnx::to_onnx`], [`safetensors::to_safetensors`]), an
+/// unwritable output.
+pub fn export(sources: &[PathBuf], out: &Path, options: &ExportOptions) -> Result<()> {
+    let expected = options.format.name();
+    if ExportFormat::from_path(out) != Some(options.format) {
+        bail!(BadInput, "{}: a {} file's name must end in .{}", out.display(), expected, expected);
+    }
+    if options.half && options.format != ExportFormat::Burnpack {
+        bail!(BadInput, "--half applies to bpk model files only");
+    }
+    let (spec, net) = load_sources(sources, &options.name)?;
+    let sources_note = sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
+    let metadata = vec![
+        ("ferkit.name".to_string(), options.name.clone()),
+        ("ferkit.description".to_string(), options.description.clone()),
+        ("ferkit.exported_from".to_string(), sources_note),
+        ("ferkit.model".to_string(), toml::to_string(&spec)?),
+    ];
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    match options.format {
+        ExportFormat::Burnpack => {
+            let dtype = if options.half { burn::tensor::FloatDType::F16 } else { burn::tensor::FloatDType::F32 };
+            let net = crate::run::to_dtype(net, dtype);
+            let file = ModelFile {
+                name: options.name.clone(),
+                description: options.description.clone(),
+                accuracy: Default::default(),
+                model: spec,
+            };
+            crate::util::atomic::write_atomic_with(out, |tmp| {
+                net.save_file(tmp).map_err(|e| crate::err!(Io, "{}: cannot save weights: {e}", tmp.display()))
+            })?;
+            crate::util::atomic::write_atomic(&out.with_extension("toml"), toml::to_string(&file)?)?;
+        }
+        ExportFormat::Onnx => {
+            let bytes = onnx::to_onnx(&net, spec.preprocess(), &options.name, &metadata)?;
+            crate::util::atomic::write_atomic(out, bytes)?;
+        }
+        ExportFormat::Safetensors => {
+            let mut metadata = metadata;
+            metadata.push(("ferkit.preprocess".to_string(), onnx::preprocess_note(spec.preprocess()).to_string()));
+            metadata.push(("format".to_string(), "pt".to_string()));
+            let bytes = safetensors::to_safetensors(&net, &spec, &metadata)?;
+            crate::util::atomic::write_atomic(out, bytes)?;
+        }
+    }
+    Ok(())
+}
