@@ -99,6 +99,8 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
     crate::util::atomic::remove_stale_temporaries(&options.out, 3); // a killed reproduction's half-written files
     let start = Instant::now();
     let (dataset, report) = options.data.load(LoadOptions::default())?;
+    // Each trial of the search loads the data again in a process of its own.
+    let load_seconds = start.elapsed().as_secs_f64();
     let events = &*options.events;
     events.note(&report.describe());
     let dataset = match recipe.subset {
@@ -117,6 +119,7 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
         train: sizes.0,
         val: sizes.1,
         test: sizes.2,
+        setup_seconds: 0.0,
     };
     let done = |dir: &Path| dir.join("metrics.json").exists();
     let mut steps: Vec<(String, Work, bool, StepFn)> = Vec::new();
@@ -145,7 +148,7 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
     let tune_batch =
         recipe.net_batch.unwrap_or(TrainConfig::notebook(samples[0].clone(), options.data.clone()).batch_size);
     let trials_done = (0..recipe.tune_trials).filter(|i| done(&options.out.join(format!("tune/trial_{i:03}")))).count();
-    let search_work = |runs: usize, epochs: usize| Work::Train {
+    let search_work = |runs: usize, epochs: usize, setup_seconds: f64| Work::Train {
         nets: samples.clone(),
         runs,
         epochs,
@@ -153,10 +156,11 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
         train: sizes.0,
         val: sizes.1,
         test: sizes.2,
+        setup_seconds,
     };
     steps.push((
         "tune".into(),
-        search_work(recipe.tune_trials - trials_done, recipe.tune_epochs),
+        search_work(recipe.tune_trials - trials_done, recipe.tune_epochs, load_seconds),
         trials_done == recipe.tune_trials && options.out.join("tune/best.json").exists(),
         Box::new(|| tune_step(options, &recipe)),
     ));
@@ -185,7 +189,7 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
     }
     steps.push((
         "augment".into(),
-        search_work(1, recipe.augment_epochs),
+        search_work(1, recipe.augment_epochs, 0.0),
         done(&options.out.join("augmented")),
         Box::new(|| augment_step(options, &recipe, &dataset)),
     ));
@@ -204,7 +208,7 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
     let mut plan =
         StudyPlan::new(steps.iter().map(|(name, work, done, _)| (name.clone(), work.clone(), *done)).collect());
     events.note("study plan: measuring each net's speed on this machine ...");
-    plan.measure(if options.quick { 1 } else { 2 }, &options.device.device()?)?;
+    plan.measure(if options.quick { 1 } else { 2 }, &options.device.device()?, &options.out)?;
     events.note(&plan.describe());
     for (index, (name, _, _, run)) in steps.into_iter().enumerate() {
         events.note(&plan.progress(index));

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bench::bench_model;
 use crate::error::Result;
@@ -19,8 +19,18 @@ pub enum Work {
     /// Training runs of `nets` (the estimate is their mean: a search's trials are nets not known
     /// in advance, represented by points of its space), `runs` of them, each `epochs` epochs over
     /// `train` images at batch `batch`, validated each epoch on `val` images and tested once on
-    /// `test` images.
-    Train { nets: Vec<ModelSpec>, runs: usize, epochs: usize, batch: usize, train: usize, val: usize, test: usize },
+    /// `test` images; each run first spends `setup_seconds` (a search's trial is a process of its
+    /// own that loads the data again).
+    Train {
+        nets: Vec<ModelSpec>,
+        runs: usize,
+        epochs: usize,
+        batch: usize,
+        train: usize,
+        val: usize,
+        test: usize,
+        setup_seconds: f64,
+    },
     /// A step without training (data pictures, photos): seconds, not estimated from speed.
     Small,
 }
@@ -40,7 +50,7 @@ pub struct PlannedStep {
 }
 
 /// Training and inference images/s of one net at one batch size, measured on this machine.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MeasuredSpeed {
     pub net: String,
     pub batch: usize,
@@ -79,10 +89,21 @@ impl StudyPlan {
     /// Measures each net of the steps still to run (`steps` timed training steps and inference
     /// batches after one warm-up each, at the step's batch size) and estimates every step: per
     /// run, epochs x (train / training speed + val / inference speed) + test / inference speed.
-    pub fn measure(&mut self, steps: usize, device: &burn::prelude::Device) -> Result<()> {
+    /// Speeds already in `dir/plan.json` (the study measured before it was stopped) are reused,
+    /// so a resumed study does not measure again.
+    pub fn measure(&mut self, steps: usize, device: &burn::prelude::Device, dir: &Path) -> Result<()> {
         let start = Instant::now();
+        #[derive(Deserialize)]
+        struct Saved {
+            speeds: Vec<MeasuredSpeed>,
+        }
+        if let Ok(text) = std::fs::read_to_string(dir.join("plan.json"))
+            && let Ok(saved) = serde_json::from_str::<Saved>(&text)
+        {
+            self.speeds = saved.speeds;
+        }
         for step in self.steps.iter_mut().filter(|s| !s.already_done) {
-            let Work::Train { nets, runs, epochs, batch, train, val, test } = &step.work else { continue };
+            let Work::Train { nets, runs, epochs, batch, train, val, test, setup_seconds } = &step.work else { continue };
             let mut per_run = 0.0;
             for net in nets {
                 let name = net.name().to_string();
@@ -105,7 +126,7 @@ impl StudyPlan {
                     * (*train as f64 / speed.train_images_per_s + *val as f64 / speed.infer_images_per_s)
                     + *test as f64 / speed.infer_images_per_s;
             }
-            step.estimate_seconds = per_run / nets.len().max(1) as f64 * *runs as f64;
+            step.estimate_seconds = (per_run / nets.len().max(1) as f64 + setup_seconds) * *runs as f64;
         }
         self.calibration_seconds = start.elapsed().as_secs_f64();
         self.started = Some(Instant::now());
@@ -229,7 +250,8 @@ mod tests {
             ("b".into(), work(2, 3), false),
             ("c".into(), work(1, 1), true),
         ]);
-        p.measure(1, &burn::prelude::Device::flex()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        p.measure(1, &burn::prelude::Device::flex(), dir.path()).unwrap();
         assert_eq!(p.speeds.len(), 1, "one net at one batch size is measured once");
         let s = &p.speeds[0];
         let one = 80.0 / s.train_images_per_s + 16.0 / s.infer_images_per_s;
@@ -237,6 +259,15 @@ mod tests {
         assert!((p.steps[1].estimate_seconds - 6.0 * one).abs() < 1e-9);
         assert_eq!(p.steps[2].estimate_seconds, 0.0);
         assert!(p.describe().contains("c (done)"), "{}", p.describe());
+        // A resumed study reads the speeds it measured before instead of measuring again.
+        p.finished(0, 1.0, dir.path()).unwrap();
+        let mut again = StudyPlan::new(vec![("a".into(), work(1, 1), false)]);
+        let mut saved: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap()).unwrap();
+        saved["speeds"][0]["train_images_per_s"] = 1.0.into();
+        std::fs::write(dir.path().join("plan.json"), saved.to_string()).unwrap();
+        again.measure(1, &burn::prelude::Device::flex(), dir.path()).unwrap();
+        assert!((again.steps[0].estimate_seconds - (80.0 + 16.0 / s.infer_images_per_s)).abs() < 1e-9);
     }
 
     #[test]
