@@ -182,7 +182,7 @@ class TransferLite0(nn.Module):
         return self.output(self.dropout(F.relu(self.head(features))))
 
 
-def bench(model, batch, steps, repeats):
+def bench(model, batch, steps, repeats, infer_batches=()):
     torch.manual_seed(0)
     if model == "efficientnet-lite0":
         name, net, l2_terms = model, TransferLite0(), []
@@ -205,40 +205,45 @@ def bench(model, batch, steps, repeats):
         opt.step()
         return loss.item()
 
-    def rate(fn):
+    def rate(fn, size):
         fn()  # warm-up
         rates = []
         for _ in range(repeats):
             start = time.perf_counter()
             for _ in range(steps):
                 fn()
-            rates.append(steps * batch / (time.perf_counter() - start))
+            rates.append(steps * size / (time.perf_counter() - start))
         return statistics.median(rates)
 
     # Inference as ferkit's benchmark times it (its one batched-inference loop): 48x48 grey u8
     # faces in, the net's preprocessing (per-image standardisation for the layer nets, /255 for
     # the transfer net, which normalises for ImageNet itself), forward, log-softmax out.
-    faces = torch.randint(0, 256, (batch, 1, 48, 48), dtype=torch.uint8)
     unit_range = model == "efficientnet-lite0"
 
-    def infer_step():
-        x = faces.float()
-        if unit_range:
-            x = x / 255.0
-        else:
-            # ferkit's standardize.rs: (x - mean) / max(sample stdev, 1/48), per image.
-            mean = x.mean(dim=(1, 2, 3), keepdim=True)
-            std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1.0 / 48.0)
-            x = (x - mean) / std
-        return F.log_softmax(net(x), dim=1)
+    def infer_rate(size):
+        faces = torch.randint(0, 256, (size, 1, 48, 48), dtype=torch.uint8)
+
+        def infer_step():
+            x = faces.float()
+            if unit_range:
+                x = x / 255.0
+            else:
+                # ferkit's standardize.rs: (x - mean) / max(sample stdev, 1/48), per image.
+                mean = x.mean(dim=(1, 2, 3), keepdim=True)
+                std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1.0 / 48.0)
+                x = (x - mean) / std
+            return F.log_softmax(net(x), dim=1)
+
+        return rate(infer_step, size)
 
     net.train()
-    train = rate(train_step)
+    train = rate(train_step, batch)
     net.eval()
     with torch.inference_mode():
-        infer = rate(infer_step)
-    return {"model": name, "batch": batch, "train_images_per_s": train, "infer_images_per_s": infer,
-            "steps": steps, "repeats": repeats}
+        infer = infer_rate(batch)
+        at = [{"batch": b, "infer_images_per_s": infer_rate(b)} for b in infer_batches]
+    return {"model": name, "name": model, "batch": batch, "train_images_per_s": train,
+            "infer_images_per_s": infer, "infer_batches": at, "steps": steps, "repeats": repeats}
 
 
 def main():
@@ -247,6 +252,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--infer-batches", default="", help="also time inference alone at these batch sizes, e.g. 1,256")
     ap.add_argument("--json")
     ap.add_argument("--compare", help="ferkit bench --json output to print beside")
     args = ap.parse_args()
@@ -254,9 +260,11 @@ def main():
     results = []
     for pair in args.models.split(","):
         name, batch = pair.split(":")
-        results.append(bench(name, int(batch), args.steps, args.repeats))
+        infer_batches = [int(b) for b in args.infer_batches.split(",") if b]
+        results.append(bench(name, int(batch), args.steps, args.repeats, infer_batches))
     if args.json:
-        pathlib.Path(args.json).write_text(json.dumps(results, indent=2))
+        doc = {"torch": torch.__version__, "threads": args.threads, "models": results}
+        pathlib.Path(args.json).write_text(json.dumps(doc, indent=2))
     ours = {}
     if args.compare:
         doc = json.loads(pathlib.Path(args.compare).read_text())

@@ -65,34 +65,45 @@ pub fn bench_model(
         train_rates.push((steps * batch) as f64 / start.elapsed().as_secs_f64());
     }
 
-    // Inference as evaluation and prediction run it: u8 faces through the shared loop (the net's
-    // own preprocessing, forward, log-softmax), read back to the host.
-    let inference = model.valid();
-    let preprocess = spec.preprocess();
+    let infer_rate = inference_rate(&model.valid(), spec.preprocess(), batch, steps, repeats, device);
+    Ok(BenchResult {
+        model: spec.name().to_string(),
+        batch,
+        train_images_per_s: median(&mut train_rates),
+        infer_images_per_s: infer_rate,
+        steps,
+        repeats,
+    })
+}
+
+/// Inference as evaluation and prediction run it: `batch` random u8 faces through the shared loop
+/// (the net's own preprocessing, forward, log-softmax), read back to the host; faces per second,
+/// the median of `repeats` timings of `steps` batches after one warm-up batch.
+pub fn inference_rate(
+    model: &Model,
+    preprocess: crate::data::batch::Preprocess,
+    batch: usize,
+    steps: usize,
+    repeats: usize,
+    device: &Device,
+) -> f64 {
     let pixels = random_faces(batch);
     let faces: Vec<&[u8]> = pixels.chunks(IMAGE_PIXELS).collect();
     let infer = || {
-        log_probabilities_in_batches(&[(&inference, preprocess)], &faces, batch, device, Tta::None, |_, log_p| {
+        log_probabilities_in_batches(&[(model, preprocess)], &faces, batch, device, Tta::None, |_, log_p| {
             let _ = log_p.into_data();
         });
     };
     infer();
-    let mut infer_rates = Vec::with_capacity(repeats);
+    let mut rates = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let start = Instant::now();
         for _ in 0..steps {
             infer();
         }
-        infer_rates.push((steps * batch) as f64 / start.elapsed().as_secs_f64());
+        rates.push((steps * batch) as f64 / start.elapsed().as_secs_f64());
     }
-    Ok(BenchResult {
-        model: spec.name().to_string(),
-        batch,
-        train_images_per_s: median(&mut train_rates),
-        infer_images_per_s: median(&mut infer_rates),
-        steps,
-        repeats,
-    })
+    median(&mut rates)
 }
 
 /// Images/s of batch preparation on one thread (what the prefetch thread does each epoch):

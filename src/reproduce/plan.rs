@@ -103,7 +103,9 @@ impl StudyPlan {
             self.speeds = saved.speeds;
         }
         for step in self.steps.iter_mut().filter(|s| !s.already_done) {
-            let Work::Train { nets, runs, epochs, batch, train, val, test, setup_seconds } = &step.work else { continue };
+            let Work::Train { nets, runs, epochs, batch, train, val, test, setup_seconds } = &step.work else {
+                continue;
+            };
             let mut per_run = 0.0;
             for net in nets {
                 let name = net.name().to_string();
@@ -140,9 +142,13 @@ impl StudyPlan {
     }
 
     /// Estimated seconds left after the first `done` steps: the remaining steps' estimates,
-    /// scaled by (measured / estimated) over the finished steps that had an estimate.
+    /// scaled by (measured + prior) / (estimated + prior) over the finished steps that had an
+    /// estimate. The prior, a tenth of the whole estimate counted as if it ran as estimated,
+    /// keeps a few seconds-long first steps (whose fixed costs weigh more) from swinging the
+    /// estimate of hours of training.
     pub fn seconds_left(&self, done: usize) -> f64 {
-        let (mut measured, mut estimated) = (0.0, 0.0);
+        let prior = 0.1 * self.steps.iter().map(|s| s.estimate_seconds).sum::<f64>();
+        let (mut measured, mut estimated) = (prior, prior);
         for step in &self.steps[..done] {
             if let Some(s) = step.seconds.filter(|_| step.estimate_seconds > 0.0) {
                 measured += s;
@@ -219,19 +225,20 @@ mod tests {
     }
 
     /// Before any step, what is left is the sum of the estimates; once steps have run, the
-    /// rest is scaled by how long they took against their estimates (steps without an estimate
-    /// do not count).
+    /// rest is scaled by how long they took against their estimates, with a prior of a tenth of
+    /// the whole estimate (steps without an estimate do not count).
     #[test]
     fn time_left_scales_the_remaining_estimates_by_the_finished_steps() {
         let dir = tempfile::tempdir().unwrap();
         let mut p = plan(&[0.0, 100.0, 300.0, 600.0]);
-        assert_eq!(p.seconds_left(0), 1000.0);
+        let close = |a: f64, b: f64| assert!((a - b).abs() < 1e-9, "{a} vs {b}");
+        close(p.seconds_left(0), 1000.0);
         p.finished(0, 5.0, dir.path()).unwrap();
-        assert_eq!(p.seconds_left(1), 1000.0);
+        close(p.seconds_left(1), 1000.0);
         p.finished(1, 150.0, dir.path()).unwrap();
-        assert_eq!(p.seconds_left(2), 1.5 * 900.0);
+        close(p.seconds_left(2), (100.0 + 150.0) / (100.0 + 100.0) * 900.0);
         p.finished(2, 300.0, dir.path()).unwrap();
-        assert_eq!(p.seconds_left(3), 450.0 / 400.0 * 600.0);
+        close(p.seconds_left(3), (100.0 + 450.0) / (100.0 + 400.0) * 600.0);
         let saved: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(dir.path().join("plan.json")).unwrap()).unwrap();
         assert_eq!(saved["steps"][1]["seconds"], 150.0);

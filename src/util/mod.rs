@@ -3,6 +3,7 @@
 pub mod allocator;
 pub mod atomic;
 pub mod choice;
+pub mod cpu;
 pub mod device;
 pub mod fs;
 

@@ -40,6 +40,13 @@ pub struct BenchArgs {
     /// MTCNN weights (pnet.pt, rnet.pt, onet.pt) to time on --photos.
     #[arg(long, requires = "photos")]
     pub mtcnn: Option<PathBuf>,
+    /// Also time inference alone at these batch sizes (e.g. 1,256: one face at a time, and in bulk).
+    #[arg(long, value_delimiter = ',')]
+    pub infer_batches: Vec<usize>,
+    /// Write each benchmarked net (its random weights) as DIR/NAME.onnx, for ONNX Runtime to time
+    /// the same nets (bench/onnxruntime_reference.py).
+    #[arg(long)]
+    pub onnx_dir: Option<PathBuf>,
     /// Also write the results as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
@@ -54,6 +61,8 @@ pub fn run(args: BenchArgs) -> Result<()> {
     if models.is_empty() {
         return write_json(args.json.as_deref(), &serde_json::json!({ "detection": detection }));
     }
+    let machine = ferkit::util::cpu::describe();
+    super::lines::say(&format!("machine: {machine}; {} threads", args.threads));
     super::lines::say(&format!("{:<10}{:>7}{:>18}{:>18}", "model", "batch", "train img/s", "infer img/s"));
     let mut results = Vec::new();
     for pair in models {
@@ -67,7 +76,26 @@ pub fn run(args: BenchArgs) -> Result<()> {
             "{:<10}{:>7}{:>18.1}{:>18.1}",
             r.model, r.batch, r.train_images_per_s, r.infer_images_per_s
         ));
-        results.push(r);
+        let needs_net = !args.infer_batches.is_empty() || args.onnx_dir.is_some();
+        let net = if needs_net { Some(spec.build(&device)?) } else { None };
+        let mut infer = Vec::new();
+        if let Some(net) = &net {
+            for &b in &args.infer_batches {
+                ferkit::ensure!(Config, b >= 1, "--infer-batches: a batch size must be at least 1");
+                let rate = ferkit::bench::inference_rate(net, spec.preprocess(), b, args.steps, args.repeats, &device);
+                super::lines::say(&format!("{:<10}{b:>7}{:>18}{rate:>18.1}", r.model, "-"));
+                infer.push(serde_json::json!({"batch": b, "infer_images_per_s": rate}));
+            }
+        }
+        if let (Some(dir), Some(net)) = (&args.onnx_dir, &net) {
+            std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+            let bytes = ferkit::export::onnx::to_onnx(net, spec.preprocess(), &r.model, &[])?;
+            write_atomic(&dir.join(format!("{name}.onnx")), bytes)?;
+        }
+        let mut row = serde_json::to_value(&r)?;
+        row["name"] = name.into();
+        row["infer_batches"] = infer.into();
+        results.push(row);
     }
     let (plain, augmented) =
         ferkit::bench::bench_preparation(&ferkit::data::augment::AugmentConfig::parse(&args.augment)?, 28_709);
@@ -75,7 +103,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         "batch preparation on one thread, 28709 images: standardise {plain:.0} img/s; standardise + augment ({}) {augmented:.0} img/s",
         args.augment
     ));
-    write_json(args.json.as_deref(), &serde_json::json!({ "models": results, "detection": detection }))
+    write_json(
+        args.json.as_deref(),
+        &serde_json::json!({ "machine": machine, "threads": args.threads, "models": results, "detection": detection }),
+    )
 }
 
 fn write_json(path: Option<&std::path::Path>, value: &serde_json::Value) -> Result<()> {
