@@ -43,7 +43,9 @@ python3 bench/compare.py "$out"
 cascade=../shared/models/haarcascade_frontalface_default.xml
 mtcnn=../shared/models/mtcnn
 photos=../shared/data/photos/astronaut.png,../shared/data/photos/coffee.png
-if [ -f "$cascade" ] && [ -d "$mtcnn" ]; then
+if ! python3 -c "import cv2, facenet_pytorch" 2>/dev/null; then
+  echo "face detection: skipped (pip install opencv-python facenet-pytorch for the references)"
+elif [ -f "$cascade" ] && [ -d "$mtcnn" ]; then
   ./target/release/ferkit bench --models "" --photos "$photos" --cascade "$cascade" --mtcnn "$mtcnn" \
     --threads "$threads" --json "$out/detect.json" >/dev/null
   python3 bench/detect_reference.py --photos "$photos" --cascade "$cascade" --mtcnn "$mtcnn" \
