@@ -13,12 +13,12 @@ Needs `pip install onnxruntime numpy`.
 import argparse
 import json
 import pathlib
-import statistics
 import sys
-import time
 
 import numpy as np
 import onnxruntime as ort
+
+from timing import median_rate
 
 
 def preprocess(faces, unit_range):
@@ -43,14 +43,7 @@ def bench(session, size, unit_range, steps, repeats):
     def step():
         return log_softmax(session.run(["logits"], {"faces": preprocess(faces, unit_range)})[0])
 
-    step()  # warm-up
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(steps):
-            step()
-        rates.append(steps * size / (time.perf_counter() - start))
-    return statistics.median(rates)
+    return median_rate(step, size, steps, repeats)
 
 
 def main():

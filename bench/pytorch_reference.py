@@ -15,14 +15,14 @@ import argparse
 import json
 import math
 import pathlib
-import statistics
 import sys
-import time
 import tomllib
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from timing import median_rate
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -206,14 +206,7 @@ def bench(model, batch, steps, repeats, infer_batches=()):
         return loss.item()
 
     def rate(fn, size):
-        fn()  # warm-up
-        rates = []
-        for _ in range(repeats):
-            start = time.perf_counter()
-            for _ in range(steps):
-                fn()
-            rates.append(steps * size / (time.perf_counter() - start))
-        return statistics.median(rates)
+        return median_rate(fn, size, steps, repeats)
 
     # Inference as ferkit's benchmark times it (its one batched-inference loop): 48x48 grey u8
     # faces in, the net's preprocessing (per-image standardisation for the layer nets, /255 for

@@ -250,8 +250,16 @@ mod tests {
     #[test]
     fn a_training_step_is_estimated_from_the_measured_speed() {
         let net = crate::models::resolve("cnn3").unwrap();
-        let work =
-            |runs, epochs| Work::Train { nets: vec![net.clone()], runs, epochs, batch: 8, train: 80, val: 16, test: 0 };
+        let work = |runs, epochs| Work::Train {
+            nets: vec![net.clone()],
+            runs,
+            epochs,
+            batch: 8,
+            train: 80,
+            val: 16,
+            test: 0,
+            setup_seconds: 0.0,
+        };
         let mut p = StudyPlan::new(vec![
             ("a".into(), work(1, 1), false),
             ("b".into(), work(2, 3), false),
@@ -260,7 +268,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         p.measure(1, &burn::prelude::Device::flex(), dir.path()).unwrap();
         assert_eq!(p.speeds.len(), 1, "one net at one batch size is measured once");
-        let s = &p.speeds[0];
+        let s = p.speeds[0].clone();
         let one = 80.0 / s.train_images_per_s + 16.0 / s.infer_images_per_s;
         assert!((p.steps[0].estimate_seconds - one).abs() < 1e-9);
         assert!((p.steps[1].estimate_seconds - 6.0 * one).abs() < 1e-9);
