@@ -3,6 +3,7 @@
 
 pub mod dtype;
 pub mod efficientnet;
+pub mod fold;
 pub mod model;
 pub mod net;
 pub mod pytorch_weights;

@@ -113,7 +113,8 @@ impl EmotionClassifier {
             tta: Tta::None,
             align: false,
             notes,
-            net,
+            // Inference only: batch norm folded into the layer before it (same probabilities).
+            net: crate::models::fold::fold_batch_norm(net),
             preprocess: spec.preprocess(),
             device,
         })

@@ -78,8 +78,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
         ));
         let needs_net = !args.infer_batches.is_empty() || args.onnx_dir.is_some();
         let net = if needs_net { Some(spec.build(&device)?) } else { None };
+        // Timed as prediction runs it (batch norm folded); exported as built.
+        let folded = net.clone().map(ferkit::models::fold::fold_batch_norm);
         let mut infer = Vec::new();
-        if let Some(net) = &net {
+        if let Some(net) = &folded {
             for &b in &args.infer_batches {
                 ferkit::ensure!(Config, b >= 1, "--infer-batches: a batch size must be at least 1");
                 let rate = ferkit::bench::inference_rate(net, spec.preprocess(), b, args.steps, args.repeats, &device);

@@ -1,0 +1,114 @@
+//! Batch norm folded into the layer before it, for inference.
+//!
+//! At inference batch norm is a fixed per-channel affine map, `y * s + t` with
+//! `s = gamma / sqrt(running_var + epsilon)` and `t = beta - running_mean * s`, so a convolution
+//! or dense layer followed directly by it (no activation between) computes the same as that
+//! layer alone with its weights scaled by `s` per output channel and its bias `b * s + t`. The
+//! folded net skips one pass over every such layer's output (vgg-lite and cnn1 have one after each
+//! convolution). Only for inference: the folded net has fewer layers than its spec, so it is
+//! neither trained, saved nor exported (those use the net as loaded).
+
+use burn::module::Param;
+use burn::nn::BatchNorm;
+use burn::prelude::*;
+
+use super::model::{Ensemble, Model};
+use super::net::{Layer, Net};
+
+/// `model` with every convolution or dense layer that is directly followed by batch norm (and
+/// has no activation of its own) merged with it. Transfer nets are returned as they are.
+pub fn fold_batch_norm(model: Model) -> Model {
+    match model {
+        Model::Layers(net) => Model::Layers(fold_net(net)),
+        Model::Ensemble(e) => {
+            Model::Ensemble(Ensemble { members: e.members.into_iter().map(fold_batch_norm).collect() })
+        }
+        transfer @ Model::Transfer(_) => transfer,
+    }
+}
+
+/// Per-channel scale and shift of a batch norm at inference, `[channels]` each.
+fn affine(bn: &BatchNorm) -> (Tensor<1>, Tensor<1>) {
+    let scale = bn.gamma.val() / bn.running_var.value().add_scalar(bn.epsilon).sqrt();
+    let shift = bn.beta.val() - bn.running_mean.value() * scale.clone();
+    (scale, shift)
+}
+
+fn fold_net(mut net: Net) -> Net {
+    let mut i = 0;
+    while i + 1 < net.logit_layers {
+        let folded = match (&net.layers[i], &net.layers[i + 1]) {
+            (Layer::Conv(c), Layer::BatchNorm(bn)) if c.act.function.is_none() => {
+                let (scale, shift) = affine(bn);
+                let weight = c.conv.weight.val();
+                let [out, ..] = weight.dims();
+                let device = weight.device();
+                let bias = c.conv.bias.as_ref().map_or_else(|| Tensor::zeros([out], &device), |b| b.val());
+                let mut conv = c.clone();
+                conv.conv.weight = Param::from_tensor(weight * scale.clone().reshape([out, 1, 1, 1]));
+                conv.conv.bias = Some(Param::from_tensor(bias * scale + shift));
+                Some(Layer::Conv(conv))
+            }
+            (Layer::Dense(d), Layer::BatchNorm(bn)) if d.act.function.is_none() => {
+                let (scale, shift) = affine(bn);
+                let weight = d.linear.weight.val();
+                let [_, units] = weight.dims();
+                let device = weight.device();
+                let bias = d.linear.bias.as_ref().map_or_else(|| Tensor::zeros([units], &device), |b| b.val());
+                let mut dense = d.clone();
+                // Burn keeps a dense weight as [inputs, units]: scale its columns.
+                dense.linear.weight = Param::from_tensor(weight * scale.clone().reshape([1, units]));
+                dense.linear.bias = Some(Param::from_tensor(bias * scale + shift));
+                Some(Layer::Dense(dense))
+            }
+            _ => None,
+        };
+        if let Some(layer) = folded {
+            net.layers[i] = layer;
+            net.layers.remove(i + 1);
+            net.logit_layers -= 1;
+        }
+        i += 1;
+    }
+    net
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::{assert_close, random_input};
+    use burn::module::{Module, RunningState};
+
+    /// Nets with batch norm after convolutions (vgg-lite, resnet-lite's stem) and after dense
+    /// layers (cnn1) give the same logits folded, with fewer layers, with batch norms whose
+    /// statistics, scales and shifts are not the initial ones.
+    #[test]
+    fn a_folded_net_gives_the_same_logits_with_fewer_layers() {
+        for preset in ["vgg-lite", "cnn1", "resnet-lite"] {
+            let device = Device::flex();
+            let spec = crate::models::resolve(preset).unwrap();
+            let train_device = device.clone().autodiff();
+            let model = spec.build(&train_device).unwrap();
+            // Training-mode passes update the running statistics; random gammas and betas too.
+            for seed in 0..3 {
+                let _ =
+                    model.forward(random_input([16, 1, 48, 48], &train_device, seed).mul_scalar(2.0).add_scalar(0.5));
+            }
+            let mut model = model.valid();
+            for (k, bn) in model.batch_norms_mut().into_iter().enumerate() {
+                let [c] = bn.gamma.val().dims();
+                bn.gamma = Param::from_tensor(random_input([c], &device, 100 + k as u64).add_scalar(1.0));
+                bn.beta = Param::from_tensor(random_input([c], &device, 200 + k as u64));
+                bn.running_mean = RunningState::new(random_input([c], &device, 300 + k as u64));
+                bn.running_var = RunningState::new(random_input([c], &device, 400 + k as u64).abs().add_scalar(0.5));
+            }
+            let images = random_input([4, 1, 48, 48], &device, 9);
+            let expected = model.forward(images.clone());
+            let layers = |m: &Model| if let Model::Layers(n) = m { n.layers.len() } else { 0 };
+            let before = layers(&model);
+            let folded = fold_batch_norm(model);
+            assert!(layers(&folded) < before, "{preset}: nothing was folded");
+            assert_close(&folded.forward(images), &expected, 1e-4, preset);
+        }
+    }
+}
