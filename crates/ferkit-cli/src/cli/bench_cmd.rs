@@ -54,6 +54,11 @@ pub struct BenchArgs {
 
 pub fn run(args: BenchArgs) -> Result<()> {
     ferkit::ensure!(Config, args.steps >= 1 && args.repeats >= 1, "--steps and --repeats must be at least 1");
+    ferkit::ensure!(
+        Config,
+        args.infer_batches.iter().all(|&b| b >= 1),
+        "--infer-batches: a batch size must be at least 1"
+    );
     ferkit::util::set_threads(args.threads)?;
     let device = args.device.device()?;
     let detection = detection_bench(&args)?;
@@ -83,7 +88,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         let mut infer = Vec::new();
         if let Some(net) = &folded {
             for &b in &args.infer_batches {
-                ferkit::ensure!(Config, b >= 1, "--infer-batches: a batch size must be at least 1");
                 let rate = ferkit::bench::inference_rate(net, spec.preprocess(), b, args.steps, args.repeats, &device);
                 super::lines::say(&format!("{:<10}{b:>7}{:>18}{rate:>18.1}", r.model, "-"));
                 infer.push(serde_json::json!({"batch": b, "infer_images_per_s": rate}));
