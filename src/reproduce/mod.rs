@@ -111,16 +111,19 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
     let (recipe, dataset) = (&recipe, &dataset);
     // Every step with its work, so that the whole study's cost is known before it starts.
     let sizes = (dataset.train.len(), dataset.val.len(), dataset.test.len());
-    let train_work = |spec: &ModelSpec, epochs: usize, batch: usize, runs: usize| Work::Train {
-        nets: vec![spec.clone()],
+    // `runs` training runs of one of `nets` (a search's trials: several stand for them), each
+    // after `setup_seconds` of its own.
+    let work = |nets: Vec<ModelSpec>, runs: usize, epochs: usize, batch: usize, setup_seconds: f64| Work::Train {
+        nets,
         runs,
         epochs,
         batch,
         train: sizes.0,
         val: sizes.1,
         test: sizes.2,
-        setup_seconds: 0.0,
+        setup_seconds,
     };
+    let train_work = |config: &TrainConfig| work(vec![config.model.clone()], 1, config.epochs, config.batch_size, 0.0);
     let done = |dir: &Path| dir.join("metrics.json").exists();
     let mut steps: Vec<(String, Work, bool, StepFn)> = Vec::new();
     steps.push((
@@ -134,9 +137,9 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
         config.epochs = recipe.net_epochs;
         config.batch_size = recipe.net_batch.unwrap_or(config.batch_size);
         let dir = options.out.join("nets").join(name);
-        let work = train_work(&config.model, config.epochs, config.batch_size, 1);
+        let planned = train_work(&config);
         let run = move || train_step(config, options, &recipe, &dataset, &dir);
-        steps.push((format!("train {name}"), work, done(&options.out.join("nets").join(name)), Box::new(run)));
+        steps.push((format!("train {name}"), planned, done(&options.out.join("nets").join(name)), Box::new(run)));
     }
     // The search's trials (and the augmented run of the best) are nets not known in advance:
     // three points of the space stand for them.
@@ -148,16 +151,8 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
     let tune_batch =
         recipe.net_batch.unwrap_or(TrainConfig::notebook(samples[0].clone(), options.data.clone()).batch_size);
     let trials_done = (0..recipe.tune_trials).filter(|i| done(&options.out.join(format!("tune/trial_{i:03}")))).count();
-    let search_work = |runs: usize, epochs: usize, setup_seconds: f64| Work::Train {
-        nets: samples.clone(),
-        runs,
-        epochs,
-        batch: tune_batch,
-        train: sizes.0,
-        val: sizes.1,
-        test: sizes.2,
-        setup_seconds,
-    };
+    let search_work =
+        |runs: usize, epochs: usize, setup_seconds: f64| work(samples.clone(), runs, epochs, tune_batch, setup_seconds);
     steps.push((
         "tune".into(),
         search_work(recipe.tune_trials - trials_done, recipe.tune_epochs, load_seconds),
@@ -173,12 +168,12 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
             let mut config = TrainConfig::notebook(ModelSpec::Transfer(spec), options.data.clone());
             config.epochs = recipe.transfer_epochs;
             config.batch_size = recipe.net_batch.unwrap_or(64);
-            let work = train_work(&config.model, config.epochs, config.batch_size, 1);
+            let planned = train_work(&config);
             let dir = options.out.join("transfer");
             let already = done(&dir);
             steps.push((
                 "transfer".into(),
-                work,
+                planned,
                 already,
                 Box::new(move || train_step(config, options, &recipe, &dataset, &dir)),
             ));
