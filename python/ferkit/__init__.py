@@ -240,24 +240,27 @@ def train(
     model: str = "cnn3",
     data: Union[str, "os.PathLike[str]"] = "",
     out: Union[str, "os.PathLike[str]"] = "runs/notebook",
-    epochs: int = 20,
+    epochs: Optional[int] = None,
     overwrite: bool = False,
     **options: Any,
 ) -> Tuple[History, str]:
-    """Trains `model` (a preset such as "cnn3" or "vgg-lite", or a net TOML file) on `data`
+    """Trains `model` (a net preset such as "cnn3" or "vgg-lite", a net TOML file, or a
+    training preset such as "fast", which brings its own recipe) on `data`
     (FER2013's CSV or an image folder) into the run directory `out`, as `ferkit train` does:
     the run's config, history, metrics, curves and kept weights all go there.
 
     `options` are the recipe's: batch_size, lr, optimizer, momentum, weight_decay, schedule,
     warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema, mixup, cutmix,
     augment ("rotation=15,zoom=0.1,hflip"), seed, monitor, subset, skip_bad_rows, init_from,
-    val_split. Progress prints one line per epoch. Ctrl-C stops the run between two steps
+    val_split, and weights (ImageNet weights of a transfer net or of the "fast" preset, a .pth file). Progress prints one line per epoch. Ctrl-C stops the run between two steps
     (KeyboardInterrupt); `ferkit.resume(out)` goes on from its last finished epoch.
 
     Returns the history (a list of dicts; `.to_pandas()`) and the run directory. Raises ValueError for an
     unknown option or a value out of range, FileNotFoundError for missing data, and
     ValueError for a folder that already holds a run (pass overwrite=True)."""
-    rows, run_dir = _native.train(model, data, out, overwrite, epochs=epochs, **options)
+    if epochs is not None:  # else 20, or a training preset's own
+        options["epochs"] = epochs
+    rows, run_dir = _native.train(model, data, out, overwrite, **options)
     return History(rows), run_dir
 
 

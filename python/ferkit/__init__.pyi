@@ -63,7 +63,7 @@ def train(
     model: str = "cnn3",
     data: _Path = "",
     out: _Path = "runs/notebook",
-    epochs: int = 20,
+    epochs: Optional[int] = None,
     overwrite: bool = False,
     **options: Any,
 ) -> Tuple[History, str]: ...

@@ -219,6 +219,24 @@ def test_train_writes_a_run_and_resume_finds_it_finished(tmp_path, capsys):
         ferkit.train("fnn1", data, tmp_path / "other", epochs=1, optimizer="adam", momentum=0.9)
 
 
+def test_the_fast_training_preset_brings_its_recipe(tmp_path):
+    data = tiny_fer2013(tmp_path / "tiny.csv")
+    with pytest.raises(ValueError, match="--weights"):
+        ferkit.train("fast", data, tmp_path / "none", epochs=1)
+    with pytest.raises(ValueError, match="transfer nets"):
+        ferkit.train("fnn1", data, tmp_path / "none", epochs=1, weights="w.pth")
+    weights = SHARED / "models" / "efficientnet-lite0-57934424.pth"
+    if not weights.exists():
+        pytest.skip(f"{weights} is absent")
+    out = tmp_path / "fast"
+    history, _ = ferkit.train("fast", data, out, epochs=1, batch_size=16, weights=str(weights))
+    assert len(history) == 1
+    config = (out / "config.toml").read_text()
+    # The preset's recipe, with the one option given changed.
+    assert "epochs = 1\n" in config and "ema_decay = 0.998" in config and "label_smoothing = 0.1" in config, config
+    assert "input_size = 64" in config and "frozen_blocks = 0" in config, config
+
+
 def test_ctrl_c_stops_training_between_steps_and_resume_goes_on(tmp_path, monkeypatch):
     import _thread
     import builtins

@@ -48,7 +48,13 @@ pub struct ReproduceOptions {
     /// A folder of photos and the Haar cascade that finds their faces, for the last step: the
     /// final model pointed at real photos (skipped without them).
     pub photos: Option<(PathBuf, PathBuf)>,
+    /// Also train the `fast` training preset ([`FAST_PRESET`], with the ImageNet weights) after
+    /// the notebook's steps: the report's "beyond the notebook" row.
+    pub beyond: bool,
 }
+
+/// The training preset of the study's last training step, "beyond the notebook".
+pub const FAST_PRESET: &str = "fast";
 
 /// Epochs, batch and data size for each step, full or quick.
 struct Recipe {
@@ -60,6 +66,8 @@ struct Recipe {
     tune_initial_points: Option<usize>,
     transfer_epochs: usize,
     augment_epochs: usize,
+    /// Epochs of the `fast` preset (None: the preset's own).
+    fast_epochs: Option<usize>,
 }
 
 impl Recipe {
@@ -74,6 +82,7 @@ impl Recipe {
                 tune_initial_points: Some(1),
                 transfer_epochs: 1,
                 augment_epochs: 1,
+                fast_epochs: Some(1),
             }
         } else {
             // The notebook: 20 epochs per net; 5 trials of 10 epochs; augmentation 10 epochs.
@@ -88,6 +97,7 @@ impl Recipe {
                 tune_initial_points: None,
                 transfer_epochs: 8,
                 augment_epochs: 10,
+                fast_epochs: None,
             }
         }
     }
@@ -188,6 +198,26 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
         done(&options.out.join("augmented")),
         Box::new(|| augment_step(options, &recipe, &dataset)),
     ));
+    match &options.weights {
+        Some(weights) if options.beyond && weights.exists() => {
+            let preset = crate::training::training_preset(FAST_PRESET).expect("the fast preset exists");
+            let mut config = preset.recipe().config(preset.model(Some(weights.clone()))?, options.data.clone())?;
+            config.epochs = recipe.fast_epochs.unwrap_or(config.epochs);
+            let planned = train_work(&config);
+            let dir = options.out.join(FAST_PRESET);
+            let already = done(&dir);
+            steps.push((
+                format!("{FAST_PRESET} preset"),
+                planned,
+                already,
+                Box::new(move || train_step(config, options, &recipe, &dataset, &dir)),
+            ));
+        }
+        _ if !options.beyond => {}
+        _ => events.note(&format!(
+            "step {FAST_PRESET} preset (beyond the notebook): skipped, no ImageNet weights given (EfficientNet-Lite0's)"
+        )),
+    }
     match &options.photos {
         Some((photos, cascade)) => steps.push((
             "photos".into(),

@@ -171,6 +171,26 @@ pub fn write_report(out: &Path, quick: bool) -> Result<()> {
             ]),
         }
     }
+    // The last row: what ferkit's own `fast` preset reaches beyond the notebook's recipes.
+    let fast = out.join(super::FAST_PRESET);
+    let beyond = format!("beyond the notebook: `{}` preset", super::FAST_PRESET);
+    match finished_run(&fast)? {
+        Some((run, m)) => {
+            table.push(run_row(&beyond, &m, "—"));
+            images.extend(run_images(&beyond, &run, &m)?);
+        }
+        None => table.push(vec![
+            beyond,
+            "not run (needs the ImageNet weights; --notebook-only leaves it out)".into(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            "—".into(),
+        ]),
+    }
     let mut results = vec![Block::Table(table)];
     results.extend(images);
     sections.push(Section { title: "Results".into(), blocks: results });

@@ -365,3 +365,51 @@ fn kept_weights(run: &std::path::Path) -> Vec<f32> {
     model.visit(&mut values);
     values.0
 }
+
+/// Issue 13's `fast` training preset: `ferkit train fast` trains the preset's net with the
+/// preset's recipe (saved in config.toml), a flag changes one option of it, and without the
+/// ImageNet weights it fails before making a run directory, saying which file to give.
+#[test]
+fn the_fast_training_preset_trains_its_net_with_its_recipe_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write_gz(&dir.path().join("fer.csv.gz"), &synthetic_csv(20));
+    let data = data.to_str().unwrap();
+    let missing = dir.path().join("no-weights");
+    let out = ferkit(&["train", "fast", "--data", data, "--out", missing.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("--weights") && stderr(&out).contains("efficientnet-lite0"), "{}", stderr(&out));
+    assert!(!missing.exists(), "a failed start made {}", missing.display());
+    let Some(weights) = shared("models/efficientnet-lite0-57934424.pth") else {
+        common::skip("../shared/models/efficientnet-lite0-57934424.pth is absent");
+        return;
+    };
+    let run = dir.path().join("fast");
+    let out = ferkit(&[
+        "train",
+        "fast",
+        "--data",
+        data,
+        "--weights",
+        weights.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch",
+        "16",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let config = ferkit::run::RunDir::open(&run).unwrap().load_config().unwrap();
+    // The flags given replaced their options ...
+    assert_eq!((config.epochs, config.batch_size), (1, 16));
+    // ... and the rest is the preset's recipe and net.
+    let preset = ferkit::training::training_preset("fast").unwrap().recipe();
+    assert_eq!(config.ema_decay, preset.ema);
+    assert_eq!(config.label_smoothing, preset.label_smoothing);
+    assert_eq!(config.monitor, preset.monitor);
+    assert_eq!(config.optimizer, ferkit::training::OptimizerKind::parse("adamw", None, preset.weight_decay).unwrap());
+    assert!(config.augment.is_some());
+    let ferkit::models::ModelSpec::Transfer(spec) = &config.model else { panic!("{:?}", config.model) };
+    assert_eq!((spec.frozen_blocks, spec.input_size), (0, 64));
+    assert!(run.join("metrics.json").exists());
+}

@@ -36,11 +36,26 @@ fn quick_reproduction_writes_a_report_and_resumes() {
     } else {
         common::skip("the photos step (../shared/data/photos or the Haar cascade is absent)");
     }
+    // The results table ends with the `fast` preset's "beyond the notebook" row: trained when
+    // the ImageNet weights are there (as the transfer step), else marked as not run.
+    let beyond = "| beyond the notebook: `fast` preset |";
+    let table_end = md.lines().skip_while(|l| !l.starts_with("| fnn1 |")).take_while(|l| l.starts_with('|')).last();
+    assert!(table_end.is_some_and(|l| l.starts_with(beyond)), "the results table does not end with {beyond}:\n{md}");
+    let fast_ran = out.join("fast/metrics.json").exists();
+    assert_eq!(
+        fast_ran,
+        out.join("transfer/metrics.json").exists(),
+        "the fast preset runs when the transfer step does"
+    );
+    if !fast_ran {
+        common::skip("the fast preset's row (../shared/models/efficientnet-lite0-57934424.pth is absent)");
+    }
     // Each step's row holds its run's own figures from metrics.json.
     let runs: Vec<(String, std::path::PathBuf)> = ["fnn1", "fnn2", "fnn3", "cnn1", "cnn2", "cnn3"]
         .iter()
         .map(|n| (n.to_string(), out.join("nets").join(n)))
         .chain([("tuned + augmentation".to_string(), out.join("augmented"))])
+        .chain(fast_ran.then(|| ("beyond the notebook: `fast` preset".to_string(), out.join("fast"))))
         .collect();
     let pct = |m: &serde_json::Value, split: &str| format!("{:.2}%", 100.0 * m[split]["accuracy"].as_f64().unwrap());
     for (step, run) in &runs {
@@ -81,7 +96,7 @@ fn quick_reproduction_writes_a_report_and_resumes() {
     let log = stderr(&second);
     assert_eq!(
         log.matches("already trained, kept").count(),
-        6 + 1 + usize::from(out.join("transfer/metrics.json").exists()),
+        6 + 1 + 2 * usize::from(out.join("transfer/metrics.json").exists()),
         "{log}"
     );
     assert!(log.contains("2 trials finished, 0 to re-run"), "{log}");

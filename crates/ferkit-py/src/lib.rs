@@ -386,8 +386,11 @@ fn train<'py>(
     overwrite: bool,
     options: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<(Vec<Bound<'py, PyDict>>, String)> {
-    let mut recipe = Recipe::default();
+    // A training preset (`fast`) starts from its own recipe; the options change it one by one.
+    let preset = ferkit::training::training_preset(&model);
+    let mut recipe = preset.map_or_else(Recipe::default, |p| p.recipe());
     let mut val_split = None;
+    let mut weights: Option<PathBuf> = None;
     if let Some(options) = options {
         for (key, value) in options.iter() {
             let key: String = key.extract()?;
@@ -413,6 +416,7 @@ fn train<'py>(
                 "skip_bad_rows" => recipe.skip_bad_rows = value.extract().map_err(bad)?,
                 "init_from" => recipe.init_from = value.extract().map_err(bad)?,
                 "val_split" => val_split = value.extract().map_err(bad)?,
+                "weights" => weights = value.extract().map_err(bad)?,
                 "monitor" => {
                     let name: String = value.extract().map_err(bad)?;
                     recipe.monitor = Monitor::from_name(&name).ok_or_else(|| {
@@ -421,14 +425,24 @@ fn train<'py>(
                 }
                 other => {
                     return Err(PyValueError::new_err(format!(
-                        "train() got an unknown option {other:?} (known: epochs, batch_size, lr, optimizer, momentum,                          weight_decay, schedule, warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema,                          mixup, cutmix, augment, seed, monitor, subset, skip_bad_rows, init_from, val_split)"
+                        "train() got an unknown option {other:?} (known: epochs, batch_size, lr, optimizer, momentum,                          weight_decay, schedule, warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema,                          mixup, cutmix, augment, seed, monitor, subset, skip_bad_rows, init_from, val_split, weights)"
                     )));
                 }
             }
         }
     }
     let (_, run_dir) = compute(py, move || {
-        let spec = ferkit::models::resolve(&model)?;
+        let spec = match (preset, ferkit::models::resolve(&model)) {
+            (Some(preset), _) => preset.model(weights)?,
+            (None, Ok(ferkit::models::ModelSpec::Transfer(mut t))) => {
+                t.weights = weights.or(t.weights);
+                ferkit::models::ModelSpec::Transfer(t)
+            }
+            (None, Ok(_)) if weights.is_some() => {
+                ferkit::bail!(Config @ "weights", "weights= is for transfer nets and training presets, not `{model}`")
+            }
+            (None, spec) => spec?,
+        };
         let mut source = DataSource::from_path(data);
         source.val_split = val_split;
         let config = recipe.config(spec, source)?;

@@ -185,6 +185,12 @@ pub fn run_with(cli: Cli) -> Result<()> {
                     e.description
                 ));
             }
+            lines::say(
+                "\ntraining preset    a net with its recipe (`ferkit train NAME`; each flag changes one option)",
+            );
+            for p in &ferkit::training::TRAINING_PRESETS {
+                lines::say(&format!("{:<18} {}", p.name, p.description));
+            }
             Ok(())
         }
         Command::Summary { model, transfer } => {

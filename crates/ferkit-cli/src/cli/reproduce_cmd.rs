@@ -26,7 +26,7 @@ pub struct ReproduceArgs {
     pub quick: bool,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// ImageNet EfficientNet-Lite0 weights for the transfer step (default: ../shared/models/..., if present).
+    /// ImageNet EfficientNet-Lite0 weights for the transfer step and the `fast` preset (default: ../shared/models/..., if present).
     #[arg(long)]
     pub weights: Option<PathBuf>,
     /// Tuning trials trained at once.
@@ -40,6 +40,10 @@ pub struct ReproduceArgs {
     /// The Haar cascade that finds their faces (default: ../shared/models/haarcascade_frontalface_default.xml, if present).
     #[arg(long)]
     pub cascade: Option<PathBuf>,
+    /// Only the notebook's steps: leave out the last training step, ferkit's `fast` preset (the
+    /// report's "beyond the notebook" row; about an hour on 2 cores).
+    #[arg(long)]
+    pub notebook_only: bool,
 }
 
 pub fn run(args: ReproduceArgs) -> Result<()> {
@@ -59,5 +63,6 @@ pub fn run(args: ReproduceArgs) -> Result<()> {
         events: std::sync::Arc::new(super::progress::TerminalProgress::default()),
         device: args.device,
         photos,
+        beyond: !args.notebook_only,
     })
 }

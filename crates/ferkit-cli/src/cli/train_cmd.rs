@@ -8,12 +8,14 @@ use ferkit::error::Result;
 
 use super::DataArgs;
 use ferkit::models::ModelSpec;
-use ferkit::training::{Monitor, Recipe, RunDir, RunMetrics, TrainConfig};
+use ferkit::training::{Monitor, Recipe, RunDir, RunMetrics, TrainConfig, training_preset};
 use ferkit::util::device::DeviceKind;
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
-    /// A preset (fnn1..3, cnn1..3, vgg-lite) or a path to a net TOML file.
+    /// A net preset (fnn1..3, cnn1..3, vgg-lite, vgg-wide, resnet-lite, efficientnet-lite0,
+    /// vgg16), a path to a net TOML file, or a training preset (`fast`: a net with its recipe,
+    /// whose options the flags below change one by one).
     #[arg(required_unless_present_any = ["resume", "config"])]
     pub model: Option<String>,
     /// Train exactly what a run's saved `config.toml` says (net, data, recipe, seed) into a new
@@ -40,17 +42,20 @@ pub struct TrainArgs {
     pub resume: Option<PathBuf>,
     #[command(flatten)]
     pub data: DataArgs,
-    #[arg(long, default_value_t = Recipe::default().epochs)]
-    pub epochs: usize,
-    #[arg(long = "batch", default_value_t = Recipe::default().batch_size)]
-    pub batch_size: usize,
+    /// Epochs (default 20, or the training preset's).
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Rows per batch (default 512, or the training preset's).
+    #[arg(long = "batch")]
+    pub batch_size: Option<usize>,
     /// The optimizer's learning rate (default: the net's own, as in the notebook); the peak of a schedule.
     #[arg(long, allow_negative_numbers = true)]
     pub lr: Option<f64>,
     /// The optimizer: adam (the notebook's, Keras' epsilon), adamw (decoupled weight decay),
-    /// sgd or sgd-nesterov (momentum 0.9 unless --momentum says otherwise).
-    #[arg(long, default_value_t = Recipe::default().optimizer)]
-    pub optimizer: String,
+    /// sgd or sgd-nesterov (momentum 0.9 unless --momentum says otherwise). Default: adam, or the
+    /// training preset's.
+    #[arg(long)]
+    pub optimizer: Option<String>,
     /// SGD's momentum (default 0.9).
     #[arg(long, allow_negative_numbers = true)]
     pub momentum: Option<f64>,
@@ -60,20 +65,21 @@ pub struct TrainArgs {
     /// How the learning rate moves: constant (the notebook's), cosine (decay to zero by the last
     /// step, after --warmup-epochs of linear warm-up), one-cycle (PyTorch's OneCycleLR defaults),
     /// or plateau (x --plateau-factor after --plateau-patience epochs without a better --monitor figure).
-    #[arg(long, default_value_t = Recipe::default().schedule)]
-    pub schedule: String,
-    /// Epochs of linear warm-up before the cosine decay.
-    #[arg(long, default_value_t = 0)]
-    pub warmup_epochs: usize,
+    /// Default: constant, or the training preset's.
+    #[arg(long)]
+    pub schedule: Option<String>,
+    /// Epochs of linear warm-up before the cosine decay (default 0, or the training preset's).
+    #[arg(long)]
+    pub warmup_epochs: Option<usize>,
     /// Reduce-on-plateau's factor (default 0.5).
     #[arg(long, allow_negative_numbers = true)]
     pub plateau_factor: Option<f64>,
     /// Reduce-on-plateau's patience in epochs (default 5).
     #[arg(long)]
     pub plateau_patience: Option<usize>,
-    /// Label smoothing of the loss, e.g. 0.1 (default 0: plain cross-entropy).
-    #[arg(long, default_value_t = 0.0, allow_negative_numbers = true)]
-    pub label_smoothing: f64,
+    /// Label smoothing of the loss, e.g. 0.1 (default 0: plain cross-entropy; or the training preset's).
+    #[arg(long, allow_negative_numbers = true)]
+    pub label_smoothing: Option<f64>,
     /// Keep an exponential moving average of the weights with this decay (e.g. 0.999); validation
     /// reads it and the run keeps it as its weights.
     #[arg(long, value_name = "DECAY", allow_negative_numbers = true)]
@@ -84,11 +90,13 @@ pub struct TrainArgs {
     /// CutMix of each training batch with Beta(ALPHA, ALPHA) box areas (timm's default 1.0).
     #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
     pub cutmix: Option<f64>,
-    #[arg(long, default_value_t = Recipe::default().seed)]
-    pub seed: u64,
-    /// Which validation figure picks the kept checkpoint.
-    #[arg(long, value_parser = super::choice::<Monitor>(), default_value = "val_loss")]
-    pub monitor: Monitor,
+    /// The seed that fixes the run (default 42).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Which validation figure picks the kept checkpoint (default val_loss, the notebook's; or
+    /// the training preset's).
+    #[arg(long, value_parser = super::choice::<Monitor>())]
+    pub monitor: Option<Monitor>,
     /// Run directory (default: runs/<model>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -112,7 +120,7 @@ pub struct TrainArgs {
 }
 
 /// Options of the transfer-learning model (efficientnet-lite0).
-#[derive(clap::Args, Debug, Default)]
+#[derive(clap::Args, Debug, Default, Clone)]
 pub struct TransferArgs {
     /// ImageNet weights for the backbone (PyTorch .pth), e.g. ../shared/models/efficientnet-lite0-57934424.pth.
     #[arg(long)]
@@ -172,8 +180,15 @@ pub fn run(args: TrainArgs) -> Result<()> {
         Some(path) => TrainConfig::load(path)?,
         None => {
             let model = args.model.as_deref().expect("clap requires MODEL unless --resume or --config");
-            let spec = args.transfer.apply(ferkit::models::resolve(model)?)?;
-            args.recipe().config(spec, args.data.source())?
+            let (spec, base) = match training_preset(model) {
+                Some(preset) => {
+                    let spec = preset.model(args.transfer.weights.clone())?;
+                    let given = TransferArgs { weights: None, ..args.transfer.clone() };
+                    (given.apply(spec)?, preset.recipe())
+                }
+                None => (args.transfer.apply(ferkit::models::resolve(model)?)?, Recipe::default()),
+            };
+            args.recipe(base).config(spec, args.data.source())?
         }
     };
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.model.name()));
@@ -182,30 +197,31 @@ pub fn run(args: TrainArgs) -> Result<()> {
 }
 
 impl TrainArgs {
-    /// The flags as the library's recipe.
-    fn recipe(&self) -> Recipe {
+    /// The flags as the library's recipe: each flag given replaces `base`'s option (the
+    /// notebook's recipe, or a training preset's).
+    fn recipe(&self, base: Recipe) -> Recipe {
         Recipe {
-            epochs: self.epochs,
-            batch_size: self.batch_size,
-            learning_rate: self.lr,
-            optimizer: self.optimizer.clone(),
-            momentum: self.momentum,
-            weight_decay: self.weight_decay,
-            schedule: self.schedule.clone(),
-            warmup_epochs: self.warmup_epochs,
-            plateau_factor: self.plateau_factor,
-            plateau_patience: self.plateau_patience,
-            label_smoothing: self.label_smoothing,
-            ema: self.ema,
-            mixup: self.mixup,
-            cutmix: self.cutmix,
-            augment: self.augment.clone(),
-            seed: self.seed,
-            monitor: self.monitor,
+            epochs: self.epochs.unwrap_or(base.epochs),
+            batch_size: self.batch_size.unwrap_or(base.batch_size),
+            learning_rate: self.lr.or(base.learning_rate),
+            optimizer: self.optimizer.clone().unwrap_or(base.optimizer),
+            momentum: self.momentum.or(base.momentum),
+            weight_decay: self.weight_decay.or(base.weight_decay),
+            schedule: self.schedule.clone().unwrap_or(base.schedule),
+            warmup_epochs: self.warmup_epochs.unwrap_or(base.warmup_epochs),
+            plateau_factor: self.plateau_factor.or(base.plateau_factor),
+            plateau_patience: self.plateau_patience.or(base.plateau_patience),
+            label_smoothing: self.label_smoothing.unwrap_or(base.label_smoothing),
+            ema: self.ema.or(base.ema),
+            mixup: self.mixup.or(base.mixup),
+            cutmix: self.cutmix.or(base.cutmix),
+            augment: self.augment.clone().or(base.augment),
+            seed: self.seed.unwrap_or(base.seed),
+            monitor: self.monitor.unwrap_or(base.monitor),
             device: self.device,
-            subset: self.subset,
-            skip_bad_rows: self.data.skip_bad_rows,
-            init_from: self.init_from.clone(),
+            subset: self.subset.or(base.subset),
+            skip_bad_rows: self.data.skip_bad_rows || base.skip_bad_rows,
+            init_from: self.init_from.clone().or(base.init_from),
         }
     }
 }
