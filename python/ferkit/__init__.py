@@ -252,8 +252,11 @@ def train(
     `options` are the recipe's: batch_size, lr, optimizer, momentum, weight_decay, schedule,
     warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema, mixup, cutmix,
     augment ("rotation=15,zoom=0.1,hflip"), seed, monitor, subset, skip_bad_rows, init_from,
-    val_split, and weights (ImageNet weights of a transfer net or of the "fast" preset, a .pth file). Progress prints one line per epoch. Ctrl-C stops the run between two steps
-    (KeyboardInterrupt); `ferkit.resume(out)` goes on from its last finished epoch.
+    val_split, and weights (ImageNet weights of a transfer net or of the "fast" preset, a .pth
+    file). With a training preset, each option given changes that one option of its recipe (a
+    new optimizer or schedule also drops the preset's settings of the old one). Progress prints
+    one line per epoch. Ctrl-C stops the run between two steps (KeyboardInterrupt);
+    `ferkit.resume(out)` goes on from its last finished epoch.
 
     Returns the history (a list of dicts; `.to_pandas()`) and the run directory. Raises ValueError for an
     unknown option or a value out of range, FileNotFoundError for missing data, and

@@ -235,6 +235,7 @@ def test_the_fast_training_preset_brings_its_recipe(tmp_path):
     # The preset's recipe, with the one option given changed.
     assert "epochs = 1\n" in config and "ema_decay = 0.998" in config and "label_smoothing = 0.1" in config, config
     assert "input_size = 64" in config and "frozen_blocks = 0" in config, config
+    assert "learning_rate = 0.001\n" in config and 'kind = "cosine"' in config, config
 
 
 def test_ctrl_c_stops_training_between_steps_and_resume_goes_on(tmp_path, monkeypatch):

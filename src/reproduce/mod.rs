@@ -39,7 +39,8 @@ pub struct ReproduceOptions {
     /// A small subset and one epoch per step: the whole pipeline in a few minutes.
     pub quick: bool,
     pub seed: u64,
-    /// ImageNet EfficientNet-Lite0 weights for the transfer step (skipped without them).
+    /// ImageNet EfficientNet-Lite0 weights for the transfer step and the `fast` preset (both
+    /// skipped without them).
     pub weights: Option<PathBuf>,
     pub workers: usize,
     /// Where the study's progress goes (the CLI's bar and notes).
@@ -188,9 +189,7 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
                 Box::new(move || train_step(config, options, &recipe, &dataset, &dir)),
             ));
         }
-        _ => events.note(
-            "step transfer: skipped, no ImageNet weights given (EfficientNet-Lite0's, e.g. ../shared/models/efficientnet-lite0-57934424.pth)",
-        ),
+        _ => events.note(&format!("step transfer: skipped, {}", missing_weights(options.weights.as_deref()))),
     }
     steps.push((
         "augment".into(),
@@ -215,7 +214,8 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
         }
         _ if !options.beyond => {}
         _ => events.note(&format!(
-            "step {FAST_PRESET} preset (beyond the notebook): skipped, no ImageNet weights given (EfficientNet-Lite0's)"
+            "step {FAST_PRESET} preset (beyond the notebook): skipped, {}",
+            missing_weights(options.weights.as_deref())
         )),
     }
     match &options.photos {
@@ -248,6 +248,17 @@ pub fn reproduce(options: &ReproduceOptions) -> Result<()> {
         options.out.join("report.html").display()
     ));
     Ok(())
+}
+
+/// Why a step that needs the ImageNet weights is skipped.
+fn missing_weights(given: Option<&Path>) -> String {
+    match given {
+        Some(path) => format!("the ImageNet weights file {} does not exist", path.display()),
+        None => {
+            "no ImageNet weights given (EfficientNet-Lite0's, e.g. ../shared/models/efficientnet-lite0-57934424.pth)"
+                .into()
+        }
+    }
 }
 
 /// A step of the study, run once.

@@ -52,10 +52,24 @@ pub struct PlannedStep {
 /// Training and inference images/s of one net at one batch size, measured on this machine.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct MeasuredSpeed {
+    /// The net as [`speed_key`] names it (a transfer net with its input side and frozen blocks,
+    /// which change its speed several times over).
     pub net: String,
     pub batch: usize,
     pub train_images_per_s: f64,
     pub infer_images_per_s: f64,
+}
+
+/// What a measured speed belongs to: the net's name, and for a transfer net also its input side
+/// and frozen blocks (the notebook's transfer step and the `fast` preset share a backbone and a
+/// batch, not a speed).
+pub fn speed_key(net: &ModelSpec) -> String {
+    match net {
+        ModelSpec::Transfer(t) => {
+            format!("{} at {}x{}, {} blocks frozen", t.name, t.input_size, t.input_size, t.frozen_blocks)
+        }
+        other => other.name().to_string(),
+    }
 }
 
 /// The study's steps with estimates, and the speeds they came from.
@@ -108,7 +122,7 @@ impl StudyPlan {
             };
             let mut per_run = 0.0;
             for net in nets {
-                let name = net.name().to_string();
+                let name = speed_key(net);
                 let known = self.speeds.iter().position(|s| s.net == name && s.batch == *batch);
                 let speed = match known {
                     Some(i) => self.speeds[i].clone(),
@@ -222,6 +236,17 @@ mod tests {
             step.estimate_seconds = *e;
         }
         plan
+    }
+
+    /// The notebook's transfer step and the `fast` preset train the same backbone at the same
+    /// batch at very different speeds (input side, frozen blocks): their speeds are kept apart.
+    #[test]
+    fn speeds_are_kept_per_transfer_setting() {
+        let transfer = crate::models::resolve(crate::models::registry::TRANSFER_PRESET).unwrap();
+        let fast = crate::training::training_preset("fast").unwrap().model(Some("w.pth".into())).unwrap();
+        assert_eq!(transfer.name(), fast.name());
+        assert_ne!(speed_key(&transfer), speed_key(&fast));
+        assert_eq!(speed_key(&crate::models::resolve("cnn3").unwrap()), "cnn3");
     }
 
     /// Before any step, what is left is the sum of the estimates; once steps have run, the

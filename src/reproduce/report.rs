@@ -173,7 +173,7 @@ pub fn write_report(out: &Path, quick: bool) -> Result<()> {
     }
     // The last row: what ferkit's own `fast` preset reaches beyond the notebook's recipes.
     let fast = out.join(super::FAST_PRESET);
-    let beyond = format!("beyond the notebook: `{}` preset", super::FAST_PRESET);
+    let beyond = format!("beyond the notebook: {} preset", super::FAST_PRESET);
     match finished_run(&fast)? {
         Some((run, m)) => {
             table.push(run_row(&beyond, &m, "—"));
@@ -181,7 +181,7 @@ pub fn write_report(out: &Path, quick: bool) -> Result<()> {
         }
         None => table.push(vec![
             beyond,
-            "not run (needs the ImageNet weights; --notebook-only leaves it out)".into(),
+            "not run (--notebook-only, or no ImageNet weights)".into(),
             String::new(),
             String::new(),
             String::new(),

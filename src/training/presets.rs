@@ -122,4 +122,26 @@ mod tests {
         assert_eq!((config.epochs, config.batch_size, config.ema_decay), (9, 64, Some(0.998)));
         assert_eq!(config.monitor, Monitor::ValAccuracy);
     }
+
+    /// A new optimizer or schedule on top of the preset drops the preset's settings of the old
+    /// one: `fast --schedule constant --optimizer sgd` is valid and is plain SGD, no warm-up.
+    #[test]
+    fn a_new_optimizer_or_schedule_drops_the_old_ones_settings() {
+        let preset = training_preset("fast").unwrap();
+        let model = preset.model(Some("w.pth".into())).unwrap();
+        let data = crate::data::DataSource::from_path("d.csv");
+        let mut recipe = preset.recipe();
+        recipe.set_schedule("constant");
+        recipe.set_optimizer("sgd");
+        let config = recipe.config(model.clone(), data.clone()).unwrap();
+        assert_eq!(config.schedule, crate::training::LrSchedule::Constant);
+        assert_eq!(config.optimizer, crate::training::OptimizerKind::parse("sgd", None, None).unwrap());
+        // The same names again change nothing.
+        let mut same = preset.recipe();
+        same.set_schedule("cosine");
+        same.set_optimizer("adamw");
+        let config = same.config(model, data).unwrap();
+        assert_eq!(config.schedule, crate::training::LrSchedule::Cosine { warmup_epochs: 1 });
+        assert_eq!(config.optimizer, crate::training::OptimizerKind::parse("adamw", None, Some(0.05)).unwrap());
+    }
 }

@@ -101,6 +101,28 @@ impl Default for Recipe {
 }
 
 impl Recipe {
+    /// Changes the optimizer; its settings (momentum, weight decay) were the old optimizer's and
+    /// go back to the new one's defaults, so that `fast --optimizer sgd` is SGD as
+    /// `--optimizer sgd` alone means it, not SGD with the preset's AdamW decay. Set them after.
+    pub fn set_optimizer(&mut self, name: &str) {
+        if name != self.optimizer {
+            self.optimizer = name.to_string();
+            self.momentum = None;
+            self.weight_decay = None;
+        }
+    }
+
+    /// Changes the schedule; its settings (warm-up epochs, the plateau's factor and patience)
+    /// were the old schedule's and go back to the new one's defaults. Set them after.
+    pub fn set_schedule(&mut self, name: &str) {
+        if name != self.schedule {
+            self.schedule = name.to_string();
+            self.warmup_epochs = 0;
+            self.plateau_factor = None;
+            self.plateau_patience = None;
+        }
+    }
+
     /// The config that trains `model` on `data` with this recipe. Errors name the option that is
     /// out of range or unknown (as the field of the error's location).
     pub fn config(&self, model: ModelSpec, data: DataSource) -> Result<TrainConfig> {

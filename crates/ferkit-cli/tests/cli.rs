@@ -404,11 +404,16 @@ fn the_fast_training_preset_trains_its_net_with_its_recipe_and_flags_override_it
     assert_eq!((config.epochs, config.batch_size), (1, 16));
     // ... and the rest is the preset's recipe and net.
     let preset = ferkit::training::training_preset("fast").unwrap().recipe();
+    assert_eq!(config.learning_rate, 1e-3, "the preset's rate, not the net's own (0.005)");
+    assert_eq!(config.schedule, ferkit::training::LrSchedule::Cosine { warmup_epochs: 1 });
     assert_eq!(config.ema_decay, preset.ema);
     assert_eq!(config.label_smoothing, preset.label_smoothing);
     assert_eq!(config.monitor, preset.monitor);
     assert_eq!(config.optimizer, ferkit::training::OptimizerKind::parse("adamw", None, preset.weight_decay).unwrap());
-    assert!(config.augment.is_some());
+    assert_eq!(
+        config.augment,
+        Some(ferkit::data::augment::AugmentConfig::parse(preset.augment.as_deref().unwrap()).unwrap())
+    );
     let ferkit::models::ModelSpec::Transfer(spec) = &config.model else { panic!("{:?}", config.model) };
     assert_eq!((spec.frozen_blocks, spec.input_size), (0, 64));
     assert!(run.join("metrics.json").exists());

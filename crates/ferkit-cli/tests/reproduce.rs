@@ -38,7 +38,7 @@ fn quick_reproduction_writes_a_report_and_resumes() {
     }
     // The results table ends with the `fast` preset's "beyond the notebook" row: trained when
     // the ImageNet weights are there (as the transfer step), else marked as not run.
-    let beyond = "| beyond the notebook: `fast` preset |";
+    let beyond = "| beyond the notebook: fast preset |";
     let table_end = md.lines().skip_while(|l| !l.starts_with("| fnn1 |")).take_while(|l| l.starts_with('|')).last();
     assert!(table_end.is_some_and(|l| l.starts_with(beyond)), "the results table does not end with {beyond}:\n{md}");
     let fast_ran = out.join("fast/metrics.json").exists();
@@ -55,7 +55,7 @@ fn quick_reproduction_writes_a_report_and_resumes() {
         .iter()
         .map(|n| (n.to_string(), out.join("nets").join(n)))
         .chain([("tuned + augmentation".to_string(), out.join("augmented"))])
-        .chain(fast_ran.then(|| ("beyond the notebook: `fast` preset".to_string(), out.join("fast"))))
+        .chain(fast_ran.then(|| ("beyond the notebook: fast preset".to_string(), out.join("fast"))))
         .collect();
     let pct = |m: &serde_json::Value, split: &str| format!("{:.2}%", 100.0 * m[split]["accuracy"].as_f64().unwrap());
     for (step, run) in &runs {

@@ -110,7 +110,7 @@ fn predict_reads_surprised_faces_as_surprise() {
     common::figure(&format!(
         "60 PrivateTest surprise faces: {read_as_surprise} read as surprise, {read_as_happy} as happy"
     ));
-    // The shipped model's surprise recall on all 416 such faces is on its card (about 0.77); a net
+    // The shipped model's surprise recall on all 416 such faces is on its card (about 0.76); a net
     // that said "happy" (the majority class) or the prior would get none of these. Measured with
     // session 7's single vgg-lite: 48 of 60 read as surprise, 3 as happy; with session 14's (run 3,
     // 50 epochs with EMA): 48 and 1.

@@ -392,6 +392,17 @@ fn train<'py>(
     let mut val_split = None;
     let mut weights: Option<PathBuf> = None;
     if let Some(options) = options {
+        // The optimizer and the schedule first: changing one drops the preset's settings of the
+        // old one (Recipe::set_optimizer), which the options given then set.
+        for key in ["optimizer", "schedule"] {
+            if let Some(value) = options.get_item(key)? {
+                let name: String = value.extract().map_err(|e: PyErr| PyValueError::new_err(format!("{key}: {e}")))?;
+                match key {
+                    "optimizer" => recipe.set_optimizer(&name),
+                    _ => recipe.set_schedule(&name),
+                }
+            }
+        }
         for (key, value) in options.iter() {
             let key: String = key.extract()?;
             let bad = |e: PyErr| PyValueError::new_err(format!("{key}: {e}"));
@@ -399,10 +410,9 @@ fn train<'py>(
                 "epochs" => recipe.epochs = value.extract().map_err(bad)?,
                 "batch_size" => recipe.batch_size = value.extract().map_err(bad)?,
                 "lr" | "learning_rate" => recipe.learning_rate = value.extract().map_err(bad)?,
-                "optimizer" => recipe.optimizer = value.extract().map_err(bad)?,
+                "optimizer" | "schedule" => {} // set above
                 "momentum" => recipe.momentum = value.extract().map_err(bad)?,
                 "weight_decay" => recipe.weight_decay = value.extract().map_err(bad)?,
-                "schedule" => recipe.schedule = value.extract().map_err(bad)?,
                 "warmup_epochs" => recipe.warmup_epochs = value.extract().map_err(bad)?,
                 "plateau_factor" => recipe.plateau_factor = value.extract().map_err(bad)?,
                 "plateau_patience" => recipe.plateau_patience = value.extract().map_err(bad)?,

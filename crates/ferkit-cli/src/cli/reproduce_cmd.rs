@@ -40,8 +40,8 @@ pub struct ReproduceArgs {
     /// The Haar cascade that finds their faces (default: ../shared/models/haarcascade_frontalface_default.xml, if present).
     #[arg(long)]
     pub cascade: Option<PathBuf>,
-    /// Only the notebook's steps: leave out the last training step, ferkit's `fast` preset (the
-    /// report's "beyond the notebook" row; about an hour on 2 cores).
+    /// Only the notebook's steps: leave out the last training step, ferkit's `fast` preset
+    /// (about an hour on 2 cores; the report's "beyond the notebook" row then says "not run").
     #[arg(long)]
     pub notebook_only: bool,
 }

@@ -97,7 +97,7 @@ pub struct TrainArgs {
     /// the training preset's).
     #[arg(long, value_parser = super::choice::<Monitor>())]
     pub monitor: Option<Monitor>,
-    /// Run directory (default: runs/<model>).
+    /// Run directory (default: runs/<model>, or runs/<training preset>).
     #[arg(long)]
     pub out: Option<PathBuf>,
     /// Replace an existing run directory.
@@ -191,23 +191,32 @@ pub fn run(args: TrainArgs) -> Result<()> {
             args.recipe(base).config(spec, args.data.source())?
         }
     };
-    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(config.model.name()));
+    // A training preset's runs go to runs/<preset>, apart from its net's own.
+    let default_name = args.model.as_deref().filter(|m| training_preset(m).is_some()).unwrap_or(config.model.name());
+    let out = args.out.clone().unwrap_or_else(|| PathBuf::from("runs").join(default_name));
     let (metrics, run_dir) = ferkit::training::start(&config, &out, args.overwrite, &progress)?;
     print_result(&metrics, &run_dir)
 }
 
 impl TrainArgs {
     /// The flags as the library's recipe: each flag given replaces `base`'s option (the
-    /// notebook's recipe, or a training preset's).
-    fn recipe(&self, base: Recipe) -> Recipe {
+    /// notebook's recipe, or a training preset's); a new optimizer or schedule drops the base's
+    /// settings of the old one ([`Recipe::set_optimizer`]).
+    fn recipe(&self, mut base: Recipe) -> Recipe {
+        if let Some(name) = &self.optimizer {
+            base.set_optimizer(name);
+        }
+        if let Some(name) = &self.schedule {
+            base.set_schedule(name);
+        }
         Recipe {
             epochs: self.epochs.unwrap_or(base.epochs),
             batch_size: self.batch_size.unwrap_or(base.batch_size),
             learning_rate: self.lr.or(base.learning_rate),
-            optimizer: self.optimizer.clone().unwrap_or(base.optimizer),
+            optimizer: base.optimizer,
             momentum: self.momentum.or(base.momentum),
             weight_decay: self.weight_decay.or(base.weight_decay),
-            schedule: self.schedule.clone().unwrap_or(base.schedule),
+            schedule: base.schedule,
             warmup_epochs: self.warmup_epochs.unwrap_or(base.warmup_epochs),
             plateau_factor: self.plateau_factor.or(base.plateau_factor),
             plateau_patience: self.plateau_patience.or(base.plateau_patience),
