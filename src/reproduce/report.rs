@@ -70,6 +70,31 @@ fn run_row(step: &str, m: &RunMetrics, notebook: &str) -> Vec<String> {
     ]
 }
 
+/// A step's results row and pictures when its run in `dir` finished, else a row saying `why`
+/// it did not run.
+fn step_rows(
+    step: &str,
+    dir: &Path,
+    why: &str,
+    notebook: &str,
+    table: &mut Vec<Vec<String>>,
+    images: &mut Vec<Block>,
+) -> Result<()> {
+    match finished_run(dir)? {
+        Some((run, m)) => {
+            table.push(run_row(step, &m, notebook));
+            images.extend(run_images(step, &run, &m)?);
+        }
+        None => {
+            let mut row = vec![step.to_string(), why.to_string()];
+            row.extend(std::iter::repeat_n(String::new(), 6));
+            row.push(notebook.to_string());
+            table.push(row);
+        }
+    }
+    Ok(())
+}
+
 /// The run's pictures: curves, and the test confusion matrix drawn from its metrics.
 fn run_images(label: &str, run: &RunDir, m: &RunMetrics) -> Result<Vec<Block>> {
     let mut blocks = Vec::new();
@@ -153,44 +178,12 @@ pub fn write_report(out: &Path, quick: bool) -> Result<()> {
         ("transfer", out.join("transfer"), format!("{NOTEBOOK_TRANSFER:.2}% (VGG16)")),
         ("tuned + augmentation", out.join("augmented"), format!("{NOTEBOOK_AUGMENTED:.2}%")),
     ] {
-        match finished_run(&dir)? {
-            Some((run, m)) => {
-                table.push(run_row(step, &m, &notebook));
-                images.extend(run_images(step, &run, &m)?);
-            }
-            None => table.push(vec![
-                step.into(),
-                "not run".into(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                String::new(),
-                notebook,
-            ]),
-        }
+        step_rows(step, &dir, "not run", &notebook, &mut table, &mut images)?;
     }
     // The last row: what ferkit's own `fast` preset reaches beyond the notebook's recipes.
-    let fast = out.join(super::FAST_PRESET);
     let beyond = format!("beyond the notebook: {} preset", super::FAST_PRESET);
-    match finished_run(&fast)? {
-        Some((run, m)) => {
-            table.push(run_row(&beyond, &m, "—"));
-            images.extend(run_images(&beyond, &run, &m)?);
-        }
-        None => table.push(vec![
-            beyond,
-            "not run (--notebook-only, or no ImageNet weights)".into(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            String::new(),
-            "—".into(),
-        ]),
-    }
+    let why = "not run (--notebook-only, or no ImageNet weights)";
+    step_rows(&beyond, &out.join(super::FAST_PRESET), why, "—", &mut table, &mut images)?;
     let mut results = vec![Block::Table(table)];
     results.extend(images);
     sections.push(Section { title: "Results".into(), blocks: results });
