@@ -125,10 +125,12 @@ fn scale_and_shift(gamma: &[f32], beta: &[f32], mean: &[f32], inv_std: &[f32]) -
 fn normalise(x: &FlexTensor, scale: &[f32], shift: &[f32]) -> FlexTensor {
     let p = Planes::of(x);
     let values = flex::values(x);
-    let mut out = vec![0f32; values.len()];
-    out.par_chunks_mut(p.plane.max(1)).zip(values.par_chunks(p.plane.max(1))).enumerate().for_each(|(i, (out, x))| {
+    let plane = p.plane.max(1);
+    let out = flex::filled_in_parallel(values.len(), plane, |i, out| {
         let c = i % p.channels;
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v * scale[c] + shift[c]);
+        out.iter_mut().zip(&values[i * plane..]).for_each(|(o, &v)| {
+            o.write(v * scale[c] + shift[c]);
+        });
     });
     flex::tensor(out, x.layout().shape())
 }

@@ -12,7 +12,6 @@ use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::tensor::Tensor;
-use rayon::prelude::*;
 
 use super::flex::{self, TrackedTensor, TrainFlex};
 
@@ -32,9 +31,10 @@ pub fn clamp<const D: usize>(x: Tensor<D>, low: f32, high: f32) -> Tensor<D> {
 
 fn forward(x: &FlexTensor, low: f32, high: f32) -> FlexTensor {
     let values = flex::values(x);
-    let mut out = vec![0f32; values.len()];
-    out.par_chunks_mut(CHUNK).zip(values.par_chunks(CHUNK)).for_each(|(out, x)| {
-        out.iter_mut().zip(x).for_each(|(o, &v)| *o = v.max(low).min(high));
+    let out = flex::filled_in_parallel(values.len(), CHUNK, |i, out| {
+        out.iter_mut().zip(&values[i * CHUNK..]).for_each(|(o, &v)| {
+            o.write(v.max(low).min(high));
+        });
     });
     flex::tensor(out, x.layout().shape())
 }
@@ -42,14 +42,11 @@ fn forward(x: &FlexTensor, low: f32, high: f32) -> FlexTensor {
 /// The output gradient where `low <= x <= high`, zero elsewhere.
 fn backward(x: &FlexTensor, grad: &FlexTensor, low: f32, high: f32) -> FlexTensor {
     let (values, grad_values) = (flex::values(x), flex::values(grad));
-    let mut dx = vec![0f32; values.len()];
-    dx.par_chunks_mut(CHUNK).zip(values.par_chunks(CHUNK).zip(grad_values.par_chunks(CHUNK))).for_each(
-        |(dx, (x, dy))| {
-            for ((d, &v), &g) in dx.iter_mut().zip(x).zip(dy) {
-                *d = if (low..=high).contains(&v) { g } else { 0.0 };
-            }
-        },
-    );
+    let dx = flex::filled_in_parallel(values.len(), CHUNK, |i, dx| {
+        for ((d, &v), &g) in dx.iter_mut().zip(&values[i * CHUNK..]).zip(&grad_values[i * CHUNK..]) {
+            d.write(if (low..=high).contains(&v) { g } else { 0.0 });
+        }
+    });
     flex::tensor(dx, x.layout().shape())
 }
 
