@@ -125,13 +125,8 @@ fn scale_and_shift(gamma: &[f32], beta: &[f32], mean: &[f32], inv_std: &[f32]) -
 fn normalise(x: &FlexTensor, scale: &[f32], shift: &[f32]) -> FlexTensor {
     let p = Planes::of(x);
     let values = flex::values(x);
-    let plane = p.plane.max(1);
-    let out = flex::filled_in_parallel(values.len(), plane, |i, out| {
-        let c = i % p.channels;
-        out.iter_mut().zip(&values[i * plane..]).for_each(|(o, &v)| {
-            o.write(v * scale[c] + shift[c]);
-        });
-    });
+    // One chunk per (sample, channel) plane: chunk i is channel i % channels.
+    let out = flex::map_in_parallel(&values, p.plane, |i, v| v * scale[i % p.channels] + shift[i % p.channels]);
     flex::tensor(out, x.layout().shape())
 }
 

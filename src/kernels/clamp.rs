@@ -31,22 +31,21 @@ pub fn clamp<const D: usize>(x: Tensor<D>, low: f32, high: f32) -> Tensor<D> {
 
 fn forward(x: &FlexTensor, low: f32, high: f32) -> FlexTensor {
     let values = flex::values(x);
-    let out = flex::filled_in_parallel(values.len(), CHUNK, |i, out| {
-        out.iter_mut().zip(&values[i * CHUNK..]).for_each(|(o, &v)| {
-            o.write(v.max(low).min(high));
-        });
-    });
+    let out = flex::map_in_parallel(&values, CHUNK, |_, v| v.max(low).min(high));
     flex::tensor(out, x.layout().shape())
 }
 
 /// The output gradient where `low <= x <= high`, zero elsewhere.
 fn backward(x: &FlexTensor, grad: &FlexTensor, low: f32, high: f32) -> FlexTensor {
     let (values, grad_values) = (flex::values(x), flex::values(grad));
-    let dx = flex::filled_in_parallel(values.len(), CHUNK, |i, dx| {
-        for ((d, &v), &g) in dx.iter_mut().zip(&values[i * CHUNK..]).zip(&grad_values[i * CHUNK..]) {
-            d.write(if (low..=high).contains(&v) { g } else { 0.0 });
-        }
-    });
+    let dx = flex::zip_map_in_parallel(
+        &values,
+        &grad_values,
+        CHUNK,
+        |_, v, g| {
+            if (low..=high).contains(&v) { g } else { 0.0 }
+        },
+    );
     flex::tensor(dx, x.layout().shape())
 }
 

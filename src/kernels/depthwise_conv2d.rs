@@ -2,19 +2,26 @@
 //! channels), forward and backward, on Flex tensors `[batch, channels, height, width]`.
 //!
 //! Why: EfficientNet's MBConv blocks are built around these, and Burn's grouped convolution
-//! on Flex treats each channel as a convolution of its own. Here each output row is a sum of
-//! `kernel x kernel` scaled input rows (vector code for stride 1), each `(sample, channel)`
-//! plane is one task, and the weight gradient sums over samples in a fixed order per channel,
-//! so a seed still fixes a run.
+//! on Flex treats each channel as a convolution of its own. Two paths, chosen by the output
+//! width:
 //!
-//! Small maps (EfficientNet's 8x8 to 2x2 stages at 64x64 input, where each row is too short
-//! for vector code) go channel-last instead: a task takes one sample and [`LANES`] channels,
-//! lays them out as `[position][channel]`, and sums every in-image `(output, tap, input)`
-//! triple for all its channels at once with vector instructions (each task's function is compiled
-//! for AVX-512, AVX2 and plain x86-64 by the `multiversion` crate and picked at run time). Each value is still the same sum in the same order
-//! as the plane-by-plane loop, so the results do not change, only the speed: the plane-by-plane
-//! loop over the triples took about 40% of a `fast`-preset training step (`perf record`, AMD
-//! EPYC, session 15) in a chain of dependent scalar additions.
+//! - Wide maps (at least [`SHORT_ROW`] columns): each output row is a sum of `kernel x kernel`
+//!   scaled input rows (vector code for stride 1), one `(sample, channel)` plane per task.
+//! - Small maps (EfficientNet's 8x8 to 2x2 stages at 64x64 input, whose rows are too short for
+//!   vector code): channel-last. A task takes one sample and [`LANES`] channels, lays them out
+//!   as `[position][channel]`, and sums every in-image `(output, tap, input)` triple for all its
+//!   channels at once. Its functions are compiled for AVX-512, AVX2 and plain x86-64 by the
+//!   `multiversion` crate and picked at run time (multiversion 0.9 runs its AVX-512 copy only on
+//!   CPUs with the whole Ice Lake set of AVX-512 extensions; Skylake and Cascade Lake Xeons run
+//!   the AVX2 copy). Until session 15 small maps went plane by plane through the same triples
+//!   with scalar sums, which took about 40% of a `fast`-preset training step (`perf record`, AMD
+//!   EPYC) in a chain of dependent additions.
+//!
+//! Every output value is the sum of its terms in one fixed order (the sorted triples; for the
+//! weight gradient, samples in order), whatever the thread count, and the channel-last path
+//! keeps the order of the plane-by-plane triple loop it replaced, so its results are the same
+//! bits (the tests check both). Rust never fuses `a * b + c` into one FMA instruction, so the
+//! AVX-512, AVX2 and baseline copies agree bit for bit too. A seed still fixes a run.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -57,8 +64,8 @@ fn for_each_tap(g: &Sliding, mut f: impl FnMut(usize, usize, usize, std::ops::Ra
 
 /// For small maps, every `[output position, kernel tap, input position]` triple that falls
 /// inside the image, sorted by field `by` (what the pass using them sums into, so that it adds
-/// into memory once per destination: see [`accumulate`]): a plane is then one short loop instead of
-/// a few calls per output row (a 2 x 2 map under a 5 x 5 kernel has 16 triples but 10 row
+/// into memory once per destination: see [`accumulate`]): a task is then one short loop instead
+/// of a few calls per output row (a 2 x 2 map under a 5 x 5 kernel has 16 triples but 10 row
 /// visits). `None` for wide maps, which go row by row through [`for_each_tap`].
 fn small_map(g: &Sliding, by: usize) -> Option<Vec<[u32; 3]>> {
     if g.output[1] >= SHORT_ROW {
@@ -147,7 +154,9 @@ fn blocks(n: usize, c: usize) -> impl IndexedParallelIterator<Item = (usize, std
 }
 
 /// One task of the small-map forward pass: the output planes `first..first + count` (one
-/// sample's channels `channel..channel + count`) of the buffer behind `out`.
+/// sample's channels `channel..channel + count`, `count <= LANES`) of the buffer behind `out`
+/// (`[n, c, oh, ow]`). `x` is the whole input `[n, c, h, w]`, `weight` `[c, taps]`, `bias` the
+/// task's `count` channels' biases.
 ///
 /// SAFETY: those planes are in bounds and written by the calling task alone.
 #[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
@@ -173,7 +182,8 @@ unsafe fn forward_block(
 }
 
 /// One task of the small-map input gradient: the planes `first..first + count` of the buffer
-/// behind `dx` (one sample's channels `channel..channel + count`).
+/// behind `dx` (`[n, c, h, w]`; one sample's channels `channel..channel + count`, `count <=
+/// LANES`), from the whole output gradient `dy` (`[n, c, oh, ow]`) and `weight` (`[c, taps]`).
 ///
 /// SAFETY: those planes are in bounds and written by the calling task alone.
 #[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
@@ -194,8 +204,9 @@ unsafe fn input_gradient_block(
     unsafe { scatter(&dxt, dx, first, h * w, count) };
 }
 
-/// One task of the small-map weight gradient: the taps of `channels`, summed over the `n`
-/// samples in order, into the buffer behind `dw`.
+/// One task of the small-map weight gradient: the taps of `channels` (at most `LANES`), summed
+/// over the `n` samples in order, into the buffer behind `dw` (`[c, taps]`), from the whole input
+/// `x` (`[n, c, h, w]`) and output gradient `dy` (`[n, c, oh, ow]`).
 ///
 /// SAFETY: those channels' taps are in bounds and written by the calling task alone.
 #[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
@@ -437,5 +448,96 @@ mod tests {
         // Small maps go channel-last in blocks of LANES channels: two blocks, the second partial.
         check(super::LANES + 4, 5, 2, true, [8, 8]);
         check(super::LANES + 1, 3, 1, false, [4, 4]);
+        // Most taps in the padding (2x2 and 1x1 maps under a 5x5 kernel), and a tall narrow map.
+        check(super::LANES + 3, 5, 1, true, [2, 2]);
+        check(super::LANES + 3, 5, 2, false, [1, 1]);
+        check(super::LANES - 1, 3, 2, true, [40, 6]);
+    }
+
+    /// The plane-by-plane scalar loop over the triples that the channel-last path replaced
+    /// (session 14's code): per plane, each destination's terms summed in triple order, then
+    /// added to memory once. Returns the output, the input gradient and the weight gradient.
+    fn plane_by_plane(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        dy: &[f32],
+        dims: [usize; 4],
+        g: super::Sliding,
+    ) -> [Vec<f32>; 3] {
+        use super::{INPUT, OUTPUT, TAP, small_map};
+        let [n, c, h, wd] = dims;
+        let ([oh, ow], taps) = (g.output, g.kernel[0] * g.kernel[1]);
+        let sum_by = |triples: &[[u32; 3]], field: usize, term: &dyn Fn([usize; 3]) -> f32, dest: &mut [f32]| {
+            let mut t = 0;
+            while t < triples.len() {
+                let (at, mut sum) = (triples[t][field], 0f32);
+                while t < triples.len() && triples[t][field] == at {
+                    sum += term(triples[t].map(|v| v as usize));
+                    t += 1;
+                }
+                dest[at as usize] += sum;
+            }
+        };
+        let (by_output, by_input, by_tap) =
+            (small_map(&g, OUTPUT).unwrap(), small_map(&g, INPUT).unwrap(), small_map(&g, TAP).unwrap());
+        let (mut out, mut dx, mut dw) = (vec![0f32; n * c * oh * ow], vec![0f32; n * c * h * wd], vec![0f32; c * taps]);
+        for plane in 0..n * c {
+            let ch = plane % c;
+            let (input, kernel) = (&x[plane * h * wd..][..h * wd], &w[ch * taps..][..taps]);
+            let grad = &dy[plane * oh * ow..][..oh * ow];
+            let y = &mut out[plane * oh * ow..][..oh * ow];
+            y.fill(b[ch]);
+            sum_by(&by_output, OUTPUT, &|[_, k, i]| kernel[k] * input[i], y);
+            sum_by(&by_input, INPUT, &|[o, k, _]| kernel[k] * grad[o], &mut dx[plane * h * wd..][..h * wd]);
+        }
+        for ch in 0..c {
+            for sample in 0..n {
+                let plane = sample * c + ch;
+                let (input, grad) = (&x[plane * h * wd..][..h * wd], &dy[plane * oh * ow..][..oh * ow]);
+                sum_by(&by_tap, TAP, &|[o, _, i]| grad[o] * input[i], &mut dw[ch * taps..][..taps]);
+            }
+        }
+        [out, dx, dw]
+    }
+
+    /// The channel-last path gives the same bits as the loop it replaced, on 1 thread and on 3.
+    #[test]
+    fn small_maps_give_the_same_bits_as_the_plane_by_plane_loop_on_any_thread_count() {
+        let device = Device::flex();
+        for (n, c, k, stride, size) in
+            [(3, 2 * super::LANES + 5, 5, 2, [8, 8]), (1, super::LANES + 1, 3, 1, [4, 4]), (2, 7, 5, 1, [2, 2])]
+        {
+            let g = super::Sliding::new(&PaddingConfig2d::Same, size, [k, k], [stride, stride]).unwrap();
+            let values = |shape: &[usize], seed| {
+                random_input([shape.iter().product::<usize>()], &device, seed).into_data().try_to_vec::<f32>().unwrap()
+            };
+            let (x, w, b) = (values(&[n, c, size[0], size[1]], 1), values(&[c, k * k], 2), values(&[c], 3));
+            let dy = values(&[n, c, g.output[0], g.output[1]], 4);
+            let expected = plane_by_plane(&x, &w, &b, &dy, [n, c, size[0], size[1]], g);
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let [out, dx, dw] = pool.install(|| {
+                    let t = |v: &[f32], shape: &[usize]| flex::tensor(v.to_vec(), shape);
+                    let (xt, wt) = (t(&x, &[n, c, size[0], size[1]]), t(&w, &[c, 1, k, k]));
+                    let out = super::forward(&xt, &wt, &t(&b, &[c]), g);
+                    let [dx, dw, _] =
+                        super::backward(&xt, &wt, &t(&dy, &[n, c, g.output[0], g.output[1]]), g, [true; 3]);
+                    [out, dx.unwrap(), dw.unwrap()].map(|t| flex::values(&t).to_vec())
+                });
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                for (what, ours, theirs) in [
+                    ("output", &out, &expected[0]),
+                    ("input gradient", &dx, &expected[1]),
+                    ("weight gradient", &dw, &expected[2]),
+                ] {
+                    assert_eq!(
+                        bits(ours),
+                        bits(theirs),
+                        "{what}: n {n}, c {c}, kernel {k}, stride {stride}, {size:?}, {threads} threads"
+                    );
+                }
+            }
+        }
     }
 }

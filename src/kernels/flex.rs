@@ -44,7 +44,8 @@ pub fn dims4(t: &FlexTensor) -> [usize; 4] {
 /// A raw pointer that rayon tasks may share, for writing disjoint parts of one buffer.
 #[derive(Clone, Copy)]
 pub struct SharedMut(pub *mut f32);
-// SAFETY: every user writes only the part of the buffer that belongs to its own sample.
+// SAFETY: every user writes only its own task's part of the buffer (a sample's planes, a
+// block of channels), never a part another task writes or reads.
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
@@ -58,21 +59,55 @@ impl SharedMut {
     }
 }
 
-/// A vector of `len` values written in parallel, `chunk` values per task, by `fill(task index,
-/// the task's values)`, without setting the memory to zero first: a kernel's output is written
-/// whole anyway, and the zeroing pass (`vec![0f32; len]` on memory the allocator recycles) took
-/// about a tenth of an EfficientNet-Lite0 training step (`perf`, session 15).
+/// `f(chunk index, a[i], b[i])` for every `i`, computed in parallel in chunks of `chunk` values
+/// (the chunk index lets `f` tell, e.g., which channel plane a value is in), into a new vector.
 ///
-/// `fill` must write every value of its chunk (`MaybeUninit::write`); the last chunk may be short.
-pub fn filled_in_parallel(
-    len: usize,
+/// Why not `vec![0f32; len]` and writes: the vector's memory is written once, not zeroed first;
+/// on memory the allocator recycles, that zeroing pass took about a tenth of an EfficientNet-Lite0
+/// training step (`perf`, session 15). Every value is written by construction.
+///
+/// Panics when `a` and `b` differ in length.
+pub fn zip_map_in_parallel(
+    a: &[f32],
+    b: &[f32],
     chunk: usize,
-    fill: impl Fn(usize, &mut [std::mem::MaybeUninit<f32>]) + Sync + Send,
+    f: impl Fn(usize, f32, f32) -> f32 + Sync + Send,
 ) -> Vec<f32> {
     use rayon::prelude::*;
-    let mut values = Vec::<f32>::with_capacity(len);
-    values.spare_capacity_mut()[..len].par_chunks_mut(chunk.max(1)).enumerate().for_each(|(i, part)| fill(i, part));
-    // SAFETY: `fill` wrote all `len` values (its contract above).
-    unsafe { values.set_len(len) };
-    values
+    assert_eq!(a.len(), b.len(), "zip_map_in_parallel: inputs of different lengths");
+    let (len, chunk) = (a.len(), chunk.max(1));
+    let mut out = Vec::<f32>::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk)
+        .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
+        .enumerate()
+        .for_each(|(i, (out, (a, b)))| {
+            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+                o.write(f(i, x, y));
+            }
+        });
+    // SAFETY: chunk i of `out` is as long as chunk i of `a` and of `b` (same length, same chunk
+    // size), and each of its values was written above.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `f(chunk index, values[i])` for every `i`: [`zip_map_in_parallel`] on one input.
+pub fn map_in_parallel(values: &[f32], chunk: usize, f: impl Fn(usize, f32) -> f32 + Sync + Send) -> Vec<f32> {
+    zip_map_in_parallel(values, values, chunk, |i, v, _| f(i, v))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn mapping_in_parallel_writes_every_value_in_its_place() {
+        assert!(super::map_in_parallel(&[], 4, |_, v| v).is_empty());
+        let values: Vec<f32> = (0..10).map(|v| v as f32).collect();
+        // 10 values in chunks of 4: chunks 0, 1 and a short last chunk 2.
+        let mapped = super::map_in_parallel(&values, 4, |chunk, v| v * 10.0 + chunk as f32);
+        let expected: Vec<f32> = (0..10).map(|v| v as f32 * 10.0 + (v / 4) as f32).collect();
+        assert_eq!(mapped, expected);
+        let summed = super::zip_map_in_parallel(&values, &expected, 3, |_, a, b| a + b);
+        assert_eq!(summed, values.iter().zip(&expected).map(|(a, b)| a + b).collect::<Vec<_>>());
+    }
 }

@@ -4,6 +4,8 @@
 //! The matrix products (the `gemm` crate, built with its AVX-512 kernels: the `x86-v4`
 //! feature) pick their kernels at run time from what the CPU reports, so one binary built for
 //! plain x86-64 runs AVX-512 kernels where the CPU has them and AVX2/FMA kernels elsewhere.
+//! ferkit's own depthwise convolution of small maps makes the same choice (the `multiversion`
+//! crate, `kernels/depthwise_conv2d.rs`); its other kernels are plain x86-64 code.
 
 /// The CPU's model name (`model name` in /proc/cpuinfo on Linux), or "unknown CPU".
 pub fn cpu_model() -> String {
