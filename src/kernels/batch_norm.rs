@@ -126,7 +126,10 @@ fn normalise(x: &FlexTensor, scale: &[f32], shift: &[f32]) -> FlexTensor {
     let p = Planes::of(x);
     let values = flex::values(x);
     // One chunk per (sample, channel) plane: chunk i is channel i % channels.
-    let out = flex::map_in_parallel(&values, p.plane, |i, v| v * scale[i % p.channels] + shift[i % p.channels]);
+    let out = flex::map_in_parallel(&values, p.plane, |i| {
+        let (scale, shift) = (scale[i % p.channels], shift[i % p.channels]);
+        move |v| v * scale + shift
+    });
     flex::tensor(out, x.layout().shape())
 }
 

@@ -31,7 +31,7 @@ pub fn clamp<const D: usize>(x: Tensor<D>, low: f32, high: f32) -> Tensor<D> {
 
 fn forward(x: &FlexTensor, low: f32, high: f32) -> FlexTensor {
     let values = flex::values(x);
-    let out = flex::map_in_parallel(&values, CHUNK, |_, v| v.max(low).min(high));
+    let out = flex::map_in_parallel(&values, CHUNK, |_| move |v: f32| v.max(low).min(high));
     flex::tensor(out, x.layout().shape())
 }
 
@@ -42,9 +42,7 @@ fn backward(x: &FlexTensor, grad: &FlexTensor, low: f32, high: f32) -> FlexTenso
         &values,
         &grad_values,
         CHUNK,
-        |_, v, g| {
-            if (low..=high).contains(&v) { g } else { 0.0 }
-        },
+        |_| move |v, g| if (low..=high).contains(&v) { g } else { 0.0 },
     );
     flex::tensor(dx, x.layout().shape())
 }
