@@ -68,11 +68,14 @@ impl SharedMut {
 /// on memory the allocator recycles, that zeroing pass took about a tenth of an EfficientNet-Lite0
 /// training step (`perf`, session 15). Every value is written by construction.
 ///
-/// Why a function per chunk: with a per-value `f(chunk index, value)` (eeb3144), batch norm indexed
-/// its channel's scale and shift by `chunk % channels` for every value, and a `fast`-preset epoch
-/// on 3,000 faces took 45.8-51.9 s against 34.3-42.6 s with this form (AMD EPYC, session 16, runs
-/// alternated; the same accuracies to every digit). The division and bounds checks in the inner
-/// loop are the likely reason (not confirmed in the assembly).
+/// Why a function per chunk: in eeb3144 `f(chunk index, value)` was called per value, batch norm
+/// indexed its channel's scale and shift by `chunk % channels` for every value, and
+/// [`map_in_parallel`] zipped its input with itself; a `fast`-preset epoch on 3,000 faces took
+/// 45.8-51.9 s there against 34.3-42.6 s with this form and a map of its own (AMD EPYC, session
+/// 16, runs alternated; the same accuracies to every digit). The two changes were measured
+/// together; which of them mattered is not known.
+///
+/// `chunk` 0 is taken as 1.
 ///
 /// Panics when `a` and `b` differ in length.
 pub fn zip_map_in_parallel<F: Fn(f32, f32) -> f32>(
@@ -101,8 +104,8 @@ pub fn zip_map_in_parallel<F: Fn(f32, f32) -> f32>(
     out
 }
 
-/// `f(values[i])` for every `i`, with `f = per_chunk(chunk index)`: [`zip_map_in_parallel`] on
-/// one input.
+/// `f(values[i])` for every `i`, with `f = per_chunk(chunk index)`: like [`zip_map_in_parallel`],
+/// on one input (its own loop, rather than zipping the input with itself).
 pub fn map_in_parallel<F: Fn(f32) -> f32>(
     values: &[f32],
     chunk: usize,
