@@ -153,9 +153,38 @@ fn blocks(n: usize, c: usize) -> impl IndexedParallelIterator<Item = (usize, std
     })
 }
 
-/// One task of the small-map forward pass: the output planes `first..first + count` (one
-/// sample's channels `channel..channel + count`, `count <= LANES`) of the buffer behind `out`
-/// (`[n, c, oh, ow]`). `x` is the whole input `[n, c, h, w]`, `weight` `[c, taps]`, `bias` the
+/// The body of [`forward_block`] and [`input_gradient_block`], which differ in which field of a
+/// triple is summed into (`order`), in their start values and in which buffer is source or
+/// destination: gathers the task's kernels (`weight`, `[c, taps]`) and its `count` planes of
+/// `source` (`source_len` values each) channel-last, sums each destination position's terms onto
+/// `start` (one start value per lane), and writes the `dest_len` positions of the result into
+/// planes `first..first + count` of the buffer behind `dest`. Inlined into both, so that the
+/// triple fields in `order` stay constants in each copy's inner loop.
+///
+/// SAFETY: those planes of `dest` are in bounds and written by the calling task alone.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn sum_into_planes(
+    triples: &[[u32; 3]],
+    order: [usize; 3],
+    weight: &[f32],
+    (source, source_len): (&[f32], usize),
+    start: Lanes,
+    (first, count): (usize, usize),
+    channel: usize,
+    g: &Sliding,
+    (dest, dest_len): (SharedMut, usize),
+) {
+    let kt = gather(weight, channel, g.kernel[0] * g.kernel[1], count);
+    let st = gather(source, first, source_len, count);
+    let mut dt = vec![start; dest_len];
+    accumulate(triples, order, &kt, &st, &mut dt);
+    unsafe { scatter(&dt, dest, first, dest_len, count) };
+}
+
+/// One task of the small-map forward pass: the output planes `first..first + count` (`planes` is
+/// `(first, count)`; one sample's channels `channel..channel + count`, `count <= LANES`) of the
+/// buffer behind `out` (`[n, c, oh, ow]`). `x` is the whole input `[n, c, h, w]`, `weight` `[c, taps]`, `bias` the
 /// task's `count` channels' biases.
 ///
 /// SAFETY: those planes are in bounds and written by the calling task alone.
@@ -166,24 +195,22 @@ unsafe fn forward_block(
     x: &[f32],
     weight: &[f32],
     bias: &[f32],
-    (first, count): (usize, usize),
+    planes: (usize, usize),
     channel: usize,
     g: &Sliding,
     out: SharedMut,
 ) {
-    let (taps, [h, w], [oh, ow]) = (g.kernel[0] * g.kernel[1], g.input, g.output);
-    let kt = gather(weight, channel, taps, count);
-    let xt = gather(x, first, h * w, count);
     let mut start = [0f32; LANES];
-    start[..count].copy_from_slice(bias);
-    let mut yt = vec![start; oh * ow];
-    accumulate(triples, [OUTPUT, TAP, INPUT], &kt, &xt, &mut yt);
-    unsafe { scatter(&yt, out, first, oh * ow, count) };
+    start[..planes.1].copy_from_slice(bias);
+    let ([h, w], [oh, ow]) = (g.input, g.output);
+    let order = [OUTPUT, TAP, INPUT];
+    unsafe { sum_into_planes(triples, order, weight, (x, h * w), start, planes, channel, g, (out, oh * ow)) };
 }
 
-/// One task of the small-map input gradient: the planes `first..first + count` of the buffer
-/// behind `dx` (`[n, c, h, w]`; one sample's channels `channel..channel + count`, `count <=
-/// LANES`), from the whole output gradient `dy` (`[n, c, oh, ow]`) and `weight` (`[c, taps]`).
+/// One task of the small-map input gradient: the planes `first..first + count` (`planes` is
+/// `(first, count)`) of the buffer behind `dx` (`[n, c, h, w]`; one sample's channels
+/// `channel..channel + count`, `count <= LANES`), from the whole output gradient `dy`
+/// (`[n, c, oh, ow]`) and `weight` (`[c, taps]`).
 ///
 /// SAFETY: those planes are in bounds and written by the calling task alone.
 #[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
@@ -191,17 +218,14 @@ unsafe fn input_gradient_block(
     triples: &[[u32; 3]],
     dy: &[f32],
     weight: &[f32],
-    (first, count): (usize, usize),
+    planes: (usize, usize),
     channel: usize,
     g: &Sliding,
     dx: SharedMut,
 ) {
-    let (taps, [h, w], [oh, ow]) = (g.kernel[0] * g.kernel[1], g.input, g.output);
-    let kt = gather(weight, channel, taps, count);
-    let dyt = gather(dy, first, oh * ow, count);
-    let mut dxt = vec![[0f32; LANES]; h * w];
-    accumulate(triples, [INPUT, TAP, OUTPUT], &kt, &dyt, &mut dxt);
-    unsafe { scatter(&dxt, dx, first, h * w, count) };
+    let ([h, w], [oh, ow]) = (g.input, g.output);
+    let order = [INPUT, TAP, OUTPUT];
+    unsafe { sum_into_planes(triples, order, weight, (dy, oh * ow), [0f32; LANES], planes, channel, g, (dx, h * w)) };
 }
 
 /// One task of the small-map weight gradient: the taps of `channels` (at most `LANES`), summed
