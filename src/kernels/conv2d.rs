@@ -10,6 +10,7 @@ use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use gemm::{Parallelism, gemm};
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 use super::depthwise_conv2d;
 use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
@@ -208,9 +209,21 @@ impl Taps {
     }
 }
 
+/// How the GEMMs of a pass of `tasks` tasks (groups of samples) run: one whole GEMM per rayon
+/// task while there are tasks enough for every thread, and split across the threads by gemm
+/// itself when there are fewer. Without the split, the deep layers of small maps (EfficientNet-
+/// Lite0's 2 x 2 maps at 64 px, where one group holds the whole batch of 64) ran their GEMMs on
+/// one core while the other waited: a quarter of the main thread's time in a `fast` epoch
+/// (`perf`, session 17). gemm splits the rows and columns of a product, never its sum over `k`,
+/// so the values are the same bits either way (the thread-count test below checks it).
+fn gemm_parallelism(tasks: usize) -> Parallelism {
+    if tasks < rayon::current_num_threads() { Parallelism::Rayon(0) } else { Parallelism::None }
+}
+
 /// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]`, each given by (row stride, column stride).
 #[allow(clippy::too_many_arguments)]
 fn matmul(
+    parallelism: Parallelism,
     [m, n, k]: [usize; 3],
     dst: &mut [f32],
     accumulate: bool,
@@ -242,7 +255,7 @@ fn matmul(
             false,
             false,
             false,
-            Parallelism::None,
+            parallelism,
         );
     }
 }
@@ -251,30 +264,33 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding) -
     let s = Shapes::new(flex::dims4(x), flex::dims4(weight)[0], &g);
     let taps = Taps::new(g);
     let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
-    let mut out = vec![0f32; s.batch * s.c_out * s.p];
     let in_len = s.input_len(&g);
     let cols_len = s.k * s.columns();
-    out.par_chunks_mut(s.group * s.c_out * s.p).enumerate().for_each_init(
-        || (vec![0f32; cols_len], vec![0f32; s.c_out * s.columns()]),
-        |(cols, product), (task, out)| {
-            let samples = s.samples(task);
-            let width = samples.len() * s.p;
-            for (j, n) in samples.clone().enumerate() {
-                taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], s.columns());
+    let parallelism = gemm_parallelism(s.batch.div_ceil(s.group));
+    let write_group = |(cols, product): &mut (Vec<f32>, Vec<f32>), task: usize, out: &mut [MaybeUninit<f32>]| {
+        let samples = s.samples(task);
+        let width = samples.len() * s.p;
+        for (j, n) in samples.clone().enumerate() {
+            taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], s.columns());
+        }
+        // Y [c_out x (group * p)] = W [c_out x k] * cols [k x (group * p)]
+        let product = &mut product[..s.c_out * width];
+        matmul(parallelism, [s.c_out, width, s.k], product, false, &weight, (s.k, 1), cols, (s.columns(), 1));
+        // Back to [sample, channel, position], adding the bias: every value of the group's part.
+        for j in 0..samples.len() {
+            for (c, b) in bias.iter().enumerate() {
+                let src = &product[c * width + j * s.p..c * width + (j + 1) * s.p];
+                let dst = &mut out[(j * s.c_out + c) * s.p..(j * s.c_out + c + 1) * s.p];
+                dst.iter_mut().zip(src).for_each(|(d, v)| {
+                    d.write(v + b);
+                });
             }
-            // Y [c_out x (group * p)] = W [c_out x k] * cols [k x (group * p)]
-            let product = &mut product[..s.c_out * width];
-            matmul([s.c_out, width, s.k], product, false, &weight, (s.k, 1), cols, (s.columns(), 1));
-            // Back to [sample, channel, position], adding the bias.
-            for j in 0..samples.len() {
-                for (c, b) in bias.iter().enumerate() {
-                    let src = &product[c * width + j * s.p..c * width + (j + 1) * s.p];
-                    let dst = &mut out[(j * s.c_out + c) * s.p..(j * s.c_out + c + 1) * s.p];
-                    dst.iter_mut().zip(src).for_each(|(d, v)| *d = v + b);
-                }
-            }
-        },
-    );
+        }
+    };
+    let scratch = || (vec![0f32; cols_len], vec![0f32; s.c_out * s.columns()]);
+    // SAFETY: a group's part of `out` is its samples' c_out planes of p values, and the loop
+    // above writes each of them (j over the samples, c over the channels, p values each).
+    let out = unsafe { flex::write_in_parallel(s.batch * s.c_out * s.p, s.group * s.c_out * s.p, scratch, write_group) };
     flex::tensor(out, &[s.batch, s.c_out, g.output[0], g.output[1]])
 }
 
@@ -308,6 +324,7 @@ fn backward(
 
     // Each task: the input gradient of its samples, and its samples' sums for weight and bias.
     let tasks = s.batch.div_ceil(s.group);
+    let parallelism = gemm_parallelism(tasks);
     let partial_sums: Vec<PartialSums> = (0..tasks)
         .into_par_iter()
         .map(|task| {
@@ -335,13 +352,13 @@ fn backward(
                     taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], width);
                 }
                 dw = vec![0f32; s.c_out * s.k];
-                matmul([s.c_out, s.k, width], &mut dw, false, &dy, (width, 1), &cols, (1, width));
+                matmul(parallelism, [s.c_out, s.k, width], &mut dw, false, &dy, (width, 1), &cols, (1, width));
             }
             let db =
                 if wanted.bias { dy.chunks(width).map(|row| row.iter().sum::<f32>()).collect() } else { Vec::new() };
             if wanted.input {
                 // dcols = W^T [k x c_out] * dY [c_out x width], then back onto each input.
-                matmul([s.k, width, s.c_out], &mut cols, false, &weight, (1, s.k), &dy, (width, 1));
+                matmul(parallelism, [s.k, width, s.c_out], &mut cols, false, &weight, (1, s.k), &dy, (width, 1));
                 for (j, n) in samples.enumerate() {
                     // SAFETY: sample n's slice of dx belongs to this task alone.
                     let dx_n = unsafe { dx_ptr.part(n * in_len, in_len) };
@@ -483,5 +500,29 @@ mod tests {
             })
         };
         assert_eq!(weight_grad(1), weight_grad(3));
+    }
+
+    /// 2 x 2 maps (EfficientNet-Lite0's last at 64 px): one group holds the whole batch, so the
+    /// GEMMs split across the threads themselves (large enough for gemm to split: 96 x 256 x 64).
+    /// Output and gradients are the same bits on 1 thread and on 3.
+    #[test]
+    fn a_single_group_split_by_gemm_gives_the_same_bits_on_any_thread_count() {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        let conv = Conv2dConfig::new([64, 96], [1, 1]).init(&device);
+        let x = random_input([64, 64, 2, 2], &device, 11).require_grad();
+        let g = Sliding::new(&conv.padding, [2, 2], [1, 1], [1, 1]).unwrap();
+        assert_eq!(Shapes::new([64, 64, 2, 2], 96, &g).group, 64, "one group for the batch");
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let y = conv2d(&conv, x.clone());
+                let grads = y.clone().square().sum().backward();
+                let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+                (values(y.inner()), values(x.grad(&grads).unwrap()), values(conv.weight.val().grad(&grads).unwrap()))
+            })
+        };
+        let (one, three) = (run(1), run(3));
+        assert!(one.0 == three.0 && one.1 == three.1 && one.2 == three.2);
     }
 }

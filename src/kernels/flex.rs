@@ -3,6 +3,7 @@
 use burn::backend::Autodiff;
 use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::tensor::{Bytes, DType, Shape, Tensor};
+use std::mem::MaybeUninit;
 
 /// Flex under Burn's autodiff, the backend of a training step on the CPU.
 pub type TrainFlex = Autodiff<Flex>;
@@ -59,14 +60,40 @@ impl SharedMut {
     }
 }
 
-/// `f(a[i], b[i])` for every `i`, computed in parallel in chunks of `chunk` values, into a new
-/// vector; `per_chunk(chunk index)` gives the `f` of each chunk (e.g. the scale and shift of the
-/// channel plane a chunk is), so that whatever depends on the chunk is worked out once per chunk,
-/// not once per value.
+/// A new vector of `len` values, written in parallel chunk by chunk: `write(scratch, chunk
+/// index, chunk)` writes chunk `i` (values `i * chunk..`, the last one shorter), with a `scratch`
+/// that `scratch()` makes once per rayon job (rayon's `for_each_init`: buffers a task reuses).
 ///
 /// Why not `vec![0f32; len]` and writes: the vector's memory is written once, not zeroed first;
-/// on memory the allocator recycles, that zeroing pass took about a tenth of an EfficientNet-Lite0
-/// training step (`perf`, session 15). Every value is written by construction.
+/// on memory the allocator recycles, that zeroing pass ran on one thread before the parallel work
+/// and took about a tenth of an EfficientNet-Lite0 training step (`perf`, session 15).
+///
+/// `chunk` 0 is taken as 1.
+///
+/// # Safety
+/// `write` must write every value of the chunk it is given (`MaybeUninit::write`): the vector
+/// is returned with all `len` values taken as written.
+pub unsafe fn write_in_parallel<S>(
+    len: usize,
+    chunk: usize,
+    scratch: impl Fn() -> S + Sync + Send,
+    write: impl Fn(&mut S, usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = Vec::<f32>::with_capacity(len);
+    out.spare_capacity_mut()[..len]
+        .par_chunks_mut(chunk.max(1))
+        .enumerate()
+        .for_each_init(scratch, |scratch, (i, part)| write(scratch, i, part));
+    // SAFETY: the caller's `write` wrote every value of every chunk, and the chunks cover `len`.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// `f(a[i], b[i])` for every `i`, computed in parallel in chunks of `chunk` values, into a new
+/// vector (not zeroed first: [`write_in_parallel`]); `per_chunk(chunk index)` gives the `f` of
+/// each chunk (e.g. the scale and shift of the channel plane a chunk is), so that whatever
+/// depends on the chunk is worked out once per chunk, not once per value.
 ///
 /// Why a function per chunk: in eeb3144 `f(chunk index, value)` was called per value, batch norm
 /// indexed its channel's scale and shift by `chunk % channels` for every value, and
@@ -84,24 +111,18 @@ pub fn zip_map_in_parallel<F: Fn(f32, f32) -> f32>(
     chunk: usize,
     per_chunk: impl Fn(usize) -> F + Sync + Send,
 ) -> Vec<f32> {
-    use rayon::prelude::*;
     assert_eq!(a.len(), b.len(), "zip_map_in_parallel: inputs of different lengths");
-    let (len, chunk) = (a.len(), chunk.max(1));
-    let mut out = Vec::<f32>::with_capacity(len);
-    out.spare_capacity_mut()[..len]
-        .par_chunks_mut(chunk)
-        .zip(a.par_chunks(chunk).zip(b.par_chunks(chunk)))
-        .enumerate()
-        .for_each(|(i, (out, (a, b)))| {
-            let f = per_chunk(i);
-            for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
-                o.write(f(x, y));
-            }
-        });
-    // SAFETY: chunk i of `out` is as long as chunk i of `a` and of `b` (same length, same chunk
-    // size), and each of its values was written above.
-    unsafe { out.set_len(len) };
-    out
+    let chunk = chunk.max(1);
+    let write = |_: &mut (), i: usize, out: &mut [MaybeUninit<f32>]| {
+        let f = per_chunk(i);
+        let (a, b) = (&a[i * chunk..][..out.len()], &b[i * chunk..][..out.len()]);
+        for ((o, &x), &y) in out.iter_mut().zip(a).zip(b) {
+            o.write(f(x, y));
+        }
+    };
+    // SAFETY: `write` writes every value of its chunk (the zip runs over the whole chunk: `a`
+    // and `b` are cut to its length).
+    unsafe { write_in_parallel(a.len(), chunk, || (), write) }
 }
 
 /// `f(values[i])` for every `i`, with `f = per_chunk(chunk index)`: like [`zip_map_in_parallel`],
@@ -111,21 +132,15 @@ pub fn map_in_parallel<F: Fn(f32) -> f32>(
     chunk: usize,
     per_chunk: impl Fn(usize) -> F + Sync + Send,
 ) -> Vec<f32> {
-    use rayon::prelude::*;
-    let (len, chunk) = (values.len(), chunk.max(1));
-    let mut out = Vec::<f32>::with_capacity(len);
-    out.spare_capacity_mut()[..len].par_chunks_mut(chunk).zip(values.par_chunks(chunk)).enumerate().for_each(
-        |(i, (out, values))| {
-            let f = per_chunk(i);
-            for (o, &v) in out.iter_mut().zip(values) {
-                o.write(f(v));
-            }
-        },
-    );
-    // SAFETY: chunk i of `out` is as long as chunk i of `values`, and each of its values was
-    // written above.
-    unsafe { out.set_len(len) };
-    out
+    let chunk = chunk.max(1);
+    let write = |_: &mut (), i: usize, out: &mut [MaybeUninit<f32>]| {
+        let (f, values) = (per_chunk(i), &values[i * chunk..][..out.len()]);
+        for (o, &v) in out.iter_mut().zip(values) {
+            o.write(f(v));
+        }
+    };
+    // SAFETY: `write` writes every value of its chunk (`values` is cut to its length).
+    unsafe { write_in_parallel(values.len(), chunk, || (), write) }
 }
 
 #[cfg(test)]

@@ -39,6 +39,11 @@ pub struct TrainConfig {
     /// Mixup or CutMix of the training batches ([`super::mix`]); none when absent (the notebook's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mix: Option<MixConfig>,
+    /// Wall-time budget of the run in minutes ([`super::budget`]): the epochs are cut to what
+    /// fits after the first one, and the run stops before an epoch that would end late; none
+    /// when absent (every epoch runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_budget_minutes: Option<f64>,
     pub seed: u64,
     pub monitor: Monitor,
     pub device: DeviceKind,
@@ -94,6 +99,12 @@ impl TrainConfig {
         if let Some(d) = self.ema_decay {
             crate::ensure!(Config @ "ema_decay", d > 0.0 && d < 1.0, "ema_decay must be in (0, 1), e.g. 0.999 (got {d})");
         }
+        if let Some(minutes) = self.time_budget_minutes {
+            crate::ensure!(Config @ "time_budget_minutes",
+                minutes > 0.0 && minutes.is_finite(),
+                "time_budget_minutes must be a positive number of minutes (got {minutes})"
+            );
+        }
         if let Some(MixConfig::Mixup { alpha } | MixConfig::Cutmix { alpha }) = self.mix {
             crate::ensure!(Config @ "mix",
                 alpha > 0.0 && alpha.is_finite(),
@@ -121,6 +132,9 @@ impl TrainConfig {
         if let Some(mix) = self.mix {
             parts.push(mix.describe());
         }
+        if let Some(minutes) = self.time_budget_minutes {
+            parts.push(format!("time budget {minutes} min"));
+        }
         parts.join(", ")
     }
 }
@@ -139,6 +153,7 @@ mod tests {
         config.label_smoothing = 0.1;
         config.ema_decay = Some(0.999);
         config.mix = Some(MixConfig::Cutmix { alpha: 1.0 });
+        config.time_budget_minutes = Some(58.0);
         config.augment = Some(AugmentConfig::parse("rotation=20,shear=20,zoom=0.1,hflip").unwrap());
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");

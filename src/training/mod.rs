@@ -4,6 +4,7 @@
 //! [`crate::run`].
 
 pub mod best;
+pub mod budget;
 pub mod checkpoint;
 pub mod config;
 pub mod ema;

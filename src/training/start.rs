@@ -57,6 +57,8 @@ pub struct Recipe {
     pub ema: Option<f64>,
     pub mixup: Option<f64>,
     pub cutmix: Option<f64>,
+    /// Wall-time budget in minutes ([`super::budget`]; default: none, every epoch runs).
+    pub time_budget_minutes: Option<f64>,
     /// Augmentation, e.g. `rotation=15,zoom=0.1,hflip` (default: none).
     pub augment: Option<String>,
     /// The seed that fixes the run (default 42).
@@ -89,6 +91,7 @@ impl Default for Recipe {
             ema: None,
             mixup: None,
             cutmix: None,
+            time_budget_minutes: None,
             augment: None,
             seed: 42,
             monitor: Monitor::ValLoss,
@@ -147,6 +150,7 @@ impl Recipe {
             label_smoothing: self.label_smoothing,
             ema_decay: self.ema,
             mix: MixConfig::from_options(self.mixup, self.cutmix)?,
+            time_budget_minutes: self.time_budget_minutes,
             seed: self.seed,
             monitor: self.monitor,
             device: self.device,

@@ -17,6 +17,7 @@ use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::prelude::*;
 
 use super::best::BestTracker;
+use super::budget::{self, TimeBudget};
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
 use super::ema::{Ema, recalibrate_batch_norm};
@@ -324,8 +325,30 @@ fn run_epochs(
         order.next_epoch(train.len());
     }
     let start = Instant::now();
+    // The time budget may cut the epochs after the first one; the run's config.toml then says so.
+    let mut planned = config.clone();
+    let budget = config.time_budget_minutes.map(TimeBudget::minutes);
+    let rows_evaluated_at_end = dataset.train.len() + dataset.val.len() + dataset.test.len();
+    let (mut longest_epoch, mut final_seconds) = (0.0f64, 0.0f64);
 
     for epoch in epochs_done + 1..=config.epochs {
+        let config = &planned;
+        if epoch > config.epochs {
+            break;
+        }
+        if let Some(budget) = budget
+            && epoch > epochs_done + 1
+            && !budget.next_epoch_fits(start.elapsed().as_secs_f64(), longest_epoch, final_seconds)
+        {
+            events.note(&format!(
+                "time budget: stopping before epoch {epoch} of {}: at {:.0} s an epoch (the longest so far) it \
+                 would end, with the final evaluation, past the {} minutes",
+                config.epochs,
+                longest_epoch,
+                budget.seconds / 60.0
+            ));
+            break;
+        }
         let epoch_start = Instant::now();
         train_device.seed(checkpoint::epoch_seed(config.seed, epoch));
         let rows = order.next_epoch(train.len());
@@ -383,7 +406,10 @@ fn run_epochs(
             ),
             None => model.valid(),
         };
+        let val_start = Instant::now();
         let val = evaluate(&kept_net, preprocess, &dataset.val, "val", config.batch_size, &device, Tta::None);
+        final_seconds =
+            budget::final_evaluation_seconds(val_start.elapsed().as_secs_f64(), dataset.val.len(), rows_evaluated_at_end);
         if !(val.loss.is_finite() && val.accuracy.is_finite()) {
             events.training_finished();
             return Err(crate::err!(
@@ -405,6 +431,31 @@ fn run_epochs(
             seconds: epoch_start.elapsed().as_secs_f64(),
         };
         let kept = tracker.update(&record);
+        longest_epoch = longest_epoch.max(record.seconds);
+        if let Some(budget) = budget
+            && epoch == 1
+        {
+            let fit = budget.epochs_that_fit(start.elapsed().as_secs_f64(), record.seconds, final_seconds, config.epochs);
+            if fit < config.epochs {
+                events.note(&format!(
+                    "time budget: {fit} of the {} epochs fit in {} minutes at {:.0} s an epoch (and about {:.0} s \
+                     of final evaluation); the run now trains {fit}, its schedule spanning them",
+                    config.epochs,
+                    budget.seconds / 60.0,
+                    record.seconds,
+                    final_seconds
+                ));
+                planned.epochs = fit;
+                write_atomic(&run.config(), planned.to_toml())?;
+                events.training_started(
+                    planned.model.name(),
+                    fit,
+                    (batches_per_epoch * fit) as u64,
+                    batches_per_epoch as u64,
+                );
+            }
+        }
+        let config = &planned;
         let epochs_here = epoch - epochs_done;
         let mean_epoch = start.elapsed().as_secs_f64() / epochs_here as f64;
         events.epoch_finished(&record, kept, mean_epoch * (config.epochs - epoch) as f64);
@@ -434,7 +485,8 @@ fn run_epochs(
         model: config.model.name().to_string(),
         trainable_params,
         non_trainable_params,
-        epochs: config.epochs,
+        // Those the run trained (fewer than asked when its time budget ran out).
+        epochs: history.len(),
         best_epoch,
         train_seconds,
         train: eval(SplitName::Train),

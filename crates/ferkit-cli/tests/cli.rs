@@ -418,3 +418,28 @@ fn the_fast_training_preset_trains_its_net_with_its_recipe_and_flags_override_it
     assert_eq!((spec.frozen_blocks, spec.input_size), (0, 64));
     assert!(run.join("metrics.json").exists());
 }
+
+/// `--time-budget`: a budget that one epoch already uses up cuts the run to that epoch, says so,
+/// and records it where a reader and `--resume` look (config.toml, metrics.json, history.csv);
+/// the run still ends with its kept checkpoint evaluated. A budget out of range is refused.
+#[test]
+fn a_time_budget_cuts_the_epochs_to_what_fits() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(&dir.path().join("fer.csv"), synthetic_csv(35));
+    let run = dir.path().join("run");
+    let args = ["train", "cnn3", "--data", data.to_str().unwrap(), "--epochs", "5", "--batch", "8"];
+    let out = ferkit(&[&args[..], &["--time-budget", "0.001", "--out", run.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("time budget: 1 of the 5 epochs fit"), "{}", stderr(&out));
+    let config = std::fs::read_to_string(run.join("config.toml")).unwrap();
+    assert!(config.contains("epochs = 1\n") && config.contains("time_budget_minutes = 0.001"), "{config}");
+    let history = std::fs::read_to_string(run.join("history.csv")).unwrap();
+    assert_eq!(history.lines().count(), 2, "{history}");
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["epochs"], 1);
+
+    let out = ferkit(&[&args[..], &["--time-budget", "0", "--out", dir.path().join("bad").to_str().unwrap()]].concat());
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("time_budget_minutes must be a positive number") && stderr(&out).contains("--time-budget"), "{}", stderr(&out));
+}

@@ -420,6 +420,7 @@ fn train<'py>(
                 "ema" => recipe.ema = value.extract().map_err(bad)?,
                 "mixup" => recipe.mixup = value.extract().map_err(bad)?,
                 "cutmix" => recipe.cutmix = value.extract().map_err(bad)?,
+                "time_budget" => recipe.time_budget_minutes = value.extract().map_err(bad)?,
                 "augment" => recipe.augment = value.extract().map_err(bad)?,
                 "seed" => recipe.seed = value.extract().map_err(bad)?,
                 "subset" => recipe.subset = value.extract().map_err(bad)?,
@@ -435,7 +436,7 @@ fn train<'py>(
                 }
                 other => {
                     return Err(PyValueError::new_err(format!(
-                        "train() got an unknown option {other:?} (known: epochs, batch_size, lr, optimizer, momentum,                          weight_decay, schedule, warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema,                          mixup, cutmix, augment, seed, monitor, subset, skip_bad_rows, init_from, val_split, weights)"
+                        "train() got an unknown option {other:?} (known: epochs, batch_size, lr, optimizer, momentum,                          weight_decay, schedule, warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema,                          mixup, cutmix, time_budget, augment, seed, monitor, subset, skip_bad_rows, init_from, val_split, weights)"
                     )));
                 }
             }

@@ -17,6 +17,7 @@ fn flag_for(key: &str) -> Option<&'static str> {
         "plateau_patience" => "--plateau-patience",
         "mixup" => "--mixup",
         "cutmix" => "--cutmix",
+        "time_budget_minutes" => "--time-budget",
         "mix" => "--mixup or --cutmix",
         "augment" => "--augment",
         "label_smoothing" => "--label-smoothing",

@@ -26,7 +26,7 @@ pub struct TrainArgs {
         "warmup_epochs", "seed", "monitor", "subset", "device", "augment", "init_from",
         "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
         "optimizer", "momentum", "weight_decay", "label_smoothing", "ema", "plateau_factor", "plateau_patience",
-        "mixup", "cutmix",
+        "mixup", "cutmix", "time_budget",
     ])]
     pub config: Option<PathBuf>,
     /// Go on with a run that stopped (killed, machine gone) from its last finished epoch, with the
@@ -37,7 +37,7 @@ pub struct TrainArgs {
         "warmup_epochs", "seed", "monitor", "out", "overwrite", "subset", "device", "augment", "init_from",
         "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
         "optimizer", "momentum", "weight_decay", "label_smoothing", "ema", "plateau_factor", "plateau_patience",
-        "mixup", "cutmix",
+        "mixup", "cutmix", "time_budget",
     ])]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
@@ -90,6 +90,11 @@ pub struct TrainArgs {
     /// CutMix of each training batch with Beta(ALPHA, ALPHA) box areas (timm's default 1.0).
     #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
     pub cutmix: Option<f64>,
+    /// Fit the run to this many minutes of wall time: after the first epoch the epoch count is cut
+    /// to what fits (the schedule then anneals over those), and the run stops before an epoch that
+    /// would end late (default: none, every epoch runs; the `fast` preset: 58).
+    #[arg(long, value_name = "MINUTES", allow_negative_numbers = true)]
+    pub time_budget: Option<f64>,
     /// The seed that fixes the run (default 42).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -224,6 +229,7 @@ impl TrainArgs {
             ema: self.ema.or(base.ema),
             mixup: self.mixup.or(base.mixup),
             cutmix: self.cutmix.or(base.cutmix),
+            time_budget_minutes: self.time_budget.or(base.time_budget_minutes),
             augment: self.augment.clone().or(base.augment),
             seed: self.seed.unwrap_or(base.seed),
             monitor: self.monitor.unwrap_or(base.monitor),
