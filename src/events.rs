@@ -14,6 +14,10 @@ pub trait Events: Sync {
     /// steps (batches) over all of them, of which `done` were taken before (a resumed run).
     fn training_started(&self, _model: &str, _epochs: usize, _steps: u64, _done: u64) {}
 
+    /// A running training run's epochs were cut (its time budget, [`crate::training::budget`]):
+    /// now `epochs` in all, `steps` optimizer steps over all of them.
+    fn training_replanned(&self, _epochs: usize, _steps: u64) {}
+
     /// One optimizer step of `epoch` (1-based) finished; `running_loss` is the epoch's mean
     /// training loss so far (cross-entropy plus L2, as Keras shows it).
     fn batch_finished(&self, _epoch: usize, _running_loss: f64) {}

@@ -264,6 +264,8 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding) -
     let s = Shapes::new(flex::dims4(x), flex::dims4(weight)[0], &g);
     let taps = Taps::new(g);
     let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
+    // Every output value is written below only if there is one bias per output channel.
+    assert_eq!(bias.len(), s.c_out, "conv2d: one bias per output channel");
     let in_len = s.input_len(&g);
     let cols_len = s.k * s.columns();
     let parallelism = gemm_parallelism(s.batch.div_ceil(s.group));

@@ -3,8 +3,11 @@
 //!
 //! Two decisions, both from measured times, never from a guess of the machine's speed:
 //! - after the first epoch, the epoch count is cut to what fits (the first epoch's time, 5% more
-//!   for drift, times the epochs, plus the final evaluation): the schedule (cosine, one-cycle)
-//!   then anneals over the epochs that will really run, as it would in a run asked for that many;
+//!   for drift, times the epochs, plus the final evaluation): the schedule then ends over the
+//!   epochs that will really run. Epoch 1 ran at the rates of the longer plan: under a warm-up of
+//!   at least one epoch (the `fast` preset's cosine) that is what a run asked for the shorter
+//!   count would have done too, since warm-up rates do not depend on the epoch count; one-cycle
+//!   and cosine without warm-up move at epoch 2 to the shorter plan's rates (a step in the rate);
 //! - before every later epoch, the run stops when that epoch would no longer end in time (the
 //!   longest epoch so far, 5% more, plus the final evaluation): a machine that slows down during
 //!   the run ends it an epoch early, with the checkpoint kept so far, rather than overrun.

@@ -181,8 +181,9 @@ pub fn train(config: &TrainConfig, dataset: &Dataset, run: &RunDir, events: &dyn
 }
 
 /// Goes on with a run that stopped (killed, or its machine gone) after its last finished epoch,
-/// with the run's own `config.toml`. The result equals that of a run that never stopped. A run
-/// that finished no epoch starts again from its beginning.
+/// with the run's own `config.toml`. The result equals that of a run that never stopped (under a
+/// time budget, the guard counts the resumed process's time alone, so the two may stop at
+/// different epochs). A run that finished no epoch starts again from its beginning.
 pub fn resume(run: &RunDir, dataset: &Dataset, events: &dyn Events) -> Result<RunMetrics> {
     run.remove_stale_temporaries();
     let config = run.load_config()?;
@@ -330,6 +331,8 @@ fn run_epochs(
     let budget = config.time_budget_minutes.map(TimeBudget::minutes);
     let rows_evaluated_at_end = dataset.train.len() + dataset.val.len() + dataset.test.len();
     let (mut longest_epoch, mut final_seconds) = (0.0f64, 0.0f64);
+    // Set when the epochs were just cut: config.toml is rewritten after the epoch's checkpoint.
+    let mut cut_epochs = false;
 
     for epoch in epochs_done + 1..=config.epochs {
         let config = &planned;
@@ -347,6 +350,10 @@ fn run_epochs(
                 longest_epoch,
                 budget.seconds / 60.0
             ));
+            // The run is finished at this epoch count: config.toml says so, and `--resume` of a
+            // run killed during its final evaluation finishes it rather than training on.
+            planned.epochs = epoch - 1;
+            write_atomic(&run.config(), planned.to_toml())?;
             break;
         }
         let epoch_start = Instant::now();
@@ -446,13 +453,8 @@ fn run_epochs(
                     final_seconds
                 ));
                 planned.epochs = fit;
-                write_atomic(&run.config(), planned.to_toml())?;
-                events.training_started(
-                    planned.model.name(),
-                    fit,
-                    (batches_per_epoch * fit) as u64,
-                    batches_per_epoch as u64,
-                );
+                cut_epochs = true;
+                events.training_replanned(fit, (batches_per_epoch * fit) as u64);
             }
         }
         let config = &planned;
@@ -466,6 +468,11 @@ fn run_epochs(
         // whose best epoch is its last, and resuming re-saves model.bpk from the checkpoint.
         let at_end = checkpoint::EpochEnd { net: &model.valid(), ema: ema.as_ref().map(|e| &e.model) };
         checkpoint::save(run, at_end, &optimizer, &history, tracker.best(), train.len(), seconds)?;
+        // A cut made after epoch 1 goes to config.toml once that epoch's checkpoint is saved (a
+        // kill in between resumes with the old count: the run would then train all of it).
+        if std::mem::take(&mut cut_epochs) {
+            write_atomic(&run.config(), planned.to_toml())?;
+        }
         if kept {
             run.save_weights(kept_net)?;
         }

@@ -29,13 +29,6 @@ impl TerminalProgress {
 
 impl Events for TerminalProgress {
     fn training_started(&self, model: &str, epochs: usize, steps: u64, done: u64) {
-        let mut state = self.state.lock().expect("not poisoned");
-        // Again during a run: its epochs were cut (a time budget); the bar keeps its clock.
-        if let Some(bar) = &state.0 {
-            bar.set_length(steps);
-            state.1 = epochs;
-            return;
-        }
         let bar = std::io::stderr().is_terminal().then(|| {
             let bar = ProgressBar::new(steps);
             bar.set_style(
@@ -51,7 +44,15 @@ impl Events for TerminalProgress {
             bar.enable_steady_tick(Duration::from_millis(500));
             bar
         });
-        *state = (bar, epochs);
+        *self.state.lock().expect("not poisoned") = (bar, epochs);
+    }
+
+    fn training_replanned(&self, epochs: usize, steps: u64) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if let Some(bar) = &state.0 {
+            bar.set_length(steps);
+        }
+        state.1 = epochs;
     }
 
     fn batch_finished(&self, epoch: usize, running_loss: f64) {

@@ -91,7 +91,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
     pub cutmix: Option<f64>,
     /// Fit the run to this many minutes of wall time: after the first epoch the epoch count is cut
-    /// to what fits (the schedule then anneals over those), and the run stops before an epoch that
+    /// to what fits (the schedule then ends over those), and the run stops before an epoch that
     /// would end late (default: none, every epoch runs; the `fast` preset: 58).
     #[arg(long, value_name = "MINUTES", allow_negative_numbers = true)]
     pub time_budget: Option<f64>,
