@@ -41,7 +41,7 @@ pub struct ReproduceArgs {
     #[arg(long)]
     pub cascade: Option<PathBuf>,
     /// Only the notebook's steps: leave out the last training step, ferkit's `fast` preset
-    /// (12 epochs, about 50 minutes on 2 cores; the report's "beyond the notebook" row then says "not run").
+    /// (12 epochs within a 58-minute time budget on 2 cores; the report's "beyond the notebook" row then says "not run").
     #[arg(long)]
     pub notebook_only: bool,
 }
