@@ -213,8 +213,8 @@ impl Taps {
 /// task while there are tasks enough for every thread, and split across the threads by gemm
 /// itself when there are fewer. Without the split, the deep layers of small maps (EfficientNet-
 /// Lite0's 2 x 2 maps at 64 px, where one group holds the whole batch of 64) ran their GEMMs on
-/// one core while the other waited: a quarter of the main thread's time in a `fast` epoch
-/// (`perf`, session 17). gemm splits the rows and columns of a product, never its sum over `k`,
+/// one core while the other waited: `conv2d::forward` was 38% of the main thread's time in a
+/// `fast` epoch (`perf`, session 17). gemm splits the rows and columns of a product, never its sum over `k`,
 /// so the values are the same bits either way (the thread-count test below checks it).
 fn gemm_parallelism(tasks: usize) -> Parallelism {
     if tasks < rayon::current_num_threads() { Parallelism::Rayon(0) } else { Parallelism::None }

@@ -65,7 +65,8 @@ mod tests {
 
     /// Session 15's seed 1 of the `fast` preset (first epoch 230 s, final evaluation about 60 s)
     /// fits its 12 epochs in 58 minutes and is left alone; at 340 s an epoch (this machine on a
-    /// slow day), 9 more epochs fit after the first; a budget smaller than one epoch keeps 1.
+    /// slow day), 8 more epochs fit after the first (9 in all); a budget smaller than one epoch
+    /// keeps 1.
     #[test]
     fn plans_the_epochs_that_fit_and_never_more_than_asked() {
         let budget = TimeBudget::minutes(58.0);
