@@ -32,14 +32,21 @@ pub fn batch_norm<const D: usize>(bn: &BatchNorm, x: Tensor<D>) -> Tensor<D> {
         update_running(bn, &stats, &x.device());
         return Tensor::from_primitive::<TrainFlex>(out);
     }
-    let inference = (flex::plain(&x), flex::plain(&bn.gamma.val()), flex::plain(&bn.beta.val()));
-    let running = (flex::plain(&bn.running_mean.value()), flex::plain(&bn.running_var.value()));
-    if let ((Some(xt), Some(g), Some(b)), (Some(mean), Some(var))) = (inference, running) {
-        let inv_std = inverse_std(&flex::values(&var), bn.epsilon);
-        let (scale, shift) = scale_and_shift(&flex::values(&g), &flex::values(&b), &flex::values(&mean), &inv_std);
+    if let (Some(xt), Some((scale, shift))) = (flex::plain(&x), inference_affine(bn)) {
         return Tensor::from_primitive::<Flex>(normalise(&xt, &scale, &shift));
     }
     bn.forward(x)
+}
+
+/// Batch norm at inference as the per-channel affine map `y = x * scale + shift` (running
+/// statistics), `(scale, shift)` with one value per channel each; `None` when the parameters are
+/// not Flex f32 tensors. [`batch_norm`]'s inference and the fused convolution
+/// ([`super::fused::conv_bn_act`]) both normalise with these, so their outputs are the same bits.
+pub(super) fn inference_affine(bn: &BatchNorm) -> Option<(Vec<f32>, Vec<f32>)> {
+    let (g, b) = (flex::plain(&bn.gamma.val())?, flex::plain(&bn.beta.val())?);
+    let (mean, var) = (flex::plain(&bn.running_mean.value())?, flex::plain(&bn.running_var.value())?);
+    let inv_std = inverse_std(&flex::values(&var), bn.epsilon);
+    Some(scale_and_shift(&flex::values(&g), &flex::values(&b), &flex::values(&mean), &inv_std))
 }
 
 /// The batch statistics of one training step, per channel.

@@ -14,6 +14,7 @@ use std::mem::MaybeUninit;
 
 use super::depthwise_conv2d;
 use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
+use super::fused::Epilogue;
 use super::{SHORT_ROW, Sliding};
 
 /// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.
@@ -25,26 +26,45 @@ const MAX_GROUP: usize = 64;
 /// `conv.forward(x)`, computed here when `x` and the weights are Flex f32 tensors: as im2col +
 /// GEMM for ordinary convolutions, by [`depthwise_conv2d`] for depthwise ones.
 pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
-    let [_, channels, h, w] = x.dims();
-    let depthwise = depthwise_conv2d::is_depthwise(conv, channels);
-    let geometry = if (conv.groups == 1 || depthwise) && conv.dilation == [1, 1] {
-        Sliding::new(&conv.padding, [h, w], conv.kernel_size, conv.stride)
-    } else {
-        None
-    };
-    let Some(g) = geometry else { return conv.forward(x) };
-    let weight = conv.weight.val();
-    // Without a bias, a zero one that no gradient reaches (EfficientNet's convolutions).
-    let bias = conv.bias.as_ref().map_or_else(|| Tensor::zeros([weight.dims()[0]], &weight.device()), |b| b.val());
+    let Some((g, depthwise)) = geometry(conv, &x) else { return conv.forward(x) };
+    let (weight, bias) = weight_and_bias(conv);
     if let (Some(x), Some(wt), Some(b)) = (flex::tracked(&x), flex::tracked(&weight), flex::tracked(&bias)) {
         let out = if depthwise { depthwise_conv2d::tracked(x, wt, b, g) } else { tracked_conv(x, wt, b, g) };
         return Tensor::from_primitive::<TrainFlex>(out);
     }
-    if let (Some(x), Some(wt), Some(b)) = (flex::plain(&x), flex::plain(&weight), flex::plain(&bias)) {
-        let out = if depthwise { depthwise_conv2d::forward(&x, &wt, &b, g) } else { forward(&x, &wt, &b, g) };
-        return Tensor::from_primitive::<Flex>(out);
+    match inference(conv, &x, &Epilogue::NONE) {
+        Some(out) => Tensor::from_primitive::<Flex>(out),
+        None => conv.forward(x),
     }
-    conv.forward(x)
+}
+
+/// The window geometry of `conv` on `x`, and whether it is depthwise; `None` for the
+/// convolutions computed by Burn (grouped but not depthwise, dilated).
+fn geometry(conv: &Conv2d, x: &Tensor<4>) -> Option<(Sliding, bool)> {
+    let [_, channels, h, w] = x.dims();
+    let depthwise = depthwise_conv2d::is_depthwise(conv, channels);
+    if !(conv.groups == 1 || depthwise) || conv.dilation != [1, 1] {
+        return None;
+    }
+    Some((Sliding::new(&conv.padding, [h, w], conv.kernel_size, conv.stride)?, depthwise))
+}
+
+/// The weight and the bias; without a bias, a zero one that no gradient reaches (EfficientNet's
+/// convolutions).
+fn weight_and_bias(conv: &Conv2d) -> (Tensor<4>, Tensor<1>) {
+    let weight = conv.weight.val();
+    let bias = conv.bias.as_ref().map_or_else(|| Tensor::zeros([weight.dims()[0]], &weight.device()), |b| b.val());
+    (weight, bias)
+}
+
+/// The inference output of `conv` on `x` with `epilogue` applied as it is written, when `x` and
+/// the parameters are plain (untracked) Flex f32 tensors and the kernels cover the convolution;
+/// `None` otherwise.
+pub(super) fn inference(conv: &Conv2d, x: &Tensor<4>, epilogue: &Epilogue) -> Option<FlexTensor> {
+    let (g, depthwise) = geometry(conv, x)?;
+    let (weight, bias) = weight_and_bias(conv);
+    let (x, wt, b) = (flex::plain(x)?, flex::plain(&weight)?, flex::plain(&bias)?);
+    Some(if depthwise { depthwise_conv2d::forward(&x, &wt, &b, g, epilogue) } else { forward(&x, &wt, &b, g, epilogue) })
 }
 
 /// Sizes of one sample's GEMMs.
@@ -68,11 +88,6 @@ impl Shapes {
         let p = g.output[0] * g.output[1];
         let group = MIN_GEMM_COLUMNS.div_ceil(p).clamp(1, MAX_GROUP);
         Shapes { batch, c_in, c_out, k: c_in * g.kernel[0] * g.kernel[1], p, group }
-    }
-
-    /// Columns of a group's im2col matrix.
-    fn columns(&self) -> usize {
-        self.group * self.p
     }
 
     /// The samples of group `task`.
@@ -260,36 +275,40 @@ fn matmul(
     }
 }
 
-fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding) -> FlexTensor {
+/// The output for input `x`, weights `[c_out, c_in, kh, kw]` and a bias per output channel, each
+/// value written through `epilogue`.
+fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, epilogue: &Epilogue) -> FlexTensor {
     let s = Shapes::new(flex::dims4(x), flex::dims4(weight)[0], &g);
     let taps = Taps::new(g);
     let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
     // Every output value is written below only if there is one bias per output channel.
     assert_eq!(bias.len(), s.c_out, "conv2d: one bias per output channel");
     let in_len = s.input_len(&g);
-    let cols_len = s.k * s.columns();
+    // The widest group of this pass: a batch smaller than a group (one face from a photo, whose
+    // deep layers' groups hold up to 64 samples) gets buffers for its own columns only. Zeroing
+    // buffers for 64 samples was a quarter of EfficientNet-Lite0's batch-1 inference (`perf`,
+    // session 18). The buffers' row stride does not change the products' values.
+    let columns = s.group.min(s.batch) * s.p;
     let parallelism = gemm_parallelism(s.batch.div_ceil(s.group));
     let write_group = |(cols, product): &mut (Vec<f32>, Vec<f32>), task: usize, out: &mut [MaybeUninit<f32>]| {
         let samples = s.samples(task);
         let width = samples.len() * s.p;
         for (j, n) in samples.clone().enumerate() {
-            taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], s.columns());
+            taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], columns);
         }
         // Y [c_out x (group * p)] = W [c_out x k] * cols [k x (group * p)]
         let product = &mut product[..s.c_out * width];
-        matmul(parallelism, [s.c_out, width, s.k], product, false, &weight, (s.k, 1), cols, (s.columns(), 1));
-        // Back to [sample, channel, position], adding the bias: every value of the group's part.
+        matmul(parallelism, [s.c_out, width, s.k], product, false, &weight, (s.k, 1), cols, (columns, 1));
+        // Back to [sample, channel, position], adding the bias and applying the epilogue: every
+        // value of the group's part.
         for j in 0..samples.len() {
-            for (c, b) in bias.iter().enumerate() {
+            for (c, &b) in bias.iter().enumerate() {
                 let src = &product[c * width + j * s.p..c * width + (j + 1) * s.p];
-                let dst = &mut out[(j * s.c_out + c) * s.p..(j * s.c_out + c + 1) * s.p];
-                dst.iter_mut().zip(src).for_each(|(d, v)| {
-                    d.write(v + b);
-                });
+                epilogue.write(c, b, src, &mut out[(j * s.c_out + c) * s.p..(j * s.c_out + c + 1) * s.p]);
             }
         }
     };
-    let scratch = || (vec![0f32; cols_len], vec![0f32; s.c_out * s.columns()]);
+    let scratch = || (vec![0f32; s.k * columns], vec![0f32; s.c_out * columns]);
     // SAFETY: a group's part of `out` is its samples' c_out planes of p values, and the loop
     // above writes each of them (j over the samples, c over the channels, p values each).
     let out = unsafe { flex::write_in_parallel(s.batch * s.c_out * s.p, s.group * s.c_out * s.p, scratch, write_group) };
@@ -406,7 +425,7 @@ impl Backward<Flex, 3> for ConvBackward {
 }
 
 fn tracked_conv(x: TrackedTensor, weight: TrackedTensor, bias: TrackedTensor, g: Sliding) -> TrackedTensor {
-    let out = forward(x.primitive(), weight.primitive(), bias.primitive(), g);
+    let out = forward(x.primitive(), weight.primitive(), bias.primitive(), g, &Epilogue::NONE);
     match ConvBackward.prepare::<NoCheckpointing>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), weight.primitive().clone(), g), out),
         OpsKind::UnTracked(prep) => prep.finish(out),

@@ -32,6 +32,7 @@ use burn::nn::conv::Conv2d;
 use rayon::prelude::*;
 
 use super::flex::{self, SharedMut, TrackedTensor};
+use super::fused::Epilogue;
 use super::{SHORT_ROW, Sliding};
 use multiversion::multiversion;
 
@@ -300,8 +301,9 @@ fn weight_gradient_plane(input: &[f32], dy: &[f32], g: &Sliding, dw: &mut [f32])
     });
 }
 
-/// The output for input `x`, weights `[channels, 1, kh, kw]` and a bias per channel.
-pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding) -> FlexTensor {
+/// The output for input `x`, weights `[channels, 1, kh, kw]` and a bias per channel, each plane
+/// put through `epilogue` as soon as its task has summed it (while it is in cache).
+pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, epilogue: &Epilogue) -> FlexTensor {
     let [n, c, h, w] = flex::dims4(x);
     let ([oh, ow], taps) = (g.output, g.kernel[0] * g.kernel[1]);
     let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
@@ -312,6 +314,10 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g:
             let planes = (sample * c + channels.start, channels.len());
             // SAFETY: the task's own planes of `out`.
             unsafe { forward_block(&triples, &x, &weight, &bias[channels.clone()], planes, channels.start, &g, shared) }
+            for (l, channel) in channels.enumerate() {
+                // SAFETY: the task's own planes of `out`, which forward_block has just written.
+                epilogue.apply(channel, unsafe { shared.part((planes.0 + l) * oh * ow, oh * ow) });
+            }
         });
         return flex::tensor(out, &[n, c, oh, ow]);
     }
@@ -319,6 +325,7 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g:
         let channel = plane % c;
         out.fill(bias[channel]);
         forward_plane(&x[plane * h * w..(plane + 1) * h * w], &weight[channel * taps..(channel + 1) * taps], &g, out);
+        epilogue.apply(channel, out);
     });
     flex::tensor(out, &[n, c, oh, ow])
 }
@@ -411,7 +418,7 @@ impl Backward<Flex, 3> for DepthwiseBackward {
 
 /// [`forward`] on tracked tensors, with its backward step registered.
 pub(super) fn tracked(x: TrackedTensor, weight: TrackedTensor, bias: TrackedTensor, g: Sliding) -> TrackedTensor {
-    let out = forward(x.primitive(), weight.primitive(), bias.primitive(), g);
+    let out = forward(x.primitive(), weight.primitive(), bias.primitive(), g, &Epilogue::NONE);
     match DepthwiseBackward
         .prepare::<NoCheckpointing>([x.node(), weight.node(), bias.node()])
         .compute_bound()
@@ -544,7 +551,7 @@ mod tests {
                 let [out, dx, dw] = pool.install(|| {
                     let t = |v: &[f32], shape: &[usize]| flex::tensor(v.to_vec(), shape);
                     let (xt, wt) = (t(&x, &[n, c, size[0], size[1]]), t(&w, &[c, 1, k, k]));
-                    let out = super::forward(&xt, &wt, &t(&b, &[c]), g);
+                    let out = super::forward(&xt, &wt, &t(&b, &[c]), g, &super::Epilogue::NONE);
                     let [dx, dw, _] =
                         super::backward(&xt, &wt, &t(&dy, &[n, c, g.output[0], g.output[1]]), g, [true; 3]);
                     [out, dx.unwrap(), dw.unwrap()].map(|t| flex::values(&t).to_vec())

@@ -19,6 +19,7 @@ pub mod clamp;
 pub mod conv2d;
 mod depthwise_conv2d;
 mod flex;
+pub mod fused;
 pub mod max_pool2d;
 
 use burn::nn::PaddingConfig2d;

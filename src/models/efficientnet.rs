@@ -14,7 +14,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::kernels::{batch_norm::batch_norm, clamp::clamp, conv2d::conv2d};
+use crate::kernels::fused::{Activation, conv_bn_act};
 
 /// Stages: (blocks, kernel, first stride, expansion, output channels).
 const STAGES: [(usize, usize, usize, usize, usize); 7] = [
@@ -59,8 +59,9 @@ fn bn(channels: usize, device: &Device) -> BatchNorm {
     BatchNormConfig::new(channels).with_epsilon(BN_EPSILON).with_momentum(BN_MOMENTUM).init(device)
 }
 
-fn relu6(x: Tensor<4>) -> Tensor<4> {
-    clamp(x, 0.0, 6.0)
+/// `relu6(bn(conv(x)))`: one pass at inference (`kernels::fused`).
+fn conv_bn_relu6(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
+    conv_bn_act(conv, Some(bn), Some(Activation::RELU6), x)
 }
 
 /// An inverted-residual block: 1x1 expansion (when the ratio is not 1), depthwise kxk, 1x1
@@ -98,10 +99,10 @@ impl MbConv {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(expand), Some(bn0)) = (&self.expand_conv, &self.bn0) {
-            x = relu6(batch_norm(bn0, conv2d(expand, x)));
+            x = conv_bn_relu6(expand, bn0, x);
         }
-        x = relu6(batch_norm(&self.bn1, conv2d(&self.depthwise_conv, x)));
-        x = batch_norm(&self.bn2, conv2d(&self.project_conv, x));
+        x = conv_bn_relu6(&self.depthwise_conv, &self.bn1, x);
+        x = conv_bn_act(&self.project_conv, Some(&self.bn2), None, x);
         if self.skip { x + input } else { x }
     }
 }
@@ -154,11 +155,11 @@ impl EfficientNetLite0 {
 
     /// Pooled features `[batch, 1280]` for ImageNet-normalised images `[batch, 3, h, w]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu6(batch_norm(&self.bn0, conv2d(&self.conv_stem, images)));
+        let mut x = conv_bn_relu6(&self.conv_stem, &self.bn0, images);
         for block in &self.blocks {
             x = block.forward(x);
         }
-        x = relu6(batch_norm(&self.bn1, conv2d(&self.conv_head, x)));
+        x = conv_bn_relu6(&self.conv_head, &self.bn1, x);
         let [batch, channels, _, _] = x.dims();
         x.mean_dim(3).mean_dim(2).reshape([batch, channels])
     }

@@ -7,6 +7,9 @@
 //! folded net skips one pass over every such layer's output (vgg-lite and cnn1 have one after each
 //! convolution). Only for inference: the folded net has fewer layers than its spec, so it is
 //! neither trained, saved nor exported (those use the net as loaded).
+//!
+//! A ReLU layer right after a convolution becomes that convolution's own activation, which the
+//! kernels apply as they write the output (`kernels::fused`): one pass less again.
 
 use burn::module::Param;
 use burn::nn::BatchNorm;
@@ -14,6 +17,7 @@ use burn::prelude::*;
 
 use super::model::{Ensemble, Model};
 use super::net::{Layer, Net};
+use super::spec::ActivationFn;
 
 /// `model` with every convolution or dense layer that is directly followed by batch norm (and
 /// has no activation of its own) merged with it. Transfer nets are returned as they are.
@@ -65,6 +69,19 @@ fn fold_net(mut net: Net) -> Net {
         };
         if let Some(layer) = folded {
             net.layers[i] = layer;
+            net.layers.remove(i + 1);
+            net.logit_layers -= 1;
+        }
+        // A ReLU right after a convolution (folded or not) becomes the convolution's own
+        // activation, which the kernels apply as they write its output (`kernels::fused`).
+        if i + 1 < net.logit_layers
+            && let (Layer::Conv(c), Layer::Activation(a)) = (&net.layers[i], &net.layers[i + 1])
+            && c.act.function.is_none()
+            && a.function == Some(ActivationFn::Relu)
+        {
+            let mut conv = c.clone();
+            conv.act.function = Some(ActivationFn::Relu);
+            net.layers[i] = Layer::Conv(conv);
             net.layers.remove(i + 1);
             net.logit_layers -= 1;
         }

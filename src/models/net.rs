@@ -89,12 +89,11 @@ pub struct Projection {
 
 impl Residual {
     fn forward(&self, x: Tensor<4>) -> Tensor<4> {
-        use kernels::batch_norm::batch_norm;
-        use kernels::conv2d::conv2d;
-        let y = activation::relu(batch_norm(&self.bn1, conv2d(&self.conv1, x.clone())));
-        let y = batch_norm(&self.bn2, conv2d(&self.conv2, y));
+        use kernels::fused::{Activation, conv_bn_act};
+        let y = conv_bn_act(&self.conv1, Some(&self.bn1), Some(Activation::Relu), x.clone());
+        let y = conv_bn_act(&self.conv2, Some(&self.bn2), None, y);
         let shortcut = match &self.projection {
-            Some(p) => batch_norm(&p.bn, conv2d(&p.conv, x)),
+            Some(p) => conv_bn_act(&p.conv, Some(&p.bn), None, x),
             None => x,
         };
         activation::relu(y + shortcut)
@@ -147,7 +146,13 @@ impl Layer {
     fn forward(&self, x: Features) -> Features {
         match self {
             Layer::Dense(d) => Features::Flat(d.act.apply(d.linear.forward(x.flat()))),
-            Layer::Conv(c) => Features::Image(c.act.apply(kernels::conv2d::conv2d(&c.conv, x.image()))),
+            Layer::Conv(c) => Features::Image(match c.act.function {
+                // ReLU is written with the convolution's output at inference (`kernels::fused`).
+                Some(ActivationFn::Relu) => {
+                    kernels::fused::conv_bn_act(&c.conv, None, Some(kernels::fused::Activation::Relu), x.image())
+                }
+                _ => c.act.apply(kernels::conv2d::conv2d(&c.conv, x.image())),
+            }),
             Layer::MaxPool(p) => Features::Image(kernels::max_pool2d::max_pool2d(p, x.image())),
             Layer::BatchNorm(bn) => {
                 x.map(|x| kernels::batch_norm::batch_norm(bn, x), |x| kernels::batch_norm::batch_norm(bn, x))

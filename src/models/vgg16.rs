@@ -14,9 +14,9 @@ use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
 
-use crate::kernels::{conv2d::conv2d, max_pool2d::max_pool2d};
+use crate::kernels::fused::{Activation, conv_bn_act};
+use crate::kernels::max_pool2d::max_pool2d;
 
 /// Output channels of each block's convolutions.
 pub const BLOCKS: [&[usize]; 5] = [&[64, 64], &[128, 128], &[256, 256, 256], &[512, 512, 512], &[512, 512, 512]];
@@ -87,7 +87,7 @@ impl Vgg16 {
         let mut x = images;
         for block in &self.blocks {
             for conv in &block.convs {
-                x = relu(conv2d(conv, x));
+                x = conv_bn_act(conv, None, Some(Activation::Relu), x);
             }
             x = max_pool2d(&block.pool, x);
         }
