@@ -55,7 +55,7 @@ impl Activation {
 
     /// The activation as the separate layer the training graph uses (Burn's `relu`, whose
     /// gradient is zero at 0, or [`clamp::clamp`]).
-    fn layer<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
+    pub(crate) fn layer<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Activation::Relu => activation::relu(x),
             Activation::Clamp(low, high) => clamp::clamp(x, low, high),

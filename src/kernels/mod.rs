@@ -17,6 +17,7 @@
 pub mod batch_norm;
 pub mod clamp;
 pub mod conv2d;
+pub mod dense;
 mod depthwise_conv2d;
 mod flex;
 pub mod fused;

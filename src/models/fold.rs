@@ -8,8 +8,9 @@
 //! convolution). Only for inference: the folded net has fewer layers than its spec, so it is
 //! neither trained, saved nor exported (those use the net as loaded).
 //!
-//! A ReLU layer right after a convolution becomes that convolution's own activation, which the
-//! kernels apply as they write the output (`kernels::fused`): one pass less again.
+//! A ReLU layer right after a convolution or dense layer becomes that layer's own activation,
+//! which the kernels apply as they write the output (`kernels::fused`, `kernels::dense`): one
+//! pass less again.
 
 use burn::module::Param;
 use burn::nn::BatchNorm;
@@ -72,18 +73,30 @@ fn fold_net(mut net: Net) -> Net {
             net.layers.remove(i + 1);
             net.logit_layers -= 1;
         }
-        // A ReLU right after a convolution (folded or not) becomes the convolution's own
-        // activation, which the kernels apply as they write its output (`kernels::fused`).
-        if i + 1 < net.logit_layers
-            && let (Layer::Conv(c), Layer::Activation(a)) = (&net.layers[i], &net.layers[i + 1])
-            && c.act.function.is_none()
-            && a.function == Some(ActivationFn::Relu)
-        {
-            let mut conv = c.clone();
-            conv.act.function = Some(ActivationFn::Relu);
-            net.layers[i] = Layer::Conv(conv);
-            net.layers.remove(i + 1);
-            net.logit_layers -= 1;
+        // A ReLU right after a convolution or dense layer (folded or not) becomes that layer's
+        // own activation, which the kernels apply as they write its output (`kernels::fused`,
+        // `kernels::dense`).
+        let relu_next =
+            matches!(net.layers.get(i + 1), Some(Layer::Activation(a)) if a.function == Some(ActivationFn::Relu));
+        if i + 1 < net.logit_layers && relu_next {
+            let merged = match &net.layers[i] {
+                Layer::Conv(c) if c.act.function.is_none() => {
+                    let mut conv = c.clone();
+                    conv.act.function = Some(ActivationFn::Relu);
+                    Some(Layer::Conv(conv))
+                }
+                Layer::Dense(d) if d.act.function.is_none() => {
+                    let mut dense = d.clone();
+                    dense.act.function = Some(ActivationFn::Relu);
+                    Some(Layer::Dense(dense))
+                }
+                _ => None,
+            };
+            if let Some(layer) = merged {
+                net.layers[i] = layer;
+                net.layers.remove(i + 1);
+                net.logit_layers -= 1;
+            }
         }
         i += 1;
     }

@@ -145,7 +145,14 @@ impl Features {
 impl Layer {
     fn forward(&self, x: Features) -> Features {
         match self {
-            Layer::Dense(d) => Features::Flat(d.act.apply(d.linear.forward(x.flat()))),
+            Layer::Dense(d) => Features::Flat(match d.act.function {
+                // Few rows at inference: a product split across the threads, ReLU applied as it
+                // writes (`kernels::dense`).
+                Some(ActivationFn::Relu) => {
+                    kernels::dense::linear_act(&d.linear, Some(kernels::fused::Activation::Relu), x.flat())
+                }
+                _ => d.act.apply(kernels::dense::linear_act(&d.linear, None, x.flat())),
+            }),
             Layer::Conv(c) => Features::Image(match c.act.function {
                 // ReLU is written with the convolution's output at inference (`kernels::fused`).
                 Some(ActivationFn::Relu) => {

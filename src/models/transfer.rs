@@ -10,7 +10,8 @@ use crate::error::{Result, bail};
 use burn::nn::interpolate::{Interpolate2dConfig, InterpolateMode};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use burn::tensor::activation::relu;
+use crate::kernels::dense::linear_act;
+use crate::kernels::fused::Activation;
 use serde::{Deserialize, Serialize};
 
 use super::efficientnet::{self, EfficientNetLite0, IMAGENET_MEAN, IMAGENET_STD};
@@ -296,9 +297,9 @@ impl TransferNet {
         }
         let mut z = self.backbone.features(x);
         for layer in &self.head {
-            z = relu(layer.forward(z));
+            z = linear_act(layer, Some(Activation::Relu), z);
         }
-        self.output.forward(self.head_dropout.forward(z))
+        linear_act(&self.output, None, self.head_dropout.forward(z))
     }
 }
 

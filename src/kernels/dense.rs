@@ -1,0 +1,134 @@
+//! A dense (fully connected) layer at inference for a few rows at a time (one face from a
+//! photo, a video frame's faces), with its activation applied as the output is written.
+//!
+//! Why: at batch 1 a dense layer is a matrix-vector product whose time is reading the weights
+//! (cnn1's two wide layers are 18 M weights, 73 MB, per face; EfficientNet-Lite0's head 1.3 M).
+//! Burn's matmul hands such a product to `gemm` on one thread, so one core streamed the weights
+//! while the other waited. Here the weight rows (one per input) are split into contiguous
+//! blocks, one rayon task each, so both cores stream memory at once; the blocks' partial sums are
+//! then added in block order. (Splitting the output columns instead, each task reading a short
+//! piece of every row, was slower than gemm on one thread: cnn1 at batch 1 went from 64-83 to
+//! 37-45 faces/s, as each piece sat on another page.)
+//! Larger batches go to Burn's matmul, whose GEMM reuses each weight across the rows.
+//!
+//! Each output is the bias plus the blocks' partial sums in block order, each partial summed in
+//! the order of `k`, whatever the thread count, so results do not depend on the threads (they may differ from gemm's order in
+//! the last bits; the test compares with Burn's layer within 1e-5).
+
+use burn::backend::flex::{Flex, FlexTensor};
+use burn::nn::Linear;
+use burn::tensor::Tensor;
+use rayon::prelude::*;
+
+use super::flex;
+use super::fused::Activation;
+
+/// Rows (samples) up to which the product runs here: each weight is read once per call and used
+/// for every row, so a few rows cost about what one does.
+const MAX_ROWS: usize = 8;
+/// Weights from which the product runs here: smaller layers fit in a core's cache, where
+/// splitting them costs more than it saves (cnn3's dense layers at batch 1 were no faster).
+const MIN_WEIGHTS: usize = 1 << 20;
+/// Weight rows (inputs) per task: a contiguous block of the weights that each task streams
+/// through once. The blocks depend on the shapes alone, so the order of the sums does too.
+const INPUTS_PER_TASK: usize = 128;
+
+/// `act(linear(x))` for `x` `[rows, inputs]` (f32): computed here at inference on Flex for up to
+/// [`MAX_ROWS`] rows, otherwise as Burn's `Linear` and the activation's own layer.
+pub fn linear_act(linear: &Linear, act: Option<Activation>, x: Tensor<2>) -> Tensor<2> {
+    let [rows, _] = x.dims();
+    if rows <= MAX_ROWS
+        && let Some(out) = inference(linear, &x, act)
+    {
+        return Tensor::from_primitive::<Flex>(out);
+    }
+    let y = linear.forward(x);
+    match act {
+        Some(act) => act.layer(y),
+        None => y,
+    }
+}
+
+/// The layer's output when `x` and its parameters are plain (untracked) Flex f32 tensors and
+/// the layer has at least [`MIN_WEIGHTS`] weights.
+fn inference(linear: &Linear, x: &Tensor<2>, act: Option<Activation>) -> Option<FlexTensor> {
+    let (xt, wt) = (flex::plain(x)?, flex::plain(&linear.weight.val())?);
+    let bias = match &linear.bias {
+        Some(b) => Some(flex::plain(&b.val())?),
+        None => None,
+    };
+    let (x, w) = (flex::values(&xt), flex::values(&wt));
+    let shape = wt.layout().shape();
+    // Burn keeps a dense weight as [inputs, outputs].
+    let (inputs, outputs) = (shape[0], shape[1]);
+    if inputs * outputs < MIN_WEIGHTS {
+        return None;
+    }
+    let rows = x.len() / inputs.max(1);
+    let bias = bias.as_ref().map(|b| flex::values(b).into_owned()).unwrap_or_else(|| vec![0.0; outputs]);
+    // One task per block of weight rows (inputs), each a contiguous run of memory streamed once;
+    // its partial sums for every output are then added in block order.
+    let partials: Vec<Vec<f32>> = (0..inputs.div_ceil(INPUTS_PER_TASK))
+        .into_par_iter()
+        .map(|task| {
+            let ks = task * INPUTS_PER_TASK..((task + 1) * INPUTS_PER_TASK).min(inputs);
+            let mut sums = vec![0f32; rows * outputs];
+            for k in ks {
+                let weights = &w[k * outputs..(k + 1) * outputs];
+                for (r, sums) in sums.chunks_exact_mut(outputs).enumerate() {
+                    let xk = x[r * inputs + k];
+                    sums.iter_mut().zip(weights).for_each(|(s, &wv)| *s += xk * wv);
+                }
+            }
+            sums
+        })
+        .collect();
+    let mut out = vec![0f32; rows * outputs];
+    for (r, out) in out.chunks_exact_mut(outputs).enumerate() {
+        for (j, o) in out.iter_mut().enumerate() {
+            let mut v = bias[j];
+            for part in &partials {
+                v += part[r * outputs + j];
+            }
+            *o = act.map_or(v, |a| a.apply(v));
+        }
+    }
+    Some(flex::tensor(out, &[rows, outputs]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::tests::{assert_close, random_input};
+    use burn::nn::LinearConfig;
+    use burn::prelude::*;
+    use burn::tensor::activation;
+
+    /// One row and a few, inputs over several tasks with a partial last one, with and without
+    /// bias and ReLU: Burn's layer's values within 1e-5, the same bits on 1 and 3 threads, and
+    /// Burn's own path past [`MAX_ROWS`] and below [`MIN_WEIGHTS`].
+    #[test]
+    fn matches_burns_layer_and_does_not_depend_on_the_thread_count() {
+        let device = Device::flex();
+        // [`MIN_WEIGHTS`] and more (the kernel), fewer (Burn's layer).
+        let big = MIN_WEIGHTS / (2 * INPUTS_PER_TASK) + 1;
+        for (rows, inputs, outputs) in [(1, 2 * INPUTS_PER_TASK + 5, big), (MAX_ROWS, 2 * INPUTS_PER_TASK, big), (MAX_ROWS + 1, 20, 9), (1, 40, 7)] {
+            for bias in [true, false] {
+                let linear = LinearConfig::new(inputs, outputs).with_bias(bias).init(&device);
+                let x = random_input([rows, inputs], &device, rows as u64);
+                assert_eq!(inference(&linear, &x, None).is_some(), inputs * outputs >= MIN_WEIGHTS);
+                for act in [None, Some(Activation::Relu)] {
+                    let burns = linear.forward(x.clone());
+                    let burns = if act.is_some() { activation::relu(burns) } else { burns };
+                    let ours = linear_act(&linear, act, x.clone());
+                    assert_close(&ours, &burns, 1e-5, &format!("{rows} rows, bias {bias}, {act:?}"));
+                    let on = |threads: usize| {
+                        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                        pool.install(|| linear_act(&linear, act, x.clone()).into_data().try_to_vec::<f32>().unwrap())
+                    };
+                    assert_eq!(on(1), on(3));
+                }
+            }
+        }
+    }
+}
