@@ -12,6 +12,10 @@
 //! Flex tensor, tracked or not, the layer runs here and registers its own backward step with
 //! Burn's autodiff graph; on any other backend (the `gpu` feature) it falls back to Burn's op.
 //! Gradients are summed in a fixed order, so a seed still fixes a run.
+//!
+//! Inference has two more: [`fused`] writes a convolution's output through its batch norm and
+//! activation in the same pass, and [`dense`] splits a dense layer of a few rows (one face)
+//! across the threads.
 //! `tests` in each file compare values and gradients with Burn's own ops.
 
 pub mod batch_norm;
