@@ -65,7 +65,8 @@ pub fn bench_model(
         train_rates.push((steps * batch) as f64 / start.elapsed().as_secs_f64());
     }
 
-    // As the prediction pipeline runs it: batch norm folded into the layer before it.
+    // As the prediction pipeline runs it: batch norm folded into the layer before it, ReLU
+    // merged into the layer before it (`models::fold`).
     let inference = crate::models::fold::fold_batch_norm(model.valid());
     let infer_rate = inference_rate(&inference, spec.preprocess(), batch, steps, repeats, device);
     Ok(BenchResult {

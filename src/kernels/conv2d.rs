@@ -32,7 +32,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         let out = if depthwise { depthwise_conv2d::tracked(x, wt, b, g) } else { tracked_conv(x, wt, b, g) };
         return Tensor::from_primitive::<TrainFlex>(out);
     }
-    match inference(conv, &x, &Epilogue::NONE) {
+    match plain_forward((g, depthwise), &weight, &bias, &x, &Epilogue::NONE) {
         Some(out) => Tensor::from_primitive::<Flex>(out),
         None => conv.forward(x),
     }
@@ -61,10 +61,25 @@ fn weight_and_bias(conv: &Conv2d) -> (Tensor<4>, Tensor<1>) {
 /// the parameters are plain (untracked) Flex f32 tensors and the kernels cover the convolution;
 /// `None` otherwise.
 pub(super) fn inference(conv: &Conv2d, x: &Tensor<4>, epilogue: &Epilogue) -> Option<FlexTensor> {
-    let (g, depthwise) = geometry(conv, x)?;
+    let plan = geometry(conv, x)?;
     let (weight, bias) = weight_and_bias(conv);
-    let (x, wt, b) = (flex::plain(x)?, flex::plain(&weight)?, flex::plain(&bias)?);
-    Some(if depthwise { depthwise_conv2d::forward(&x, &wt, &b, g, epilogue) } else { forward(&x, &wt, &b, g, epilogue) })
+    plain_forward(plan, &weight, &bias, x, epilogue)
+}
+
+/// [`forward`] or the depthwise one, on plain Flex f32 tensors (`None` when they are not).
+fn plain_forward(
+    (g, depthwise): (Sliding, bool),
+    weight: &Tensor<4>,
+    bias: &Tensor<1>,
+    x: &Tensor<4>,
+    epilogue: &Epilogue,
+) -> Option<FlexTensor> {
+    let (x, wt, b) = (flex::plain(x)?, flex::plain(weight)?, flex::plain(bias)?);
+    Some(if depthwise {
+        depthwise_conv2d::forward(&x, &wt, &b, g, epilogue)
+    } else {
+        forward(&x, &wt, &b, g, epilogue)
+    })
 }
 
 /// Sizes of one sample's GEMMs.
@@ -287,8 +302,11 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, e
     // The widest group of this pass: a batch smaller than a group (one face from a photo, whose
     // deep layers' groups hold up to 64 samples) gets buffers for its own columns only. Zeroing
     // buffers for 64 samples was a quarter of EfficientNet-Lite0's batch-1 inference (`perf`,
-    // session 18). The buffers' row stride does not change the products' values.
-    let columns = s.group.min(s.batch) * s.p;
+    // session 18). The buffers' row stride (`columns`) does not change the products' values as
+    // long as it is not 1: gemm sends a right-hand side with unit row stride (one sample of a 1 x 1
+    // map) to its matrix-vector kernels, which sum in another order. At least 2 keeps every
+    // product on the path it took with the full group's stride (the test below checks it).
+    let columns = (s.group.min(s.batch) * s.p).max(2);
     let parallelism = gemm_parallelism(s.batch.div_ceil(s.group));
     let write_group = |(cols, product): &mut (Vec<f32>, Vec<f32>), task: usize, out: &mut [MaybeUninit<f32>]| {
         let samples = s.samples(task);
@@ -521,6 +539,32 @@ mod tests {
             })
         };
         assert_eq!(weight_grad(1), weight_grad(3));
+    }
+
+    /// One face on a 1 x 1 map (EfficientNet-Lite0's last stages at 32 px): the output is the
+    /// same bits as the product computed with the full group's buffer stride (64 columns), the
+    /// layout before buffers were sized to the batch.
+    #[test]
+    fn a_single_sample_is_the_same_bits_as_with_the_full_groups_buffers() {
+        let device = Device::flex();
+        let conv = Conv2dConfig::new([40, 24], [1, 1]).init(&device);
+        let x = random_input([1, 40, 1, 1], &device, 12);
+        let g = Sliding::new(&conv.padding, [1, 1], [1, 1], [1, 1]).unwrap();
+        let s = Shapes::new([1, 40, 1, 1], 24, &g);
+        assert_eq!(s.group, 64, "the group is wider than the batch");
+        let ours = conv2d(&conv, x.clone()).into_data().try_to_vec::<f32>().unwrap();
+        // The same product with the input in column 0 of a 64-column buffer, bias added after.
+        let (w, b) = (conv.weight.val().into_data().try_to_vec::<f32>().unwrap(), conv.bias.as_ref().unwrap().val());
+        let b = b.into_data().try_to_vec::<f32>().unwrap();
+        let mut cols = vec![0f32; 40 * 64];
+        for (k, v) in x.into_data().try_to_vec::<f32>().unwrap().into_iter().enumerate() {
+            cols[k * 64] = v;
+        }
+        let mut product = vec![0f32; 24];
+        matmul(Parallelism::None, [24, 1, 40], &mut product, false, &w, (40, 1), &cols, (64, 1));
+        let old: Vec<f32> = product.iter().zip(&b).map(|(v, b)| v + b).collect();
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&ours), bits(&old));
     }
 
     /// 2 x 2 maps (EfficientNet-Lite0's last at 64 px): one group holds the whole batch, so the

@@ -194,8 +194,6 @@ mod tests {
                     .init(&device);
                 let bn = batch_norm(c_out, &device, 10 * i as u64);
                 let x = random_input([batch, c_in, size, size], &device, 100 + i as u64);
-                // The kernels' fused path, not the fallback, is what runs below.
-                assert!(conv2d::inference(&conv, &x, &Epilogue::NONE).is_some(), "case {i}: not covered");
                 let layers = |bn: Option<&BatchNorm>, act: Option<Activation>| {
                     let y = conv2d::conv2d(&conv, x.clone());
                     let y = bn.map_or(y.clone(), |bn| batch_norm::batch_norm(bn, y));
@@ -208,9 +206,15 @@ mod tests {
                     (Some(&bn), Some(Activation::Relu)),
                     (None, None),
                 ] {
-                    let fused = conv_bn_act(&conv, bn, act, x.clone());
                     let what = format!("case {i}, bias {with_bias}, bn {}, {act:?}", bn.is_some());
-                    assert_eq!(bits(fused), bits(layers(bn, act)), "{what}");
+                    let expected = bits(layers(bn, act));
+                    // The fused kernel itself (not a fallback to the layers)...
+                    let affine = bn.map(|bn| batch_norm::inference_affine(bn).expect("a Flex batch norm"));
+                    let epilogue = Epilogue { affine: affine.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice())), act };
+                    let kernel = conv2d::inference(&conv, &x, &epilogue).expect("the kernels cover the convolution");
+                    assert_eq!(bits(Tensor::from_primitive::<Flex>(kernel)), expected, "{what}: the kernel");
+                    // ... and the entry point the models call.
+                    assert_eq!(bits(conv_bn_act(&conv, bn, act, x.clone())), expected, "{what}: conv_bn_act");
                 }
             }
         }

@@ -12,11 +12,12 @@
 //! Flex tensor, tracked or not, the layer runs here and registers its own backward step with
 //! Burn's autodiff graph; on any other backend (the `gpu` feature) it falls back to Burn's op.
 //! Gradients are summed in a fixed order, so a seed still fixes a run.
+//! `tests` in each file compare values and gradients with Burn's own ops.
 //!
 //! Inference has two more: [`fused`] writes a convolution's output through its batch norm and
-//! activation in the same pass, and [`dense`] splits a dense layer of a few rows (one face)
-//! across the threads.
-//! `tests` in each file compare values and gradients with Burn's own ops.
+//! activation in the same pass (its tests compare it bit for bit with the layers one by one:
+//! this module's convolution and batch norm, Burn's ReLU), and [`dense`] splits a dense layer of
+//! a few rows (one face) across the threads (compared with Burn's `Linear`).
 
 pub mod batch_norm;
 pub mod clamp;

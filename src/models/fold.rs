@@ -21,7 +21,9 @@ use super::net::{Layer, Net};
 use super::spec::ActivationFn;
 
 /// `model` with every convolution or dense layer that is directly followed by batch norm (and
-/// has no activation of its own) merged with it. Transfer nets are returned as they are.
+/// has no activation of its own) merged with it, and a ReLU layer right after a convolution or
+/// dense layer made that layer's own activation. Transfer nets are returned as they are (their
+/// convolutions apply batch norm and ReLU6 in the same pass at inference: `kernels::fused`).
 pub fn fold_batch_norm(model: Model) -> Model {
     match model {
         Model::Layers(net) => Model::Layers(fold_net(net)),
@@ -107,11 +109,12 @@ fn fold_net(mut net: Net) -> Net {
 mod tests {
     use super::*;
     use crate::kernels::tests::{assert_close, random_input};
+    use crate::models::net::Act;
     use burn::module::{Module, RunningState};
 
     /// Nets with batch norm after convolutions (vgg-lite, resnet-lite's stem) and after dense
-    /// layers (cnn1) give the same logits folded, with fewer layers, with batch norms whose
-    /// statistics, scales and shifts are not the initial ones.
+    /// layers (cnn1) give the same logits folded, with fewer layers and the ReLUs merged, with
+    /// batch norms whose statistics, scales and shifts are not the initial ones.
     #[test]
     fn a_folded_net_gives_the_same_logits_with_fewer_layers() {
         for preset in ["vgg-lite", "cnn1", "resnet-lite"] {
@@ -138,6 +141,18 @@ mod tests {
             let before = layers(&model);
             let folded = fold_batch_norm(model);
             assert!(layers(&folded) < before, "{preset}: nothing was folded");
+            // Every ReLU that follows a convolution or dense layer (after its batch norm) was
+            // merged into it: none is left right after one, and some layer now carries it.
+            let Model::Layers(net) = &folded else { unreachable!("a layer net") };
+            let pairs = net.layers[..net.logit_layers].windows(2);
+            let relu = |a: &Act| a.function == Some(ActivationFn::Relu);
+            for pair in pairs {
+                if let [Layer::Conv(_) | Layer::Dense(_), Layer::Activation(a)] = pair {
+                    assert!(!relu(a), "{preset}: a ReLU left after a layer");
+                }
+            }
+            let carried = net.layers.iter().any(|l| matches!(l, Layer::Conv(c) if relu(&c.act)));
+            assert!(carried, "{preset}: no convolution carries its ReLU");
             assert_close(&folded.forward(images), &expected, 1e-4, preset);
         }
     }

@@ -113,7 +113,8 @@ impl EmotionClassifier {
             tta: Tta::None,
             align: false,
             notes,
-            // Inference only: batch norm folded into the layer before it (same probabilities).
+            // Inference only: batch norm folded into the layer before it, ReLU merged into it
+            // (the same probabilities within rounding).
             net: crate::models::fold::fold_batch_norm(net),
             preprocess: spec.preprocess(),
             device,
