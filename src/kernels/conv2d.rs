@@ -14,7 +14,7 @@ use std::mem::MaybeUninit;
 
 use super::depthwise_conv2d;
 use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
-use super::fused::Epilogue;
+use super::epilogue::Epilogue;
 use super::{SHORT_ROW, Sliding};
 
 /// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.

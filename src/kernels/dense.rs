@@ -22,7 +22,7 @@ use burn::tensor::Tensor;
 use rayon::prelude::*;
 
 use super::flex;
-use super::fused::Activation;
+use super::epilogue::Activation;
 
 /// Rows (samples) up to which the product runs here: each weight is read once per call and used
 /// for every row, so a few rows cost about what one does.

@@ -32,7 +32,7 @@ use burn::nn::conv::Conv2d;
 use rayon::prelude::*;
 
 use super::flex::{self, SharedMut, TrackedTensor};
-use super::fused::Epilogue;
+use super::epilogue::Epilogue;
 use super::{SHORT_ROW, Sliding};
 use multiversion::multiversion;
 

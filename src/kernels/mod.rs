@@ -23,6 +23,7 @@ pub mod batch_norm;
 pub mod clamp;
 pub mod conv2d;
 pub mod dense;
+mod epilogue;
 mod depthwise_conv2d;
 mod flex;
 pub mod fused;
