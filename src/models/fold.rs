@@ -71,9 +71,7 @@ fn fold_net(mut net: Net) -> Net {
             _ => None,
         };
         if let Some(layer) = folded {
-            net.layers[i] = layer;
-            net.layers.remove(i + 1);
-            net.logit_layers -= 1;
+            merge_into(&mut net, i, layer);
         }
         // A ReLU right after a convolution or dense layer (folded or not) becomes that layer's
         // own activation, which the kernels apply as they write its output (`kernels::fused`,
@@ -95,14 +93,19 @@ fn fold_net(mut net: Net) -> Net {
                 _ => None,
             };
             if let Some(layer) = merged {
-                net.layers[i] = layer;
-                net.layers.remove(i + 1);
-                net.logit_layers -= 1;
+                merge_into(&mut net, i, layer);
             }
         }
         i += 1;
     }
     net
+}
+
+/// Layers `i` and `i + 1` of `net` (both before the logits) replaced by `layer`, their merge.
+fn merge_into(net: &mut Net, i: usize, layer: Layer) {
+    net.layers[i] = layer;
+    net.layers.remove(i + 1);
+    net.logit_layers -= 1;
 }
 
 #[cfg(test)]

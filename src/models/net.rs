@@ -38,6 +38,17 @@ pub struct Act {
 }
 
 impl Act {
+    /// The activation a layer's kernel applies as it writes the output (ReLU), if this is one.
+    fn in_kernel(&self) -> Option<kernels::fused::Activation> {
+        (self.function == Some(ActivationFn::Relu)).then_some(kernels::fused::Activation::Relu)
+    }
+
+    /// The rest of the activation for the output of a kernel given [`Act::in_kernel`]: nothing
+    /// when the kernel applied it, the activation itself otherwise.
+    fn after_kernel<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        if self.in_kernel().is_some() { x } else { self.apply(x) }
+    }
+
     fn apply<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         match self.function {
             None => x,
@@ -145,21 +156,14 @@ impl Features {
 impl Layer {
     fn forward(&self, x: Features) -> Features {
         match self {
-            Layer::Dense(d) => Features::Flat(match d.act.function {
-                // Few rows at inference: a product split across the threads, ReLU applied as it
-                // writes (`kernels::dense`).
-                Some(ActivationFn::Relu) => {
-                    kernels::dense::linear_act(&d.linear, Some(kernels::fused::Activation::Relu), x.flat())
-                }
-                _ => d.act.apply(kernels::dense::linear_act(&d.linear, None, x.flat())),
-            }),
-            Layer::Conv(c) => Features::Image(match c.act.function {
-                // ReLU is written with the convolution's output at inference (`kernels::fused`).
-                Some(ActivationFn::Relu) => {
-                    kernels::fused::conv_bn_act(&c.conv, None, Some(kernels::fused::Activation::Relu), x.image())
-                }
-                _ => c.act.apply(kernels::conv2d::conv2d(&c.conv, x.image())),
-            }),
+            // At inference the kernels apply a ReLU as they write the layer's output
+            // (`kernels::dense`, `kernels::fused`); other activations follow as a layer.
+            Layer::Dense(d) => {
+                Features::Flat(d.act.after_kernel(kernels::dense::linear_act(&d.linear, d.act.in_kernel(), x.flat())))
+            }
+            Layer::Conv(c) => Features::Image(
+                c.act.after_kernel(kernels::fused::conv_bn_act(&c.conv, None, c.act.in_kernel(), x.image())),
+            ),
             Layer::MaxPool(p) => Features::Image(kernels::max_pool2d::max_pool2d(p, x.image())),
             Layer::BatchNorm(bn) => {
                 x.map(|x| kernels::batch_norm::batch_norm(bn, x), |x| kernels::batch_norm::batch_norm(bn, x))
