@@ -8,13 +8,14 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
-use gemm::{Parallelism, gemm};
+use gemm::Parallelism;
 use rayon::prelude::*;
-use std::mem::MaybeUninit;
 
 use super::depthwise_conv2d;
 use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
 use super::epilogue::Epilogue;
+use super::matmul::matmul;
+use super::winograd;
 use super::{SHORT_ROW, Sliding};
 
 /// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.
@@ -78,8 +79,20 @@ fn plain_forward(
     Some(if depthwise {
         depthwise_conv2d::forward(&x, &wt, &b, g, epilogue)
     } else {
-        forward(&x, &wt, &b, g, epilogue)
+        ordinary_forward(&x, &wt, &b, g, epilogue)
     })
+}
+
+/// An ordinary (not depthwise) convolution's output, each value through `epilogue`: by
+/// Winograd's F(2x2, 3x3) where it applies ([`winograd`]), otherwise as im2col + GEMM
+/// ([`forward`]).
+fn ordinary_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, epilogue: &Epilogue) -> FlexTensor {
+    let dims = flex::dims4(x);
+    if winograd::applies(&g, dims[0], dims[1]) {
+        let out = winograd::forward(&flex::values(x), dims, &flex::values(weight), &flex::values(bias), &g, epilogue);
+        return flex::tensor(out, &[dims[0], flex::dims4(weight)[0], g.output[0], g.output[1]]);
+    }
+    forward(x, weight, bias, g, epilogue)
 }
 
 /// Sizes of one sample's GEMMs.
@@ -167,18 +180,27 @@ impl Taps {
     /// Fills `cols` (`k` rows, `ld` apart, of `p` values) with the input taps of every output
     /// position: row `(channel, ky, kx)`, column `(oy, ox)`; taps in the padding are zero.
     fn im2col(&self, x: &[f32], c_in: usize, cols: &mut [f32], ld: usize) {
+        self.im2col_rows(x, c_in, 0..self.g.output[0], cols, ld);
+    }
+
+    /// [`Taps::im2col`] for the output rows `rows` only: each of the `k` rows of `cols` gets
+    /// `rows.len() * ow` values, column `(oy - rows.start, ox)`.
+    fn im2col_rows(&self, x: &[f32], c_in: usize, rows: std::ops::Range<usize>, cols: &mut [f32], ld: usize) {
         let g = &self.g;
         let ([h, w], [kh, kw], [oh, ow]) = (g.input, g.kernel, g.output);
-        let p = oh * ow;
+        let (p, first_col) = (oh * ow, rows.start * ow);
+        let band = rows.len() * ow;
         for c in 0..c_in {
             let plane = &x[c * h * w..(c + 1) * h * w];
             for kk in 0..kh * kw {
                 let row = c * kh * kw + kk;
-                let dst = &mut cols[row * ld..row * ld + p];
+                let dst = &mut cols[row * ld..row * ld + band];
                 match &self.fill {
-                    Fill::Planes => dst.copy_from_slice(plane),
+                    // A 1x1, stride-1, unpadded window: output position i reads input position i.
+                    Fill::Planes => dst.copy_from_slice(&plane[first_col..first_col + band]),
                     Fill::Table(table) => {
-                        for (d, &i) in dst.iter_mut().zip(&table[kk * p..(kk + 1) * p]) {
+                        let taps = &table[kk * p + first_col..kk * p + first_col + band];
+                        for (d, &i) in dst.iter_mut().zip(taps) {
                             *d = plane.get(i as usize).copied().unwrap_or(0.0);
                         }
                     }
@@ -186,7 +208,7 @@ impl Taps {
                         let (ky, kx) = (kk / kw, kk % kw);
                         let inside = g.taps_inside(1, kx);
                         let first = inside.start + kx - g.pad[1];
-                        for (oy, out_row) in dst.chunks_exact_mut(ow).enumerate() {
+                        for (oy, out_row) in rows.clone().zip(dst.chunks_exact_mut(ow)) {
                             let Some(iy) = g.source(0, oy, ky) else {
                                 out_row.fill(0.0);
                                 continue;
@@ -250,43 +272,53 @@ fn gemm_parallelism(tasks: usize) -> Parallelism {
     if tasks < rayon::current_num_threads() { Parallelism::Rayon(0) } else { Parallelism::None }
 }
 
-/// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]`, each given by (row stride, column stride).
-#[allow(clippy::too_many_arguments)]
-fn matmul(
-    parallelism: Parallelism,
-    [m, n, k]: [usize; 3],
-    dst: &mut [f32],
-    accumulate: bool,
-    lhs: &[f32],
-    (lhs_rs, lhs_cs): (usize, usize),
-    rhs: &[f32],
-    (rhs_rs, rhs_cs): (usize, usize),
-) {
-    assert!(dst.len() >= m * n && lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
-    assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
-    // SAFETY: the asserts keep every index gemm computes from the strides inside the slices.
-    unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            if accumulate { 1.0 } else { 0.0 },
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        );
+/// How many bands of output rows each group of samples is split into, one task each: more
+/// than one only when a pass has fewer groups than threads (one face from a photo: one group).
+///
+/// Why: with one task, im2col, the bias and the epilogue ran on one thread, and gemm's own split
+/// of the product gained nothing overall: EfficientNet-Lite0 at batch 1 ran as fast on 1 thread
+/// as on 2 (`ferkit bench --threads`, session 18). A band is a whole convolution of fewer
+/// output rows, so both threads work from im2col to the epilogue.
+///
+/// A band's product has fewer columns than the whole group's, and must sum every output value
+/// in the same order, so that a face's probabilities do not depend on the thread count. gemm
+/// 0.19 (`gemm-common/src/gemm.rs`) sums over `k` in blocks of `kc`, which it takes from `k`
+/// and the caches alone, except when both `m` and `n` are at most 64 (then `kc = min(k, 512)`);
+/// the two agree when `k <= 512`. So a group is split only when `k <= 512`, `m > 64`, or every
+/// band has more than 64 columns ([`Bands::new`]); the buffers' row stride stays at least 2
+/// (gemm's matrix-vector kernels: see [`forward`]). The tests check the bits on 1, 2 and 3
+/// threads.
+#[derive(Debug, Clone, Copy)]
+struct Bands {
+    /// Output rows per band (the last band may have fewer).
+    rows: usize,
+    count: usize,
+    /// Output rows of the whole map.
+    height: usize,
+}
+
+impl Bands {
+    fn new(s: &Shapes, [oh, ow]: [usize; 2], groups: usize) -> Self {
+        let whole = Bands { rows: oh, count: 1, height: oh };
+        if s.batch == 0 {
+            return whole;
+        }
+        let threads = rayon::current_num_threads();
+        if groups >= threads || oh < 2 {
+            return whole;
+        }
+        let rows = oh.div_ceil(threads.div_ceil(groups).min(oh));
+        let count = oh.div_ceil(rows);
+        // The narrowest product: the last group's samples on the last band's rows.
+        let last_group = s.batch - (groups - 1) * s.group;
+        let narrowest = last_group * (oh - (count - 1) * rows) * ow;
+        let same_sums = s.k <= 512 || s.c_out > 64 || narrowest > 64;
+        if same_sums { Bands { rows, count, height: oh } } else { whole }
+    }
+
+    /// The output rows of band `band`.
+    fn rows(&self, band: usize) -> std::ops::Range<usize> {
+        band * self.rows..((band + 1) * self.rows).min(self.height)
     }
 }
 
@@ -299,37 +331,46 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, e
     // Every output value is written below only if there is one bias per output channel.
     assert_eq!(bias.len(), s.c_out, "conv2d: one bias per output channel");
     let in_len = s.input_len(&g);
-    // The widest group of this pass: a batch smaller than a group (one face from a photo, whose
+    let ow = g.output[1];
+    let groups = s.batch.div_ceil(s.group);
+    let bands = Bands::new(&s, g.output, groups);
+    // The widest product of this pass: a batch smaller than a group (one face from a photo, whose
     // deep layers' groups hold up to 64 samples) gets buffers for its own columns only. Zeroing
     // buffers for 64 samples was a quarter of EfficientNet-Lite0's batch-1 inference (`perf`,
     // session 18). The buffers' row stride (`columns`) does not change the products' values as
     // long as it is not 1: gemm sends a right-hand side with unit row stride (one sample of a 1 x 1
     // map) to its matrix-vector kernels, which sum in another order. At least 2 keeps every
     // product on the path it took with the full group's stride (the test below checks it).
-    let columns = (s.group.min(s.batch) * s.p).max(2);
-    let parallelism = gemm_parallelism(s.batch.div_ceil(s.group));
-    let write_group = |(cols, product): &mut (Vec<f32>, Vec<f32>), task: usize, out: &mut [MaybeUninit<f32>]| {
-        let samples = s.samples(task);
-        let width = samples.len() * s.p;
+    let columns = (s.group.min(s.batch) * bands.rows * ow).max(2);
+    let parallelism = gemm_parallelism(groups * bands.count);
+    let write_task = |(cols, product): &mut (Vec<f32>, Vec<f32>), task: usize, out: flex::UninitParts| {
+        let (samples, rows) = (s.samples(task / bands.count), bands.rows(task % bands.count));
+        let band = rows.len() * ow;
+        let width = samples.len() * band;
         for (j, n) in samples.clone().enumerate() {
-            taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], columns);
+            taps.im2col_rows(&x[n * in_len..(n + 1) * in_len], s.c_in, rows.clone(), &mut cols[j * band..], columns);
         }
-        // Y [c_out x (group * p)] = W [c_out x k] * cols [k x (group * p)]
+        // Y [c_out x (samples * band)] = W [c_out x k] * cols [k x (samples * band)]
         let product = &mut product[..s.c_out * width];
         matmul(parallelism, [s.c_out, width, s.k], product, false, &weight, (s.k, 1), cols, (columns, 1));
-        // Back to [sample, channel, position], adding the bias and applying the epilogue: every
-        // value of the group's part.
-        for j in 0..samples.len() {
+        // Back to [sample, channel, position], adding the bias and applying the epilogue: the
+        // task's rows of each of its samples' channel planes.
+        for (j, n) in samples.enumerate() {
             for (c, &b) in bias.iter().enumerate() {
-                let src = &product[c * width + j * s.p..c * width + (j + 1) * s.p];
-                epilogue.write(c, b, src, &mut out[(j * s.c_out + c) * s.p..(j * s.c_out + c + 1) * s.p]);
+                let src = &product[c * width + j * band..c * width + (j + 1) * band];
+                // SAFETY: these rows of this plane belong to this task alone (one task per group
+                // of samples and band of rows).
+                let dst = unsafe { out.part((n * s.c_out + c) * s.p + rows.start * ow, band) };
+                epilogue.write(c, b, src, dst);
             }
         }
     };
     let scratch = || (vec![0f32; s.k * columns], vec![0f32; s.c_out * columns]);
-    // SAFETY: a group's part of `out` is its samples' c_out planes of p values, and the loop
-    // above writes each of them (j over the samples, c over the channels, p values each).
-    let out = unsafe { flex::write_in_parallel(s.batch * s.c_out * s.p, s.group * s.c_out * s.p, scratch, write_group) };
+    // SAFETY: the groups cover the samples, the bands the rows, and each task writes all c_out
+    // channels of its rows of its samples (the loops above).
+    let out = unsafe {
+        flex::write_parts_in_parallel(s.batch * s.c_out * s.p, groups * bands.count, scratch, write_task)
+    };
     flex::tensor(out, &[s.batch, s.c_out, g.output[0], g.output[1]])
 }
 
@@ -358,7 +399,17 @@ fn backward(
     let taps = Taps::new(g);
     let (x, weight, grad) = (flex::values(x), flex::values(weight), flex::values(grad));
     let in_len = s.input_len(&g);
-    let mut dx = if wanted.input { vec![0f32; s.batch * in_len] } else { Vec::new() };
+    // The input gradient of a 3 x 3, stride-1 convolution is itself one (of the output gradient,
+    // by the filters turned 180 degrees): by Winograd's F(2x2, 3x3) where it applies.
+    let by_winograd = winograd::input_gradient_geometry(&g)
+        .filter(|gb| wanted.input && winograd::applies(gb, s.batch, s.c_out))
+        .map(|gb| {
+            let flipped = winograd::flipped_filters(&weight, s.c_out, s.c_in);
+            let no_bias = vec![0f32; s.c_in];
+            winograd::forward(&grad, [s.batch, s.c_out, g.output[0], g.output[1]], &flipped, &no_bias, &gb, &Epilogue::NONE)
+        });
+    let im2col_input = wanted.input && by_winograd.is_none();
+    let mut dx = if im2col_input { vec![0f32; s.batch * in_len] } else { Vec::new() };
     let dx_ptr = SharedMut(dx.as_mut_ptr());
 
     // Each task: the input gradient of its samples, and its samples' sums for weight and bias.
@@ -395,7 +446,7 @@ fn backward(
             }
             let db =
                 if wanted.bias { dy.chunks(width).map(|row| row.iter().sum::<f32>()).collect() } else { Vec::new() };
-            if wanted.input {
+            if im2col_input {
                 // dcols = W^T [k x c_out] * dY [c_out x width], then back onto each input.
                 matmul(parallelism, [s.k, width, s.c_out], &mut cols, false, &weight, (1, s.k), &dy, (width, 1));
                 for (j, n) in samples.enumerate() {
@@ -415,7 +466,7 @@ fn backward(
         }
         total
     };
-    let dx = wanted.input.then(|| flex::tensor(dx, &x_dims));
+    let dx = wanted.input.then(|| flex::tensor(by_winograd.unwrap_or(dx), &x_dims));
     let dw = wanted.weight.then(|| flex::tensor(sum_in_order(|p| &p.0), &w_dims));
     let db = wanted.bias.then(|| flex::tensor(sum_in_order(|p| &p.1), &[s.c_out]));
     (dx, dw, db)
@@ -443,7 +494,7 @@ impl Backward<Flex, 3> for ConvBackward {
 }
 
 fn tracked_conv(x: TrackedTensor, weight: TrackedTensor, bias: TrackedTensor, g: Sliding) -> TrackedTensor {
-    let out = forward(x.primitive(), weight.primitive(), bias.primitive(), g, &Epilogue::NONE);
+    let out = ordinary_forward(x.primitive(), weight.primitive(), bias.primitive(), g, &Epilogue::NONE);
     match ConvBackward.prepare::<NoCheckpointing>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), weight.primitive().clone(), g), out),
         OpsKind::UnTracked(prep) => prep.finish(out),
@@ -508,6 +559,15 @@ mod tests {
         // Rows of SHORT_ROW values or more, copied whole (`Fill::Rows`) rather than through the table.
         check(2, 3, 3, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 2]);
         check(2, 3, 5, 1, PaddingConfig2d::Valid, [6, SHORT_ROW + 4]);
+        // Winograd's F(2x2, 3x3): the output and the input gradient ("same" and "valid"; `check`
+        // takes 9 samples here).
+        for (padding, size, c_out) in [(PaddingConfig2d::Same, [12, 12], 8), (PaddingConfig2d::Valid, [14, 13], 9)] {
+            let g = Sliding::new(&padding, size, [3, 3], [1, 1]).unwrap();
+            let gradient = winograd::input_gradient_geometry(&g).unwrap();
+            assert!(winograd::applies(&g, 9, 8) && winograd::applies(&gradient, 9, c_out));
+        }
+        check(8, 8, 3, 1, PaddingConfig2d::Same, [12, 12]);
+        check(8, 9, 3, 1, PaddingConfig2d::Valid, [14, 13]);
     }
 
     #[test]
@@ -565,6 +625,40 @@ mod tests {
         let old: Vec<f32> = product.iter().zip(&b).map(|(v, b)| v + b).collect();
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&ours), bits(&old));
+    }
+
+    /// One face, its output rows split into bands on 2 and 3 threads: the same bits as on 1
+    /// thread (one task), for products under each of [`Bands::new`]'s rules, and close to Burn's.
+    #[test]
+    fn bands_of_rows_give_the_same_bits_on_any_thread_count() {
+        let device = Device::flex();
+        // (c_in, c_out, kernel, stride, size, split on 2 threads)
+        let cases = [
+            (4, 16, 3, 1, 20, true),   // k <= 512, `Fill::Rows` (few channels: not Winograd's)
+            (64, 32, 3, 1, 12, true),  // k > 512, m <= 64, bands of 72 columns
+            (64, 80, 3, 1, 6, true),   // k > 512, m > 64, bands of 18 columns (`Fill::Table`)
+            (64, 32, 3, 1, 8, false),  // k > 512, m <= 64, bands of 32 columns: kept whole
+            (4, 8, 5, 2, 17, true),    // strided (`Fill::Table`), odd rows
+            (16, 24, 1, 1, 10, true),  // `Fill::Planes`
+        ];
+        let pool = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        for (i, (c_in, c_out, kernel, stride, size, split)) in cases.into_iter().enumerate() {
+            let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Same)
+                .init(&device);
+            let x = random_input([1, c_in, size, size], &device, 20 + i as u64);
+            let g = Sliding::new(&conv.padding, [size, size], [kernel; 2], [stride; 2]).unwrap();
+            let s = Shapes::new([1, c_in, size, size], c_out, &g);
+            let count = pool(2).install(|| Bands::new(&s, g.output, 1).count);
+            assert_eq!(count > 1, split, "case {i}: {count} bands on 2 threads");
+            let run = |threads: usize| pool(threads).install(|| conv2d(&conv, x.clone()));
+            let bits = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let one = run(1);
+            assert_close(&one, &conv.forward(x.clone()), 1e-4, "output");
+            assert_eq!(bits(one.clone()), bits(run(2)), "case {i}: 1 and 2 threads");
+            assert_eq!(bits(one), bits(run(3)), "case {i}: 1 and 3 threads");
+        }
     }
 
     /// 2 x 2 maps (EfficientNet-Lite0's last at 64 px): one group holds the whole batch, so the

@@ -90,6 +90,47 @@ pub unsafe fn write_in_parallel<S>(
     out
 }
 
+/// The not yet written values of a vector that rayon tasks fill part by part
+/// ([`write_parts_in_parallel`]).
+#[derive(Clone, Copy)]
+pub struct UninitParts(*mut MaybeUninit<f32>, usize);
+// SAFETY: every task writes only its own parts of the vector (see `part`).
+unsafe impl Send for UninitParts {}
+unsafe impl Sync for UninitParts {}
+
+impl UninitParts {
+    /// The `len` values from `start`.
+    /// SAFETY: no other task reads or writes any of them while the slice lives.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn part(&self, start: usize, len: usize) -> &mut [MaybeUninit<f32>] {
+        assert!(start + len <= self.1, "part {start}..{} past the vector's {} values", start + len, self.1);
+        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
+    }
+}
+
+/// A new vector of `len` values written by `tasks` rayon tasks whose parts need not be
+/// contiguous (a band of rows in every channel plane): `write(scratch, task, parts)` writes its
+/// values through `parts.part(start, len)`, with a `scratch` made once per rayon job as in
+/// [`write_in_parallel`].
+///
+/// # Safety
+/// Together the tasks must write every value of the vector, and no two tasks the same value:
+/// the vector is returned with all `len` values taken as written.
+pub unsafe fn write_parts_in_parallel<S>(
+    len: usize,
+    tasks: usize,
+    scratch: impl Fn() -> S + Sync + Send,
+    write: impl Fn(&mut S, usize, UninitParts) + Sync + Send,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut out = Vec::<f32>::with_capacity(len);
+    let parts = UninitParts(out.spare_capacity_mut().as_mut_ptr(), len);
+    (0..tasks).into_par_iter().for_each_init(scratch, |scratch, task| write(scratch, task, parts));
+    // SAFETY: the caller's tasks wrote every value once.
+    unsafe { out.set_len(len) };
+    out
+}
+
 /// `f(a[i], b[i])` for every `i`, computed in parallel in chunks of `chunk` values, into a new
 /// vector (not zeroed first: [`write_in_parallel`]); `per_chunk(chunk index)` gives the `f` of
 /// each chunk (e.g. the scale and shift of the channel plane a chunk is), so that whatever

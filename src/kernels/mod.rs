@@ -17,7 +17,10 @@
 //! Inference has two more: [`fused`] writes a convolution's output through its batch norm and
 //! activation in the same pass (its tests compare it bit for bit with the layers one by one:
 //! this module's convolution and batch norm, Burn's ReLU), and [`dense`] splits a dense layer of
-//! a few rows (one face) across the threads (compared with Burn's `Linear`).
+//! a few rows (one face) across the threads (compared with Burn's `Linear`). 3 x 3, stride-1
+//! convolutions (vgg-lite's) compute their output and input gradient by Winograd's F(2x2, 3x3)
+//! (`winograd`, compared with Burn's convolution), and a face alone is split into bands of output
+//! rows so that both threads work on it (`conv2d`, the same bits as unsplit).
 
 pub mod batch_norm;
 pub mod clamp;
@@ -27,7 +30,9 @@ mod epilogue;
 mod depthwise_conv2d;
 mod flex;
 pub mod fused;
+mod matmul;
 pub mod max_pool2d;
+mod winograd;
 
 use burn::nn::PaddingConfig2d;
 
