@@ -1,5 +1,6 @@
 //! 2-D convolution (groups 1, no dilation) as im2col + GEMM per sample, forward and backward,
-//! on Flex tensors `[batch, channels, height, width]`.
+//! on Flex tensors `[batch, channels, height, width]`; 3 x 3 stride-1 ones hand their output and
+//! input gradient to [`winograd`], depthwise ones go to [`depthwise_conv2d`].
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
