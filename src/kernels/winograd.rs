@@ -1,4 +1,4 @@
-//! 3 x 3, stride-1 convolutions at inference by Winograd's minimal filtering F(2x2, 3x3) (Lavin
+//! 3 x 3, stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) (Lavin
 //! and Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016): each 2 x 2 tile of
 //! output comes from the 4 x 4 tile of input under it with 16 multiplications per pair of input
 //! and output channels, where im2col + GEMM spends 36.
