@@ -15,7 +15,7 @@ use rayon::prelude::*;
 use super::depthwise_conv2d;
 use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
 use super::epilogue::Epilogue;
-use super::matmul::matmul;
+use super::matmul::{matmul, same_sums_at_any_width};
 use super::winograd;
 use super::{SHORT_ROW, Sliding};
 
@@ -282,13 +282,10 @@ fn gemm_parallelism(tasks: usize) -> Parallelism {
 /// output rows, so both threads work from im2col to the epilogue.
 ///
 /// A band's product has fewer columns than the whole group's, and must sum every output value
-/// in the same order, so that a face's probabilities do not depend on the thread count. gemm
-/// 0.19 (`gemm-common/src/gemm.rs`) sums over `k` in blocks of `kc`, which it takes from `k`
-/// and the caches alone, except when both `m` and `n` are at most 64 (then `kc = min(k, 512)`);
-/// the two agree when `k <= 512`. So a group is split only when `k <= 512`, `m > 64`, or every
-/// band has more than 64 columns ([`Bands::new`]); the buffers' row stride stays at least 2
-/// (gemm's matrix-vector kernels: see [`forward`]). The tests check the bits on 1, 2 and 3
-/// threads.
+/// in the same order, so that a face's probabilities do not depend on the thread count: a group
+/// is split only when [`same_sums_at_any_width`] says so for its narrowest band; the buffers'
+/// row stride stays at least 2 (gemm's matrix-vector kernels: see [`forward`]). The tests check
+/// the bits on 1, 2 and 3 threads.
 #[derive(Debug, Clone, Copy)]
 struct Bands {
     /// Output rows per band (the last band may have fewer).
@@ -300,12 +297,8 @@ struct Bands {
 
 impl Bands {
     fn new(s: &Shapes, [oh, ow]: [usize; 2], groups: usize) -> Self {
-        let whole = Bands { rows: oh, count: 1, height: oh };
-        if s.batch == 0 {
-            return whole;
-        }
-        let threads = rayon::current_num_threads();
-        if groups >= threads || oh < 2 {
+        let (whole, threads) = (Bands { rows: oh, count: 1, height: oh }, rayon::current_num_threads());
+        if s.batch == 0 || groups >= threads || oh < 2 {
             return whole;
         }
         let rows = oh.div_ceil(threads.div_ceil(groups).min(oh));
@@ -313,8 +306,7 @@ impl Bands {
         // The narrowest product: the last group's samples on the last band's rows.
         let last_group = s.batch - (groups - 1) * s.group;
         let narrowest = last_group * (oh - (count - 1) * rows) * ow;
-        let same_sums = s.k <= 512 || s.c_out > 64 || narrowest > 64;
-        if same_sums { Bands { rows, count, height: oh } } else { whole }
+        if same_sums_at_any_width(s.c_out, s.k, narrowest) { Bands { rows, count, height: oh } } else { whole }
     }
 
     /// The output rows of band `band`.

@@ -41,3 +41,13 @@ pub(super) fn matmul(
         );
     }
 }
+
+/// Whether a product `[m x k] * [k x n]` sums every output in the same order at any width `n`
+/// from `narrowest` columns up, so that splitting its columns across tasks changes no bit.
+/// gemm 0.19 (`gemm-common/src/gemm.rs`, `cache.rs`) sums over `k` in blocks of `kc`, which it
+/// takes from `k` and the caches alone, except when both `m` and `n` are at most 64 (then
+/// `kc = min(k, 512)`); the two agree when `k <= 512`. (The right-hand side's row stride must
+/// also stay at least 2: with 1, gemm takes its matrix-vector kernels.)
+pub(super) fn same_sums_at_any_width(m: usize, k: usize, narrowest: usize) -> bool {
+    k <= 512 || m > 64 || narrowest > 64
+}

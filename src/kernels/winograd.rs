@@ -26,7 +26,7 @@ use gemm::Parallelism;
 use super::Sliding;
 use super::epilogue::Epilogue;
 use super::flex::{self, UninitParts};
-use super::matmul::matmul;
+use super::matmul::{matmul, same_sums_at_any_width};
 
 /// At least this many input channels: with fewer (a net's first layer on grey faces), im2col's
 /// product is small and the transforms would cost more than they save.
@@ -128,15 +128,13 @@ impl Tiling {
         let wanted = (12_288 / (c_in + c_out)).clamp(64, 512);
         let tile_rows = batch * th;
         let mut rows_per_block = wanted.div_ceil(tw).clamp(1, tile_rows);
-        // Fewer blocks than threads (one face): smaller blocks, so that every thread has one.
-        // The sums stay the same as long as gemm's blocking over `c_in` does not change with
-        // the product's width (the rule of `conv2d`'s bands: `k <= 512`, `m > 64`, or more than
-        // 64 columns).
+        // Fewer blocks than threads (one face): smaller blocks, so that every thread has one,
+        // when the products (`k` = c_in, `m` = c_out) sum the same at the narrower width.
         let threads = rayon::current_num_threads();
         if tile_rows.div_ceil(rows_per_block) < threads {
             let split = tile_rows.div_ceil(threads);
             let narrowest = (tile_rows - (tile_rows.div_ceil(split) - 1) * split) * tw;
-            if c_in <= 512 || c_out > 64 || narrowest > 64 {
+            if same_sums_at_any_width(c_out, c_in, narrowest) {
                 rows_per_block = split;
             }
         }
