@@ -23,9 +23,10 @@
 //!   EPYC) in a chain of dependent additions.
 //!
 //! Every output value is the sum of its terms in one fixed order (the sorted triples; for the
-//! weight gradient, samples in order), whatever the thread count, and the channel-last path
-//! keeps the order of the plane-by-plane triple loop it replaced, so its results are the same
-//! bits (the tests check both). Rust never fuses `a * b + c` into one FMA instruction, so the
+//! weight gradient, samples in order), whatever the thread count; the channel-last path keeps
+//! the order of the plane-by-plane triple loop it replaced, and the wide maps' forward row path
+//! that of the row loop it replaced (for any bias but -0.0 and finite weights: see
+//! [`forward_plane`]), so their results are the same bits (the tests check them). Rust never fuses `a * b + c` into one FMA instruction, so the
 //! AVX-512, AVX2 and baseline copies agree bit for bit too. A seed still fixes a run.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -72,7 +73,8 @@ fn for_each_tap(g: &Sliding, mut f: impl FnMut(usize, usize, usize, std::ops::Ra
 /// inside the image, sorted by field `by` (what the pass using them sums into, so that it adds
 /// into memory once per destination: see [`accumulate`]): a task is then one short loop instead
 /// of a few calls per output row (a 2 x 2 map under a 5 x 5 kernel has 16 triples but 10 row
-/// visits). `None` for wide maps, which go row by row through [`for_each_tap`].
+/// visits). `None` for wide maps, which go row by row ([`Phases`] forward, [`for_each_tap`]
+/// backward).
 fn small_map(g: &Sliding, by: usize) -> Option<Vec<[u32; 3]>> {
     if g.output[1] >= SHORT_ROW {
         return None;
@@ -265,15 +267,15 @@ unsafe fn weight_gradient_block(
 /// How the forward row path lays out an input plane: zero padding around it, each padded row
 /// split into its `stride` column phases (phase `p` holds padded columns `p, p + stride, ...`),
 /// so that the taps of a kernel column `kx` over an output row are the contiguous values
-/// `phase[kx % stride][ox + kx / stride]` for consecutive `ox`, at any stride.
+/// `phase[kx % sx][ox + kx / sx]` for consecutive `ox`, at any column stride `sx` (`stride[1]`).
 #[derive(Debug, Clone)]
 struct Phases {
-    /// Padded rows: `(oh - 1) * stride + kh`.
+    /// Padded rows: `(oh - 1) * stride[0] + kh`.
     rows: usize,
-    /// Values per phase: `ow + (kw - 1) / stride`.
+    /// Values per phase: `ow + (kw - 1) / stride[1]`.
     width: usize,
     /// Per tap `(ky, kx)` in kernel order: where its value for output `(0, 0)` is in the layout
-    /// (output `(oy, ox)` adds `oy * stride * row_len + ox`).
+    /// (output `(oy, ox)` adds `oy * stride[0] * row_len + ox`).
     taps: Vec<usize>,
 }
 
@@ -307,7 +309,7 @@ impl Phases {
                 }
                 let from = first * sx + phase - g.pad[1];
                 if sx == 1 {
-                    let len = (w - from.min(w)).min(self.width - first);
+                    let len = (w - from).min(self.width - first);
                     dst[first..first + len].copy_from_slice(&src[from..from + len]);
                 } else {
                     dst[first..].iter_mut().zip(src.iter().skip(from).step_by(sx)).for_each(|(d, &v)| *d = v);
@@ -326,7 +328,8 @@ const ROW_BLOCK: usize = 8;
 ///
 /// Taps in the padding add `weight * 0.0`, which leaves every sum as it was (a sum that starts
 /// from a bias other than `-0.0` is never `-0.0`, and `x + 0.0 == x` for every other `x`), so
-/// the values are the same bits as skipping them.
+/// the values are the same bits as skipping them; the convolution passes `+0.0` when it has no
+/// bias. (An infinite weight would make its padding taps NaN where skipping gave infinity.)
 #[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
 fn forward_plane(phased: &[f32], phases: &Phases, kernel: &[f32], g: &Sliding, bias: f32, out: &mut [f32]) {
     let ([oh, ow], sy) = (g.output, g.stride[0]);
@@ -617,22 +620,31 @@ mod tests {
 
     /// The row path of wide maps gives the same bits as the loop it replaced (session 19's
     /// `forward_plane`: per tap in kernel order, a scaled input row added into the output row,
-    /// taps in the padding skipped), with and without bias, at strides 1 and 2, kernels 3 and 5,
-    /// odd and even sizes, and on maps wider than one register block with a remainder.
+    /// taps in the padding skipped), with and without bias, at strides 1 to 3 (also different
+    /// along the two axes), kernels 1 to 7 (also not square), "same", "valid" and uneven explicit
+    /// padding, odd and even sizes, and on maps wider than one register block with a remainder.
     #[test]
     fn wide_maps_give_the_same_bits_as_the_tap_by_tap_row_loop() {
         let device = Device::flex();
-        for (c, k, stride, size, bias) in [
-            (3, 3, 1, [32, 32], false),
-            (2, 3, 2, [32, 32], true),
-            (2, 5, 2, [33, 37], true),
-            (2, 5, 1, [7, SHORT_ROW + 3], true),
-            (1, 3, 2, [5, 2 * SHORT_ROW + 1], false),
+        let same = PaddingConfig2d::Same;
+        for (c, [kh, kw], [sy, sx], size, padding, bias) in [
+            (3, [3, 3], [1, 1], [32, 32], same.clone(), false),
+            (2, [3, 3], [2, 2], [32, 32], same.clone(), true),
+            (2, [5, 5], [2, 2], [33, 37], same.clone(), true),
+            (2, [5, 5], [1, 1], [7, SHORT_ROW + 3], same.clone(), true),
+            (1, [3, 3], [2, 2], [5, 2 * SHORT_ROW + 1], same.clone(), false),
+            (2, [3, 3], [2, 2], [9, 2 * SHORT_ROW + 3], PaddingConfig2d::Valid, true),
+            (1, [1, 1], [1, 1], [3, SHORT_ROW], same.clone(), true),
+            (1, [7, 7], [3, 3], [10, 3 * SHORT_ROW + 2], same.clone(), true),
+            (2, [3, 5], [1, 2], [6, 2 * SHORT_ROW + 5], same.clone(), true),
+            (2, [5, 3], [2, 1], [9, SHORT_ROW + 1], same.clone(), false),
+            // No padding on the left, two columns on the right; rows wholly in the padding.
+            (1, [3, 3], [2, 2], [4, 2 * SHORT_ROW], PaddingConfig2d::Explicit(4, 0, 4, 2), true),
         ] {
-            let g = super::Sliding::new(&PaddingConfig2d::Same, size, [k, k], [stride, stride]).unwrap();
+            let g = super::Sliding::new(&padding, size, [kh, kw], [sy, sx]).unwrap();
             assert!(super::small_map(&g, super::OUTPUT).is_none(), "{size:?} is a wide map");
             let values = |len: usize, seed| random_input([len], &device, seed).into_data().try_to_vec::<f32>().unwrap();
-            let (n, [h, w], [oh, ow], taps) = (2, size, g.output, k * k);
+            let (n, [h, w], [oh, ow], taps) = (2, size, g.output, kh * kw);
             let (x, weight) = (values(n * c * h * w, 1), values(c * taps, 2));
             let b = if bias { values(c, 3) } else { vec![0.0; c] };
             let mut expected = vec![0f32; n * c * oh * ow];
@@ -641,14 +653,14 @@ mod tests {
                 out.fill(b[plane % c]);
                 super::for_each_tap(&g, |t, oy, iy, inside, ix0| {
                     let dst = &mut out[oy * ow..(oy + 1) * ow][inside];
-                    let src = input[iy * w + ix0..iy * w + w].iter().step_by(stride);
+                    let src = input[iy * w + ix0..iy * w + w].iter().step_by(sx);
                     dst.iter_mut().zip(src).for_each(|(d, &v)| *d += kernel[t] * v);
                 });
             }
             let t = |v: &[f32], shape: &[usize]| flex::tensor(v.to_vec(), shape);
-            let out = super::forward(&t(&x, &[n, c, h, w]), &t(&weight, &[c, 1, k, k]), &t(&b, &[c]), g, &super::Epilogue::NONE);
+            let out = super::forward(&t(&x, &[n, c, h, w]), &t(&weight, &[c, 1, kh, kw]), &t(&b, &[c]), g, &super::Epilogue::NONE);
             let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(&flex::values(&out)), bits(&expected), "c {c}, kernel {k}, stride {stride}, {size:?}");
+            assert_eq!(bits(&flex::values(&out)), bits(&expected), "c {c}, kernel {kh}x{kw}, stride {sy}x{sx}, {size:?}");
         }
     }
 
