@@ -88,7 +88,18 @@ fn frozen_blocks_do_not_change_in_training() {
     use burn::module::Module;
     use ferkit::models::transfer::{TransferNet, TransferSpec};
     let device = Device::flex().autodiff();
-    let spec = TransferSpec { frozen_blocks: 2, head: vec![8], ..TransferSpec::efficientnet_lite0() };
+    // A head of one linear layer and no dropout: the loss then reaches the backbone through every
+    // pooled feature. With a hidden ReLU layer of 8 units and the preset's dropout of 0.5, a
+    // random draw now and then left no unit both active and kept for either face (about 1 run in
+    // 30), the backbone got no gradient and the test failed for a reason that is not the one it
+    // checks. Seeded all the same, so a failure can be replayed.
+    device.seed(11);
+    let spec = TransferSpec {
+        frozen_blocks: 2,
+        head: vec![],
+        dropout: 0.0,
+        ..TransferSpec::efficientnet_lite0()
+    };
     let net = TransferNet::new(&spec, &device).unwrap();
     let ferkit::models::transfer::Backbone::EfficientNetLite0(backbone) = &net.backbone else {
         panic!("the spec names EfficientNet-Lite0")
