@@ -17,7 +17,7 @@ use burn::nn::BatchNorm;
 use burn::tensor::{Tensor, TensorData};
 use rayon::prelude::*;
 
-use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
+use super::flex::{self, TrackedTensor, TrainFlex};
 
 /// `bn.forward(x)`, computed here when `x` and the parameters are Flex f32 tensors; in training
 /// it also updates `bn`'s running statistics exactly as Burn's `BatchNorm` does.
@@ -167,32 +167,32 @@ fn forward(x: &FlexTensor, gamma: &FlexTensor, beta: &FlexTensor, epsilon: f64) 
 fn backward(x: &FlexTensor, gamma: &[f32], stats: &BatchStats, grad: &FlexTensor) -> (FlexTensor, Vec<f32>, Vec<f32>) {
     let p = Planes::of(x);
     let (x_values, dy) = (flex::values(x), flex::values(grad));
-    let mut dx = vec![0f32; x_values.len()];
-    let dx_ptr = SharedMut(dx.as_mut_ptr());
-    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = (0..p.channels)
-        .into_par_iter()
-        .map(|c| {
-            let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
-            let (mut dbeta, mut dgamma) = (0f64, 0f64);
-            for (x, dy) in p.of_channel(&x_values, c).zip(p.of_channel(&dy, c)) {
-                dbeta += sum_of(dy, dy, |g, _| g);
-                dgamma += sum_of(x, dy, |x, g| (x - mean) * g);
+    // Each channel's task writes every value of its planes of dx: the vector is not zeroed first
+    // (a pass on one thread before the parallel work, in every batch norm's backward step).
+    let write_channel = |_: &mut (), c: usize, dx: flex::UninitParts| {
+        let (mean, inv_std) = (stats.mean[c], stats.inv_std[c]);
+        let (mut dbeta, mut dgamma) = (0f64, 0f64);
+        for (x, dy) in p.of_channel(&x_values, c).zip(p.of_channel(&dy, c)) {
+            dbeta += sum_of(dy, dy, |g, _| g);
+            dgamma += sum_of(x, dy, |x, g| (x - mean) * g);
+        }
+        let dgamma = dgamma * inv_std as f64;
+        let (mean_dy, mean_dy_xhat) = ((dbeta / p.count()) as f32, (dgamma / p.count()) as f32);
+        let scale = gamma[c] * inv_std;
+        for n in 0..p.batch {
+            let start = p.start(n, c);
+            // SAFETY: channel c's planes of dx belong to this task alone.
+            let dx = unsafe { dx.part(start, p.plane) };
+            let (x, dy) = (&x_values[start..start + p.plane], &dy[start..start + p.plane]);
+            for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
+                d.write(scale * (g - mean_dy - (x - mean) * inv_std * mean_dy_xhat));
             }
-            let dgamma = dgamma * inv_std as f64;
-            let (mean_dy, mean_dy_xhat) = ((dbeta / p.count()) as f32, (dgamma / p.count()) as f32);
-            let scale = gamma[c] * inv_std;
-            for n in 0..p.batch {
-                let start = p.start(n, c);
-                // SAFETY: channel c's planes of dx belong to this task alone.
-                let dx = unsafe { dx_ptr.part(start, p.plane) };
-                let (x, dy) = (&x_values[start..start + p.plane], &dy[start..start + p.plane]);
-                for ((d, &x), &g) in dx.iter_mut().zip(x).zip(dy) {
-                    *d = scale * (g - mean_dy - (x - mean) * inv_std * mean_dy_xhat);
-                }
-            }
-            (dgamma as f32, dbeta as f32)
-        })
-        .unzip();
+        }
+        (dgamma as f32, dbeta as f32)
+    };
+    // SAFETY: the channels' tasks write every value of their own planes, which cover the vector.
+    let (dx, sums) = unsafe { flex::write_parts_and_collect(x_values.len(), p.channels, || (), write_channel) };
+    let (dgamma, dbeta): (Vec<f32>, Vec<f32>) = sums.into_iter().unzip();
     (flex::tensor(dx, x.layout().shape()), dgamma, dbeta)
 }
 

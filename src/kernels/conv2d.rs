@@ -10,10 +10,9 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use gemm::Parallelism;
-use rayon::prelude::*;
 
 use super::depthwise_conv2d;
-use super::flex::{self, SharedMut, TrackedTensor, TrainFlex};
+use super::flex::{self, TrackedTensor, TrainFlex};
 use super::epilogue::Epilogue;
 use super::matmul::{matmul, same_sums_at_any_width};
 use super::winograd;
@@ -402,55 +401,55 @@ fn backward(
             winograd::forward(&grad, [s.batch, s.c_out, g.output[0], g.output[1]], &flipped, &no_bias, &gb, &Epilogue::NONE)
         });
     let im2col_input = wanted.input && by_winograd.is_none();
-    let mut dx = if im2col_input { vec![0f32; s.batch * in_len] } else { Vec::new() };
-    let dx_ptr = SharedMut(dx.as_mut_ptr());
-
-    // Each task: the input gradient of its samples, and its samples' sums for weight and bias.
+    // Each task: the input gradient of its samples (zeroed by the task itself, in parallel, before
+    // col2im adds into it: not as a pass of its own on one thread), and its samples' sums for
+    // weight and bias.
     let tasks = s.batch.div_ceil(s.group);
     let parallelism = gemm_parallelism(tasks);
-    let partial_sums: Vec<PartialSums> = (0..tasks)
-        .into_par_iter()
-        .map(|task| {
-            let samples = s.samples(task);
-            let width = samples.len() * s.p;
-            // dY of the group as [c_out x (group * p)], the layout of the forward product; a
-            // single sample's gradient already has that layout.
-            let dy: std::borrow::Cow<[f32]> = if samples.len() == 1 {
-                std::borrow::Cow::Borrowed(&grad[samples.start * s.c_out * s.p..samples.end * s.c_out * s.p])
-            } else {
-                let mut dy = vec![0f32; s.c_out * width];
-                for (j, n) in samples.clone().enumerate() {
-                    for c in 0..s.c_out {
-                        let src = &grad[(n * s.c_out + c) * s.p..(n * s.c_out + c + 1) * s.p];
-                        dy[c * width + j * s.p..c * width + (j + 1) * s.p].copy_from_slice(src);
-                    }
-                }
-                std::borrow::Cow::Owned(dy)
-            };
-            let mut cols = vec![0f32; s.k * width];
-            let mut dw = Vec::new();
-            if wanted.weight {
-                // dW = dY [c_out x width] * cols^T [width x k]
-                for (j, n) in samples.clone().enumerate() {
-                    taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], width);
-                }
-                dw = vec![0f32; s.c_out * s.k];
-                matmul(parallelism, [s.c_out, s.k, width], &mut dw, false, &dy, (width, 1), &cols, (1, width));
-            }
-            let db =
-                if wanted.bias { dy.chunks(width).map(|row| row.iter().sum::<f32>()).collect() } else { Vec::new() };
-            if im2col_input {
-                // dcols = W^T [k x c_out] * dY [c_out x width], then back onto each input.
-                matmul(parallelism, [s.k, width, s.c_out], &mut cols, false, &weight, (1, s.k), &dy, (width, 1));
-                for (j, n) in samples.enumerate() {
-                    // SAFETY: sample n's slice of dx belongs to this task alone.
-                    let dx_n = unsafe { dx_ptr.part(n * in_len, in_len) };
-                    taps.col2im(&cols[j * s.p..], width, s.c_in, dx_n);
+    let dx_len = if im2col_input { s.batch * in_len } else { 0 };
+    let write_task = |_: &mut (), task: usize, dx: flex::UninitParts| -> PartialSums {
+        let samples = s.samples(task);
+        let width = samples.len() * s.p;
+        // dY of the group as [c_out x (group * p)], the layout of the forward product; a
+        // single sample's gradient already has that layout.
+        let dy: std::borrow::Cow<[f32]> = if samples.len() == 1 {
+            std::borrow::Cow::Borrowed(&grad[samples.start * s.c_out * s.p..samples.end * s.c_out * s.p])
+        } else {
+            let mut dy = vec![0f32; s.c_out * width];
+            for (j, n) in samples.clone().enumerate() {
+                for c in 0..s.c_out {
+                    let src = &grad[(n * s.c_out + c) * s.p..(n * s.c_out + c + 1) * s.p];
+                    dy[c * width + j * s.p..c * width + (j + 1) * s.p].copy_from_slice(src);
                 }
             }
-            (dw, db)
-        })
-        .collect();
+            std::borrow::Cow::Owned(dy)
+        };
+        let mut cols = vec![0f32; s.k * width];
+        let mut dw = Vec::new();
+        if wanted.weight {
+            // dW = dY [c_out x width] * cols^T [width x k]
+            for (j, n) in samples.clone().enumerate() {
+                taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], width);
+            }
+            dw = vec![0f32; s.c_out * s.k];
+            matmul(parallelism, [s.c_out, s.k, width], &mut dw, false, &dy, (width, 1), &cols, (1, width));
+        }
+        let db =
+            if wanted.bias { dy.chunks(width).map(|row| row.iter().sum::<f32>()).collect() } else { Vec::new() };
+        if im2col_input {
+            // dcols = W^T [k x c_out] * dY [c_out x width], then back onto each input.
+            matmul(parallelism, [s.k, width, s.c_out], &mut cols, false, &weight, (1, s.k), &dy, (width, 1));
+            for (j, n) in samples.enumerate() {
+                // SAFETY: sample n's slice of dx belongs to this task alone.
+                let dx_n = flex::zeroed(unsafe { dx.part(n * in_len, in_len) });
+                taps.col2im(&cols[j * s.p..], width, s.c_in, dx_n);
+            }
+        }
+        (dw, db)
+    };
+    // SAFETY: each task zeroes the whole slice of each of its samples, and the tasks' samples
+    // cover the batch (or dx is empty).
+    let (dx, partial_sums) = unsafe { flex::write_parts_and_collect(dx_len, tasks, || (), write_task) };
 
     let sum_in_order = |pick: fn(&PartialSums) -> &Vec<f32>| {
         let mut total = pick(&partial_sums[0]).clone();

@@ -37,10 +37,11 @@ use burn::backend::flex::{Flex, FlexTensor};
 use burn::nn::conv::Conv2d;
 use rayon::prelude::*;
 
-use super::flex::{self, SharedMut, TrackedTensor};
+use super::flex::{self, TrackedTensor, UninitParts};
 use super::epilogue::Epilogue;
 use super::{SHORT_ROW, Sliding};
 use multiversion::multiversion;
+use std::mem::MaybeUninit;
 
 /// Whether `conv` on an input of `channels` channels is depthwise, the case computed here.
 pub fn is_depthwise(conv: &Conv2d, channels: usize) -> bool {
@@ -138,27 +139,30 @@ fn gather(values: &[f32], first: usize, len: usize, count: usize) -> Vec<Lanes> 
 }
 
 /// Writes the first `count` lanes of channel-last `lanes` back into planes `first..first + count`
-/// (`len` values each) of the buffer behind `planes`.
+/// (`len` values each, every one written) of the vector behind `planes`.
 ///
-/// SAFETY: those planes are in bounds and written by the calling task alone.
+/// SAFETY: those planes are written by the calling task alone.
 #[inline(always)]
-unsafe fn scatter(lanes: &[Lanes], planes: SharedMut, first: usize, len: usize, count: usize) {
+unsafe fn scatter(lanes: &[Lanes], planes: UninitParts, first: usize, len: usize, count: usize) {
     for l in 0..count {
         let plane = unsafe { planes.part((first + l) * len, len) };
         for (p, v) in plane.iter_mut().enumerate() {
-            *v = lanes[p][l];
+            v.write(lanes[p][l]);
         }
     }
 }
 
-/// `(sample, channel block)` tasks of the small-map path: every block of [`LANES`] channels of
-/// every sample.
-fn blocks(n: usize, c: usize) -> impl IndexedParallelIterator<Item = (usize, std::ops::Range<usize>)> {
+/// The number of `(sample, channel block)` tasks of the small-map path over `n` samples of `c`
+/// channels: every block of [`LANES`] channels of every sample.
+fn block_count(n: usize, c: usize) -> usize {
+    n * c.div_ceil(LANES)
+}
+
+/// Task `task` of [`block_count`]'s: its sample and its channels.
+fn block(task: usize, c: usize) -> (usize, std::ops::Range<usize>) {
     let per_sample = c.div_ceil(LANES);
-    (0..n * per_sample).into_par_iter().map(move |task| {
-        let (sample, block) = (task / per_sample, task % per_sample);
-        (sample, block * LANES..((block + 1) * LANES).min(c))
-    })
+    let (sample, block) = (task / per_sample, task % per_sample);
+    (sample, block * LANES..((block + 1) * LANES).min(c))
 }
 
 /// The body of [`forward_block`] and [`input_gradient_block`], which differ in which field of a
@@ -166,10 +170,10 @@ fn blocks(n: usize, c: usize) -> impl IndexedParallelIterator<Item = (usize, std
 /// destination: gathers the task's kernels (`weight`, `[c, taps]`) and its `count` planes of
 /// `source` (`source_len` values each) channel-last, sums each destination position's terms onto
 /// `start` (one start value per lane), and writes the `dest_len` positions of the result into
-/// planes `first..first + count` of the buffer behind `dest`. Inlined into both, so that the
+/// planes `first..first + count` of the vector behind `dest` (every value of them). Inlined into both, so that the
 /// triple fields in `order` stay constants in each copy's inner loop.
 ///
-/// SAFETY: those planes of `dest` are in bounds and written by the calling task alone.
+/// SAFETY: those planes of `dest` are written by the calling task alone.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn sum_into_planes(
@@ -181,7 +185,7 @@ unsafe fn sum_into_planes(
     (first, count): (usize, usize),
     channel: usize,
     g: &Sliding,
-    (dest, dest_len): (SharedMut, usize),
+    (dest, dest_len): (UninitParts, usize),
 ) {
     let kt = gather(weight, channel, g.kernel[0] * g.kernel[1], count);
     let st = gather(source, first, source_len, count);
@@ -190,12 +194,12 @@ unsafe fn sum_into_planes(
     unsafe { scatter(&dt, dest, first, dest_len, count) };
 }
 
-/// One task of the small-map forward pass: the output planes `first..first + count` (`planes` is
-/// `(first, count)`; one sample's channels `channel..channel + count`, `count <= LANES`) of the
-/// buffer behind `out` (`[n, c, oh, ow]`). `x` is the whole input `[n, c, h, w]`, `weight` `[c, taps]`, `bias` the
-/// task's `count` channels' biases.
+/// One task of the small-map forward pass: writes the output planes `first..first + count`
+/// (`planes` is `(first, count)`; one sample's channels `channel..channel + count`,
+/// `count <= LANES`) of the vector behind `out` (`[n, c, oh, ow]`). `x` is the whole input
+/// `[n, c, h, w]`, `weight` `[c, taps]`, `bias` the task's `count` channels' biases.
 ///
-/// SAFETY: those planes are in bounds and written by the calling task alone.
+/// SAFETY: those planes are written by the calling task alone.
 #[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_block(
@@ -206,7 +210,7 @@ unsafe fn forward_block(
     planes: (usize, usize),
     channel: usize,
     g: &Sliding,
-    out: SharedMut,
+    out: UninitParts,
 ) {
     let mut start = [0f32; LANES];
     start[..planes.1].copy_from_slice(bias);
@@ -215,12 +219,12 @@ unsafe fn forward_block(
     unsafe { sum_into_planes(triples, order, weight, (x, h * w), start, planes, channel, g, (out, oh * ow)) };
 }
 
-/// One task of the small-map input gradient: the planes `first..first + count` (`planes` is
-/// `(first, count)`) of the buffer behind `dx` (`[n, c, h, w]`; one sample's channels
+/// One task of the small-map input gradient: writes the planes `first..first + count` (`planes`
+/// is `(first, count)`) of the vector behind `dx` (`[n, c, h, w]`; one sample's channels
 /// `channel..channel + count`, `count <= LANES`), from the whole output gradient `dy`
 /// (`[n, c, oh, ow]`) and `weight` (`[c, taps]`).
 ///
-/// SAFETY: those planes are in bounds and written by the calling task alone.
+/// SAFETY: those planes are written by the calling task alone.
 #[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
 unsafe fn input_gradient_block(
     triples: &[[u32; 3]],
@@ -229,18 +233,18 @@ unsafe fn input_gradient_block(
     planes: (usize, usize),
     channel: usize,
     g: &Sliding,
-    dx: SharedMut,
+    dx: UninitParts,
 ) {
     let ([h, w], [oh, ow]) = (g.input, g.output);
     let order = [INPUT, TAP, OUTPUT];
     unsafe { sum_into_planes(triples, order, weight, (dy, oh * ow), [0f32; LANES], planes, channel, g, (dx, h * w)) };
 }
 
-/// One task of the small-map weight gradient: the taps of `channels` (at most `LANES`), summed
-/// over the `n` samples in order, into the buffer behind `dw` (`[c, taps]`), from the whole input
-/// `x` (`[n, c, h, w]`) and output gradient `dy` (`[n, c, oh, ow]`).
+/// One task of the small-map weight gradient: writes the taps of `channels` (at most `LANES`),
+/// summed over the `n` samples in order, into the vector behind `dw` (`[c, taps]`), from the
+/// whole input `x` (`[n, c, h, w]`) and output gradient `dy` (`[n, c, oh, ow]`).
 ///
-/// SAFETY: those channels' taps are in bounds and written by the calling task alone.
+/// SAFETY: those channels' taps are written by the calling task alone.
 #[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
 unsafe fn weight_gradient_block(
     triples: &[[u32; 3]],
@@ -249,7 +253,7 @@ unsafe fn weight_gradient_block(
     [n, c]: [usize; 2],
     channels: std::ops::Range<usize>,
     g: &Sliding,
-    dw: SharedMut,
+    dw: UninitParts,
 ) {
     let (taps, [h, w], [oh, ow]) = (g.kernel[0] * g.kernel[1], g.input, g.output);
     let count = channels.len();
@@ -293,27 +297,32 @@ impl Phases {
     }
 
     /// Lays `input` (one plane) out into `buffer`, zeros where the taps fall in the padding.
+    /// Only the padding is zeroed (whole rows above and below the image, and each phase's ends):
+    /// every other value is copied over.
     fn fill(&self, g: &Sliding, input: &[f32], buffer: &mut Vec<f32>) {
         let ([h, w], sx, row_len) = (g.input, g.stride[1], self.row_len(g));
-        buffer.clear();
+        // `resize` keeps what the buffer held from the plane before, all of which is overwritten.
         buffer.resize(self.rows * row_len, 0.0);
-        for r in 0..self.rows {
-            let Some(iy) = r.checked_sub(g.pad[0]).filter(|&iy| iy < h) else { continue };
-            let (src, dst) = (&input[iy * w..(iy + 1) * w], &mut buffer[r * row_len..(r + 1) * row_len]);
+        for (r, dst) in buffer.chunks_exact_mut(row_len).enumerate() {
+            let Some(iy) = r.checked_sub(g.pad[0]).filter(|&iy| iy < h) else {
+                dst.fill(0.0);
+                continue;
+            };
+            let src = &input[iy * w..(iy + 1) * w];
             for (phase, dst) in dst.chunks_exact_mut(self.width).enumerate() {
                 // Padded column j * sx + phase is input column j * sx + phase - pad, from the
-                // first j where that is not negative.
-                let first = g.pad[1].saturating_sub(phase).div_ceil(sx);
-                if first >= self.width {
-                    continue;
-                }
-                let from = first * sx + phase - g.pad[1];
+                // first j where that is not negative, while it is inside the row.
+                let first = g.pad[1].saturating_sub(phase).div_ceil(sx).min(self.width);
+                let from = (first * sx + phase).saturating_sub(g.pad[1]);
+                let len = if from < w { (w - from).div_ceil(sx).min(self.width - first) } else { 0 };
+                dst[..first].fill(0.0);
                 if sx == 1 {
-                    let len = (w - from).min(self.width - first);
                     dst[first..first + len].copy_from_slice(&src[from..from + len]);
                 } else {
-                    dst[first..].iter_mut().zip(src.iter().skip(from).step_by(sx)).for_each(|(d, &v)| *d = v);
+                    let values = src[from.min(w)..].iter().step_by(sx);
+                    dst[first..first + len].iter_mut().zip(values).for_each(|(d, &v)| *d = v);
                 }
+                dst[first + len..].fill(0.0);
             }
         }
     }
@@ -322,7 +331,7 @@ impl Phases {
 /// Output values per register block of the row path: one AVX2 register.
 const ROW_BLOCK: usize = 8;
 
-/// Writes one output plane `out`: `bias` plus the taps of `kernel` over the plane laid out by
+/// Writes every value of one output plane `out`: `bias` plus the taps of `kernel` over the plane laid out by
 /// [`Phases::fill`] in `phased`, tap by tap in kernel order (as the triples of the small-map path
 /// and the row loop before session 20), [`ROW_BLOCK`] outputs at a time kept in registers.
 ///
@@ -331,7 +340,7 @@ const ROW_BLOCK: usize = 8;
 /// the values are the same bits as skipping them; the convolution passes `+0.0` when it has no
 /// bias. (An infinite weight would make its padding taps NaN where skipping gave infinity.)
 #[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
-fn forward_plane(phased: &[f32], phases: &Phases, kernel: &[f32], g: &Sliding, bias: f32, out: &mut [f32]) {
+fn forward_plane(phased: &[f32], phases: &Phases, kernel: &[f32], g: &Sliding, bias: f32, out: &mut [MaybeUninit<f32>]) {
     let ([oh, ow], sy) = (g.output, g.stride[0]);
     let row_step = sy * phases.row_len(g);
     for oy in 0..oh {
@@ -345,7 +354,9 @@ fn forward_plane(phased: &[f32], phases: &Phases, kernel: &[f32], g: &Sliding, b
                     sum[l] += wk * src[l];
                 }
             }
-            dst.copy_from_slice(&sum);
+            dst.iter_mut().zip(sum).for_each(|(d, v)| {
+                d.write(v);
+            });
         }
         let first = ow - blocks.into_remainder().len();
         for ox in first..ow {
@@ -353,7 +364,7 @@ fn forward_plane(phased: &[f32], phases: &Phases, kernel: &[f32], g: &Sliding, b
             for (&wk, &tap) in kernel.iter().zip(&phases.taps) {
                 sum += wk * first_row[tap + ox];
             }
-            row[ox] = sum;
+            row[ox].write(sum);
         }
     }
 }
@@ -388,31 +399,40 @@ fn weight_gradient_plane(input: &[f32], dy: &[f32], g: &Sliding, dw: &mut [f32])
 
 /// The output for input `x`, weights `[channels, 1, kh, kw]` and a bias per channel, each plane
 /// put through `epilogue` as soon as its task has summed it (while it is in cache).
+///
+/// The output vector is not zeroed first ([`flex::write_in_parallel`]): both paths write every
+/// value of their planes.
 pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, epilogue: &Epilogue) -> FlexTensor {
     let [n, c, h, w] = flex::dims4(x);
     let ([oh, ow], taps) = (g.output, g.kernel[0] * g.kernel[1]);
     let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
-    let mut out = vec![0f32; n * c * oh * ow];
-    if let Some(triples) = small_map(&g, OUTPUT) {
-        let shared = SharedMut(out.as_mut_ptr());
-        blocks(n, c).for_each(|(sample, channels)| {
+    let len = n * c * oh * ow;
+    let out = if let Some(triples) = small_map(&g, OUTPUT) {
+        let write_block = |_: &mut (), task: usize, out: UninitParts| {
+            let (sample, channels) = block(task, c);
             let planes = (sample * c + channels.start, channels.len());
             // SAFETY: the task's own planes of `out`.
-            unsafe { forward_block(&triples, &x, &weight, &bias[channels.clone()], planes, channels.start, &g, shared) }
+            unsafe { forward_block(&triples, &x, &weight, &bias[channels.clone()], planes, channels.start, &g, out) }
             for (l, channel) in channels.enumerate() {
-                // SAFETY: the task's own planes of `out`, which forward_block has just written.
-                epilogue.apply(channel, unsafe { shared.part((planes.0 + l) * oh * ow, oh * ow) });
+                // SAFETY: the task's own planes of `out`, every value of which forward_block has
+                // just written.
+                epilogue.apply(channel, unsafe { flex::assume_written(out.part((planes.0 + l) * oh * ow, oh * ow)) });
             }
-        });
-        return flex::tensor(out, &[n, c, oh, ow]);
-    }
-    let phases = Phases::of(&g);
-    out.par_chunks_mut(oh * ow).enumerate().for_each_init(Vec::new, |phased, (plane, out)| {
-        let channel = plane % c;
-        phases.fill(&g, &x[plane * h * w..(plane + 1) * h * w], phased);
-        forward_plane(phased, &phases, &weight[channel * taps..(channel + 1) * taps], &g, bias[channel], out);
-        epilogue.apply(channel, out);
-    });
+        };
+        // SAFETY: the tasks write disjoint planes and, together, every plane.
+        unsafe { flex::write_parts_in_parallel(len, block_count(n, c), || (), write_block) }
+    } else {
+        let phases = Phases::of(&g);
+        let write_plane = |phased: &mut Vec<f32>, plane: usize, out: &mut [MaybeUninit<f32>]| {
+            let channel = plane % c;
+            phases.fill(&g, &x[plane * h * w..(plane + 1) * h * w], phased);
+            forward_plane(phased, &phases, &weight[channel * taps..(channel + 1) * taps], &g, bias[channel], out);
+            // SAFETY: forward_plane wrote every value of the plane.
+            epilogue.apply(channel, unsafe { flex::assume_written(out) });
+        };
+        // SAFETY: `write_plane` writes every value of its plane.
+        unsafe { flex::write_in_parallel(len, oh * ow, Vec::new, write_plane) }
+    };
     flex::tensor(out, &[n, c, oh, ow])
 }
 
@@ -429,44 +449,52 @@ fn backward(
     let ([oh, ow], taps) = (g.output, g.kernel[0] * g.kernel[1]);
     let (x, weight, dy) = (flex::values(x), flex::values(weight), flex::values(grad));
 
+    // None of the vectors below is zeroed first ([`flex::write_in_parallel`]): the small-map
+    // tasks write every value of their planes or taps, and the row tasks, which add into theirs,
+    // zero them first, in parallel and while they are in cache.
     let dx = wanted[0].then(|| {
-        let mut dx = vec![0f32; n * c * h * w];
-        if let Some(triples) = small_map(&g, INPUT) {
-            let shared = SharedMut(dx.as_mut_ptr());
-            blocks(n, c).for_each(|(sample, channels)| {
+        let dx = if let Some(triples) = small_map(&g, INPUT) {
+            let write_block = |_: &mut (), task: usize, dx: UninitParts| {
+                let (sample, channels) = block(task, c);
                 let planes = (sample * c + channels.start, channels.len());
                 // SAFETY: the task's own planes of `dx`.
-                unsafe { input_gradient_block(&triples, &dy, &weight, planes, channels.start, &g, shared) }
-            });
-            return flex::tensor(dx, &dims);
-        }
-        dx.par_chunks_mut(h * w).enumerate().for_each(|(plane, dx)| {
-            let kernel = &weight[(plane % c) * taps..(plane % c + 1) * taps];
-            input_gradient_plane(&dy[plane * oh * ow..(plane + 1) * oh * ow], kernel, &g, dx);
-        });
+                unsafe { input_gradient_block(&triples, &dy, &weight, planes, channels.start, &g, dx) }
+            };
+            // SAFETY: the tasks write disjoint planes and, together, every plane.
+            unsafe { flex::write_parts_in_parallel(n * c * h * w, block_count(n, c), || (), write_block) }
+        } else {
+            let write_plane = |_: &mut (), plane: usize, dx: &mut [MaybeUninit<f32>]| {
+                let kernel = &weight[(plane % c) * taps..(plane % c + 1) * taps];
+                input_gradient_plane(&dy[plane * oh * ow..(plane + 1) * oh * ow], kernel, &g, flex::zeroed(dx));
+            };
+            // SAFETY: `write_plane` zeroes its whole plane before adding into it.
+            unsafe { flex::write_in_parallel(n * c * h * w, h * w, || (), write_plane) }
+        };
         flex::tensor(dx, &dims)
     });
 
     let dw = wanted[1].then(|| {
-        let mut dw = vec![0f32; c * taps];
-        let dw_ptr = SharedMut(dw.as_mut_ptr());
-        if let Some(triples) = small_map(&g, TAP) {
+        let dw = if let Some(triples) = small_map(&g, TAP) {
             // One task per block of channels, summing over the samples in order.
-            blocks(1, c).for_each(|(_, channels)| {
+            let write_block = |_: &mut (), task: usize, dw: UninitParts| {
+                let (_, channels) = block(task, c);
                 // SAFETY: the task's own channels of `dw`.
-                unsafe { weight_gradient_block(&triples, &x, &dy, [n, c], channels.clone(), &g, dw_ptr) }
-            });
-            return flex::tensor(dw, &[c, 1, g.kernel[0], g.kernel[1]]);
-        }
-        (0..c).into_par_iter().for_each(|channel| {
-            // SAFETY: channel `channel`'s taps belong to this task alone.
-            let dw = unsafe { dw_ptr.part(channel * taps, taps) };
-            for sample in 0..n {
-                let plane = sample * c + channel;
-                let (input, dy) = (&x[plane * h * w..(plane + 1) * h * w], &dy[plane * oh * ow..(plane + 1) * oh * ow]);
-                weight_gradient_plane(input, dy, &g, dw);
-            }
-        });
+                unsafe { weight_gradient_block(&triples, &x, &dy, [n, c], channels, &g, dw) }
+            };
+            // SAFETY: the tasks write disjoint channels' taps and, together, every channel's.
+            unsafe { flex::write_parts_in_parallel(c * taps, block_count(1, c), || (), write_block) }
+        } else {
+            let write_channel = |_: &mut (), channel: usize, dw: &mut [MaybeUninit<f32>]| {
+                let dw = flex::zeroed(dw);
+                for sample in 0..n {
+                    let plane = sample * c + channel;
+                    let (input, dy) = (&x[plane * h * w..(plane + 1) * h * w], &dy[plane * oh * ow..(plane + 1) * oh * ow]);
+                    weight_gradient_plane(input, dy, &g, dw);
+                }
+            };
+            // SAFETY: `write_channel` zeroes its channel's taps before adding into them.
+            unsafe { flex::write_in_parallel(c * taps, taps, || (), write_channel) }
+        };
         flex::tensor(dw, &[c, 1, g.kernel[0], g.kernel[1]])
     });
 

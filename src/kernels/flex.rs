@@ -42,24 +42,6 @@ pub fn dims4(t: &FlexTensor) -> [usize; 4] {
     [s[0], s[1], s[2], s[3]]
 }
 
-/// A raw pointer that rayon tasks may share, for writing disjoint parts of one buffer.
-#[derive(Clone, Copy)]
-pub struct SharedMut(pub *mut f32);
-// SAFETY: every user writes only its own task's part of the buffer (a sample's planes, a
-// block of channels), never a part another task writes or reads.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
-
-impl SharedMut {
-    /// The `len` values from `start`.
-    /// SAFETY: the caller guarantees the range is in bounds and used by one task at a time.
-    // A `&mut` from `&self` is the point of this type: tasks share the pointer, not the slices.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn part(&self, start: usize, len: usize) -> &mut [f32] {
-        unsafe { std::slice::from_raw_parts_mut(self.0.add(start), len) }
-    }
-}
-
 /// A new vector of `len` values, written in parallel chunk by chunk: `write(scratch, chunk
 /// index, chunk)` writes chunk `i` (values `i * chunk..`, the last one shorter), with a `scratch`
 /// that `scratch()` makes once per rayon job (rayon's `for_each_init`: buffers a task reuses).
@@ -88,6 +70,24 @@ pub unsafe fn write_in_parallel<S>(
     // SAFETY: the caller's `write` wrote every value of every chunk, and the chunks cover `len`.
     unsafe { out.set_len(len) };
     out
+}
+
+/// `part` as the `f32` values it now holds.
+///
+/// # Safety
+/// Every value of `part` has been written.
+pub unsafe fn assume_written(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    // SAFETY: `MaybeUninit<f32>` has `f32`'s layout, and the caller wrote every value.
+    unsafe { &mut *(part as *mut [MaybeUninit<f32>] as *mut [f32]) }
+}
+
+/// `part` with every value set to 0.0, as `f32`s: for a task that adds into its part of a
+/// vector from [`write_in_parallel`], so that the zeroing runs in the parallel task, while the
+/// part is in cache, not in a pass of its own on one thread.
+pub fn zeroed(part: &mut [MaybeUninit<f32>]) -> &mut [f32] {
+    part.fill(MaybeUninit::new(0.0));
+    // SAFETY: every value was just written.
+    unsafe { assume_written(part) }
 }
 
 /// The not yet written values of a vector that rayon tasks fill part by part
@@ -122,13 +122,28 @@ pub unsafe fn write_parts_in_parallel<S>(
     scratch: impl Fn() -> S + Sync + Send,
     write: impl Fn(&mut S, usize, UninitParts) + Sync + Send,
 ) -> Vec<f32> {
+    // SAFETY: passed on from the caller.
+    unsafe { write_parts_and_collect(len, tasks, scratch, write).0 }
+}
+
+/// [`write_parts_in_parallel`] whose tasks also return a value each (their sums of a weight
+/// gradient, say): the vector, and the tasks' values in task order.
+///
+/// # Safety
+/// As [`write_parts_in_parallel`]'s.
+pub unsafe fn write_parts_and_collect<S, T: Send>(
+    len: usize,
+    tasks: usize,
+    scratch: impl Fn() -> S + Sync + Send,
+    write: impl Fn(&mut S, usize, UninitParts) -> T + Sync + Send,
+) -> (Vec<f32>, Vec<T>) {
     use rayon::prelude::*;
     let mut out = Vec::<f32>::with_capacity(len);
     let parts = UninitParts(out.spare_capacity_mut().as_mut_ptr(), len);
-    (0..tasks).into_par_iter().for_each_init(scratch, |scratch, task| write(scratch, task, parts));
+    let results = (0..tasks).into_par_iter().map_init(scratch, |scratch, task| write(scratch, task, parts)).collect();
     // SAFETY: the caller's tasks wrote every value once.
     unsafe { out.set_len(len) };
-    out
+    (out, results)
 }
 
 /// `f(a[i], b[i])` for every `i`, computed in parallel in chunks of `chunk` values, into a new
