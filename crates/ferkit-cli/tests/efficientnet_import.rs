@@ -92,8 +92,9 @@ fn frozen_blocks_do_not_change_in_training() {
     // pooled feature. With a hidden ReLU layer of 8 units and the preset's dropout of 0.5, a
     // random draw now and then left no unit both active and kept for either face (about 1 run in
     // 30), the backbone got no gradient and the test failed for a reason that is not the one it
-    // checks. Seeded all the same, so a failure can be replayed.
-    device.seed(11);
+    // checks. (The draw stays random: other tests of this binary draw from the same process-wide
+    // generator at the same time, so seeding here would not fix it. With this head, 100 runs of
+    // the test alone, unseeded, all passed.)
     let spec = TransferSpec {
         frozen_blocks: 2,
         head: vec![],
