@@ -26,8 +26,9 @@
 //! weight gradient, samples in order), whatever the thread count; the channel-last path keeps
 //! the order of the plane-by-plane triple loop it replaced, and the wide maps' forward row path
 //! that of the row loop it replaced (for any bias but -0.0 and finite weights: see
-//! [`forward_plane`]), so their results are the same bits (the tests check them). Rust never fuses `a * b + c` into one FMA instruction, so the
-//! AVX-512, AVX2 and baseline copies agree bit for bit too. A seed still fixes a run.
+//! [`forward_plane`]), so their results are the same bits (the tests check them). Rust never
+//! fuses `a * b + c` into one FMA instruction, so the AVX-512, AVX2 and baseline copies agree bit
+//! for bit too. A seed still fixes a run.
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
