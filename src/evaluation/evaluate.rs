@@ -135,12 +135,14 @@ mod tests {
         let batch = make_batch(&split, &sequential(split.len()), pre, &device);
         let pa = burn::tensor::activation::softmax(a.forward(batch.images.clone()), 1);
         let pb = burn::tensor::activation::softmax(b.forward(batch.images), 1);
-        let mean = (pa + pb).div_scalar(2.0).into_data().try_to_vec::<f32>().unwrap();
+        let mean = (pa.clone() + pb.clone()).div_scalar(2.0).into_data().try_to_vec::<f32>().unwrap();
         let expected: f64 =
             (0..split.len()).map(|i| -(mean[i * 7 + split.label(i) as usize] as f64).ln()).sum::<f64>() / 12.0;
         assert!((both.cross_entropy - expected).abs() < 1e-4, "{} vs {expected}", both.cross_entropy);
-        // The members differ, so the test above can fail.
-        let b_alone = evaluate(&b, pre, &split, "t", 5, &device, Tta::None);
-        assert!((b_alone.cross_entropy - alone.cross_entropy).abs() > 1e-3);
+        // The members differ, so the test above can fail: their probabilities differ somewhere
+        // (a check on every value, not on one scalar that two random nets could share by chance).
+        let (pa, pb) = (pa.into_data().try_to_vec::<f32>().unwrap(), pb.into_data().try_to_vec::<f32>().unwrap());
+        let largest = pa.iter().zip(&pb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(largest > 1e-3, "the two members' probabilities differ by at most {largest}");
     }
 }

@@ -56,10 +56,12 @@ fn the_shipped_models_private_test_accuracy_is_the_cards() {
                 .unwrap();
         let measured = 100.0 * result["accuracy"].as_f64().unwrap();
         let on_card = card_percent(&card, name);
-        // The card rounds to two decimals: 0.005 points, plus float noise.
-        assert!((measured - on_card).abs() <= 0.0051, "{name}: measured {measured:.4}%, card says {on_card}%");
+        // The card rounds to two decimals (0.005 points); one face of 3,589 is 0.028 points, which
+        // a CPU whose matrix products sum in another order may flip: within one face of the card.
+        let one_face = 100.0 / 3589.0;
+        assert!((measured - on_card).abs() <= 0.0051 + one_face, "{name}: measured {measured:.4}%, card says {on_card}%");
         let in_toml = 100.0 * toml["accuracy"][name].as_float().unwrap();
-        assert!((measured - in_toml).abs() < 0.01, "{name}: measured {measured:.4}%, TOML says {in_toml}%");
+        assert!((measured - in_toml).abs() < 0.01 + one_face, "{name}: measured {measured:.4}%, TOML says {in_toml}%");
         assert_eq!(result["rows"], 3589, "FER2013 has 3,589 faces in each of PublicTest and PrivateTest");
     }
 }
