@@ -171,8 +171,8 @@ fn block(task: usize, c: usize) -> (usize, std::ops::Range<usize>) {
 /// destination: gathers the task's kernels (`weight`, `[c, taps]`) and its `count` planes of
 /// `source` (`source_len` values each) channel-last, sums each destination position's terms onto
 /// `start` (one start value per lane), and writes the `dest_len` positions of the result into
-/// planes `first..first + count` of the vector behind `dest` (every value of them). Inlined into both, so that the
-/// triple fields in `order` stay constants in each copy's inner loop.
+/// planes `first..first + count` of the vector behind `dest` (every value of them). Inlined into
+/// both, so that the triple fields in `order` stay constants in each copy's inner loop.
 ///
 /// SAFETY: those planes of `dest` are written by the calling task alone.
 #[inline(always)]
@@ -332,9 +332,10 @@ impl Phases {
 /// Output values per register block of the row path: one AVX2 register.
 const ROW_BLOCK: usize = 8;
 
-/// Writes every value of one output plane `out`: `bias` plus the taps of `kernel` over the plane laid out by
-/// [`Phases::fill`] in `phased`, tap by tap in kernel order (as the triples of the small-map path
-/// and the row loop before session 20), [`ROW_BLOCK`] outputs at a time kept in registers.
+/// Writes every value of one output plane `out`: `bias` plus the taps of `kernel` over the plane
+/// laid out by [`Phases::fill`] in `phased`, tap by tap in kernel order (as the triples of the
+/// small-map path and the row loop before session 20), [`ROW_BLOCK`] outputs at a time kept in
+/// registers.
 ///
 /// Taps in the padding add `weight * 0.0`, which leaves every sum as it was (a sum that starts
 /// from a bias other than `-0.0` is never `-0.0`, and `x + 0.0 == x` for every other `x`), so
