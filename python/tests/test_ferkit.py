@@ -217,6 +217,8 @@ def test_train_writes_a_run_and_resume_finds_it_finished(tmp_path, capsys):
         ferkit.train("fnn1", data, tmp_path / "other", epochs=1, learning_rat=0.1)
     with pytest.raises(ValueError, match="momentum"):
         ferkit.train("fnn1", data, tmp_path / "other", epochs=1, optimizer="adam", momentum=0.9)
+    with pytest.raises(ValueError, match="ten-crop"):
+        ferkit.train("fnn1", data, tmp_path / "other", epochs=1, tta="mirror")
 
 
 def test_the_fast_training_preset_brings_its_recipe(tmp_path):
@@ -236,6 +238,9 @@ def test_the_fast_training_preset_brings_its_recipe(tmp_path):
     assert "epochs = 1\n" in config and "ema_decay = 0.998" in config and "label_smoothing = 0.1" in config, config
     assert "input_size = 64" in config and "frozen_blocks = 0" in config, config
     assert "learning_rate = 0.001\n" in config and 'kind = "cosine"' in config, config
+    assert 'tta = "hflip"' in config, config
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["val"]["tta"] == "hflip" and "tta" not in metrics["train"], metrics["train"]
 
 
 def test_ctrl_c_stops_training_between_steps_and_resume_goes_on(tmp_path, monkeypatch):

@@ -50,6 +50,25 @@ impl Tta {
         }
     }
 
+    /// How many views of each face the net reads (1, 2 or 10): the cost of an evaluation
+    /// relative to the plain one.
+    pub fn view_count(self) -> usize {
+        match self {
+            Tta::None => 1,
+            Tta::Hflip => 2,
+            Tta::TenCrop => 10,
+        }
+    }
+
+    /// A few words for reports: "" for none, else e.g. "mirror TTA".
+    pub fn label(self) -> &'static str {
+        match self {
+            Tta::None => "",
+            Tta::Hflip => "mirror TTA",
+            Tta::TenCrop => "ten-crop TTA",
+        }
+    }
+
     /// The views of `images` `[batch, channels, h, w]` that the net reads, each the same shape.
     pub fn views(self, images: Tensor<4>) -> Vec<Tensor<4>> {
         match self {
@@ -142,6 +161,7 @@ mod tests {
         let images = Tensor::<4>::from_data(TensorData::new(pixels, [1, 1, 48, 48]), &device);
         let views = Tta::TenCrop.views(images);
         assert_eq!(views.len(), 10);
+        assert_eq!(views.len(), Tta::TenCrop.view_count());
         let at =
             |v: &Tensor<4>, y: usize, x: usize| v.clone().slice([0..1, 0..1, y..y + 1, x..x + 1]).into_scalar::<f32>();
         // A 44x44 crop resized to 48x48 with half-pixel centres: output pixel 0 samples the crop at

@@ -13,6 +13,7 @@ use super::notebook::{
     NOTEBOOK_AUGMENTED, NOTEBOOK_CNN, NOTEBOOK_FNN, NOTEBOOK_NETS, NOTEBOOK_TRANSFER, NOTEBOOK_TUNED,
 };
 use crate::data::CLASS_NAMES;
+use crate::evaluation::SplitEvaluation;
 use crate::models::summary::thousands;
 use crate::reporting::plots::plot_confusion;
 use crate::run::{RunDir, RunMetrics};
@@ -56,6 +57,14 @@ fn finished_run(dir: &Path) -> Result<Option<(RunDir, RunMetrics)>> {
 }
 
 /// One results row for a finished run.
+/// A split's accuracy, saying when it averages views of each face (test-time augmentation).
+fn accuracy_cell(e: &SplitEvaluation) -> String {
+    match e.tta.label() {
+        "" => percent(e.accuracy),
+        label => format!("{} ({label})", percent(e.accuracy)),
+    }
+}
+
 fn run_row(step: &str, m: &RunMetrics, notebook: &str) -> Vec<String> {
     vec![
         step.to_string(),
@@ -63,8 +72,8 @@ fn run_row(step: &str, m: &RunMetrics, notebook: &str) -> Vec<String> {
         thousands(m.trainable_params + m.non_trainable_params),
         format!("{}/{}", m.best_epoch, m.epochs),
         percent(m.train.accuracy),
-        percent(m.val.accuracy),
-        m.test.as_ref().map_or("—".into(), |t| percent(t.accuracy)),
+        accuracy_cell(&m.val),
+        m.test.as_ref().map_or("—".into(), accuracy_cell),
         format!("{:.0}", m.train_seconds),
         notebook.to_string(),
     ]

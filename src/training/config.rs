@@ -12,6 +12,7 @@ use super::optimizer::OptimizerKind;
 use super::schedule::LrSchedule;
 use crate::data::DataSource;
 use crate::data::augment::AugmentConfig;
+use crate::evaluation::Tta;
 use crate::models::{Model, ModelSpec};
 use crate::run::{RunDir, load_weights};
 use crate::util::device::DeviceKind;
@@ -44,6 +45,12 @@ pub struct TrainConfig {
     /// when absent (every epoch runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_budget_minutes: Option<f64>,
+    /// Test-time augmentation of the run's final evaluation of its validation and test splits
+    /// (metrics.json; [`crate::evaluation::Tta`]). The kept checkpoint is still chosen on the
+    /// plain per-epoch validation figure, and the training split is evaluated plainly (it is a
+    /// diagnostic of fit, and mirrored it would double the largest evaluation); none when absent.
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub tta: Tta,
     pub seed: u64,
     pub monitor: Monitor,
     pub device: DeviceKind,
@@ -134,6 +141,9 @@ impl TrainConfig {
         }
         if let Some(minutes) = self.time_budget_minutes {
             parts.push(format!("time budget {minutes} min"));
+        }
+        if self.tta != Tta::None {
+            parts.push(format!("{} in the final evaluation", self.tta.label()));
         }
         parts.join(", ")
     }

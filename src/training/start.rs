@@ -14,6 +14,7 @@ use super::trainer::{RunMetrics, check_inputs, resume, train};
 use crate::data::augment::AugmentConfig;
 use crate::data::{DataSource, Dataset, LoadOptions, LoadReport};
 use crate::error::Result;
+use crate::evaluation::Tta;
 use crate::events::Events;
 use crate::models::ModelSpec;
 use crate::run::RunDir;
@@ -59,6 +60,9 @@ pub struct Recipe {
     pub cutmix: Option<f64>,
     /// Wall-time budget in minutes ([`super::budget`]; default: none, every epoch runs).
     pub time_budget_minutes: Option<f64>,
+    /// Test-time augmentation of the final evaluation of the validation and test splits
+    /// (default: none; [`TrainConfig::tta`]).
+    pub tta: Tta,
     /// Augmentation, e.g. `rotation=15,zoom=0.1,hflip` (default: none).
     pub augment: Option<String>,
     /// The seed that fixes the run (default 42).
@@ -92,6 +96,7 @@ impl Default for Recipe {
             mixup: None,
             cutmix: None,
             time_budget_minutes: None,
+            tta: Tta::None,
             augment: None,
             seed: 42,
             monitor: Monitor::ValLoss,
@@ -151,6 +156,7 @@ impl Recipe {
             ema_decay: self.ema,
             mix: MixConfig::from_options(self.mixup, self.cutmix)?,
             time_budget_minutes: self.time_budget_minutes,
+            tta: self.tta,
             seed: self.seed,
             monitor: self.monitor,
             device: self.device,

@@ -329,7 +329,9 @@ fn run_epochs(
     // The time budget may cut the epochs after the first one; the run's config.toml then says so.
     let mut planned = config.clone();
     let budget = config.time_budget_minutes.map(TimeBudget::minutes);
-    let rows_evaluated_at_end = dataset.train.len() + dataset.val.len() + dataset.test.len();
+    // The final evaluation reads the training split plainly and the others with the run's TTA.
+    let rows_evaluated_at_end =
+        dataset.train.len() + config.tta.view_count() * (dataset.val.len() + dataset.test.len());
     let (mut longest_epoch, mut final_seconds) = (0.0f64, 0.0f64);
     // Set when the epochs were just cut: config.toml is rewritten after the epoch's checkpoint.
     let mut cut_epochs = false;
@@ -415,8 +417,11 @@ fn run_epochs(
         };
         let val_start = Instant::now();
         let val = evaluate(&kept_net, preprocess, &dataset.val, "val", config.batch_size, &device, Tta::None);
-        final_seconds =
-            budget::final_evaluation_seconds(val_start.elapsed().as_secs_f64(), dataset.val.len(), rows_evaluated_at_end);
+        final_seconds = budget::final_evaluation_seconds(
+            val_start.elapsed().as_secs_f64(),
+            dataset.val.len(),
+            rows_evaluated_at_end,
+        );
         if !(val.loss.is_finite() && val.accuracy.is_finite()) {
             events.training_finished();
             return Err(crate::err!(
@@ -442,7 +447,8 @@ fn run_epochs(
         if let Some(budget) = budget
             && epoch == 1
         {
-            let fit = budget.epochs_that_fit(start.elapsed().as_secs_f64(), record.seconds, final_seconds, config.epochs);
+            let fit =
+                budget.epochs_that_fit(start.elapsed().as_secs_f64(), record.seconds, final_seconds, config.epochs);
             if fit < config.epochs {
                 events.note(&format!(
                     "time budget: {fit} of the {} epochs fit in {} minutes at {:.0} s an epoch (and about {:.0} s \
@@ -486,7 +492,8 @@ fn run_epochs(
         .ok_or_else(|| crate::err!(Diverged, "no epoch gave a finite validation figure (did the loss diverge?)"))?;
     let best = run.load_model(config, &device)?;
     let eval = |name: SplitName| {
-        evaluate(&best, preprocess, dataset.split(name), name.as_str(), config.batch_size, &device, Tta::None)
+        let tta = if name == SplitName::Train { Tta::None } else { config.tta };
+        evaluate(&best, preprocess, dataset.split(name), name.as_str(), config.batch_size, &device, tta)
     };
     let metrics = RunMetrics {
         model: config.model.name().to_string(),

@@ -419,6 +419,50 @@ fn the_fast_training_preset_trains_its_net_with_its_recipe_and_flags_override_it
     assert!(run.join("metrics.json").exists());
 }
 
+/// `--tta hflip`: the run's final evaluation of validation and test averages each face with its
+/// mirror (metrics.json says so per split, and equals `ferkit eval --tta hflip` on the kept
+/// checkpoint), the training split stays plain, and config.toml keeps the choice for a reader
+/// and `--resume`.
+#[test]
+fn a_run_evaluates_validation_and_test_with_its_test_time_augmentation() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(&dir.path().join("fer.csv"), synthetic_csv(35));
+    let run = dir.path().join("run");
+    let out = ferkit(&[
+        "train",
+        "cnn3",
+        "--data",
+        data.to_str().unwrap(),
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--tta",
+        "hflip",
+        "--out",
+        run.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("(val and test with mirror TTA)"), "{}", stdout(&out));
+    assert!(std::fs::read_to_string(run.join("config.toml")).unwrap().contains("tta = \"hflip\"\n"));
+    let read = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+    };
+    let metrics = read(run.join("metrics.json"));
+    assert_eq!((&metrics["val"]["tta"], &metrics["test"]["tta"]), (&"hflip".into(), &"hflip".into()));
+    assert!(metrics["train"].get("tta").is_none(), "the training split is evaluated plainly: {}", metrics["train"]);
+    for (tta, file) in [("hflip", "eval_val_tta-hflip.json"), ("none", "eval_val.json")] {
+        let evals = dir.path().join(format!("eval-{tta}"));
+        let out =
+            ferkit(&["eval", run.to_str().unwrap(), "--split", "val", "--tta", tta, "--out", evals.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let eval = read(evals.join(file));
+        let same = (eval["loss"].as_f64().unwrap() - metrics["val"]["loss"].as_f64().unwrap()).abs() < 1e-6;
+        // The mirrored evaluation is the run's; the plain one is another figure.
+        assert_eq!(same, tta == "hflip", "{tta}: {} against the run's {}", eval["loss"], metrics["val"]["loss"]);
+    }
+}
+
 /// `--time-budget`: a budget that one epoch already uses up cuts the run to that epoch, says so,
 /// and records it where a reader and `--resume` look (config.toml, metrics.json, history.csv);
 /// the run still ends with its kept checkpoint evaluated. A budget out of range is refused.
@@ -441,5 +485,10 @@ fn a_time_budget_cuts_the_epochs_to_what_fits() {
 
     let out = ferkit(&[&args[..], &["--time-budget", "0", "--out", dir.path().join("bad").to_str().unwrap()]].concat());
     assert!(!out.status.success());
-    assert!(stderr(&out).contains("time_budget_minutes must be a positive number") && stderr(&out).contains("--time-budget"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("time_budget_minutes must be a positive number")
+            && stderr(&out).contains("--time-budget"),
+        "{}",
+        stderr(&out)
+    );
 }

@@ -422,6 +422,11 @@ fn train<'py>(
                 "cutmix" => recipe.cutmix = value.extract().map_err(bad)?,
                 "time_budget" => recipe.time_budget_minutes = value.extract().map_err(bad)?,
                 "augment" => recipe.augment = value.extract().map_err(bad)?,
+                "tta" => {
+                    let name: String = value.extract().map_err(bad)?;
+                    recipe.tta = Tta::from_name(&name)
+                        .ok_or_else(|| PyValueError::new_err(format!("tta={name:?}: not none, hflip or ten-crop")))?;
+                }
                 "seed" => recipe.seed = value.extract().map_err(bad)?,
                 "subset" => recipe.subset = value.extract().map_err(bad)?,
                 "skip_bad_rows" => recipe.skip_bad_rows = value.extract().map_err(bad)?,
@@ -436,7 +441,7 @@ fn train<'py>(
                 }
                 other => {
                     return Err(PyValueError::new_err(format!(
-                        "train() got an unknown option {other:?} (known: epochs, batch_size, lr, optimizer, momentum,                          weight_decay, schedule, warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema,                          mixup, cutmix, time_budget, augment, seed, monitor, subset, skip_bad_rows, init_from, val_split, weights)"
+                        "train() got an unknown option {other:?} (known: epochs, batch_size, lr, optimizer, momentum,                          weight_decay, schedule, warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema,                          mixup, cutmix, time_budget, tta, augment, seed, monitor, subset, skip_bad_rows, init_from, val_split, weights)"
                     )));
                 }
             }

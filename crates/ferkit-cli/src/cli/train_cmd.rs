@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use super::progress::TerminalProgress;
 use clap::Args;
 use ferkit::error::Result;
+use ferkit::evaluation::Tta;
 
 use super::DataArgs;
 use ferkit::models::ModelSpec;
@@ -26,7 +27,7 @@ pub struct TrainArgs {
         "warmup_epochs", "seed", "monitor", "subset", "device", "augment", "init_from",
         "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
         "optimizer", "momentum", "weight_decay", "label_smoothing", "ema", "plateau_factor", "plateau_patience",
-        "mixup", "cutmix", "time_budget",
+        "mixup", "cutmix", "time_budget", "tta",
     ])]
     pub config: Option<PathBuf>,
     /// Go on with a run that stopped (killed, machine gone) from its last finished epoch, with the
@@ -37,7 +38,7 @@ pub struct TrainArgs {
         "warmup_epochs", "seed", "monitor", "out", "overwrite", "subset", "device", "augment", "init_from",
         "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
         "optimizer", "momentum", "weight_decay", "label_smoothing", "ema", "plateau_factor", "plateau_patience",
-        "mixup", "cutmix", "time_budget",
+        "mixup", "cutmix", "time_budget", "tta",
     ])]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
@@ -95,6 +96,12 @@ pub struct TrainArgs {
     /// would end late (default: none, every epoch runs; the `fast` preset: 58).
     #[arg(long, value_name = "MINUTES", allow_negative_numbers = true)]
     pub time_budget: Option<f64>,
+    /// Test-time augmentation of the run's final evaluation of the validation and test splits:
+    /// none, hflip (each face and its mirror, probabilities averaged) or ten-crop. The kept
+    /// checkpoint is still chosen on the plain validation figure (default: none; the `fast`
+    /// preset: hflip).
+    #[arg(long, value_parser = super::choice::<Tta>())]
+    pub tta: Option<Tta>,
     /// The seed that fixes the run (default 42).
     #[arg(long)]
     pub seed: Option<u64>,
@@ -230,6 +237,7 @@ impl TrainArgs {
             mixup: self.mixup.or(base.mixup),
             cutmix: self.cutmix.or(base.cutmix),
             time_budget_minutes: self.time_budget.or(base.time_budget_minutes),
+            tta: self.tta.unwrap_or(base.tta),
             augment: self.augment.clone().or(base.augment),
             seed: self.seed.unwrap_or(base.seed),
             monitor: self.monitor.unwrap_or(base.monitor),
@@ -242,8 +250,13 @@ impl TrainArgs {
 }
 
 fn print_result(metrics: &RunMetrics, run_dir: &RunDir) -> Result<()> {
+    // Validation and test carry the run's test-time augmentation, if any; training never does.
+    let tta = match metrics.val.tta.label() {
+        "" => String::new(),
+        label => format!(" (val and test with {label})"),
+    };
     super::lines::say(&format!(
-        "{}: kept epoch {} of {}; accuracy train {:.4}, val {:.4}{}; {:.1} s",
+        "{}: kept epoch {} of {}; accuracy train {:.4}, val {:.4}{}{tta}; {:.1} s",
         metrics.model,
         metrics.best_epoch,
         metrics.epochs,
