@@ -339,12 +339,23 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, e
         let (samples, rows) = (s.samples(task / bands.count), bands.rows(task % bands.count));
         let band = rows.len() * ow;
         let width = samples.len() * band;
-        for (j, n) in samples.clone().enumerate() {
-            taps.im2col_rows(&x[n * in_len..(n + 1) * in_len], s.c_in, rows.clone(), &mut cols[j * band..], columns);
-        }
         // Y [c_out x (samples * band)] = W [c_out x k] * cols [k x (samples * band)]
         let product = &mut product[..s.c_out * width];
-        matmul(parallelism, [s.c_out, width, s.k], product, false, &weight, (s.k, 1), cols, (columns, 1));
+        if let (Fill::Planes, 1, 2..) = (&taps.fill, samples.len(), s.p) {
+            // A 1x1 convolution of one sample: its input planes are already the rows of cols
+            // (row stride: the plane), so the product reads them in place instead of a copy.
+            // A stride other than 1 sums in the same order (see `columns` above).
+            let n = samples.start;
+            let planes = &x[n * in_len + rows.start * ow..(n + 1) * in_len];
+            matmul(parallelism, [s.c_out, width, s.k], product, false, &weight, (s.k, 1), planes, (s.p, 1));
+        } else {
+            // Sized at first use: the in-place path above never needs it.
+            cols.resize(s.k * columns, 0.0);
+            for (j, n) in samples.clone().enumerate() {
+                taps.im2col_rows(&x[n * in_len..(n + 1) * in_len], s.c_in, rows.clone(), &mut cols[j * band..], columns);
+            }
+            matmul(parallelism, [s.c_out, width, s.k], product, false, &weight, (s.k, 1), cols, (columns, 1));
+        }
         // Back to [sample, channel, position], adding the bias and applying the epilogue: the
         // task's rows of each of its samples' channel planes.
         for (j, n) in samples.enumerate() {
@@ -357,7 +368,7 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, e
             }
         }
     };
-    let scratch = || (vec![0f32; s.k * columns], vec![0f32; s.c_out * columns]);
+    let scratch = || (Vec::new(), vec![0f32; s.c_out * columns]);
     // SAFETY: the groups cover the samples, the bands the rows, and each task writes all c_out
     // channels of its rows of its samples (the loops above).
     let out = unsafe {
@@ -424,15 +435,22 @@ fn backward(
             }
             std::borrow::Cow::Owned(dy)
         };
-        let mut cols = vec![0f32; s.k * width];
+        // A 1x1 convolution of one sample: its input planes are its cols, laid out alike.
+        let in_place = matches!(taps.fill, Fill::Planes) && samples.len() == 1;
+        let mut cols = if in_place && !im2col_input { Vec::new() } else { vec![0f32; s.k * width] };
         let mut dw = Vec::new();
         if wanted.weight {
             // dW = dY [c_out x width] * cols^T [width x k]
-            for (j, n) in samples.clone().enumerate() {
-                taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], width);
-            }
+            let cols: &[f32] = if in_place {
+                &x[samples.start * in_len..samples.end * in_len]
+            } else {
+                for (j, n) in samples.clone().enumerate() {
+                    taps.im2col(&x[n * in_len..(n + 1) * in_len], s.c_in, &mut cols[j * s.p..], width);
+                }
+                &cols
+            };
             dw = vec![0f32; s.c_out * s.k];
-            matmul(parallelism, [s.c_out, s.k, width], &mut dw, false, &dy, (width, 1), &cols, (1, width));
+            matmul(parallelism, [s.c_out, s.k, width], &mut dw, false, &dy, (width, 1), cols, (1, width));
         }
         let db =
             if wanted.bias { dy.chunks(width).map(|row| row.iter().sum::<f32>()).collect() } else { Vec::new() };
@@ -547,6 +565,9 @@ mod tests {
         check(2, 5, 11, 4, PaddingConfig2d::Same, [16, 16]); // cnn1/cnn2's first
         check(4, 3, 3, 1, PaddingConfig2d::Valid, [6, 5]);
         check(3, 2, 1, 1, PaddingConfig2d::Valid, [4, 4]); // `Fill::Planes`
+        // `Fill::Planes` with one sample per group (576 positions): the products read the input
+        // planes in place, forward and for the weight gradient.
+        check(3, 2, 1, 1, PaddingConfig2d::Valid, [24, 24]);
         check(3, 2, 1, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 1]);
         // Rows of SHORT_ROW values or more, copied whole (`Fill::Rows`) rather than through the table.
         check(2, 3, 3, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 2]);
