@@ -256,9 +256,17 @@ def test_ctrl_c_stops_training_between_steps_and_resume_goes_on(tmp_path, monkey
         if args and str(args[0]).startswith("epoch   1"):
             _thread.interrupt_main()  # as Ctrl-C: a pending KeyboardInterrupt
 
+    # Python's own Ctrl-C handler, whatever an earlier test or the test runner's parent set
+    # (a SIGINT ignored at start-up stays ignored, and interrupt_main then does nothing).
+    import signal
+
     monkeypatch.setattr(builtins, "print", print_then_interrupt)
-    with pytest.raises(KeyboardInterrupt, match="interrupted at epoch 2"):
-        ferkit.train("fnn1", data, out, epochs=3, batch_size=16, seed=5)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt, match="interrupted at epoch 2"):
+            ferkit.train("fnn1", data, out, epochs=3, batch_size=16, seed=5)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     monkeypatch.setattr(builtins, "print", real_print)
     assert not (out / "metrics.json").exists()
     assert len((out / "history.csv").read_text().splitlines()) == 2  # header + epoch 1
@@ -272,8 +280,11 @@ def test_a_real_sigint_stops_training(tmp_path):
 
     data = tiny_fer2013(tmp_path / "tiny.csv", per_split=70)
     out = tmp_path / "run"
+    # The child starts with Python's Ctrl-C handler even when this process ignores SIGINT (a
+    # child inherits an ignored signal, and Python then leaves it ignored).
     code = (
-        "import ferkit, sys\n"
+        "import ferkit, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
         "try:\n"
         f"    ferkit.train('fnn1', {str(data)!r}, {str(out)!r}, epochs=500, batch_size=16)\n"
         "except KeyboardInterrupt as e:\n"
