@@ -253,11 +253,12 @@ def train(
     warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema, mixup, cutmix,
     time_budget (minutes of wall time the run fits itself to; the "fast" preset's is 58),
     tta ("none", "hflip" or "ten-crop": test-time augmentation of the final evaluation of the
-    validation and test splits; the "fast" preset's is "hflip"), augment ("rotation=15,zoom=0.1,hflip"), seed, monitor, subset, skip_bad_rows, init_from,
-    val_split, and weights (ImageNet weights of a transfer net or of the "fast" preset, a .pth
-    file). With a training preset, each option given changes that one option of its recipe (a
-    new optimizer or schedule also drops the preset's settings of the old one). Progress prints
-    one line per epoch. Ctrl-C stops the run between two steps (KeyboardInterrupt);
+    validation and test splits; the "fast" preset's is "hflip"), augment
+    ("rotation=15,zoom=0.1,hflip"), seed, monitor, subset, skip_bad_rows, init_from, val_split,
+    and weights (ImageNet weights of a transfer net or of the "fast" preset, a .pth file). With
+    a training preset, each option given changes that one option of its recipe (a new optimizer
+    or schedule also drops the preset's settings of the old one). Progress prints one line per
+    epoch. Ctrl-C stops the run between two steps (KeyboardInterrupt);
     `ferkit.resume(out)` goes on from its last finished epoch.
 
     Returns the history (a list of dicts; `.to_pandas()`) and the run directory. Raises ValueError for an

@@ -59,8 +59,9 @@ fn cnn3_learns_in_two_epochs_on_a_few_thousand_real_rows() {
     ));
     // Measured (seed 1, the same on 1 and 3 threads): accuracy 0.3522, macro F1 0.2478 when
     // written; 0.3561 and 0.2511 in session 21 (AMD EPYC, kernels changed since). The bounds leave
-    // room for that and for another CPU, whose matrix products may sum in another order: accuracy above 0.30, still well above the majority rate (0.249),
-    // and macro F1 above 0.15 (a net that answers one class has about 0.06).
+    // room for that and for another CPU, whose matrix products may sum in another order:
+    // accuracy above 0.30, still well above the majority rate (0.249), and macro F1 above 0.15
+    // (a net that answers one class has about 0.06).
     assert!(val_accuracy > 0.30, "validation accuracy {val_accuracy} (measured 0.3522)");
     assert!(macro_f1 > 0.15, "macro F1 {macro_f1} (measured 0.2478): the net answers too few classes");
 }

@@ -422,11 +422,7 @@ fn train<'py>(
                 "cutmix" => recipe.cutmix = value.extract().map_err(bad)?,
                 "time_budget" => recipe.time_budget_minutes = value.extract().map_err(bad)?,
                 "augment" => recipe.augment = value.extract().map_err(bad)?,
-                "tta" => {
-                    let name: String = value.extract().map_err(bad)?;
-                    recipe.tta = Tta::from_name(&name)
-                        .ok_or_else(|| PyValueError::new_err(format!("tta={name:?}: not none, hflip or ten-crop")))?;
-                }
+                "tta" => recipe.tta = tta(Some(&value.extract::<String>().map_err(bad)?))?,
                 "seed" => recipe.seed = value.extract().map_err(bad)?,
                 "subset" => recipe.subset = value.extract().map_err(bad)?,
                 "skip_bad_rows" => recipe.skip_bad_rows = value.extract().map_err(bad)?,
