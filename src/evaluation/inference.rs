@@ -25,18 +25,21 @@ pub fn log_probabilities_in_batches(
     assert!(!members.is_empty(), "an ensemble needs at least one net");
     assert!(batch_size > 0, "batches hold at least one face");
     for (b, chunk) in faces.chunks(batch_size).enumerate() {
-        let log_p = if let [(net, preprocess)] = members {
-            log_probabilities(net, images_tensor(chunk.iter().copied(), *preprocess, device), tta)
-        } else {
-            let sum = members
-                .iter()
-                .map(|(net, preprocess)| {
-                    probabilities(net, images_tensor(chunk.iter().copied(), *preprocess, device), tta)
-                })
-                .reduce(|a, b| a + b)
-                .expect("members is not empty");
-            sum.div_scalar(members.len() as f64).log()
-        };
+        // On a kernel thread: see `util::on_pool`.
+        let log_p = crate::util::on_pool(|| {
+            if let [(net, preprocess)] = members {
+                log_probabilities(net, images_tensor(chunk.iter().copied(), *preprocess, device), tta)
+            } else {
+                let sum = members
+                    .iter()
+                    .map(|(net, preprocess)| {
+                        probabilities(net, images_tensor(chunk.iter().copied(), *preprocess, device), tta)
+                    })
+                    .reduce(|a, b| a + b)
+                    .expect("members is not empty");
+                sum.div_scalar(members.len() as f64).log()
+            }
+        });
         on_batch(b * batch_size, log_p);
     }
 }

@@ -50,11 +50,14 @@ impl Ema {
     /// resumed run's average and net are loaded into separately built nets whose ids differ.
     pub fn update(&mut self, model: &Model) {
         let decay = self.current_decay();
-        let mut collect = Collect::default();
-        model.valid().visit(&mut collect);
-        let mut blend = Blend { current: collect.values.into_iter(), decay };
-        // `map` writes batch-norm statistics in place; a copy keeps earlier clones of the average unchanged.
-        self.model = self.model.valid().map(&mut blend);
+        // On a kernel thread: see `util::on_pool`.
+        self.model = crate::util::on_pool(|| {
+            let mut collect = Collect::default();
+            model.valid().visit(&mut collect);
+            let mut blend = Blend { current: collect.values.into_iter(), decay };
+            // `map` writes batch-norm statistics in place; a copy keeps earlier clones of the average unchanged.
+            self.model.valid().map(&mut blend)
+        });
         self.updates += 1;
     }
 }
@@ -118,7 +121,7 @@ pub fn recalibrate_batch_norm(model: &Model, batches: impl IntoIterator<Item = T
         for bn in net.batch_norms_mut() {
             bn.momentum = 1.0 / (k + 1) as f64;
         }
-        let _ = net.forward(images);
+        let _ = crate::util::on_pool(|| net.forward(images));
     }
     for (bn, momentum) in net.batch_norms_mut().into_iter().zip(momenta) {
         bn.momentum = momentum;

@@ -130,6 +130,20 @@ pub fn training_step(
     mixed: Option<(Tensor<1, Int>, f64)>,
     rate: f64,
 ) -> Result<(Model, StepOutcome), f32> {
+    // On a kernel thread: see `util::on_pool`.
+    crate::util::on_pool(move || step_on_this_thread(model, optimizer, loss_fn, images, labels, mixed, rate))
+}
+
+/// [`training_step`]'s work, on the calling thread.
+fn step_on_this_thread(
+    model: Model,
+    optimizer: &mut ModuleOptimizer,
+    loss_fn: &CrossEntropyLoss,
+    images: Tensor<4>,
+    labels: Tensor<1, Int>,
+    mixed: Option<(Tensor<1, Int>, f64)>,
+    rate: f64,
+) -> Result<(Model, StepOutcome), f32> {
     let logits = model.forward(images);
     let mut loss = loss_fn.forward(logits.clone(), labels.clone());
     if let Some((partner_labels, lambda)) = mixed {
