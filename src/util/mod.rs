@@ -14,17 +14,19 @@ pub fn set_threads(threads: usize) -> crate::error::Result<()> {
     rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set up the thread pool")
 }
 
-/// Runs `f` on one of the threads of rayon's global pool (the threads the kernels run on) and
-/// returns its result; directly when the caller already is one of them. The caller's thread
-/// waits meanwhile.
+/// Runs `f` on a thread of rayon's global pool (the threads the kernels run on) and returns its
+/// result; directly when the caller already is a thread of a rayon pool (inside `pool.install`,
+/// that pool's). The caller's thread waits meanwhile. `f` must not block on a lock or a channel
+/// that other work on the pool may hold: a pool thread waiting inside a kernel can pick up
+/// another caller's `f`, and the two would wait on each other.
 ///
 /// Why: a kernel called from a thread outside the pool hands all its work to the pool and
 /// sleeps until it is done, so each of the hundreds of kernel calls of a training step or a
 /// forward pass paid for waking a pool thread and then the caller (futex wake-ups: 7-11% of the
 /// samples of an EfficientNet-Lite0 training step under `perf`, Intel Xeon, 2 cores). Called
-/// from a pool thread, a kernel starts on that thread at once and the other thread joins in.
-/// The training step, the EMA update, batch-norm recalibration and each batch of inference run
-/// through here; the loops around them (progress, Ctrl-C, Python callbacks) stay on the
+/// from a pool thread, a kernel starts on that thread at once and the pool's other threads join
+/// in. The training step, the EMA update, batch-norm recalibration and each batch of inference
+/// run through here; the loops around them (progress, Ctrl-C, Python callbacks) stay on the
 /// caller's thread.
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() { f() } else { rayon::scope(|_| f()) }
@@ -39,7 +41,8 @@ mod tests {
         assert!(index.is_some(), "ran outside the pool");
         assert_eq!(value, 42);
         // From a pool thread it runs where it is called.
-        let (outer, inner) = super::on_pool(|| (rayon::current_thread_index(), super::on_pool(rayon::current_thread_index)));
+        let (outer, inner) =
+            super::on_pool(|| (rayon::current_thread_index(), super::on_pool(rayon::current_thread_index)));
         assert_eq!(outer, inner);
     }
 }
