@@ -11,9 +11,9 @@
 //! That peak is per arena: glibc gives threads arenas of their own, and a block freed in one
 //! arena serves only that arena's threads. Since session 23 a step's tensors are allocated on
 //! the kernel pool's threads (`util::on_pool`) as well as on the caller's, and with one arena
-//! per thread each kept a step's peak: the `fast` preset's peak RSS went from 552 to 1,300 MiB
+//! per thread each kept a step's peak: the `fast` preset's peak RSS went from 540 to 1,269 MiB
 //! (its 3,000-face epoch, `time -v`, Intel Xeon, 2 cores). Two arenas in all brought it back to
-//! 595 MiB at the same speed; one arena (every thread on one lock) was slower.
+//! 535-581 MiB at the same speed; one arena (every thread on one lock) was slower.
 
 /// Tunes glibc's allocator for training; call once, first thing in `main`.
 pub fn keep_freed_memory() {
