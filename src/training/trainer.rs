@@ -131,35 +131,24 @@ pub fn training_step(
     rate: f64,
 ) -> Result<(Model, StepOutcome), f32> {
     // On a kernel thread: see `util::on_pool`.
-    crate::util::on_pool(move || step_on_this_thread(model, optimizer, loss_fn, images, labels, mixed, rate))
-}
-
-/// [`training_step`]'s work, on the calling thread.
-fn step_on_this_thread(
-    model: Model,
-    optimizer: &mut ModuleOptimizer,
-    loss_fn: &CrossEntropyLoss,
-    images: Tensor<4>,
-    labels: Tensor<1, Int>,
-    mixed: Option<(Tensor<1, Int>, f64)>,
-    rate: f64,
-) -> Result<(Model, StepOutcome), f32> {
-    let logits = model.forward(images);
-    let mut loss = loss_fn.forward(logits.clone(), labels.clone());
-    if let Some((partner_labels, lambda)) = mixed {
-        loss = loss.mul_scalar(lambda) + loss_fn.forward(logits.clone(), partner_labels).mul_scalar(1.0 - lambda);
-    }
-    if let Some(l2) = model.l2_penalty() {
-        loss = loss + l2;
-    }
-    let loss_value = loss.clone().into_scalar::<f32>();
-    if !loss_value.is_finite() {
-        return Err(loss_value);
-    }
-    let correct = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum().into_scalar::<i64>() as usize;
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
-    let model = optimizer.step(rate, model, grads);
-    Ok((model, StepOutcome { loss: loss_value, correct }))
+    crate::util::on_pool(move || {
+        let logits = model.forward(images);
+        let mut loss = loss_fn.forward(logits.clone(), labels.clone());
+        if let Some((partner_labels, lambda)) = mixed {
+            loss = loss.mul_scalar(lambda) + loss_fn.forward(logits.clone(), partner_labels).mul_scalar(1.0 - lambda);
+        }
+        if let Some(l2) = model.l2_penalty() {
+            loss = loss + l2;
+        }
+        let loss_value = loss.clone().into_scalar::<f32>();
+        if !loss_value.is_finite() {
+            return Err(loss_value);
+        }
+        let correct = logits.argmax(1).squeeze_dim::<1>(1).equal(labels).int().sum().into_scalar::<i64>() as usize;
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        let model = optimizer.step(rate, model, grads);
+        Ok((model, StepOutcome { loss: loss_value, correct }))
+    })
 }
 
 /// Why an epoch's pass stopped before its end.
