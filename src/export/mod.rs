@@ -59,8 +59,23 @@ pub struct ExportOptions {
     pub name: String,
     /// One line saying what the model is.
     pub description: String,
-    /// Burnpack only: store the weights in float16 (half the size; loading converts them back).
-    pub half: bool,
+    /// Burnpack only: how the weights are stored (loading converts them back to float32).
+    pub precision: StoredPrecision,
+}
+
+/// How `ferkit export` stores a model file's weights. Nets always compute in float32: loading
+/// converts (see [`crate::models::dtype`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum StoredPrecision {
+    /// As trained (4 bytes a value).
+    #[default]
+    Float32,
+    /// Every tensor in float16 (`--half`: half the size).
+    Float16,
+    /// Weight matrices and kernels as 8-bit integers with a float32 scale per block of 32
+    /// values, the rest in float16 (`--int8`: about 30% of the size); see
+    /// [`crate::models::dtype::to_int8_weights`].
+    Int8,
 }
 
 /// Loads `sources` (run directories written by `ferkit train`, or `NAME.bpk` model files) as one
@@ -97,8 +112,8 @@ pub fn export(sources: &[PathBuf], out: &Path, options: &ExportOptions) -> Resul
     if ExportFormat::from_path(out) != Some(options.format) {
         bail!(BadInput, "{}: a {} file's name must end in .{}", out.display(), expected, expected);
     }
-    if options.half && options.format != ExportFormat::Burnpack {
-        bail!(BadInput, "--half applies to bpk model files only");
+    if options.precision != StoredPrecision::Float32 && options.format != ExportFormat::Burnpack {
+        bail!(BadInput, "--half and --int8 apply to bpk model files only");
     }
     let (spec, net) = load_sources(sources, &options.name)?;
     let sources_note = sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
@@ -113,8 +128,11 @@ pub fn export(sources: &[PathBuf], out: &Path, options: &ExportOptions) -> Resul
     }
     match options.format {
         ExportFormat::Burnpack => {
-            let dtype = if options.half { burn::tensor::FloatDType::F16 } else { burn::tensor::FloatDType::F32 };
-            let net = crate::run::to_dtype(net, dtype);
+            let net = match options.precision {
+                StoredPrecision::Float32 => net,
+                StoredPrecision::Float16 => crate::run::to_dtype(net, burn::tensor::FloatDType::F16),
+                StoredPrecision::Int8 => crate::models::dtype::to_int8_weights(net),
+            };
             let file = ModelFile {
                 name: options.name.clone(),
                 description: options.description.clone(),

@@ -79,8 +79,12 @@ enum Command {
         #[arg(long, value_parser = choice::<ferkit::export::ExportFormat>())]
         format: Option<ferkit::export::ExportFormat>,
         /// Store the weights in float16 (bpk only; half the size; read back as float32).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "int8")]
         half: bool,
+        /// Store weight matrices and kernels as 8-bit integers, one float32 scale per block of 32
+        /// values, the rest in float16 (bpk only; about 30% of the size; read back as float32).
+        #[arg(long)]
+        int8: bool,
         /// The model's name (default: the file's stem).
         #[arg(long)]
         name: Option<String>,
@@ -218,8 +222,8 @@ pub fn run_with(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench_cmd::run(args),
-        Command::Export { sources, out, format, half, name, description } => {
-            use ferkit::export::{ExportFormat, ExportOptions};
+        Command::Export { sources, out, format, half, int8, name, description } => {
+            use ferkit::export::{ExportFormat, ExportOptions, StoredPrecision};
             let format = match format.or_else(|| ExportFormat::from_path(&out)) {
                 Some(format) => format,
                 None => ferkit::bail!(
@@ -230,7 +234,12 @@ pub fn run_with(cli: Cli) -> Result<()> {
             };
             let name =
                 name.unwrap_or_else(|| out.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default());
-            ferkit::export::export(&sources, &out, &ExportOptions { format, name, description, half })?;
+            let precision = match (half, int8) {
+                (true, _) => StoredPrecision::Float16,
+                (_, true) => StoredPrecision::Int8,
+                _ => StoredPrecision::Float32,
+            };
+            ferkit::export::export(&sources, &out, &ExportOptions { format, name, description, precision })?;
             if format == ExportFormat::Burnpack {
                 lines::say(&format!("wrote {} and {}", out.display(), out.with_extension("toml").display()));
             } else {
