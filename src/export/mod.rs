@@ -72,7 +72,7 @@ pub enum StoredPrecision {
     Float32,
     /// Every tensor in float16 (`--half`: half the size).
     Float16,
-    /// Weight matrices and kernels as 8-bit integers with a float32 scale per block of 32
+    /// Weight matrices and kernels as 8-bit integers with a float32 scale per block of up to 32
     /// values, the rest in float16 (`--int8`: about 30% of the size); see
     /// [`crate::models::dtype::to_int8_weights`].
     Int8,

@@ -81,7 +81,7 @@ enum Command {
         /// Store the weights in float16 (bpk only; half the size; read back as float32).
         #[arg(long, conflicts_with = "int8")]
         half: bool,
-        /// Store weight matrices and kernels as 8-bit integers, one float32 scale per block of 32
+        /// Store weight matrices and kernels as 8-bit integers, one float32 scale per block of up to 32
         /// values, the rest in float16 (bpk only; about 30% of the size; read back as float32).
         #[arg(long)]
         int8: bool,
