@@ -26,7 +26,7 @@ pub fn log_probabilities_in_batches(
     assert!(batch_size > 0, "batches hold at least one face");
     for (b, chunk) in faces.chunks(batch_size).enumerate() {
         // On a kernel thread: see `util::on_pool`.
-        let log_p = crate::util::on_pool(|| {
+        let log_p = crate::util::on_pool(device, || {
             if let [(net, preprocess)] = members {
                 log_probabilities(net, images_tensor(chunk.iter().copied(), *preprocess, device), tta)
             } else {

@@ -261,7 +261,8 @@ unsafe fn sum_into_planes(
 /// `[n, c, h, w]`, `weight` `[c, taps]`, `bias` the task's `count` channels' biases.
 ///
 /// SAFETY: those planes are written by the calling task alone.
-#[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
 #[allow(clippy::too_many_arguments)]
 unsafe fn forward_block(
     triples: &[[u32; 3]],
@@ -286,7 +287,8 @@ unsafe fn forward_block(
 /// (`[n, c, oh, ow]`) and `weight` (`[c, taps]`).
 ///
 /// SAFETY: those planes are written by the calling task alone.
-#[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
 unsafe fn input_gradient_block(
     triples: &[[u32; 3]],
     dy: &[f32],
@@ -306,7 +308,8 @@ unsafe fn input_gradient_block(
 /// whole input `x` (`[n, c, h, w]`) and output gradient `dy` (`[n, c, oh, ow]`).
 ///
 /// SAFETY: those channels' taps are written by the calling task alone.
-#[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
 unsafe fn weight_gradient_block(
     triples: &[[u32; 3]],
     x: &[f32],
@@ -401,7 +404,8 @@ const ROW_BLOCK: usize = 8;
 /// from a bias other than `-0.0` is never `-0.0`, and `x + 0.0 == x` for every other `x`), so
 /// the values are the same bits as skipping them; the convolution passes `+0.0` when it has no
 /// bias. (An infinite weight would make its padding taps NaN where skipping gave infinity.)
-#[multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx"))]
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
 fn forward_plane(phased: &[f32], phases: &Phases, kernel: &[f32], g: &Sliding, bias: f32, out: &mut [MaybeUninit<f32>]) {
     let ([oh, ow], sy) = (g.output, g.stride[0]);
     let row_step = sy * phases.row_len(g);

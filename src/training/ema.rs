@@ -51,7 +51,8 @@ impl Ema {
     pub fn update(&mut self, model: &Model) {
         let decay = self.current_decay();
         // On a kernel thread: see `util::on_pool`.
-        self.model = crate::util::on_pool(|| {
+        let device = self.model.devices().first().cloned().unwrap_or_else(Device::flex);
+        self.model = crate::util::on_pool(&device, || {
             let mut collect = Collect::default();
             model.valid().visit(&mut collect);
             let mut blend = Blend { current: collect.values.into_iter(), decay };
@@ -121,7 +122,7 @@ pub fn recalibrate_batch_norm(model: &Model, batches: impl IntoIterator<Item = T
         for bn in net.batch_norms_mut() {
             bn.momentum = 1.0 / (k + 1) as f64;
         }
-        let _ = crate::util::on_pool(|| net.forward(images));
+        let _ = crate::util::on_pool(&images.device(), || net.forward(images));
     }
     for (bn, momentum) in net.batch_norms_mut().into_iter().zip(momenta) {
         bn.momentum = momentum;

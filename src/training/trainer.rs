@@ -131,7 +131,8 @@ pub fn training_step(
     rate: f64,
 ) -> Result<(Model, StepOutcome), f32> {
     // On a kernel thread: see `util::on_pool`.
-    crate::util::on_pool(move || {
+    let device = images.device();
+    crate::util::on_pool(&device, move || {
         let logits = model.forward(images);
         let mut loss = loss_fn.forward(logits.clone(), labels.clone());
         if let Some((partner_labels, lambda)) = mixed {

@@ -28,21 +28,35 @@ pub fn set_threads(threads: usize) -> crate::error::Result<()> {
 /// in. The training step, the EMA update, batch-norm recalibration and each batch of inference
 /// run through here; the loops around them (progress, Ctrl-C, Python callbacks) stay on the
 /// caller's thread.
-pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() { f() } else { rayon::scope(|_| f()) }
+///
+/// Only for work on the CPU (`device` the Flex backend, with or without autodiff): on another
+/// device (the GPU of the `gpu` feature) `f` runs on the caller's thread. Its kernels do not run
+/// on the pool, and Burn's own batch norm, which that path uses instead of ferkit's kernel
+/// (`kernels::batch_norm`, whose running statistics fold every thread's update), folds the
+/// pending update of the calling thread only: steps landing on different pool threads would
+/// read stale running statistics.
+pub fn on_pool<R: Send>(device: &burn::prelude::Device, f: impl FnOnce() -> R + Send) -> R {
+    let cpu = *device == burn::prelude::Device::flex(); // equality ignores autodiff
+    if !cpu || rayon::current_thread_index().is_some() { f() } else { rayon::scope(|_| f()) }
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
     fn on_pool_runs_the_work_on_a_pool_thread_and_returns_its_result() {
+        use burn::prelude::Device;
         assert_eq!(rayon::current_thread_index(), None, "the test harness's thread is not a pool thread");
-        let (index, value) = super::on_pool(|| (rayon::current_thread_index(), 6 * 7));
+        let cpu = Device::flex();
+        let (index, value) = super::on_pool(&cpu, || (rayon::current_thread_index(), 6 * 7));
         assert!(index.is_some(), "ran outside the pool");
         assert_eq!(value, 42);
+        // The training device (autodiff over the CPU) too.
+        let index = super::on_pool(&Device::autodiff(cpu.clone()), rayon::current_thread_index);
+        assert!(index.is_some(), "an autodiff CPU step ran outside the pool");
         // From a pool thread it runs where it is called.
-        let (outer, inner) =
-            super::on_pool(|| (rayon::current_thread_index(), super::on_pool(rayon::current_thread_index)));
+        let (outer, inner) = super::on_pool(&cpu, || {
+            (rayon::current_thread_index(), super::on_pool(&cpu, rayon::current_thread_index))
+        });
         assert_eq!(outer, inner);
     }
 }
