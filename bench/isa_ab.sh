@@ -37,12 +37,13 @@ def figures(doc, i):
     batches = {r["batch"]: r["infer_images_per_s"] for r in m.get("infer_batches", [])}
     return {"train": m["train_images_per_s"], "infer": m["infer_images_per_s"],
             "infer b1": batches.get(1, float("nan")), "infer b256": batches.get(256, float("nan"))}
-print(f"{'model':<22}{'figure':<12}{'AVX-512 runs':>22}{'AVX2 runs':>22}{'ratio':>7}")
+print(f"{'model':<22}{'figure':<12}{'AVX-512 runs':<34}{'AVX2 runs':<34}ratio")
 for i, m in enumerate(runs["avx512"][0]["models"]):
     name = f"{m['model']}:{m['batch']}"
     for key in ("train", "infer", "infer b1", "infer b256"):
         a = [figures(doc, i)[key] for doc in runs["avx512"]]
         b = [figures(doc, i)[key] for doc in runs["avx2"]]
         ratio = statistics.mean(a) / statistics.mean(b)
-        print(f"{name:<22}{key:<12}{', '.join(f'{v:.1f}' for v in a):>22}{', '.join(f'{v:.1f}' for v in b):>22}{ratio:>7.2f}")
+        runs_a, runs_b = ", ".join(f"{v:.1f}" for v in a), ", ".join(f"{v:.1f}" for v in b)
+        print(f"{name:<22}{key:<12}{runs_a:<34}{runs_b:<34}{ratio:.2f}")
 EOF
