@@ -6,12 +6,14 @@
 #   bash bench/isa_ab.sh                                   # 2 rounds, the four presets
 #   ROUNDS=3 MODELS=vgg-lite:64 bash bench/isa_ab.sh
 # Prints each run's training and inference images/s and the mean ratio AVX-512 / AVX2.
-# Run it on an otherwise idle machine. The AVX2 build goes to $AVX2_TARGET (default target/avx2;
-# a full build the first time, about 13 minutes on 2 cores).
+# Run it on an otherwise idle machine. The AVX2 build goes to $AVX2_TARGET (default target/avx2):
+# on a fresh clone both builds are full ones (about 13 minutes each on 2 cores).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models="${MODELS:-cnn1:512,cnn3:512,vgg-lite:64,efficientnet-lite0:64}"
 rounds="${ROUNDS:-2}"
+[ "$rounds" -ge 1 ] || { echo "ROUNDS must be 1 or more"; exit 2; }
+main_target="${CARGO_TARGET_DIR:-$PWD/target}"
 avx2_target="${AVX2_TARGET:-$PWD/target/avx2}"
 threads="${THREADS:-2}"
 cargo build --release --locked --quiet -p ferkit-cli
@@ -19,7 +21,7 @@ CARGO_TARGET_DIR="$avx2_target" cargo build --release --locked --quiet -p ferkit
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
 run() { # $1: avx512|avx2, $2: run number
-  local bin=./target/release/ferkit
+  local bin="$main_target/release/ferkit"
   [ "$1" = avx2 ] && bin="$avx2_target/release/ferkit"
   "$bin" bench --models "$models" --threads "$threads" --steps 3 --repeats 3 --infer-batches 1,256 \
     --json "$out/$1-$2.json" >/dev/null
