@@ -41,7 +41,9 @@ pub const INT8_BLOCK_VALUES: usize = 32;
 /// depthwise nets such as EfficientNet, where one scale per tensor loses the small channels.
 /// Storage: 8 bits per value plus 32 per block.
 pub fn to_int8_weights<M: Module>(net: M) -> M {
-    use burn::tensor::quantization::{Calibration, QuantScheme, QuantValue, ScaleDtype, compute_q_params, compute_range};
+    use burn::tensor::quantization::{
+        Calibration, QuantScheme, QuantValue, ScaleDtype, compute_q_params, compute_range,
+    };
     struct Quantize;
     impl ModuleMapper for Quantize {
         fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {

@@ -54,9 +54,8 @@ mod tests {
         let index = super::on_pool(&Device::autodiff(cpu.clone()), rayon::current_thread_index);
         assert!(index.is_some(), "an autodiff CPU step ran outside the pool");
         // From a pool thread it runs where it is called.
-        let (outer, inner) = super::on_pool(&cpu, || {
-            (rayon::current_thread_index(), super::on_pool(&cpu, rayon::current_thread_index))
-        });
+        let (outer, inner) =
+            super::on_pool(&cpu, || (rayon::current_thread_index(), super::on_pool(&cpu, rayon::current_thread_index)));
         assert_eq!(outer, inner);
     }
 }
