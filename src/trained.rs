@@ -12,6 +12,7 @@ use crate::error::{Context, Result, bail};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use crate::evaluation::Tta;
 use crate::models::{Model, ModelSpec};
 use crate::run::load_weights;
 use crate::training::RunDir;
@@ -31,8 +32,17 @@ pub struct ModelFile {
     /// Accuracy figures on named splits (fractions in [0, 1]), e.g. `PrivateTest = 0.64`.
     #[serde(default)]
     pub accuracy: std::collections::BTreeMap<String, f64>,
+    /// The views of each face the model is read with unless a front is told otherwise
+    /// (`tta = "hflip"`: the face and its mirror; absent: the face as it is), so that `predict`,
+    /// `eval`, Python and the server use the model as its figures were measured.
+    #[serde(default, skip_serializing_if = "is_plain")]
+    pub tta: Tta,
     /// The net, as under `[model]` in a run's config.toml.
     pub model: ModelSpec,
+}
+
+fn is_plain(tta: &Tta) -> bool {
+    *tta == Tta::None
 }
 
 /// Where a trained net comes from.
@@ -90,6 +100,9 @@ pub struct TrainedModel {
     pub batch_size: usize,
     /// What a user should know about how it was loaded (a GPU run on the CPU), for the front to show.
     pub notes: Vec<String>,
+    /// The views a front reads each face with unless told otherwise: a model file's
+    /// [`ModelFile::tta`]; the face as it is for a run directory.
+    pub tta: Tta,
 }
 
 impl TrainedModel {
@@ -112,6 +125,7 @@ impl TrainedModel {
                     source: source.clone(),
                     batch_size: config.batch_size,
                     notes,
+                    tta: Tta::None,
                 })
             }
             ModelSource::File(path) => {
@@ -126,12 +140,12 @@ impl TrainedModel {
                 let file: ModelFile = toml::from_str(&text)
                     .with_context(|| format!("{}: not a ferkit model TOML", toml_path.display()))?;
                 let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
-                Self::from_parts(file.model, bytes, source.clone(), path)
+                Self::from_parts(file, bytes, source.clone(), path)
             }
             ModelSource::Shipped => {
                 let file = shipped_file()?;
                 Self::from_parts(
-                    file.model,
+                    file,
                     SHIPPED_WEIGHTS.to_vec(),
                     source.clone(),
                     Path::new("models/ferkit-fer2013.bpk"),
@@ -140,11 +154,12 @@ impl TrainedModel {
         }
     }
 
-    fn from_parts(spec: ModelSpec, weights: Vec<u8>, source: ModelSource, shown: &Path) -> Result<Self> {
+    fn from_parts(file: ModelFile, weights: Vec<u8>, source: ModelSource, shown: &Path) -> Result<Self> {
+        let spec = file.model;
         spec.check().with_context(|| format!("{}: the model is inconsistent", shown.display()))?;
         let device = Device::flex();
         let net = load_weights(spec.without_pretrained().build(&device)?, weights, shown)?;
-        Ok(Self { spec, net, device, source, batch_size: 256, notes: Vec::new() })
+        Ok(Self { spec, net, device, source, batch_size: 256, notes: Vec::new(), tta: file.tta })
     }
 }
 
@@ -200,6 +215,28 @@ mod tests {
         let image = Tensor::<4>::zeros([2, 1, 48, 48], &model.device);
         let out = model.net.forward(image);
         assert_eq!(out.dims(), [2, 7]);
+    }
+
+    /// A model file's `tta` is the default every front reads faces with; without one, the face
+    /// as it is. It survives a write and a read of the TOML.
+    #[test]
+    fn a_model_file_names_the_views_it_is_read_with() {
+        let dir = tempfile::tempdir().unwrap();
+        let bpk = dir.path().join("m.bpk");
+        std::fs::write(&bpk, SHIPPED_WEIGHTS).unwrap();
+        let mut file = shipped_file().unwrap();
+        for tta in [Tta::Hflip, Tta::None, Tta::TenCrop] {
+            file.tta = tta;
+            let text = toml::to_string(&file).unwrap();
+            assert_eq!(text.contains("tta ="), tta != Tta::None, "{text}");
+            std::fs::write(bpk.with_extension("toml"), text).unwrap();
+            let model = TrainedModel::load(&ModelSource::File(bpk.clone())).unwrap();
+            assert_eq!(model.tta, tta);
+            let classifier = crate::prediction::EmotionClassifier::load(&ModelSource::File(bpk.clone())).unwrap();
+            assert_eq!(classifier.tta, tta);
+        }
+        let err = toml::from_str::<ModelFile>(&format!("tta = \"sideways\"\n{SHIPPED_TOML}")).unwrap_err();
+        assert!(err.to_string().contains("sideways"), "{err}");
     }
 
     #[test]

@@ -61,6 +61,8 @@ pub struct ExportOptions {
     pub description: String,
     /// Burnpack only: how the weights are stored (loading converts them back to float32).
     pub precision: StoredPrecision,
+    /// Burnpack only: the views the model is read with by default ([`ModelFile::tta`]).
+    pub tta: crate::evaluation::Tta,
 }
 
 /// How `ferkit export` stores a model file's weights. Nets always compute in float32: loading
@@ -79,7 +81,8 @@ pub enum StoredPrecision {
 }
 
 /// Loads `sources` (run directories written by `ferkit train`, or `NAME.bpk` model files) as one
-/// net, or as the ensemble of several (the mean of their class probabilities), float32.
+/// net, or as the ensemble of several (the mean of their class probabilities), float32. A source
+/// that is an ensemble file adds its nets.
 ///
 /// Errors: no source, a source that does not load, members that do not fit together.
 pub fn load_sources(sources: &[PathBuf], name: &str) -> Result<(ModelSpec, Model)> {
@@ -87,8 +90,17 @@ pub fn load_sources(sources: &[PathBuf], name: &str) -> Result<(ModelSpec, Model
     let mut nets = Vec::new();
     for path in sources {
         let model = TrainedModel::load(&ModelSource::from_arg(Some(path))?)?;
-        specs.push(model.spec.without_pretrained());
-        nets.push(model.net);
+        match (model.spec.without_pretrained(), model.net) {
+            // An ensemble file joins with its own nets (ensembles do not nest).
+            (ModelSpec::Ensemble(s), Model::Ensemble(e)) => {
+                specs.extend(s.members);
+                nets.extend(e.members);
+            }
+            (spec, net) => {
+                specs.push(spec);
+                nets.push(net);
+            }
+        }
     }
     match specs.len() {
         0 => bail!(BadInput, "export needs at least one run directory or model file"),
@@ -115,7 +127,20 @@ pub fn export(sources: &[PathBuf], out: &Path, options: &ExportOptions) -> Resul
     if options.precision != StoredPrecision::Float32 && options.format != ExportFormat::Burnpack {
         bail!(BadInput, "--half and --int8 apply to bpk model files only");
     }
+    if options.tta != crate::evaluation::Tta::None && options.format != ExportFormat::Burnpack {
+        bail!(BadInput, "--tta applies to bpk model files only (an ONNX or safetensors file holds the net alone)");
+    }
     let (spec, net) = load_sources(sources, &options.name)?;
+    if options.format != ExportFormat::Burnpack && !spec.reads_one_preprocessing() {
+        // The ONNX graph and the safetensors metadata describe one input preprocessing.
+        bail!(
+            BadInput,
+            "{}: the ensemble's nets read faces preprocessed differently (layer-list and transfer nets); \
+             the {} format holds one input preprocessing: export each net on its own, or to .bpk",
+            out.display(),
+            expected
+        );
+    }
     let sources_note = sources.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ");
     let metadata = vec![
         ("ferkit.name".to_string(), options.name.clone()),
@@ -137,6 +162,7 @@ pub fn export(sources: &[PathBuf], out: &Path, options: &ExportOptions) -> Resul
                 name: options.name.clone(),
                 description: options.description.clone(),
                 accuracy: Default::default(),
+                tta: options.tta,
                 model: spec,
             };
             crate::util::atomic::write_atomic_with(out, |tmp| {

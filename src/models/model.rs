@@ -20,8 +20,11 @@ pub enum ModelSpec {
     Ensemble(EnsembleSpec),
 }
 
-/// Several nets read the same preprocessed faces; the ensemble's class probabilities are the mean
-/// of theirs (`ferkit export RUN1 RUN2 ...` writes one).
+/// Several nets whose class probabilities are averaged (`ferkit export RUN1 RUN2 ...` writes
+/// one). Each member reads the faces preprocessed its own way ([`ModelSpec::preprocess`] of the
+/// member: a layer-list net standardises each face, a transfer net reads grey levels in [0, 1]),
+/// so an ensemble runs through [`ModelSpec::into_members`]; [`Model::forward`] feeds every member
+/// the same tensor and is right only when [`ModelSpec::reads_one_preprocessing`] holds.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnsembleSpec {
@@ -59,13 +62,39 @@ impl ModelSpec {
         }
     }
 
-    /// How images are scaled before the model sees them.
+    /// How images are scaled before the model sees them (an ensemble: its first member's; see
+    /// [`ModelSpec::reads_one_preprocessing`]).
     pub fn preprocess(&self) -> Preprocess {
         match self {
             ModelSpec::Layers(_) => Preprocess::PerImage,
             ModelSpec::Transfer(_) => Preprocess::UnitRange,
-            // check() makes sure every member reads the same.
             ModelSpec::Ensemble(s) => s.members.first().map_or(Preprocess::PerImage, ModelSpec::preprocess),
+        }
+    }
+
+    /// Whether one preprocessed tensor suits the whole model: always for a single net; for an
+    /// ensemble, when every member reads faces preprocessed the same way. Training, ONNX export
+    /// and [`Model::forward`] need it; evaluation and prediction run each member on its own
+    /// preprocessing ([`ModelSpec::into_members`]).
+    pub fn reads_one_preprocessing(&self) -> bool {
+        match self {
+            ModelSpec::Ensemble(s) => s.members.iter().all(|m| m.preprocess() == self.preprocess()),
+            _ => true,
+        }
+    }
+
+    /// `net` (built from this spec) as the nets to run and the preprocessing each one reads: an
+    /// ensemble's members, or the net itself. What [`crate::evaluation::inference`] takes.
+    ///
+    /// Panics when `net` is not of this spec's kind (an ensemble spec with another net).
+    pub fn into_members(&self, net: Model) -> Vec<(Model, Preprocess)> {
+        match (self, net) {
+            (ModelSpec::Ensemble(s), Model::Ensemble(e)) => {
+                assert_eq!(s.members.len(), e.members.len(), "the ensemble's spec and nets differ in length");
+                e.members.into_iter().zip(&s.members).map(|(net, spec)| (net, spec.preprocess())).collect()
+            }
+            (ModelSpec::Ensemble(_), _) => panic!("an ensemble spec with a single net"),
+            (spec, net) => vec![(net, spec.preprocess())],
         }
     }
 
@@ -85,15 +114,6 @@ impl ModelSpec {
                         i + 1
                     );
                     member.check().map_err(|e| crate::err!(Model, "ensemble `{}`, member {}: {e:#}", s.name, i + 1))?;
-                    crate::ensure!(
-                        Model,
-                        member.preprocess() == s.members[0].preprocess(),
-                        "ensemble `{}`: member {} ({}) reads faces preprocessed otherwise than member 1 ({})",
-                        s.name,
-                        i + 1,
-                        member.name(),
-                        s.members[0].name()
-                    );
                 }
                 Ok(())
             }
@@ -156,7 +176,9 @@ pub struct Ensemble {
 }
 
 impl Model {
-    /// Logits `[batch, 7]` for preprocessed images `[batch, 1, 48, 48]`.
+    /// Logits `[batch, 7]` for preprocessed images `[batch, 1, 48, 48]`. An ensemble feeds every
+    /// member the same images: right only for one that [`ModelSpec::reads_one_preprocessing`]
+    /// (otherwise run its members, [`ModelSpec::into_members`]).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         match self {
             Model::Layers(m) => m.forward(images),

@@ -95,8 +95,8 @@ pub struct EmotionClassifier {
     pub align: bool,
     /// What a user should know about how the net was loaded (see [`TrainedModel::notes`]).
     pub notes: Vec<String>,
-    net: Model,
-    preprocess: Preprocess,
+    /// The net, or an ensemble's nets, each with the preprocessing it reads.
+    members: Vec<(Model, Preprocess)>,
     device: Device,
 }
 
@@ -106,17 +106,16 @@ impl EmotionClassifier {
 
     /// The net `source` names (`ModelSource::Shipped`: the model compiled into ferkit).
     pub fn load(source: &ModelSource) -> Result<Self> {
-        let TrainedModel { spec, net, device, source, notes, .. } = TrainedModel::load(source)?;
+        let TrainedModel { spec, net, device, source, notes, tta, .. } = TrainedModel::load(source)?;
         Ok(Self {
             model_name: spec.name().to_string(),
             source,
-            tta: Tta::None,
+            tta,
             align: false,
             notes,
             // Inference only: batch norm folded into the layer before it, ReLU merged into it
             // (the same probabilities within rounding).
-            net: crate::models::fold::fold_batch_norm(net),
-            preprocess: spec.preprocess(),
+            members: spec.into_members(crate::models::fold::fold_batch_norm(net)),
             device,
         })
     }
@@ -130,7 +129,7 @@ impl EmotionClassifier {
     pub fn classify(&self, faces: &[Vec<u8>]) -> Vec<[f32; NUM_CLASSES]> {
         let faces: Vec<&[u8]> = faces.iter().map(Vec::as_slice).collect();
         let mut out = Vec::with_capacity(faces.len());
-        let members = [(&self.net, self.preprocess)];
+        let members: Vec<(&Model, Preprocess)> = self.members.iter().map(|(net, pre)| (net, *pre)).collect();
         log_probabilities_in_batches(&members, &faces, Self::BATCH, &self.device, self.tta, |_, log_p| {
             let values =
                 log_p.exp().into_data().convert::<f32>().try_to_vec::<f32>().expect("probabilities are floats");
@@ -353,5 +352,82 @@ mod tests {
         std::fs::write(&path, jpeg_with_orientation(40, 20, Some(8))).unwrap();
         let photo = Frame::open(&path).unwrap();
         assert!(mean(&photo.grey, 22..40, 0..20) < 30.0 && mean(&photo.grey, 0..18, 0..20) > 180.0);
+    }
+
+    /// An ensemble file that joins a layer-list net (per-image standardisation) and a transfer
+    /// net (grey levels in [0, 1]) gives, through the pipeline, the mean of each net's
+    /// probabilities on its own preprocessing; feeding both nets one tensor would not.
+    #[test]
+    fn a_mixed_ensemble_runs_each_net_on_its_own_preprocessing() {
+        use crate::data::batch::images_tensor;
+        use crate::models::model::{Ensemble, EnsembleSpec};
+        use crate::models::{ModelSpec, resolve};
+        use burn::module::Module;
+        let device = Device::flex();
+        device.seed(5);
+        let layers = resolve("cnn3").unwrap();
+        let transfer = match resolve("efficientnet-lite0").unwrap().without_pretrained() {
+            ModelSpec::Transfer(t) => ModelSpec::Transfer(crate::models::transfer::TransferSpec { input_size: 32, ..t }),
+            other => panic!("a transfer preset, not {other:?}"),
+        };
+        let (a, b) = (layers.build(&device).unwrap(), transfer.build(&device).unwrap());
+        // The transfer net first: a pipeline that fed every member the first member's
+        // preprocessing would give the layer-list net grey levels in [0, 1] (a fresh transfer
+        // net's output barely depends on its input, so the layer-list net is the one that tells).
+        let spec = ModelSpec::Ensemble(EnsembleSpec { name: "mixed".into(), members: vec![transfer, layers] });
+        assert!(!spec.reads_one_preprocessing());
+        spec.check().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let bpk = dir.path().join("mixed.bpk");
+        Model::Ensemble(Ensemble { members: vec![b.clone(), a.clone()] }).save_file(&bpk).unwrap();
+        let file = crate::trained::ModelFile {
+            name: "mixed".into(),
+            description: String::new(),
+            accuracy: Default::default(),
+            tta: Default::default(),
+            model: spec,
+        };
+        std::fs::write(bpk.with_extension("toml"), toml::to_string(&file).unwrap()).unwrap();
+        let classifier = EmotionClassifier::load(&ModelSource::File(bpk.clone())).unwrap();
+        // ONNX holds one input preprocessing: the export says why it refuses.
+        let options = crate::export::ExportOptions {
+            format: crate::export::ExportFormat::Onnx,
+            name: "mixed".into(),
+            description: String::new(),
+            precision: Default::default(),
+            tta: Default::default(),
+        };
+        let onnx = dir.path().join("mixed.onnx");
+        let err = crate::export::export(&[bpk], &onnx, &options).unwrap_err().to_string();
+        assert!(err.contains("preprocessed differently") && err.contains("mixed.onnx"), "{err}");
+        assert!(!onnx.exists());
+
+        let mut x = 7u32;
+        let faces: Vec<Vec<u8>> = (0..3)
+            .map(|_| {
+                (0..48 * 48)
+                    .map(|_| {
+                        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+                        (x >> 24) as u8
+                    })
+                    .collect()
+            })
+            .collect();
+        let got: Vec<f32> = classifier.classify(&faces).concat();
+        let p = |net: &Model, pre| {
+            let images = images_tensor(faces.iter().map(Vec::as_slice), pre, &device);
+            burn::tensor::activation::softmax(net.forward(images), 1).into_data().try_to_vec::<f32>().unwrap()
+        };
+        let (pa, pb) = (p(&a, Preprocess::PerImage), p(&b, Preprocess::UnitRange));
+        let mean: Vec<f32> = pa.iter().zip(&pb).map(|(x, y)| (x + y) / 2.0).collect();
+        let worst = got.iter().zip(&mean).map(|(g, m)| (g - m).abs()).fold(0.0, f32::max);
+        // Folding batch norm changes rounding only.
+        assert!(worst < 1e-4, "largest difference from the mean of the members' probabilities: {worst}");
+        // Both nets on the first member's preprocessing give other probabilities: the test can tell.
+        let wrong = p(&a, Preprocess::UnitRange);
+        let wrong_mean: Vec<f32> = wrong.iter().zip(&pb).map(|(x, y)| (x + y) / 2.0).collect();
+        let apart = got.iter().zip(&wrong_mean).map(|(g, w)| (g - w).abs()).fold(0.0, f32::max);
+        assert!(apart > 1e-2, "one tensor for both nets: {apart} at most from the pipeline's probabilities");
     }
 }

@@ -72,10 +72,11 @@ fn model_source(model: Option<PathBuf>) -> ferkit::Result<ModelSource> {
     ModelSource::from_arg(model.as_deref())
 }
 
-fn tta(name: Option<&str>) -> PyResult<Tta> {
+/// `tta=` as Python gives it; `None` (not given): the model's own default (its file's `tta`).
+fn tta(name: Option<&str>) -> PyResult<Option<Tta>> {
     match name {
-        None => Ok(Tta::None),
-        Some(n) => Tta::from_name(n).ok_or_else(|| {
+        None => Ok(None),
+        Some(n) => Tta::from_name(n).map(Some).ok_or_else(|| {
             let known: Vec<&str> = Tta::CHOICES.iter().map(|(n, ..)| *n).collect();
             PyValueError::new_err(format!("tta={n:?}: not one of {}", known.join(", ")))
         }),
@@ -155,7 +156,7 @@ impl Pipeline {
         let detector = detector.to_string();
         let (classifier, detector) = compute(py, move || {
             let mut classifier = EmotionClassifier::load(&model_source(model)?)?;
-            classifier.tta = tta;
+            classifier.tta = tta.unwrap_or(classifier.tta);
             let detector: Box<dyn FaceDetector> = match detector.as_str() {
                 "haar" => {
                     let options =
@@ -255,7 +256,7 @@ impl Model {
         let tta = self::tta(tta)?;
         let classifier = compute(py, move || {
             let mut c = EmotionClassifier::load(&model_source(path)?)?;
-            c.tta = tta;
+            c.tta = tta.unwrap_or(c.tta);
             Ok(c)
         })?;
         let name = classifier.model_name.clone();
@@ -422,7 +423,7 @@ fn train<'py>(
                 "cutmix" => recipe.cutmix = value.extract().map_err(bad)?,
                 "time_budget" => recipe.time_budget_minutes = value.extract().map_err(bad)?,
                 "augment" => recipe.augment = value.extract().map_err(bad)?,
-                "tta" => recipe.tta = tta(Some(&value.extract::<String>().map_err(bad)?))?,
+                "tta" => recipe.tta = tta(Some(&value.extract::<String>().map_err(bad)?))?.unwrap_or_default(),
                 "seed" => recipe.seed = value.extract().map_err(bad)?,
                 "subset" => recipe.subset = value.extract().map_err(bad)?,
                 "skip_bad_rows" => recipe.skip_bad_rows = value.extract().map_err(bad)?,

@@ -78,6 +78,8 @@ struct AppState {
     batcher: Batcher,
     detector: Detector,
     align: bool,
+    /// The views a request without `tta` gets: the model file's own (see `ModelFile::tta`).
+    tta: Tta,
     model: Value,
     in_flight: Arc<Semaphore>,
     metrics: Arc<Metrics>,
@@ -87,11 +89,12 @@ struct AppState {
 pub fn router(classifier: EmotionClassifier, options: ServeOptions) -> Router {
     let metrics = Arc::new(Metrics::default());
     let model = describe_model(&classifier);
-    let align = classifier.align;
+    let (align, tta) = (classifier.align, classifier.tta);
     let state = Arc::new(AppState {
         batcher: Batcher::start(classifier, options.batch, metrics.clone()),
         detector: options.detector,
         align,
+        tta,
         model,
         in_flight: Arc::new(Semaphore::new(options.max_in_flight)),
         metrics,
@@ -230,7 +233,7 @@ async fn answer_emotions(state: &Arc<AppState>, request: Request, start: Instant
         .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "config", format!("query: {}", e.body_text())))?;
     let query = query.0;
     let tta = match query.tta.as_deref() {
-        None => Tta::None,
+        None => state.tta,
         Some(name) => Tta::from_name(name).ok_or_else(|| {
             ApiError::new(StatusCode::BAD_REQUEST, "config", format!("tta={name}: not none, hflip or ten-crop"))
         })?,

@@ -11,6 +11,7 @@ use super::DataArgs;
 use super::progress::TerminalProgress;
 use ferkit::data::{DataSource, SplitName};
 use ferkit::evaluation::{Tta, evaluate, evaluate_ensemble};
+use ferkit::models::ModelSpec;
 use ferkit::reporting::plots::plot_confusion;
 use ferkit::trained::{ModelSource, TrainedModel};
 use ferkit::training::RunDir;
@@ -34,9 +35,10 @@ pub struct EvalArgs {
     pub split: SplitName,
     /// Test-time augmentation: `hflip` averages the probabilities of each face and its mirror
     /// image, `ten-crop` those of ten crops (corners, centre, and their mirrors); results go to
-    /// eval_<split>_tta-hflip.json or eval_<split>_tta-ten-crop.json beside the plain ones.
-    #[arg(long, value_parser = super::choice::<Tta>(), default_value = "none")]
-    pub tta: Tta,
+    /// eval_<split>_tta-hflip.json or eval_<split>_tta-ten-crop.json beside the plain ones
+    /// (default: a model file's own `tta`; none for run directories and several models).
+    #[arg(long, value_parser = super::choice::<Tta>())]
+    pub tta: Option<Tta>,
     /// Other data than the run was trained on (default: the run's own).
     #[command(flatten)]
     pub data: DataArgs,
@@ -79,21 +81,21 @@ pub fn run(args: EvalArgs) -> Result<()> {
     };
     let split = dataset.split(args.split);
     ferkit::ensure!(Config, !split.is_empty(), "the data has no {} rows", args.split.as_str());
-    let result = evaluate(
-        &model.net,
-        model.spec.preprocess(),
-        split,
-        args.split.as_str(),
-        model.batch_size,
-        &model.device,
-        args.tta,
-    );
+    let tta = args.tta.unwrap_or(model.tta);
+    let result = if let ModelSpec::Ensemble(_) = &model.spec {
+        // An ensemble file: each member on its own preprocessing (see `ModelSpec::into_members`).
+        let members = model.spec.into_members(model.net.clone());
+        let members: Vec<_> = members.iter().map(|(net, pre)| (net, *pre)).collect();
+        evaluate_ensemble(&members, split, args.split.as_str(), model.batch_size, &model.device, tta)
+    } else {
+        evaluate(&model.net, model.spec.preprocess(), split, args.split.as_str(), model.batch_size, &model.device, tta)
+    };
     // Figures on other data never replace a run's own: their files carry the data's name.
     let data_suffix = match (&source, other_data.is_empty()) {
         (ModelSource::RunDir(_), false) if args.out.is_none() => format!("_{}", data_label(&other_data)),
         _ => String::new(),
     };
-    let name = format!("{}{}{data_suffix}", args.split.as_str(), args.tta.suffix());
+    let name = format!("{}{}{data_suffix}", args.split.as_str(), tta.suffix());
     let name = name.as_str();
     let config_name = model.spec.name();
 
@@ -127,10 +129,13 @@ fn run_ensemble(args: EvalArgs) -> Result<()> {
     };
     let split = dataset.split(args.split);
     ferkit::ensure!(Config, !split.is_empty(), "the data has no {} rows", args.split.as_str());
-    let members: Vec<_> = models.iter().map(|m| (&m.net, m.spec.preprocess())).collect();
+    // Members that are ensembles themselves join with their own nets, each on its own preprocessing.
+    let nets: Vec<_> = models.iter().flat_map(|m| m.spec.into_members(m.net.clone())).collect();
+    let members: Vec<_> = nets.iter().map(|(net, pre)| (net, *pre)).collect();
     let (batch_size, device) = (models[0].batch_size, &models[0].device);
-    let result = evaluate_ensemble(&members, split, args.split.as_str(), batch_size, device, args.tta);
-    let name = format!("{}{}_ensemble-{}", args.split.as_str(), args.tta.suffix(), models.len());
+    let tta = args.tta.unwrap_or_default();
+    let result = evaluate_ensemble(&members, split, args.split.as_str(), batch_size, device, tta);
+    let name = format!("{}{}_ensemble-{}", args.split.as_str(), tta.suffix(), models.len());
     let described: Vec<String> = sources.iter().map(ModelSource::describe).collect();
     super::lines::say(&format!(
         "ensemble of {} nets ({}) on {name}: {} rows",

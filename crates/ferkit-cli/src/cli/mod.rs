@@ -91,6 +91,11 @@ enum Command {
         /// One line saying what the model is.
         #[arg(long, default_value = "")]
         description: String,
+        /// bpk only: the views of each face the model is read with unless a front says
+        /// otherwise (`predict`, `eval`, Python, the server), e.g. `hflip` when its figures were
+        /// measured with the mirror.
+        #[arg(long, value_parser = choice::<ferkit::evaluation::Tta>(), default_value = "none")]
+        tta: ferkit::evaluation::Tta,
     },
 }
 
@@ -222,7 +227,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench_cmd::run(args),
-        Command::Export { sources, out, format, half, int8, name, description } => {
+        Command::Export { sources, out, format, half, int8, name, description, tta } => {
             use ferkit::export::{ExportFormat, ExportOptions, StoredPrecision};
             let format = match format.or_else(|| ExportFormat::from_path(&out)) {
                 Some(format) => format,
@@ -239,7 +244,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
                 (_, true) => StoredPrecision::Int8,
                 _ => StoredPrecision::Float32,
             };
-            ferkit::export::export(&sources, &out, &ExportOptions { format, name, description, precision })?;
+            ferkit::export::export(&sources, &out, &ExportOptions { format, name, description, precision, tta })?;
             if format == ExportFormat::Burnpack {
                 lines::say(&format!("wrote {} and {}", out.display(), out.with_extension("toml").display()));
             } else {

@@ -58,9 +58,10 @@ pub struct PredictArgs {
     /// Turn each face upright by its eyes (MTCNN's landmarks) before the net reads it.
     #[arg(long)]
     pub align: bool,
-    /// Test-time augmentation: `hflip` averages the probabilities of each face and its mirror image.
-    #[arg(long, value_parser = super::choice::<Tta>(), default_value = "none")]
-    pub tta: Tta,
+    /// Test-time augmentation: `hflip` averages the probabilities of each face and its mirror
+    /// image (default: the model file's own `tta`, none for a run directory).
+    #[arg(long, value_parser = super::choice::<Tta>())]
+    pub tta: Option<Tta>,
     /// Folder for predictions.json, predictions.csv and each photo with its faces marked (PNG);
     /// for a video, frames.csv, frames.jsonl, tracks.csv, tracks.json, the timelines and
     /// annotated.mp4 (one subfolder per video when there are several).
@@ -120,7 +121,7 @@ pub fn run(mut args: PredictArgs) -> Result<()> {
     };
     let mut classifier = EmotionClassifier::load(&ModelSource::from_arg(args.model.as_deref())?)?;
     classifier.notes.iter().for_each(|n| super::lines::tell(n));
-    classifier.tta = args.tta;
+    classifier.tta = args.tta.unwrap_or(classifier.tta);
     classifier.align = args.align;
     let (videos, still): (Vec<PathBuf>, Vec<PathBuf>) =
         args.photos.iter().cloned().partition(|p| ferkit::video::is_video_path(p));
