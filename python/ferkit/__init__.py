@@ -67,7 +67,8 @@ class FER:
         scale_factor, min_neighbors: the Haar detector's settings (OpenCV's meaning).
         cascade: a Haar or LBP cascade XML file.
         mtcnn_dir: the folder with pnet.pt, rnet.pt and onet.pt.
-        tta: None, "hflip" or "ten-crop": test-time augmentation of each face.
+        tta: "none", "hflip" or "ten-crop": test-time augmentation of each face; None: the
+            model's own (a model file's `tta`, e.g. the shipped model's; plain for a run).
 
     Raises:
         FileNotFoundError: a named file or folder is missing.
@@ -180,8 +181,8 @@ class VideoDamagedError(ValueError):
 class Model:
     """A trained net for 48x48 grey faces.
 
-    `Model.load(path=None)`: None is the model shipped inside ferkit; else a run directory or a
-    `NAME.bpk` model file."""
+    `Model.load(path=None, tta=None)`: None is the model shipped inside ferkit; else a run
+    directory or a `NAME.bpk` model file. `tta` as for `FER` (None: the model's own)."""
 
     classes: Tuple[str, ...] = CLASS_NAMES
 

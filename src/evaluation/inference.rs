@@ -37,7 +37,8 @@ pub fn log_probabilities_in_batches(
                     })
                     .reduce(|a, b| a + b)
                     .expect("members is not empty");
-                sum.div_scalar(members.len() as f64).log()
+                // Floored as `Model::forward` floors an ensemble's mean: no log of 0.
+                sum.div_scalar(members.len() as f64).clamp_min(f32::MIN_POSITIVE as f64).log()
             }
         });
         on_batch(b * batch_size, log_p);

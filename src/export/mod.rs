@@ -61,8 +61,12 @@ pub struct ExportOptions {
     pub description: String,
     /// Burnpack only: how the weights are stored (loading converts them back to float32).
     pub precision: StoredPrecision,
-    /// Burnpack only: the views the model is read with by default ([`ModelFile::tta`]).
-    pub tta: crate::evaluation::Tta,
+    /// Burnpack only: the views the model is read with by default ([`ModelFile::tta`]); `None`:
+    /// the sources' own when they all agree (a model file re-exported keeps its `tta`), else plain.
+    pub tta: Option<crate::evaluation::Tta>,
+    /// Write only this net (1-based) of the ensemble the sources make (`--member`), e.g. one
+    /// net of the shipped ensemble for an ONNX file.
+    pub member: Option<usize>,
 }
 
 /// How `ferkit export` stores a model file's weights. Nets always compute in float32: loading
@@ -82,14 +86,17 @@ pub enum StoredPrecision {
 
 /// Loads `sources` (run directories written by `ferkit train`, or `NAME.bpk` model files) as one
 /// net, or as the ensemble of several (the mean of their class probabilities), float32. A source
-/// that is an ensemble file adds its nets.
+/// that is an ensemble file adds its nets. Also the views the sources are read with by default
+/// when they all agree ([`TrainedModel::tta`]), else none.
 ///
 /// Errors: no source, a source that does not load, members that do not fit together.
-pub fn load_sources(sources: &[PathBuf], name: &str) -> Result<(ModelSpec, Model)> {
+pub fn load_sources(sources: &[PathBuf], name: &str) -> Result<(ModelSpec, Model, crate::evaluation::Tta)> {
     let mut specs = Vec::new();
     let mut nets = Vec::new();
+    let mut ttas = Vec::new();
     for path in sources {
         let model = TrainedModel::load(&ModelSource::from_arg(Some(path))?)?;
+        ttas.push(model.tta);
         match (model.spec.without_pretrained(), model.net) {
             // An ensemble file joins with its own nets (ensembles do not nest).
             (ModelSpec::Ensemble(s), Model::Ensemble(e)) => {
@@ -102,14 +109,28 @@ pub fn load_sources(sources: &[PathBuf], name: &str) -> Result<(ModelSpec, Model
             }
         }
     }
+    let tta = if ttas.windows(2).all(|w| w[0] == w[1]) { ttas.first().copied().unwrap_or_default() } else { Default::default() };
     match specs.len() {
         0 => bail!(BadInput, "export needs at least one run directory or model file"),
-        1 => Ok((specs.remove(0), nets.remove(0))),
+        1 => Ok((specs.remove(0), nets.remove(0), tta)),
         _ => {
             let spec = ModelSpec::Ensemble(EnsembleSpec { name: name.to_string(), members: specs });
             spec.check()?;
-            Ok((spec, Model::Ensemble(Ensemble { members: nets })))
+            Ok((spec, Model::Ensemble(Ensemble { members: nets }), tta))
         }
+    }
+}
+
+/// Net `i` (1-based) of an ensemble. Errors: a single net, `i` out of range.
+fn one_member(spec: ModelSpec, net: Model, i: usize) -> Result<(ModelSpec, Model)> {
+    match (spec, net) {
+        (ModelSpec::Ensemble(s), Model::Ensemble(e)) if (1..=s.members.len()).contains(&i) => {
+            Ok((s.members.into_iter().nth(i - 1).expect("in range"), e.members.into_iter().nth(i - 1).expect("in range")))
+        }
+        (ModelSpec::Ensemble(s), _) => {
+            bail!(BadInput, "--member {i}: the ensemble `{}` has nets 1 to {}", s.name, s.members.len())
+        }
+        (spec, _) => bail!(BadInput, "--member {i}: `{}` is a single net, not an ensemble", spec.name()),
     }
 }
 
@@ -127,16 +148,20 @@ pub fn export(sources: &[PathBuf], out: &Path, options: &ExportOptions) -> Resul
     if options.precision != StoredPrecision::Float32 && options.format != ExportFormat::Burnpack {
         bail!(BadInput, "--half and --int8 apply to bpk model files only");
     }
-    if options.tta != crate::evaluation::Tta::None && options.format != ExportFormat::Burnpack {
+    if options.tta.is_some_and(|t| t != crate::evaluation::Tta::None) && options.format != ExportFormat::Burnpack {
         bail!(BadInput, "--tta applies to bpk model files only (an ONNX or safetensors file holds the net alone)");
     }
-    let (spec, net) = load_sources(sources, &options.name)?;
+    let (spec, net, sources_tta) = load_sources(sources, &options.name)?;
+    let (spec, net) = match options.member {
+        None => (spec, net),
+        Some(i) => one_member(spec, net, i)?,
+    };
     if options.format != ExportFormat::Burnpack && !spec.reads_one_preprocessing() {
         // The ONNX graph and the safetensors metadata describe one input preprocessing.
         bail!(
             BadInput,
             "{}: the ensemble's nets read faces preprocessed differently (layer-list and transfer nets); \
-             the {} format holds one input preprocessing: export each net on its own, or to .bpk",
+             the {} format holds one input preprocessing: write one net with --member N, or export to .bpk",
             out.display(),
             expected
         );
@@ -162,7 +187,7 @@ pub fn export(sources: &[PathBuf], out: &Path, options: &ExportOptions) -> Resul
                 name: options.name.clone(),
                 description: options.description.clone(),
                 accuracy: Default::default(),
-                tta: options.tta,
+                tta: options.tta.unwrap_or(sources_tta),
                 model: spec,
             };
             crate::util::atomic::write_atomic_with(out, |tmp| {

@@ -396,12 +396,24 @@ mod tests {
             name: "mixed".into(),
             description: String::new(),
             precision: Default::default(),
-            tta: Default::default(),
+            tta: None,
+            member: None,
         };
         let onnx = dir.path().join("mixed.onnx");
-        let err = crate::export::export(&[bpk], &onnx, &options).unwrap_err().to_string();
+        let err = crate::export::export(&[bpk.clone()], &onnx, &options).unwrap_err().to_string();
         assert!(err.contains("preprocessed differently") && err.contains("mixed.onnx"), "{err}");
         assert!(!onnx.exists());
+        // One net of it exports, and is that net.
+        let one = crate::export::ExportOptions { member: Some(2), ..options.clone() };
+        crate::export::export(&[bpk.clone()], &onnx, &one).unwrap();
+        let options = crate::export::ExportOptions { format: crate::export::ExportFormat::Burnpack, ..one };
+        let second = dir.path().join("second.bpk");
+        crate::export::export(&[bpk.clone()], &second, &options).unwrap();
+        let model = TrainedModel::load(&ModelSource::File(second)).unwrap();
+        assert_eq!(model.spec.name(), "cnn3");
+        let out_of_range = crate::export::ExportOptions { member: Some(3), ..options };
+        let err = crate::export::export(&[bpk.clone()], &dir.path().join("x.bpk"), &out_of_range).unwrap_err();
+        assert!(err.to_string().contains("nets 1 to 2"), "{err}");
 
         let mut x = 7u32;
         let faces: Vec<Vec<u8>> = (0..3)

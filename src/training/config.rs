@@ -83,6 +83,7 @@ impl TrainConfig {
         let config: TrainConfig =
             toml::from_str(&text).with_context(|| format!("{}: not a ferkit run config", path.display()))?;
         config.model.check().with_context(|| format!("{}: the model is inconsistent", path.display()))?;
+        config.check_trainable().with_context(|| format!("{}: [model]", path.display()))?;
         if let Err(e) = config.check_recipe() {
             // The line of the offending key, which check_recipe names.
             let setting = e.location().and_then(|l| l.field.clone()).unwrap_or_default();
@@ -94,6 +95,18 @@ impl TrainConfig {
                 .context(format!("{}:{line} the training recipe is out of range", path.display())));
         }
         Ok(config)
+    }
+
+    /// Whether the model trains as one net: not an ensemble whose nets read faces preprocessed
+    /// differently (one batch tensor feeds every member during training).
+    pub fn check_trainable(&self) -> Result<()> {
+        crate::ensure!(Config @ "model",
+            self.model.reads_one_preprocessing(),
+            "ensemble `{}` mixes nets that read faces preprocessed differently (layer-list and transfer \
+             nets): train each net on its own and join them with `ferkit export RUN1 RUN2`",
+            self.model.name()
+        );
+        Ok(())
     }
 
     /// Range checks of the recipe's numbers (the command line's and a hand-edited config.toml's).
@@ -152,6 +165,25 @@ impl TrainConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An ensemble whose nets read faces preprocessed differently cannot train as one net: a
+    /// config file holding one is refused when read (before any data loads), naming the file.
+    #[test]
+    fn a_mixed_ensemble_is_refused_for_training() {
+        use crate::models::ModelSpec;
+        use crate::models::model::EnsembleSpec;
+        let (layers, transfer) = (crate::models::resolve("cnn3").unwrap(), crate::models::resolve("efficientnet-lite0").unwrap());
+        let mixed = ModelSpec::Ensemble(EnsembleSpec { name: "mixed".into(), members: vec![layers.clone(), transfer] });
+        let same = ModelSpec::Ensemble(EnsembleSpec { name: "two".into(), members: vec![layers.clone(), layers] });
+        let mut config = TrainConfig::notebook(same, DataSource::from_path("data.csv"));
+        config.check_trainable().unwrap();
+        config.model = mixed;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        std::fs::write(&path, config.to_toml()).unwrap();
+        let err = format!("{:#}", TrainConfig::load(&path).unwrap_err());
+        assert!(err.contains("config.toml") && err.contains("ensemble `mixed`") && err.contains("preprocessed differently"), "{err}");
+    }
 
     #[test]
     fn config_round_trips_through_toml() {

@@ -241,17 +241,7 @@ pub fn check_inputs(config: &TrainConfig, dataset: &Dataset) -> Result<()> {
     if config.epochs == 0 || config.batch_size == 0 {
         return Err(crate::err!(Config, "epochs and batch_size must be at least 1").at(None, None, Some("epochs")));
     }
-    if !config.model.reads_one_preprocessing() {
-        // One batch tensor feeds every member during training.
-        return Err(crate::err!(
-            Config,
-            "ensemble `{}` mixes nets that read faces preprocessed differently (layer-list and transfer \
-             nets): train each net on its own and join them with `ferkit export RUN1 RUN2`",
-            config.model.name()
-        )
-        .at(None, None, Some("model")));
-    }
-    Ok(())
+    config.check_trainable()
 }
 
 /// How many training images give the EMA's batch-norm layers their statistics before each

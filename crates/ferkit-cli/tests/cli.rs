@@ -158,6 +158,21 @@ fn train_eval_and_reproducibility() {
     assert_eq!((tta["tta"].as_str(), tta["split"].as_str(), &tta["rows"]), (Some("hflip"), Some("val"), &eval["rows"]));
     assert!(image::open(a.join("confusion_val_tta-hflip.png")).unwrap().width() >= 200);
     assert_eq!(serde_json::from_str::<serde_json::Value>(&read(&a.join("eval_val.json"))).unwrap(), eval);
+    // A model file exported with `--tta hflip` is read with the mirror unless told otherwise.
+    let file = dir.path().join("mirrored.bpk");
+    let out = ferkit(&["export", a.to_str().unwrap(), "--tta", "hflip", "--out", file.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(read(&file.with_extension("toml")).contains("tta = \"hflip\""));
+    for (flag, name, expected) in [(None, "eval_val_tta-hflip.json", &tta), (Some("none"), "eval_val.json", &eval)] {
+        let evals = dir.path().join(format!("file-eval-{}", flag.unwrap_or("default")));
+        let mut args = vec!["eval", "--model", file.to_str().unwrap(), "--data", data, "--split", "val"];
+        args.extend(["--out", evals.to_str().unwrap()]);
+        args.extend(flag.map(|f| ["--tta", f]).iter().flatten());
+        let out = ferkit(&args);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let got: serde_json::Value = serde_json::from_str(&read(&evals.join(name))).unwrap();
+        assert_eq!((&got["accuracy"], &got["tta"]), (&expected["accuracy"], &expected["tta"]), "{name}");
+    }
     let out = ferkit(&["eval", dir.path().to_str().unwrap()]);
     assert!(!out.status.success() && stderr(&out).contains("not a ferkit run directory"));
 }

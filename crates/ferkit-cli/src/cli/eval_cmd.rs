@@ -135,11 +135,11 @@ fn run_ensemble(args: EvalArgs) -> Result<()> {
     let (batch_size, device) = (models[0].batch_size, &models[0].device);
     let tta = args.tta.unwrap_or_default();
     let result = evaluate_ensemble(&members, split, args.split.as_str(), batch_size, device, tta);
-    let name = format!("{}{}_ensemble-{}", args.split.as_str(), tta.suffix(), models.len());
+    let name = format!("{}{}_ensemble-{}", args.split.as_str(), tta.suffix(), nets.len());
     let described: Vec<String> = sources.iter().map(ModelSource::describe).collect();
     super::lines::say(&format!(
         "ensemble of {} nets ({}) on {name}: {} rows",
-        models.len(),
+        nets.len(),
         described.join(", "),
         result.rows
     ));
@@ -150,7 +150,7 @@ fn run_ensemble(args: EvalArgs) -> Result<()> {
         if !other_data.is_empty() {
             doc["data"] = serde_json::json!({ "source": other_data, "crc32": ferkit::data::source::data_checksums(&other_data)? });
         }
-        let title = format!("ensemble of {} on {name} ({} rows)", models.len(), result.rows);
+        let title = format!("ensemble of {} on {name} ({} rows)", nets.len(), result.rows);
         write_evaluation(dir, &name, &doc, &result, &title)?;
     }
     Ok(())

@@ -93,9 +93,13 @@ enum Command {
         description: String,
         /// bpk only: the views of each face the model is read with unless a front says
         /// otherwise (`predict`, `eval`, Python, the server), e.g. `hflip` when its figures were
-        /// measured with the mirror.
-        #[arg(long, value_parser = choice::<ferkit::evaluation::Tta>(), default_value = "none")]
-        tta: ferkit::evaluation::Tta,
+        /// measured with the mirror (default: the sources' own when they agree, else none).
+        #[arg(long, value_parser = choice::<ferkit::evaluation::Tta>())]
+        tta: Option<ferkit::evaluation::Tta>,
+        /// Write only net N (from 1) of the ensemble, e.g. one net of the shipped model for ONNX
+        /// (`ferkit export models/ferkit-fer2013.bpk --member 2 --out vgg-lite.onnx`).
+        #[arg(long, value_name = "N")]
+        member: Option<usize>,
     },
 }
 
@@ -227,7 +231,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench_cmd::run(args),
-        Command::Export { sources, out, format, half, int8, name, description, tta } => {
+        Command::Export { sources, out, format, half, int8, name, description, tta, member } => {
             use ferkit::export::{ExportFormat, ExportOptions, StoredPrecision};
             let format = match format.or_else(|| ExportFormat::from_path(&out)) {
                 Some(format) => format,
@@ -244,7 +248,7 @@ pub fn run_with(cli: Cli) -> Result<()> {
                 (_, true) => StoredPrecision::Int8,
                 _ => StoredPrecision::Float32,
             };
-            ferkit::export::export(&sources, &out, &ExportOptions { format, name, description, precision, tta })?;
+            ferkit::export::export(&sources, &out, &ExportOptions { format, name, description, precision, tta, member })?;
             if format == ExportFormat::Burnpack {
                 lines::say(&format!("wrote {} and {}", out.display(), out.with_extension("toml").display()));
             } else {
