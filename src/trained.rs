@@ -144,12 +144,7 @@ impl TrainedModel {
             }
             ModelSource::Shipped => {
                 let file = shipped_file()?;
-                Self::from_parts(
-                    file,
-                    SHIPPED_WEIGHTS.to_vec(),
-                    source.clone(),
-                    Path::new("models/ferkit-fer2013.bpk"),
-                )
+                Self::from_parts(file, SHIPPED_WEIGHTS.to_vec(), source.clone(), Path::new("models/ferkit-fer2013.bpk"))
             }
         }
     }

@@ -109,7 +109,11 @@ pub fn load_sources(sources: &[PathBuf], name: &str) -> Result<(ModelSpec, Model
             }
         }
     }
-    let tta = if ttas.windows(2).all(|w| w[0] == w[1]) { ttas.first().copied().unwrap_or_default() } else { Default::default() };
+    let tta = if ttas.windows(2).all(|w| w[0] == w[1]) {
+        ttas.first().copied().unwrap_or_default()
+    } else {
+        Default::default()
+    };
     match specs.len() {
         0 => bail!(BadInput, "export needs at least one run directory or model file"),
         1 => Ok((specs.remove(0), nets.remove(0), tta)),
@@ -124,9 +128,10 @@ pub fn load_sources(sources: &[PathBuf], name: &str) -> Result<(ModelSpec, Model
 /// Net `i` (1-based) of an ensemble. Errors: a single net, `i` out of range.
 fn one_member(spec: ModelSpec, net: Model, i: usize) -> Result<(ModelSpec, Model)> {
     match (spec, net) {
-        (ModelSpec::Ensemble(s), Model::Ensemble(e)) if (1..=s.members.len()).contains(&i) => {
-            Ok((s.members.into_iter().nth(i - 1).expect("in range"), e.members.into_iter().nth(i - 1).expect("in range")))
-        }
+        (ModelSpec::Ensemble(s), Model::Ensemble(e)) if (1..=s.members.len()).contains(&i) => Ok((
+            s.members.into_iter().nth(i - 1).expect("in range"),
+            e.members.into_iter().nth(i - 1).expect("in range"),
+        )),
         (ModelSpec::Ensemble(s), _) => {
             bail!(BadInput, "--member {i}: the ensemble `{}` has nets 1 to {}", s.name, s.members.len())
         }

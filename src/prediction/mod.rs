@@ -367,7 +367,9 @@ mod tests {
         device.seed(5);
         let layers = resolve("cnn3").unwrap();
         let transfer = match resolve("efficientnet-lite0").unwrap().without_pretrained() {
-            ModelSpec::Transfer(t) => ModelSpec::Transfer(crate::models::transfer::TransferSpec { input_size: 32, ..t }),
+            ModelSpec::Transfer(t) => {
+                ModelSpec::Transfer(crate::models::transfer::TransferSpec { input_size: 32, ..t })
+            }
             other => panic!("a transfer preset, not {other:?}"),
         };
         let (a, b) = (layers.build(&device).unwrap(), transfer.build(&device).unwrap());

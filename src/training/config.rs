@@ -172,7 +172,8 @@ mod tests {
     fn a_mixed_ensemble_is_refused_for_training() {
         use crate::models::ModelSpec;
         use crate::models::model::EnsembleSpec;
-        let (layers, transfer) = (crate::models::resolve("cnn3").unwrap(), crate::models::resolve("efficientnet-lite0").unwrap());
+        let (layers, transfer) =
+            (crate::models::resolve("cnn3").unwrap(), crate::models::resolve("efficientnet-lite0").unwrap());
         let mixed = ModelSpec::Ensemble(EnsembleSpec { name: "mixed".into(), members: vec![layers.clone(), transfer] });
         let same = ModelSpec::Ensemble(EnsembleSpec { name: "two".into(), members: vec![layers.clone(), layers] });
         let mut config = TrainConfig::notebook(same, DataSource::from_path("data.csv"));
@@ -182,7 +183,10 @@ mod tests {
         let path = dir.path().join("config.toml");
         std::fs::write(&path, config.to_toml()).unwrap();
         let err = format!("{:#}", TrainConfig::load(&path).unwrap_err());
-        assert!(err.contains("config.toml") && err.contains("ensemble `mixed`") && err.contains("preprocessed differently"), "{err}");
+        assert!(
+            err.contains("config.toml") && err.contains("ensemble `mixed`") && err.contains("preprocessed differently"),
+            "{err}"
+        );
     }
 
     #[test]

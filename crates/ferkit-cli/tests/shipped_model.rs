@@ -62,16 +62,20 @@ fn the_shipped_models_private_test_accuracy_is_the_cards() {
             dir.path().to_str().unwrap(),
         ]);
         assert!(out.status.success(), "{}", stderr(&out));
-        let result: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(dir.path().join(format!("eval_{split}{suffix}.json"))).unwrap())
-                .unwrap();
+        let result: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.path().join(format!("eval_{split}{suffix}.json"))).unwrap(),
+        )
+        .unwrap();
         assert_eq!(result["tta"].as_str().unwrap_or("none"), tta, "{name}: read with the TOML's views");
         let measured = 100.0 * result["accuracy"].as_f64().unwrap();
         let on_card = card_percent(&card, name);
         // The card rounds to two decimals (0.005 points); one face of 3,589 is 0.028 points, which
         // a CPU whose matrix products sum in another order may flip: within one face of the card.
         let one_face = 100.0 / 3589.0;
-        assert!((measured - on_card).abs() <= 0.0051 + one_face, "{name}: measured {measured:.4}%, card says {on_card}%");
+        assert!(
+            (measured - on_card).abs() <= 0.0051 + one_face,
+            "{name}: measured {measured:.4}%, card says {on_card}%"
+        );
         let in_toml = 100.0 * toml["accuracy"][name].as_float().unwrap();
         assert!((measured - in_toml).abs() < 0.01 + one_face, "{name}: measured {measured:.4}%, TOML says {in_toml}%");
         assert_eq!(result["rows"], 3589, "FER2013 has 3,589 faces in each of PublicTest and PrivateTest");

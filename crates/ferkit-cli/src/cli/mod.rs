@@ -248,7 +248,11 @@ pub fn run_with(cli: Cli) -> Result<()> {
                 (_, true) => StoredPrecision::Int8,
                 _ => StoredPrecision::Float32,
             };
-            ferkit::export::export(&sources, &out, &ExportOptions { format, name, description, precision, tta, member })?;
+            ferkit::export::export(
+                &sources,
+                &out,
+                &ExportOptions { format, name, description, precision, tta, member },
+            )?;
             if format == ExportFormat::Burnpack {
                 lines::say(&format!("wrote {} and {}", out.display(), out.with_extension("toml").display()));
             } else {
