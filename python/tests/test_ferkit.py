@@ -166,6 +166,11 @@ def test_model_predict_proba():
         model.predict_proba(np.zeros((2, 32, 32), dtype=np.uint8))
     with pytest.raises(ValueError, match="dtype"):
         model.predict_proba(np.zeros((2, 48, 48), dtype=np.float64))
+    # tta=None reads faces with the model's own views (the shipped model's TOML says "hflip");
+    # tta="none" reads them plainly.
+    own = ferkit.Model.load(tta="hflip").predict_proba(faces)
+    plain = ferkit.Model.load(tta="none").predict_proba(faces)
+    assert np.allclose(p, own, atol=1e-6) and not np.allclose(p, plain, atol=1e-4)
 
 
 def test_load_fer2013_gives_numpy_splits(tmp_path):

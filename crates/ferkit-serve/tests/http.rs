@@ -215,6 +215,31 @@ fn bad_input_gets_a_json_error_with_the_right_status_and_the_server_goes_on() {
     assert_eq!((status, json(&text)["faces"].as_array().unwrap().len()), (200, 1), "{text}");
 }
 
+/// A request without `tta` gets the model's own views (the shipped model's TOML says which; `GET
+/// /v1/model` reports them); `?tta=none` and `?tta=hflip` choose for themselves.
+#[test]
+fn a_request_without_tta_reads_faces_as_the_model_says() {
+    let server = Server::start(Detector::WholeImage, |_| {});
+    let own = ferkit::trained::shipped_file().unwrap().tta;
+    let (_, body) = get(&format!("{}/v1/model", server.url));
+    assert_eq!(json(&body)["tta"], serde_json::to_value(own).unwrap());
+    // A face-sized image that differs from its mirror image.
+    let mut png = Vec::new();
+    encode_png(&image_rgb(48, 48), &mut png);
+    let probabilities = |query: &str| {
+        let (status, _, body) = post(&format!("{}/v1/emotions{query}", server.url), "image/png", &png);
+        assert_eq!(status, 200, "{body}");
+        json(&body)["faces"][0]["probabilities"].clone()
+    };
+    let own_name = serde_json::to_value(own).unwrap();
+    let own_query = format!("?tta={}", own_name.as_str().unwrap());
+    let (default, plain, as_own) = (probabilities(""), probabilities("?tta=none"), probabilities(&own_query));
+    assert_eq!(default, as_own, "the model's own views: {own_name}");
+    if own != ferkit::evaluation::Tta::None {
+        assert_ne!(default, plain, "the views must read differently for this check to tell");
+    }
+}
+
 #[test]
 fn a_slow_client_times_out() {
     let server = Server::start(Detector::WholeImage, |o| o.timeout = Duration::from_millis(500));
