@@ -51,7 +51,7 @@ pub fn bench_model(
     // The trainer's own step (Adam with Keras' epsilon, the notebook's optimizer); reading the
     // loss back waits for the step to finish on asynchronous backends.
     let mut train_step = |model: Model| -> crate::error::Result<Model> {
-        training_step(model, &mut optimizer, &loss_fn, images.clone(), labels.clone(), None, 1e-4)
+        training_step(model, &mut optimizer, &loss_fn, images.clone(), labels.clone(), None, None, 1e-4)
             .map(|(model, _)| model)
             .map_err(|loss| crate::err!(Diverged, "the benchmark's training loss on random data is {loss}"))
     };

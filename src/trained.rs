@@ -14,8 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::evaluation::Tta;
 use crate::models::{Model, ModelSpec};
-use crate::run::load_weights;
-use crate::training::RunDir;
+use crate::run::{RunDir, load_weights};
 
 /// The shipped model's weights (burnpack, float32) and description, compiled into the binary so
 /// that an installed `ferkit` works from any folder. See `models/MODEL_CARD.md`.

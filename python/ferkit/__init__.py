@@ -252,6 +252,9 @@ def train(
 
     `options` are the recipe's: batch_size, lr, optimizer, momentum, weight_decay, schedule,
     warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema, mixup, cutmix,
+    teacher (knowledge distillation: a run directory, a model file or "shipped", whose
+    probabilities for every training face the student also learns from), distill_weight (the
+    teacher term's share of the loss, default 0.5), distill_temperature (default 1),
     time_budget (minutes of wall time the run fits itself to; the "fast" preset's is 58),
     tta ("none", "hflip" or "ten-crop": test-time augmentation of the final evaluation of the
     validation and test splits; the "fast" preset's is "hflip"), augment

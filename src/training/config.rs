@@ -7,6 +7,7 @@ use crate::error::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::best::Monitor;
+use super::distill::DistillConfig;
 use super::mix::MixConfig;
 use super::optimizer::OptimizerKind;
 use super::schedule::LrSchedule;
@@ -40,6 +41,10 @@ pub struct TrainConfig {
     /// Mixup or CutMix of the training batches ([`super::mix`]); none when absent (the notebook's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mix: Option<MixConfig>,
+    /// Knowledge distillation from a teacher's probabilities ([`super::distill`]); none when
+    /// absent (the notebook's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillConfig>,
     /// Wall-time budget of the run in minutes ([`super::budget`]): the epochs are cut to what
     /// fits after the first one, and the run stops before an epoch that would end late; none
     /// when absent (every epoch runs).
@@ -87,7 +92,12 @@ impl TrainConfig {
         if let Err(e) = config.check_recipe() {
             // The line of the offending key, which check_recipe names.
             let setting = e.location().and_then(|l| l.field.clone()).unwrap_or_default();
-            let (table, key) = if setting == "mix" { (Some(("[mix]", 0)), "alpha") } else { (None, setting.as_str()) };
+            let (table, key) = match setting.as_str() {
+                "mix" => (Some(("[mix]", 0)), "alpha"),
+                "distill_weight" => (Some(("[distill]", 0)), "weight"),
+                "distill_temperature" => (Some(("[distill]", 0)), "temperature"),
+                _ => (None, setting.as_str()),
+            };
             let line_no = crate::models::spec::key_line(&text, table, Some(key));
             let line = line_no.map(|l| format!(" line {l}:")).unwrap_or_default();
             return Err(e
@@ -131,6 +141,9 @@ impl TrainConfig {
                 "the mix's alpha must be positive (got {alpha})"
             );
         }
+        if let Some(distill) = &self.distill {
+            distill.check()?;
+        }
         Ok(())
     }
 
@@ -151,6 +164,14 @@ impl TrainConfig {
         }
         if let Some(mix) = self.mix {
             parts.push(mix.describe());
+        }
+        if let Some(d) = &self.distill {
+            parts.push(format!(
+                "distilled from {} (weight {}, temperature {})",
+                d.teacher.display(),
+                d.weight,
+                d.temperature
+            ));
         }
         if let Some(minutes) = self.time_budget_minutes {
             parts.push(format!("time budget {minutes} min"));

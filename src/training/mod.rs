@@ -1,5 +1,5 @@
 //! Training: the run configuration, the optimizer, the learning-rate schedule, the weight EMA,
-//! mixup/cutmix, the loop, the choice of the checkpoint to keep, and training presets (a net with
+//! mixup/cutmix, knowledge distillation, the loop, the choice of the checkpoint to keep, and training presets (a net with
 //! its recipe under one name). The run directory it fills is
 //! [`crate::run`].
 
@@ -7,6 +7,7 @@ pub mod best;
 pub mod budget;
 pub mod checkpoint;
 pub mod config;
+pub mod distill;
 pub mod ema;
 pub mod mix;
 pub mod optimizer;

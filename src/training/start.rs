@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::best::Monitor;
 use super::config::TrainConfig;
+use super::distill::DistillConfig;
 use super::mix::MixConfig;
 use super::optimizer::OptimizerKind;
 use super::schedule::LrSchedule;
@@ -58,6 +59,13 @@ pub struct Recipe {
     pub ema: Option<f64>,
     pub mixup: Option<f64>,
     pub cutmix: Option<f64>,
+    /// Knowledge distillation's teacher: a run directory, a model file or `shipped` (default:
+    /// none; [`super::distill`]).
+    pub teacher: Option<PathBuf>,
+    /// The teacher term's share of the loss (default 0.5 with a teacher).
+    pub distill_weight: Option<f64>,
+    /// The distillation temperature (default 1).
+    pub distill_temperature: Option<f64>,
     /// Wall-time budget in minutes ([`super::budget`]; default: none, every epoch runs).
     pub time_budget_minutes: Option<f64>,
     /// Test-time augmentation of the final evaluation of the validation and test splits
@@ -95,6 +103,9 @@ impl Default for Recipe {
             ema: None,
             mixup: None,
             cutmix: None,
+            teacher: None,
+            distill_weight: None,
+            distill_temperature: None,
             time_budget_minutes: None,
             tta: Tta::None,
             augment: None,
@@ -109,6 +120,23 @@ impl Default for Recipe {
 }
 
 impl Recipe {
+    /// The distillation the teacher options ask for; the weight or temperature without a
+    /// teacher is an error that names the option.
+    fn distill(&self) -> Result<Option<DistillConfig>> {
+        let Some(teacher) = &self.teacher else {
+            crate::ensure!(Config @ "distill",
+                self.distill_weight.is_none() && self.distill_temperature.is_none(),
+                "a distillation weight or temperature needs a teacher"
+            );
+            return Ok(None);
+        };
+        Ok(Some(DistillConfig {
+            teacher: teacher.clone(),
+            weight: self.distill_weight.unwrap_or(0.5),
+            temperature: self.distill_temperature.unwrap_or(1.0),
+        }))
+    }
+
     /// Changes the optimizer; its settings (momentum, weight decay) were the old optimizer's and
     /// go back to the new one's defaults, so that `fast --optimizer sgd` is SGD as
     /// `--optimizer sgd` alone means it, not SGD with the preset's AdamW decay. Set them after.
@@ -155,6 +183,7 @@ impl Recipe {
             label_smoothing: self.label_smoothing,
             ema_decay: self.ema,
             mix: MixConfig::from_options(self.mixup, self.cutmix)?,
+            distill: self.distill()?,
             time_budget_minutes: self.time_budget_minutes,
             tta: self.tta,
             seed: self.seed,
@@ -195,8 +224,17 @@ pub fn start(config: &TrainConfig, out: &Path, overwrite: bool, events: &dyn Eve
     let (dataset, report) = load_data(config, events)?;
     check_inputs(config, &dataset)?;
     config.model.build(&config.device.device()?)?; // weights that do not load fail here, not in the run
+    // The teacher reads the training faces before the run directory is made (or replaced: the
+    // teacher may be the run being overwritten).
+    let teacher = match &config.distill {
+        Some(d) => Some(super::distill::teacher_probabilities(d, &dataset.train, events)?),
+        None => None,
+    };
     let run_dir = RunDir::create(out, overwrite)?;
     write_atomic(&run_dir.path.join("load_report.txt"), report.full())?;
+    if let Some(probabilities) = &teacher {
+        super::distill::save(&run_dir, probabilities)?;
+    }
     let metrics = train(config, &dataset, &run_dir, events)?;
     Ok((metrics, run_dir))
 }

@@ -20,6 +20,7 @@ use super::best::BestTracker;
 use super::budget::{self, TimeBudget};
 use super::checkpoint::{self, TrainState};
 use super::config::TrainConfig;
+use super::distill;
 use super::ema::{Ema, recalibrate_batch_norm};
 use crate::data::batch::Preprocess;
 use crate::data::batch::{EpochAugment, EpochOrder, HostBatch, prefetch, prepare_batch};
@@ -45,6 +46,10 @@ struct EpochPass<'a> {
     steps_per_epoch: usize,
     /// The factor the validation history puts on the rate (reduce-on-plateau; 1 otherwise).
     history_factor: f64,
+    /// The epoch's row order (batches are its consecutive slices of `config.batch_size`).
+    rows: &'a [usize],
+    /// The teacher's probabilities of every training row, with distillation.
+    teacher: Option<&'a [[f32; crate::data::NUM_CLASSES]]>,
 }
 
 impl EpochPass<'_> {
@@ -65,7 +70,18 @@ impl EpochPass<'_> {
             let mut host = host;
             let mixed = self.config.mix.map(|mix| {
                 let side = (host.pixels.len() / n.max(1)).isqrt();
-                let mixed = mix.apply(&mut host.pixels, n, side, self.config.seed, self.epoch, i);
+                mix.apply(&mut host.pixels, n, side, self.config.seed, self.epoch, i)
+            });
+            let soft = self.teacher.zip(self.config.distill.as_ref()).map(|(probabilities, d)| {
+                let rows = &self.rows[i * self.config.batch_size..][..n];
+                let partner = mixed.as_ref().map(|m| (m.partner.as_slice(), m.lambda));
+                SoftTargets {
+                    probabilities: distill::batch_targets(probabilities, rows, partner, self.device),
+                    weight: d.weight,
+                    temperature: d.temperature,
+                }
+            });
+            let mixed = mixed.map(|mixed| {
                 let partner_labels: Vec<i64> = mixed.partner.iter().map(|&j| host.labels[j]).collect();
                 (Tensor::<1, Int>::from_data(TensorData::new(partner_labels, [n]), self.device), mixed.lambda)
             });
@@ -77,7 +93,7 @@ impl EpochPass<'_> {
                     self.steps_per_epoch,
                     self.config.epochs,
                 );
-            let step = training_step(model, optimizer, self.loss_fn, batch.images, batch.labels, mixed, rate);
+            let step = training_step(model, optimizer, self.loss_fn, batch.images, batch.labels, mixed, soft, rate);
             let StepOutcome { loss, correct: right } = match step {
                 Ok((next, outcome)) => {
                     model = next;
@@ -104,6 +120,16 @@ impl EpochPass<'_> {
     }
 }
 
+/// A teacher's soft labels for one batch ([`super::distill`]).
+pub struct SoftTargets {
+    /// `[batch, 7]` probabilities, on the autodiff device.
+    pub probabilities: Tensor<2>,
+    /// The teacher term's share of the loss, in (0, 1].
+    pub weight: f64,
+    /// The softmax temperature of the teacher term (> 0; 1: the distributions as they are).
+    pub temperature: f64,
+}
+
 /// What one training step saw: its loss (with the L2 term) and the batch's correct predictions,
 /// both with dropout on.
 #[derive(Clone, Copy, Debug)]
@@ -117,7 +143,8 @@ pub struct StepOutcome {
 /// and the update at `rate`. `images` `[batch, 1, 48, 48]` and `labels` `[batch]` are on the
 /// autodiff device. With `mixed` (the partners' labels and lambda of a mixup or CutMix batch),
 /// the loss is `lambda * CE(labels) + (1 - lambda) * CE(partner labels)`; the correct count is
-/// against `labels`.
+/// against `labels`. With `soft` (distillation), that loss is weighted `1 - weight` and the
+/// teacher term ([`super::distill::teacher_loss`]) `weight`.
 ///
 /// Errors: a loss that is NaN or infinite, returned before the update is applied (the net is
 /// dropped: the caller keeps its last good checkpoint).
@@ -128,6 +155,7 @@ pub fn training_step(
     images: Tensor<4>,
     labels: Tensor<1, Int>,
     mixed: Option<(Tensor<1, Int>, f64)>,
+    soft: Option<SoftTargets>,
     rate: f64,
 ) -> Result<(Model, StepOutcome), f32> {
     // On a kernel thread: see `util::on_pool`.
@@ -137,6 +165,10 @@ pub fn training_step(
         let mut loss = loss_fn.forward(logits.clone(), labels.clone());
         if let Some((partner_labels, lambda)) = mixed {
             loss = loss.mul_scalar(lambda) + loss_fn.forward(logits.clone(), partner_labels).mul_scalar(1.0 - lambda);
+        }
+        if let Some(SoftTargets { probabilities, weight, temperature }) = soft {
+            loss = loss.mul_scalar(1.0 - weight)
+                + distill::teacher_loss(logits.clone(), probabilities, temperature).mul_scalar(weight);
         }
         if let Some(l2) = model.l2_penalty() {
             loss = loss + l2;
@@ -241,6 +273,9 @@ pub fn check_inputs(config: &TrainConfig, dataset: &Dataset) -> Result<()> {
     if config.epochs == 0 || config.batch_size == 0 {
         return Err(crate::err!(Config, "epochs and batch_size must be at least 1").at(None, None, Some("epochs")));
     }
+    if let Some(distill) = &config.distill {
+        distill.teacher_source()?;
+    }
     config.check_trainable()
 }
 
@@ -314,6 +349,12 @@ fn run_epochs(
     };
     let smoothing = (config.label_smoothing > 0.0).then_some(config.label_smoothing as f32);
     let loss_fn = CrossEntropyLossConfig::new().with_smoothing(smoothing).init(&train_device);
+    // With distillation, the teacher's probabilities, from the run directory (written when the
+    // run started, so a resumed run learns from the same ones).
+    let teacher = match &config.distill {
+        Some(d) => Some(distill::run_probabilities(d, run, train, events)?),
+        None => None,
+    };
     let mut order = EpochOrder::new(config.seed);
     let epochs_done = state.as_ref().map_or(0, |s| s.epochs_done);
     events.training_started(
@@ -375,9 +416,11 @@ fn run_epochs(
             steps_before: (epoch - 1) * batches_per_epoch,
             steps_per_epoch: batches_per_epoch,
             history_factor: config.schedule.history_factor(&history, config.monitor),
+            rows: &rows,
+            teacher: teacher.as_deref(),
         };
         let passed = std::thread::scope(|scope| {
-            let batches = prefetch(scope, train, rows, config.batch_size, preprocess, augment);
+            let batches = prefetch(scope, train, rows.clone(), config.batch_size, preprocess, augment);
             pass.run(model, &mut optimizer, ema.as_mut(), batches)
         });
         let (trained, loss_sum, correct) = match passed {
@@ -537,10 +580,62 @@ mod tests {
         let (a, b) = (ce(labels.clone()), ce(partners.clone()));
         assert!((a - b).abs() > 1e-3, "the two labelings must differ for the test to mean anything");
         let mut optimizer = OptimizerKind::Adam.init();
-        let (_, outcome) =
-            training_step(model.clone(), &mut optimizer, &loss_fn, images.clone(), labels, Some((partners, 0.3)), 1e-3)
-                .unwrap();
+        let (_, outcome) = training_step(
+            model.clone(),
+            &mut optimizer,
+            &loss_fn,
+            images.clone(),
+            labels,
+            Some((partners, 0.3)),
+            None,
+            1e-3,
+        )
+        .unwrap();
         assert!((outcome.loss as f64 - (0.3 * a + 0.7 * b)).abs() < 1e-5, "{} vs {}", outcome.loss, 0.3 * a + 0.7 * b);
+    }
+
+    /// With a teacher's soft labels, the step's loss is `(1 - w) * CE(labels) + w * teacher
+    /// term` (distillation), and a different teacher gives a different loss.
+    #[test]
+    fn a_distilling_step_weighs_the_labels_against_the_teacher() {
+        let text = "name = \"lin\"\ninput = [48, 48, 1]\n[[layers]]\nkind = \"flatten\"\n[[layers]]\nkind = \"dense\"\nunits = 7\n";
+        let spec = crate::models::ModelSpec::Layers(crate::models::NetSpec::from_toml(text, "lin").unwrap());
+        let device = Device::flex().autodiff();
+        device.seed(11);
+        let model = spec.build(&device).unwrap();
+        let images = Tensor::<4>::from_inner(random_input([4, 1, 48, 48], &Device::flex(), 5));
+        let labels = Tensor::<1, Int>::from_ints([0, 1, 2, 3], &device);
+        let loss_fn = CrossEntropyLossConfig::new().init(&device);
+        let teacher = |hot: usize| {
+            let mut values = vec![0.05f32; 4 * 7];
+            for row in 0..4 {
+                values[row * 7 + hot] = 0.7;
+            }
+            Tensor::<2>::from_data(TensorData::new(values, [4, 7]), &device)
+        };
+        let outputs = model.forward(images.clone());
+        let ce = loss_fn.forward(outputs.clone(), labels.clone()).into_scalar::<f32>() as f64;
+        let step = |hot: usize| {
+            let soft = SoftTargets { probabilities: teacher(hot), weight: 0.25, temperature: 2.0 };
+            let mut optimizer = OptimizerKind::Adam.init();
+            training_step(
+                model.clone(),
+                &mut optimizer,
+                &loss_fn,
+                images.clone(),
+                labels.clone(),
+                None,
+                Some(soft),
+                1e-3,
+            )
+            .unwrap()
+            .1
+            .loss as f64
+        };
+        let term = distill::teacher_loss(outputs, teacher(6), 2.0).into_scalar::<f32>() as f64;
+        let expected = 0.75 * ce + 0.25 * term;
+        assert!((step(6) - expected).abs() < 1e-4, "{} vs {expected}", step(6));
+        assert!((step(6) - step(3)).abs() > 1e-4, "the teacher's probabilities must move the loss");
     }
 
     /// The values of a nested JSON array of numbers, in row-major order.
@@ -594,7 +689,7 @@ mod tests {
         let mut optimizer = OptimizerKind::Adam.init();
         let loss_fn = CrossEntropyLossConfig::new().init(&device);
         let (model, outcome) =
-            training_step(Model::Layers(net), &mut optimizer, &loss_fn, images, labels, None, 1e-3).unwrap();
+            training_step(Model::Layers(net), &mut optimizer, &loss_fn, images, labels, None, None, 1e-3).unwrap();
         let loss_diff = (outcome.loss as f64 - doc["loss"].as_f64().unwrap()).abs();
         let Model::Layers(net) = model.valid() else { unreachable!() };
         let values = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();

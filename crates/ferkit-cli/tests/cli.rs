@@ -478,6 +478,55 @@ fn a_run_evaluates_validation_and_test_with_its_test_time_augmentation() {
     }
 }
 
+/// `--teacher`: a student learns from a trained run's probabilities as well as its labels
+/// (knowledge distillation): the run's config.toml records the teacher, the teacher term moves the
+/// training loss against the same run without it, and bad settings are refused before any run
+/// directory is made, naming the flag.
+#[test]
+fn a_student_trains_from_a_teachers_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = write(&dir.path().join("fer.csv"), synthetic_csv(35));
+    let train = |out: &std::path::Path, extra: &[&str]| {
+        let args = [
+            &["train", "cnn3", "--data", data.to_str().unwrap(), "--epochs", "1", "--batch", "8", "--seed", "3"][..],
+            extra,
+            &["--out", out.to_str().unwrap()],
+        ]
+        .concat();
+        ferkit(&args)
+    };
+    let teacher = dir.path().join("teacher");
+    let out = train(&teacher, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let student = dir.path().join("student");
+    let out = train(
+        &student,
+        &["--teacher", teacher.to_str().unwrap(), "--distill-weight", "0.7", "--distill-temperature", "2"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let said = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(said.contains("distillation: teacher") && said.contains("training faces"), "{said}");
+    let config = read(&student.join("config.toml"));
+    assert!(config.contains("[distill]") && config.contains("weight = 0.7") && config.contains("temperature = 2.0"), "{config}");
+    // The same run without the teacher: same seed and data, so only the teacher term differs.
+    let alone = dir.path().join("alone");
+    assert!(train(&alone, &[]).status.success());
+    let loss = |run: &std::path::Path| read(&run.join("history.csv")).lines().nth(1).unwrap().split(',').nth(1).unwrap().to_string();
+    assert_ne!(loss(&student), loss(&alone), "the teacher term must change the training loss");
+    assert_eq!(loss(&alone), loss(&teacher), "the runs without a teacher are the same run");
+    for (extra, flag) in [
+        (vec!["--teacher", teacher.to_str().unwrap(), "--distill-weight", "1.5"], "--distill-weight"),
+        (vec!["--distill-weight", "0.5"], "--teacher"),
+        (vec!["--teacher", "no/such/run"], "no/such/run"),
+    ] {
+        let refused = dir.path().join("refused");
+        let out = train(&refused, &extra);
+        assert!(!out.status.success(), "{extra:?} was accepted");
+        assert!(stderr(&out).contains(flag), "{extra:?}: {}", stderr(&out));
+        assert!(!refused.exists(), "{extra:?}: a refused run must not leave a run directory");
+    }
+}
+
 /// `--time-budget`: a budget that one epoch already uses up cuts the run to that epoch, says so,
 /// and records it where a reader and `--resume` look (config.toml, metrics.json, history.csv);
 /// the run still ends with its kept checkpoint evaluated. A budget out of range is refused.

@@ -144,6 +144,7 @@ fn frozen_blocks_do_not_change_in_training() {
         images,
         labels,
         None,
+        None,
         1e-2,
     )
     .unwrap();

@@ -421,6 +421,9 @@ fn train<'py>(
                 "ema" => recipe.ema = value.extract().map_err(bad)?,
                 "mixup" => recipe.mixup = value.extract().map_err(bad)?,
                 "cutmix" => recipe.cutmix = value.extract().map_err(bad)?,
+                "teacher" => recipe.teacher = value.extract().map_err(bad)?,
+                "distill_weight" => recipe.distill_weight = value.extract().map_err(bad)?,
+                "distill_temperature" => recipe.distill_temperature = value.extract().map_err(bad)?,
                 "time_budget" => recipe.time_budget_minutes = value.extract().map_err(bad)?,
                 "augment" => recipe.augment = value.extract().map_err(bad)?,
                 "tta" => recipe.tta = tta(Some(&value.extract::<String>().map_err(bad)?))?.unwrap_or_default(),
@@ -438,7 +441,7 @@ fn train<'py>(
                 }
                 other => {
                     return Err(PyValueError::new_err(format!(
-                        "train() got an unknown option {other:?} (known: epochs, batch_size, lr, optimizer, momentum,                          weight_decay, schedule, warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema,                          mixup, cutmix, time_budget, tta, augment, seed, monitor, subset, skip_bad_rows, init_from, val_split, weights)"
+                        "train() got an unknown option {other:?} (known: epochs, batch_size, lr, optimizer, momentum,                          weight_decay, schedule, warmup_epochs, plateau_factor, plateau_patience, label_smoothing, ema,                          mixup, cutmix, teacher, distill_weight, distill_temperature, time_budget, tta, augment, seed, monitor, subset, skip_bad_rows, init_from, val_split, weights)"
                     )));
                 }
             }

@@ -27,7 +27,7 @@ pub struct TrainArgs {
         "warmup_epochs", "seed", "monitor", "subset", "device", "augment", "init_from",
         "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
         "optimizer", "momentum", "weight_decay", "label_smoothing", "ema", "plateau_factor", "plateau_patience",
-        "mixup", "cutmix", "time_budget", "tta",
+        "mixup", "cutmix", "time_budget", "tta", "teacher", "distill_weight", "distill_temperature",
     ])]
     pub config: Option<PathBuf>,
     /// Go on with a run that stopped (killed, machine gone) from its last finished epoch, with the
@@ -38,7 +38,7 @@ pub struct TrainArgs {
         "warmup_epochs", "seed", "monitor", "out", "overwrite", "subset", "device", "augment", "init_from",
         "weights", "freeze", "input_size", "head", "val_split", "class_map", "skip_unknown_classes",
         "optimizer", "momentum", "weight_decay", "label_smoothing", "ema", "plateau_factor", "plateau_patience",
-        "mixup", "cutmix", "time_budget", "tta",
+        "mixup", "cutmix", "time_budget", "tta", "teacher", "distill_weight", "distill_temperature",
     ])]
     pub resume: Option<PathBuf>,
     #[command(flatten)]
@@ -91,6 +91,17 @@ pub struct TrainArgs {
     /// CutMix of each training batch with Beta(ALPHA, ALPHA) box areas (timm's default 1.0).
     #[arg(long, value_name = "ALPHA", allow_negative_numbers = true)]
     pub cutmix: Option<f64>,
+    /// Knowledge distillation (Hinton et al. 2015): the student also learns from this teacher's
+    /// probabilities, which it computes once for every training face: a run directory, a model
+    /// file, or `shipped` (the model compiled into ferkit). Default: none.
+    #[arg(long, value_name = "RUN_DIR|FILE|shipped")]
+    pub teacher: Option<PathBuf>,
+    /// The teacher term's share of the loss, in (0, 1] (default 0.5 with --teacher).
+    #[arg(long, value_name = "WEIGHT", allow_negative_numbers = true)]
+    pub distill_weight: Option<f64>,
+    /// The softmax temperature of the teacher term (default 1).
+    #[arg(long, value_name = "T", allow_negative_numbers = true)]
+    pub distill_temperature: Option<f64>,
     /// Fit the run to this many minutes of wall time: after the first epoch the epoch count is cut
     /// to what fits (the schedule then ends over those), and the run stops before an epoch that
     /// would end late (default: none, every epoch runs; the `fast` preset: 58).
@@ -236,6 +247,9 @@ impl TrainArgs {
             ema: self.ema.or(base.ema),
             mixup: self.mixup.or(base.mixup),
             cutmix: self.cutmix.or(base.cutmix),
+            teacher: self.teacher.clone().or(base.teacher),
+            distill_weight: self.distill_weight.or(base.distill_weight),
+            distill_temperature: self.distill_temperature.or(base.distill_temperature),
             time_budget_minutes: self.time_budget.or(base.time_budget_minutes),
             tta: self.tta.unwrap_or(base.tta),
             augment: self.augment.clone().or(base.augment),
