@@ -23,7 +23,7 @@ use super::config::TrainConfig;
 use super::distill;
 use super::ema::{Ema, recalibrate_batch_norm};
 use crate::data::batch::Preprocess;
-use crate::data::batch::{EpochAugment, EpochOrder, HostBatch, prefetch, prepare_batch};
+use crate::data::batch::{EpochAugment, EpochOrder, HostBatch, in_batches, prefetch, prepare_batch};
 use crate::data::{Dataset, SplitName};
 use crate::evaluation::{Tta, evaluate};
 use crate::events::Events;
@@ -46,7 +46,7 @@ struct EpochPass<'a> {
     steps_per_epoch: usize,
     /// The factor the validation history puts on the rate (reduce-on-plateau; 1 otherwise).
     history_factor: f64,
-    /// The epoch's row order (batches are its consecutive slices of `config.batch_size`).
+    /// The epoch's row order, as `prefetch` was given it.
     rows: &'a [usize],
     /// The teacher's probabilities of every training row, with distillation.
     teacher: Option<&'a [[f32; crate::data::NUM_CLASSES]]>,
@@ -65,7 +65,9 @@ impl EpochPass<'_> {
         batches: Receiver<HostBatch>,
     ) -> Result<(Model, f64, usize), PassStop> {
         let (mut loss_sum, mut correct, mut seen) = (0.0f64, 0usize, 0usize);
-        for (i, host) in batches.into_iter().enumerate() {
+        // The rows of each batch, cut by the function that cut them for `prefetch`.
+        let batch_rows = in_batches(self.rows, self.config.batch_size);
+        for (i, (host, rows)) in batches.into_iter().zip(batch_rows).enumerate() {
             let n = host.labels.len();
             let mut host = host;
             let mixed = self.config.mix.map(|mix| {
@@ -73,7 +75,6 @@ impl EpochPass<'_> {
                 mix.apply(&mut host.pixels, n, side, self.config.seed, self.epoch, i)
             });
             let soft = self.teacher.zip(self.config.distill.as_ref()).map(|(probabilities, d)| {
-                let rows = &self.rows[i * self.config.batch_size..][..n];
                 let partner = mixed.as_ref().map(|m| (m.partner.as_slice(), m.lambda));
                 SoftTargets {
                     probabilities: distill::batch_targets(probabilities, rows, partner, self.device),
