@@ -2,7 +2,11 @@
 """Prints `bench/run.sh`'s tables from the JSON files it collected in DIR: per model, ferkit's and
 PyTorch's training and inference images/s at the model's batch, inference at batch 1 and 256
 beside ONNX Runtime's, and each framework's peak RSS (MiB, the whole benchmark process of that
-model: training at the batch, then inference).
+model: training at the batch, then inference). Where the net's arithmetic is counted (layer-list
+nets: `ferkit bench` writes their multiply-adds per image) and DIR holds `peak.json`
+(`bench/sgemm_peak.py --json`), a last table sets each framework's training speed against the
+machine's float32 matrix-product peak: the images/s a step could reach if all of it ran at that
+peak, an upper bound for any framework on this machine.
 
     python3 bench/compare.py DIR
 """
@@ -63,7 +67,29 @@ def main():
             fb, tb, ob = get(f, None, b), get(t, None, b), get(o, None, b)
             print(f"{f['models'][0]['model']:<20}{fb:>10.1f}{tb:>10.1f}{ob:>10.1f}{fb / tb:>8.2f}{fb / ob:>7.2f}"
                   f"{mib(rss['ort']):>9.0f}")
+    arithmetic(rows, load(d / "peak.json"))
     return 0
+
+
+def arithmetic(rows, peak):
+    """Training GFLOP/s of each framework (2 FLOPs a multiply-add, the same count for both: the
+    same net) and the bound the machine's matrix-product peak sets on images/s."""
+    counted = [(f, t) for f, t, *_ in rows if f["models"][0].get("training_multiply_adds")]
+    if not counted:
+        return
+    best = peak["peak_gflops"] if peak else None
+    where = f"{best:.1f} GFLOP/s, PyTorch's float32 matrix product on {peak['threads']} threads" if peak else "not measured"
+    print(f"\nTraining arithmetic (GFLOP/s = 2 x multiply-adds per image x images/s); machine's peak: {where}")
+    print(f"{'model':<20}{'Mmul-add/img':>13}{'ferkit GFLOP/s':>15}{'torch GFLOP/s':>14}"
+          f"{'bound img/s':>12}{'ferkit/bound':>13}{'1.5x torch/bound':>17}")
+    for f, t in counted:
+        m = f["models"][0]
+        macs = m["training_multiply_adds"]
+        ft = m["train_images_per_s"]
+        tt = t["models"][0]["train_images_per_s"] if t else float("nan")
+        bound = best * 1e9 / (2 * macs) if best else float("nan")
+        print(f"{m['model']:<20}{macs / 1e6:>13.1f}{2e-9 * macs * ft:>15.1f}{2e-9 * macs * tt:>14.1f}"
+              f"{bound:>12.1f}{ft / bound:>13.2f}{1.5 * tt / bound:>17.2f}")
 
 
 if __name__ == "__main__":

@@ -37,14 +37,17 @@ for pair in ${models//,/ }; do
   fi
   i=$((i + 1))
 done
+# The machine's float32 matrix-product peak (PyTorch's), for the arithmetic table.
+python3 -c "import torch" 2>/dev/null && python3 bench/sgemm_peak.py --threads "$threads" --json "$out/peak.json" >/dev/null
 python3 bench/compare.py "$out"
 # Face detection beside OpenCV (Haar) and facenet-pytorch (MTCNN), when ../shared has the
 # detectors and the photos.
 cascade=../shared/models/haarcascade_frontalface_default.xml
 mtcnn=../shared/models/mtcnn
 photos=../shared/data/photos/astronaut.png,../shared/data/photos/coffee.png
-if ! python3 -c "import cv2, facenet_pytorch" 2>/dev/null; then
-  echo "face detection: skipped (pip install opencv-python facenet-pytorch for the references)"
+# OpenCV 5 (PyPI's default since 5.1) dropped the cascade classifier: the reference needs OpenCV 4.
+if ! python3 -c "import cv2, facenet_pytorch; cv2.CascadeClassifier" 2>/dev/null; then
+  echo "face detection: skipped (pip install \"opencv-python-headless<5\" facenet-pytorch for the references)"
 elif [ -f "$cascade" ] && [ -d "$mtcnn" ]; then
   ./target/release/ferkit bench --models "" --photos "$photos" --cascade "$cascade" --mtcnn "$mtcnn" \
     --threads "$threads" --json "$out/detect.json" >/dev/null

@@ -29,6 +29,20 @@ pub struct BenchResult {
     pub infer_images_per_s: f64,
     pub steps: usize,
     pub repeats: usize,
+    /// Multiply-adds per image of the net's forward pass and training step, where counted
+    /// ([`ModelSpec::arithmetic`]): floating-point operations per second are twice these times
+    /// the images/s.
+    pub forward_multiply_adds: Option<u64>,
+    pub training_multiply_adds: Option<u64>,
+}
+
+impl BenchResult {
+    /// Training and inference GFLOP/s at the model's batch (2 FLOPs a multiply-add), where the
+    /// net's arithmetic is counted.
+    pub fn gflops(&self) -> Option<(f64, f64)> {
+        let (forward, training) = (self.forward_multiply_adds?, self.training_multiply_adds?);
+        Some((2e-9 * training as f64 * self.train_images_per_s, 2e-9 * forward as f64 * self.infer_images_per_s))
+    }
 }
 
 /// Times `steps` training steps and `steps` inference batches, `repeats` times, after one
@@ -76,6 +90,8 @@ pub fn bench_model(
         infer_images_per_s: infer_rate,
         steps,
         repeats,
+        forward_multiply_adds: spec.arithmetic().map(|a| a.forward),
+        training_multiply_adds: spec.arithmetic().map(|a| a.training),
     })
 }
 

@@ -6,8 +6,9 @@
 //! 2. Debian's and Ubuntu's `opencv-data` package and OpenCV built from source:
 //!    `opencv4/haarcascades/`, then `opencv/haarcascades/` (older releases), under each folder of
 //!    `$XDG_DATA_DIRS` (default `/usr/local/share:/usr/share`, the freedesktop.org rule);
-//! 3. a pip-installed OpenCV (`opencv-python` and its variants): `cv2/data/` in the
-//!    site-packages of the `python3` on PATH.
+//! 3. a pip-installed OpenCV 4 (`opencv-python` and its variants): `cv2/data/` in the
+//!    site-packages of the `python3` on PATH. OpenCV 5's wheels (5.1 on PyPI) no longer carry the
+//!    cascade files, so the hint below asks for `<5`.
 //!
 //! MTCNN's weights (facenet-pytorch's `pnet.pt`, `rnet.pt`, `onet.pt`) are looked for in
 //! `FERKIT_MTCNN`, then in `facenet_pytorch/data/` of that `python3`'s site-packages.
@@ -54,7 +55,7 @@ pub fn find_cascade() -> Result<PathBuf> {
     bail!(
         BadInput,
         "no face detector given, and OpenCV's frontal-face Haar cascade ({CASCADE_FILE}) was not found. Searched:\n{}\n\
-         Install it with `apt-get install opencv-data` (Debian, Ubuntu) or `pip install opencv-python-headless`, \
+         Install it with `apt-get install opencv-data` (Debian, Ubuntu) or `pip install \"opencv-python-headless<5\"` (OpenCV 5's wheels dropped the cascades), \
          set FERKIT_CASCADE to the file, or pass --cascade FILE (or --mtcnn DIR, or --whole-image for cropped faces)",
         list(&places)
     )

@@ -62,6 +62,15 @@ impl ModelSpec {
         }
     }
 
+    /// Multiply-adds per image of a layer-list net ([`NetSpec::arithmetic`]); `None` for
+    /// transfer nets and ensembles, which are not counted.
+    pub fn arithmetic(&self) -> Option<super::spec::Arithmetic> {
+        match self {
+            ModelSpec::Layers(net) => net.arithmetic().ok(),
+            ModelSpec::Transfer(_) | ModelSpec::Ensemble(_) => None,
+        }
+    }
+
     /// How images are scaled before the model sees them (an ensemble: its first member's; see
     /// [`ModelSpec::reads_one_preprocessing`]).
     pub fn preprocess(&self) -> Preprocess {

@@ -148,6 +148,16 @@ pub enum LayerSpec {
     GlobalAvgPool(GlobalAvgPoolSpec),
 }
 
+/// Multiply-adds per image ([`NetSpec::arithmetic`]). A multiply-add is two floating-point
+/// operations (FLOPs).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Arithmetic {
+    /// A forward pass (inference; batch norm and activations, a pass over memory each, count 0).
+    pub forward: u64,
+    /// A training step: the forward pass, then the weight gradients and the input gradients.
+    pub training: u64,
+}
+
 /// A whole net: its input, its layers, and the training defaults that belong to it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -559,6 +569,20 @@ impl NetSpec {
             bail!(Model, "the net must end with {NUM_CLASSES} outputs (one per emotion), but it ends with {shape}");
         }
         Ok(infos)
+    }
+
+    /// The arithmetic of one image through this net, in multiply-adds: what any framework must
+    /// compute, however fast, so that images/s can be set against the machine's peak (`bash
+    /// bench/run.sh` prints both). Errors as [`NetSpec::layer_infos`].
+    pub fn arithmetic(&self) -> Result<Arithmetic> {
+        let infos = self.layer_infos()?;
+        let per_layer: Vec<u64> = self.layers.iter().zip(&infos).map(|(l, i)| l.multiply_adds(i) as u64).collect();
+        let forward: u64 = per_layer.iter().sum();
+        // Backward, every layer with weights computes its weight gradient and, unless no layer
+        // with weights comes before it (the first convolution, whose input is the image), its
+        // input gradient: each as many multiply-adds as its forward pass.
+        let first = per_layer.iter().copied().find(|&m| m > 0).unwrap_or(0);
+        Ok(Arithmetic { forward, training: 3 * forward - first })
     }
 
     /// (trainable, non-trainable) parameters, as Keras counts them.

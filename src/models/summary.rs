@@ -70,8 +70,7 @@ pub fn summary(spec: &NetSpec) -> Result<String> {
     let trainable: usize = infos.iter().map(|i| i.trainable).sum();
     let non_trainable: usize = infos.iter().map(|i| i.non_trainable).sum();
     out += &totals(trainable, non_trainable, table_width);
-    let multiply_adds: usize = spec.layers.iter().zip(&infos).map(|(layer, info)| layer.multiply_adds(info)).sum();
-    out += &format!("Forward multiply-adds per image: {}\n", thousands(multiply_adds));
+    out += &format!("Forward multiply-adds per image: {}\n", thousands(spec.arithmetic()?.forward as usize));
     Ok(out)
 }
 
@@ -118,6 +117,22 @@ mod tests {
         assert_eq!(thousands(999), "999");
         assert_eq!(thousands(1000), "1,000");
         assert_eq!(thousands(19_798_723), "19,798,723");
+    }
+
+    /// cnn1's arithmetic by hand: its five layers with weights, output positions x filters x
+    /// inputs per filter (or inputs x units); a training step repeats each twice (weight and
+    /// input gradients) except the first convolution's input gradient (its input is the image).
+    #[test]
+    fn cnn1_arithmetic_counted_by_hand() {
+        let conv1 = 12 * 12 * 96 * (11 * 11);
+        let conv2 = 6 * 6 * 256 * (5 * 5 * 96);
+        let conv3 = 3 * 3 * 384 * (3 * 3 * 256);
+        let dense = 3456 * 4096 + 4096 * 1000 + 1000 * 7;
+        let forward = (conv1 + conv2 + conv3 + dense) as u64;
+        let a = resolve("cnn1").unwrap().arithmetic().unwrap();
+        assert_eq!(a.forward, forward);
+        assert_eq!(a.forward, 50_012_504, "the figure `ferkit summary cnn1` prints");
+        assert_eq!(a.training, 3 * forward - conv1 as u64);
     }
 
     #[test]

@@ -68,7 +68,10 @@ pub fn run(args: BenchArgs) -> Result<()> {
     }
     let machine = ferkit::util::cpu::describe();
     super::lines::say(&format!("machine: {machine}; {} threads", args.threads));
-    super::lines::say(&format!("{:<10}{:>7}{:>18}{:>18}", "model", "batch", "train img/s", "infer img/s"));
+    super::lines::say(&format!(
+        "{:<10}{:>7}{:>18}{:>18}{:>14}{:>14}",
+        "model", "batch", "train img/s", "infer img/s", "train GFLOP/s", "infer GFLOP/s"
+    ));
     let mut results = Vec::new();
     for pair in models {
         let (name, batch) = pair
@@ -77,8 +80,11 @@ pub fn run(args: BenchArgs) -> Result<()> {
             .with_context(|| format!("--models: `{pair}` is not MODEL:BATCH"))?;
         let spec = ferkit::models::resolve(name)?;
         let r = bench_model(&spec, batch, args.steps, args.repeats, &device)?;
+        // Counted for layer-list nets only ("-" for transfer nets).
+        let (train_gflops, infer_gflops) =
+            r.gflops().map_or(("-".to_string(), "-".to_string()), |(t, i)| (format!("{t:.1}"), format!("{i:.1}")));
         super::lines::say(&format!(
-            "{:<10}{:>7}{:>18.1}{:>18.1}",
+            "{:<10}{:>7}{:>18.1}{:>18.1}{train_gflops:>14}{infer_gflops:>14}",
             r.model, r.batch, r.train_images_per_s, r.infer_images_per_s
         ));
         let needs_net = !args.infer_batches.is_empty() || args.onnx_dir.is_some();
