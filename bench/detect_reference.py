@@ -59,7 +59,8 @@ def mtcnn(weights_dir, threads):
                 boxes, _ = detect_face(rgb, MIN_SIZE, pnet, rnet, onet, [0.6, 0.7, 0.7], 0.709, "cpu")
             return len(boxes[0])
         return run
-    return f"facenet-pytorch 2.6 on torch {torch.__version__}", detect
+    from importlib.metadata import version
+    return f"facenet-pytorch {version('facenet-pytorch')} on torch {torch.__version__}", detect
 
 
 def main():
