@@ -59,8 +59,12 @@ def mtcnn(weights_dir, threads):
                 boxes, _ = detect_face(rgb, MIN_SIZE, pnet, rnet, onet, [0.6, 0.7, 0.7], 0.709, "cpu")
             return len(boxes[0])
         return run
-    from importlib.metadata import version
-    return f"facenet-pytorch {version('facenet-pytorch')} on torch {torch.__version__}", detect
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        facenet = version("facenet-pytorch")
+    except PackageNotFoundError:  # importable without pip's metadata (a source checkout)
+        facenet = "?"
+    return f"facenet-pytorch {facenet} on torch {torch.__version__}", detect
 
 
 def main():

@@ -83,6 +83,7 @@ pub fn bench_model(
     // merged into the layer before it (`models::fold`).
     let inference = crate::models::fold::fold_batch_norm(model.valid());
     let infer_rate = inference_rate(&inference, spec.preprocess(), batch, steps, repeats, device);
+    let arithmetic = spec.arithmetic();
     Ok(BenchResult {
         model: spec.name().to_string(),
         batch,
@@ -90,8 +91,8 @@ pub fn bench_model(
         infer_images_per_s: infer_rate,
         steps,
         repeats,
-        forward_multiply_adds: spec.arithmetic().map(|a| a.forward),
-        training_multiply_adds: spec.arithmetic().map(|a| a.training),
+        forward_multiply_adds: arithmetic.map(|a| a.forward),
+        training_multiply_adds: arithmetic.map(|a| a.training),
     })
 }
 

@@ -353,6 +353,22 @@ impl LayerSpec {
         }
     }
 
+    /// Multiply-adds of the gradient with respect to this layer's input, per image: a convolution's
+    /// or dense layer's are its forward pass's; a residual block's are its first convolution's
+    /// and its projection's (its second convolution reads the block's own first output, whose
+    /// gradient the block computes whatever comes before it).
+    pub fn input_gradient_multiply_adds(&self, info: &LayerInfo) -> usize {
+        use FeatureShape::*;
+        match (self, info.input, info.output) {
+            (LayerSpec::Residual(r), Image { channels, .. }, Image { height, width, .. }) => {
+                let projection = if r.has_projection(channels) { channels.saturating_mul(r.filters) } else { 0 };
+                let per_position = 9usize.saturating_mul(channels).saturating_mul(r.filters).saturating_add(projection);
+                height.saturating_mul(width).saturating_mul(per_position)
+            }
+            _ => self.multiply_adds(info),
+        }
+    }
+
     /// The activation this layer ends with, if any.
     pub fn activation(&self) -> Option<ActivationFn> {
         match self {
@@ -576,12 +592,13 @@ impl NetSpec {
     /// bench/run.sh` prints both). Errors as [`NetSpec::layer_infos`].
     pub fn arithmetic(&self) -> Result<Arithmetic> {
         let infos = self.layer_infos()?;
-        let per_layer: Vec<u64> = self.layers.iter().zip(&infos).map(|(l, i)| l.multiply_adds(i) as u64).collect();
-        let forward: u64 = per_layer.iter().sum();
-        // Backward, every layer with weights computes its weight gradient and, unless no layer
-        // with weights comes before it (the first convolution, whose input is the image), its
-        // input gradient: each as many multiply-adds as its forward pass.
-        let first = per_layer.iter().copied().find(|&m| m > 0).unwrap_or(0);
+        let layers = || self.layers.iter().zip(&infos);
+        let forward: u64 = layers().map(|(l, i)| l.multiply_adds(i) as u64).sum();
+        // Backward, every layer with weights computes its weight gradient and its input gradient,
+        // each as many multiply-adds as its forward pass, but for the first such layer's input
+        // gradient: its input is the image (or a pass over memory of it), which needs none.
+        let first =
+            layers().find(|(l, i)| l.multiply_adds(i) > 0).map_or(0, |(l, i)| l.input_gradient_multiply_adds(i) as u64);
         Ok(Arithmetic { forward, training: 3 * forward - first })
     }
 

@@ -135,6 +135,28 @@ mod tests {
         assert_eq!(a.training, 3 * forward - conv1 as u64);
     }
 
+    /// A net whose first layer with weights is a dense layer or a residual block: the training
+    /// step leaves out that layer's input gradient only (for the block, its first convolution's
+    /// and its projection's, not its second convolution's). Transfer nets are not counted.
+    #[test]
+    fn a_training_step_leaves_out_only_the_first_layers_input_gradient() {
+        let net = |layers: &str| {
+            NetSpec::from_toml(&format!("name = \"t\"\ninput = [48, 48, 1]\n{layers}"), "test.toml").unwrap()
+        };
+        let dense = net("[[layers]]\nkind = \"flatten\"\n[[layers]]\nkind = \"dense\"\nunits = 7\n");
+        let a = dense.arithmetic().unwrap();
+        let p = 48 * 48;
+        assert_eq!((a.forward, a.training), (p * 7, 2 * p * 7));
+        let residual = net("[[layers]]\nkind = \"residual\"\nfilters = 4\n[[layers]]\nkind = \"flatten\"\n\
+             [[layers]]\nkind = \"dense\"\nunits = 7\n");
+        let a = residual.arithmetic().unwrap();
+        let (first, second, projection, dense) = (p * 9 * 4, p * 9 * 4 * 4, p * 4, p * 4 * 7);
+        assert_eq!(a.forward, (first + second + projection + dense) as u64);
+        assert_eq!(a.training, 3 * a.forward - (first + projection) as u64);
+        let transfer = crate::models::resolve("efficientnet-lite0").unwrap();
+        assert_eq!(transfer.arithmetic(), None);
+    }
+
     #[test]
     fn cnn1_summary_matches_keras_totals() {
         let text = summary(&resolve("cnn1").unwrap()).unwrap();
