@@ -79,6 +79,17 @@ fn horizontal(row: &[u8], xs: &[(usize, u32, u32)], out: &mut [u32]) {
     }
 }
 
+/// A rectangle's four corners as offsets in an [`Integral`]'s tables from a window's top-left
+/// corner. They depend on the image's width, so they are computed once per pyramid level
+/// (OpenCV's `HaarEvaluator::OptFeature`, `modules/objdetect/src/cascadedetect.hpp`).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RectOffsets {
+    top_left: usize,
+    top_right: usize,
+    bottom_left: usize,
+    bottom_right: usize,
+}
+
 /// Sums and sums of squares of the grey levels above and left of each point, so that any
 /// rectangle's sum takes four lookups. Arithmetic wraps at 2^32 as OpenCV's 32-bit integral
 /// images do: a window's sums (at most 24 x 24 x 255^2) are exact even where a whole large
@@ -112,6 +123,27 @@ impl Integral {
         let top = y * stride + x;
         let bottom = (y + h) * stride + x;
         table[bottom + w].wrapping_sub(table[bottom]).wrapping_sub(table[top + w]).wrapping_add(table[top])
+    }
+
+    /// The corners of the rectangle `(x, y, w, h)` of a window as offsets from the window's
+    /// top-left corner in this image's tables: see [`Integral::sum_at`].
+    pub fn rect_offsets(&self, x: usize, y: usize, w: usize, h: usize) -> RectOffsets {
+        let top = y * self.stride + x;
+        let bottom = (y + h) * self.stride + x;
+        RectOffsets { top_left: top, top_right: top + w, bottom_left: bottom, bottom_right: bottom + w }
+    }
+
+    /// Where the window whose top-left pixel is (x, y) starts in this image's tables.
+    pub fn origin(&self, x: usize, y: usize) -> usize {
+        y * self.stride + x
+    }
+
+    /// Sum of the grey levels in a rectangle given by its [`Integral::rect_offsets`] from the
+    /// window at `origin` ([`Integral::origin`]): what [`Integral::sum`] gives, in four reads.
+    #[inline]
+    pub fn sum_at(&self, origin: usize, r: &RectOffsets) -> u32 {
+        let t = &self.sums[origin..];
+        t[r.bottom_right].wrapping_sub(t[r.bottom_left]).wrapping_sub(t[r.top_right]).wrapping_add(t[r.top_left])
     }
 
     /// Sum of the grey levels in the rectangle.
