@@ -1,6 +1,7 @@
 //! 2-D convolution (groups 1, no dilation) as im2col + GEMM per sample, forward and backward,
 //! on Flex tensors `[batch, channels, height, width]`; 3 x 3 stride-1 ones hand their output and
-//! input gradient to [`winograd`], depthwise ones go to [`depthwise_conv2d`].
+//! input gradient to [`winograd`], depthwise ones go to [`depthwise_conv2d`], and those on small
+//! maps whose padding holds many of their taps leave out the kernel rows in it ([`kernel_rows`]).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -17,6 +18,8 @@ use super::epilogue::Epilogue;
 use super::matmul::{matmul, same_sums_at_any_width};
 use super::winograd;
 use super::{SHORT_ROW, Sliding};
+
+mod kernel_rows;
 
 /// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.
 /// 3 x 3 in cnn1) are grouped so the matrix products stay wide enough to run at full speed.
@@ -318,10 +321,13 @@ impl Bands {
 /// value written through `epilogue`.
 fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, epilogue: &Epilogue) -> FlexTensor {
     let s = Shapes::new(flex::dims4(x), flex::dims4(weight)[0], &g);
-    let taps = Taps::new(g);
     let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
     // Every output value is written below only if there is one bias per output channel.
     assert_eq!(bias.len(), s.c_out, "conv2d: one bias per output channel");
+    if kernel_rows::applies(&s, &g) {
+        return kernel_rows::forward(&x, &weight, &bias, s, g, epilogue);
+    }
+    let taps = Taps::new(g);
     let in_len = s.input_len(&g);
     let ow = g.output[1];
     let groups = s.batch.div_ceil(s.group);
@@ -411,6 +417,11 @@ fn backward(
             let no_bias = vec![0f32; s.c_in];
             winograd::forward(&grad, [s.batch, s.c_out, g.output[0], g.output[1]], &flipped, &no_bias, &gb, &Epilogue::NONE)
         });
+    if by_winograd.is_none() && kernel_rows::applies(&s, &g) {
+        let (dx, dw, db) = kernel_rows::backward(&x, &weight, &grad, s, g, wanted);
+        let tensor = |values: Vec<f32>, shape: &[usize]| flex::tensor(values, shape);
+        return (dx.map(|v| tensor(v, &x_dims)), dw.map(|v| tensor(v, &w_dims)), db.map(|v| tensor(v, &[s.c_out])));
+    }
     let im2col_input = wanted.input && by_winograd.is_none();
     // Each task: the input gradient of its samples (zeroed by the task itself, in parallel, before
     // col2im adds into it: not as a pass of its own on one thread), and its samples' sums for
@@ -468,18 +479,20 @@ fn backward(
     // SAFETY: each task zeroes the whole slice of each of its samples, and the tasks' samples
     // cover the batch (or dx is empty).
     let (dx, partial_sums) = unsafe { flex::write_parts_and_collect(dx_len, tasks, || (), write_task) };
-
-    let sum_in_order = |pick: fn(&PartialSums) -> &Vec<f32>| {
-        let mut total = pick(&partial_sums[0]).clone();
-        for part in &partial_sums[1..] {
-            total.iter_mut().zip(pick(part)).for_each(|(t, v)| *t += v);
-        }
-        total
-    };
     let dx = wanted.input.then(|| flex::tensor(by_winograd.unwrap_or(dx), &x_dims));
-    let dw = wanted.weight.then(|| flex::tensor(sum_in_order(|p| &p.0), &w_dims));
-    let db = wanted.bias.then(|| flex::tensor(sum_in_order(|p| &p.1), &[s.c_out]));
+    let dw = wanted.weight.then(|| flex::tensor(sum_in_order(&partial_sums, |p| &p.0), &w_dims));
+    let db = wanted.bias.then(|| flex::tensor(sum_in_order(&partial_sums, |p| &p.1), &[s.c_out]));
     (dx, dw, db)
+}
+
+/// The tasks' sums of a gradient (`pick` chooses which) added in task order, so that the total
+/// does not depend on which thread ran which task.
+fn sum_in_order(partial_sums: &[PartialSums], pick: fn(&PartialSums) -> &Vec<f32>) -> Vec<f32> {
+    let mut total = pick(&partial_sums[0]).clone();
+    for part in &partial_sums[1..] {
+        total.iter_mut().zip(pick(part)).for_each(|(t, v)| *t += v);
+    }
+    total
 }
 
 #[derive(Debug)]
@@ -581,6 +594,70 @@ mod tests {
         }
         check(8, 8, 3, 1, PaddingConfig2d::Same, [12, 12]);
         check(8, 9, 3, 1, PaddingConfig2d::Valid, [14, 13]);
+        // Kernel rows in the padding skipped (`kernel_rows`): cnn1's second convolution's 5 x 5
+        // window on a 6 x 6 map; strided; on a map narrower than the window (kernel columns
+        // wholly in the padding); an even window (asymmetric padding: the kernel rows' order
+        // starts with row 1); a map wider than high.
+        let cases = [(16, 8, 5, 1, [6, 6]), (16, 4, 5, 2, [7, 7]), (16, 8, 5, 1, [1, 1]), (10, 6, 7, 1, [2, 2])];
+        for (c_in, c_out, kernel, stride, size) in cases.into_iter().chain([(16, 5, 4, 1, [6, 6]), (16, 6, 5, 1, [6, 9])]) {
+            let g = Sliding::new(&PaddingConfig2d::Same, size, [kernel; 2], [stride; 2]).unwrap();
+            // `check`'s batch: two groups and a sample.
+            let group = Shapes::new([1, c_in, size[0], size[1]], c_out, &g).group;
+            let s = Shapes::new([2 * group + 1, c_in, size[0], size[1]], c_out, &g);
+            assert!(kernel_rows::applies(&s, &g), "{kernel} x {kernel} on {size:?}");
+            check(c_in, c_out, kernel, stride, PaddingConfig2d::Same, size);
+        }
+    }
+
+    #[test]
+    fn kernel_rows_are_skipped_on_small_padded_maps_only() {
+        let applies = |batch: usize, c_in: usize, c_out: usize, kernel: usize, size: usize, padding: &PaddingConfig2d| {
+            let g = Sliding::new(padding, [size, size], [kernel; 2], [1, 1]).unwrap();
+            kernel_rows::applies(&Shapes::new([batch, c_in, size, size], c_out, &g), &g)
+        };
+        let same = PaddingConfig2d::Same;
+        // cnn1's second convolution: 6 of 30 (output row, kernel row) pairs in the padding.
+        assert!(applies(64, 96, 256, 5, 6, &same));
+        // vgg-lite's 3 x 3 layers on 12 x 12 maps (2 of 36) and 6 x 6 ones (2 of 18; at a batch
+        // too small for Winograd's F(2x2, 3x3)).
+        assert!(!applies(64, 64, 64, 3, 12, &same));
+        assert!(applies(6, 64, 128, 3, 6, &same));
+        // One face: cnn1's kernel rows' products would be 24 to 36 columns wide.
+        assert!(!applies(1, 96, 256, 5, 6, &same));
+        assert!(applies(3, 96, 256, 5, 6, &same));
+        // A kernel row's sum over 40 values (8 channels, 5 x 5): not worth an output pass each.
+        assert!(!applies(64, 8, 16, 5, 6, &same));
+        // No padding, or a 1 x 1 window.
+        assert!(!applies(64, 96, 256, 5, 6, &PaddingConfig2d::Valid));
+        assert!(!applies(64, 96, 256, 1, 3, &same));
+        // A kernel row's sum over more than 512 values with at most 64 output channels: gemm's
+        // order would depend on the product's width (`same_sums_at_any_width`).
+        assert!(!applies(64, 256, 64, 3, 6, &same));
+    }
+
+    /// A group of samples on the kernel rows' path, its output rows split into bands on 2 and 3
+    /// threads: the same bits as on 1 thread, and close to Burn's.
+    #[test]
+    fn kernel_rows_give_the_same_bits_on_any_thread_count() {
+        let device = Device::flex();
+        let pool = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        // (c_in, c_out, kernel, size): k <= 512; k > 512 with m > 64 (a kernel row's sum: 192).
+        for (i, (c_in, c_out, kernel, size)) in [(16, 24, 5, 6), (64, 80, 3, 6)].into_iter().enumerate() {
+            let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel]).with_padding(PaddingConfig2d::Same).init(&device);
+            // Few enough samples for the 3 x 3 window not to be Winograd's.
+            let batch = 6;
+            let x = random_input([batch, c_in, size, size], &device, 30 + i as u64);
+            let g = Sliding::new(&conv.padding, [size, size], [kernel; 2], [1, 1]).unwrap();
+            let s = Shapes::new([batch, c_in, size, size], c_out, &g);
+            assert!(kernel_rows::applies(&s, &g) && !winograd::applies(&g, batch, c_in), "case {i}");
+            assert!(pool(2).install(|| Bands::new(&s, g.output, 1).count) > 1, "case {i}: one group, split in bands");
+            let run = |threads: usize| pool(threads).install(|| conv2d(&conv, x.clone()));
+            let bits = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let one = run(1);
+            assert_close(&one, &conv.forward(x.clone()), 1e-4, "output");
+            assert_eq!(bits(one.clone()), bits(run(2)), "case {i}: 1 and 2 threads");
+            assert_eq!(bits(one), bits(run(3)), "case {i}: 1 and 3 threads");
+        }
     }
 
     #[test]
@@ -601,17 +678,23 @@ mod tests {
     fn gradients_do_not_depend_on_the_thread_count() {
         let device = Device::flex().autodiff();
         device.seed(4);
-        let conv = Conv2dConfig::new([3, 4], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
-        let x = random_input([40, 3, 9, 9], &device, 9);
-        let weight_grad = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-            pool.install(|| {
-                let w = conv.weight.val();
-                let grads = conv2d(&conv, x.clone()).square().sum().backward();
-                w.grad(&grads).unwrap().into_data().try_to_vec::<f32>().unwrap()
-            })
-        };
-        assert_eq!(weight_grad(1), weight_grad(3));
+        // The whole product; kernel rows in the padding skipped (`kernel_rows`), on three groups
+        // of samples and on one (whose products gemm splits across the threads itself).
+        for (c_in, c_out, kernel, size, batch) in [(3, 4, 3, 9, 40), (16, 8, 5, 6, 40), (16, 8, 5, 6, 6)] {
+            let conv =
+                Conv2dConfig::new([c_in, c_out], [kernel, kernel]).with_padding(PaddingConfig2d::Same).init(&device);
+            let x = random_input([batch, c_in, size, size], &device, 9).require_grad();
+            let grads = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                pool.install(|| {
+                    let w = conv.weight.val();
+                    let grads = conv2d(&conv, x.clone()).square().sum().backward();
+                    let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+                    (values(w.grad(&grads).unwrap()), values(x.grad(&grads).unwrap()))
+                })
+            };
+            assert_eq!(grads(1), grads(3), "{kernel} x {kernel} on {size} x {size}, {batch} samples");
+        }
     }
 
     /// One face on a 1 x 1 map (EfficientNet-Lite0's last stages at 32 px): the output is the

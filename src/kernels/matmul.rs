@@ -10,11 +10,28 @@ pub(super) fn matmul(
     dst: &mut [f32],
     accumulate: bool,
     lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+) {
+    matmul_into(parallelism, [m, n, k], dst, n, accumulate, lhs, lhs_strides, rhs, rhs_strides);
+}
+
+/// [`matmul`] into `m` rows of `n` values that are `dst_rs` apart in `dst` (some of the columns
+/// of a wider matrix).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn matmul_into(
+    parallelism: Parallelism,
+    [m, n, k]: [usize; 3],
+    dst: &mut [f32],
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
     (lhs_rs, lhs_cs): (usize, usize),
     rhs: &[f32],
     (rhs_rs, rhs_cs): (usize, usize),
 ) {
-    assert!(dst.len() >= m * n && lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
+    assert!(dst_rs >= n && dst.len() >= (m - 1) * dst_rs + n && lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs);
     assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
     // SAFETY: the asserts keep every index gemm computes from the strides inside the slices.
     unsafe {
@@ -24,7 +41,7 @@ pub(super) fn matmul(
             k,
             dst.as_mut_ptr(),
             1,
-            n as isize,
+            dst_rs as isize,
             accumulate,
             lhs.as_ptr(),
             lhs_cs as isize,

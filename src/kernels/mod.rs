@@ -19,8 +19,10 @@
 //! this module's convolution and batch norm, Burn's ReLU), and [`dense`] splits a dense layer of
 //! a few rows (one face) across the threads (compared with Burn's `Linear`). 3 x 3, stride-1
 //! convolutions (vgg-lite's) compute their output and input gradient by Winograd's F(2x2, 3x3)
-//! (`winograd`, compared with Burn's convolution), and a face alone is split into bands of output
-//! rows so that both threads work on it (`conv2d`, the same bits as unsplit).
+//! (`winograd`, compared with Burn's convolution), convolutions on small maps whose "same" padding
+//! holds many of their taps leave out the kernel rows in it (`conv2d`'s `kernel_rows`, compared
+//! with Burn's), and a face alone is split into bands of output rows so that both threads work on
+//! it (`conv2d`, the same bits as unsplit).
 
 pub mod batch_norm;
 pub mod clamp;
