@@ -60,13 +60,20 @@ pub struct MeasuredSpeed {
     pub infer_images_per_s: f64,
 }
 
-/// What a measured speed belongs to: the net's name, and for a transfer net also its input side
-/// and frozen blocks (the notebook's transfer step and the `fast` preset share a backbone and a
+/// What a measured speed belongs to: the net's name, for a layer-list net also its layers (the
+/// search's nets are all named `tuned_cnn`: keyed by name alone, the three that stand for its
+/// trials shared the first one's speed, the cheapest, and session 29's search step, estimated at
+/// 41 minutes, spent 33 on its first of five trials), and for a transfer net its input side and
+/// frozen blocks (the notebook's transfer step and the `fast` preset share a backbone and a
 /// batch, not a speed).
 pub fn speed_key(net: &ModelSpec) -> String {
     match net {
         ModelSpec::Transfer(t) => {
             format!("{} at {}x{}, {} blocks frozen", t.name, t.input_size, t.input_size, t.frozen_blocks)
+        }
+        ModelSpec::Layers(spec) => {
+            let layers = serde_json::to_string(&spec.layers).expect("a layer list always serialises");
+            format!("{} {layers}", spec.name)
         }
         other => other.name().to_string(),
     }
@@ -246,7 +253,24 @@ mod tests {
         let fast = crate::training::training_preset("fast").unwrap().model(Some("w.pth".into())).unwrap();
         assert_eq!(transfer.name(), fast.name());
         assert_ne!(speed_key(&transfer), speed_key(&fast));
-        assert_eq!(speed_key(&crate::models::resolve("cnn3").unwrap()), "cnn3");
+        assert!(speed_key(&crate::models::resolve("cnn3").unwrap()).starts_with("cnn3 [{"));
+    }
+
+    /// The search's trials are nets of one name with other layers: the three points of the space
+    /// that stand for them in the plan are measured one by one, not the first for all three.
+    #[test]
+    fn nets_of_one_name_with_other_layers_are_kept_apart() {
+        let space =
+            crate::tuning::SearchSpace::from_toml(crate::reproduce::notebook::TUNE_SPACE, "tune_cnn.toml").unwrap();
+        let keys: Vec<String> = [0.25, 0.5, 0.75]
+            .iter()
+            .map(|&p| {
+                let spec = space.net_for(&space.decode(&vec![p; space.dimensions()])).unwrap();
+                assert_eq!(spec.name, "tuned_cnn");
+                speed_key(&ModelSpec::Layers(spec))
+            })
+            .collect();
+        assert!(keys[0] != keys[1] && keys[1] != keys[2] && keys[0] != keys[2], "{keys:?}");
     }
 
     /// Before any step, what is left is the sum of the estimates; once steps have run, the
