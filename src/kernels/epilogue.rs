@@ -8,7 +8,7 @@ use std::mem::MaybeUninit;
 use burn::tensor::Tensor;
 use burn::tensor::activation;
 
-use super::clamp;
+use super::{clamp, sigmoid};
 
 /// An activation applied elementwise after a convolution (and its batch norm).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -17,6 +17,8 @@ pub enum Activation {
     Relu,
     /// `x.max(low).min(high)` (EfficientNet's ReLU6 is `Clamp(0.0, 6.0)`): [`super::clamp`]'s map.
     Clamp(f32, f32),
+    /// `1 / (1 + exp(-x))`: [`super::sigmoid`]'s map.
+    Sigmoid,
 }
 
 impl Activation {
@@ -35,17 +37,46 @@ impl Activation {
                 }
             }
             Activation::Clamp(low, high) => v.max(low).min(high),
+            Activation::Sigmoid => sigmoid::logistic(v),
         }
     }
 
     /// The activation as the separate layer the training graph uses (Burn's `relu`, whose
-    /// gradient is zero at 0, or [`clamp::clamp`]).
+    /// gradient is zero at 0, [`clamp::clamp`] or [`sigmoid::sigmoid`]).
     pub(crate) fn layer<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Activation::Relu => activation::relu(x),
             Activation::Clamp(low, high) => clamp::clamp(x, low, high),
+            Activation::Sigmoid => sigmoid::sigmoid(x),
         }
     }
+}
+
+/// Runs `$run` with `$f` the map `value -> act(pre(value))`, expanded once per activation, so that
+/// the loop `$run` makes is compiled (and vectorised) for each activation on its own: the match on the
+/// activation runs once per call, not once per value.
+macro_rules! with_activation {
+    ($act:expr, $pre:expr, |$f:ident| $run:expr) => {{
+        let pre = $pre;
+        match $act {
+            None => {
+                let $f = pre;
+                $run
+            }
+            Some(Activation::Relu) => {
+                let $f = move |v| Activation::Relu.apply(pre(v));
+                $run
+            }
+            Some(Activation::Clamp(low, high)) => {
+                let $f = move |v: f32| pre(v).max(low).min(high);
+                $run
+            }
+            Some(Activation::Sigmoid) => {
+                let $f = move |v| sigmoid::logistic(pre(v));
+                $run
+            }
+        }
+    }};
 }
 
 /// What each output value of an inference convolution goes through as it is written: the
@@ -71,17 +102,11 @@ impl Epilogue<'_> {
                 d.write(f(v));
             });
         }
-        // One loop per combination, so that the branch is taken once per plane, not per value.
-        match (self.affine, self.act) {
-            (None, None) => each(src, dst, |v| v + bias),
-            (None, Some(act)) => each(src, dst, |v| act.apply(v + bias)),
-            (Some((scale, shift)), None) => {
+        match self.affine {
+            None => with_activation!(self.act, |v| v + bias, |f| each(src, dst, f)),
+            Some((scale, shift)) => {
                 let (s, t) = (scale[channel], shift[channel]);
-                each(src, dst, |v| (v + bias) * s + t)
-            }
-            (Some((scale, shift)), Some(act)) => {
-                let (s, t) = (scale[channel], shift[channel]);
-                each(src, dst, |v| act.apply((v + bias) * s + t))
+                with_activation!(self.act, |v| (v + bias) * s + t, |f| each(src, dst, f))
             }
         }
     }
@@ -89,16 +114,16 @@ impl Epilogue<'_> {
     /// Applies channel `channel`'s epilogue to `values` in place (they already hold the bias).
     #[inline]
     pub fn apply(&self, channel: usize, values: &mut [f32]) {
-        match (self.affine, self.act) {
-            (None, None) => {}
-            (None, Some(act)) => values.iter_mut().for_each(|v| *v = act.apply(*v)),
-            (Some((scale, shift)), None) => {
+        #[inline(always)]
+        fn each(values: &mut [f32], f: impl Fn(f32) -> f32) {
+            values.iter_mut().for_each(|v| *v = f(*v));
+        }
+        match self.affine {
+            None if self.act.is_none() => {}
+            None => with_activation!(self.act, |v| v, |f| each(values, f)),
+            Some((scale, shift)) => {
                 let (s, t) = (scale[channel], shift[channel]);
-                values.iter_mut().for_each(|v| *v = *v * s + t);
-            }
-            (Some((scale, shift)), Some(act)) => {
-                let (s, t) = (scale[channel], shift[channel]);
-                values.iter_mut().for_each(|v| *v = act.apply(*v * s + t));
+                with_activation!(self.act, |v| v * s + t, |f| each(values, f))
             }
         }
     }

@@ -77,7 +77,7 @@ mod tests {
 
     /// Fused against unfused at inference, bit for bit, for the convolutions EfficientNet-Lite0
     /// and the layer nets use: ordinary (im2col: rows, table, planes) and depthwise (small-map
-    /// and wide paths), each with and without a bias, with batch norm, ReLU and ReLU6.
+    /// and wide paths), each with and without a bias, with batch norm, ReLU, ReLU6 and sigmoid.
     #[test]
     fn fused_inference_is_the_same_bits_as_the_layers_one_by_one() {
         let device = Device::flex();
@@ -110,6 +110,8 @@ mod tests {
                     (Some(&bn), None),
                     (None, Some(Activation::Relu)),
                     (Some(&bn), Some(Activation::Relu)),
+                    (None, Some(Activation::Sigmoid)),
+                    (Some(&bn), Some(Activation::Sigmoid)),
                     (None, None),
                 ] {
                     let what = format!("case {i}, bias {with_bias}, bn {}, {act:?}", bn.is_some());

@@ -34,6 +34,7 @@ mod flex;
 pub mod fused;
 mod matmul;
 pub mod max_pool2d;
+pub mod sigmoid;
 mod winograd;
 
 use burn::nn::PaddingConfig2d;

@@ -38,9 +38,14 @@ pub struct Act {
 }
 
 impl Act {
-    /// The activation a layer's kernel applies as it writes the output (ReLU), if this is one.
+    /// The activation a layer's kernel applies as it writes the output (ReLU, sigmoid), if this
+    /// is one.
     fn in_kernel(&self) -> Option<kernels::fused::Activation> {
-        (self.function == Some(ActivationFn::Relu)).then_some(kernels::fused::Activation::Relu)
+        match self.function {
+            Some(ActivationFn::Relu) => Some(kernels::fused::Activation::Relu),
+            Some(ActivationFn::Sigmoid) => Some(kernels::fused::Activation::Sigmoid),
+            _ => None,
+        }
     }
 
     /// The rest of the activation for the output of a kernel given [`Act::in_kernel`]: nothing
@@ -53,7 +58,7 @@ impl Act {
         match self.function {
             None => x,
             Some(ActivationFn::Relu) => activation::relu(x),
-            Some(ActivationFn::Sigmoid) => activation::sigmoid(x),
+            Some(ActivationFn::Sigmoid) => kernels::sigmoid::sigmoid(x),
             Some(ActivationFn::Tanh) => activation::tanh(x),
             // Keras applies softmax over the last axis; for images that is the channel axis.
             Some(ActivationFn::Softmax) => activation::softmax(x, if D == 4 { 1 } else { D - 1 }),
@@ -156,7 +161,7 @@ impl Features {
 impl Layer {
     fn forward(&self, x: Features) -> Features {
         match self {
-            // At inference the kernels apply a ReLU as they write the layer's output
+            // At inference the kernels apply a ReLU or sigmoid as they write the layer's output
             // (`kernels::dense`, `kernels::fused`); other activations follow as a layer.
             Layer::Dense(d) => {
                 Features::Flat(d.act.after_kernel(kernels::dense::linear_act(&d.linear, d.act.in_kernel(), x.flat())))
