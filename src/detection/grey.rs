@@ -119,12 +119,6 @@ impl Integral {
         Self { stride, sums, squares }
     }
 
-    fn rect(table: &[u32], stride: usize, x: usize, y: usize, w: usize, h: usize) -> u32 {
-        let top = y * stride + x;
-        let bottom = (y + h) * stride + x;
-        table[bottom + w].wrapping_sub(table[bottom]).wrapping_sub(table[top + w]).wrapping_add(table[top])
-    }
-
     /// The corners of the rectangle `(x, y, w, h)` of a window as offsets from the window's
     /// top-left corner in this image's tables: see [`Integral::sum_at`].
     pub fn rect_offsets(&self, x: usize, y: usize, w: usize, h: usize) -> RectOffsets {
@@ -142,18 +136,24 @@ impl Integral {
     /// window at `origin` ([`Integral::origin`]): what [`Integral::sum`] gives, in four reads.
     #[inline]
     pub fn sum_at(&self, origin: usize, r: &RectOffsets) -> u32 {
-        let t = &self.sums[origin..];
+        Self::corners(&self.sums[origin..], r)
+    }
+
+    /// A rectangle's sum from its four corners in `table` (sums or squares).
+    #[inline(always)]
+    fn corners(table: &[u32], r: &RectOffsets) -> u32 {
+        let t = table;
         t[r.bottom_right].wrapping_sub(t[r.bottom_left]).wrapping_sub(t[r.top_right]).wrapping_add(t[r.top_left])
     }
 
     /// Sum of the grey levels in the rectangle.
     pub fn sum(&self, x: usize, y: usize, w: usize, h: usize) -> u32 {
-        Self::rect(&self.sums, self.stride, x, y, w, h)
+        Self::corners(&self.sums, &self.rect_offsets(x, y, w, h))
     }
 
     /// Sum of the squared grey levels in the rectangle.
     pub fn square_sum(&self, x: usize, y: usize, w: usize, h: usize) -> u32 {
-        Self::rect(&self.squares, self.stride, x, y, w, h)
+        Self::corners(&self.squares, &self.rect_offsets(x, y, w, h))
     }
 }
 

@@ -8,6 +8,10 @@
 //! kernels keep every convolution a plain im2col + GEMM per sample (the `gemm` crate, the one
 //! Flex itself uses) and pool with per-row window bounds.
 //!
+//! Elementwise layers whose Flex op ran on one thread are here too: batch norm, `clamp` (ReLU6)
+//! and `sigmoid` (split across the threads; the sigmoid's `exp` without a library call, so that
+//! it vectorises).
+//!
 //! They plug into Burn as backend extensions (see Burn's `custom-cubecl-kernel` example): on a
 //! Flex tensor, tracked or not, the layer runs here and registers its own backward step with
 //! Burn's autodiff graph; on any other backend (the `gpu` feature) it falls back to Burn's op.
