@@ -261,13 +261,15 @@ def main():
     ours = {}
     if args.compare:
         doc = json.loads(pathlib.Path(args.compare).read_text())
-        ours = {(r["model"], r["batch"]): r for r in doc["models"]}
+        # Keyed by the name given on the command line (a preset, or a TOML file's path): several
+        # TOML nets can share one model name (the search's nets are all `tuned_cnn`).
+        ours = {(r.get("name", r["model"]), r["batch"]): r for r in doc["models"]}
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} x {args.steps} steps")
     width = max([10] + [len(r["model"]) + 2 for r in results])
     print(f"{'model':<{width}}{'batch':>6}{'ferkit train':>14}{'torch train':>13}{'ratio':>7}"
           f"{'ferkit infer':>14}{'torch infer':>13}{'ratio':>7}   (images/s)")
     for r in results:
-        o = ours.get((r["model"], r["batch"]))
+        o = ours.get((r["name"], r["batch"]))
         ft = o["train_images_per_s"] if o else float("nan")
         fi = o["infer_images_per_s"] if o else float("nan")
         print(f"{r['model']:<{width}}{r['batch']:>6}{ft:>14.1f}{r['train_images_per_s']:>13.1f}"
