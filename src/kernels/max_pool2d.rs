@@ -36,7 +36,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 }
 
 /// Max pooling's output and, for every output, the position of its maximum in its plane (the
-/// first in row-major order among equal values, as PyTorch's and Burn's kernels choose).
+/// first in row-major order among equal values, the order in which PyTorch's CPU kernel scans).
 ///
 /// Each band of output rows is pooled in two steps: down the window's rows for every input
 /// column at once (contiguous, so vectorised: each column's maximum and the first row holding
