@@ -38,7 +38,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 /// Max pooling's output and, for every output, the position of its maximum in its plane (the
 /// first in row-major order among equal values, the order in which PyTorch's CPU kernel scans).
 ///
-/// Each band of output rows is pooled in two steps: down the window's rows for every input
+/// Each output row at least [`TWO_STEPS_FROM`] wide is pooled in two steps: down the window's rows for every input
 /// column at once (contiguous, so vectorised: each column's maximum and the first row holding
 /// it), then along each window's columns of those maxima, where a tie goes to the smaller row,
 /// then the smaller column. That is the row-major first maximum, with `kh + kw` comparisons per
@@ -58,6 +58,9 @@ fn forward(x: &FlexTensor, g: Sliding) -> (FlexTensor, Vec<u32>) {
         columns,
         |(col_max, col_row), (p, (out, argmax))| {
             let plane = &x[p * h * w..(p + 1) * h * w];
+            if ow < TWO_STEPS_FROM {
+                return pool_value_by_value(plane, w, g, out, argmax);
+            }
             for oy in 0..oh {
                 // Windows overlap the input: `max_pool2d` checked that padding < kernel.
                 let rows = g.window(0, oy);
@@ -66,23 +69,92 @@ fn forward(x: &FlexTensor, g: Sliding) -> (FlexTensor, Vec<u32>) {
                 for y in rows.start + 1..rows.end {
                     fold_row(&plane[y * w..(y + 1) * w], y as u32, col_max, col_row);
                 }
-                for ox in 0..ow {
-                    let cols = g.window(1, ox);
-                    let (mut best, mut best_row, mut best_col) = (col_max[cols.start], col_row[cols.start], cols.start);
-                    for x in cols.start + 1..cols.end {
-                        let (v, r) = (col_max[x], col_row[x]);
-                        let take = v > best || (v == best && r < best_row);
-                        best_row = if take { r } else { best_row };
-                        best_col = if take { x } else { best_col };
-                        best = if take { v } else { best };
-                    }
-                    out[oy * ow + ox] = best;
-                    argmax[oy * ow + ox] = best_row * w as u32 + best_col as u32;
-                }
+                let row = oy * ow..(oy + 1) * ow;
+                pool_columns(col_max, col_row, g, &mut out[row.clone()], &mut argmax[row]);
             }
         },
     );
     (flex::tensor(out, &[n, c, oh, ow]), argmax)
+}
+
+/// Output rows at least this wide are pooled in two steps (see [`forward`]); narrower ones value
+/// by value, where the two steps' work per output row (a copy, the column maxima, a call per
+/// row) costs more than it saves: timed on one thread (a throwaway test, not kept; AMD EPYC,
+/// session 30), 2 x 2 pools of stride 2 on 12 x 12 maps (cnn2's) took 6.8-7.0 ms in two steps
+/// against 2.9-5.1 value by value for 6,144 planes, on 24 x 24 maps (cnn3's) 4.8-5.9 against
+/// 7.1-9.5 for 3,072 planes.
+const TWO_STEPS_FROM: usize = 12;
+
+/// A plane's pooling value by value: for each output, every value of its window in row-major
+/// order, the first maximum kept.
+fn pool_value_by_value(plane: &[f32], w: usize, g: Sliding, out: &mut [f32], argmax: &mut [u32]) {
+    let ow = g.output[1];
+    for oy in 0..g.output[0] {
+        let rows = g.window(0, oy);
+        for ox in 0..ow {
+            let cols = g.window(1, ox);
+            let mut best_at = rows.start * w + cols.start;
+            let mut best = plane[best_at];
+            for y in rows.clone() {
+                for (i, &v) in plane[y * w + cols.start..y * w + cols.end].iter().enumerate() {
+                    if v > best {
+                        best = v;
+                        best_at = y * w + cols.start + i;
+                    }
+                }
+            }
+            out[oy * ow + ox] = best;
+            argmax[oy * ow + ox] = best_at as u32;
+        }
+    }
+}
+
+/// One output row from its columns' maxima (`col_max`, with the row of each in `col_row`): each
+/// window's maximum along its columns and its position in the plane.
+///
+/// Windows wholly inside the row (all but the padded ends) are taken as slices of the row
+/// (`windows(kw).step_by(stride)`), without working out each window's bounds or checking each
+/// index: per output that bookkeeping cost more than the comparisons (cnn3's 2 x 2 pools).
+fn pool_columns(col_max: &[f32], col_row: &[u32], g: Sliding, out: &mut [f32], argmax: &mut [u32]) {
+    let (w, ow) = (g.input[1], g.output[1]);
+    let (kw, stride, pad) = (g.kernel[1], g.stride[1], g.pad[1]);
+    // Output columns whose window lies wholly inside the row: `ox * stride >= pad` and
+    // `ox * stride - pad + kw <= w`.
+    let inner_start = pad.div_ceil(stride).min(ow);
+    let inner_end = if w + pad >= kw { ((w + pad - kw) / stride + 1).min(ow) } else { 0 }.max(inner_start);
+    for ox in (0..inner_start).chain(inner_end..ow) {
+        let cols = g.window(1, ox);
+        (out[ox], argmax[ox]) = first_maximum(&col_max[cols.clone()], &col_row[cols.clone()], cols.start, w);
+    }
+    if inner_end > inner_start {
+        let x0 = inner_start * stride - pad;
+        let values = col_max[x0..].windows(kw).step_by(stride);
+        let rows = col_row[x0..].windows(kw).step_by(stride);
+        let outputs = out[inner_start..inner_end].iter_mut().zip(&mut argmax[inner_start..inner_end]);
+        for (i, ((v, r), (o, a))) in values.zip(rows).zip(outputs).enumerate() {
+            (*o, *a) = first_maximum(v, r, x0 + i * stride, w);
+        }
+    }
+}
+
+/// The maximum of one window's column maxima `values` (their rows in `rows`, the first column
+/// at `x`) and its position in a plane of width `w`: a tie goes to the smaller position (the
+/// smaller row, then the smaller column). `values` is not empty.
+#[inline(always)]
+fn first_maximum(values: &[f32], rows: &[u32], x: usize, w: usize) -> (f32, u32) {
+    let at = |i: usize| rows[i] * w as u32 + (x + i) as u32;
+    let (mut best, mut best_at) = (values[0], at(0));
+    for (i, &v) in values.iter().enumerate().skip(1) {
+        let p = at(i);
+        // Conditional moves, not a branch: LLVM branched on `if` and on bit masks alike, and
+        // on real maps those branches mispredicted (a third of cnn3's inference went here).
+        let take = (v > best) | ((v == best) & (p < best_at));
+        best_at = std::hint::select_unpredictable(take, p, best_at);
+        // The value is the plain maximum (a tie keeps it): one `maxss`; a select of floats on
+        // `take` still branched.
+        best = if v > best { v } else { best };
+    }
+    (best, best_at)
 }
 
 /// Folds input row `y` into each column's maximum so far and the row holding it (a strictly
@@ -197,8 +269,22 @@ mod tests {
     /// as value by value, for overlapping and padded windows.
     #[test]
     fn ties_go_to_the_first_maximum_in_row_major_order() {
-        for (kernel, stride, size) in [(4, 2, [12, 12]), (2, 2, [7, 5]), (3, 1, [9, 8]), (5, 2, [11, 6])] {
-            let g = Sliding::new(&PaddingConfig2d::Same, size, [kernel, kernel], [stride, stride]).unwrap();
+        let cases = [
+            (4, 2, [12, 12], PaddingConfig2d::Same),
+            (2, 2, [7, 5], PaddingConfig2d::Same),
+            (3, 1, [9, 8], PaddingConfig2d::Same),
+            (5, 2, [11, 6], PaddingConfig2d::Same),
+            (2, 3, [10, 11], PaddingConfig2d::Valid), // windows apart
+            (3, 2, [9, 9], PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            // Output rows of TWO_STEPS_FROM and more: pooled in two steps.
+            (4, 2, [26, 24], PaddingConfig2d::Same),
+            (2, 2, [24, 25], PaddingConfig2d::Same),
+            (3, 1, [14, 13], PaddingConfig2d::Same),
+            (2, 3, [10, 38], PaddingConfig2d::Valid),
+            (3, 2, [9, 27], PaddingConfig2d::Explicit(1, 1, 1, 1)),
+        ];
+        for (kernel, stride, size, padding) in cases {
+            let g = Sliding::new(&padding, size, [kernel, kernel], [stride, stride]).unwrap();
             // Three levels only: every window has ties.
             let values: Vec<f32> = (0..2 * size[0] * size[1]).map(|i| ((i * 7919 + i / 3) % 3) as f32).collect();
             let x = flex::tensor(values.clone(), &[1, 2, size[0], size[1]]);
@@ -217,5 +303,9 @@ mod tests {
         check(4, 2, PaddingConfig2d::Same, [2, 3, 12, 12]); // overlapping windows
         check(3, 1, PaddingConfig2d::Valid, [2, 2, 9, 8]);
         check(3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), [2, 2, 9, 9]);
+        // Output rows of TWO_STEPS_FROM and more (pooled in two steps).
+        check(2, 2, PaddingConfig2d::Same, [2, 3, 24, 26]);
+        check(4, 2, PaddingConfig2d::Same, [2, 3, 26, 24]);
+        check(3, 1, PaddingConfig2d::Valid, [2, 2, 9, 16]);
     }
 }
