@@ -38,7 +38,8 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 /// Max pooling's output and, for every output, the position of its maximum in its plane (the
 /// first in row-major order among equal values, the order in which PyTorch's CPU kernel scans).
 ///
-/// Each output row at least [`TWO_STEPS_FROM`] wide is pooled in two steps: down the window's rows for every input
+/// Each output row at least [`TWO_STEPS_FROM`] wide, of windows larger than 2 x 2, is pooled in
+/// two steps: down the window's rows for every input
 /// column at once (contiguous, so vectorised: each column's maximum and the first row holding
 /// it), then along each window's columns of those maxima, where a tie goes to the smaller row,
 /// then the smaller column. That is the row-major first maximum, with `kh + kw` comparisons per
@@ -50,6 +51,7 @@ fn forward(x: &FlexTensor, g: Sliding) -> (FlexTensor, Vec<u32>) {
     let [n, c, h, w] = flex::dims4(x);
     let x = flex::values(x);
     let [oh, ow] = g.output;
+    let [kh, kw] = g.kernel;
     let mut out = vec![0f32; n * c * oh * ow];
     let mut argmax = vec![0u32; n * c * oh * ow];
     // Per task: each input column's maximum down the window's rows, and its row.
@@ -58,7 +60,7 @@ fn forward(x: &FlexTensor, g: Sliding) -> (FlexTensor, Vec<u32>) {
         columns,
         |(col_max, col_row), (p, (out, argmax))| {
             let plane = &x[p * h * w..(p + 1) * h * w];
-            if ow < TWO_STEPS_FROM {
+            if ow < TWO_STEPS_FROM || kh + kw >= kh * kw {
                 return pool_value_by_value(plane, w, g, out, argmax);
             }
             for oy in 0..oh {
@@ -77,12 +79,15 @@ fn forward(x: &FlexTensor, g: Sliding) -> (FlexTensor, Vec<u32>) {
     (flex::tensor(out, &[n, c, oh, ow]), argmax)
 }
 
-/// Output rows at least this wide are pooled in two steps (see [`forward`]); narrower ones value
-/// by value, where the two steps' work per output row (a copy, the column maxima, a call per
-/// row) costs more than it saves: timed on one thread (a throwaway test, not kept; AMD EPYC,
-/// session 30), 2 x 2 pools of stride 2 on 12 x 12 maps (cnn2's) took 6.8-7.0 ms in two steps
-/// against 2.9-5.1 value by value for 6,144 planes, on 24 x 24 maps (cnn3's) 4.8-5.9 against
-/// 7.1-9.5 for 3,072 planes.
+/// Output rows at least this wide are pooled in two steps (see [`forward`]) when the window is
+/// larger than 2 x 2 (`kh + kw < kh * kw`: fewer comparisons); narrower rows and 2 x 2 windows
+/// value by value, where the two steps' work per output row (a copy, the column maxima, a call
+/// per row) costs more than they save. Timed on one thread, alternating, with a throwaway test
+/// (not kept; AMD EPYC, session 30, idle machine), ms per pooling of the planes: 4 x 4 windows of
+/// stride 2 on 48 x 48 maps (the search's), 1,792 planes: 14.2 / 13.1 in two steps against 17.2
+/// / 17.1 value by value; on 24 x 24, 4,096 planes: 8.0 / 7.9 against 10.1 / 9.7; 2 x 2 on 24 x 24
+/// (cnn3's), 3,072 planes: 4.7 / 3.9 against 4.0 / 3.7, no gain; 2 x 2 on 12 x 12 (cnn2's),
+/// 6,144 planes, under load: 6.8-7.0 against 2.9-5.1, a loss.
 const TWO_STEPS_FROM: usize = 12;
 
 /// A plane's pooling value by value: for each output, every value of its window in row-major
@@ -276,12 +281,12 @@ mod tests {
             (5, 2, [11, 6], PaddingConfig2d::Same),
             (2, 3, [10, 11], PaddingConfig2d::Valid), // windows apart
             (3, 2, [9, 9], PaddingConfig2d::Explicit(1, 1, 1, 1)),
-            // Output rows of TWO_STEPS_FROM and more: pooled in two steps.
+            // Output rows of TWO_STEPS_FROM and more, windows past 2 x 2: pooled in two steps.
             (4, 2, [26, 24], PaddingConfig2d::Same),
-            (2, 2, [24, 25], PaddingConfig2d::Same),
             (3, 1, [14, 13], PaddingConfig2d::Same),
-            (2, 3, [10, 38], PaddingConfig2d::Valid),
+            (3, 3, [10, 38], PaddingConfig2d::Valid),
             (3, 2, [9, 27], PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            (5, 2, [28, 26], PaddingConfig2d::Same),
         ];
         for (kernel, stride, size, padding) in cases {
             let g = Sliding::new(&padding, size, [kernel, kernel], [stride, stride]).unwrap();
@@ -303,9 +308,9 @@ mod tests {
         check(4, 2, PaddingConfig2d::Same, [2, 3, 12, 12]); // overlapping windows
         check(3, 1, PaddingConfig2d::Valid, [2, 2, 9, 8]);
         check(3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), [2, 2, 9, 9]);
-        // Output rows of TWO_STEPS_FROM and more (pooled in two steps).
-        check(2, 2, PaddingConfig2d::Same, [2, 3, 24, 26]);
+        // Output rows of TWO_STEPS_FROM and more, windows past 2 x 2 (pooled in two steps).
         check(4, 2, PaddingConfig2d::Same, [2, 3, 26, 24]);
+        check(3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), [2, 2, 9, 25]);
         check(3, 1, PaddingConfig2d::Valid, [2, 2, 9, 16]);
     }
 }
