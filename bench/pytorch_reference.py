@@ -265,14 +265,16 @@ def main():
         # TOML nets can share one model name (the search's nets are all `tuned_cnn`).
         ours = {(r.get("name", r["model"]), r["batch"]): r for r in doc["models"]}
     print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} x {args.steps} steps")
-    width = max([10] + [len(r["model"]) + 2 for r in results])
+    # A TOML net is shown by the name given (its path), a preset by its name.
+    label = {id(r): r["name"] if r["name"] != r["model"] else r["model"] for r in results}
+    width = max([10] + [len(label[id(r)]) + 2 for r in results])
     print(f"{'model':<{width}}{'batch':>6}{'ferkit train':>14}{'torch train':>13}{'ratio':>7}"
           f"{'ferkit infer':>14}{'torch infer':>13}{'ratio':>7}   (images/s)")
     for r in results:
         o = ours.get((r["name"], r["batch"]))
         ft = o["train_images_per_s"] if o else float("nan")
         fi = o["infer_images_per_s"] if o else float("nan")
-        print(f"{r['model']:<{width}}{r['batch']:>6}{ft:>14.1f}{r['train_images_per_s']:>13.1f}"
+        print(f"{label[id(r)]:<{width}}{r['batch']:>6}{ft:>14.1f}{r['train_images_per_s']:>13.1f}"
               f"{ft / r['train_images_per_s']:>7.2f}{fi:>14.1f}{r['infer_images_per_s']:>13.1f}"
               f"{fi / r['infer_images_per_s']:>7.2f}")
 

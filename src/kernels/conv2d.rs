@@ -635,8 +635,6 @@ mod tests {
         assert!(!applies(64, 256, 64, 3, 6, &same));
     }
 
-    /// A group of samples on the kernel rows' path, its output rows split into bands on 2 and 3
-    /// threads: the same bits as on 1 thread, and close to Burn's.
     /// `conv2d(conv, x)` is Burn's convolution within 1e-4 on one thread, and the same bits on 2
     /// and 3.
     fn assert_same_bits_on_1_2_and_3_threads(conv: &Conv2d, x: &Tensor<4>, what: &str) {
@@ -652,6 +650,8 @@ mod tests {
         assert_eq!(bits(one), bits(run(3)), "{what}: 1 and 3 threads");
     }
 
+    /// A group of samples on the kernel rows' path, its output rows split into bands on 2 and 3
+    /// threads: the same bits as on 1 thread, and close to Burn's.
     #[test]
     fn kernel_rows_give_the_same_bits_on_any_thread_count() {
         let device = Device::flex();

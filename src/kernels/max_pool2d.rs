@@ -20,8 +20,10 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
     let geometry = if pool.dilation == [1, 1] && !pool.ceil_mode {
         Sliding::new(&pool.padding, [h, w], pool.kernel_size, pool.stride)
-            // Every window must overlap the input for the forward pass below.
-            .filter(|g| g.pad[0] < g.kernel[0] && g.pad[1] < g.kernel[1])
+            // Every window must overlap the input for the forward pass below: the first (the
+            // padding before it is less than the kernel) and the last (explicit padding after
+            // the input could be larger).
+            .filter(|g| (0..2).all(|a| g.pad[a] < g.kernel[a] && !g.window(a, g.output[a] - 1).is_empty()))
     } else {
         None
     };
@@ -46,7 +48,8 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
 /// output instead of `kh * kw` one by one: the notebook search's 4 x 4 pools were a tenth of a
 /// `tuned_cnn` training step value by value (`perf`, AMD EPYC, session 30). A NaN in a
 /// window's first row can hide the rest of its column (the value-by-value loop let only the
-/// window's first value hide the others); inputs without NaN pool exactly as before.
+/// window's first value hide the others). Without NaN, the positions are the same as value by
+/// value, and so are the values, up to the sign of a zero tied with a zero of the other sign.
 fn forward(x: &FlexTensor, g: Sliding) -> (FlexTensor, Vec<u32>) {
     let [n, c, h, w] = flex::dims4(x);
     let x = flex::values(x);
@@ -287,6 +290,8 @@ mod tests {
             (3, 3, [10, 38], PaddingConfig2d::Valid),
             (3, 2, [9, 27], PaddingConfig2d::Explicit(1, 1, 1, 1)),
             (5, 2, [28, 26], PaddingConfig2d::Same),
+            (3, 4, [10, 50], PaddingConfig2d::Valid), // windows apart
+            (5, 1, [14, 16], PaddingConfig2d::Same),  // two windows clipped at each end
         ];
         for (kernel, stride, size, padding) in cases {
             let g = Sliding::new(&padding, size, [kernel, kernel], [stride, stride]).unwrap();
@@ -311,6 +316,16 @@ mod tests {
         // Output rows of TWO_STEPS_FROM and more, windows past 2 x 2 (pooled in two steps).
         check(4, 2, PaddingConfig2d::Same, [2, 3, 26, 24]);
         check(3, 2, PaddingConfig2d::Explicit(1, 1, 1, 1), [2, 2, 9, 25]);
+        check(3, 4, PaddingConfig2d::Valid, [2, 2, 10, 50]); // windows apart
+        check(5, 1, PaddingConfig2d::Same, [2, 2, 14, 16]);
+        // Padding after the input as large as the kernel: the last windows would be empty, so
+        // Burn's pool runs (no panic).
+        let pool = MaxPool2dConfig::new([2, 2])
+            .with_strides([2, 2])
+            .with_padding(PaddingConfig2d::Explicit(0, 0, 2, 2))
+            .init();
+        let x = random_input([1, 1, 4, 4], &Device::flex(), 3);
+        assert_eq!(max_pool2d(&pool, x.clone()).dims(), pool.forward(x).dims());
         check(3, 1, PaddingConfig2d::Valid, [2, 2, 9, 16]);
     }
 }
