@@ -63,16 +63,17 @@ macro_rules! with_activation {
                 let $f = pre;
                 $run
             }
+            // Each arm names its variant as a constant, so `apply`'s match folds away.
             Some(Activation::Relu) => {
                 let $f = move |v| Activation::Relu.apply(pre(v));
                 $run
             }
             Some(Activation::Clamp(low, high)) => {
-                let $f = move |v: f32| pre(v).max(low).min(high);
+                let $f = move |v| Activation::Clamp(low, high).apply(pre(v));
                 $run
             }
             Some(Activation::Sigmoid) => {
-                let $f = move |v| sigmoid::logistic(pre(v));
+                let $f = move |v| Activation::Sigmoid.apply(pre(v));
                 $run
             }
         }

@@ -57,28 +57,27 @@ fn forward(x: &FlexTensor, g: Sliding) -> (FlexTensor, Vec<u32>) {
     let [kh, kw] = g.kernel;
     let mut out = vec![0f32; n * c * oh * ow];
     let mut argmax = vec![0u32; n * c * oh * ow];
+    let planes = out.par_chunks_mut(oh * ow).zip(argmax.par_chunks_mut(oh * ow)).enumerate();
+    if ow < TWO_STEPS_FROM || kh + kw >= kh * kw {
+        planes.for_each(|(p, (out, argmax))| pool_value_by_value(&x[p * h * w..(p + 1) * h * w], w, g, out, argmax));
+        return (flex::tensor(out, &[n, c, oh, ow]), argmax);
+    }
     // Per task: each input column's maximum down the window's rows, and its row.
     let columns = || (vec![0f32; w], vec![0u32; w]);
-    out.par_chunks_mut(oh * ow).zip(argmax.par_chunks_mut(oh * ow)).enumerate().for_each_init(
-        columns,
-        |(col_max, col_row), (p, (out, argmax))| {
-            let plane = &x[p * h * w..(p + 1) * h * w];
-            if ow < TWO_STEPS_FROM || kh + kw >= kh * kw {
-                return pool_value_by_value(plane, w, g, out, argmax);
+    planes.for_each_init(columns, |(col_max, col_row), (p, (out, argmax))| {
+        let plane = &x[p * h * w..(p + 1) * h * w];
+        for oy in 0..oh {
+            // Windows overlap the input: `max_pool2d` checked that padding < kernel.
+            let rows = g.window(0, oy);
+            col_max.copy_from_slice(&plane[rows.start * w..(rows.start + 1) * w]);
+            col_row.fill(rows.start as u32);
+            for y in rows.start + 1..rows.end {
+                fold_row(&plane[y * w..(y + 1) * w], y as u32, col_max, col_row);
             }
-            for oy in 0..oh {
-                // Windows overlap the input: `max_pool2d` checked that padding < kernel.
-                let rows = g.window(0, oy);
-                col_max.copy_from_slice(&plane[rows.start * w..(rows.start + 1) * w]);
-                col_row.fill(rows.start as u32);
-                for y in rows.start + 1..rows.end {
-                    fold_row(&plane[y * w..(y + 1) * w], y as u32, col_max, col_row);
-                }
-                let row = oy * ow..(oy + 1) * ow;
-                pool_columns(col_max, col_row, g, &mut out[row.clone()], &mut argmax[row]);
-            }
-        },
-    );
+            let row = oy * ow..(oy + 1) * ow;
+            pool_columns(col_max, col_row, g, &mut out[row.clone()], &mut argmax[row]);
+        }
+    });
     (flex::tensor(out, &[n, c, oh, ow]), argmax)
 }
 
