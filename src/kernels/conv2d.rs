@@ -20,6 +20,7 @@ use super::winograd;
 use super::{SHORT_ROW, Sliding};
 
 mod kernel_rows;
+mod small_maps;
 
 /// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.
 /// 3 x 3 in cnn1) are grouped so the matrix products stay wide enough to run at full speed.
@@ -326,6 +327,9 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, e
     assert_eq!(bias.len(), s.c_out, "conv2d: one bias per output channel");
     if kernel_rows::applies(&s, &g) {
         return kernel_rows::forward(&x, &weight, &bias, s, g, epilogue);
+    }
+    if small_maps::applies(&s, &g) {
+        return small_maps::forward(&x, &weight, &bias, s, g, epilogue);
     }
     let taps = Taps::new(g);
     let in_len = s.input_len(&g);
@@ -637,7 +641,7 @@ mod tests {
 
     /// `conv2d(conv, x)` is Burn's convolution within 1e-4 on one thread, and the same bits on 2
     /// and 3.
-    fn assert_same_bits_on_1_2_and_3_threads(conv: &Conv2d, x: &Tensor<4>, what: &str) {
+    pub(super) fn assert_same_bits_on_1_2_and_3_threads(conv: &Conv2d, x: &Tensor<4>, what: &str) {
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| conv2d(conv, x.clone())).into_data().try_to_vec::<f32>().unwrap()
@@ -707,23 +711,26 @@ mod tests {
         }
     }
 
-    /// One face on a 1 x 1 map (EfficientNet-Lite0's last stages at 32 px): the output is the
-    /// same bits as the product computed with the full group's buffer stride (64 columns), the
-    /// layout before buffers were sized to the batch.
+    /// One face with a 1 x 1 output map (EfficientNet-Lite0's last stages at 32 px; here a
+    /// stride-2 1 x 1 convolution, which stays with gemm where a stride-1 one goes to
+    /// [`small_maps`]): the output is the same bits as the product computed with the full group's
+    /// buffer stride (64 columns), the layout before buffers were sized to the batch.
     #[test]
     fn a_single_sample_is_the_same_bits_as_with_the_full_groups_buffers() {
         let device = Device::flex();
-        let conv = Conv2dConfig::new([40, 24], [1, 1]).init(&device);
-        let x = random_input([1, 40, 1, 1], &device, 12);
-        let g = Sliding::new(&conv.padding, [1, 1], [1, 1], [1, 1]).unwrap();
-        let s = Shapes::new([1, 40, 1, 1], 24, &g);
+        let conv = Conv2dConfig::new([40, 24], [1, 1]).with_stride([2, 2]).init(&device);
+        let x = random_input([1, 40, 2, 2], &device, 12);
+        let g = Sliding::new(&conv.padding, [2, 2], [1, 1], [2, 2]).unwrap();
+        let s = Shapes::new([1, 40, 2, 2], 24, &g);
         assert_eq!(s.group, 64, "the group is wider than the batch");
+        assert!(!small_maps::applies(&s, &g) && !kernel_rows::applies(&s, &g), "gemm's path");
         let ours = conv2d(&conv, x.clone()).into_data().try_to_vec::<f32>().unwrap();
         // The same product with the input in column 0 of a 64-column buffer, bias added after.
         let (w, b) = (conv.weight.val().into_data().try_to_vec::<f32>().unwrap(), conv.bias.as_ref().unwrap().val());
         let b = b.into_data().try_to_vec::<f32>().unwrap();
         let mut cols = vec![0f32; 40 * 64];
-        for (k, v) in x.into_data().try_to_vec::<f32>().unwrap().into_iter().enumerate() {
+        // Each channel's top-left value, the one input position the window reads.
+        for (k, v) in x.into_data().try_to_vec::<f32>().unwrap().into_iter().step_by(4).enumerate() {
             cols[k * 64] = v;
         }
         let mut product = vec![0f32; 24];

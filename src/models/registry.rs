@@ -1,9 +1,10 @@
 //! The model registry: preset nets (the TOML files in `experiments/`, embedded at build time),
-//! the transfer-learning preset, and nets from any TOML file, looked up by one name.
+//! the transfer-learning presets, and nets from any TOML file (a layer list, or a transfer net
+//! with `type = "transfer"`, as in a run's `config.toml`), looked up by one name.
 
 use std::path::Path;
 
-use crate::error::{Result, bail};
+use crate::error::{Context, Result, bail};
 
 use super::model::ModelSpec;
 use super::spec::NetSpec;
@@ -101,7 +102,29 @@ pub fn resolve(name: &str) -> Result<ModelSpec> {
     if let Some(spec) = transfer_preset(name) {
         return Ok(ModelSpec::Transfer(spec));
     }
+    if let Some(spec) = transfer_file(Path::new(name))? {
+        return Ok(ModelSpec::Transfer(spec));
+    }
     resolve_net(name).map(ModelSpec::Layers)
+}
+
+/// The transfer net a TOML file describes when its top-level `type` is `"transfer"` (the
+/// `[model]` table of a run's `config.toml`, e.g. EfficientNet-Lite0 at 96 px); `None` for
+/// anything else, which [`resolve_net`] reads as a layer list (and names what is wrong with it).
+fn transfer_file(path: &Path) -> Result<Option<TransferSpec>> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
+    let Ok(table) = text.parse::<toml::Table>() else { return Ok(None) };
+    if table.get("type").and_then(|t| t.as_str()) != Some("transfer") {
+        return Ok(None);
+    }
+    match toml::from_str::<ModelSpec>(&text) {
+        Ok(ModelSpec::Transfer(spec)) => {
+            spec.check().with_context(|| format!("{}: transfer net `{}`", path.display(), spec.name))?;
+            Ok(Some(spec))
+        }
+        Ok(_) => unreachable!("the type is \"transfer\""),
+        Err(e) => Err(e).with_context(|| format!("{}: not a valid transfer net file", path.display())),
+    }
 }
 
 /// A layer-list preset by name, or a net from a TOML file when `name` is a path to one.
@@ -119,6 +142,23 @@ pub fn resolve_net(name: &str) -> Result<NetSpec> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A TOML file with `type = "transfer"` is a transfer net (here EfficientNet-Lite0 at 96 px);
+    /// one with a misspelt key is refused naming the file and the key.
+    #[test]
+    fn transfer_nets_resolve_from_a_toml_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = TransferSpec::preset(BackboneKind::EfficientNetLite0);
+        spec.name = "eff96".into();
+        spec.input_size = 96;
+        let path = dir.path().join("eff96.toml");
+        std::fs::write(&path, toml::to_string(&ModelSpec::Transfer(spec.clone())).unwrap()).unwrap();
+        assert_eq!(resolve(path.to_str().unwrap()).unwrap(), ModelSpec::Transfer(spec));
+        let text = std::fs::read_to_string(&path).unwrap().replace("input_size", "input_sise");
+        std::fs::write(&path, text).unwrap();
+        let err = format!("{:#}", resolve(path.to_str().unwrap()).unwrap_err());
+        assert!(err.contains("eff96.toml") && err.contains("input_sise"), "{err}");
+    }
 
     #[test]
     fn presets_have_the_notebooks_parameter_counts() {
