@@ -32,7 +32,7 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
         return Tensor::from_primitive::<TrainFlex>(tracked_max_pool(t, geometry));
     }
     if let Some(t) = flex::plain(&x) {
-        return Tensor::from_primitive::<Flex>(forward(&t, geometry).0);
+        return Tensor::from_primitive::<Flex>(forward_values(&t, geometry));
     }
     pool.forward(x)
 }
@@ -125,10 +125,7 @@ fn pool_value_by_value(plane: &[f32], w: usize, g: Sliding, out: &mut [f32], arg
 fn pool_columns(col_max: &[f32], col_row: &[u32], g: Sliding, out: &mut [f32], argmax: &mut [u32]) {
     let (w, ow) = (g.input[1], g.output[1]);
     let (kw, stride, pad) = (g.kernel[1], g.stride[1], g.pad[1]);
-    // Output columns whose window lies wholly inside the row: `ox * stride >= pad` and
-    // `ox * stride - pad + kw <= w`.
-    let inner_start = pad.div_ceil(stride).min(ow);
-    let inner_end = if w + pad >= kw { ((w + pad - kw) / stride + 1).min(ow) } else { 0 }.max(inner_start);
+    let (inner_start, inner_end) = inner_columns(g);
     for ox in (0..inner_start).chain(inner_end..ow) {
         let cols = g.window(1, ox);
         (out[ox], argmax[ox]) = first_maximum(&col_max[cols.clone()], &col_row[cols.clone()], cols.start, w);
@@ -140,6 +137,102 @@ fn pool_columns(col_max: &[f32], col_row: &[u32], g: Sliding, out: &mut [f32], a
         let outputs = out[inner_start..inner_end].iter_mut().zip(&mut argmax[inner_start..inner_end]);
         for (i, ((v, r), (o, a))) in values.zip(rows).zip(outputs).enumerate() {
             (*o, *a) = first_maximum(v, r, x0 + i * stride, w);
+        }
+    }
+}
+
+/// The output columns `inner_start..inner_end` whose windows lie wholly inside the row
+/// (`ox * stride >= pad` and `ox * stride - pad + kw <= w`): taken as slices of the row, without
+/// working out each window's bounds.
+fn inner_columns(g: Sliding) -> (usize, usize) {
+    let (w, ow) = (g.input[1], g.output[1]);
+    let (kw, stride, pad) = (g.kernel[1], g.stride[1], g.pad[1]);
+    let inner_start = pad.div_ceil(stride).min(ow);
+    let inner_end = if w + pad >= kw { ((w + pad - kw) / stride + 1).min(ow) } else { 0 }.max(inner_start);
+    (inner_start, inner_end)
+}
+
+/// Max pooling's output alone, at inference, where no backward pass needs the positions of the
+/// maxima: in two steps for every window, as [`forward`] pools large windows (each input
+/// column's maximum down the window's rows, vectorised: `maxps`; then each window's maximum
+/// along those), with no position to keep and so no branch or select per value.
+///
+/// Why: value by value, with the position of the first maximum kept, cnn3's 2 x 2 pools were
+/// 30% of its inference at batch 256 (`perf record ferkit bench --models cnn3:256
+/// --infer-batches 256`, AMD EPYC, session 31): the comparisons branched, and real maps
+/// mispredict. The values are [`forward`]'s (the same maximum of each window) except where a
+/// window holds a NaN, or zeros of both signs as its maximum: then either may come out.
+fn forward_values(x: &FlexTensor, g: Sliding) -> FlexTensor {
+    let [n, c, h, w] = flex::dims4(x);
+    let x = flex::values(x);
+    let [oh, ow] = g.output;
+    let write_plane = |col_max: &mut Vec<f32>, p: usize, out: &mut [std::mem::MaybeUninit<f32>]| {
+        let plane = &x[p * h * w..(p + 1) * h * w];
+        for (oy, out) in out.chunks_exact_mut(ow).enumerate() {
+            // Windows overlap the input: `max_pool2d` checked that padding < kernel.
+            let rows = g.window(0, oy);
+            if g.kernel == [2, 2] && g.stride == [2, 2] && g.pad[1] == 0 && rows.len() == 2 {
+                let row = |y: usize| &plane[y * w..(y + 1) * w];
+                pool_2x2_row(row(rows.start), row(rows.start + 1), out);
+                continue;
+            }
+            col_max.copy_from_slice(&plane[rows.start * w..(rows.start + 1) * w]);
+            for y in rows.start + 1..rows.end {
+                fold_row_values(&plane[y * w..(y + 1) * w], col_max);
+            }
+            pool_columns_values(col_max, g, out);
+        }
+    };
+    // SAFETY: `write_plane` writes every output of its plane (each row through
+    // `pool_columns_values`).
+    let out = unsafe { flex::write_in_parallel(n * c * oh * ow, oh * ow, || vec![0f32; w], write_plane) };
+    flex::tensor(out, &[n, c, oh, ow])
+}
+
+/// Folds input row `row` into each column's maximum so far: `if v > m { v } else { m }`, which
+/// x86 computes as `maxps` (a NaN in the row is passed over, one already kept stays).
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
+fn fold_row_values(row: &[f32], col_max: &mut [f32]) {
+    for (m, &v) in col_max.iter_mut().zip(row) {
+        *m = if v > *m { v } else { *m };
+    }
+}
+
+/// One output row of 2 x 2 windows of stride 2 from input rows `r0` and `r1` (the notebook
+/// nets' pools, no padding before the row): the same comparisons in the same order as the two
+/// steps (each column's maximum of its two rows, then the window's of its two columns), in one
+/// pass that the compiler vectorises (AVX2 / AVX-512 where the CPU has them), with no copy of the
+/// first row. A last window clipped to one column (an odd row: "same" padding after it) is
+/// that column's maximum.
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
+fn pool_2x2_row(r0: &[f32], r1: &[f32], out: &mut [std::mem::MaybeUninit<f32>]) {
+    let larger = |v: f32, m: f32| if v > m { v } else { m };
+    let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
+    let whole = out.len().min(r0.len() / 2);
+    for (o, (a, b)) in out[..whole].iter_mut().zip(pairs) {
+        o.write(larger(larger(b[1], a[1]), larger(b[0], a[0])));
+    }
+    if let Some(o) = out.get_mut(whole) {
+        o.write(larger(r1[2 * whole], r0[2 * whole]));
+    }
+}
+
+/// One output row from its columns' maxima: each window's maximum along its columns, the first
+/// kept among equals.
+fn pool_columns_values(col_max: &[f32], g: Sliding, out: &mut [std::mem::MaybeUninit<f32>]) {
+    let (kw, stride, pad) = (g.kernel[1], g.stride[1], g.pad[1]);
+    let maximum = |values: &[f32]| values[1..].iter().fold(values[0], |best, &v| if v > best { v } else { best });
+    let (inner_start, inner_end) = inner_columns(g);
+    for ox in (0..inner_start).chain(inner_end..g.output[1]) {
+        out[ox].write(maximum(&col_max[g.window(1, ox)]));
+    }
+    if inner_end > inner_start {
+        let x0 = inner_start * stride - pad;
+        let windows = col_max[x0..].windows(kw).step_by(stride);
+        for (o, values) in out[inner_start..inner_end].iter_mut().zip(windows) {
+            o.write(maximum(values));
         }
     }
 }
@@ -247,7 +340,7 @@ mod tests {
         let burns_grad = x.grad(&(burns * weights).sum().backward()).unwrap();
         assert_close(&ours_grad, &burns_grad, 1e-6, "input gradient");
 
-        // Inference (no autodiff) takes the same path.
+        // Inference (no autodiff): the values alone.
         let plain = x.inner();
         assert_close(&max_pool2d(&pool, plain.clone()), &pool.forward(plain), 1e-6, "inference output");
     }
@@ -302,6 +395,37 @@ mod tests {
             let expected: Vec<u32> =
                 (0..2).flat_map(|p| first_maxima(&values[p * plane..(p + 1) * plane], size, g)).collect();
             assert_eq!(argmax, expected, "kernel {kernel}, stride {stride}, {size:?}");
+        }
+    }
+
+    /// At inference the values alone ([`forward_values`]): the same bits as [`forward`]'s, on
+    /// every geometry the tests above use, on random maps and on maps of three levels (ties
+    /// everywhere, zeros as after a ReLU).
+    #[test]
+    fn inference_values_are_the_forward_passes() {
+        let cases = [
+            (2, 2, [24, 24], PaddingConfig2d::Same), // cnn3's
+            (2, 2, [7, 5], PaddingConfig2d::Same),   // the last row and column clipped
+            (2, 2, [6, 35], PaddingConfig2d::Same),  // vectorised, an odd tail
+            (2, 2, [5, 9], PaddingConfig2d::Valid),  // the last row and column left out
+            (4, 2, [12, 12], PaddingConfig2d::Same),
+            (3, 1, [9, 8], PaddingConfig2d::Valid),
+            (3, 2, [9, 9], PaddingConfig2d::Explicit(1, 1, 1, 1)),
+            (4, 2, [26, 24], PaddingConfig2d::Same),
+            (3, 4, [10, 50], PaddingConfig2d::Valid), // windows apart
+            (5, 1, [14, 16], PaddingConfig2d::Same),  // two windows clipped at each end
+        ];
+        let device = Device::flex();
+        for (kernel, stride, size, padding) in cases {
+            let g = Sliding::new(&padding, size, [kernel, kernel], [stride, stride]).unwrap();
+            let random = random_input([2, 3, size[0], size[1]], &device, 9).into_data().try_to_vec::<f32>().unwrap();
+            let levels: Vec<f32> = (0..random.len()).map(|i| ((i * 7919 + i / 3) % 3) as f32).collect();
+            for values in [random, levels] {
+                let x = flex::tensor(values, &[2, 3, size[0], size[1]]);
+                let bits = |t: FlexTensor| flex::values(&t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                let what = format!("kernel {kernel}, stride {stride}, {size:?}");
+                assert_eq!(bits(forward_values(&x, g)), bits(forward(&x, g).0), "{what}");
+            }
         }
     }
 
