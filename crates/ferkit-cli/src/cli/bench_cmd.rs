@@ -14,7 +14,9 @@ use ferkit::util::device::DeviceKind;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
-    /// MODEL:BATCH pairs (an empty list with --photos times detection only).
+    /// MODEL:BATCH pairs; MODEL is a preset or a net's TOML file (a layer list, or a transfer net
+    /// with `type = "transfer"`, e.g. EfficientNet-Lite0 at `input_size = 96`). An empty list
+    /// with --photos times detection only.
     #[arg(long, value_delimiter = ',', default_value = "cnn3:512,vgg-lite:64")]
     pub models: Vec<String>,
     /// Steps per timing.
