@@ -12,7 +12,7 @@
 //! 37-45 faces/s, as each piece sat on another page.)
 //! Each task adds four weight rows per pass over its sums ([`add_products`], AVX2 / AVX-512 where
 //! the CPU has them): a quarter of the loads and stores of the sums, and four streams of weights
-//! in flight. cnn1 at batch 1 went from 189-257 to 237-313 faces/s (`ferkit bench --models
+//! in flight. cnn1 at batch 1 went from 190-258 to 237-313 faces/s (`ferkit bench --models
 //! cnn1:1 --steps 40 --repeats 3 --infer-batches 1`, two binaries alternated twice, AMD EPYC,
 //! session 31); eight rows per pass measured the same as four.
 //! Larger batches go to Burn's matmul, whose GEMM reuses each weight across the rows.
@@ -143,6 +143,26 @@ mod tests {
     /// One row and a few, inputs over several tasks with a partial last one, with and without
     /// bias, ReLU and sigmoid: Burn's layer's values within 1e-5, the same bits on 1 and 3 threads, and
     /// Burn's own path past [`MAX_ROWS`] and below [`MIN_WEIGHTS`].
+    /// The layer's output summed as the module's doc says, one value at a time: per output, the
+    /// bias plus each block's partial sum (its inputs in order) in block order.
+    fn in_block_order(linear: &Linear, x: &Tensor<2>) -> Vec<f32> {
+        let w = linear.weight.val().into_data().try_to_vec::<f32>().unwrap();
+        let [inputs, outputs] = linear.weight.val().dims();
+        let bias = linear.bias.as_ref().map_or(vec![0.0; outputs], |b| b.val().into_data().try_to_vec::<f32>().unwrap());
+        let x = x.clone().into_data().try_to_vec::<f32>().unwrap();
+        let mut out = Vec::new();
+        for row in x.chunks_exact(inputs) {
+            for j in 0..outputs {
+                let mut v = bias[j];
+                for block in (0..inputs).collect::<Vec<_>>().chunks(INPUTS_PER_TASK) {
+                    v += block.iter().fold(0f32, |s, &k| s + row[k] * w[k * outputs + j]);
+                }
+                out.push(v);
+            }
+        }
+        out
+    }
+
     #[test]
     fn matches_burns_layer_and_does_not_depend_on_the_thread_count() {
         let device = Device::flex();
@@ -150,6 +170,7 @@ mod tests {
         let big = MIN_WEIGHTS / (2 * INPUTS_PER_TASK) + 1;
         let cases = [
             (1, 2 * INPUTS_PER_TASK + 5, big),
+            (2, 2 * INPUTS_PER_TASK + 6, big), // a last block of 4 + 2 rows
             (MAX_ROWS, 2 * INPUTS_PER_TASK, big),
             (MAX_ROWS + 1, 2 * INPUTS_PER_TASK, big),
             (1, 40, 7),
@@ -180,6 +201,9 @@ mod tests {
                         pool.install(|| linear_act(&linear, act, x.clone()).into_data().try_to_vec::<f32>().unwrap())
                     };
                     assert_eq!(on(1), on(3));
+                    if act.is_none() && rows <= MAX_ROWS && inference(&linear, &x, None).is_some() {
+                        assert_eq!(on(1), in_block_order(&linear, &x), "{rows} rows, bias {bias}: the sums' order");
+                    }
                 }
             }
         }

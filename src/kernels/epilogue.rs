@@ -6,8 +6,8 @@
 use std::mem::MaybeUninit;
 
 use burn::tensor::Tensor;
-use multiversion::multiversion;
 use burn::tensor::activation;
+use multiversion::multiversion;
 
 use super::{clamp, sigmoid};
 

@@ -76,8 +76,8 @@ mod tests {
     }
 
     /// Fused against unfused at inference, bit for bit, for the convolutions EfficientNet-Lite0
-    /// and the layer nets use: ordinary (im2col: rows, table, planes) and depthwise (small-map
-    /// and wide paths), each with and without a bias, with batch norm, ReLU, ReLU6 and sigmoid.
+    /// and the layer nets use: ordinary (im2col: rows, table, planes; 1 x 1 on a small map) and
+    /// depthwise (small-map and wide paths), each with and without a bias, with batch norm, ReLU, ReLU6 and sigmoid.
     #[test]
     fn fused_inference_is_the_same_bits_as_the_layers_one_by_one() {
         let device = Device::flex();
@@ -86,6 +86,7 @@ mod tests {
             (3, 8, 3, 2, 1, 20, 2),   // a stem: strided, through the table
             (4, 6, 3, 1, 1, 18, 3),   // wide rows
             (16, 24, 1, 1, 1, 4, 5),  // a 1x1 expansion: planes, several samples per group
+            (16, 24, 1, 1, 1, 3, 1),  // one face's 1x1 on a 3 x 3 map: small_maps (AVX2 + FMA)
             (24, 24, 5, 1, 24, 4, 2), // depthwise, small map
             (20, 20, 3, 2, 20, 9, 1), // depthwise, small map, strided, a partial block of lanes
             (8, 8, 3, 1, 8, 20, 2),   // depthwise, wide rows

@@ -138,6 +138,7 @@ fn pool_2x2_row_with_positions(r0: &[f32], r1: &[f32], first: u32, w: u32, out: 
         (f32::from_bits(best.to_bits() ^ ((best.to_bits() ^ v.to_bits()) & take)), at ^ ((at ^ p) & take))
     }
     let whole = out.len().min(r0.len() / 2);
+    assert!(out.len() <= whole + 1, "pool_2x2_row_with_positions: {} outputs from {} columns", out.len(), r0.len());
     let outputs = out[..whole].iter_mut().zip(&mut argmax[..whole]);
     for (i, ((o, a), (top, bottom))) in outputs.zip(r0.chunks_exact(2).zip(r1.chunks_exact(2))).enumerate() {
         let x = first + 2 * i as u32;
@@ -191,7 +192,8 @@ fn inner_columns(g: Sliding) -> (usize, usize) {
 /// Max pooling's output alone, at inference, where no backward pass needs the positions of the
 /// maxima: in two steps for every window, as [`forward`] pools large windows (each input
 /// column's maximum down the window's rows, vectorised: `maxps`; then each window's maximum
-/// along those), with no position to keep and so no branch or select per value.
+/// along those; 2 x 2 windows of stride 2 make the same comparisons in one pass,
+/// [`pool_2x2_row`]), with no position to keep and so no branch or select per value.
 ///
 /// Why: value by value, with the position of the first maximum kept, cnn3's 2 x 2 pools were
 /// 30% of its inference at batch 256 (`perf record ferkit bench --models cnn3:256
@@ -219,8 +221,8 @@ fn forward_values(x: &FlexTensor, g: Sliding) -> FlexTensor {
             pool_columns_values(col_max, g, out);
         }
     };
-    // SAFETY: `write_plane` writes every output of its plane (each row through
-    // `pool_columns_values`).
+    // SAFETY: `write_plane` writes every output of its plane, each row through `pool_2x2_row`
+    // or `pool_columns_values` (both write every value of the row they are given).
     let out = unsafe { flex::write_in_parallel(n * c * oh * ow, oh * ow, || vec![0f32; w], write_plane) };
     flex::tensor(out, &[n, c, oh, ow])
 }
@@ -247,6 +249,9 @@ fn pool_2x2_row(r0: &[f32], r1: &[f32], out: &mut [std::mem::MaybeUninit<f32>]) 
     let larger = |v: f32, m: f32| if v > m { v } else { m };
     let pairs = r0.chunks_exact(2).zip(r1.chunks_exact(2));
     let whole = out.len().min(r0.len() / 2);
+    // Every value of `out` is written (the caller counts on it): `max_pool2d` refuses geometries
+    // whose last window would be empty, so at most one window is clipped.
+    assert!(out.len() <= whole + 1, "pool_2x2_row: {} outputs from {} columns", out.len(), r0.len());
     for (o, (a, b)) in out[..whole].iter_mut().zip(pairs) {
         o.write(larger(larger(b[1], a[1]), larger(b[0], a[0])));
     }
@@ -401,20 +406,24 @@ mod tests {
         at
     }
 
-    /// Ties (after a ReLU, a map is mostly zeros) go to the first maximum in row-major order,
-    /// as value by value, for overlapping and padded windows.
-    #[test]
-    fn ties_go_to_the_first_maximum_in_row_major_order() {
-        let cases = [
+    /// (kernel, stride, map size, padding) for the pooling tests: the notebook nets' 2 x 2
+    /// windows (value by value with positions, and the one-pass rows; odd sizes, padding before
+    /// and after), overlapping, apart and padded windows, and rows of TWO_STEPS_FROM and more
+    /// with windows past 2 x 2 (two steps).
+    fn geometries() -> Vec<(usize, usize, [usize; 2], PaddingConfig2d)> {
+        vec![
+            (2, 2, [24, 24], PaddingConfig2d::Same),               // cnn3's
+            (2, 2, [7, 5], PaddingConfig2d::Same),                 // the last row and column clipped
+            (2, 2, [6, 35], PaddingConfig2d::Same),                // one-pass rows, an odd tail
+            (2, 2, [5, 9], PaddingConfig2d::Valid),                // the last row and column left out
+            (2, 2, [7, 8], PaddingConfig2d::Explicit(1, 0, 0, 0)), // a row of padding on top
+            (2, 2, [4, 5], PaddingConfig2d::Explicit(0, 0, 0, 2)), // two columns after
             (4, 2, [12, 12], PaddingConfig2d::Same),
-            (2, 2, [7, 5], PaddingConfig2d::Same),
-            (2, 2, [6, 35], PaddingConfig2d::Same), // 2 x 2 rows vectorised, an odd tail
-            (2, 2, [5, 9], PaddingConfig2d::Valid),
             (3, 1, [9, 8], PaddingConfig2d::Same),
+            (3, 1, [9, 8], PaddingConfig2d::Valid),
             (5, 2, [11, 6], PaddingConfig2d::Same),
             (2, 3, [10, 11], PaddingConfig2d::Valid), // windows apart
             (3, 2, [9, 9], PaddingConfig2d::Explicit(1, 1, 1, 1)),
-            // Output rows of TWO_STEPS_FROM and more, windows past 2 x 2: pooled in two steps.
             (4, 2, [26, 24], PaddingConfig2d::Same),
             (3, 1, [14, 13], PaddingConfig2d::Same),
             (3, 3, [10, 38], PaddingConfig2d::Valid),
@@ -422,8 +431,14 @@ mod tests {
             (5, 2, [28, 26], PaddingConfig2d::Same),
             (3, 4, [10, 50], PaddingConfig2d::Valid), // windows apart
             (5, 1, [14, 16], PaddingConfig2d::Same),  // two windows clipped at each end
-        ];
-        for (kernel, stride, size, padding) in cases {
+        ]
+    }
+
+    /// Ties (after a ReLU, a map is mostly zeros) go to the first maximum in row-major order,
+    /// as value by value, for overlapping and padded windows.
+    #[test]
+    fn ties_go_to_the_first_maximum_in_row_major_order() {
+        for (kernel, stride, size, padding) in geometries() {
             let g = Sliding::new(&padding, size, [kernel, kernel], [stride, stride]).unwrap();
             // Three levels only: every window has ties.
             let values: Vec<f32> = (0..2 * size[0] * size[1]).map(|i| ((i * 7919 + i / 3) % 3) as f32).collect();
@@ -437,24 +452,12 @@ mod tests {
     }
 
     /// At inference the values alone ([`forward_values`]): the same bits as [`forward`]'s, on
-    /// every geometry the tests above use, on random maps and on maps of three levels (ties
+    /// every geometry of [`geometries`], on random maps and on maps of three levels (ties
     /// everywhere, zeros as after a ReLU).
     #[test]
     fn inference_values_are_the_forward_passes() {
-        let cases = [
-            (2, 2, [24, 24], PaddingConfig2d::Same), // cnn3's
-            (2, 2, [7, 5], PaddingConfig2d::Same),   // the last row and column clipped
-            (2, 2, [6, 35], PaddingConfig2d::Same),  // vectorised, an odd tail
-            (2, 2, [5, 9], PaddingConfig2d::Valid),  // the last row and column left out
-            (4, 2, [12, 12], PaddingConfig2d::Same),
-            (3, 1, [9, 8], PaddingConfig2d::Valid),
-            (3, 2, [9, 9], PaddingConfig2d::Explicit(1, 1, 1, 1)),
-            (4, 2, [26, 24], PaddingConfig2d::Same),
-            (3, 4, [10, 50], PaddingConfig2d::Valid), // windows apart
-            (5, 1, [14, 16], PaddingConfig2d::Same),  // two windows clipped at each end
-        ];
         let device = Device::flex();
-        for (kernel, stride, size, padding) in cases {
+        for (kernel, stride, size, padding) in geometries() {
             let g = Sliding::new(&padding, size, [kernel, kernel], [stride, stride]).unwrap();
             let random = random_input([2, 3, size[0], size[1]], &device, 9).into_data().try_to_vec::<f32>().unwrap();
             let levels: Vec<f32> = (0..random.len()).map(|i| ((i * 7919 + i / 3) % 3) as f32).collect();

@@ -1,6 +1,7 @@
 //! The model registry: preset nets (the TOML files in `experiments/`, embedded at build time),
 //! the transfer-learning presets, and nets from any TOML file (a layer list, or a transfer net
-//! with `type = "transfer"`, as in a run's `config.toml`), looked up by one name.
+//! with `type = "transfer"`, as in the `[model]` table of a run's `config.toml`), looked up by one
+//! name; a preset's name always means the preset.
 
 use std::path::Path;
 
@@ -102,15 +103,18 @@ pub fn resolve(name: &str) -> Result<ModelSpec> {
     if let Some(spec) = transfer_preset(name) {
         return Ok(ModelSpec::Transfer(spec));
     }
-    if let Some(spec) = transfer_file(Path::new(name))? {
+    if !PRESETS.iter().any(|(preset, _)| *preset == name)
+        && let Some(spec) = transfer_file(Path::new(name))?
+    {
         return Ok(ModelSpec::Transfer(spec));
     }
     resolve_net(name).map(ModelSpec::Layers)
 }
 
-/// The transfer net a TOML file describes when its top-level `type` is `"transfer"` (the
-/// `[model]` table of a run's `config.toml`, e.g. EfficientNet-Lite0 at 96 px); `None` for
-/// anything else, which [`resolve_net`] reads as a layer list (and names what is wrong with it).
+/// The transfer net a TOML file describes when its top-level `type` is `"transfer"` (as the
+/// `[model]` table of a run's `config.toml` holds it, e.g. EfficientNet-Lite0 at 96 px); `None`
+/// for anything else (a file that cannot be read or parsed, another `type`), which
+/// [`resolve_net`] reads as a layer list and names what is wrong with.
 fn transfer_file(path: &Path) -> Result<Option<TransferSpec>> {
     let Ok(text) = std::fs::read_to_string(path) else { return Ok(None) };
     let Ok(table) = text.parse::<toml::Table>() else { return Ok(None) };

@@ -1,11 +1,11 @@
-//! The forward pass of a 1 x 1 convolution whose product has only a few columns (one or two faces
-//! through a net's deepest layers: EfficientNet-Lite0's 3 x 3 and 2 x 2 maps at 48 px) as dot
+//! The forward pass of a 1 x 1 convolution whose product has only a few columns (a few faces
+//! through a net's deepest layers: EfficientNet-Lite0's 6 x 6, 3 x 3 and 2 x 2 maps at 48 px) as dot
 //! products: each output value is one weight row (`k` values, read in place) times one input
 //! position (its `k` channels, gathered into a row once per call), and the threads split the
 //! output channels, so that each weight is read once, by one thread.
 //!
 //! Why: [`super::forward`]'s product `W [c_out x k] * X [k x width]` has `width` = samples x
-//! positions, 4, 9 or 36 for one face on those maps. gemm writes it row-major, so `width` is its
+//! positions, 36, 9 or 4 for one face on those maps. gemm writes it row-major, so `width` is its
 //! vector dimension: 4 columns fill half of an AVX2 register and 9 one and an eighth, and before
 //! multiplying it packs all of `W` (1152 x 192 in the 2 x 2 stages) for 4 uses of each weight; the
 //! bands of rows that spread one face over the threads gave each thread the whole of `W` to pack.
@@ -18,7 +18,8 @@
 //! order, as fused multiply-adds), then the lanes in a fixed order, then the last `k % 8` terms
 //! in order: the order depends on `k` alone, so the bits do not depend on the thread count or on
 //! how the channels are split. It needs AVX2 and FMA, checked at run time; on other CPUs these
-//! convolutions stay with gemm.
+//! convolutions stay with gemm. Training's forward pass takes it too, for batches that small (at
+//! most ten faces on 2 x 2 maps); its backward pass stays with gemm.
 
 use burn::backend::flex::FlexTensor;
 
@@ -30,19 +31,22 @@ use super::Shapes;
 /// At most this many columns (samples x positions) in the product: a 6 x 6 map of one face, a
 /// 3 x 3 map of four, a 2 x 2 map of ten. Wider products reuse each weight gemm packs often
 /// enough to pay for packing it. Chosen on EfficientNet-Lite0 at 48 and 96 px, batches 1 to 8,
-/// with limits 16, 40 and 64 built in turn and alternated four times (session 31, AMD EPYC): 40
-/// was as fast as 64 or faster, and faster than 16 from two faces up at 96 px (three 3 x 3 maps).
+/// with limits 0 (gemm), 16, 40 and 64 built in turn and alternated four times (session 31, AMD
+/// EPYC; docs/speed.md): 40 and 64 each won some rounds, 40 beat 16 from two faces up at 96 px
+/// (their 3 x 3 maps); the smaller of the two equals keeps wider products with gemm.
 const MAX_WIDTH: usize = 40;
 
 /// Output channels per task (a multiple of [`ROWS`]): a few tasks per thread, each a contiguous
 /// block of weight rows.
 const CHANNELS_PER_TASK: usize = 32;
 
-/// Weight rows and input positions multiplied together per step of the dot products: 2 x 4
+/// Weight rows multiplied together per step of the dot products: with [`COLUMNS`], 2 x 4
 /// accumulators (eight, enough to keep both of an AVX2 core's FMA units busy through their
 /// latency), 2 + 4 loads per 8 fused multiply-adds.
 const ROWS: usize = 2;
+/// Input positions multiplied together per step (see [`ROWS`]).
 const COLUMNS: usize = 4;
+const _: () = assert!(CHANNELS_PER_TASK.is_multiple_of(ROWS));
 
 /// Whether [`forward`] computes this convolution: 1 x 1, stride 1, unpadded, a product of at most
 /// [`MAX_WIDTH`] columns, on a CPU with AVX2 and FMA. The choice depends on the shapes and the
@@ -113,8 +117,10 @@ fn dot_products(weights: &[f32], positions: &[f32], k: usize, product: &mut [f32
     let width = positions.len() / k;
     let rows = weights.len() / k;
     assert!(rows * width == product.len() && weights.len() == rows * k && positions.len() == width * k);
+    // Checked here too, not only by the caller's `applies` (a cached flag: cheap).
+    assert!(has_avx2_fma(), "small_maps: this CPU has no AVX2 + FMA");
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `applies` checked that the CPU has AVX2 and FMA; the assert above bounds every row.
+    // SAFETY: the CPU has AVX2 and FMA (checked above); the first assert bounds every row.
     unsafe {
         x86::dot_products(weights, positions, k, rows, width, product)
     }
@@ -239,7 +245,7 @@ mod tests {
             eprintln!("skipped: this CPU has no AVX2 + FMA (the kernel is not used on it)");
             return;
         }
-        for (rows, width, k) in [(5, 7, 24), (3, 9, 20), (1, 1, 7), (6, 4, 1152), (2, 16, 3)] {
+        for (rows, width, k) in [(5, 7, 24), (3, 9, 20), (1, 1, 7), (6, 4, 1152), (2, 16, 3), (3, 6, 16), (4, 10, 9)] {
             let weights: Vec<f32> = (0..rows * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 17.0).collect();
             let positions: Vec<f32> = (0..width * k).map(|i| ((i * 53 % 89) as f32 - 44.0) / 13.0).collect();
             let mut product = vec![f32::NAN; rows * width];
