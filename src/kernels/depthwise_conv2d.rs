@@ -147,16 +147,21 @@ fn transpose4(rows: [std::arch::x86_64::__m128; 4]) -> [std::arch::x86_64::__m12
     }
 }
 
-/// Planes `first..first + count` of `values` (`len` values each) laid out channel-last: `len`
-/// positions of [`LANES`] values, the lanes past `count` zero.
+/// Planes `first..first + count` of `values` (`len` values each) laid out channel-last into
+/// `lanes`: `len` positions of [`LANES`] values, the lanes past `count` zero.
 ///
 /// Why blocks: one value at a time, this transpose (and [`scatter`]'s) took most of the
 /// small-map forward pass's samples, several times its sums (`perf annotate`, Intel Xeon,
 /// session 23); 4 x 4 blocks move four values per load and store. Pure data movement: the same
 /// bits either way.
 #[inline(always)]
-fn gather(values: &[f32], first: usize, len: usize, count: usize) -> Vec<Lanes> {
-    let mut lanes = vec![[0f32; LANES]; len];
+fn gather(values: &[f32], first: usize, len: usize, count: usize, lanes: &mut Vec<Lanes>) {
+    // A buffer used before: every lane below `count` is written below, those past it zeroed here.
+    lanes.resize(len, [0f32; LANES]);
+    lanes.truncate(len);
+    if count < LANES {
+        lanes.iter_mut().for_each(|position| position[count..].fill(0.0));
+    }
     let (whole, blocked) = in_blocks(count, len);
     #[cfg(target_arch = "x86_64")]
     for l0 in (0..whole).step_by(4) {
@@ -178,7 +183,6 @@ fn gather(values: &[f32], first: usize, len: usize, count: usize) -> Vec<Lanes> 
             lanes[p][l] = v;
         }
     }
-    lanes
 }
 
 /// Writes the first `count` lanes of channel-last `lanes` back into planes `first..first + count`
@@ -226,6 +230,18 @@ fn block(task: usize, c: usize) -> (usize, std::ops::Range<usize>) {
     (sample, block * LANES..((block + 1) * LANES).min(c))
 }
 
+/// The channel-last buffers of a small-map task ([`gather`]'s and the sums'), kept from one task
+/// to the next by each rayon worker. Until session 32 every task allocated and zeroed three (the
+/// weight gradient two per sample): malloc, free and zeroing were about 5% of EfficientNet-Lite0's
+/// inference at batch 256 in `perf` (AMD EPYC Zen 4), and reusing them gained about 4% there
+/// (docs/speed.md, session 32).
+#[derive(Debug, Default)]
+struct LaneBuffers {
+    kernels: Vec<Lanes>,
+    source: Vec<Lanes>,
+    sums: Vec<Lanes>,
+}
+
 /// The body of [`forward_block`] and [`input_gradient_block`], which differ in which field of a
 /// triple is summed into (`order`), in their start values and in which buffer is source or
 /// destination: gathers the task's kernels (`weight`, `[c, taps]`) and its `count` planes of
@@ -247,12 +263,15 @@ unsafe fn sum_into_planes(
     channel: usize,
     g: &Sliding,
     (dest, dest_len): (UninitParts, usize),
+    buffers: &mut LaneBuffers,
 ) {
-    let kt = gather(weight, channel, g.kernel[0] * g.kernel[1], count);
-    let st = gather(source, first, source_len, count);
-    let mut dt = vec![start; dest_len];
-    accumulate(triples, order, &kt, &st, &mut dt);
-    unsafe { scatter(&dt, dest, first, dest_len, count) };
+    let LaneBuffers { kernels, source: st, sums } = buffers;
+    gather(weight, channel, g.kernel[0] * g.kernel[1], count, kernels);
+    gather(source, first, source_len, count, st);
+    sums.clear();
+    sums.resize(dest_len, start);
+    accumulate(triples, order, kernels, st, sums);
+    unsafe { scatter(sums, dest, first, dest_len, count) };
 }
 
 /// One task of the small-map forward pass: writes the output planes `first..first + count`
@@ -273,12 +292,13 @@ unsafe fn forward_block(
     channel: usize,
     g: &Sliding,
     out: UninitParts,
+    buffers: &mut LaneBuffers,
 ) {
     let mut start = [0f32; LANES];
     start[..planes.1].copy_from_slice(bias);
     let ([h, w], [oh, ow]) = (g.input, g.output);
     let order = [OUTPUT, TAP, INPUT];
-    unsafe { sum_into_planes(triples, order, weight, (x, h * w), start, planes, channel, g, (out, oh * ow)) };
+    unsafe { sum_into_planes(triples, order, weight, (x, h * w), start, planes, channel, g, (out, oh * ow), buffers) };
 }
 
 /// One task of the small-map input gradient: writes the planes `first..first + count` (`planes`
@@ -289,6 +309,7 @@ unsafe fn forward_block(
 /// SAFETY: those planes are written by the calling task alone.
 #[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
 #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
+#[allow(clippy::too_many_arguments)]
 unsafe fn input_gradient_block(
     triples: &[[u32; 3]],
     dy: &[f32],
@@ -297,10 +318,12 @@ unsafe fn input_gradient_block(
     channel: usize,
     g: &Sliding,
     dx: UninitParts,
+    buffers: &mut LaneBuffers,
 ) {
     let ([h, w], [oh, ow]) = (g.input, g.output);
     let order = [INPUT, TAP, OUTPUT];
-    unsafe { sum_into_planes(triples, order, weight, (dy, oh * ow), [0f32; LANES], planes, channel, g, (dx, h * w)) };
+    let start = [0f32; LANES];
+    unsafe { sum_into_planes(triples, order, weight, (dy, oh * ow), start, planes, channel, g, (dx, h * w), buffers) };
 }
 
 /// One task of the small-map weight gradient: writes the taps of `channels` (at most `LANES`),
@@ -310,6 +333,7 @@ unsafe fn input_gradient_block(
 /// SAFETY: those channels' taps are written by the calling task alone.
 #[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
 #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
+#[allow(clippy::too_many_arguments)]
 unsafe fn weight_gradient_block(
     triples: &[[u32; 3]],
     x: &[f32],
@@ -318,16 +342,20 @@ unsafe fn weight_gradient_block(
     channels: std::ops::Range<usize>,
     g: &Sliding,
     dw: UninitParts,
+    buffers: &mut LaneBuffers,
 ) {
     let (taps, [h, w], [oh, ow]) = (g.kernel[0] * g.kernel[1], g.input, g.output);
     let count = channels.len();
-    let mut dwt = vec![[0f32; LANES]; taps];
+    let LaneBuffers { kernels: xt, source: dyt, sums: dwt } = buffers;
+    dwt.clear();
+    dwt.resize(taps, [0f32; LANES]);
     for sample in 0..n {
         let first = sample * c + channels.start;
-        let (xt, dyt) = (gather(x, first, h * w, count), gather(dy, first, oh * ow, count));
-        accumulate(triples, [TAP, OUTPUT, INPUT], &dyt, &xt, &mut dwt);
+        gather(x, first, h * w, count, xt);
+        gather(dy, first, oh * ow, count, dyt);
+        accumulate(triples, [TAP, OUTPUT, INPUT], dyt, xt, dwt);
     }
-    unsafe { scatter(&dwt, dw, channels.start, taps, count) };
+    unsafe { scatter(dwt, dw, channels.start, taps, count) };
 }
 
 // The row-by-row path for wider maps: one `(sample, channel)` plane per call.
@@ -474,11 +502,12 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g:
     let (x, weight, bias) = (flex::values(x), flex::values(weight), flex::values(bias));
     let len = n * c * oh * ow;
     let out = if let Some(triples) = small_map(&g, OUTPUT) {
-        let write_block = |_: &mut (), task: usize, out: UninitParts| {
+        let write_block = |buffers: &mut LaneBuffers, task: usize, out: UninitParts| {
             let (sample, channels) = block(task, c);
             let planes = (sample * c + channels.start, channels.len());
+            let bias = &bias[channels.clone()];
             // SAFETY: the task's own planes of `out`.
-            unsafe { forward_block(&triples, &x, &weight, &bias[channels.clone()], planes, channels.start, &g, out) }
+            unsafe { forward_block(&triples, &x, &weight, bias, planes, channels.start, &g, out, buffers) }
             for (l, channel) in channels.enumerate() {
                 // SAFETY: the task's own planes of `out`, every value of which forward_block has
                 // just written.
@@ -486,7 +515,7 @@ pub(super) fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g:
             }
         };
         // SAFETY: the tasks write disjoint planes and, together, every plane.
-        unsafe { flex::write_parts_in_parallel(len, block_count(n, c), || (), write_block) }
+        unsafe { flex::write_parts_in_parallel(len, block_count(n, c), LaneBuffers::default, write_block) }
     } else {
         let phases = Phases::of(&g);
         let write_plane = |phased: &mut Vec<f32>, plane: usize, out: &mut [MaybeUninit<f32>]| {
@@ -520,14 +549,14 @@ fn backward(
     // zero them first, in parallel and while they are in cache.
     let dx = wanted[0].then(|| {
         let dx = if let Some(triples) = small_map(&g, INPUT) {
-            let write_block = |_: &mut (), task: usize, dx: UninitParts| {
+            let write_block = |buffers: &mut LaneBuffers, task: usize, dx: UninitParts| {
                 let (sample, channels) = block(task, c);
                 let planes = (sample * c + channels.start, channels.len());
                 // SAFETY: the task's own planes of `dx`.
-                unsafe { input_gradient_block(&triples, &dy, &weight, planes, channels.start, &g, dx) }
+                unsafe { input_gradient_block(&triples, &dy, &weight, planes, channels.start, &g, dx, buffers) }
             };
             // SAFETY: the tasks write disjoint planes and, together, every plane.
-            unsafe { flex::write_parts_in_parallel(n * c * h * w, block_count(n, c), || (), write_block) }
+            unsafe { flex::write_parts_in_parallel(n * c * h * w, block_count(n, c), LaneBuffers::default, write_block) }
         } else {
             let write_plane = |_: &mut (), plane: usize, dx: &mut [MaybeUninit<f32>]| {
                 let kernel = &weight[(plane % c) * taps..(plane % c + 1) * taps];
@@ -542,13 +571,13 @@ fn backward(
     let dw = wanted[1].then(|| {
         let dw = if let Some(triples) = small_map(&g, TAP) {
             // One task per block of channels, summing over the samples in order.
-            let write_block = |_: &mut (), task: usize, dw: UninitParts| {
+            let write_block = |buffers: &mut LaneBuffers, task: usize, dw: UninitParts| {
                 let (_, channels) = block(task, c);
                 // SAFETY: the task's own channels of `dw`.
-                unsafe { weight_gradient_block(&triples, &x, &dy, [n, c], channels, &g, dw) }
+                unsafe { weight_gradient_block(&triples, &x, &dy, [n, c], channels, &g, dw, buffers) }
             };
             // SAFETY: the tasks write disjoint channels' taps and, together, every channel's.
-            unsafe { flex::write_parts_in_parallel(c * taps, block_count(1, c), || (), write_block) }
+            unsafe { flex::write_parts_in_parallel(c * taps, block_count(1, c), LaneBuffers::default, write_block) }
         } else {
             let write_channel = |_: &mut (), channel: usize, dw: &mut [MaybeUninit<f32>]| {
                 let dw = flex::zeroed(dw);
@@ -759,13 +788,16 @@ mod tests {
     }
 
     /// `gather` lays planes out channel-last (zeros past `count`) and `scatter` writes them back,
-    /// for counts and lengths inside and outside the 4 x 4 blocks.
+    /// for counts and lengths inside and outside the 4 x 4 blocks, into one buffer reused from
+    /// case to case as a task's are (it starts longer than any case and full of NaN: nothing of
+    /// an earlier use may show through).
     #[test]
     fn gather_and_scatter_move_planes_to_channel_last_and_back() {
-        for (count, len) in [(16, 16), (16, 9), (5, 4), (3, 7), (1, 1), (8, 25), (13, 6)] {
+        let mut lanes = vec![[f32::NAN; super::LANES]; 40];
+        for (count, len) in [(16, 16), (16, 9), (5, 4), (3, 7), (1, 1), (8, 25), (13, 6), (16, 30)] {
             let first = 2;
             let values: Vec<f32> = (0..(first + count) * len).map(|v| v as f32 + 0.5).collect();
-            let lanes = super::gather(&values, first, len, count);
+            super::gather(&values, first, len, count, &mut lanes);
             assert_eq!(lanes.len(), len);
             for (p, lane) in lanes.iter().enumerate() {
                 for (l, &v) in lane.iter().enumerate() {
