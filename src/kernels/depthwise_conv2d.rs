@@ -158,7 +158,6 @@ fn transpose4(rows: [std::arch::x86_64::__m128; 4]) -> [std::arch::x86_64::__m12
 fn gather(values: &[f32], first: usize, len: usize, count: usize, lanes: &mut Vec<Lanes>) {
     // A buffer used before: every lane below `count` is written below, those past it zeroed here.
     lanes.resize(len, [0f32; LANES]);
-    lanes.truncate(len);
     if count < LANES {
         lanes.iter_mut().for_each(|position| position[count..].fill(0.0));
     }
@@ -230,11 +229,11 @@ fn block(task: usize, c: usize) -> (usize, std::ops::Range<usize>) {
     (sample, block * LANES..((block + 1) * LANES).min(c))
 }
 
-/// The channel-last buffers of a small-map task ([`gather`]'s and the sums'), kept from one task
-/// to the next by each rayon worker. Until session 32 every task allocated and zeroed three (the
-/// weight gradient two per sample): malloc, free and zeroing were about 5% of EfficientNet-Lite0's
-/// inference at batch 256 in `perf` (AMD EPYC Zen 4), and reusing them gained about 4% there
-/// (docs/speed.md, session 32).
+/// The channel-last buffers of a small-map task ([`gather`]'s and the sums'), made once per rayon
+/// job (`map_init`'s split) and reused by that job's tasks. Until session 32 every task allocated
+/// and zeroed three (the weight gradient one, plus two per sample): malloc and free were about 5%
+/// of EfficientNet-Lite0's inference at batch 256 in `perf` (AMD EPYC Zen 4; memset another 2.5%),
+/// and reusing them gained about 4% there (docs/speed.md, session 32).
 #[derive(Debug, Default)]
 struct LaneBuffers {
     kernels: Vec<Lanes>,
@@ -794,7 +793,7 @@ mod tests {
     #[test]
     fn gather_and_scatter_move_planes_to_channel_last_and_back() {
         let mut lanes = vec![[f32::NAN; super::LANES]; 40];
-        for (count, len) in [(16, 16), (16, 9), (5, 4), (3, 7), (1, 1), (8, 25), (13, 6), (16, 30)] {
+        for (count, len) in [(3, 7), (16, 16), (16, 9), (5, 4), (3, 7), (1, 1), (8, 25), (13, 6), (16, 30)] {
             let first = 2;
             let values: Vec<f32> = (0..(first + count) * len).map(|v| v as f32 + 0.5).collect();
             super::gather(&values, first, len, count, &mut lanes);
