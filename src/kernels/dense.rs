@@ -140,9 +140,6 @@ mod tests {
     use burn::prelude::*;
     use burn::tensor::activation;
 
-    /// One row and a few, inputs over several tasks with a partial last one, with and without
-    /// bias, ReLU and sigmoid: Burn's layer's values within 1e-5, the same bits on 1 and 3 threads, and
-    /// Burn's own path past [`MAX_ROWS`] and below [`MIN_WEIGHTS`].
     /// The layer's output summed as the module's doc says, one value at a time: per output, the
     /// bias plus each block's partial sum (its inputs in order) in block order.
     fn in_block_order(linear: &Linear, x: &Tensor<2>) -> Vec<f32> {
@@ -163,6 +160,10 @@ mod tests {
         out
     }
 
+    /// One row and a few, inputs over several tasks with a partial last one, with and without
+    /// bias, ReLU and sigmoid: Burn's layer's values within 1e-5, the same bits on 1 and 3
+    /// threads, the sums in [`in_block_order`]'s order, and Burn's own path past [`MAX_ROWS`]
+    /// and below [`MIN_WEIGHTS`].
     #[test]
     fn matches_burns_layer_and_does_not_depend_on_the_thread_count() {
         let device = Device::flex();

@@ -92,13 +92,21 @@ fn forward(x: &FlexTensor, g: Sliding) -> (FlexTensor, Vec<u32>) {
 /// 6,144 planes, under load: 6.8-7.0 against 2.9-5.1, a loss.
 const TWO_STEPS_FROM: usize = 12;
 
+/// Whether output row `rows` (its input rows) is 2 x 2 windows of stride 2 over two whole input
+/// rows with no padding before the row: the rows [`pool_2x2_row_with_positions`] (training) and
+/// [`pool_2x2_row`] (inference) pool in one pass. One test for both, so that the two paths take
+/// the same rows.
+fn whole_2x2_row(g: Sliding, rows: &std::ops::Range<usize>) -> bool {
+    g.kernel == [2, 2] && g.stride == [2, 2] && g.pad[1] == 0 && rows.len() == 2
+}
+
 /// A plane's pooling value by value: for each output, every value of its window in row-major
 /// order, the first maximum kept.
 fn pool_value_by_value(plane: &[f32], w: usize, g: Sliding, out: &mut [f32], argmax: &mut [u32]) {
     let ow = g.output[1];
     for oy in 0..g.output[0] {
         let rows = g.window(0, oy);
-        if g.kernel == [2, 2] && g.stride == [2, 2] && g.pad[1] == 0 && rows.len() == 2 {
+        if whole_2x2_row(g, &rows) {
             let (y, row) = (rows.start, oy * ow..(oy + 1) * ow);
             let (r0, r1) = (&plane[y * w..(y + 1) * w], &plane[(y + 1) * w..(y + 2) * w]);
             pool_2x2_row_with_positions(r0, r1, (y * w) as u32, w as u32, &mut out[row.clone()], &mut argmax[row]);
@@ -209,7 +217,7 @@ fn forward_values(x: &FlexTensor, g: Sliding) -> FlexTensor {
         for (oy, out) in out.chunks_exact_mut(ow).enumerate() {
             // Windows overlap the input: `max_pool2d` checked that padding < kernel.
             let rows = g.window(0, oy);
-            if g.kernel == [2, 2] && g.stride == [2, 2] && g.pad[1] == 0 && rows.len() == 2 {
+            if whole_2x2_row(g, &rows) {
                 let row = |y: usize| &plane[y * w..(y + 1) * w];
                 pool_2x2_row(row(rows.start), row(rows.start + 1), out);
                 continue;
