@@ -207,6 +207,10 @@ pub struct Net {
     pub flat_input: bool,
     /// How many layers `forward_logits` runs: all but a final softmax, which the loss applies.
     pub logit_layers: usize,
+    /// Bytes (f32) of one face's largest image layer, its input and output maps together; 0 for
+    /// a net that starts flat. Sets how many faces [`Net::forward`] runs through the image
+    /// layers at once at inference ([`inference_chunk`]).
+    pub face_map_bytes: usize,
 }
 
 impl Net {
@@ -229,16 +233,51 @@ impl Net {
             }
         }
         let flat_input = matches!(spec.input_shape()?, FeatureShape::Flat(_));
-        Ok(Net { layers, flat_input, logit_layers })
+        let elements = |shape: FeatureShape| match shape {
+            FeatureShape::Image { height, width, channels } => height * width * channels,
+            FeatureShape::Flat(_) => 0,
+        };
+        let face_map_bytes = infos
+            .iter()
+            .filter(|info| matches!(info.output, FeatureShape::Image { .. }))
+            .map(|info| 4 * (elements(info.input) + elements(info.output)))
+            .max()
+            .unwrap_or(0);
+        Ok(Net { layers, flat_input, logit_layers, face_map_bytes })
     }
 
     /// Logits `[batch, 7]` for images `[batch, 1, 48, 48]`.
+    ///
+    /// At inference the image layers (up to the first that flattens) run on chunks of the batch
+    /// that [`inference_chunk`] sizes, and the flat layers on the whole batch: the same values
+    /// (every layer is per face at inference) in less memory traffic. In training the batch is
+    /// never split (batch norm normalises with the whole batch's statistics).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = if self.flat_input { Features::Flat(images.flatten(1, 3)) } else { Features::Image(images) };
-        for layer in &self.layers[..self.logit_layers] {
-            x = layer.forward(x);
+        let layers = &self.layers[..self.logit_layers];
+        if self.flat_input {
+            return run_layers(layers, Features::Flat(images.flatten(1, 3))).flat();
         }
-        x.flat()
+        let [batch, ..] = images.dims();
+        let chunk = if images.device().is_autodiff() { batch } else { inference_chunk(batch, self.face_map_bytes) };
+        self.forward_in_chunks(images, chunk)
+    }
+
+    /// Logits of images `[batch, 1, 48, 48]` with the image layers (up to and including the
+    /// first that flattens) run on chunks of `chunk` faces, the rest on the whole batch.
+    fn forward_in_chunks(&self, images: Tensor<4>, chunk: usize) -> Tensor<2> {
+        let layers = &self.layers[..self.logit_layers];
+        let image_layers = layers
+            .iter()
+            .position(|l| matches!(l, Layer::Flatten(_) | Layer::GlobalAvgPool(_)))
+            .map_or(layers.len(), |i| i + 1);
+        let (image_part, flat_part) = layers.split_at(image_layers);
+        let x = if chunk < images.dims()[0] {
+            let parts = images.split(chunk, 0).into_iter().map(|part| run_layers(image_part, Features::Image(part)).flat());
+            Features::Flat(Tensor::cat(parts.collect(), 0))
+        } else {
+            run_layers(image_part, Features::Image(images))
+        };
+        run_layers(flat_part, x).flat()
     }
 
     /// Class probabilities `[batch, 7]`.
@@ -250,6 +289,33 @@ impl Net {
     pub fn l2_penalty(&self) -> Option<Tensor<1>> {
         self.layers.iter().filter_map(Layer::l2_penalty).reduce(|a, b| a + b)
     }
+}
+
+fn run_layers(layers: &[Layer], mut x: Features) -> Features {
+    for layer in layers {
+        x = layer.forward(x);
+    }
+    x
+}
+
+/// The largest input and output maps of one chunk of faces at inference, in bytes: a batch
+/// whose largest layer would hold more runs through the image layers in chunks.
+///
+/// Why this size: vgg-lite's first two convolutions hold 48 x 48 x 32 floats per face in and as
+/// much out (590 KB); at batch 256 its inference ran at 518-599 images/s whole, 647-683 in two
+/// chunks of 128 (this budget), 576-661 in chunks of 86 or 43 (`ferkit bench --models
+/// vgg-lite:64 --infer-batches 256`, three rounds alternated, AMD EPYC Zen 4, session 33), with
+/// a sixth of the page faults. cnn1 and cnn3 (64 KB and 119 KB per face) stay whole up to
+/// batches of 2000 and 1100: cnn1's dense layers reuse each weight across the batch and ran
+/// fastest at the largest batch (session 32).
+pub const INFERENCE_CHUNK_BYTES: usize = 128 << 20;
+
+/// Faces per chunk for a batch of `batch` faces whose largest layer holds `face_map_bytes` per
+/// face: the batch split into as few equal chunks as keep each chunk's maps within
+/// [`INFERENCE_CHUNK_BYTES`] (at least one face per chunk).
+pub fn inference_chunk(batch: usize, face_map_bytes: usize) -> usize {
+    let chunks = (batch * face_map_bytes).div_ceil(INFERENCE_CHUNK_BYTES).clamp(1, batch.max(1));
+    batch.div_ceil(chunks).max(1)
 }
 
 fn build_layer(layer: &LayerSpec, input: FeatureShape, device: &Device) -> Layer {
@@ -390,6 +456,38 @@ mod tests {
         }
         expected /= 2.0;
         assert!((got as f64 - expected).abs() < 1e-5, "{got} vs {expected}");
+    }
+
+    /// vgg-lite's largest layer (its second convolution, 48 x 48 x 32 in and out) sets its
+    /// chunks: a batch of 256 runs in two chunks of 128; cnn1's and smaller batches stay whole.
+    #[test]
+    fn inference_chunks_keep_the_largest_maps_within_the_budget() {
+        let device = Device::flex();
+        let vgg = Net::new(&resolve("vgg-lite").unwrap(), &device).unwrap();
+        assert_eq!(vgg.face_map_bytes, 4 * 2 * 48 * 48 * 32);
+        assert_eq!(inference_chunk(256, vgg.face_map_bytes), 128);
+        assert_eq!(inference_chunk(512, vgg.face_map_bytes), 171);
+        assert_eq!(inference_chunk(64, vgg.face_map_bytes), 64);
+        let cnn1 = Net::new(&resolve("cnn1").unwrap(), &device).unwrap();
+        assert_eq!(inference_chunk(512, cnn1.face_map_bytes), 512);
+        assert_eq!(inference_chunk(1, usize::MAX / 2), 1);
+        assert_eq!(Net::new(&resolve("fnn1").unwrap(), &device).unwrap().face_map_bytes, 0);
+    }
+
+    /// Running the image layers in chunks (the last one shorter) gives the logits of the whole
+    /// batch, for a net with batch norm folded in and ReLUs in the kernels, and one without.
+    #[test]
+    fn chunked_inference_gives_the_whole_batch_logits() {
+        let device = Device::flex();
+        for name in ["vgg-lite", "cnn3", "resnet-lite"] {
+            let net = Net::new(&resolve(name).unwrap(), &device).unwrap();
+            let images = crate::kernels::tests::random_input([7, 1, 48, 48], &device, 5);
+            let whole = values(net.forward_in_chunks(images.clone(), 7));
+            let chunked = values(net.forward_in_chunks(images, 3));
+            let worst = whole.iter().zip(&chunked).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{name}: chunks differ from the whole batch by {worst}");
+            assert!(whole.iter().any(|v| v.abs() > 1e-3), "{name}: logits all near zero");
+        }
     }
 
     #[test]
