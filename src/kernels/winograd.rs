@@ -22,6 +22,7 @@
 //! not depend on the thread count.
 
 use gemm::Parallelism;
+use multiversion::multiversion;
 
 use super::Sliding;
 use super::epilogue::Epilogue;
@@ -209,6 +210,17 @@ fn transform_filters(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
 /// `V = Bᵀ d B` for every input channel and tile of the tile rows `rows`, into `s.v`
 /// (`[16][c_in][block_tiles]`, tile `(row - rows.start) * tw + tx`).
 /// `Bᵀ` = [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]].
+///
+/// Compiled for AVX2 and AVX-512 too, as is [`transform_output`] (the same operations on the
+/// same values: the same bits). Why: on plain x86-64 the two transforms were a third of
+/// vgg-lite's inference at batch 256 (`perf`, AMD EPYC Zen 4, session 33: 12.7% and 11.0% of
+/// the samples beside gemm's main microkernel's 31%). Compiled so, the output transform fell to
+/// 8.7% (beside 33%); this one stayed at 12.7%: its rows are short (3 to 24 tiles) and its
+/// columns interleaved in pairs, and its time goes to loop overhead, not arithmetic. Storing the
+/// padded rows de-interleaved (evens, then odds) made it slower (18.5%): the scatter into two
+/// halves did not vectorise.
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
 fn transform_input(
     x: &[f32],
     [c_in, h, w]: [usize; 3],
@@ -275,6 +287,9 @@ fn four_mut(v: &mut [f32], starts: [usize; 4], len: usize) -> [&mut [f32]; 4] {
 
 /// `Y = Aᵀ M A` for every output channel and tile of the tile rows `rows`, plus the bias and
 /// through `epilogue`, into the output rows the tiles cover. `Aᵀ` = [[1, 1, 1, 0], [0, 1, -1, -1]].
+/// Compiled for AVX2 and AVX-512 too (see [`transform_input`]).
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
 fn transform_output(
     bias: &[f32],
     g: &Sliding,
@@ -310,7 +325,8 @@ fn transform_output(
                     continue;
                 }
                 let (s0, s1, s2, s3) = (&a_i[..tw], &a_i[tw..2 * tw], &a_i[2 * tw..3 * tw], &a_i[3 * tw..]);
-                for (pair, (((a, b), c), d)) in y.chunks_exact_mut(2).zip(s0.iter().zip(s1).zip(s2).zip(s3)) {
+                let (pairs, _) = y.as_chunks_mut::<2>();
+                for (pair, (((a, b), c), d)) in pairs.iter_mut().zip(s0.iter().zip(s1).zip(s2).zip(s3)) {
                     pair[0] = a + b + c;
                     pair[1] = b - c - d;
                 }

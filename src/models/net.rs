@@ -272,8 +272,8 @@ impl Net {
             .map_or(layers.len(), |i| i + 1);
         let (image_part, flat_part) = layers.split_at(image_layers);
         let x = if chunk < images.dims()[0] {
-            let parts = images.split(chunk, 0).into_iter().map(|part| run_layers(image_part, Features::Image(part)).flat());
-            Features::Flat(Tensor::cat(parts.collect(), 0))
+            let part = |images| run_layers(image_part, Features::Image(images)).flat();
+            Features::Flat(Tensor::cat(images.split(chunk, 0).into_iter().map(part).collect(), 0))
         } else {
             run_layers(image_part, Features::Image(images))
         };
