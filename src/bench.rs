@@ -82,7 +82,7 @@ pub fn bench_model(
     // As the prediction pipeline runs it: batch norm folded into the layer before it, ReLU
     // merged into the layer before it (`models::fold`).
     let inference = crate::models::fold::fold_batch_norm(model.valid());
-    let infer_rate = inference_rate(&inference, spec.preprocess(), batch, steps, repeats, device);
+    let infer_rate = inference_rate(&inference, spec.preprocess(), batch, steps, repeats, device, Tta::None);
     let arithmetic = spec.arithmetic();
     Ok(BenchResult {
         model: spec.name().to_string(),
@@ -97,8 +97,9 @@ pub fn bench_model(
 }
 
 /// Inference as evaluation and prediction run it: `batch` random u8 faces through the shared loop
-/// (the net's own preprocessing, forward, log-softmax), read back to the host; faces per second,
-/// the median of `repeats` timings of `steps` batches after one warm-up batch.
+/// (the net's own preprocessing, forward over the views `tta` names, log-softmax), read back to
+/// the host; faces (not views) per second, the median of `repeats` timings of `steps` batches
+/// after one warm-up batch.
 pub fn inference_rate(
     model: &Model,
     preprocess: crate::data::batch::Preprocess,
@@ -106,11 +107,12 @@ pub fn inference_rate(
     steps: usize,
     repeats: usize,
     device: &Device,
+    tta: Tta,
 ) -> f64 {
     let pixels = random_faces(batch);
     let faces: Vec<&[u8]> = pixels.chunks(IMAGE_PIXELS).collect();
     let infer = || {
-        log_probabilities_in_batches(&[(model, preprocess)], &faces, batch, device, Tta::None, |_, log_p| {
+        log_probabilities_in_batches(&[(model, preprocess)], &faces, batch, device, tta, |_, log_p| {
             let _ = log_p.into_data();
         });
     };

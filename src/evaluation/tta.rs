@@ -94,17 +94,26 @@ impl Tta {
 }
 
 /// Class probabilities `[batch, classes]` of `images` `[batch, 1, h, w]`, averaged over the views
-/// `tta` names.
+/// `tta` names (in one pass of the net when the views hold at most [`MAX_JOINT_PASS`] images).
 pub fn probabilities(net: &Model, images: Tensor<4>, tta: Tta) -> Tensor<2> {
     let views = tta.views(images);
-    let n = views.len();
-    views
-        .into_iter()
-        .map(|v| softmax(net.forward(v), 1))
-        .reduce(|a, b| a + b)
-        .expect("at least one view")
-        .div_scalar(n as f64)
+    let (n, batch) = (views.len(), views[0].dims()[0]);
+    let per_view: Vec<Tensor<2>> = if n > 1 && n * batch <= MAX_JOINT_PASS {
+        softmax(net.forward(Tensor::cat(views, 0)), 1).split(batch, 0)
+    } else {
+        views.into_iter().map(|v| softmax(net.forward(v), 1)).collect()
+    };
+    per_view.into_iter().reduce(|a, b| a + b).expect("at least one view").div_scalar(n as f64)
 }
+
+/// At most this many images (faces times views) go through the net in one joint pass; larger
+/// batches run one pass per view.
+///
+/// Why: a few faces with their views (one face from a photo with the mirror image: two images;
+/// ten crops: ten) ran one pass per view, each of one or a few faces, paying every layer's
+/// set-up and every weight's read once per view. One pass of all the views reads each weight
+/// once. Large batches gain nothing from it and would hold every view's maps at once.
+pub const MAX_JOINT_PASS: usize = 64;
 
 /// Natural-log class probabilities `[batch, classes]` of `images` `[batch, 1, h, w]`.
 pub fn log_probabilities(net: &Model, images: Tensor<4>, tta: Tta) -> Tensor<2> {
@@ -144,6 +153,15 @@ mod tests {
         }
 
         // A face that is its own mirror image: the same probabilities either way.
+        // Past MAX_JOINT_PASS images the views run one pass each: the same means.
+        let many = crate::kernels::tests::random_input([33, 1, 48, 48], &device, 8);
+        let plain = values(log_probabilities(&net, many.clone(), Tta::None).exp());
+        let mirrored = values(log_probabilities(&net, many.clone().flip([3]), Tta::None).exp());
+        let averaged = values(log_probabilities(&net, many, Tta::Hflip).exp());
+        for ((p, m), a) in plain.iter().zip(&mirrored).zip(&averaged) {
+            assert!((a - (p + m) / 2.0).abs() < 1e-6, "{a} is not the mean of {p} and {m}");
+        }
+
         let symmetric: Vec<f32> = (0..48 * 48).map(|i| ((i % 48) as f32 - 23.5).abs() / 24.0).collect();
         let symmetric = Tensor::<4>::from_data(TensorData::new(symmetric, [1, 1, 48, 48]), &device);
         let plain = values(log_probabilities(&net, symmetric.clone(), Tta::None));

@@ -556,3 +556,21 @@ fn a_time_budget_cuts_the_epochs_to_what_fits() {
         stderr(&out)
     );
 }
+
+/// `bench --infer-batches` times inference as prediction runs it, with the test-time
+/// augmentation asked for, and says which in its JSON.
+#[test]
+fn bench_times_inference_with_test_time_augmentation() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("bench.json");
+    let args = ["bench", "--models", "cnn3:4", "--steps", "1", "--repeats", "1", "--infer-batches", "3"];
+    let out = ferkit(&[&args[..], &["--tta", "hflip", "--json", json.to_str().unwrap()]].concat());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains("(mirror TTA)"), "{}", stdout(&out));
+    let report: serde_json::Value = serde_json::from_str(&read(&json)).unwrap();
+    let timing = &report["models"][0]["infer_batches"][0];
+    assert_eq!((timing["batch"].as_u64(), timing["tta"].as_str()), (Some(3), Some("hflip")), "{report}");
+    assert!(timing["infer_images_per_s"].as_f64().is_some_and(|rate| rate > 0.0), "{report}");
+    let out = ferkit(&[&args[..], &["--tta", "sideways"]].concat());
+    assert!(!out.status.success() && stderr(&out).contains("sideways"), "{}", stderr(&out));
+}

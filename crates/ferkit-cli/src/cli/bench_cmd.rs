@@ -8,6 +8,7 @@ use ferkit::error::{Context, Result};
 use ferkit::bench::{DetectBench, bench_detection, bench_model};
 use ferkit::detection::DetectOptions;
 use ferkit::detection::mtcnn::MtcnnOptions;
+use ferkit::evaluation::Tta;
 use ferkit::prediction::{CascadeDetector, FaceDetector, Frame, MtcnnDetector};
 use ferkit::util::atomic::write_atomic;
 use ferkit::util::device::DeviceKind;
@@ -45,6 +46,10 @@ pub struct BenchArgs {
     /// Also time inference alone at these batch sizes (e.g. 1,256: one face at a time, and in bulk).
     #[arg(long, value_delimiter = ',')]
     pub infer_batches: Vec<usize>,
+    /// Test-time augmentation in the --infer-batches timings: `hflip` reads each face and its
+    /// mirror image, as the shipped model does (images/s still count faces).
+    #[arg(long, value_parser = super::choice::<Tta>())]
+    pub tta: Option<Tta>,
     /// Write each benchmarked net (its random weights) as DIR/NAME.onnx, for ONNX Runtime to time
     /// the same nets (bench/onnxruntime_reference.py).
     #[arg(long)]
@@ -90,15 +95,17 @@ pub fn run(args: BenchArgs) -> Result<()> {
             r.model, r.batch, r.train_images_per_s, r.infer_images_per_s
         ));
         let needs_net = !args.infer_batches.is_empty() || args.onnx_dir.is_some();
+        let tta = args.tta.unwrap_or_default();
         let net = if needs_net { Some(spec.build(&device)?) } else { None };
         // Timed as prediction runs it (batch norm folded); exported as built.
         let folded = net.clone().map(ferkit::models::fold::fold_batch_norm);
         let mut infer = Vec::new();
         if let Some(net) = &folded {
             for &b in &args.infer_batches {
-                let rate = ferkit::bench::inference_rate(net, spec.preprocess(), b, args.steps, args.repeats, &device);
-                super::lines::say(&format!("{:<10}{b:>7}{:>18}{rate:>18.1}", r.model, "-"));
-                infer.push(serde_json::json!({"batch": b, "infer_images_per_s": rate}));
+                let rate = ferkit::bench::inference_rate(net, spec.preprocess(), b, args.steps, args.repeats, &device, tta);
+                let label = if tta == Tta::None { String::new() } else { format!("  ({})", tta.label()) };
+                super::lines::say(&format!("{:<10}{b:>7}{:>18}{rate:>18.1}{label}", r.model, "-"));
+                infer.push(serde_json::json!({"batch": b, "infer_images_per_s": rate, "tta": tta}));
             }
         }
         if let (Some(dir), Some(net)) = (&args.onnx_dir, &net) {
