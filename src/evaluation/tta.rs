@@ -94,11 +94,11 @@ impl Tta {
 }
 
 /// Class probabilities `[batch, classes]` of `images` `[batch, 1, h, w]`, averaged over the views
-/// `tta` names (in one pass of the net when the views hold at most [`MAX_JOINT_PASS`] images).
+/// `tta` names (in one pass of the net when the views hold at most [`MAX_JOINT_PASS_IMAGES`] images).
 pub fn probabilities(net: &Model, images: Tensor<4>, tta: Tta) -> Tensor<2> {
     let views = tta.views(images);
     let (n, batch) = (views.len(), views[0].dims()[0]);
-    let per_view: Vec<Tensor<2>> = if n > 1 && n * batch <= MAX_JOINT_PASS {
+    let per_view: Vec<Tensor<2>> = if n > 1 && batch > 0 && n * batch <= MAX_JOINT_PASS_IMAGES {
         softmax(net.forward(Tensor::cat(views, 0)), 1).split(batch, 0)
     } else {
         views.into_iter().map(|v| softmax(net.forward(v), 1)).collect()
@@ -113,7 +113,7 @@ pub fn probabilities(net: &Model, images: Tensor<4>, tta: Tta) -> Tensor<2> {
 /// ten crops: ten) ran one pass per view, each of one or a few faces, paying every layer's
 /// set-up and every weight's read once per view. One pass of all the views reads each weight
 /// once. Large batches gain nothing from it and would hold every view's maps at once.
-pub const MAX_JOINT_PASS: usize = 64;
+pub const MAX_JOINT_PASS_IMAGES: usize = 64;
 
 /// Natural-log class probabilities `[batch, classes]` of `images` `[batch, 1, h, w]`.
 pub fn log_probabilities(net: &Model, images: Tensor<4>, tta: Tta) -> Tensor<2> {
@@ -152,8 +152,7 @@ mod tests {
             assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
         }
 
-        // A face that is its own mirror image: the same probabilities either way.
-        // Past MAX_JOINT_PASS images the views run one pass each: the same means.
+        // Past MAX_JOINT_PASS_IMAGES images the views run one pass each: the same means.
         let many = crate::kernels::tests::random_input([33, 1, 48, 48], &device, 8);
         let plain = values(log_probabilities(&net, many.clone(), Tta::None).exp());
         let mirrored = values(log_probabilities(&net, many.clone().flip([3]), Tta::None).exp());
@@ -162,12 +161,30 @@ mod tests {
             assert!((a - (p + m) / 2.0).abs() < 1e-6, "{a} is not the mean of {p} and {m}");
         }
 
+        // A face that is its own mirror image: the same probabilities either way.
         let symmetric: Vec<f32> = (0..48 * 48).map(|i| ((i % 48) as f32 - 23.5).abs() / 24.0).collect();
         let symmetric = Tensor::<4>::from_data(TensorData::new(symmetric, [1, 1, 48, 48]), &device);
         let plain = values(log_probabilities(&net, symmetric.clone(), Tta::None));
         let averaged = values(log_probabilities(&net, symmetric, Tta::Hflip));
         for (p, a) in plain.iter().zip(&averaged) {
             assert!((p - a).abs() < 1e-5);
+        }
+    }
+
+    /// Ten crops of two faces (20 images) run in one pass: each face's mean over its views is the
+    /// mean of the views run one by one, up to rounding (batch sizes can pick other kernels).
+    #[test]
+    fn a_joint_pass_gives_the_mean_of_the_views_run_apart() {
+        let device = Device::flex();
+        for name in ["cnn3", "vgg-lite"] {
+            let net = crate::models::resolve(name).unwrap().build(&device).unwrap();
+            let faces = crate::kernels::tests::random_input([2, 1, 48, 48], &device, 21);
+            let views = Tta::TenCrop.views(faces.clone());
+            let apart: Vec<Tensor<2>> = views.into_iter().map(|v| softmax(net.forward(v), 1)).collect();
+            let apart = values(apart.into_iter().reduce(|a, b| a + b).unwrap().div_scalar(10.0));
+            let joint = values(probabilities(&net, faces, Tta::TenCrop));
+            let worst = apart.iter().zip(&joint).map(|(a, j)| (a - j).abs()).fold(0.0f32, f32::max);
+            assert!(worst < 1e-5, "{name}: joint and apart differ by {worst}");
         }
     }
 

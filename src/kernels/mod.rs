@@ -43,6 +43,12 @@ mod winograd;
 
 use burn::nn::PaddingConfig2d;
 
+/// Whether `t` lives on the plain (inference) CPU backend, Burn's Flex without autodiff, as f32:
+/// where ferkit's inference kernels run.
+pub(crate) fn on_cpu_inference<const D: usize>(t: &burn::tensor::Tensor<D>) -> bool {
+    flex::plain(t).is_some()
+}
+
 /// Output rows narrower than this are handled value by value (through a table of taps) rather
 /// than row by row: for them, a few library calls or loop set-ups per row cost more than the
 /// row itself (deep layers' rows are 2 to 12 values).

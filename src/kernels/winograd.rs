@@ -213,12 +213,13 @@ fn transform_filters(weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
 ///
 /// Compiled for AVX2 and AVX-512 too, as is [`transform_output`] (the same operations on the
 /// same values: the same bits). Why: on plain x86-64 the two transforms were a third of
-/// vgg-lite's inference at batch 256 (`perf`, AMD EPYC Zen 4, session 33: 12.7% and 11.0% of
-/// the samples beside gemm's main microkernel's 31%). Compiled so, the output transform fell to
-/// 8.7% (beside 33%); this one stayed at 12.7%: its rows are short (3 to 24 tiles) and its
-/// columns interleaved in pairs, and its time goes to loop overhead, not arithmetic. Storing the
-/// padded rows de-interleaved (evens, then odds) made it slower (18.5%): the scatter into two
-/// halves did not vectorise.
+/// vgg-lite's inference at batch 256 (`perf`, AMD EPYC Zen 4, session 33: 17.4% and 15.8% of
+/// the samples beside gemm's main microkernel's 35.9%). In profiles of a whole `ferkit bench`
+/// run (training and inference), compiling so took the output transform from 11.0% to 8.7% of
+/// the samples (gemm's 31.3% and 33.2%); this one stayed at 12.7%: its rows are short (3 to 24
+/// tiles) and its columns interleaved in pairs, and its time goes to loop overhead, not
+/// arithmetic. Storing the padded rows de-interleaved (evens, then odds) made it slower (18.5%):
+/// the scatter into two halves did not vectorise.
 #[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
 #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
 fn transform_input(

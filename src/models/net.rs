@@ -208,9 +208,10 @@ pub struct Net {
     /// How many layers `forward_logits` runs: all but a final softmax, which the loss applies.
     pub logit_layers: usize,
     /// Bytes (f32) of one face's largest image layer, its input and output maps together; 0 for
-    /// a net that starts flat. Sets how many faces [`Net::forward`] runs through the image
-    /// layers at once at inference ([`inference_chunk`]).
-    pub face_map_bytes: usize,
+    /// a net that starts flat. A residual block counts as one layer (its inner maps are not
+    /// added). Sets how many faces [`Net::forward`] runs through the image layers at once at
+    /// inference ([`inference_chunk_faces`]).
+    pub largest_layer_bytes_per_face: usize,
 }
 
 impl Net {
@@ -237,28 +238,34 @@ impl Net {
             FeatureShape::Image { height, width, channels } => height * width * channels,
             FeatureShape::Flat(_) => 0,
         };
-        let face_map_bytes = infos
+        let largest_layer_bytes_per_face = infos
             .iter()
             .filter(|info| matches!(info.output, FeatureShape::Image { .. }))
             .map(|info| 4 * (elements(info.input) + elements(info.output)))
             .max()
             .unwrap_or(0);
-        Ok(Net { layers, flat_input, logit_layers, face_map_bytes })
+        Ok(Net { layers, flat_input, logit_layers, largest_layer_bytes_per_face })
     }
 
     /// Logits `[batch, 7]` for images `[batch, 1, 48, 48]`.
     ///
-    /// At inference the image layers (up to the first that flattens) run on chunks of the batch
-    /// that [`inference_chunk`] sizes, and the flat layers on the whole batch: the same values
-    /// (every layer is per face at inference) in less memory traffic. In training the batch is
-    /// never split (batch norm normalises with the whole batch's statistics).
+    /// At CPU inference (Flex without autodiff) the image layers (up to the first that flattens)
+    /// run on chunks of the batch that [`inference_chunk_faces`] sizes, and the flat layers on the
+    /// whole batch: the same values up to rounding (every layer is per face at inference; a
+    /// chunk's size can pick another kernel, Winograd or im2col, for a layer) in less memory
+    /// traffic. On an autodiff device the batch is never split (batch norm in training normalises
+    /// with the whole batch's statistics), nor on the GPU backend (the budget is the CPU's).
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         let layers = &self.layers[..self.logit_layers];
         if self.flat_input {
             return run_layers(layers, Features::Flat(images.flatten(1, 3))).flat();
         }
         let [batch, ..] = images.dims();
-        let chunk = if images.device().is_autodiff() { batch } else { inference_chunk(batch, self.face_map_bytes) };
+        let chunk = if kernels::on_cpu_inference(&images) {
+            inference_chunk_faces(batch, self.largest_layer_bytes_per_face)
+        } else {
+            batch
+        };
         self.forward_in_chunks(images, chunk)
     }
 
@@ -301,8 +308,8 @@ fn run_layers(layers: &[Layer], mut x: Features) -> Features {
 /// The largest input and output maps of one chunk of faces at inference, in bytes: a batch
 /// whose largest layer would hold more runs through the image layers in chunks.
 ///
-/// Why this size: vgg-lite's first two convolutions hold 48 x 48 x 32 floats per face in and as
-/// much out (590 KB); at batch 256 its inference ran at 518-599 images/s whole, 647-683 in two
+/// Why this size: vgg-lite's second convolution holds 48 x 48 x 32 floats per face in and as much
+/// out (590 KB); at batch 256 its inference ran at 518-599 images/s whole, 647-683 in two
 /// chunks of 128 (this budget), 576-661 in chunks of 86 or 43 (`ferkit bench --models
 /// vgg-lite:64 --infer-batches 256`, three rounds alternated, AMD EPYC Zen 4, session 33), with
 /// a sixth of the page faults. cnn1 and cnn3 (64 KB and 119 KB per face) stay whole up to
@@ -310,11 +317,12 @@ fn run_layers(layers: &[Layer], mut x: Features) -> Features {
 /// fastest at the largest batch (session 32).
 pub const INFERENCE_CHUNK_BYTES: usize = 128 << 20;
 
-/// Faces per chunk for a batch of `batch` faces whose largest layer holds `face_map_bytes` per
-/// face: the batch split into as few equal chunks as keep each chunk's maps within
-/// [`INFERENCE_CHUNK_BYTES`] (at least one face per chunk).
-pub fn inference_chunk(batch: usize, face_map_bytes: usize) -> usize {
-    let chunks = (batch * face_map_bytes).div_ceil(INFERENCE_CHUNK_BYTES).clamp(1, batch.max(1));
+/// Faces per chunk for a batch of `batch` faces whose largest layer holds `bytes_per_face`: the
+/// batch split into as few nearly equal chunks as keep each chunk's maps within
+/// [`INFERENCE_CHUNK_BYTES`] (at least one face per chunk, whatever its size).
+pub fn inference_chunk_faces(batch: usize, bytes_per_face: usize) -> usize {
+    let fit = INFERENCE_CHUNK_BYTES.checked_div(bytes_per_face).unwrap_or(usize::MAX).max(1);
+    let chunks = batch.div_ceil(fit).max(1);
     batch.div_ceil(chunks).max(1)
 }
 
@@ -464,23 +472,36 @@ mod tests {
     fn inference_chunks_keep_the_largest_maps_within_the_budget() {
         let device = Device::flex();
         let vgg = Net::new(&resolve("vgg-lite").unwrap(), &device).unwrap();
-        assert_eq!(vgg.face_map_bytes, 4 * 2 * 48 * 48 * 32);
-        assert_eq!(inference_chunk(256, vgg.face_map_bytes), 128);
-        assert_eq!(inference_chunk(512, vgg.face_map_bytes), 171);
-        assert_eq!(inference_chunk(64, vgg.face_map_bytes), 64);
+        assert_eq!(vgg.largest_layer_bytes_per_face, 4 * 2 * 48 * 48 * 32);
+        assert_eq!(inference_chunk_faces(256, vgg.largest_layer_bytes_per_face), 128);
+        assert_eq!(inference_chunk_faces(512, vgg.largest_layer_bytes_per_face), 171);
+        assert_eq!(inference_chunk_faces(64, vgg.largest_layer_bytes_per_face), 64);
         let cnn1 = Net::new(&resolve("cnn1").unwrap(), &device).unwrap();
-        assert_eq!(inference_chunk(512, cnn1.face_map_bytes), 512);
-        assert_eq!(inference_chunk(1, usize::MAX / 2), 1);
-        assert_eq!(Net::new(&resolve("fnn1").unwrap(), &device).unwrap().face_map_bytes, 0);
+        assert_eq!(inference_chunk_faces(512, cnn1.largest_layer_bytes_per_face), 512);
+        assert_eq!(inference_chunk_faces(1, usize::MAX / 2), 1);
+        for batch in [100, 227, 228, 455, 1000] {
+            let chunk = inference_chunk_faces(batch, vgg.largest_layer_bytes_per_face);
+            assert!(chunk * vgg.largest_layer_bytes_per_face <= INFERENCE_CHUNK_BYTES, "{batch}: {chunk}");
+            assert!(chunk * batch.div_ceil(chunk) >= batch && chunk <= batch, "{batch}: {chunk}");
+        }
+        assert_eq!(Net::new(&resolve("fnn1").unwrap(), &device).unwrap().largest_layer_bytes_per_face, 0);
     }
 
     /// Running the image layers in chunks (the last one shorter) gives the logits of the whole
-    /// batch, for a net with batch norm folded in and ReLUs in the kernels, and one without.
+    /// batch up to rounding, for nets as built and for vgg-lite with its batch norms folded in and
+    /// its ReLUs in the kernels (as prediction runs it).
     #[test]
     fn chunked_inference_gives_the_whole_batch_logits() {
         let device = Device::flex();
-        for name in ["vgg-lite", "cnn3", "resnet-lite"] {
-            let net = Net::new(&resolve(name).unwrap(), &device).unwrap();
+        let folded = || match crate::models::fold::fold_batch_norm(crate::models::Model::Layers(
+            Net::new(&resolve("vgg-lite").unwrap(), &device).unwrap(),
+        )) {
+            crate::models::Model::Layers(net) => net,
+            _ => unreachable!("a layer net folds into a layer net"),
+        };
+        let built = |name| (name, Net::new(&resolve(name).unwrap(), &device).unwrap());
+        let nets = ["vgg-lite", "cnn3", "resnet-lite"].map(built);
+        for (name, net) in nets.into_iter().chain([("vgg-lite folded", folded())]) {
             let images = crate::kernels::tests::random_input([7, 1, 48, 48], &device, 5);
             let whole = values(net.forward_in_chunks(images.clone(), 7));
             let chunked = values(net.forward_in_chunks(images, 3));

@@ -573,4 +573,7 @@ fn bench_times_inference_with_test_time_augmentation() {
     assert!(timing["infer_images_per_s"].as_f64().is_some_and(|rate| rate > 0.0), "{report}");
     let out = ferkit(&[&args[..], &["--tta", "sideways"]].concat());
     assert!(!out.status.success() && stderr(&out).contains("sideways"), "{}", stderr(&out));
+    // Without inference timings there is nothing for the views to change: said, not ignored.
+    let out = ferkit(&["bench", "--models", "cnn3:4", "--tta", "hflip"]);
+    assert!(!out.status.success() && stderr(&out).contains("--infer-batches"), "{}", stderr(&out));
 }

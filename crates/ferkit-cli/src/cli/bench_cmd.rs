@@ -48,7 +48,7 @@ pub struct BenchArgs {
     pub infer_batches: Vec<usize>,
     /// Test-time augmentation in the --infer-batches timings: `hflip` reads each face and its
     /// mirror image, as the shipped model does (images/s still count faces).
-    #[arg(long, value_parser = super::choice::<Tta>())]
+    #[arg(long, value_parser = super::choice::<Tta>(), requires = "infer_batches")]
     pub tta: Option<Tta>,
     /// Write each benchmarked net (its random weights) as DIR/NAME.onnx, for ONNX Runtime to time
     /// the same nets (bench/onnxruntime_reference.py).
