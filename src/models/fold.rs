@@ -41,7 +41,9 @@ fn affine(bn: &BatchNorm) -> (Tensor<1>, Tensor<1>) {
     (scale, shift)
 }
 
-fn fold_net(mut net: Net) -> Net {
+/// A layer net with its batch norms folded and its ReLUs merged, as [`fold_batch_norm`] does
+/// for [`Model::Layers`].
+pub(crate) fn fold_net(mut net: Net) -> Net {
     let mut i = 0;
     while i + 1 < net.logit_layers {
         let folded = match (&net.layers[i], &net.layers[i + 1]) {
