@@ -20,7 +20,7 @@ use super::winograd;
 use super::{SHORT_ROW, Sliding};
 
 mod kernel_rows;
-mod small_maps;
+pub(super) mod small_maps;
 
 /// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.
 /// 3 x 3 in cnn1) are grouped so the matrix products stay wide enough to run at full speed.

@@ -117,6 +117,43 @@ impl Epilogue<'_> {
         }
     }
 
+    /// Adds `bias` to each row of `rows` and applies the epilogue in place, for a channel-last
+    /// layout: `rows` holds rows of `bias.len()` values, value `i` of a row being channel
+    /// `first_channel + i`. Each value goes through the same operations as in [`Self::write`]
+    /// (`(v + bias) * scale + shift`, then the activation), so the same bits.
+    pub fn apply_rows(&self, first_channel: usize, bias: &[f32], rows: &mut [f32]) {
+        #[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+        #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
+        fn affine_rows(rows: &mut [f32], bias: &[f32], scale: &[f32], shift: &[f32], f: impl Fn(f32) -> f32) {
+            for row in rows.chunks_exact_mut(bias.len()) {
+                for (((v, &b), &s), &t) in row.iter_mut().zip(bias).zip(scale).zip(shift) {
+                    *v = f((*v + b) * s + t);
+                }
+            }
+        }
+        #[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+        #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
+        fn plain_rows(rows: &mut [f32], bias: &[f32], f: impl Fn(f32) -> f32) {
+            for row in rows.chunks_exact_mut(bias.len()) {
+                for (v, &b) in row.iter_mut().zip(bias) {
+                    *v = f(*v + b);
+                }
+            }
+        }
+        if bias.is_empty() {
+            return;
+        }
+        assert!(rows.len().is_multiple_of(bias.len()), "epilogue: rows of {} channels", bias.len());
+        let channels = first_channel..first_channel + bias.len();
+        match self.affine {
+            None => with_activation!(self.act, |v: f32| v, |f| plain_rows(rows, bias, f)),
+            Some((scale, shift)) => {
+                let (s, t) = (&scale[channels.clone()], &shift[channels]);
+                with_activation!(self.act, |v: f32| v, |f| affine_rows(rows, bias, s, t, f))
+            }
+        }
+    }
+
     /// Applies channel `channel`'s epilogue to `values` in place (they already hold the bias).
     #[inline]
     pub fn apply(&self, channel: usize, values: &mut [f32]) {

@@ -1,5 +1,7 @@
 //! The one call into the `gemm` crate that the convolution kernels share.
 
+use std::mem::MaybeUninit;
+
 use gemm::{Parallelism, gemm};
 
 /// `dst[m x n] (+)= lhs[m x k] * rhs[k x n]`, each given by (row stride, column stride).
@@ -67,4 +69,44 @@ pub(super) fn matmul_into(
 /// also stay at least 2: with 1, gemm takes its matrix-vector kernels.)
 pub(super) fn same_sums_at_any_width(m: usize, k: usize, narrowest: usize) -> bool {
     k <= 512 || m > 64 || narrowest > 64
+}
+
+/// `dst[m x n] = lhs[m x k] * rhs[k x n]` into values not yet written (`dst` row-major, `n`
+/// values a row): gemm writes every value without reading it (`read_dst` false).
+pub(super) fn matmul_uninit(
+    parallelism: Parallelism,
+    [m, n, k]: [usize; 3],
+    dst: &mut [MaybeUninit<f32>],
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    assert!(m > 0 && n > 0 && k > 0 && dst.len() >= m * n);
+    assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs && rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
+    // SAFETY: the asserts keep every index gemm computes from the strides inside the slices; with
+    // `read_dst` false gemm only writes `dst` (`MaybeUninit<f32>` is laid out as `f32`).
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr().cast::<f32>(),
+            1,
+            n as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }

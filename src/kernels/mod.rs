@@ -29,6 +29,7 @@
 //! it (`conv2d`, the same bits as unsplit).
 
 pub mod batch_norm;
+pub mod channels_last;
 pub mod clamp;
 pub mod conv2d;
 pub mod dense;

@@ -34,11 +34,11 @@ use super::Shapes;
 /// with limits 0 (gemm), 16, 40 and 64 built in turn and alternated four times (session 31, AMD
 /// EPYC; docs/speed.md): 40 and 64 each won some rounds, 40 beat 16 from two faces up at 96 px
 /// (their 3 x 3 maps); the smaller of the two equals keeps wider products with gemm.
-const MAX_WIDTH: usize = 40;
+pub(in crate::kernels) const MAX_WIDTH: usize = 40;
 
 /// Output channels per task (a multiple of [`ROWS`]): a few tasks per thread, each a contiguous
 /// block of weight rows.
-const CHANNELS_PER_TASK: usize = 32;
+pub(in crate::kernels) const CHANNELS_PER_TASK: usize = 32;
 
 /// Weight rows multiplied together per step of the dot products: with [`COLUMNS`], 2 x 4
 /// accumulators (eight, enough to keep both of an AVX2 core's FMA units busy through their
@@ -56,7 +56,7 @@ pub(super) fn applies(s: &Shapes, g: &Sliding) -> bool {
     pointwise && s.batch > 0 && s.batch * s.p <= MAX_WIDTH && s.c_out > 0 && s.k > 0 && has_avx2_fma()
 }
 
-fn has_avx2_fma() -> bool {
+pub(in crate::kernels) fn has_avx2_fma() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma")
@@ -113,7 +113,7 @@ pub(super) fn forward(
 /// `product[r * width + j] = dot(weights row r, positions row j)` for the `product.len() / width`
 /// rows of `weights` and the `width` rows of `positions`, all rows `k` long; see the module's doc
 /// for the order of the sums.
-fn dot_products(weights: &[f32], positions: &[f32], k: usize, product: &mut [f32]) {
+pub(in crate::kernels) fn dot_products(weights: &[f32], positions: &[f32], k: usize, product: &mut [f32]) {
     let width = positions.len() / k;
     let rows = weights.len() / k;
     assert!(rows * width == product.len() && weights.len() == rows * k && positions.len() == width * k);

@@ -1,0 +1,477 @@
+//! EfficientNet's inverted-residual layers at inference in a channel-last layout: 1 x 1
+//! convolutions, depthwise convolutions (each with its batch norm, activation and skip
+//! connection written as the values are) and global average pooling, on feature maps stored
+//! `[batch, height, width, channels]` ([`ChannelsLast`]).
+//!
+//! Why: in Burn's `[batch, channels, height, width]` layout, EfficientNet-Lite0's deep maps (6 x 6
+//! down to 2 x 2 at 48 px) make every plane 4 to 36 values long. A 1 x 1 convolution there is a
+//! product per group of samples followed by a scatter of 4-value pieces back into planes, each
+//! through the batch norm's epilogue in a call of its own, and a depthwise convolution turns each
+//! block of 16 planes channel-last and back ([`super::depthwise_conv2d`]). `perf record ferkit
+//! bench --models efficientnet-lite0:64 --infer-batches 256` (AMD EPYC Zen 4, session 34): the
+//! epilogue calls 17% of inference, the depthwise blocks 26%, gemm 34%; ONNX Runtime, which
+//! keeps channel-blocked layouts between its layers, ran 2.0x as fast at batch 256 and 3.1x at
+//! batch 1. Channel-last, a 1 x 1 convolution is one product `X [positions x c_in] * Wᵀ [c_in x
+//! c_out]` over all samples' positions with its epilogue along whole rows, and a depthwise
+//! convolution sums whole rows of channels, vectorised along the channels; the layout changes
+//! once after the stem and the pooling reads it directly.
+//!
+//! Values: the depthwise sums are those of [`super::depthwise_conv2d`]'s small-map path (each
+//! output: its in-image taps in kernel order from zero, then added to the bias), and the 1 x 1
+//! products sum over `c_in` as gemm does, so the output differs from the channel-first path by
+//! rounding (the tests: within 1e-5 of Burn's layers, relative to the largest value). Every
+//! product and sum is split into pieces that depend on the shapes alone, and gemm splits rows
+//! and columns only, never its sums, so the bits do not depend on the thread count (tested).
+
+use std::mem::MaybeUninit;
+
+use burn::backend::flex::Flex;
+use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
+use burn::tensor::Tensor;
+use gemm::Parallelism;
+use multiversion::multiversion;
+
+use super::conv2d::small_maps;
+use super::epilogue::{Activation, Epilogue};
+use super::matmul::matmul_uninit;
+use super::{Sliding, batch_norm, flex};
+
+/// Feature maps `[batch, height, width, channels]` (row-major f32 values): value `((n * height +
+/// y) * width + x) * channels + c` is channel `c` at row `y`, column `x` of sample `n`.
+#[derive(Debug, Clone)]
+pub struct ChannelsLast {
+    values: Vec<f32>,
+    /// `[batch, height, width, channels]`.
+    dims: [usize; 4],
+}
+
+impl ChannelsLast {
+    /// `x` (`[batch, channels, height, width]`) laid out channel-last, when it is a plain
+    /// (inference) Flex f32 tensor; `None` otherwise (training, other backends).
+    pub fn from_channels_first(x: &Tensor<4>) -> Option<Self> {
+        let x = flex::plain(x)?;
+        let [n, c, h, w] = flex::dims4(&x);
+        let values = flex::values(&x);
+        let hw = h * w;
+        // SAFETY: each sample's part is written position by position, every channel.
+        let values = unsafe {
+            flex::write_in_parallel(
+                n * hw * c,
+                hw * c,
+                || (),
+                |_, sample, out| {
+                    let planes = &values[sample * c * hw..(sample + 1) * c * hw];
+                    for (p, position) in out.chunks_exact_mut(c).enumerate() {
+                        for (ch, v) in position.iter_mut().enumerate() {
+                            v.write(planes[ch * hw + p]);
+                        }
+                    }
+                },
+            )
+        };
+        Some(ChannelsLast { values, dims: [n, h, w, c] })
+    }
+
+    /// `[batch, height, width, channels]`.
+    pub fn dims(&self) -> [usize; 4] {
+        self.dims
+    }
+
+    /// The maps back in Burn's layout, `[batch, channels, height, width]`.
+    pub fn to_channels_first(&self) -> Tensor<4> {
+        let [n, h, w, c] = self.dims;
+        let hw = h * w;
+        // SAFETY: each sample's part is written plane by plane, every position.
+        let values = unsafe {
+            flex::write_in_parallel(
+                n * hw * c,
+                hw * c,
+                || (),
+                |_, sample, out| {
+                    let positions = &self.values[sample * hw * c..(sample + 1) * hw * c];
+                    for (ch, plane) in out.chunks_exact_mut(hw.max(1)).enumerate() {
+                        for (p, v) in plane.iter_mut().enumerate() {
+                            v.write(positions[p * c + ch]);
+                        }
+                    }
+                },
+            )
+        };
+        Tensor::from_primitive::<Flex>(flex::tensor(values, &[n, c, h, w]))
+    }
+
+    /// Global average pooling, `[batch, channels]`: each channel's mean over each row, then the
+    /// mean of the rows (the order of Burn's `mean_dim(3).mean_dim(2)`).
+    pub fn mean_positions(&self) -> Tensor<2> {
+        let [n, h, w, c] = self.dims;
+        let mut out = vec![0f32; n * c];
+        let mut row_sum = vec![0f32; c];
+        for (sample, means) in out.chunks_exact_mut(c.max(1)).enumerate() {
+            for y in 0..h {
+                row_sum.fill(0.0);
+                for x in 0..w {
+                    let position = &self.values[((sample * h + y) * w + x) * c..][..c];
+                    row_sum.iter_mut().zip(position).for_each(|(s, &v)| *s += v);
+                }
+                means.iter_mut().zip(&row_sum).for_each(|(m, &s)| *m += s / w as f32);
+            }
+            means.iter_mut().for_each(|m| *m /= h as f32);
+        }
+        Tensor::from_primitive::<Flex>(flex::tensor(out, &[n, c]))
+    }
+}
+
+/// A layer's batch-norm affine map (per-channel scale and shift, when it has a batch norm), its
+/// convolution's weights and its bias.
+type Parameters = (Option<(Vec<f32>, Vec<f32>)>, Vec<f32>, Vec<f32>);
+
+/// The epilogue of `bn` (its inference affine map, when given) and `act`, and the convolution's
+/// weight values and bias (zeros without one); `None` when a parameter is not a plain Flex f32
+/// tensor.
+fn parameters(conv: &Conv2d, bn: Option<&BatchNorm>) -> Option<Parameters> {
+    let affine = match bn {
+        Some(bn) => Some(batch_norm::inference_affine(bn)?),
+        None => None,
+    };
+    let weight = flex::values(&flex::plain(&conv.weight.val())?).into_owned();
+    let c_out = conv.weight.dims()[0];
+    let bias = match &conv.bias {
+        Some(b) => flex::values(&flex::plain(&b.val())?).into_owned(),
+        None => vec![0.0; c_out],
+    };
+    Some((affine, weight, bias))
+}
+
+/// Positions (rows of the product) per task of a 1 x 1 convolution: a block's input and output
+/// rows near 256 KiB, at least 65 rows (gemm then sums over `c_in` in the same blocks whatever
+/// the block's row count: [`super::matmul::same_sums_at_any_width`]). Shapes alone decide it.
+fn pointwise_rows_per_task(k: usize, c_out: usize) -> usize {
+    (65_536 / (k + c_out)).clamp(65, 1024)
+}
+
+/// `act(bn(conv(x))) + residual` (each of `bn`, `act` and `residual` when given) for a 1 x 1,
+/// stride-1 convolution without groups, channel-last. `None` when the convolution is another
+/// kind or a parameter is not a plain Flex f32 tensor.
+///
+/// A product of at most [`small_maps::MAX_WIDTH`] positions (one face's deep layers) is split
+/// by output channels into dot products ([`small_maps::dot_products`]: no packing of the
+/// weights for a few uses each); wider ones run as gemm products over blocks of positions.
+///
+/// # Panics
+/// When `x`'s channels are not the convolution's input channels, or `residual`'s dimensions
+/// are not the output's.
+pub fn pointwise(
+    conv: &Conv2d,
+    bn: Option<&BatchNorm>,
+    act: Option<Activation>,
+    x: &ChannelsLast,
+    residual: Option<&ChannelsLast>,
+) -> Option<ChannelsLast> {
+    let [c_out, k, kh, kw] = conv.weight.dims();
+    if [kh, kw] != [1, 1] || conv.stride != [1, 1] || conv.groups != 1 || conv.dilation != [1, 1] {
+        return None;
+    }
+    let [n, h, w, c_in] = x.dims;
+    assert_eq!(c_in, k, "pointwise: {c_in} input channels for a convolution of {k}");
+    let g = Sliding::new(&conv.padding, [h, w], [1, 1], [1, 1])?;
+    if g.pad != [0, 0] || g.output != [h, w] {
+        return None;
+    }
+    let (affine, weight, bias) = parameters(conv, bn)?;
+    let epilogue = Epilogue { affine: affine.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice())), act };
+    let rows = n * h * w;
+    let dims = [n, h, w, c_out];
+    if let Some(r) = residual {
+        assert_eq!(r.dims, dims, "pointwise: the skip connection's dimensions");
+    }
+    let residual = residual.map(|r| r.values.as_slice());
+    if rows == 0 {
+        return Some(ChannelsLast { values: Vec::new(), dims });
+    }
+    let values = if rows <= small_maps::MAX_WIDTH && small_maps::has_avx2_fma() {
+        by_dot_products(&x.values, &weight, &bias, [rows, k, c_out], &epilogue, residual)
+    } else {
+        let per_task = pointwise_rows_per_task(k, c_out);
+        let tasks = rows.div_ceil(per_task);
+        // Fewer tasks than threads (a few faces): gemm splits the one product itself.
+        let parallelism = if tasks < rayon::current_num_threads() { Parallelism::Rayon(0) } else { Parallelism::None };
+        let write = |_: &mut (), task: usize, out: &mut [MaybeUninit<f32>]| {
+            let first = task * per_task;
+            let m = out.len() / c_out;
+            let lhs = &x.values[first * k..(first + m) * k];
+            // Y [m x c_out] = X [m x k] * Wᵀ [k x c_out] (W is [c_out x k], row-major).
+            matmul_uninit(parallelism, [m, c_out, k], out, lhs, (k, 1), &weight, (1, k));
+            // SAFETY: gemm wrote every value of `out`.
+            let out = unsafe { flex::assume_written(out) };
+            epilogue.apply_rows(0, &bias, out);
+            if let Some(r) = residual {
+                out.iter_mut().zip(&r[first * c_out..(first + m) * c_out]).for_each(|(v, &s)| *v += s);
+            }
+        };
+        // SAFETY: `write` writes every value of its block of rows (above).
+        unsafe { flex::write_in_parallel(rows * c_out, per_task * c_out, || (), write) }
+    };
+    Some(ChannelsLast { values, dims })
+}
+
+/// A 1 x 1 convolution's output `[rows, c_out]` for input `x` `[rows, k]` (`rows` at most
+/// [`small_maps::MAX_WIDTH`]) as dot products, one task per block of
+/// [`small_maps::CHANNELS_PER_TASK`] output channels (each weight read once, by one thread).
+fn by_dot_products(
+    x: &[f32],
+    weight: &[f32],
+    bias: &[f32],
+    [rows, k, c_out]: [usize; 3],
+    epilogue: &Epilogue,
+    residual: Option<&[f32]>,
+) -> Vec<f32> {
+    let per_task = small_maps::CHANNELS_PER_TASK;
+    let write_task = |(product, row): &mut (Vec<f32>, Vec<f32>), task: usize, out: flex::UninitParts| {
+        let channels = task * per_task..((task + 1) * per_task).min(c_out);
+        let count = channels.len();
+        product.resize(count * rows, 0.0);
+        row.resize(count, 0.0);
+        // product [count x rows]: product[c * rows + j] = dot(weight row c, position j)
+        small_maps::dot_products(&weight[channels.start * k..channels.end * k], x, k, product);
+        for j in 0..rows {
+            row.iter_mut().enumerate().for_each(|(c, v)| *v = product[c * rows + j]);
+            epilogue.apply_rows(channels.start, &bias[channels.clone()], row);
+            if let Some(r) = residual {
+                row.iter_mut().zip(&r[j * c_out + channels.start..][..count]).for_each(|(v, &s)| *v += s);
+            }
+            // SAFETY: these channels of position j belong to this task alone.
+            let dst = unsafe { out.part(j * c_out + channels.start, count) };
+            dst.iter_mut().zip(row.iter()).for_each(|(d, &v)| {
+                d.write(v);
+            });
+        }
+    };
+    let scratch = || (Vec::new(), Vec::new());
+    // SAFETY: the tasks' channel blocks cover the channels, and each writes its channels at every
+    // position (above).
+    unsafe { flex::write_parts_in_parallel(rows * c_out, c_out.div_ceil(per_task), scratch, write_task) }
+}
+
+/// `act(bn(conv(x)))` (each of `bn` and `act` when given) for a depthwise convolution (groups =
+/// channels, one filter each, no dilation), channel-last. `None` when the convolution is another
+/// kind or a parameter is not a plain Flex f32 tensor.
+pub fn depthwise(
+    conv: &Conv2d,
+    bn: Option<&BatchNorm>,
+    act: Option<Activation>,
+    x: &ChannelsLast,
+) -> Option<ChannelsLast> {
+    let [n, h, w, c] = x.dims;
+    let [c_out, per_group, kh, kw] = conv.weight.dims();
+    if conv.groups != c || c_out != c || per_group != 1 || conv.dilation != [1, 1] {
+        return None;
+    }
+    let g = Sliding::new(&conv.padding, [h, w], [kh, kw], conv.stride)?;
+    let (affine, weight, bias) = parameters(conv, bn)?;
+    let epilogue = Epilogue { affine: affine.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice())), act };
+    // The filters tap-major, `[taps, c]`, so that a tap's weights for all channels are one row.
+    let taps = kh * kw;
+    let mut by_tap = vec![0f32; taps * c];
+    for (ch, filter) in weight.chunks_exact(taps).enumerate() {
+        for (t, &v) in filter.iter().enumerate() {
+            by_tap[t * c + ch] = v;
+        }
+    }
+    let [oh, ow] = g.output;
+    let dims = [n, oh, ow, c];
+    if n * oh * ow * c == 0 {
+        return Some(ChannelsLast { values: Vec::new(), dims });
+    }
+    // One task per output row of a sample: `ow * c` values.
+    let write_row = |_: &mut (), task: usize, out: &mut [MaybeUninit<f32>]| {
+        let (sample, oy) = (task / oh, task % oh);
+        let input = &x.values[sample * h * w * c..(sample + 1) * h * w * c];
+        depthwise_row(input, &by_tap, &g, c, oy, out);
+        // SAFETY: depthwise_row wrote every value of the row.
+        epilogue.apply_rows(0, &bias, unsafe { flex::assume_written(out) });
+    };
+    // SAFETY: `write_row` writes every value of its row.
+    let values = unsafe { flex::write_in_parallel(n * oh * ow * c, ow * c, || (), write_row) };
+    Some(ChannelsLast { values, dims })
+}
+
+/// The taps of a window that fall inside the input along axis `a` for output position `o`:
+/// kernel offsets `k_lo..k_hi`, the first of which reads input position `first`.
+#[inline(always)]
+fn taps_in_input(g: &Sliding, a: usize, o: usize) -> (usize, usize, usize) {
+    let start = o * g.stride[a];
+    let k_lo = g.pad[a].saturating_sub(start).min(g.kernel[a]);
+    let k_hi = (g.input[a] + g.pad[a]).saturating_sub(start).min(g.kernel[a]).max(k_lo);
+    (k_lo, k_hi, (start + k_lo).saturating_sub(g.pad[a]))
+}
+
+/// Output row `oy` of one sample's depthwise convolution, before the bias: `out[ox * c + ch]` is
+/// the sum, from zero and in kernel order, of `weight[tap][ch] * input[iy][ix][ch]` over the taps
+/// that fall inside the input (`input` `[h, w, c]`, `by_tap` `[taps, c]`). Channels go in blocks
+/// of 32, then 16 (registers: two or one AVX-512, four or two AVX2), then one by one.
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
+fn depthwise_row(input: &[f32], by_tap: &[f32], g: &Sliding, c: usize, oy: usize, out: &mut [MaybeUninit<f32>]) {
+    let kw = g.kernel[1];
+    let w = g.input[1];
+    let (ky_lo, ky_hi, iy0) = taps_in_input(g, 0, oy);
+    for (ox, position) in out.chunks_exact_mut(c).enumerate() {
+        let (kx_lo, kx_hi, ix0) = taps_in_input(g, 1, ox);
+        // The taps' rows: input offset of their first in-image tap, weight offset of that tap.
+        let rows = (ky_lo..ky_hi)
+            .map(|ky| ((iy0 + ky - ky_lo) * w + ix0) * c)
+            .zip((ky_lo..ky_hi).map(|ky| (ky * kw + kx_lo) * c));
+        let span = kx_hi - kx_lo;
+        let mut c0 = 0;
+        while c0 + 32 <= c {
+            block_sum::<32>(input, by_tap, rows.clone(), span, c, c0, &mut position[c0..c0 + 32]);
+            c0 += 32;
+        }
+        if c0 + 16 <= c {
+            block_sum::<16>(input, by_tap, rows.clone(), span, c, c0, &mut position[c0..c0 + 16]);
+            c0 += 16;
+        }
+        for ch in c0..c {
+            block_sum::<1>(input, by_tap, rows.clone(), span, c, ch, &mut position[ch..ch + 1]);
+        }
+    }
+}
+
+/// Channels `c0..c0 + B` of one output position of [`depthwise_row`]: for each tap row
+/// `(input offset, weight offset)` in `rows`, `span` taps `c` values apart.
+#[inline(always)]
+fn block_sum<const B: usize>(
+    input: &[f32],
+    by_tap: &[f32],
+    rows: impl Iterator<Item = (usize, usize)>,
+    span: usize,
+    c: usize,
+    c0: usize,
+    out: &mut [MaybeUninit<f32>],
+) {
+    let mut sum = [0f32; B];
+    for (x_at, w_at) in rows {
+        if span == 0 {
+            break;
+        }
+        // The row's last tap ends inside both slices: every read below is in bounds.
+        let last = (span - 1) * c + c0 + B;
+        let (x, wk) = (&input[x_at..x_at + last], &by_tap[w_at..w_at + last]);
+        for t in 0..span {
+            let at = t * c + c0;
+            // SAFETY: `at + B <= last`, the length of both slices (above).
+            let (src, wt) = unsafe { (x.get_unchecked(at..at + B), wk.get_unchecked(at..at + B)) };
+            for l in 0..B {
+                sum[l] += wt[l] * src[l];
+            }
+        }
+    }
+    out.iter_mut().zip(sum).for_each(|(d, v)| {
+        d.write(v);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernels::fused::conv_bn_act;
+    use crate::kernels::tests::{assert_close, random_input};
+    use burn::module::{Param, RunningState};
+    use burn::nn::conv::Conv2dConfig;
+    use burn::nn::{BatchNormConfig, PaddingConfig2d};
+    use burn::prelude::*;
+
+    fn batch_norm(channels: usize, device: &Device, seed: u64) -> BatchNorm {
+        let mut bn = BatchNormConfig::new(channels).with_epsilon(1e-3).init(device);
+        let vector = |s| random_input([channels], device, seed + s);
+        bn.gamma = Param::from_tensor(vector(0));
+        bn.beta = Param::from_tensor(vector(1));
+        bn.running_mean = RunningState::new(vector(2));
+        bn.running_var = RunningState::new(vector(3).abs().add_scalar(0.1));
+        bn
+    }
+
+    fn bits(values: &[f32]) -> Vec<u32> {
+        values.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// 1 x 1 and depthwise convolutions with batch norm, ReLU6 and a skip connection, on the
+    /// shapes EfficientNet-Lite0 has at 48 and 96 px (wide maps, 2 x 2 maps, products on both
+    /// sides of the dot-product limit, channels that are not a multiple of the register block):
+    /// the channel-first layers' values (Burn's convolution where ours is not used) within 1e-5,
+    /// and the same bits on 1, 2 and 3 threads. The layout round trip is exact.
+    #[test]
+    fn matches_the_channel_first_layers_on_any_thread_count() {
+        let device = Device::flex();
+        // (c_in, c_out or 0 for depthwise, kernel, stride, side, batch)
+        let cases = [
+            (16, 96, 1, 1, 24, 2),
+            (96, 0, 3, 2, 24, 2),
+            (144, 0, 5, 1, 6, 1),
+            (40, 0, 5, 2, 7, 3),
+            (20, 0, 3, 1, 5, 2),
+            (192, 1152, 1, 1, 2, 1),
+            (1152, 192, 1, 1, 2, 1),
+            (80, 480, 1, 1, 3, 5),
+            (320, 1280, 1, 1, 3, 9),
+            (24, 24, 1, 1, 12, 1),
+        ];
+        for (i, (c_in, c_out, k, stride, side, batch)) in cases.into_iter().enumerate() {
+            let is_depthwise = c_out == 0;
+            let (c_out, groups) = if is_depthwise { (c_in, c_in) } else { (c_out, 1) };
+            let conv = Conv2dConfig::new([c_in, c_out], [k, k])
+                .with_stride([stride, stride])
+                .with_groups(groups)
+                .with_padding(PaddingConfig2d::Same)
+                .with_bias(i % 2 == 0)
+                .init(&device);
+            let bn = batch_norm(c_out, &device, 10 * i as u64);
+            let x = random_input([batch, c_in, side, side], &device, 100 + i as u64);
+            let last = ChannelsLast::from_channels_first(&x).unwrap();
+            assert_eq!(last.to_channels_first().into_data(), x.clone().into_data(), "case {i}: round trip");
+            let act = Some(Activation::RELU6);
+            let expected = conv_bn_act(&conv, Some(&bn), act, x.clone());
+            let run = || {
+                if is_depthwise {
+                    depthwise(&conv, Some(&bn), act, &last).unwrap()
+                } else {
+                    pointwise(&conv, Some(&bn), act, &last, None).unwrap()
+                }
+            };
+            assert_close(&run().to_channels_first(), &expected, 1e-5, &format!("case {i}"));
+            let on = |threads| {
+                rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| run().values)
+            };
+            let one = on(1);
+            for threads in [2, 3] {
+                assert_eq!(bits(&on(threads)), bits(&one), "case {i}: {threads} threads");
+            }
+            if !is_depthwise && c_in == c_out {
+                let with_skip = pointwise(&conv, Some(&bn), act, &last, Some(&last)).unwrap().to_channels_first();
+                assert_close(&with_skip, &(expected + x), 1e-5, &format!("case {i}: skip"));
+            }
+        }
+    }
+
+    /// Global average pooling: Burn's `mean_dim(3).mean_dim(2)` to rounding.
+    #[test]
+    fn mean_positions_is_the_spatial_mean() {
+        let device = Device::flex();
+        let x = random_input([3, 20, 3, 5], &device, 5);
+        let expected = x.clone().mean_dim(3).mean_dim(2).reshape([3, 20]);
+        let got = ChannelsLast::from_channels_first(&x).unwrap().mean_positions();
+        let (got, expected) =
+            (got.into_data().try_to_vec::<f32>().unwrap(), expected.into_data().try_to_vec::<f32>().unwrap());
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() <= 1e-6, "{g} vs {e}");
+        }
+    }
+
+    /// Tracked (training) tensors are not taken: the caller keeps Burn's layout and graph.
+    #[test]
+    fn training_tensors_stay_channel_first() {
+        let device = Device::flex().autodiff();
+        assert!(ChannelsLast::from_channels_first(&random_input([1, 2, 3, 3], &device, 1)).is_none());
+    }
+}
