@@ -19,9 +19,9 @@
 //! Values: the depthwise sums are those of [`super::depthwise_conv2d`]'s small-map path (each
 //! output: its in-image taps in kernel order from zero, then added to the bias), and the 1 x 1
 //! products sum over `c_in` as gemm does, so the output differs from the channel-first path by
-//! rounding (the tests: within 1e-5 of Burn's layers, relative to the largest value). Every
-//! product and sum is split into pieces that depend on the shapes alone, and gemm splits rows
-//! and columns only, never its sums, so the bits do not depend on the thread count (tested).
+//! rounding (the tests: within 1e-5 of Burn's layers, relative to the largest value). No sum is
+//! split across tasks, and each one's order depends on the shapes alone (see
+//! [`pointwise_rows_per_task`]), so the bits do not depend on the thread count (tested).
 
 use std::mem::MaybeUninit;
 
@@ -34,7 +34,7 @@ use multiversion::multiversion;
 
 use super::conv2d::small_maps;
 use super::epilogue::{Activation, Epilogue};
-use super::matmul::matmul_uninit;
+use super::matmul::{matmul_uninit, same_sums_at_any_width};
 use super::{Sliding, batch_norm, flex};
 
 /// Feature maps `[batch, height, width, channels]` (row-major f32 values): value `((n * height +
@@ -122,33 +122,62 @@ impl ChannelsLast {
     }
 }
 
-/// A layer's batch-norm affine map (per-channel scale and shift, when it has a batch norm), its
-/// convolution's weights and its bias.
-type Parameters = (Option<(Vec<f32>, Vec<f32>)>, Vec<f32>, Vec<f32>);
-
-/// The epilogue of `bn` (its inference affine map, when given) and `act`, and the convolution's
-/// weight values and bias (zeros without one); `None` when a parameter is not a plain Flex f32
-/// tensor.
-fn parameters(conv: &Conv2d, bn: Option<&BatchNorm>) -> Option<Parameters> {
-    let affine = match bn {
-        Some(bn) => Some(batch_norm::inference_affine(bn)?),
-        None => None,
-    };
-    let weight = flex::values(&flex::plain(&conv.weight.val())?).into_owned();
-    let c_out = conv.weight.dims()[0];
-    let bias = match &conv.bias {
-        Some(b) => flex::values(&flex::plain(&b.val())?).into_owned(),
-        None => vec![0.0; c_out],
-    };
-    Some((affine, weight, bias))
+/// What a layer needs beside its input: the batch norm's inference affine map (per-channel
+/// scale and shift, when it has a batch norm), the convolution's weights (the Flex tensor, whose
+/// values are read in place: copying them cost a fifth of one face's inference) and its bias
+/// (zeros without one).
+struct Parameters {
+    affine: Option<(Vec<f32>, Vec<f32>)>,
+    weight: burn::backend::flex::FlexTensor,
+    bias: Vec<f32>,
 }
 
-/// Positions (rows of the product) per task of a 1 x 1 convolution: a block's input and output
-/// rows near 256 KiB, at least 65 rows (gemm then sums over `c_in` in the same blocks whatever
-/// the block's row count: [`super::matmul::same_sums_at_any_width`]). Shapes alone decide it.
-fn pointwise_rows_per_task(k: usize, c_out: usize) -> usize {
-    (65_536 / (k + c_out)).clamp(65, 1024)
+impl Parameters {
+    /// `None` when a parameter is not a plain Flex f32 tensor.
+    fn of(conv: &Conv2d, bn: Option<&BatchNorm>) -> Option<Self> {
+        let affine = match bn {
+            Some(bn) => Some(batch_norm::inference_affine(bn)?),
+            None => None,
+        };
+        let weight = flex::plain(&conv.weight.val())?;
+        let bias = match &conv.bias {
+            Some(b) => flex::values(&flex::plain(&b.val())?).into_owned(),
+            None => vec![0.0; conv.weight.dims()[0]],
+        };
+        Some(Parameters { affine, weight, bias })
+    }
+
+    /// The epilogue of the batch norm's map and `act`.
+    fn epilogue(&self, act: Option<Activation>) -> Epilogue<'_> {
+        Epilogue { affine: self.affine.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice())), act }
+    }
 }
+
+/// Positions (rows of the product) per task of a 1 x 1 convolution of `rows` positions: two
+/// tasks per thread, each of at least [`MIN_TASK_ROWS`] rows where there are enough.
+///
+/// Why so few: every task's gemm packs the whole weight matrix before using it; blocks of about
+/// 256 KiB of rows (40 to 1024) repacked the head's 320 x 1280 weights 16 times at batch 256, and
+/// packing was a tenth of EfficientNet-Lite0's inference there (`perf`, session 34). Two tasks
+/// per thread ran 2030-2538 images/s at batch 256 where those blocks ran 1836-1923, and blocks
+/// of up to 1 MiB 2086-2160 (`ferkit bench --models efficientnet-lite0:64 --infer-batches 256`,
+/// alternated, AMD EPYC Zen 4).
+///
+/// The split depends on the thread count, the sums do not: gemm 0.19 sums over `k` in blocks
+/// that depend on the product's shape only when both its row and its column count are at most
+/// 64 ([`super::matmul::same_sums_at_any_width`]); every task here has more than 64 rows, or
+/// more than 64 columns (`c_out`), or `k <= 512`. Otherwise (`c_out <= 64`, `k > 512`: no layer of
+/// EfficientNet-Lite0) the tasks are blocks of a fixed size.
+fn pointwise_rows_per_task(rows: usize, k: usize, c_out: usize) -> usize {
+    if !same_sums_at_any_width(c_out, k, 1) {
+        return 256;
+    }
+    let tasks = (2 * rayon::current_num_threads()).min(rows / MIN_TASK_ROWS).max(1);
+    rows.div_ceil(tasks)
+}
+
+/// See [`pointwise_rows_per_task`].
+const MIN_TASK_ROWS: usize = 65;
 
 /// `act(bn(conv(x))) + residual` (each of `bn`, `act` and `residual` when given) for a 1 x 1,
 /// stride-1 convolution without groups, channel-last. `None` when the convolution is another
@@ -178,8 +207,8 @@ pub fn pointwise(
     if g.pad != [0, 0] || g.output != [h, w] {
         return None;
     }
-    let (affine, weight, bias) = parameters(conv, bn)?;
-    let epilogue = Epilogue { affine: affine.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice())), act };
+    let parameters = Parameters::of(conv, bn)?;
+    let (epilogue, weight, bias) = (parameters.epilogue(act), flex::values(&parameters.weight), &parameters.bias);
     let rows = n * h * w;
     let dims = [n, h, w, c_out];
     if let Some(r) = residual {
@@ -192,7 +221,7 @@ pub fn pointwise(
     let values = if rows <= small_maps::MAX_WIDTH && small_maps::has_avx2_fma() {
         by_dot_products(&x.values, &weight, &bias, [rows, k, c_out], &epilogue, residual)
     } else {
-        let per_task = pointwise_rows_per_task(k, c_out);
+        let per_task = pointwise_rows_per_task(rows, k, c_out);
         let tasks = rows.div_ceil(per_task);
         // Fewer tasks than threads (a few faces): gemm splits the one product itself.
         let parallelism = if tasks < rayon::current_num_threads() { Parallelism::Rayon(0) } else { Parallelism::None };
@@ -268,8 +297,8 @@ pub fn depthwise(
         return None;
     }
     let g = Sliding::new(&conv.padding, [h, w], [kh, kw], conv.stride)?;
-    let (affine, weight, bias) = parameters(conv, bn)?;
-    let epilogue = Epilogue { affine: affine.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice())), act };
+    let parameters = Parameters::of(conv, bn)?;
+    let (epilogue, weight, bias) = (parameters.epilogue(act), flex::values(&parameters.weight), &parameters.bias);
     // The filters tap-major, `[taps, c]`, so that a tap's weights for all channels are one row.
     let taps = kh * kw;
     let mut by_tap = vec![0f32; taps * c];
@@ -416,6 +445,7 @@ mod tests {
             (80, 480, 1, 1, 3, 5),
             (320, 1280, 1, 1, 3, 9),
             (24, 24, 1, 1, 12, 1),
+            (600, 40, 1, 1, 6, 4), // k > 512 and c_out <= 64: blocks of a fixed size
         ];
         for (i, (c_in, c_out, k, stride, side, batch)) in cases.into_iter().enumerate() {
             let is_depthwise = c_out == 0;
