@@ -16,6 +16,7 @@ use super::depthwise_conv2d;
 use super::flex::{self, TrackedTensor, TrainFlex};
 use super::epilogue::Epilogue;
 use super::matmul::{matmul, same_sums_at_any_width};
+use super::reuse::ScratchBuffer;
 use super::winograd;
 use super::{SHORT_ROW, Sliding};
 
@@ -345,7 +346,7 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, e
     // product on the path it took with the full group's stride (the test below checks it).
     let columns = (s.group.min(s.batch) * bands.rows * ow).max(2);
     let parallelism = gemm_parallelism(groups * bands.count);
-    let write_task = |(cols, product): &mut (Vec<f32>, Vec<f32>), task: usize, out: flex::UninitParts| {
+    let write_task = |(cols, product): &mut (Option<ScratchBuffer>, ScratchBuffer), task: usize, out: flex::UninitParts| {
         let (samples, rows) = (s.samples(task / bands.count), bands.rows(task % bands.count));
         let band = rows.len() * ow;
         let width = samples.len() * band;
@@ -359,8 +360,9 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, e
             let planes = &x[n * in_len + rows.start * ow..(n + 1) * in_len];
             matmul(parallelism, [s.c_out, width, s.k], product, false, &weight, (s.k, 1), planes, (s.p, 1));
         } else {
-            // Sized at first use: the in-place path above never needs it.
-            cols.resize(s.k * columns, 0.0);
+            // Taken at first use: the in-place path above never needs it. Kept by the thread
+            // between calls (`reuse`): im2col writes every value of the columns the product reads.
+            let cols = cols.get_or_insert_with(|| ScratchBuffer::at_least(s.k * columns));
             for (j, n) in samples.clone().enumerate() {
                 taps.im2col_rows(&x[n * in_len..(n + 1) * in_len], s.c_in, rows.clone(), &mut cols[j * band..], columns);
             }
@@ -378,7 +380,9 @@ fn forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, e
             }
         }
     };
-    let scratch = || (Vec::new(), vec![0f32; s.c_out * columns]);
+    // The product's buffer is kept by the thread between calls (`reuse`): the product writes the
+    // values the epilogue reads.
+    let scratch = || (None, ScratchBuffer::at_least(s.c_out * columns));
     // SAFETY: the groups cover the samples, the bands the rows, and each task writes all c_out
     // channels of its rows of its samples (the loops above).
     let out = unsafe {

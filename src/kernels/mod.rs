@@ -39,6 +39,7 @@ mod flex;
 pub mod fused;
 mod matmul;
 pub mod max_pool2d;
+mod reuse;
 pub mod sigmoid;
 mod winograd;
 

@@ -28,6 +28,7 @@ use super::Sliding;
 use super::epilogue::Epilogue;
 use super::flex::{self, UninitParts};
 use super::matmul::{matmul, same_sums_at_any_width};
+use super::reuse::ScratchBuffer;
 
 /// At least this many input channels: with fewer (a net's first layer on grey faces), im2col's
 /// product is small and the transforms would cost more than they save.
@@ -152,10 +153,13 @@ impl Tiling {
 
 /// One task's buffers.
 struct Scratch {
-    /// The input transforms `V[ξ][c_in][block_tiles]`.
-    v: Vec<f32>,
-    /// The products `M[ξ][c_out][tiles]` (row stride the block's own tile count).
-    m: Vec<f32>,
+    /// The input transforms `V[ξ][c_in][block_tiles]` (at least that many values; kept by the
+    /// thread between calls, [`ScratchBuffer`]: `transform_input` writes the block's tiles before
+    /// the products read them).
+    v: ScratchBuffer,
+    /// The products `M[ξ][c_out][tiles]` (row stride the block's own tile count; the same: the
+    /// products write what `transform_output` reads).
+    m: ScratchBuffer,
     /// Four input rows with their padding (`2 * tw + 2` values each), then `Bᵀ d` of them.
     d: Vec<f32>,
     bt_d: Vec<f32>,
@@ -169,8 +173,8 @@ impl Scratch {
     fn new(t: &Tiling, c_in: usize, c_out: usize) -> Self {
         let width = 2 * t.tw + 2;
         Scratch {
-            v: vec![0.0; 16 * c_in * t.block_tiles],
-            m: vec![0.0; 16 * c_out * t.block_tiles],
+            v: ScratchBuffer::at_least(16 * c_in * t.block_tiles),
+            m: ScratchBuffer::at_least(16 * c_out * t.block_tiles),
             d: vec![0.0; 4 * width],
             bt_d: vec![0.0; 4 * width],
             a_m: vec![0.0; 8 * t.tw],
