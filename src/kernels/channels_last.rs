@@ -19,9 +19,10 @@
 //! Values: the depthwise sums are those of [`super::depthwise_conv2d`]'s small-map path (each
 //! output: its in-image taps in kernel order from zero, then added to the bias), and the 1 x 1
 //! products sum over `c_in` as gemm does, so the output differs from the channel-first path by
-//! rounding (the tests: within 1e-5 of Burn's layers, relative to the largest value). No sum is
+//! rounding (the tests: within 1e-5 of the channel-first kernels, themselves tested against
+//! Burn's layers, relative to the largest value). No sum is
 //! split across tasks, and each one's order depends on the shapes alone (see
-//! [`pointwise_rows_per_task`]), so the bits do not depend on the thread count (tested).
+//! [`pointwise_tasks`]), so the bits do not depend on the thread count (tested).
 
 use std::mem::MaybeUninit;
 
@@ -34,7 +35,7 @@ use multiversion::multiversion;
 
 use super::conv2d::small_maps;
 use super::epilogue::{Activation, Epilogue};
-use super::matmul::{matmul_uninit, same_sums_at_any_width};
+use super::matmul::matmul_uninit;
 use super::{Sliding, batch_norm, flex};
 
 /// Feature maps `[batch, height, width, channels]` (row-major f32 values): value `((n * height +
@@ -153,30 +154,32 @@ impl Parameters {
     }
 }
 
-/// Positions (rows of the product) per task of a 1 x 1 convolution of `rows` positions: two
-/// tasks per thread, each of at least [`MIN_TASK_ROWS`] rows where there are enough.
+/// How many tasks share the rows (positions) of a 1 x 1 convolution of `rows` positions, task
+/// `i` taking rows `i * rows / tasks..(i + 1) * rows / tasks`: two per thread, each of at least
+/// [`MIN_TASK_ROWS`] rows; one when there are fewer than twice that (gemm then splits the product
+/// across the threads itself).
 ///
 /// Why so few: every task's gemm packs the whole weight matrix before using it; blocks of about
-/// 256 KiB of rows (40 to 1024) repacked the head's 320 x 1280 weights 16 times at batch 256, and
+/// 256 KiB of rows (65 to 1024) repacked the head's 320 x 1280 weights 16 times at batch 256, and
 /// packing was a tenth of EfficientNet-Lite0's inference there (`perf`, session 34). Two tasks
 /// per thread ran 2030-2538 images/s at batch 256 where those blocks ran 1836-1923, and blocks
 /// of up to 1 MiB 2086-2160 (`ferkit bench --models efficientnet-lite0:64 --infer-batches 256`,
-/// alternated, AMD EPYC Zen 4).
+/// alternated, AMD EPYC Zen 4); at batches 64 and 1 the two rounds were within the noise
+/// (1971 and 1871 against 2070 and 2175 at 64, 383 and 441 against 391 and 504 at 1).
 ///
-/// The split depends on the thread count, the sums do not: gemm 0.19 sums over `k` in blocks
-/// that depend on the product's shape only when both its row and its column count are at most
-/// 64 ([`super::matmul::same_sums_at_any_width`]); every task here has more than 64 rows, or
-/// more than 64 columns (`c_out`), or `k <= 512`. Otherwise (`c_out <= 64`, `k > 512`: no layer of
-/// EfficientNet-Lite0) the tasks are blocks of a fixed size.
-fn pointwise_rows_per_task(rows: usize, k: usize, c_out: usize) -> usize {
-    if !same_sums_at_any_width(c_out, k, 1) {
-        return 256;
+/// The split depends on the thread count, the sums do not: gemm 0.19 sums over `k` in an order
+/// that depends on the product's shape only for products of at most 64 rows and 64 columns
+/// ([`super::matmul::same_sums_at_any_width`]), of at most 256 values (its "horizontal"
+/// kernels) or of one row; every task here has at least 65 rows, and with fewer than 4 output
+/// channels (at most 256 values in 65 rows) there is one task.
+fn pointwise_tasks(rows: usize, c_out: usize) -> usize {
+    if c_out < 4 {
+        return 1;
     }
-    let tasks = (2 * rayon::current_num_threads()).min(rows / MIN_TASK_ROWS).max(1);
-    rows.div_ceil(tasks)
+    (2 * rayon::current_num_threads()).min(rows / MIN_TASK_ROWS).max(1)
 }
 
-/// See [`pointwise_rows_per_task`].
+/// See [`pointwise_tasks`].
 const MIN_TASK_ROWS: usize = 65;
 
 /// `act(bn(conv(x))) + residual` (each of `bn`, `act` and `residual` when given) for a 1 x 1,
@@ -221,25 +224,26 @@ pub fn pointwise(
     let values = if rows <= small_maps::MAX_WIDTH && small_maps::has_avx2_fma() {
         by_dot_products(&x.values, &weight, &bias, [rows, k, c_out], &epilogue, residual)
     } else {
-        let per_task = pointwise_rows_per_task(rows, k, c_out);
-        let tasks = rows.div_ceil(per_task);
+        let tasks = pointwise_tasks(rows, c_out);
         // Fewer tasks than threads (a few faces): gemm splits the one product itself.
         let parallelism = if tasks < rayon::current_num_threads() { Parallelism::Rayon(0) } else { Parallelism::None };
-        let write = |_: &mut (), task: usize, out: &mut [MaybeUninit<f32>]| {
-            let first = task * per_task;
-            let m = out.len() / c_out;
-            let lhs = &x.values[first * k..(first + m) * k];
+        let write = |_: &mut (), task: usize, out: flex::UninitParts| {
+            let (first, end) = (task * rows / tasks, (task + 1) * rows / tasks);
+            let m = end - first;
+            // SAFETY: rows first..end belong to this task alone (the tasks' ranges tile 0..rows).
+            let out = unsafe { out.part(first * c_out, m * c_out) };
+            let lhs = &x.values[first * k..end * k];
             // Y [m x c_out] = X [m x k] * Wᵀ [k x c_out] (W is [c_out x k], row-major).
             matmul_uninit(parallelism, [m, c_out, k], out, lhs, (k, 1), &weight, (1, k));
             // SAFETY: gemm wrote every value of `out`.
             let out = unsafe { flex::assume_written(out) };
             epilogue.apply_rows(0, &bias, out);
             if let Some(r) = residual {
-                out.iter_mut().zip(&r[first * c_out..(first + m) * c_out]).for_each(|(v, &s)| *v += s);
+                out.iter_mut().zip(&r[first * c_out..end * c_out]).for_each(|(v, &s)| *v += s);
             }
         };
-        // SAFETY: `write` writes every value of its block of rows (above).
-        unsafe { flex::write_in_parallel(rows * c_out, per_task * c_out, || (), write) }
+        // SAFETY: `write` writes every value of its rows (above), and the tasks' rows tile 0..rows.
+        unsafe { flex::write_parts_in_parallel(rows * c_out, tasks, || (), write) }
     };
     Some(ChannelsLast { values, dims })
 }
@@ -445,7 +449,9 @@ mod tests {
             (80, 480, 1, 1, 3, 5),
             (320, 1280, 1, 1, 3, 9),
             (24, 24, 1, 1, 12, 1),
-            (600, 40, 1, 1, 6, 4), // k > 512 and c_out <= 64: blocks of a fixed size
+            (600, 40, 1, 1, 14, 1), // k > 512, c_out <= 64: 196 rows in 3 tasks on 2 and 3 threads
+            (32, 16, 1, 1, 24, 7),  // 4032 rows: 6 tasks on 3 threads (31 threads: see below)
+            (48, 3, 1, 1, 12, 2),   // fewer than 4 output channels: one task
         ];
         for (i, (c_in, c_out, k, stride, side, batch)) in cases.into_iter().enumerate() {
             let is_depthwise = c_out == 0;
@@ -474,7 +480,7 @@ mod tests {
                 rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| run().values)
             };
             let one = on(1);
-            for threads in [2, 3] {
+            for threads in [2, 3, 31] {
                 assert_eq!(bits(&on(threads)), bits(&one), "case {i}: {threads} threads");
             }
             if !is_depthwise && c_in == c_out {

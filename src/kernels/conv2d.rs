@@ -678,6 +678,40 @@ mod tests {
         }
     }
 
+    /// The scratch buffers a thread keeps between calls (`reuse`) hold whatever their last user
+    /// left: with every thread's buffers filled with NaN first, Winograd's and im2col's outputs
+    /// (table, rows, 1 x 1 planes, bands of one face) still match Burn's convolution.
+    #[test]
+    fn stale_scratch_buffers_never_reach_the_output() {
+        use crate::kernels::reuse::{KEPT, ScratchBuffer};
+        let poison = || {
+            let buffers: Vec<_> = (0..KEPT)
+                .map(|_| {
+                    let mut b = ScratchBuffer::at_least(1 << 20);
+                    b.fill(f32::NAN);
+                    b
+                })
+                .collect();
+            drop(buffers);
+        };
+        let device = Device::flex();
+        // (c_in, c_out, kernel, stride, side, batch)
+        for (i, (c_in, c_out, k, stride, side, batch)) in
+            [(16, 24, 3, 1, 12, 9), (3, 8, 5, 2, 20, 3), (4, 6, 3, 1, 20, 2), (16, 24, 1, 1, 12, 2), (8, 12, 3, 1, 30, 1)]
+                .into_iter()
+                .enumerate()
+        {
+            rayon::broadcast(|_| poison());
+            poison();
+            let conv = Conv2dConfig::new([c_in, c_out], [k, k])
+                .with_stride([stride, stride])
+                .with_padding(PaddingConfig2d::Same)
+                .init(&device);
+            let x = random_input([batch, c_in, side, side], &device, 70 + i as u64);
+            assert_close(&conv2d(&conv, x.clone()), &conv.forward(x), 1e-5, &format!("case {i}"));
+        }
+    }
+
     #[test]
     fn without_a_bias_matches_burn() {
         let device = Device::flex().autodiff();

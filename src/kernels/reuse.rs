@@ -14,7 +14,7 @@ use std::cell::RefCell;
 use std::ops::{Deref, DerefMut};
 
 /// Buffers a thread keeps between calls, at most (the largest are kept).
-const KEPT: usize = 4;
+pub(crate) const KEPT: usize = 4;
 
 thread_local! {
     static FREE: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
@@ -26,13 +26,14 @@ thread_local! {
 pub(crate) struct ScratchBuffer(Vec<f32>);
 
 impl ScratchBuffer {
-    /// The thread's largest free buffer, grown (with zeros) to `len` values if shorter; a new
-    /// one when the thread has none.
+    /// The thread's smallest free buffer of at least `len` values, or else its largest grown
+    /// (with zeros) to `len`; a new one when the thread has none.
     pub fn at_least(len: usize) -> Self {
         let taken = FREE.with(|free| {
             let mut free = free.borrow_mut();
-            let largest = (0..free.len()).max_by_key(|&i| free[i].len());
-            largest.map(|i| free.swap_remove(i))
+            let fitting = (0..free.len()).filter(|&i| free[i].len() >= len).min_by_key(|&i| free[i].len());
+            let chosen = fitting.or_else(|| (0..free.len()).max_by_key(|&i| free[i].len()));
+            chosen.map(|i| free.swap_remove(i))
         });
         let mut values = taken.unwrap_or_default();
         if values.len() < len {
@@ -75,7 +76,8 @@ mod tests {
     use super::*;
 
     /// A buffer comes back to the next caller on the same thread (its values kept, no new
-    /// allocation), grows when asked for more, and at most `KEPT` stay on the list.
+    /// allocation; the smallest that fits), grows when asked for more, and at most `KEPT` stay
+    /// on the list.
     #[test]
     fn buffers_are_reused_on_the_same_thread() {
         std::thread::spawn(|| {
@@ -85,7 +87,10 @@ mod tests {
             drop(a);
             let b = ScratchBuffer::at_least(5);
             assert_eq!((b.as_ptr(), b.len(), b[9]), (address, 10, 7.0), "the same buffer, as left");
+            let small = ScratchBuffer::at_least(3);
             drop(b);
+            drop(small);
+            assert_eq!(ScratchBuffer::at_least(2).len(), 3, "the smallest that fits");
             let c = ScratchBuffer::at_least(20);
             assert_eq!((c.len(), c[9], c[19]), (20, 7.0, 0.0), "grown with zeros");
             let held: Vec<_> = (0..KEPT + 3).map(|i| ScratchBuffer::at_least(i + 1)).collect();
