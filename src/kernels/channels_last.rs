@@ -53,24 +53,7 @@ impl ChannelsLast {
     pub fn from_channels_first(x: &Tensor<4>) -> Option<Self> {
         let x = flex::plain(x)?;
         let [n, c, h, w] = flex::dims4(&x);
-        let values = flex::values(&x);
-        let hw = h * w;
-        // SAFETY: each sample's part is written position by position, every channel.
-        let values = unsafe {
-            flex::write_in_parallel(
-                n * hw * c,
-                hw * c,
-                || (),
-                |_, sample, out| {
-                    let planes = &values[sample * c * hw..(sample + 1) * c * hw];
-                    for (p, position) in out.chunks_exact_mut(c).enumerate() {
-                        for (ch, v) in position.iter_mut().enumerate() {
-                            v.write(planes[ch * hw + p]);
-                        }
-                    }
-                },
-            )
-        };
+        let values = transpose_each(&flex::values(&x), n, [c, h * w]);
         Some(ChannelsLast { values, dims: [n, h, w, c] })
     }
 
@@ -82,23 +65,7 @@ impl ChannelsLast {
     /// The maps back in Burn's layout, `[batch, channels, height, width]`.
     pub fn to_channels_first(&self) -> Tensor<4> {
         let [n, h, w, c] = self.dims;
-        let hw = h * w;
-        // SAFETY: each sample's part is written plane by plane, every position.
-        let values = unsafe {
-            flex::write_in_parallel(
-                n * hw * c,
-                hw * c,
-                || (),
-                |_, sample, out| {
-                    let positions = &self.values[sample * hw * c..(sample + 1) * hw * c];
-                    for (ch, plane) in out.chunks_exact_mut(hw.max(1)).enumerate() {
-                        for (p, v) in plane.iter_mut().enumerate() {
-                            v.write(positions[p * c + ch]);
-                        }
-                    }
-                },
-            )
-        };
+        let values = transpose_each(&self.values, n, [h * w, c]);
         Tensor::from_primitive::<Flex>(flex::tensor(values, &[n, c, h, w]))
     }
 
@@ -120,6 +87,28 @@ impl ChannelsLast {
             means.iter_mut().for_each(|m| *m /= h as f32);
         }
         Tensor::from_primitive::<Flex>(flex::tensor(out, &[n, c]))
+    }
+}
+
+/// Each of the `count` matrices `[rows x cols]` (row-major, one after the other) in `values`,
+/// transposed to `[cols x rows]`: one per sample, on the threads in parallel.
+fn transpose_each(values: &[f32], count: usize, [rows, cols]: [usize; 2]) -> Vec<f32> {
+    let len = rows * cols;
+    // SAFETY: each matrix's part is written column by column, every value.
+    unsafe {
+        flex::write_in_parallel(
+            count * len,
+            len,
+            || (),
+            |_, i, out| {
+                let matrix = &values[i * len..(i + 1) * len];
+                for (col, transposed_row) in out.chunks_exact_mut(rows.max(1)).enumerate() {
+                    for (row, v) in transposed_row.iter_mut().enumerate() {
+                        v.write(matrix[row * cols + col]);
+                    }
+                }
+            },
+        )
     }
 }
 
@@ -222,7 +211,7 @@ pub fn pointwise(
         return Some(ChannelsLast { values: Vec::new(), dims });
     }
     let values = if rows <= small_maps::MAX_WIDTH && small_maps::has_avx2_fma() {
-        by_dot_products(&x.values, &weight, &bias, [rows, k, c_out], &epilogue, residual)
+        by_dot_products(&x.values, &weight, bias, [rows, k, c_out], &epilogue, residual)
     } else {
         let tasks = pointwise_tasks(rows, c_out);
         // Fewer tasks than threads (a few faces): gemm splits the one product itself.
@@ -237,7 +226,7 @@ pub fn pointwise(
             matmul_uninit(parallelism, [m, c_out, k], out, lhs, (k, 1), &weight, (1, k));
             // SAFETY: gemm wrote every value of `out`.
             let out = unsafe { flex::assume_written(out) };
-            epilogue.apply_rows(0, &bias, out);
+            epilogue.apply_rows(0, bias, out);
             if let Some(r) = residual {
                 out.iter_mut().zip(&r[first * c_out..end * c_out]).for_each(|(v, &s)| *v += s);
             }
@@ -322,7 +311,7 @@ pub fn depthwise(
         let input = &x.values[sample * h * w * c..(sample + 1) * h * w * c];
         depthwise_row(input, &by_tap, &g, c, oy, out);
         // SAFETY: depthwise_row wrote every value of the row.
-        epilogue.apply_rows(0, &bias, unsafe { flex::assume_written(out) });
+        epilogue.apply_rows(0, bias, unsafe { flex::assume_written(out) });
     };
     // SAFETY: `write_row` writes every value of its row.
     let values = unsafe { flex::write_in_parallel(n * oh * ow * c, ow * c, || (), write_row) };
@@ -409,21 +398,11 @@ fn block_sum<const B: usize>(
 mod tests {
     use super::*;
     use crate::kernels::fused::conv_bn_act;
+    use crate::kernels::fused::tests::batch_norm;
     use crate::kernels::tests::{assert_close, random_input};
-    use burn::module::{Param, RunningState};
+    use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
-    use burn::nn::{BatchNormConfig, PaddingConfig2d};
     use burn::prelude::*;
-
-    fn batch_norm(channels: usize, device: &Device, seed: u64) -> BatchNorm {
-        let mut bn = BatchNormConfig::new(channels).with_epsilon(1e-3).init(device);
-        let vector = |s| random_input([channels], device, seed + s);
-        bn.gamma = Param::from_tensor(vector(0));
-        bn.beta = Param::from_tensor(vector(1));
-        bn.running_mean = RunningState::new(vector(2));
-        bn.running_var = RunningState::new(vector(3).abs().add_scalar(0.1));
-        bn
-    }
 
     fn bits(values: &[f32]) -> Vec<u32> {
         values.iter().map(|v| v.to_bits()).collect()

@@ -51,7 +51,7 @@ pub fn conv_bn_act(conv: &Conv2d, bn: Option<&BatchNorm>, act: Option<Activation
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::kernels::tests::random_input;
     use burn::module::{Param, RunningState};
@@ -65,7 +65,7 @@ mod tests {
     }
 
     /// A batch norm with non-trivial running statistics and affine parameters.
-    fn batch_norm(channels: usize, device: &Device, seed: u64) -> BatchNorm {
+    pub(crate) fn batch_norm(channels: usize, device: &Device, seed: u64) -> BatchNorm {
         let mut bn = BatchNormConfig::new(channels).with_epsilon(1e-3).init(device);
         let vector = |s| random_input([channels], device, seed + s);
         bn.gamma = Param::from_tensor(vector(0));

@@ -37,11 +37,44 @@ pub(super) fn matmul_into(
     assert!(rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
     // SAFETY: the asserts keep every index gemm computes from the strides inside the slices.
     unsafe {
+        gemm_at(
+            parallelism,
+            [m, n, k],
+            dst.as_mut_ptr(),
+            dst_rs,
+            accumulate,
+            lhs,
+            (lhs_rs, lhs_cs),
+            rhs,
+            (rhs_rs, rhs_cs),
+        )
+    }
+}
+
+/// The one call into gemm: `dst` (row stride `dst_rs`) `(+)= lhs * rhs`; with `accumulate`
+/// false, `dst` is written without being read.
+///
+/// # Safety
+/// Every index the sizes and strides give stays inside `dst`, `lhs` and `rhs`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_at(
+    parallelism: Parallelism,
+    [m, n, k]: [usize; 3],
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) {
+    // SAFETY: passed on from the caller.
+    unsafe {
         gemm(
             m,
             n,
             k,
-            dst.as_mut_ptr(),
+            dst,
             1,
             dst_rs as isize,
             accumulate,
@@ -85,28 +118,18 @@ pub(super) fn matmul_uninit(
     assert!(m > 0 && n > 0 && k > 0 && dst.len() >= m * n);
     assert!(lhs.len() > (m - 1) * lhs_rs + (k - 1) * lhs_cs && rhs.len() > (k - 1) * rhs_rs + (n - 1) * rhs_cs);
     // SAFETY: the asserts keep every index gemm computes from the strides inside the slices; with
-    // `read_dst` false gemm only writes `dst` (`MaybeUninit<f32>` is laid out as `f32`).
+    // `accumulate` false gemm only writes `dst` (`MaybeUninit<f32>` is laid out as `f32`).
     unsafe {
-        gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr().cast::<f32>(),
-            1,
-            n as isize,
-            false,
-            lhs.as_ptr(),
-            lhs_cs as isize,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            rhs_cs as isize,
-            rhs_rs as isize,
-            0.0,
-            1.0,
-            false,
-            false,
-            false,
+        gemm_at(
             parallelism,
-        );
+            [m, n, k],
+            dst.as_mut_ptr().cast::<f32>(),
+            n,
+            false,
+            lhs,
+            (lhs_rs, lhs_cs),
+            rhs,
+            (rhs_rs, rhs_cs),
+        )
     }
 }
