@@ -20,9 +20,9 @@
 //! output: its in-image taps in kernel order from zero, then added to the bias), and the 1 x 1
 //! products sum over `c_in` as gemm does, so the output differs from the channel-first path by
 //! rounding (the tests: within 1e-5 of the channel-first kernels, themselves tested against
-//! Burn's layers, relative to the largest value). No sum is
-//! split across tasks, and each one's order depends on the shapes alone (see
-//! [`pointwise_tasks`]), so the bits do not depend on the thread count (tested).
+//! Burn's layers, relative to the largest value). No sum is split across tasks, and each one's
+//! order depends on the shapes alone (see [`pointwise_tasks`]), so the bits do not depend on the
+//! thread count (tested).
 
 use std::mem::MaybeUninit;
 
