@@ -10,6 +10,8 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
+use std::sync::{Arc, Mutex};
+
 use gemm::Parallelism;
 
 use super::depthwise_conv2d;
@@ -144,40 +146,107 @@ enum Fill {
     /// A 1x1, stride-1, unpadded convolution (EfficientNet's expansions and projections): each
     /// channel's plane is already its im2col row, copied (or added back) whole.
     Planes,
-    /// Wide stride-1 rows: one `memcpy` per output row.
+    /// Stride 1 and as many output columns as input columns ("same" padding): the row of kernel
+    /// offset `(ky, kx)` is the channel's plane shifted by `(ky - pad, kx - pad)`, one `memcpy`
+    /// per row of `cols`, then zeros where the window lies in the padding. (Row by row, a
+    /// 12-wide map cost a library call per 12 values; the table, a lookup per value: 16% of cnn3's
+    /// inference of one face, `perf`, session 35.)
+    Shifted,
+    /// Wide rows (at least [`SHORT_ROW`] output columns): per output row, one `memcpy` with
+    /// stride 1, or a strided copy (cnn3's first layer, stride 2).
     Rows,
-    /// Narrow rows (deep layers: 3 to 12 values) and strided ones, one lookup per value (a few
-    /// library calls per output row would cost more than the row itself). For kernel offset
-    /// `(ky, kx)` and output position `(oy, ox)`, at `((ky * kw + kx) * oh + oy) * ow + ox`: the
-    /// input position `iy * w + ix` it reads in a channel's plane, or [`PADDING`].
-    Table(Vec<u32>),
+    /// Narrow rows (deep layers: 3 to 12 values), one lookup per value (a few library calls per
+    /// output row would cost more than the row itself). For kernel offset `(ky, kx)` and output
+    /// position `(oy, ox)`, at `((ky * kw + kx) * oh + oy) * ow + ox`: the input position `iy * w
+    /// + ix` it reads in a channel's plane, or [`PADDING`]. Built once per geometry and kept
+    /// ([`table`]).
+    Table(Arc<[u32]>),
 }
 
 /// A tap in the padding (reads zero).
 const PADDING: u32 = u32::MAX;
 
+/// [`Fill::Shifted`]'s row of kernel offset `kk` (`ky * kw + kx`) for output rows `rows` of one
+/// channel's `plane`, into `dst` (`rows.len() * ow` values): output `(oy, ox)` reads the input at
+/// `(oy + ky - pad_top, ox + kx - pad_left)`, or zero outside the plane.
+fn shifted_plane(g: &Sliding, plane: &[f32], kk: usize, rows: std::ops::Range<usize>, dst: &mut [f32]) {
+    let ([h, w], [_, kw], ow) = (g.input, g.kernel, g.output[1]);
+    debug_assert!(g.stride == [1, 1] && ow == w && dst.len() == rows.len() * ow);
+    let (dy, dx) = ((kk / kw) as isize - g.pad[0] as isize, (kk % kw) as isize - g.pad[1] as isize);
+    // The output rows whose input row `oy + dy` is inside the plane; the others are zero.
+    let lo = (rows.start as isize).max(-dy).clamp(rows.start as isize, rows.end as isize) as usize;
+    let hi = (rows.end as isize).min(h as isize - dy).clamp(lo as isize, rows.end as isize) as usize;
+    let (before, rest) = dst.split_at_mut((lo - rows.start) * ow);
+    let (part, after) = rest.split_at_mut((hi - lo) * ow);
+    before.fill(0.0);
+    after.fill(0.0);
+    // Output (oy, ox) of those rows reads plane index (oy + dy) * w + ox + dx: one run of the
+    // plane, clipped at its ends (only wrapped taps fall outside it).
+    let start = (lo as isize + dy) * w as isize + dx;
+    let len = part.len() as isize;
+    let a = (-start).clamp(0, len);
+    let b = ((h * w) as isize - start).clamp(a, len);
+    part[..a as usize].fill(0.0);
+    if a < b {
+        part[a as usize..b as usize].copy_from_slice(&plane[(start + a) as usize..(start + b) as usize]);
+    }
+    part[b as usize..].fill(0.0);
+    // Columns whose tap lies left or right of the plane read the neighbouring row: zero them.
+    let wrapped = dx.unsigned_abs().min(ow);
+    for row in part.chunks_exact_mut(ow) {
+        if dx < 0 {
+            row[..wrapped].fill(0.0);
+        } else {
+            row[ow - wrapped..].fill(0.0);
+        }
+    }
+}
+
+/// The lookup table of [`Fill::Table`] for geometry `g`, built on first use and then kept for
+/// the process (the last [`KEPT_TABLES`] geometries): building it was 6-8% of cnn3's inference
+/// of one face (`perf`, session 35), as every call of a layer built the same table again.
+fn table(g: &Sliding) -> Arc<[u32]> {
+    static TABLES: Mutex<Vec<(Sliding, Arc<[u32]>)>> = Mutex::new(Vec::new());
+    // A poisoned lock only means another thread panicked while holding it; the list stays valid.
+    let mut tables = TABLES.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    if let Some((_, table)) = tables.iter().find(|(kept, _)| kept == g) {
+        return table.clone();
+    }
+    let ([kh, kw], [oh, ow], w) = (g.kernel, g.output, g.input[1]);
+    let mut table = Vec::with_capacity(kh * kw * oh * ow);
+    for ky in 0..kh {
+        for kx in 0..kw {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    table.push(match (g.source(0, oy, ky), g.source(1, ox, kx)) {
+                        (Some(iy), Some(ix)) => (iy * w + ix) as u32,
+                        _ => PADDING,
+                    });
+                }
+            }
+        }
+    }
+    let table: Arc<[u32]> = table.into();
+    if tables.len() == KEPT_TABLES {
+        tables.remove(0);
+    }
+    tables.push((*g, table.clone()));
+    table
+}
+
+/// Geometries whose [`table`] is kept: more than the layers of any preset.
+const KEPT_TABLES: usize = 64;
+
 impl Taps {
     fn new(g: Sliding) -> Self {
         let fill = if g.kernel == [1, 1] && g.stride == [1, 1] && g.pad == [0, 0] {
             Fill::Planes
-        } else if g.stride[1] == 1 && g.output[1] >= SHORT_ROW {
+        } else if g.stride == [1, 1] && g.output[1] == g.input[1] {
+            Fill::Shifted
+        } else if g.output[1] >= SHORT_ROW {
             Fill::Rows
         } else {
-            let ([kh, kw], [oh, ow], w) = (g.kernel, g.output, g.input[1]);
-            let mut table = Vec::with_capacity(kh * kw * oh * ow);
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    for oy in 0..oh {
-                        for ox in 0..ow {
-                            table.push(match (g.source(0, oy, ky), g.source(1, ox, kx)) {
-                                (Some(iy), Some(ix)) => (iy * w + ix) as u32,
-                                _ => PADDING,
-                            });
-                        }
-                    }
-                }
-            }
-            Fill::Table(table)
+            Fill::Table(table(&g))
         };
         Taps { g, fill }
     }
@@ -209,19 +278,26 @@ impl Taps {
                             *d = plane.get(i as usize).copied().unwrap_or(0.0);
                         }
                     }
+                    Fill::Shifted => shifted_plane(g, plane, kk, rows.clone(), dst),
                     Fill::Rows => {
-                        let (ky, kx) = (kk / kw, kk % kw);
+                        let (ky, kx, stride) = (kk / kw, kk % kw, g.stride[1]);
                         let inside = g.taps_inside(1, kx);
-                        let first = inside.start + kx - g.pad[1];
+                        // The input column of the first output column whose tap is inside.
+                        let first = (inside.start * stride + kx).saturating_sub(g.pad[1]);
                         for (oy, out_row) in rows.clone().zip(dst.chunks_exact_mut(ow)) {
-                            let Some(iy) = g.source(0, oy, ky) else {
+                            let Some(iy) = g.source(0, oy, ky).filter(|_| !inside.is_empty()) else {
                                 out_row.fill(0.0);
                                 continue;
                             };
                             out_row[..inside.start].fill(0.0);
                             out_row[inside.end..].fill(0.0);
-                            out_row[inside.clone()]
-                                .copy_from_slice(&plane[iy * w + first..iy * w + first + inside.len()]);
+                            let src = &plane[iy * w + first..];
+                            if stride == 1 {
+                                out_row[inside.clone()].copy_from_slice(&src[..inside.len()]);
+                            } else {
+                                let taps = src.iter().step_by(stride);
+                                out_row[inside.clone()].iter_mut().zip(taps).for_each(|(d, &v)| *d = v);
+                            }
                         }
                     }
                 }
@@ -249,15 +325,22 @@ impl Taps {
                             }
                         }
                     }
-                    Fill::Rows => {
-                        let (ky, kx) = (kk / kw, kk % kw);
+                    // Row by row: the shifted plane's wrapped columns must not be added back.
+                    Fill::Rows | Fill::Shifted => {
+                        let (ky, kx, stride) = (kk / kw, kk % kw, g.stride[1]);
                         let inside = g.taps_inside(1, kx);
-                        let first = inside.start + kx - g.pad[1];
+                        let first = (inside.start * stride + kx).saturating_sub(g.pad[1]);
                         for (oy, taps) in src.chunks_exact(ow).enumerate() {
-                            let Some(iy) = g.source(0, oy, ky) else { continue };
-                            let dst = &mut plane[iy * w + first..iy * w + first + inside.len()];
-                            // Contiguous: a plain zip, which the compiler vectorises.
-                            dst.iter_mut().zip(&taps[inside.clone()]).for_each(|(d, v)| *d += v);
+                            let Some(iy) = g.source(0, oy, ky).filter(|_| !inside.is_empty()) else { continue };
+                            let dst = &mut plane[iy * w + first..];
+                            if stride == 1 {
+                                // Contiguous: a plain zip, which the compiler vectorises.
+                                let dst = &mut dst[..inside.len()];
+                                dst.iter_mut().zip(&taps[inside.clone()]).for_each(|(d, v)| *d += v);
+                            } else {
+                                let dst = dst.iter_mut().step_by(stride);
+                                dst.zip(&taps[inside.clone()]).for_each(|(d, v)| *d += v);
+                            }
                         }
                     }
                 }
@@ -582,7 +665,11 @@ mod tests {
     #[test]
     fn matches_burn_for_the_notebook_convolutions() {
         check(1, 6, 5, 2, PaddingConfig2d::Same, [12, 12]); // cnn3's first: asymmetric padding
-        check(3, 4, 3, 1, PaddingConfig2d::Same, [7, 6]);
+        check(3, 4, 3, 1, PaddingConfig2d::Same, [7, 6]); // `Fill::Shifted`
+        // `Fill::Shifted` with the window wider than the map (taps wrapped a whole row away).
+        check(2, 3, 5, 1, PaddingConfig2d::Same, [3, 2]);
+        check(2, 3, 5, 1, PaddingConfig2d::Same, [1, 1]);
+        check(2, 3, 4, 1, PaddingConfig2d::Same, [5, 4]); // even window: asymmetric padding
         check(2, 5, 11, 4, PaddingConfig2d::Same, [16, 16]); // cnn1/cnn2's first
         check(4, 3, 3, 1, PaddingConfig2d::Valid, [6, 5]);
         check(3, 2, 1, 1, PaddingConfig2d::Valid, [4, 4]); // `Fill::Planes`
@@ -593,6 +680,19 @@ mod tests {
         // Rows of SHORT_ROW values or more, copied whole (`Fill::Rows`) rather than through the table.
         check(2, 3, 3, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 2]);
         check(2, 3, 5, 1, PaddingConfig2d::Valid, [6, SHORT_ROW + 4]);
+        // Strided wide rows (`Fill::Rows` with a step): cnn3's first layer's 5 x 5, stride 2 with
+        // "same" padding on 48 px, on fewer rows; a stride-3 "valid" one.
+        check(1, 4, 5, 2, PaddingConfig2d::Same, [6, 2 * SHORT_ROW + 1]);
+        check(2, 3, 3, 3, PaddingConfig2d::Valid, [5, 3 * SHORT_ROW + 2]);
+        let strided = [
+            (5, 2, PaddingConfig2d::Same, [6, 2 * SHORT_ROW + 1]),
+            (3, 3, PaddingConfig2d::Valid, [5, 3 * SHORT_ROW + 2]),
+        ];
+        for (kernel, stride, padding, size) in strided {
+            let g = Sliding::new(&padding, size, [kernel; 2], [stride; 2]).unwrap();
+            let rows = matches!(Taps::new(g).fill, Fill::Rows);
+            assert!(rows, "{kernel} x {kernel}, stride {stride}: rows, not the table");
+        }
         // Winograd's F(2x2, 3x3): the output and the input gradient ("same" and "valid"; `check`
         // takes 9 samples here).
         for (padding, size, c_out) in [(PaddingConfig2d::Same, [12, 12], 8), (PaddingConfig2d::Valid, [14, 13], 9)] {

@@ -34,8 +34,12 @@ use super::epilogue::Activation;
 /// for every row, so a few rows cost about what one does.
 const MAX_ROWS: usize = 8;
 /// Weights from which the product runs here: smaller layers fit in a core's cache, where
-/// splitting them costs more than it saves (cnn3's dense layers at batch 1 were no faster).
-const MIN_WEIGHTS: usize = 1 << 20;
+/// splitting them costs more than it saves. Lowered from 2^20 in session 35, when cnn3's and
+/// vgg-lite's 2304 x 256 layers (590 K weights) at batch 1 were gemm's matrix-vector product on
+/// one thread, 13% of cnn3's inference of one face (`perf`): `ferkit bench --models cnn3:1
+/// --steps 100 --repeats 3 --infer-batches 1`, four rounds alternated (AMD EPYC Zen 4), 5427 /
+/// 7865, 7875 / 7906, 6476 / 7816, 6687 / 8734 faces/s before / after.
+const MIN_WEIGHTS: usize = 1 << 18;
 /// Weight rows (inputs) per task: a contiguous block of the weights that each task streams
 /// through once. The blocks depend on the shapes alone, so the order of the sums does too.
 const INPUTS_PER_TASK: usize = 128;
