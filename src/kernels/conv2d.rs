@@ -90,12 +90,22 @@ fn plain_forward(
     })
 }
 
+/// Output channels from which a convolution's output goes through Winograd (where it applies).
+/// With fewer, the transforms cost more than the products save: cnn3's second layer (48 -> 16
+/// channels on 12 x 12 maps) at batch 256 and 512 ran 10-20% faster as im2col + GEMM once im2col
+/// copied shifted planes (`ferkit bench --models cnn3:512 --steps 10 --repeats 3
+/// --infer-batches 256,512`, four rounds alternated, AMD EPYC Zen 4, session 35: at 256 16073 /
+/// 18861, 14126 / 17887, 16831 / 19880, 17136 / 17054 images/s, before / after); its training
+/// step measured level. (Session 34 tried the same with im2col's lookup table: no difference.)
+const MIN_WINOGRAD_OUTPUT_CHANNELS: usize = 32;
+
 /// An ordinary (not depthwise) convolution's output, each value through `epilogue`: by
-/// Winograd's F(2x2, 3x3) where it applies ([`winograd`]), otherwise as im2col + GEMM
-/// ([`forward`]).
+/// Winograd's F(2x2, 3x3) where it applies ([`winograd`]) and there are at least
+/// [`MIN_WINOGRAD_OUTPUT_CHANNELS`] output channels, otherwise as im2col + GEMM ([`forward`]).
 fn ordinary_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, epilogue: &Epilogue) -> FlexTensor {
     let dims = flex::dims4(x);
-    if winograd::applies(&g, dims[0], dims[1]) {
+    let c_out = flex::dims4(weight)[0];
+    if c_out >= MIN_WINOGRAD_OUTPUT_CHANNELS && winograd::applies(&g, dims[0], dims[1]) {
         let out = winograd::forward(&flex::values(x), dims, &flex::values(weight), &flex::values(bias), &g, epilogue);
         return flex::tensor(out, &[dims[0], flex::dims4(weight)[0], g.output[0], g.output[1]]);
     }
@@ -677,9 +687,14 @@ mod tests {
         // planes in place, forward and for the weight gradient.
         check(3, 2, 1, 1, PaddingConfig2d::Valid, [24, 24]);
         check(3, 2, 1, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 1]);
-        // Rows of SHORT_ROW values or more, copied whole (`Fill::Rows`) rather than through the table.
-        check(2, 3, 3, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 2]);
+        // Rows of SHORT_ROW values or more, copied whole (`Fill::Rows`) rather than through the table
+        // ("valid": fewer output columns than input columns, so not `Fill::Shifted`).
+        check(2, 3, 3, 1, PaddingConfig2d::Valid, [5, SHORT_ROW + 2]);
         check(2, 3, 5, 1, PaddingConfig2d::Valid, [6, SHORT_ROW + 4]);
+        // `Fill::Shifted` on a wide map, and with more output rows than input rows (explicit
+        // padding of two rows above and below, one column left and right).
+        check(2, 3, 3, 1, PaddingConfig2d::Same, [5, SHORT_ROW + 2]);
+        check(2, 3, 3, 1, PaddingConfig2d::Explicit(2, 1, 2, 1), [4, 7]);
         // Strided wide rows (`Fill::Rows` with a step): cnn3's first layer's 5 x 5, stride 2 with
         // "same" padding on 48 px, on fewer rows; a stride-3 "valid" one.
         check(1, 4, 5, 2, PaddingConfig2d::Same, [6, 2 * SHORT_ROW + 1]);
@@ -700,8 +715,10 @@ mod tests {
             let gradient = winograd::input_gradient_geometry(&g).unwrap();
             assert!(winograd::applies(&g, 9, 8) && winograd::applies(&gradient, 9, c_out));
         }
-        check(8, 8, 3, 1, PaddingConfig2d::Same, [12, 12]);
-        check(8, 9, 3, 1, PaddingConfig2d::Valid, [14, 13]);
+        check(8, MIN_WINOGRAD_OUTPUT_CHANNELS, 3, 1, PaddingConfig2d::Same, [12, 12]);
+        check(8, MIN_WINOGRAD_OUTPUT_CHANNELS + 1, 3, 1, PaddingConfig2d::Valid, [14, 13]);
+        // Fewer output channels: the output by im2col (the input gradient still by Winograd).
+        check(8, 9, 3, 1, PaddingConfig2d::Same, [12, 12]);
         // Kernel rows in the padding skipped (`kernel_rows`): cnn1's second convolution's 5 x 5
         // window on a 6 x 6 map; strided; on a map narrower than the window (kernel columns
         // wholly in the padding); an even window (asymmetric padding: the kernel rows' order
@@ -780,7 +797,7 @@ mod tests {
 
     /// The scratch buffers a thread keeps between calls (`reuse`) hold whatever their last user
     /// left: with every thread's buffers filled with NaN first, Winograd's and im2col's outputs
-    /// (table, rows, 1 x 1 planes, bands of one face) still match Burn's convolution.
+    /// (table, shifted planes, 1 x 1 planes, bands of one face) still match Burn's convolution.
     #[test]
     fn stale_scratch_buffers_never_reach_the_output() {
         use crate::kernels::reuse::{KEPT, ScratchBuffer};
@@ -797,7 +814,7 @@ mod tests {
         let device = Device::flex();
         // (c_in, c_out, kernel, stride, side, batch)
         for (i, (c_in, c_out, k, stride, side, batch)) in
-            [(16, 24, 3, 1, 12, 9), (3, 8, 5, 2, 20, 3), (4, 6, 3, 1, 20, 2), (16, 24, 1, 1, 12, 2), (8, 12, 3, 1, 30, 1)]
+            [(16, 32, 3, 1, 12, 9), (3, 8, 5, 2, 20, 3), (4, 6, 3, 1, 20, 2), (16, 24, 1, 1, 12, 2), (8, 12, 3, 1, 30, 1)]
                 .into_iter()
                 .enumerate()
         {
@@ -883,20 +900,25 @@ mod tests {
     #[test]
     fn bands_of_rows_give_the_same_bits_on_any_thread_count() {
         let device = Device::flex();
-        // (c_in, c_out, kernel, stride, size, split on 2 threads)
+        let same = PaddingConfig2d::Same;
+        // (c_in, c_out, kernel, stride, size, padding, split on 2 threads)
         let cases = [
-            (4, 16, 3, 1, 20, true),   // k <= 512, `Fill::Rows` (few channels: not Winograd's)
-            (64, 32, 3, 1, 12, true),  // k > 512, m <= 64, bands of 72 columns
-            (64, 80, 3, 1, 6, true),   // k > 512, m > 64, bands of 18 columns (`Fill::Table`)
-            (64, 32, 3, 1, 8, false),  // k > 512, m <= 64, bands of 32 columns: kept whole
-            (4, 8, 5, 2, 17, true),    // strided (`Fill::Table`), odd rows
-            (16, 24, 1, 1, 10, true),  // `Fill::Planes`
+            (4, 16, 3, 1, 20, same.clone(), true), // k <= 512, `Fill::Shifted` (few channels: not Winograd's)
+            (64, 32, 3, 1, 12, same.clone(), true), // k > 512, m <= 64, bands of 72 columns
+            (64, 80, 3, 1, 6, same.clone(), true), // k > 512, m > 64, bands of 18 columns
+            (64, 32, 3, 1, 8, same.clone(), false), // k > 512, m <= 64, bands of 32 columns: kept whole
+            (4, 8, 5, 2, 17, same.clone(), true),  // strided (`Fill::Table`), odd rows
+            (16, 24, 1, 1, 10, same.clone(), true), // `Fill::Planes`
+            (4, 16, 3, 1, 20, PaddingConfig2d::Valid, true), // stride 1, wide rows (`Fill::Rows`)
+            (4, 16, 3, 1, 10, PaddingConfig2d::Valid, true), // stride 1, narrow rows (`Fill::Table`)
+            (4, 16, 5, 1, 3, same.clone(), true),  // `Fill::Shifted`, the window wider than the map
+            (4, 16, 3, 1, 12, PaddingConfig2d::Explicit(2, 1, 2, 1), true), // `Fill::Shifted`, 14 rows from 12
         ];
         let pool = |threads: usize| rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-        for (i, (c_in, c_out, kernel, stride, size, split)) in cases.into_iter().enumerate() {
+        for (i, (c_in, c_out, kernel, stride, size, padding, split)) in cases.into_iter().enumerate() {
             let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel])
                 .with_stride([stride, stride])
-                .with_padding(PaddingConfig2d::Same)
+                .with_padding(padding)
                 .init(&device);
             let x = random_input([1, c_in, size, size], &device, 20 + i as u64);
             let g = Sliding::new(&conv.padding, [size, size], [kernel; 2], [stride; 2]).unwrap();

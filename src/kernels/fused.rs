@@ -76,7 +76,7 @@ pub(crate) mod tests {
     }
 
     /// Fused against unfused at inference, bit for bit, for the convolutions EfficientNet-Lite0
-    /// and the layer nets use: ordinary (im2col: rows, table, planes; 1 x 1 on a small map) and
+    /// and the layer nets use: ordinary (im2col: shifted planes, table, planes; 1 x 1 on a small map) and
     /// depthwise (small-map and wide paths), each with and without a bias, with batch norm, ReLU, ReLU6 and sigmoid.
     #[test]
     fn fused_inference_is_the_same_bits_as_the_layers_one_by_one() {
@@ -84,7 +84,7 @@ pub(crate) mod tests {
         let cases = [
             // (c_in, c_out, kernel, stride, groups, input size, batch)
             (3, 8, 3, 2, 1, 20, 2),   // a stem: strided, through the table
-            (4, 6, 3, 1, 1, 18, 3),   // wide rows
+            (4, 6, 3, 1, 1, 18, 3),   // stride 1, "same": shifted planes
             (16, 24, 1, 1, 1, 4, 5),  // a 1x1 expansion: planes, several samples per group
             (16, 24, 1, 1, 1, 3, 1),  // one face's 1x1 on a 3 x 3 map: small_maps (AVX2 + FMA)
             (24, 24, 5, 1, 24, 4, 2), // depthwise, small map
