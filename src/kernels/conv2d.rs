@@ -92,8 +92,8 @@ fn plain_forward(
 
 /// Output channels from which a convolution's output goes through Winograd (where it applies).
 /// With fewer, the transforms cost more than the products save: cnn3's second layer (48 -> 16
-/// channels on 12 x 12 maps) at batch 256 and 512 ran 10-20% faster as im2col + GEMM once im2col
-/// copied shifted planes (`ferkit bench --models cnn3:512 --steps 10 --repeats 3
+/// channels on 12 x 12 maps) at batch 256 and 512 ran faster in 7 rounds of 8 (by up to 27%) as
+/// im2col + GEMM once im2col copied shifted planes (`ferkit bench --models cnn3:512 --steps 10 --repeats 3
 /// --infer-batches 256,512`, four rounds alternated, AMD EPYC Zen 4, session 35: at 256 16073 /
 /// 18861, 14126 / 17887, 16831 / 19880, 17136 / 17054 images/s, before / after); its training
 /// step measured level. (Session 34 tried the same with im2col's lookup table: no difference.)
