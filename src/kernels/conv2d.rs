@@ -509,8 +509,8 @@ fn backward(
     let taps = Taps::new(g);
     let (x, weight, grad) = (flex::values(x), flex::values(weight), flex::values(grad));
     let in_len = s.input_len(&g);
-    // The input gradient of a 3 x 3, stride-1 convolution is itself one (of the output gradient,
-    // by the filters turned 180 degrees): by Winograd's F(2x2, 3x3) where it applies.
+    // The input gradient of a 3 x 3 or 5 x 5, stride-1 convolution is itself one (of the output
+    // gradient, by the filters turned 180 degrees): by Winograd where it applies.
     let by_winograd = winograd::input_gradient_geometry(&g)
         .filter(|gb| wanted.input && winograd::applies(gb, s.batch, s.c_out))
         .map(|gb| {
@@ -518,9 +518,13 @@ fn backward(
             let no_bias = vec![0f32; s.c_in];
             winograd::forward(&grad, [s.batch, s.c_out, g.output[0], g.output[1]], &flipped, &no_bias, &gb, &Epilogue::NONE)
         });
-    if by_winograd.is_none() && kernel_rows::applies(&s, &g) {
-        let (dx, dw, db) = kernel_rows::backward(&x, &weight, &grad, s, g, wanted);
+    if kernel_rows::applies(&s, &g) {
+        // The weight and bias gradients (and the input gradient when Winograd has not taken it)
+        // without the kernel rows in the padding.
+        let rest = Wanted { input: wanted.input && by_winograd.is_none(), ..wanted };
+        let (dx, dw, db) = kernel_rows::backward(&x, &weight, &grad, s, g, rest);
         let tensor = |values: Vec<f32>, shape: &[usize]| flex::tensor(values, shape);
+        let dx = by_winograd.or(dx);
         return (dx.map(|v| tensor(v, &x_dims)), dw.map(|v| tensor(v, &w_dims)), db.map(|v| tensor(v, &[s.c_out])));
     }
     let im2col_input = wanted.input && by_winograd.is_none();
@@ -730,6 +734,16 @@ mod tests {
             let group = Shapes::new([1, c_in, size[0], size[1]], c_out, &g).group;
             let s = Shapes::new([2 * group + 1, c_in, size[0], size[1]], c_out, &g);
             assert!(kernel_rows::applies(&s, &g), "{kernel} x {kernel} on {size:?}");
+            // With 8 output channels the 6 x 6 map's input gradient is Winograd's F(2x2, 5x5)
+            // beside the kernel rows' weight gradient; with 6, the kernel rows give both.
+            let input_by_winograd =
+                winograd::input_gradient_geometry(&g).is_some_and(|gb| winograd::applies(&gb, s.batch, c_out));
+            if stride == 1 && size == [6, 6] && kernel == 5 {
+                assert!(input_by_winograd, "{kernel} x {kernel} on {size:?}");
+            }
+            if size == [6, 9] {
+                assert!(!input_by_winograd, "{kernel} x {kernel} on {size:?}");
+            }
             check(c_in, c_out, kernel, stride, PaddingConfig2d::Same, size);
         }
     }
