@@ -29,6 +29,10 @@
 
 mod f2x3;
 mod f2x5;
+mod transform;
+
+use f2x3::F2x3;
+use f2x5::F2x5;
 
 use gemm::Parallelism;
 
@@ -77,16 +81,16 @@ impl Algorithm {
     /// `U = G g Gᵀ` of every filter, `[n²][c_out][c_in]`.
     fn transform_filters(self, weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
         match self {
-            Algorithm::F2x3 => f2x3::transform_filters(weight, c_out, c_in),
-            Algorithm::F2x5 => f2x5::transform_filters(weight, c_out, c_in),
+            Algorithm::F2x3 => transform::transform_filters::<F2x3, 3, 4>(weight, c_out, c_in),
+            Algorithm::F2x5 => transform::transform_filters::<F2x5, 5, 6>(weight, c_out, c_in),
         }
     }
 
     /// `V = Bᵀ d B` of the tile rows `rows` into `s.v`, `[n²][c_in][block_tiles]`.
     fn transform_input(self, x: &[f32], dims: [usize; 3], g: &Sliding, t: &Tiling, rows: Rows, s: &mut Scratch) {
         match self {
-            Algorithm::F2x3 => f2x3::transform_input(x, dims, g, t, rows, s),
-            Algorithm::F2x5 => f2x5::transform_input(x, dims, g, t, rows, s),
+            Algorithm::F2x3 => transform::transform_input::<F2x3, 3, 4>(x, dims, g, t, rows, s),
+            Algorithm::F2x5 => transform::transform_input::<F2x5, 5, 6>(x, dims, g, t, rows, s),
         }
     }
 
@@ -103,8 +107,8 @@ impl Algorithm {
         out: UninitParts,
     ) {
         match self {
-            Algorithm::F2x3 => f2x3::transform_output(bias, g, t, rows, s, epilogue, out),
-            Algorithm::F2x5 => f2x5::transform_output(bias, g, t, rows, s, epilogue, out),
+            Algorithm::F2x3 => transform::transform_output::<F2x3, 3, 4>(bias, g, t, rows, s, epilogue, out),
+            Algorithm::F2x5 => transform::transform_output::<F2x5, 5, 6>(bias, g, t, rows, s, epilogue, out),
         }
     }
 }
@@ -246,13 +250,11 @@ struct Scratch {
     /// The products `M[ξ][c_out][tiles]` (row stride the block's own tile count; the same: the
     /// products write what `transform_output` reads).
     m: ScratchBuffer,
-    /// F(2x2, 3x3): n input rows with their padding (`2 * tw + n - 2` values each), then `Bᵀ d` of
-    /// them. F(2x2, 5x5): a run of padded rows' `d B` (`f2x5::row_transforms_len`), then one padded
-    /// row and its even and odd columns.
-    d: Vec<f32>,
-    bt_d: Vec<f32>,
-    /// `Aᵀ M` of one output channel: F(2x2, 3x3), of a tile row (2 x n rows of `tw` values);
-    /// F(2x2, 5x5), of the block (2 x n rows of `block_tiles` values).
+    /// A run of padded input rows' `d B` ([`transform::row_transforms_len`]).
+    rows: Vec<f32>,
+    /// One padded input row (`2 * tw + n - 2` values), then its even and odd columns.
+    padded: Vec<f32>,
+    /// `Aᵀ M` of one output channel over the block: 2 x n rows of `block_tiles` values.
     a_m: Vec<f32>,
     /// One output row (`2 * tw` values) before the bias and epilogue.
     y: Vec<f32>,
@@ -262,16 +264,12 @@ impl Scratch {
     fn new(t: &Tiling, c_in: usize, c_out: usize, algorithm: Algorithm) -> Self {
         let n = algorithm.n();
         let width = padded_width(t, n);
-        let (d, a_m) = match algorithm {
-            Algorithm::F2x3 => (n * width, 2 * n * t.tw),
-            Algorithm::F2x5 => (f2x5::row_transforms_len(t), 2 * n * t.block_tiles),
-        };
         Scratch {
             v: ScratchBuffer::at_least(n * n * c_in * t.block_tiles),
             m: ScratchBuffer::at_least(n * n * c_out * t.block_tiles),
-            d: vec![0.0; d],
-            bt_d: vec![0.0; n * width],
-            a_m: vec![0.0; a_m],
+            rows: vec![0.0; transform::row_transforms_len(t, n)],
+            padded: vec![0.0; 2 * width],
+            a_m: vec![0.0; 2 * n * t.block_tiles],
             y: vec![0.0; 2 * t.tw],
         }
     }
@@ -280,17 +278,6 @@ impl Scratch {
 /// A padded input row's length: tile `tx` reads its columns `2tx .. 2tx + n`.
 fn padded_width(t: &Tiling, n: usize) -> usize {
     2 * t.tw + n - 2
-}
-
-/// Copies input rows `2 ty - pad .. 2 ty - pad + n` of one plane (`h` x `w`) into `d`'s n rows of
-/// `width` values, with zeros where a row or column falls in the padding.
-fn pad_rows(plane: &[f32], [h, w]: [usize; 2], g: &Sliding, ty: usize, d: &mut [f32], width: usize) {
-    for (i, padded) in d.chunks_exact_mut(width).enumerate() {
-        match (2 * ty + i).checked_sub(g.pad[0]).filter(|&iy| iy < h) {
-            Some(iy) => pad_row(&plane[iy * w..][..w], g.pad[1], padded),
-            None => padded.fill(0.0),
-        }
-    }
 }
 
 /// One input row into `padded`, `pad_left` zeros before it and zeros after it to the end (the
