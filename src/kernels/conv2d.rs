@@ -1,7 +1,8 @@
 //! 2-D convolution (groups 1, no dilation) as im2col + GEMM per sample, forward and backward,
-//! on Flex tensors `[batch, channels, height, width]`; 3 x 3 stride-1 ones hand their output and
-//! input gradient to [`winograd`], depthwise ones go to [`depthwise_conv2d`], and those on small
-//! maps whose padding holds many of their taps leave out the kernel rows in it ([`kernel_rows`]).
+//! on Flex tensors `[batch, channels, height, width]`; 3 x 3 and 5 x 5 stride-1 ones hand their
+//! output and their input and weight gradients to [`winograd`], depthwise ones go to
+//! [`depthwise_conv2d`], and those on small maps whose padding holds many of their taps leave out
+//! the kernel rows in it ([`kernel_rows`]).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -90,7 +91,8 @@ fn plain_forward(
     })
 }
 
-/// Output channels from which a convolution's output goes through Winograd (where it applies).
+/// Output channels from which a convolution's output and weight gradient go through Winograd
+/// (where it applies; the weight gradient from session 36, on the same condition).
 /// With fewer, the transforms cost more than the products save: cnn3's second layer (48 -> 16
 /// channels on 12 x 12 maps) at batch 256 and 512 ran faster in 7 rounds of 8 (by up to 27%) as
 /// im2col + GEMM once im2col copied shifted planes (`ferkit bench --models cnn3:512 --steps 10 --repeats 3
@@ -518,16 +520,28 @@ fn backward(
             let no_bias = vec![0f32; s.c_in];
             winograd::forward(&grad, [s.batch, s.c_out, g.output[0], g.output[1]], &flipped, &no_bias, &gb, &Epilogue::NONE)
         });
+    // The weight gradient by Winograd too, where the output is computed so.
+    let dw_by_winograd =
+        (wanted.weight && s.c_out >= MIN_WINOGRAD_OUTPUT_CHANNELS && winograd::applies(&g, s.batch, s.c_in))
+            .then(|| winograd::weight_gradient(&x, x_dims, &grad, s.c_out, &g));
+    let tensor = |values: Vec<f32>, shape: &[usize]| flex::tensor(values, shape);
+    // What is left for the kernel rows or im2col.
+    let rest = Wanted {
+        input: wanted.input && by_winograd.is_none(),
+        weight: wanted.weight && dw_by_winograd.is_none(),
+        bias: wanted.bias,
+    };
+    if !rest.input && !rest.weight {
+        let db = wanted.bias.then(|| tensor(bias_gradient(&grad, s.c_out, s.p), &[s.c_out]));
+        return (by_winograd.map(|v| tensor(v, &x_dims)), dw_by_winograd.map(|v| tensor(v, &w_dims)), db);
+    }
     if kernel_rows::applies(&s, &g) {
-        // The weight and bias gradients (and the input gradient when Winograd has not taken it)
-        // without the kernel rows in the padding.
-        let rest = Wanted { input: wanted.input && by_winograd.is_none(), ..wanted };
+        // Without the kernel rows in the padding.
         let (dx, dw, db) = kernel_rows::backward(&x, &weight, &grad, s, g, rest);
-        let tensor = |values: Vec<f32>, shape: &[usize]| flex::tensor(values, shape);
-        let dx = by_winograd.or(dx);
+        let (dx, dw) = (by_winograd.or(dx), dw_by_winograd.or(dw));
         return (dx.map(|v| tensor(v, &x_dims)), dw.map(|v| tensor(v, &w_dims)), db.map(|v| tensor(v, &[s.c_out])));
     }
-    let im2col_input = wanted.input && by_winograd.is_none();
+    let im2col_input = rest.input;
     // Each task: the input gradient of its samples (zeroed by the task itself, in parallel, before
     // col2im adds into it: not as a pass of its own on one thread), and its samples' sums for
     // weight and bias.
@@ -555,7 +569,7 @@ fn backward(
         let in_place = matches!(taps.fill, Fill::Planes) && samples.len() == 1;
         let mut cols = if in_place && !im2col_input { Vec::new() } else { vec![0f32; s.k * width] };
         let mut dw = Vec::new();
-        if wanted.weight {
+        if rest.weight {
             // dW = dY [c_out x width] * cols^T [width x k]
             let cols: &[f32] = if in_place {
                 &x[samples.start * in_len..samples.end * in_len]
@@ -585,9 +599,20 @@ fn backward(
     // cover the batch (or dx is empty).
     let (dx, partial_sums) = unsafe { flex::write_parts_and_collect(dx_len, tasks, || (), write_task) };
     let dx = wanted.input.then(|| flex::tensor(by_winograd.unwrap_or(dx), &x_dims));
-    let dw = wanted.weight.then(|| flex::tensor(sum_in_order(&partial_sums, |p| &p.0), &w_dims));
+    let dw = wanted.weight.then(|| dw_by_winograd.unwrap_or_else(|| sum_in_order(&partial_sums, |p| &p.0)));
+    let dw = dw.map(|v| flex::tensor(v, &w_dims));
     let db = wanted.bias.then(|| flex::tensor(sum_in_order(&partial_sums, |p| &p.1), &[s.c_out]));
     (dx, dw, db)
+}
+
+/// The bias gradient: each channel's output gradient summed over the positions (`p` a plane) and
+/// the batch (`grad` `[batch, c_out, oh, ow]`), sample by sample in order.
+fn bias_gradient(grad: &[f32], c_out: usize, p: usize) -> Vec<f32> {
+    let mut db = vec![0f32; c_out];
+    for (k, plane) in grad.chunks_exact(p).enumerate() {
+        db[k % c_out] += plane.iter().sum::<f32>();
+    }
+    db
 }
 
 /// The tasks' sums of a gradient (`pick` chooses which) added in task order, so that the total

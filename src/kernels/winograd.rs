@@ -35,6 +35,7 @@ use f2x3::F2x3;
 use f2x5::F2x5;
 
 use gemm::Parallelism;
+use rayon::prelude::*;
 
 use super::Sliding;
 use super::epilogue::Epilogue;
@@ -94,6 +95,23 @@ impl Algorithm {
         }
     }
 
+    /// `dŶ = A dY Aᵀ` of the output gradient's tiles in the tile rows `rows` into `s.m`,
+    /// `[n²][c_out][block_tiles]`.
+    fn transform_output_gradient(self, dy: &[f32], c_out: usize, g: &Sliding, t: &Tiling, rows: Rows, s: &mut Scratch) {
+        match self {
+            Algorithm::F2x3 => transform::transform_output_gradient::<F2x3, 3, 4>(dy, c_out, g, t, rows, s),
+            Algorithm::F2x5 => transform::transform_output_gradient::<F2x5, 5, 6>(dy, c_out, g, t, rows, s),
+        }
+    }
+
+    /// `dg = Gᵀ dU G` of every channel pair of `du` (`[n²][c_out][c_in]`), `[c_out, c_in, r, r]`.
+    fn filters_gradient(self, du: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
+        match self {
+            Algorithm::F2x3 => transform::filters_gradient::<F2x3, 3, 4>(du, c_out, c_in),
+            Algorithm::F2x5 => transform::filters_gradient::<F2x5, 5, 6>(du, c_out, c_in),
+        }
+    }
+
     /// `Y = Aᵀ M A` of the tile rows `rows` from `s.m`, plus the bias and through `epilogue`.
     #[allow(clippy::too_many_arguments)]
     fn transform_output(
@@ -139,7 +157,7 @@ pub(super) fn forward(
     assert_eq!(weight.len(), c_out * c_in * r * r, "winograd: weights [c_out, c_in, r, r]");
     assert_eq!(x.len(), batch * c_in * h * w, "winograd: input [batch, c_in, h, w]");
     let u = algorithm.transform_filters(weight, c_out, c_in);
-    let t = Tiling::new(batch, g, c_in, c_out, n);
+    let t = Tiling::new(batch, g, c_in, c_out, n, true);
     let write_block = |s: &mut Scratch, block: usize, out: UninitParts| {
         let rows = block * t.rows_per_block..((block + 1) * t.rows_per_block).min(t.tile_rows);
         let tiles = rows.len() * t.tw;
@@ -158,6 +176,63 @@ pub(super) fn forward(
     // `oh` is odd and it is the last) in every channel, and `transform_output` writes all of
     // them (`ow` values each).
     unsafe { flex::write_parts_in_parallel(batch * c_out * g.output[0] * g.output[1], t.blocks, scratch, write_block) }
+}
+
+/// Blocks' weight-gradient sums are added in this many groups, one rayon task each, then the
+/// groups' sums in order: the split depends on the shapes alone, so the result does not depend
+/// on the thread count.
+const WEIGHT_GRADIENT_GROUPS: usize = 8;
+
+/// The weight gradient `[c_out, c_in, r, r]` of the convolution [`forward`] computes, from its
+/// input `x` `[batch, c_in, h, w]` and the output gradient `dy` `[batch, c_out, oh, ow]`; `g` is
+/// a geometry [`applies`] accepted. With `Y = Aᵀ [U ⊙ V] A` and `U = G g Gᵀ` (Lavin and Gray,
+/// section 5), `dU = Σ_tiles (A dY Aᵀ) ⊙ V` and `dg = Gᵀ dU G`: per position ξ, the product
+/// `dU[ξ] [c_out x c_in] = dŶ[ξ] [c_out x tiles] * V[ξ]ᵀ [tiles x c_in]` over every tile of the
+/// batch, n² multiplications per tile and channel pair where im2col's product spends r² per
+/// output position (four per tile).
+pub(super) fn weight_gradient(
+    x: &[f32],
+    [batch, c_in, h, w]: [usize; 4],
+    dy: &[f32],
+    c_out: usize,
+    g: &Sliding,
+) -> Vec<f32> {
+    let algorithm = Algorithm::for_window(g.kernel).expect("winograd: a 3 x 3 or 5 x 5 window");
+    let (r, n) = (algorithm.r(), algorithm.n());
+    let [oh, ow] = g.output;
+    assert_eq!(x.len(), batch * c_in * h * w, "winograd: input [batch, c_in, h, w]");
+    assert_eq!(dy.len(), batch * c_out * oh * ow, "winograd: output gradient [batch, c_out, oh, ow]");
+    let t = Tiling::new(batch, g, c_in, c_out, n, false);
+    let groups = t.blocks.min(WEIGHT_GRADIENT_GROUPS);
+    let group_sums: Vec<Vec<f32>> = (0..groups)
+        .into_par_iter()
+        .map(|group| {
+            let mut s = Scratch::new(&t, c_in, c_out, algorithm);
+            let mut du = vec![0f32; n * n * c_out * c_in];
+            for block in group * t.blocks / groups..(group + 1) * t.blocks / groups {
+                let rows = block * t.rows_per_block..((block + 1) * t.rows_per_block).min(t.tile_rows);
+                let tiles = rows.len() * t.tw;
+                algorithm.transform_input(x, [c_in, h, w], g, &t, rows.clone(), &mut s);
+                algorithm.transform_output_gradient(dy, c_out, g, &t, rows, &mut s);
+                for xi in 0..n * n {
+                    // dU[ξ] [c_out x c_in] += dŶ[ξ] [c_out x tiles] * V[ξ]ᵀ [tiles x c_in]
+                    let du = &mut du[xi * c_out * c_in..][..c_out * c_in];
+                    let dy_hat = &s.m[xi * c_out * t.block_tiles..][..c_out * t.block_tiles];
+                    let v = &s.v[xi * c_in * t.block_tiles..][..c_in * t.block_tiles];
+                    let strides = ((t.block_tiles, 1), (1, t.block_tiles));
+                    matmul(Parallelism::None, [c_out, c_in, tiles], du, true, dy_hat, strides.0, v, strides.1);
+                }
+            }
+            du
+        })
+        .collect();
+    let mut du = group_sums[0].clone();
+    for part in &group_sums[1..] {
+        du.iter_mut().zip(part).for_each(|(t, v)| *t += v);
+    }
+    let dw = algorithm.filters_gradient(&du, c_out, c_in);
+    debug_assert_eq!(dw.len(), c_out * c_in * r * r);
+    dw
 }
 
 /// The input gradient of a 3 x 3 or 5 x 5, stride-1 convolution of geometry `g`, seen as a
@@ -211,7 +286,9 @@ struct Tiling {
 
 impl Tiling {
     /// The blocks for input tiles of side `n`.
-    fn new(batch: usize, g: &Sliding, c_in: usize, c_out: usize, n: usize) -> Self {
+    /// `split_for_threads`: with fewer blocks than threads, smaller blocks (the output's
+    /// products; not the weight gradient's, whose sums run over a block's tiles).
+    fn new(batch: usize, g: &Sliding, c_in: usize, c_out: usize, n: usize, split_for_threads: bool) -> Self {
         let (th, tw) = (g.output[0].div_ceil(2), g.output[1].div_ceil(2));
         // Blocks of about 196,608 / n² / (c_in + c_out) tiles keep a block's V and M (n² values
         // per tile and channel) near 0.75 MiB; at least 64 tiles keep the products wide.
@@ -223,7 +300,7 @@ impl Tiling {
         // Fewer blocks than threads (one face): smaller blocks, so that every thread has one,
         // when the products (`k` = c_in, `m` = c_out) sum the same at the narrower width.
         let threads = rayon::current_num_threads();
-        if tile_rows.div_ceil(rows_per_block) < threads {
+        if split_for_threads && tile_rows.div_ceil(rows_per_block) < threads {
             let split = tile_rows.div_ceil(threads);
             let narrowest = (tile_rows - (tile_rows.div_ceil(split) - 1) * split) * tw;
             if same_sums_at_any_width(c_out, c_in, narrowest) {
@@ -397,6 +474,44 @@ mod tests {
             );
             let dx = Tensor::<4>::from_data(TensorData::new(dx, [batch, c_in, size[0], size[1]]), &device);
             assert_close(&dx, &expected, 1e-5, &format!("case {k}"));
+        }
+    }
+
+    /// The weight gradient against Burn's (autodiff through its convolution), both windows:
+    /// "same" and "valid", odd sizes (a half tile at the edges), blocks across samples; the same
+    /// bits on 1 and 3 threads.
+    #[test]
+    fn the_weight_gradient_matches_burn_and_does_not_depend_on_the_thread_count() {
+        let device = Device::flex().autodiff();
+        // (batch, c_in, c_out, size, kernel, padding)
+        let cases = [
+            (3, 16, 24, [12, 12], 3, PaddingConfig2d::Same),
+            (3, 9, 33, [7, 11], 3, PaddingConfig2d::Same),
+            (4, 8, 12, [13, 10], 3, PaddingConfig2d::Valid),
+            (2, 24, 32, [24, 24], 5, PaddingConfig2d::Same), // the search's second convolution
+            (3, 9, 10, [7, 11], 5, PaddingConfig2d::Same),
+            (16, 16, 8, [6, 6], 5, PaddingConfig2d::Same), // cnn1's: blocks across samples
+            (4, 8, 12, [13, 11], 5, PaddingConfig2d::Valid),
+        ];
+        for (k, (batch, c_in, c_out, size, kernel, padding)) in cases.into_iter().enumerate() {
+            let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel]).with_padding(padding).init(&device);
+            let g = Sliding::new(&conv.padding, size, [kernel, kernel], [1, 1]).unwrap();
+            assert!(applies(&g, batch, c_in), "case {k}");
+            let x = random_input([batch, c_in, size[0], size[1]], &device, 70 + k as u64);
+            let dy = random_input([batch, c_out, g.output[0], g.output[1]], &device, 80 + k as u64);
+            let grads = (conv.forward(x.clone()) * dy.clone()).sum().backward();
+            let expected = conv.weight.val().grad(&grads).unwrap();
+            let run = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                let (xs, dys) = (values(x.clone().inner()), values(dy.clone().inner()));
+                pool.install(|| weight_gradient(&xs, [batch, c_in, size[0], size[1]], &dys, c_out, &g))
+            };
+            let one = run(1);
+            let ours =
+                Tensor::<4>::from_data(TensorData::new(one.clone(), [c_out, c_in, kernel, kernel]), &Device::flex());
+            assert_close(&ours, &expected, 1e-5, &format!("case {k}"));
+            let bits = |v: Vec<f32>| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(one), bits(run(3)), "case {k}: 1 and 3 threads");
         }
     }
 

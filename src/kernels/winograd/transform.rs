@@ -198,3 +198,88 @@ pub(super) fn transform_output<M: Minimal<R, N>, const R: usize, const N: usize>
         }
     }
 }
+
+/// The matrix of a linear map of R values to N, from the map itself: column `k` is the image of
+/// the k-th unit vector (`G` from [`Minimal::g`], `Aᵀ` from [`Minimal::at`], and so on).
+fn matrix_of<const R: usize, const N: usize>(map: impl Fn([f32; R]) -> [f32; N]) -> [[f32; R]; N] {
+    let columns: [[f32; N]; R] = std::array::from_fn(|k| map(std::array::from_fn(|j| if j == k { 1.0 } else { 0.0 })));
+    std::array::from_fn(|row| std::array::from_fn(|k| columns[k][row]))
+}
+
+/// `dŶ = A dY Aᵀ` (the adjoint of [`transform_output`]'s `Aᵀ M A`) of every output channel's
+/// gradient tile in the tile rows `rows`, into `s.m` (`[n²][c_out][block_tiles]`, tile
+/// `(row - rows.start) * tw + tx`); outputs past the map's last row or column count as zeros.
+/// The tiles' four values are first gathered into four runs over the block (`s.a_m`), so that
+/// each of the n² positions is one loop over all the block's tiles.
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
+pub(super) fn transform_output_gradient<M: Minimal<R, N>, const R: usize, const N: usize>(
+    dy: &[f32],
+    c_out: usize,
+    g: &Sliding,
+    t: &Tiling,
+    rows: Rows,
+    s: &mut Scratch,
+) {
+    let [oh, ow] = g.output;
+    let (tw, ld, tiles) = (t.tw, t.block_tiles, rows.len() * t.tw);
+    // Aᵀ is 2 x n: A's row i is (Aᵀ[0][i], Aᵀ[1][i]).
+    let at = matrix_of::<N, 2>(M::at);
+    for o in 0..c_out {
+        // runs[2p + q][tile]: the tile's output (2ty + p, 2tx + q).
+        let [r00, r01, r10, r11] = disjoint_mut(&mut s.a_m, [0, ld, 2 * ld, 3 * ld], tiles);
+        for (r, tile_row) in rows.clone().enumerate() {
+            let (n, ty) = (tile_row / t.th, tile_row % t.th);
+            for (p, (even, odd)) in [(&mut *r00, &mut *r01), (&mut *r10, &mut *r11)].into_iter().enumerate() {
+                let (even, odd) = (&mut even[r * tw..][..tw], &mut odd[r * tw..][..tw]);
+                let oy = 2 * ty + p;
+                if oy >= oh {
+                    even.fill(0.0);
+                    odd.fill(0.0);
+                    continue;
+                }
+                let row = &dy[((n * c_out + o) * oh + oy) * ow..][..ow];
+                for tx in 0..tw {
+                    even[tx] = row[2 * tx];
+                    odd[tx] = if 2 * tx + 1 < ow { row[2 * tx + 1] } else { 0.0 };
+                }
+            }
+        }
+        let (r00, r01, r10, r11) = (&r00[..tiles], &r01[..tiles], &r10[..tiles], &r11[..tiles]);
+        for i in 0..N {
+            for j in 0..N {
+                let (a0, a1, b0, b1) = (at[0][i], at[1][i], at[0][j], at[1][j]);
+                let dst = &mut s.m[((i * N + j) * c_out + o) * ld..][..tiles];
+                for c in 0..tiles {
+                    dst[c] = a0 * (r00[c] * b0 + r01[c] * b1) + a1 * (r10[c] * b0 + r11[c] * b1);
+                }
+            }
+        }
+    }
+}
+
+/// `dg = Gᵀ dU G` for every (output, input) channel pair of `du` (`[n²][c_out][c_in]`, as
+/// [`transform_filters`] lays `U` out): the weight gradient `[c_out, c_in, r, r]`.
+pub(super) fn filters_gradient<M: Minimal<R, N>, const R: usize, const N: usize>(
+    du: &[f32],
+    c_out: usize,
+    c_in: usize,
+) -> Vec<f32> {
+    let g = matrix_of::<R, N>(M::g);
+    let mut dw = vec![0f32; c_out * c_in * R * R];
+    for o in 0..c_out {
+        for i in 0..c_in {
+            let d = |a: usize, b: usize| du[((a * N + b) * c_out + o) * c_in + i];
+            // (Gᵀ dU)[k][b], then (Gᵀ dU G)[k][l].
+            let left: [[f32; N]; R] =
+                std::array::from_fn(|k| std::array::from_fn(|b| (0..N).map(|a| g[a][k] * d(a, b)).sum()));
+            let out = &mut dw[(o * c_in + i) * R * R..][..R * R];
+            for k in 0..R {
+                for l in 0..R {
+                    out[k * R + l] = (0..N).map(|b| left[k][b] * g[b][l]).sum();
+                }
+            }
+        }
+    }
+    dw
+}
