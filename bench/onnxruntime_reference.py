@@ -63,7 +63,9 @@ def main():
     results = []
     for pair in args.models.split(","):
         name, batch = pair.split(":")
-        session = ort.InferenceSession(str(pathlib.Path(args.dir) / f"{name}.onnx"), options,
+        # A net file's path as given, with / and \\ as _ (as `ferkit bench --onnx-dir` names it).
+        file = name.replace("/", "_").replace("\\", "_") + ".onnx"
+        session = ort.InferenceSession(str(pathlib.Path(args.dir) / file), options,
                                        providers=["CPUExecutionProvider"])
         unit_range = "p / 255" in session.get_modelmeta().custom_metadata_map.get("ferkit.preprocess", "")
         at = [{"batch": b, "infer_images_per_s": bench(session, b, unit_range, args.steps, args.repeats)}

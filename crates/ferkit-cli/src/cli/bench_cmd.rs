@@ -51,7 +51,8 @@ pub struct BenchArgs {
     #[arg(long, value_parser = super::choice::<Tta>(), requires = "infer_batches")]
     pub tta: Option<Tta>,
     /// Write each benchmarked net (its random weights) as DIR/NAME.onnx, for ONNX Runtime to time
-    /// the same nets (bench/onnxruntime_reference.py).
+    /// the same nets (bench/onnxruntime_reference.py); a net file's NAME is its path as given,
+    /// with `/` and `\` as `_`.
     #[arg(long)]
     pub onnx_dir: Option<PathBuf>,
     /// Also write the results as JSON here.
@@ -111,7 +112,7 @@ pub fn run(args: BenchArgs) -> Result<()> {
         if let (Some(dir), Some(net)) = (&args.onnx_dir, &net) {
             std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
             let bytes = ferkit::export::onnx::to_onnx(net, spec.preprocess(), &r.model, &[])?;
-            write_atomic(&dir.join(format!("{name}.onnx")), bytes)?;
+            write_atomic(&dir.join(format!("{}.onnx", name.replace(['/', '\\'], "_"))), bytes)?;
         }
         let mut row = serde_json::to_value(&r)?;
         row["name"] = name.into();
