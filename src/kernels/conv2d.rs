@@ -101,13 +101,19 @@ fn plain_forward(
 /// step measured level. (Session 34 tried the same with im2col's lookup table: no difference.)
 const MIN_WINOGRAD_OUTPUT_CHANNELS: usize = 32;
 
+/// Whether a convolution's output (and in training its weight gradient) goes through Winograd:
+/// where it applies, with at least [`MIN_WINOGRAD_OUTPUT_CHANNELS`].
+fn winograd_takes_output(g: &Sliding, batch: usize, c_in: usize, c_out: usize) -> bool {
+    c_out >= MIN_WINOGRAD_OUTPUT_CHANNELS && winograd::applies(g, batch, c_in)
+}
+
 /// An ordinary (not depthwise) convolution's output, each value through `epilogue`: by
 /// Winograd's F(2x2, 3x3) where it applies ([`winograd`]) and there are at least
 /// [`MIN_WINOGRAD_OUTPUT_CHANNELS`] output channels, otherwise as im2col + GEMM ([`forward`]).
 fn ordinary_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, epilogue: &Epilogue) -> FlexTensor {
     let dims = flex::dims4(x);
     let c_out = flex::dims4(weight)[0];
-    if c_out >= MIN_WINOGRAD_OUTPUT_CHANNELS && winograd::applies(&g, dims[0], dims[1]) {
+    if winograd_takes_output(&g, dims[0], dims[1], c_out) {
         let out = winograd::forward(&flex::values(x), dims, &flex::values(weight), &flex::values(bias), &g, epilogue);
         return flex::tensor(out, &[dims[0], flex::dims4(weight)[0], g.output[0], g.output[1]]);
     }
@@ -521,9 +527,8 @@ fn backward(
             winograd::forward(&grad, [s.batch, s.c_out, g.output[0], g.output[1]], &flipped, &no_bias, &gb, &Epilogue::NONE)
         });
     // The weight gradient by Winograd too, where the output is computed so.
-    let dw_by_winograd =
-        (wanted.weight && s.c_out >= MIN_WINOGRAD_OUTPUT_CHANNELS && winograd::applies(&g, s.batch, s.c_in))
-            .then(|| winograd::weight_gradient(&x, x_dims, &grad, s.c_out, &g));
+    let dw_by_winograd = (wanted.weight && winograd_takes_output(&g, s.batch, s.c_in, s.c_out))
+        .then(|| winograd::weight_gradient(&x, x_dims, &grad, s.c_out, &g));
     let tensor = |values: Vec<f32>, shape: &[usize]| flex::tensor(values, shape);
     // What is left for the kernel rows or im2col.
     let rest = Wanted {

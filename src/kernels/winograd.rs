@@ -8,8 +8,9 @@
 //! `M[ξ] = U[ξ] [c_out x c_in] * V[ξ] [c_in x tiles]`, and the output is `Y = Aᵀ M A`. Tiles are
 //! taken in blocks of whole tile rows (across samples on small maps), one rayon task per block,
 //! so a block's transforms and products stay in the core's caches; with fewer blocks than
-//! threads (one face), in smaller blocks. The transforms of each size are in [`f2x3`] and
-//! [`f2x5`]; tiling, blocks and products are shared here.
+//! threads (one face), in smaller blocks. The two algorithms' matrices are in [`f2x3`] and
+//! [`f2x5`], the transforms written once for both in [`transform`]; tiling, blocks and products
+//! are here.
 //!
 //! Why: vgg-lite is eight 3 x 3, stride-1 convolutions, and its inference was the GEMMs (64% of
 //! the samples in gemm's microkernel, 11% in im2col: `perf`, session 18), where ONNX Runtime ran
@@ -17,8 +18,8 @@
 //! longest step) trains nets whose second convolution is 5 x 5 on 24 x 24 maps with up to 128
 //! input channels: that layer's three products were about 90% of the multiply-adds of a training
 //! step of the plan's heaviest stand-in (session 36), and cnn1's second layer is a 5 x 5 one too.
-//! In training, the forward pass and the input gradient (itself a stride-1 convolution of the
-//! same window: [`input_gradient_geometry`]) run here; the weight gradient stays an im2col product.
+//! In training, the forward pass, the input gradient (itself a stride-1 convolution of the same
+//! window: [`input_gradient_geometry`]) and the weight gradient ([`weight_gradient`]) run here.
 //!
 //! Values: the transforms add and subtract before multiplying, so results differ from the
 //! im2col path by rounding (the tests: within 1e-5 of Burn's, relative to the largest output).
@@ -33,6 +34,7 @@ mod transform;
 
 use f2x3::F2x3;
 use f2x5::F2x5;
+use transform::Minimal;
 
 use gemm::Parallelism;
 use rayon::prelude::*;
@@ -50,84 +52,12 @@ const MIN_INPUT_CHANNELS: usize = 8;
 /// and per channel pair, about as much as the products save on five tiles.
 const MIN_TILES: usize = 64;
 
-/// The two algorithms: F(2x2, r x r) for a square window of side r = 3 or 5.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Algorithm {
-    F2x3,
-    F2x5,
-}
-
-impl Algorithm {
-    fn for_window(kernel: [usize; 2]) -> Option<Self> {
-        match kernel {
-            [3, 3] => Some(Algorithm::F2x3),
-            [5, 5] => Some(Algorithm::F2x5),
-            _ => None,
-        }
-    }
-
-    /// The window's side, r.
-    fn r(self) -> usize {
-        match self {
-            Algorithm::F2x3 => 3,
-            Algorithm::F2x5 => 5,
-        }
-    }
-
-    /// The input tile's side, n = r + 1 (a tile is 2 x 2 outputs).
-    fn n(self) -> usize {
-        self.r() + 1
-    }
-
-    /// `U = G g Gᵀ` of every filter, `[n²][c_out][c_in]`.
-    fn transform_filters(self, weight: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
-        match self {
-            Algorithm::F2x3 => transform::transform_filters::<F2x3, 3, 4>(weight, c_out, c_in),
-            Algorithm::F2x5 => transform::transform_filters::<F2x5, 5, 6>(weight, c_out, c_in),
-        }
-    }
-
-    /// `V = Bᵀ d B` of the tile rows `rows` into `s.v`, `[n²][c_in][block_tiles]`.
-    fn transform_input(self, x: &[f32], dims: [usize; 3], g: &Sliding, t: &Tiling, rows: Rows, s: &mut Scratch) {
-        match self {
-            Algorithm::F2x3 => transform::transform_input::<F2x3, 3, 4>(x, dims, g, t, rows, s),
-            Algorithm::F2x5 => transform::transform_input::<F2x5, 5, 6>(x, dims, g, t, rows, s),
-        }
-    }
-
-    /// `dŶ = A dY Aᵀ` of the output gradient's tiles in the tile rows `rows` into `s.m`,
-    /// `[n²][c_out][block_tiles]`.
-    fn transform_output_gradient(self, dy: &[f32], c_out: usize, g: &Sliding, t: &Tiling, rows: Rows, s: &mut Scratch) {
-        match self {
-            Algorithm::F2x3 => transform::transform_output_gradient::<F2x3, 3, 4>(dy, c_out, g, t, rows, s),
-            Algorithm::F2x5 => transform::transform_output_gradient::<F2x5, 5, 6>(dy, c_out, g, t, rows, s),
-        }
-    }
-
-    /// `dg = Gᵀ dU G` of every channel pair of `du` (`[n²][c_out][c_in]`), `[c_out, c_in, r, r]`.
-    fn filters_gradient(self, du: &[f32], c_out: usize, c_in: usize) -> Vec<f32> {
-        match self {
-            Algorithm::F2x3 => transform::filters_gradient::<F2x3, 3, 4>(du, c_out, c_in),
-            Algorithm::F2x5 => transform::filters_gradient::<F2x5, 5, 6>(du, c_out, c_in),
-        }
-    }
-
-    /// `Y = Aᵀ M A` of the tile rows `rows` from `s.m`, plus the bias and through `epilogue`.
-    #[allow(clippy::too_many_arguments)]
-    fn transform_output(
-        self,
-        bias: &[f32],
-        g: &Sliding,
-        t: &Tiling,
-        rows: Rows,
-        s: &mut Scratch,
-        epilogue: &Epilogue,
-        out: UninitParts,
-    ) {
-        match self {
-            Algorithm::F2x3 => transform::transform_output::<F2x3, 3, 4>(bias, g, t, rows, s, epilogue, out),
-            Algorithm::F2x5 => transform::transform_output::<F2x5, 5, 6>(bias, g, t, rows, s, epilogue, out),
-        }
+/// The window side r (3 or 5) of the square windows F(2x2, r x r) covers; `None` for others.
+fn window_side(kernel: [usize; 2]) -> Option<usize> {
+    match kernel {
+        [3, 3] => Some(3),
+        [5, 5] => Some(5),
+        _ => None,
     }
 }
 
@@ -138,7 +68,7 @@ type Rows = std::ops::Range<usize>;
 /// stride 1 (the caller has checked groups 1 and no dilation), enough input channels and tiles.
 pub(super) fn applies(g: &Sliding, batch: usize, c_in: usize) -> bool {
     let tiles = batch * g.output[0].div_ceil(2) * g.output[1].div_ceil(2);
-    Algorithm::for_window(g.kernel).is_some() && g.stride == [1, 1] && c_in >= MIN_INPUT_CHANNELS && tiles >= MIN_TILES
+    window_side(g.kernel).is_some() && g.stride == [1, 1] && c_in >= MIN_INPUT_CHANNELS && tiles >= MIN_TILES
 }
 
 /// The output `[batch, c_out, oh, ow]` (row-major values) for input `x` `[batch, c_in, h, w]`,
@@ -146,32 +76,47 @@ pub(super) fn applies(g: &Sliding, batch: usize, c_in: usize) -> bool {
 /// `epilogue`; `g` is a geometry [`applies`] accepted.
 pub(super) fn forward(
     x: &[f32],
+    dims: [usize; 4],
+    weight: &[f32],
+    bias: &[f32],
+    g: &Sliding,
+    epilogue: &Epilogue,
+) -> Vec<f32> {
+    match window_side(g.kernel) {
+        Some(3) => forward_by::<F2x3, 3, 4>(x, dims, weight, bias, g, epilogue),
+        Some(5) => forward_by::<F2x5, 5, 6>(x, dims, weight, bias, g, epilogue),
+        _ => panic!("winograd: a 3 x 3 or 5 x 5 window"),
+    }
+}
+
+/// [`forward`] by the algorithm `M`, F(2x2, R x R) on input tiles of side N.
+fn forward_by<M: Minimal<R, N>, const R: usize, const N: usize>(
+    x: &[f32],
     [batch, c_in, h, w]: [usize; 4],
     weight: &[f32],
     bias: &[f32],
     g: &Sliding,
     epilogue: &Epilogue,
 ) -> Vec<f32> {
-    let algorithm = Algorithm::for_window(g.kernel).expect("winograd: a 3 x 3 or 5 x 5 window");
-    let (c_out, r, n) = (bias.len(), algorithm.r(), algorithm.n());
-    assert_eq!(weight.len(), c_out * c_in * r * r, "winograd: weights [c_out, c_in, r, r]");
+    let c_out = bias.len();
+    assert_eq!(weight.len(), c_out * c_in * R * R, "winograd: weights [c_out, c_in, r, r]");
     assert_eq!(x.len(), batch * c_in * h * w, "winograd: input [batch, c_in, h, w]");
-    let u = algorithm.transform_filters(weight, c_out, c_in);
-    let t = Tiling::new(batch, g, c_in, c_out, n, true);
+    let u = transform::transform_filters::<M, R, N>(weight, c_out, c_in);
+    let t = Tiling::new(batch, g, c_in, c_out, N, true);
     let write_block = |s: &mut Scratch, block: usize, out: UninitParts| {
-        let rows = block * t.rows_per_block..((block + 1) * t.rows_per_block).min(t.tile_rows);
+        let rows = t.block_rows(block);
         let tiles = rows.len() * t.tw;
-        algorithm.transform_input(x, [c_in, h, w], g, &t, rows.clone(), s);
-        for xi in 0..n * n {
+        transform::transform_input::<M, R, N>(x, [c_in, h, w], g, &t, rows.clone(), s);
+        for xi in 0..N * N {
             // M[ξ] [c_out x tiles] = U[ξ] [c_out x c_in] * V[ξ] [c_in x tiles]
             let m = &mut s.m[xi * c_out * t.block_tiles..][..c_out * tiles];
             let v = &s.v[xi * c_in * t.block_tiles..][..c_in * t.block_tiles];
             let u = &u[xi * c_out * c_in..][..c_out * c_in];
             matmul(Parallelism::None, [c_out, tiles, c_in], m, false, u, (c_in, 1), v, (t.block_tiles, 1));
         }
-        algorithm.transform_output(bias, g, &t, rows, s, epilogue, out);
+        transform::transform_output::<M, R, N>(bias, g, &t, rows, s, epilogue, out);
     };
-    let scratch = || Scratch::new(&t, c_in, c_out, algorithm);
+    let scratch = || Scratch::new(&t, c_in, c_out, N);
     // SAFETY: the blocks cover the tile rows, a tile row covers its two output rows (one when
     // `oh` is odd and it is the last) in every channel, and `transform_output` writes all of
     // them (`ow` values each).
@@ -190,31 +135,38 @@ const WEIGHT_GRADIENT_GROUPS: usize = 8;
 /// `dU[ξ] [c_out x c_in] = dŶ[ξ] [c_out x tiles] * V[ξ]ᵀ [tiles x c_in]` over every tile of the
 /// batch, n² multiplications per tile and channel pair where im2col's product spends r² per
 /// output position (four per tile).
-pub(super) fn weight_gradient(
+pub(super) fn weight_gradient(x: &[f32], dims: [usize; 4], dy: &[f32], c_out: usize, g: &Sliding) -> Vec<f32> {
+    match window_side(g.kernel) {
+        Some(3) => weight_gradient_by::<F2x3, 3, 4>(x, dims, dy, c_out, g),
+        Some(5) => weight_gradient_by::<F2x5, 5, 6>(x, dims, dy, c_out, g),
+        _ => panic!("winograd: a 3 x 3 or 5 x 5 window"),
+    }
+}
+
+/// [`weight_gradient`] by the algorithm `M`, F(2x2, R x R) on input tiles of side N.
+fn weight_gradient_by<M: Minimal<R, N>, const R: usize, const N: usize>(
     x: &[f32],
     [batch, c_in, h, w]: [usize; 4],
     dy: &[f32],
     c_out: usize,
     g: &Sliding,
 ) -> Vec<f32> {
-    let algorithm = Algorithm::for_window(g.kernel).expect("winograd: a 3 x 3 or 5 x 5 window");
-    let (r, n) = (algorithm.r(), algorithm.n());
     let [oh, ow] = g.output;
     assert_eq!(x.len(), batch * c_in * h * w, "winograd: input [batch, c_in, h, w]");
     assert_eq!(dy.len(), batch * c_out * oh * ow, "winograd: output gradient [batch, c_out, oh, ow]");
-    let t = Tiling::new(batch, g, c_in, c_out, n, false);
+    let t = Tiling::new(batch, g, c_in, c_out, N, false);
     let groups = t.blocks.min(WEIGHT_GRADIENT_GROUPS);
     let group_sums: Vec<Vec<f32>> = (0..groups)
         .into_par_iter()
         .map(|group| {
-            let mut s = Scratch::new(&t, c_in, c_out, algorithm);
-            let mut du = vec![0f32; n * n * c_out * c_in];
+            let mut s = Scratch::new(&t, c_in, c_out, N);
+            let mut du = vec![0f32; N * N * c_out * c_in];
             for block in group * t.blocks / groups..(group + 1) * t.blocks / groups {
-                let rows = block * t.rows_per_block..((block + 1) * t.rows_per_block).min(t.tile_rows);
+                let rows = t.block_rows(block);
                 let tiles = rows.len() * t.tw;
-                algorithm.transform_input(x, [c_in, h, w], g, &t, rows.clone(), &mut s);
-                algorithm.transform_output_gradient(dy, c_out, g, &t, rows, &mut s);
-                for xi in 0..n * n {
+                transform::transform_input::<M, R, N>(x, [c_in, h, w], g, &t, rows.clone(), &mut s);
+                transform::transform_output_gradient::<M, R, N>(dy, c_out, g, &t, rows, &mut s);
+                for xi in 0..N * N {
                     // dU[ξ] [c_out x c_in] += dŶ[ξ] [c_out x tiles] * V[ξ]ᵀ [tiles x c_in]
                     let du = &mut du[xi * c_out * c_in..][..c_out * c_in];
                     let dy_hat = &s.m[xi * c_out * t.block_tiles..][..c_out * t.block_tiles];
@@ -226,13 +178,13 @@ pub(super) fn weight_gradient(
             du
         })
         .collect();
-    let mut du = group_sums[0].clone();
-    for part in &group_sums[1..] {
-        du.iter_mut().zip(part).for_each(|(t, v)| *t += v);
+    // The groups' sums added in group order.
+    let mut group_sums = group_sums.into_iter();
+    let mut du = group_sums.next().expect("at least one block");
+    for part in group_sums {
+        du.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
     }
-    let dw = algorithm.filters_gradient(&du, c_out, c_in);
-    debug_assert_eq!(dw.len(), c_out * c_in * r * r);
-    dw
+    transform::filters_gradient::<M, R, N>(&du, c_out, c_in)
 }
 
 /// The input gradient of a 3 x 3 or 5 x 5, stride-1 convolution of geometry `g`, seen as a
@@ -240,7 +192,7 @@ pub(super) fn weight_gradient(
 /// input position `y` takes output-gradient rows `y - (r - 1) + pad .. y + pad`, so the padding
 /// before is `r - 1 - pad`. `None` for other windows.
 pub(super) fn input_gradient_geometry(g: &Sliding) -> Option<Sliding> {
-    let r = Algorithm::for_window(g.kernel)?.r();
+    let r = window_side(g.kernel)?;
     if g.stride != [1, 1] || g.pad[0] > r - 1 || g.pad[1] > r - 1 {
         return None;
     }
@@ -316,6 +268,11 @@ impl Tiling {
             block_tiles: (rows_per_block * tw).max(2),
         }
     }
+
+    /// Block `block`'s tile rows.
+    fn block_rows(&self, block: usize) -> Rows {
+        block * self.rows_per_block..((block + 1) * self.rows_per_block).min(self.tile_rows)
+    }
 }
 
 /// One task's buffers, for input tiles of side n.
@@ -338,8 +295,7 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new(t: &Tiling, c_in: usize, c_out: usize, algorithm: Algorithm) -> Self {
-        let n = algorithm.n();
+    fn new(t: &Tiling, c_in: usize, c_out: usize, n: usize) -> Self {
         let width = padded_width(t, n);
         Scratch {
             v: ScratchBuffer::at_least(n * n * c_in * t.block_tiles),
