@@ -35,7 +35,9 @@ def main():
         print("no results")
         return 1
     first = rows[0]
-    print(f"machine: {first[0].get('machine', '?')}; {first[0].get('threads')} threads; "
+    # PyTorch's JSON names its device ("cpu", or "cuda (GPU name)" beside `ferkit bench --device gpu`).
+    device = first[1].get("device", "cpu") if first[1] else "cpu"
+    print(f"machine: {first[0].get('machine', '?')}; {first[0].get('threads')} threads; device {device}; "
           f"torch {first[1]['torch'] if first[1] else '-'}; onnxruntime {first[2]['onnxruntime'] if first[2] else '-'}")
     nan = float("nan")
 

@@ -3,10 +3,11 @@
 the EfficientNet-Lite0 transfer preset with `efficientnet-lite0`, which needs
 `pip install efficientnet_lite_pytorch`),
 the same batches, the same step (forward, cross-entropy + L2, backward, Adam), and the same
-inference (u8 faces, preprocessing, forward, log-softmax), on CPU threads.
+inference (u8 faces, preprocessing, forward, log-softmax), on CPU threads or, with
+`--device cuda`, on an NVIDIA GPU (to set beside `ferkit bench --device gpu`).
 
     python3 bench/pytorch_reference.py --models cnn3:512,vgg-lite:64 --threads 2 \
-        [--steps 5 --repeats 3] [--json out.json] [--compare ferkit.json]
+        [--steps 5 --repeats 3] [--device cpu|cuda] [--json out.json] [--compare ferkit.json]
 
 With --compare it prints its figures beside ferkit's (the JSON `ferkit bench --json` writes).
 Needs `pip install torch`.
@@ -182,7 +183,7 @@ class TransferLite0(nn.Module):
         return self.output(self.dropout(F.relu(self.head(features))))
 
 
-def bench(model, batch, steps, repeats, infer_batches=()):
+def bench(model, batch, steps, repeats, infer_batches=(), device="cpu"):
     torch.manual_seed(0)
     if model == "efficientnet-lite0":
         name, net, l2_terms = model, TransferLite0(), []
@@ -192,9 +193,11 @@ def bench(model, batch, steps, repeats, infer_batches=()):
         spec = tomllib.loads(path.read_text())
         name = spec.get("name", model)
         net, l2_terms = build(spec)
+    net = net.to(device)
     opt = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=1e-4)
-    x = torch.randn(batch, 1, 48, 48)
-    y = torch.randint(0, 7, (batch,))
+    # The training batch lives on the device, as ferkit's benchmark makes it there.
+    x = torch.randn(batch, 1, 48, 48).to(device)
+    y = torch.randint(0, 7, (batch,)).to(device)
 
     def train_step():
         opt.zero_grad(set_to_none=True)
@@ -210,14 +213,16 @@ def bench(model, batch, steps, repeats, infer_batches=()):
 
     # Inference as ferkit's benchmark times it (its one batched-inference loop): 48x48 grey u8
     # faces in, the net's preprocessing (per-image standardisation for the layer nets, /255 for
-    # the transfer net, which normalises for ImageNet itself), forward, log-softmax out.
+    # the transfer net, which normalises for ImageNet itself), forward, log-softmax out. The faces
+    # start in host memory and the log-probabilities end there, as in ferkit (which reads them
+    # back); that copy is also what waits for an asynchronous GPU to finish the step.
     unit_range = model == "efficientnet-lite0"
 
     def infer_rate(size):
         faces = torch.randint(0, 256, (size, 1, 48, 48), dtype=torch.uint8)
 
         def infer_step():
-            x = faces.float()
+            x = faces.to(device).float()
             if unit_range:
                 x = x / 255.0
             else:
@@ -225,7 +230,7 @@ def bench(model, batch, steps, repeats, infer_batches=()):
                 mean = x.mean(dim=(1, 2, 3), keepdim=True)
                 std = x.std(dim=(1, 2, 3), keepdim=True).clamp_min(1.0 / 48.0)
                 x = (x - mean) / std
-            return F.log_softmax(net(x), dim=1)
+            return F.log_softmax(net(x), dim=1).cpu()
 
         return rate(infer_step, size)
 
@@ -239,6 +244,11 @@ def bench(model, batch, steps, repeats, infer_batches=()):
             "infer_images_per_s": infer, "infer_batches": at, "steps": steps, "repeats": repeats}
 
 
+def device_name(device):
+    """What the figures ran on: "cpu", or "cuda (NVIDIA H200)"."""
+    return f"cuda ({torch.cuda.get_device_name(0)})" if device == "cuda" else "cpu"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="cnn3:512,vgg-lite:64")
@@ -246,6 +256,8 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--infer-batches", default="", help="also time inference alone at these batch sizes, e.g. 1,256")
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
+                    help="cuda: time on the first NVIDIA GPU (beside `ferkit bench --device gpu`)")
     ap.add_argument("--json")
     ap.add_argument("--compare", help="ferkit bench --json output to print beside")
     args = ap.parse_args()
@@ -254,9 +266,10 @@ def main():
     for pair in args.models.split(","):
         name, batch = pair.split(":")
         infer_batches = [int(b) for b in args.infer_batches.split(",") if b]
-        results.append(bench(name, int(batch), args.steps, args.repeats, infer_batches))
+        results.append(bench(name, int(batch), args.steps, args.repeats, infer_batches, args.device))
     if args.json:
-        doc = {"torch": torch.__version__, "threads": args.threads, "models": results}
+        doc = {"torch": torch.__version__, "threads": args.threads, "device": device_name(args.device),
+               "models": results}
         pathlib.Path(args.json).write_text(json.dumps(doc, indent=2))
     ours = {}
     if args.compare:
@@ -264,7 +277,8 @@ def main():
         # Keyed by the name given on the command line (a preset, or a TOML file's path): several
         # TOML nets can share one model name (the search's nets are all `tuned_cnn`).
         ours = {(r.get("name", r["model"]), r["batch"]): r for r in doc["models"]}
-    print(f"torch {torch.__version__}, {args.threads} threads, median of {args.repeats} x {args.steps} steps")
+    print(f"torch {torch.__version__}, {device_name(args.device)}, {args.threads} threads, "
+          f"median of {args.repeats} x {args.steps} steps")
     # A TOML net is shown by the name given (its path), a preset by its name.
     label = {id(r): r["name"] if r["name"] != r["model"] else r["model"] for r in results}
     width = max([10] + [len(label[id(r)]) + 2 for r in results])
