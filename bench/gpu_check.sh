@@ -5,13 +5,15 @@
 #      (bench/synthetic_csv.py), on the GPU and on the CPU with the same seed, each evaluated on
 #      its PrivateTest: both should reach about 100%;
 #   3. `bench/run.sh` with DEVICE=gpu: ferkit's images/s beside PyTorch's on CUDA.
-# Needs python3 with numpy and PyTorch (CUDA), and no cargo when FERKIT names the binary:
+# Needs python3 with numpy and PyTorch (CUDA) (and efficientnet_lite_pytorch for the default
+# MODELS), and no cargo when FERKIT names the binary:
 #   FERKIT=path/to/ferkit bash bench/gpu_check.sh [OUT_DIR]
 set -u
-cd "$(dirname "$0")/.."
-ferkit="${FERKIT:-./target/release/ferkit}"
-out="${1:-$(mktemp -d)}"
+out="$(realpath "${1:-$(mktemp -d)}")"
 mkdir -p "$out"
+ferkit="$(realpath "${FERKIT:-$(dirname "$0")/../target/release/ferkit}")"
+cd "$(dirname "$0")/.."
+echo "output (the synthetic set, the two runs): $out"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "GPU: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo 'nvidia-smi not found')"
 "$ferkit" --version

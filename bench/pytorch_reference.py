@@ -257,11 +257,16 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--infer-batches", default="", help="also time inference alone at these batch sizes, e.g. 1,256")
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"],
-                    help="cuda: time on the first NVIDIA GPU (beside `ferkit bench --device gpu`)")
+                    help="cuda: time on the first NVIDIA GPU in float32, TF32 off (beside `ferkit bench --device gpu`)")
     ap.add_argument("--json")
     ap.add_argument("--compare", help="ferkit bench --json output to print beside")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.device == "cuda":
+        # float32 as ferkit computes it: no TF32 in cuDNN's convolutions (on by default) or in
+        # matrix products (off by default).
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     results = []
     for pair in args.models.split(","):
         name, batch = pair.split(":")

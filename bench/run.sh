@@ -11,6 +11,8 @@
 # Burn's wgpu backend and PyTorch on the first CUDA GPU; ONNX Runtime (CPU here) and the CPU's
 # matrix-product peak are then left out.
 set -euo pipefail
+# FERKIT as given from where the script was started, before moving to the repository root.
+ferkit="${FERKIT:+$(realpath "$FERKIT")}"
 cd "$(dirname "$0")/.."
 models="${MODELS:-cnn3:512,vgg-lite:64}"
 threads="${THREADS:-2}"
@@ -24,10 +26,12 @@ case "$device" in
 esac
 out="$(mktemp -d)"
 trap 'rm -rf "$out"' EXIT
-if [ -n "${FERKIT:-}" ]; then
-  ferkit="$FERKIT"
-else
-  cargo build --release --quiet
+if [ -z "$ferkit" ]; then
+  if [ "$device" = gpu ]; then
+    cargo build --release --quiet -p ferkit-cli --features gpu
+  else
+    cargo build --release --quiet
+  fi
   ferkit=./target/release/ferkit
 fi
 echo "machine: $(nproc) cores, $(uname -m), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
@@ -47,9 +51,11 @@ fi
 i=0
 for pair in ${models//,/ }; do
   name="${pair%%:*}"
+  onnx=()
+  [ "$have_ort" = 1 ] && onnx=(--onnx-dir "$out/onnx")
   python3 bench/peak_rss.py "$out/ferkit-$i.rss.json" -- "$ferkit" bench --models "$pair" --device "$device" \
     --threads "$threads" --steps "$steps" --repeats "$repeats" --infer-batches "$infer_batches" \
-    --onnx-dir "$out/onnx" --json "$out/ferkit-$i.json" >/dev/null
+    ${onnx[@]+"${onnx[@]}"} --json "$out/ferkit-$i.json" >/dev/null
   OMP_NUM_THREADS="$threads" python3 bench/peak_rss.py "$out/torch-$i.rss.json" -- python3 bench/pytorch_reference.py \
     --models "$pair" --device "$torch_device" --threads "$threads" --steps "$steps" --repeats "$repeats" \
     --infer-batches "$infer_batches" --json "$out/torch-$i.json" >/dev/null
