@@ -29,6 +29,7 @@
 //! with Burn's), and a face alone is split into bands of output rows so that both threads work on
 //! it (`conv2d`, the same bits as unsplit).
 
+pub mod adam;
 pub mod batch_norm;
 pub mod channels_last;
 pub mod clamp;

@@ -3,6 +3,7 @@
 //! its recipe under one name). The run directory it fills is
 //! [`crate::run`].
 
+pub mod adam;
 pub mod best;
 pub mod budget;
 pub mod checkpoint;

@@ -3,14 +3,17 @@
 //! literature trains VGG-style nets and ResNets from scratch (e.g. Khaireddin & Chen 2021:
 //! SGD-Nesterov, momentum 0.9, weight decay 1e-4).
 //!
-//! All three are Burn's (`burn::optim`); this module only names them, keeps their settings in a
-//! run's `config.toml`, and sets the defaults PyTorch users expect (Burn's SGD momentum has a
-//! dampening of 0.1 by default, PyTorch's has none; Burn's AdamW decay is 1e-4, PyTorch's 1e-2).
+//! All three follow Burn's (`burn::optim`): SGD is Burn's own, Adam and AdamW are Burn's formulas
+//! and state with the update computed in one parallel pass on the CPU ([`super::adam`]). This
+//! module names them, keeps their settings in a run's `config.toml`, and sets the defaults PyTorch
+//! users expect (Burn's SGD momentum has a dampening of 0.1 by default, PyTorch's has none; Burn's
+//! AdamW decay is 1e-4, PyTorch's 1e-2).
 
 use crate::error::{Result, bail, ensure};
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::momentum::MomentumConfig;
-use burn::optim::{AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig};
+use super::adam::{FusedAdam, FusedAdamW};
+use burn::optim::{ModuleOptimizer, SgdConfig};
 use serde::{Deserialize, Serialize};
 
 /// Keras' Adam epsilon (Burn's default is 1e-5); the notebook's recipe uses it.
@@ -76,13 +79,11 @@ impl OptimizerKind {
         }
     }
 
-    /// Burn's optimizer for a whole module.
+    /// The optimizer for a whole module.
     pub fn init(&self) -> ModuleOptimizer {
         match *self {
-            Self::Adam => AdamConfig::new().with_epsilon(KERAS_ADAM_EPSILON).init(),
-            Self::AdamW { weight_decay } => {
-                AdamWConfig::new().with_epsilon(1e-8).with_weight_decay(weight_decay as f32).init()
-            }
+            Self::Adam => FusedAdam::init(KERAS_ADAM_EPSILON),
+            Self::AdamW { weight_decay } => FusedAdamW::init(1e-8, weight_decay as f32),
             Self::Sgd { momentum, nesterov, weight_decay } => {
                 let momentum = (momentum > 0.0).then(|| MomentumConfig { momentum, dampening: 0.0, nesterov });
                 let decay = (weight_decay > 0.0).then(|| WeightDecayConfig { penalty: weight_decay as f32 });
