@@ -10,7 +10,8 @@
 //!
 //! Elementwise layers whose Flex op ran on one thread are here too: batch norm, `clamp` (ReLU6)
 //! and `sigmoid` (split across the threads; the sigmoid's `exp` without a library call, so that
-//! it vectorises).
+//! it vectorises), and the Adam / AdamW weight update ([`adam`]: one parallel pass per parameter
+//! tensor, the same bits as Burn's optimizers).
 //!
 //! They plug into Burn as backend extensions (see Burn's `custom-cubecl-kernel` example): on a
 //! Flex tensor, tracked or not, the layer runs here and registers its own backward step with
