@@ -18,7 +18,7 @@ import sys
 import numpy as np
 import onnxruntime as ort
 
-from timing import median_rate
+from timing import inference_median_rate
 
 
 def preprocess(faces, unit_range):
@@ -43,7 +43,7 @@ def bench(session, size, unit_range, steps, repeats):
     def step():
         return log_softmax(session.run(["logits"], {"faces": preprocess(faces, unit_range)})[0])
 
-    return median_rate(step, size, steps, repeats)
+    return inference_median_rate(step, size, steps, repeats)
 
 
 def main():

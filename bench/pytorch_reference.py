@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from timing import median_rate
+from timing import inference_median_rate, median_rate
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -232,7 +232,7 @@ def bench(model, batch, steps, repeats, infer_batches=(), device="cpu"):
                 x = (x - mean) / std
             return F.log_softmax(net(x), dim=1).cpu()
 
-        return rate(infer_step, size)
+        return inference_median_rate(infer_step, size, steps, repeats)
 
     net.train()
     train = rate(train_step, batch)

@@ -96,10 +96,16 @@ pub fn bench_model(
     })
 }
 
+/// Faces that each inference timing, and the warm-up before them, cover at least
+/// (`bench/timing.py` has the same rule for PyTorch and ONNX Runtime). Why: at batch 1 the old
+/// rule's five calls took about a millisecond, and one scheduler hiccup moved a figure twofold.
+pub const MIN_INFERENCE_IMAGES: usize = 256;
+
 /// Inference as evaluation and prediction run it: `batch` random u8 faces through the shared loop
 /// (the net's own preprocessing, forward over the views `tta` names, log-softmax), read back to
 /// the host; faces (not views) per second, the median of `repeats` timings of `steps` batches
-/// after one warm-up batch.
+/// (more where `steps` batches hold fewer than [`MIN_INFERENCE_IMAGES`] faces) after warm-up
+/// batches that hold at least that many faces (at least one batch).
 pub fn inference_rate(
     model: &Model,
     preprocess: crate::data::batch::Preprocess,
@@ -116,14 +122,18 @@ pub fn inference_rate(
             let _ = log_p.into_data();
         });
     };
-    infer();
+    let cover = MIN_INFERENCE_IMAGES.div_ceil(batch);
+    for _ in 0..cover {
+        infer();
+    }
+    let calls = steps.max(cover);
     let mut rates = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let start = Instant::now();
-        for _ in 0..steps {
+        for _ in 0..calls {
             infer();
         }
-        rates.push((steps * batch) as f64 / start.elapsed().as_secs_f64());
+        rates.push((calls * batch) as f64 / start.elapsed().as_secs_f64());
     }
     median(&mut rates)
 }

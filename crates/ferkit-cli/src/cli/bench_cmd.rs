@@ -20,7 +20,7 @@ pub struct BenchArgs {
     /// with --photos times detection only.
     #[arg(long, value_delimiter = ',', default_value = "cnn3:512,vgg-lite:64")]
     pub models: Vec<String>,
-    /// Steps per timing.
+    /// Steps (batches) per timing; inference timings take more where these hold fewer than 256 faces.
     #[arg(long, default_value_t = 5)]
     pub steps: usize,
     /// Timings per figure (the median is reported).
