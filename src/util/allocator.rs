@@ -16,17 +16,17 @@
 //! 535-581 MiB at the same speed; one arena (every thread on one lock) was slower.
 //!
 //! Since session 38 it is one arena. With two, the step's big blocks churned whenever a kernel
-//! thread drew the second arena: a thread arena's memory comes in heaps of at most 64 MiB of
-//! their own, and glibc unmaps such a heap as soon as it is empty (`heap_trim` in malloc/arena.c
-//! deletes empty heaps whatever `M_TRIM_THRESHOLD` says), so the next step faulted it in and
-//! zeroed it again. Which thread draws which arena depends on timing, so the same command ran at
-//! two speeds: the search's 75th-percentile net (`bench/nets/tune_cnn_p75.toml`, batch 512)
-//! trained at 108-221 images/s in some `ferkit bench` runs (5.76 M page faults in each slow run
-//! counted) and at 314-338 in others (0.55 M). With one arena (the main one, which grows by `brk` and is never trimmed here) it ran
-//! at 332-338 images/s with 0.55 M faults in three runs of three, cnn1 and the `fast` preset's net
-//! at the same speed as with two (alternated runs, AMD EPYC Zen 4, 2 cores, session 38). Peak RSS
-//! of those `ferkit bench` runs: 2.22 GB against 1.76 GB for the p75 net, 615 against 740 MB for
-//! cnn1, 489 against 566 MB for the `fast` net.
+//! thread drew the second arena: a thread arena's memory comes in heaps of at most 64 MiB of their
+//! own, and glibc unmaps such a heap as soon as it is empty (`heap_trim` in malloc/arena.c deletes
+//! empty heaps whatever `M_TRIM_THRESHOLD` says), so the next step faulted it in and zeroed it
+//! again. Which thread draws which arena depends on timing, so the same command ran at two speeds:
+//! the search's 75th-percentile net (`bench/nets/tune_cnn_p75.toml`, batch 512) trained at 108-221
+//! images/s in some `ferkit bench` runs (5.76 M page faults in each slow run counted) and at
+//! 314-338 in others (0.55 M). With one arena (the main one, which grows by `brk` and is never
+//! trimmed here) it ran at 332-338 images/s with 0.55 M faults in three runs of three, cnn1 and
+//! the `fast` preset's net at the same speed as with two (alternated runs, AMD EPYC Zen 4, 2
+//! cores, session 38). Peak RSS of those `ferkit bench` runs: 2.22 GB against 1.76 GB for the p75
+//! net, 615 against 740 MB for cnn1, 489 against 566 MB for the `fast` net.
 
 /// Tunes glibc's allocator for training; call once, first thing in `main`.
 pub fn keep_freed_memory() {
