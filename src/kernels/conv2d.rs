@@ -104,11 +104,11 @@ const MIN_WINOGRAD_OUTPUT_CHANNELS: usize = 32;
 /// Whether a convolution's output (and in training its weight gradient) goes through Winograd:
 /// where it applies, with at least [`MIN_WINOGRAD_OUTPUT_CHANNELS`].
 fn winograd_takes_output(g: &Sliding, batch: usize, c_in: usize, c_out: usize) -> bool {
-    c_out >= MIN_WINOGRAD_OUTPUT_CHANNELS && winograd::applies(g, batch, c_in)
+    c_out >= MIN_WINOGRAD_OUTPUT_CHANNELS && winograd::applies(g, batch, c_in, c_out)
 }
 
 /// An ordinary (not depthwise) convolution's output, each value through `epilogue`: by
-/// Winograd's F(2x2, 3x3) where it applies ([`winograd`]) and there are at least
+/// Winograd's minimal filtering where it applies ([`winograd`]) and there are at least
 /// [`MIN_WINOGRAD_OUTPUT_CHANNELS`] output channels, otherwise as im2col + GEMM ([`forward`]).
 fn ordinary_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, epilogue: &Epilogue) -> FlexTensor {
     let dims = flex::dims4(x);
@@ -520,7 +520,7 @@ fn backward(
     // The input gradient of a 3 x 3 or 5 x 5, stride-1 convolution is itself one (of the output
     // gradient, by the filters turned 180 degrees): by Winograd where it applies.
     let by_winograd = winograd::input_gradient_geometry(&g)
-        .filter(|gb| wanted.input && winograd::applies(gb, s.batch, s.c_out))
+        .filter(|gb| wanted.input && winograd::applies(gb, s.batch, s.c_out, s.c_in))
         .map(|gb| {
             let flipped = winograd::flipped_filters(&weight, s.c_out, s.c_in);
             let no_bias = vec![0f32; s.c_in];
@@ -742,12 +742,12 @@ mod tests {
             let rows = matches!(Taps::new(g).fill, Fill::Rows);
             assert!(rows, "{kernel} x {kernel}, stride {stride}: rows, not the table");
         }
-        // Winograd's F(2x2, 3x3): the output and the input gradient ("same" and "valid"; `check`
+        // Winograd: the output and the input gradient ("same" and "valid"; `check`
         // takes 9 samples here).
         for (padding, size, c_out) in [(PaddingConfig2d::Same, [12, 12], 8), (PaddingConfig2d::Valid, [14, 13], 9)] {
             let g = Sliding::new(&padding, size, [3, 3], [1, 1]).unwrap();
             let gradient = winograd::input_gradient_geometry(&g).unwrap();
-            assert!(winograd::applies(&g, 9, 8) && winograd::applies(&gradient, 9, c_out));
+            assert!(winograd::applies(&g, 9, 8, c_out) && winograd::applies(&gradient, 9, c_out, 8));
         }
         check(8, MIN_WINOGRAD_OUTPUT_CHANNELS, 3, 1, PaddingConfig2d::Same, [12, 12]);
         check(8, MIN_WINOGRAD_OUTPUT_CHANNELS + 1, 3, 1, PaddingConfig2d::Valid, [14, 13]);
@@ -767,7 +767,7 @@ mod tests {
             // With 8 output channels the 6 x 6 map's input gradient is Winograd's F(2x2, 5x5)
             // beside the kernel rows' weight gradient; with 6, the kernel rows give both.
             let input_by_winograd =
-                winograd::input_gradient_geometry(&g).is_some_and(|gb| winograd::applies(&gb, s.batch, c_out));
+                winograd::input_gradient_geometry(&g).is_some_and(|gb| winograd::applies(&gb, s.batch, c_out, c_in));
             if stride == 1 && size == [6, 6] && kernel == 5 {
                 assert!(input_by_winograd, "{kernel} x {kernel} on {size:?}");
             }
@@ -833,7 +833,7 @@ mod tests {
             let x = random_input([batch, c_in, size, size], &device, 30 + i as u64);
             let g = Sliding::new(&conv.padding, [size, size], [kernel; 2], [1, 1]).unwrap();
             let s = Shapes::new([batch, c_in, size, size], c_out, &g);
-            assert!(kernel_rows::applies(&s, &g) && !winograd::applies(&g, batch, c_in), "case {i}");
+            assert!(kernel_rows::applies(&s, &g) && !winograd::applies(&g, batch, c_in, c_out), "case {i}");
             assert!(pool(2).install(|| Bands::new(&s, g.output, 1).count) > 1, "case {i}: one group, split in bands");
             assert_same_bits_on_1_2_and_3_threads(&conv, &x, &format!("case {i}"));
         }

@@ -1,15 +1,18 @@
-//! 3 x 3 and 5 x 5, stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3) and
-//! F(2x2, 5x5) (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", CVPR 2016):
-//! each 2 x 2 tile of output comes from the n x n tile of input under it (n = 4 and 6) with n²
-//! multiplications per pair of input and output channels, where im2col + GEMM spends 36 and 100.
+//! 3 x 3 and 5 x 5, stride-1 convolutions by Winograd's minimal filtering F(2x2, 3x3),
+//! F(4x4, 3x3) and F(2x2, 5x5) (Lavin and Gray, "Fast Algorithms for Convolutional Neural
+//! Networks", CVPR 2016): each m x m tile of output comes from the n x n tile of input under it
+//! (n = m + r - 1: 4, 6 and 6) with n² multiplications per pair of input and output channels,
+//! where im2col + GEMM spends 36, 144 and 100. A 3 x 3 window takes F(4x4, 3x3) where its tiles
+//! need fewer multiplications than F(2x2, 3x3)'s (maps of 7 x 7 or more, and 3 x 3 ones), and
+//! either only in passes large enough to beat im2col ([`Algorithm::of`]).
 //!
 //! For each tile the input is transformed, `V = Bᵀ d B`, and each filter once, `U = G g Gᵀ`;
 //! the n² positions of the transforms are then n² independent matrix products
 //! `M[ξ] = U[ξ] [c_out x c_in] * V[ξ] [c_in x tiles]`, and the output is `Y = Aᵀ M A`. Tiles are
 //! taken in blocks of whole tile rows (across samples on small maps), one rayon task per block,
 //! so a block's transforms and products stay in the core's caches; with fewer blocks than
-//! threads (one face), in smaller blocks. The two algorithms' matrices are in [`f2x3`] and
-//! [`f2x5`], the transforms written once for both in [`transform`]; tiling, blocks and products
+//! threads (one face), in smaller blocks. The algorithms' matrices are in [`f2x3`], [`f4x3`] and
+//! [`f2x5`], the transforms written once for all in [`transform`]; tiling, blocks and products
 //! are here.
 //!
 //! Why: vgg-lite is eight 3 x 3, stride-1 convolutions, and its inference was the GEMMs (64% of
@@ -23,6 +26,7 @@
 //!
 //! Values: the transforms add and subtract before multiplying, so results differ from the
 //! im2col path by rounding (the tests: within 1e-5 of Burn's, relative to the largest output).
+//! F(4x4, 3x3)'s larger tiles round more: its points are chosen for that ([`f4x3`]).
 //! F(2x2, 5x5) takes its finite points at 0, ±1 and ±½, whose rounding error in f32 was half that
 //! of 0, ±1 and ±2 (4.4e-6 against 8.2e-6 of the largest output over 200 random 6 x 6 tiles, one
 //! channel). A tile's sums do not depend on the block it falls in (see [`Tiling::new`]), so the
@@ -30,10 +34,12 @@
 
 mod f2x3;
 mod f2x5;
+mod f4x3;
 mod transform;
 
 use f2x3::F2x3;
 use f2x5::F2x5;
+use f4x3::F4x3;
 use transform::Minimal;
 
 use gemm::Parallelism;
@@ -48,11 +54,21 @@ use super::reuse::ScratchBuffer;
 /// At least this many input channels: with fewer (a net's first layer on grey faces), im2col's
 /// product is small and the transforms would cost more than they save.
 const MIN_INPUT_CHANNELS: usize = 8;
-/// At least this many output tiles in the pass: the filters' transform is paid once per pass
-/// and per channel pair, about as much as the products save on five tiles.
+/// At least this many 2 x 2 output tiles in the pass for F(2x2, 5x5): the filters' transform is
+/// paid once per pass and per channel pair, about as much as the products save on five tiles.
 const MIN_TILES: usize = 64;
+/// For 3 x 3 windows, at least this many output tiles of the algorithm in the pass, and at least
+/// [`MIN_PRODUCT_MULTIPLY_ADDS`] in its products; otherwise im2col + GEMM computes the layer.
+/// Why: timed layer by layer in vgg-lite (`ferkit bench` at batches 1 to 64, Winograd against
+/// im2col, AMD EPYC Zen 4, session 40), passes of 72 tiles were slower by Winograd on every map,
+/// and passes of 144 tiles were faster only with deep channels (128 -> 256 on 6 x 6 maps at 16
+/// faces: 75M multiply-adds in the products), not with shallow ones (32 -> 64 and 64 -> 64 on
+/// one face's 24 x 24 maps, 4.7M and 9.4M, were 1.4 to 2 times as slow as im2col). (The unit
+/// tests keep the old bounds, so that small cases take every path.)
+const MIN_TILES_3X3: usize = if cfg!(test) { MIN_TILES } else { 128 };
+const MIN_PRODUCT_MULTIPLY_ADDS: usize = if cfg!(test) { 0 } else { 32 << 20 };
 
-/// The window side r (3 or 5) of the square windows F(2x2, r x r) covers; `None` for others.
+/// The window side r (3 or 5) of the square windows Winograd covers here; `None` for others.
 fn window_side(kernel: [usize; 2]) -> Option<usize> {
     match kernel {
         [3, 3] => Some(3),
@@ -61,14 +77,54 @@ fn window_side(kernel: [usize; 2]) -> Option<usize> {
     }
 }
 
+/// Which minimal filtering algorithm computes a convolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Algorithm {
+    F2x3,
+    F4x3,
+    F2x5,
+}
+
+impl Algorithm {
+    /// The algorithm for a stride-1 convolution of geometry `g` with a 3 x 3 or 5 x 5 window over
+    /// `batch` samples of `c_in` channels into `c_out`, or `None` where im2col is the faster:
+    /// for 3 x 3, F(4x4, 3x3) where its 36 multiplications per 4 x 4 tile come to fewer than
+    /// F(2x2, 3x3)'s 16 per 2 x 2 tile over the output map (tiles at the edges count whole: on a
+    /// 6 x 6 map both spend 144, on a 3 x 3 map 36 against 64, on 48 x 48 5,184 against 9,216),
+    /// each only with [`MIN_TILES_3X3`] tiles and [`MIN_PRODUCT_MULTIPLY_ADDS`]; for 5 x 5,
+    /// F(2x2, 5x5) with [`MIN_TILES`] tiles.
+    pub(super) fn of(g: &Sliding, batch: usize, c_in: usize, c_out: usize) -> Option<Self> {
+        let [oh, ow] = g.output;
+        let (tiles2, tiles4) = (batch * oh.div_ceil(2) * ow.div_ceil(2), batch * oh.div_ceil(4) * ow.div_ceil(4));
+        let pays =
+            |tiles: usize, n2: usize| tiles >= MIN_TILES_3X3 && tiles * n2 * c_in * c_out >= MIN_PRODUCT_MULTIPLY_ADDS;
+        match window_side(g.kernel)? {
+            3 if 36 * tiles4 < 16 * tiles2 && pays(tiles4, 36) => Some(Algorithm::F4x3),
+            3 if pays(tiles2, 16) => Some(Algorithm::F2x3),
+            5 if tiles2 >= MIN_TILES => Some(Algorithm::F2x5),
+            _ => None,
+        }
+    }
+
+    /// The algorithms that compute a stride-1 convolution with this window at all.
+    #[cfg(test)]
+    fn for_window(kernel: [usize; 2]) -> &'static [Algorithm] {
+        match window_side(kernel) {
+            Some(3) => &[Algorithm::F2x3, Algorithm::F4x3],
+            Some(5) => &[Algorithm::F2x5],
+            _ => &[],
+        }
+    }
+}
+
 /// A block's tile rows (of the whole batch).
 type Rows = std::ops::Range<usize>;
 
-/// Whether F(2x2, 3x3) or F(2x2, 5x5) computes this convolution: a 3 x 3 or 5 x 5 window with
-/// stride 1 (the caller has checked groups 1 and no dilation), enough input channels and tiles.
-pub(super) fn applies(g: &Sliding, batch: usize, c_in: usize) -> bool {
-    let tiles = batch * g.output[0].div_ceil(2) * g.output[1].div_ceil(2);
-    window_side(g.kernel).is_some() && g.stride == [1, 1] && c_in >= MIN_INPUT_CHANNELS && tiles >= MIN_TILES
+/// Whether Winograd computes this convolution of `c_in` channels into `c_out`: a 3 x 3 or 5 x 5
+/// window with stride 1 (the caller has checked groups 1 and no dilation), enough input
+/// channels, tiles and arithmetic ([`Algorithm::of`]).
+pub(super) fn applies(g: &Sliding, batch: usize, c_in: usize, c_out: usize) -> bool {
+    g.stride == [1, 1] && c_in >= MIN_INPUT_CHANNELS && Algorithm::of(g, batch, c_in, c_out).is_some()
 }
 
 /// The output `[batch, c_out, oh, ow]` (row-major values) for input `x` `[batch, c_in, h, w]`,
@@ -82,15 +138,29 @@ pub(super) fn forward(
     g: &Sliding,
     epilogue: &Epilogue,
 ) -> Vec<f32> {
-    match window_side(g.kernel) {
-        Some(3) => forward_by::<F2x3, 3, 4>(x, dims, weight, bias, g, epilogue),
-        Some(5) => forward_by::<F2x5, 5, 6>(x, dims, weight, bias, g, epilogue),
-        _ => panic!("winograd: a 3 x 3 or 5 x 5 window"),
+    let algorithm = Algorithm::of(g, dims[0], dims[1], bias.len()).expect("winograd: a geometry `applies` accepted");
+    forward_with(algorithm, x, dims, weight, bias, g, epilogue)
+}
+
+/// [`forward`] by the given algorithm.
+fn forward_with(
+    algorithm: Algorithm,
+    x: &[f32],
+    dims: [usize; 4],
+    weight: &[f32],
+    bias: &[f32],
+    g: &Sliding,
+    epilogue: &Epilogue,
+) -> Vec<f32> {
+    match algorithm {
+        Algorithm::F2x3 => forward_by::<F2x3, 3, 4, 2>(x, dims, weight, bias, g, epilogue),
+        Algorithm::F4x3 => forward_by::<F4x3, 3, 6, 4>(x, dims, weight, bias, g, epilogue),
+        Algorithm::F2x5 => forward_by::<F2x5, 5, 6, 2>(x, dims, weight, bias, g, epilogue),
     }
 }
 
-/// [`forward`] by the algorithm `M`, F(2x2, R x R) on input tiles of side N.
-fn forward_by<M: Minimal<R, N>, const R: usize, const N: usize>(
+/// [`forward`] by the algorithm `M`, F(T x T, R x R) on input tiles of side N.
+fn forward_by<M: Minimal<R, N, T>, const R: usize, const N: usize, const T: usize>(
     x: &[f32],
     [batch, c_in, h, w]: [usize; 4],
     weight: &[f32],
@@ -101,25 +171,26 @@ fn forward_by<M: Minimal<R, N>, const R: usize, const N: usize>(
     let c_out = bias.len();
     assert_eq!(weight.len(), c_out * c_in * R * R, "winograd: weights [c_out, c_in, r, r]");
     assert_eq!(x.len(), batch * c_in * h * w, "winograd: input [batch, c_in, h, w]");
-    let u = transform::transform_filters::<M, R, N>(weight, c_out, c_in);
-    let t = Tiling::new(batch, g, c_in, c_out, N, true);
+    let u = transform::transform_filters::<M, R, N, T>(weight, c_out, c_in);
+    let t = Tiling::new(batch, g, c_in, c_out, N, T, true);
     let write_block = |s: &mut Scratch, block: usize, out: UninitParts| {
         let rows = t.block_rows(block);
         let tiles = rows.len() * t.tw;
-        transform::transform_input::<M, R, N>(x, [c_in, h, w], g, &t, rows.clone(), s);
+        transform::transform_input::<M, R, N, T>(x, [c_in, h, w], g, &t, rows.clone(), s);
         for xi in 0..N * N {
             // M[ξ] [c_out x tiles] = U[ξ] [c_out x c_in] * V[ξ] [c_in x tiles]
             let m = &mut s.m[xi * c_out * t.block_tiles..][..c_out * tiles];
             let v = &s.v[xi * c_in * t.block_tiles..][..c_in * t.block_tiles];
-            let u = &u[xi * c_out * c_in..][..c_out * c_in];
-            matmul(Parallelism::None, [c_out, tiles, c_in], m, false, u, (c_in, 1), v, (t.block_tiles, 1));
+            // U[ξ]: row o at o n² c_in + ξ c_in ([`transform::transform_filters`]).
+            let u = &u[xi * c_in..];
+            matmul(Parallelism::None, [c_out, tiles, c_in], m, false, u, (N * N * c_in, 1), v, (t.block_tiles, 1));
         }
-        transform::transform_output::<M, R, N>(bias, g, &t, rows, s, epilogue, out);
+        transform::transform_output::<M, R, N, T>(bias, g, &t, rows, s, epilogue, out);
     };
     let scratch = || Scratch::new(&t, c_in, c_out, N);
-    // SAFETY: the blocks cover the tile rows, a tile row covers its two output rows (one when
-    // `oh` is odd and it is the last) in every channel, and `transform_output` writes all of
-    // them (`ow` values each).
+    // SAFETY: the blocks cover the tile rows, a tile row covers its T output rows (fewer when it
+    // is the last and T does not divide `oh`) in every channel, and `transform_output` writes all
+    // of them (`ow` values each).
     unsafe { flex::write_parts_in_parallel(batch * c_out * g.output[0] * g.output[1], t.blocks, scratch, write_block) }
 }
 
@@ -136,15 +207,28 @@ const WEIGHT_GRADIENT_GROUPS: usize = 8;
 /// batch, n² multiplications per tile and channel pair where im2col's product spends r² per
 /// output position (four per tile).
 pub(super) fn weight_gradient(x: &[f32], dims: [usize; 4], dy: &[f32], c_out: usize, g: &Sliding) -> Vec<f32> {
-    match window_side(g.kernel) {
-        Some(3) => weight_gradient_by::<F2x3, 3, 4>(x, dims, dy, c_out, g),
-        Some(5) => weight_gradient_by::<F2x5, 5, 6>(x, dims, dy, c_out, g),
-        _ => panic!("winograd: a 3 x 3 or 5 x 5 window"),
+    let algorithm = Algorithm::of(g, dims[0], dims[1], c_out).expect("winograd: a geometry `applies` accepted");
+    weight_gradient_with(algorithm, x, dims, dy, c_out, g)
+}
+
+/// [`weight_gradient`] by the given algorithm.
+fn weight_gradient_with(
+    algorithm: Algorithm,
+    x: &[f32],
+    dims: [usize; 4],
+    dy: &[f32],
+    c_out: usize,
+    g: &Sliding,
+) -> Vec<f32> {
+    match algorithm {
+        Algorithm::F2x3 => weight_gradient_by::<F2x3, 3, 4, 2>(x, dims, dy, c_out, g),
+        Algorithm::F4x3 => weight_gradient_by::<F4x3, 3, 6, 4>(x, dims, dy, c_out, g),
+        Algorithm::F2x5 => weight_gradient_by::<F2x5, 5, 6, 2>(x, dims, dy, c_out, g),
     }
 }
 
-/// [`weight_gradient`] by the algorithm `M`, F(2x2, R x R) on input tiles of side N.
-fn weight_gradient_by<M: Minimal<R, N>, const R: usize, const N: usize>(
+/// [`weight_gradient`] by the algorithm `M`, F(T x T, R x R) on input tiles of side N.
+fn weight_gradient_by<M: Minimal<R, N, T>, const R: usize, const N: usize, const T: usize>(
     x: &[f32],
     [batch, c_in, h, w]: [usize; 4],
     dy: &[f32],
@@ -154,7 +238,7 @@ fn weight_gradient_by<M: Minimal<R, N>, const R: usize, const N: usize>(
     let [oh, ow] = g.output;
     assert_eq!(x.len(), batch * c_in * h * w, "winograd: input [batch, c_in, h, w]");
     assert_eq!(dy.len(), batch * c_out * oh * ow, "winograd: output gradient [batch, c_out, oh, ow]");
-    let t = Tiling::new(batch, g, c_in, c_out, N, false);
+    let t = Tiling::new(batch, g, c_in, c_out, N, T, false);
     let groups = t.blocks.min(WEIGHT_GRADIENT_GROUPS);
     let group_sums: Vec<Vec<f32>> = (0..groups)
         .into_par_iter()
@@ -164,8 +248,8 @@ fn weight_gradient_by<M: Minimal<R, N>, const R: usize, const N: usize>(
             for block in group * t.blocks / groups..(group + 1) * t.blocks / groups {
                 let rows = t.block_rows(block);
                 let tiles = rows.len() * t.tw;
-                transform::transform_input::<M, R, N>(x, [c_in, h, w], g, &t, rows.clone(), &mut s);
-                transform::transform_output_gradient::<M, R, N>(dy, c_out, g, &t, rows, &mut s);
+                transform::transform_input::<M, R, N, T>(x, [c_in, h, w], g, &t, rows.clone(), &mut s);
+                transform::transform_output_gradient::<M, R, N, T>(dy, c_out, g, &t, rows, &mut s);
                 for xi in 0..N * N {
                     // dU[ξ] [c_out x c_in] += dŶ[ξ] [c_out x tiles] * V[ξ]ᵀ [tiles x c_in]
                     let du = &mut du[xi * c_out * c_in..][..c_out * c_in];
@@ -184,7 +268,7 @@ fn weight_gradient_by<M: Minimal<R, N>, const R: usize, const N: usize>(
     for part in group_sums {
         du.iter_mut().zip(&part).for_each(|(t, v)| *t += v);
     }
-    transform::filters_gradient::<M, R, N>(&du, c_out, c_in)
+    transform::filters_gradient::<M, R, N, T>(&du, c_out, c_in)
 }
 
 /// The input gradient of a 3 x 3 or 5 x 5, stride-1 convolution of geometry `g`, seen as a
@@ -225,7 +309,9 @@ pub(super) fn flipped_filters(weight: &[f32], c_out: usize, c_in: usize) -> Vec<
 /// How the output tiles are cut into blocks.
 #[derive(Debug, Clone, Copy)]
 struct Tiling {
-    /// Tile rows and columns per sample: `ceil(oh / 2)`, `ceil(ow / 2)`.
+    /// The output tiles' side m (2 or 4).
+    side: usize,
+    /// Tile rows and columns per sample: `ceil(oh / m)`, `ceil(ow / m)`.
     th: usize,
     tw: usize,
     /// Tile rows of the whole batch (`batch * th`); tile row `r` is row `r % th` of sample `r / th`.
@@ -237,11 +323,19 @@ struct Tiling {
 }
 
 impl Tiling {
-    /// The blocks for input tiles of side `n`.
+    /// The blocks for output tiles of side `side` and input tiles of side `n`.
     /// `split_for_threads`: with fewer blocks than threads, smaller blocks (the output's
     /// products; not the weight gradient's, whose sums run over a block's tiles).
-    fn new(batch: usize, g: &Sliding, c_in: usize, c_out: usize, n: usize, split_for_threads: bool) -> Self {
-        let (th, tw) = (g.output[0].div_ceil(2), g.output[1].div_ceil(2));
+    fn new(
+        batch: usize,
+        g: &Sliding,
+        c_in: usize,
+        c_out: usize,
+        n: usize,
+        side: usize,
+        split_for_threads: bool,
+    ) -> Self {
+        let (th, tw) = (g.output[0].div_ceil(side), g.output[1].div_ceil(side));
         // Blocks of about 196,608 / n² / (c_in + c_out) tiles keep a block's V and M (n² values
         // per tile and channel) near 0.75 MiB; at least 64 tiles keep the products wide.
         // (vgg-lite at batch 256, F(2x2, 3x3), session 19: 356-381 images/s with this budget,
@@ -249,17 +343,22 @@ impl Tiling {
         let wanted = (196_608 / (n * n) / (c_in + c_out)).clamp(64, 512);
         let tile_rows = batch * th;
         let mut rows_per_block = wanted.div_ceil(tw).clamp(1, tile_rows);
-        // Fewer blocks than threads (one face): smaller blocks, so that every thread has one,
-        // when the products (`k` = c_in, `m` = c_out) sum the same at the narrower width.
+        // As many blocks as a multiple of the threads, of equal size (give or take a tile row),
+        // so that every thread gets the same work, when the products (`k` = c_in, `m` = c_out)
+        // sum the same at the narrower width. Why: without it one face had one block (one
+        // thread idle), and two faces on vgg-lite's 24 x 24 maps two blocks of 11 and 1 tile
+        // rows; there im2col's products ran faster than Winograd's (session 40).
         let threads = rayon::current_num_threads();
-        if split_for_threads && tile_rows.div_ceil(rows_per_block) < threads {
-            let split = tile_rows.div_ceil(threads);
+        let blocks = tile_rows.div_ceil(rows_per_block);
+        if split_for_threads && !blocks.is_multiple_of(threads) {
+            let split = tile_rows.div_ceil(blocks.next_multiple_of(threads).min(tile_rows));
             let narrowest = (tile_rows - (tile_rows.div_ceil(split) - 1) * split) * tw;
             if same_sums_at_any_width(c_out, c_in, narrowest) {
                 rows_per_block = split;
             }
         }
         Tiling {
+            side,
             th,
             tw,
             tile_rows,
@@ -286,11 +385,12 @@ struct Scratch {
     m: ScratchBuffer,
     /// A run of padded input rows' `d B` ([`transform::row_transforms_len`]).
     rows: Vec<f32>,
-    /// One padded input row (`2 * tw + n - 2` values), then its even and odd columns.
+    /// One padded input row ([`padded_width`] values), then its columns by phase.
     padded: Vec<f32>,
-    /// `Aᵀ M` of one output channel over the block: 2 x n rows of `block_tiles` values.
+    /// `Aᵀ M` of one output channel over the block: m x n rows of `block_tiles` values; in the
+    /// weight gradient, an output gradient's m² runs over the block's tiles, then m x n more.
     a_m: Vec<f32>,
-    /// One output row (`2 * tw` values) before the bias and epilogue.
+    /// One output row (`m * tw` values) before the bias and epilogue.
     y: Vec<f32>,
 }
 
@@ -302,15 +402,16 @@ impl Scratch {
             m: ScratchBuffer::at_least(n * n * c_out * t.block_tiles),
             rows: vec![0.0; transform::row_transforms_len(t, n)],
             padded: vec![0.0; 2 * width],
-            a_m: vec![0.0; 2 * n * t.block_tiles],
-            y: vec![0.0; 2 * t.tw],
+            a_m: vec![0.0; t.side * (n + t.side) * t.block_tiles],
+            y: vec![0.0; t.side * t.tw],
         }
     }
 }
 
-/// A padded input row's length: tile `tx` reads its columns `2tx .. 2tx + n`.
+/// A padded input row's length: tile `tx` reads its columns `m tx .. m tx + n`, and the row is
+/// cut into whole groups of m (one value of each phase, [`transform::phase_len`] groups).
 fn padded_width(t: &Tiling, n: usize) -> usize {
-    2 * t.tw + n - 2
+    t.side * transform::phase_len(t.tw, n, t.side)
 }
 
 /// One input row into `padded`, `pad_left` zeros before it and zeros after it to the end (the
@@ -351,10 +452,10 @@ mod tests {
         t.into_data().try_to_vec::<f32>().unwrap()
     }
 
-    /// Against Burn's convolution, both windows: "same" and "valid" padding, odd and even sizes,
-    /// blocks that span samples (small maps) and blocks within one (large maps), widths that are
-    /// not multiples of the SIMD width, maps smaller than the window; the same bits on 1 and 3
-    /// threads.
+    /// Against Burn's convolution, both windows and every algorithm for each (F(2x2, 3x3) and
+    /// F(4x4, 3x3) for 3 x 3): "same" and "valid" padding, odd and even sizes, blocks that span
+    /// samples (small maps) and blocks within one (large maps), widths that are not multiples of
+    /// the SIMD width, maps smaller than the window; the same bits on 1 and 3 threads.
     #[test]
     fn matches_burn_and_does_not_depend_on_the_thread_count() {
         let device = Device::flex();
@@ -378,18 +479,22 @@ mod tests {
             let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel]).with_padding(padding).init(&device);
             let x = random_input([batch, c_in, size[0], size[1]], &device, 40 + k as u64);
             let g = Sliding::new(&conv.padding, size, [kernel, kernel], [1, 1]).unwrap();
-            assert!(applies(&g, batch, c_in), "case {k}");
-            let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let (xs, ws) = (values(x.clone()), values(conv.weight.val()));
-                let bs = values(conv.bias.as_ref().unwrap().val());
-                let out = pool.install(|| forward(&xs, [batch, c_in, size[0], size[1]], &ws, &bs, &g, &Epilogue::NONE));
-                Tensor::<4>::from_data(TensorData::new(out, [batch, c_out, g.output[0], g.output[1]]), &device)
-            };
-            let one = run(1);
-            assert_close(&one, &conv.forward(x.clone()), 1e-5, &format!("case {k}"));
-            let bits = |t: Tensor<4>| values(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(one), bits(run(3)), "case {k}: 1 and 3 threads");
+            assert!(applies(&g, batch, c_in, c_out), "case {k}");
+            let expected = conv.forward(x.clone());
+            for &algorithm in Algorithm::for_window([kernel, kernel]) {
+                let run = |threads: usize| {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let (xs, ws) = (values(x.clone()), values(conv.weight.val()));
+                    let bs = values(conv.bias.as_ref().unwrap().val());
+                    let dims = [batch, c_in, size[0], size[1]];
+                    let out = pool.install(|| forward_with(algorithm, &xs, dims, &ws, &bs, &g, &Epilogue::NONE));
+                    Tensor::<4>::from_data(TensorData::new(out, [batch, c_out, g.output[0], g.output[1]]), &device)
+                };
+                let one = run(1);
+                assert_close(&one, &expected, 1e-5, &format!("case {k}, {algorithm:?}"));
+                let bits = |t: Tensor<4>| values(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(one), bits(run(3)), "case {k}, {algorithm:?}: 1 and 3 threads");
+            }
         }
     }
 
@@ -433,9 +538,9 @@ mod tests {
         }
     }
 
-    /// The weight gradient against Burn's (autodiff through its convolution), both windows:
-    /// "same" and "valid", odd sizes (a half tile at the edges), blocks across samples; the same
-    /// bits on 1 and 3 threads.
+    /// The weight gradient against Burn's (autodiff through its convolution), both windows and
+    /// every algorithm for each: "same" and "valid", odd sizes (a half tile at the edges), blocks
+    /// across samples; the same bits on 1 and 3 threads.
     #[test]
     fn the_weight_gradient_matches_burn_and_does_not_depend_on_the_thread_count() {
         let device = Device::flex().autodiff();
@@ -452,22 +557,25 @@ mod tests {
         for (k, (batch, c_in, c_out, size, kernel, padding)) in cases.into_iter().enumerate() {
             let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel]).with_padding(padding).init(&device);
             let g = Sliding::new(&conv.padding, size, [kernel, kernel], [1, 1]).unwrap();
-            assert!(applies(&g, batch, c_in), "case {k}");
+            assert!(applies(&g, batch, c_in, c_out), "case {k}");
             let x = random_input([batch, c_in, size[0], size[1]], &device, 70 + k as u64);
             let dy = random_input([batch, c_out, g.output[0], g.output[1]], &device, 80 + k as u64);
             let grads = (conv.forward(x.clone()) * dy.clone()).sum().backward();
             let expected = conv.weight.val().grad(&grads).unwrap();
-            let run = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                let (xs, dys) = (values(x.clone().inner()), values(dy.clone().inner()));
-                pool.install(|| weight_gradient(&xs, [batch, c_in, size[0], size[1]], &dys, c_out, &g))
-            };
-            let one = run(1);
-            let ours =
-                Tensor::<4>::from_data(TensorData::new(one.clone(), [c_out, c_in, kernel, kernel]), &Device::flex());
-            assert_close(&ours, &expected, 1e-5, &format!("case {k}"));
-            let bits = |v: Vec<f32>| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-            assert_eq!(bits(one), bits(run(3)), "case {k}: 1 and 3 threads");
+            for &algorithm in Algorithm::for_window([kernel, kernel]) {
+                let run = |threads: usize| {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let (xs, dys) = (values(x.clone().inner()), values(dy.clone().inner()));
+                    let dims = [batch, c_in, size[0], size[1]];
+                    pool.install(|| weight_gradient_with(algorithm, &xs, dims, &dys, c_out, &g))
+                };
+                let one = run(1);
+                let shape = [c_out, c_in, kernel, kernel];
+                let ours = Tensor::<4>::from_data(TensorData::new(one.clone(), shape), &Device::flex());
+                assert_close(&ours, &expected, 1e-5, &format!("case {k}, {algorithm:?}"));
+                let bits = |v: Vec<f32>| v.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(one), bits(run(3)), "case {k}, {algorithm:?}: 1 and 3 threads");
+            }
         }
     }
 
@@ -492,12 +600,31 @@ mod tests {
     #[test]
     fn small_inputs_are_left_to_im2col() {
         let g = Sliding::new(&PaddingConfig2d::Same, [48, 48], [3, 3], [1, 1]).unwrap();
-        assert!(!applies(&g, 1, 1), "one input channel");
+        assert!(!applies(&g, 1, 1, 64), "one input channel");
         let g = Sliding::new(&PaddingConfig2d::Same, [6, 6], [3, 3], [1, 1]).unwrap();
-        assert!(!applies(&g, 1, 64), "9 tiles");
+        assert!(!applies(&g, 1, 64, 64), "9 tiles");
         let g = Sliding::new(&PaddingConfig2d::Same, [48, 48], [7, 7], [1, 1]).unwrap();
-        assert!(!applies(&g, 4, 64), "7 x 7");
+        assert!(!applies(&g, 4, 64, 64), "7 x 7");
         let g = Sliding::new(&PaddingConfig2d::Same, [48, 48], [3, 3], [2, 2]).unwrap();
-        assert!(!applies(&g, 4, 64), "stride 2");
+        assert!(!applies(&g, 4, 64, 64), "stride 2");
+    }
+
+    /// F(4x4, 3x3) where it spends fewer multiplications than F(2x2, 3x3) and has the tiles,
+    /// F(2x2, 3x3) on a 6 x 6 map (a tie) and where F(4x4, 3x3) has too few tiles (the unit tests'
+    /// bounds: 64 tiles, no bound on the products).
+    #[test]
+    fn the_larger_tiles_where_they_need_fewer_multiplications() {
+        let of = |size: usize, batch: usize| {
+            let g = Sliding::new(&PaddingConfig2d::Same, [size, size], [3, 3], [1, 1]).unwrap();
+            Algorithm::of(&g, batch, 64, 64)
+        };
+        assert_eq!(of(48, 1), Some(Algorithm::F4x3));
+        assert_eq!(of(12, 8), Some(Algorithm::F4x3));
+        assert_eq!(of(3, 64), Some(Algorithm::F4x3), "one 4 x 4 tile against four 2 x 2 ones");
+        assert_eq!(of(6, 16), Some(Algorithm::F2x3), "144 multiplications each");
+        assert_eq!(of(12, 4), Some(Algorithm::F2x3), "36 tiles of 4 x 4, 144 of 2 x 2");
+        assert_eq!(of(6, 1), None);
+        let g = Sliding::new(&PaddingConfig2d::Same, [12, 12], [5, 5], [1, 1]).unwrap();
+        assert_eq!(Algorithm::of(&g, 4, 64, 64), Some(Algorithm::F2x5));
     }
 }

@@ -12,7 +12,7 @@ use super::transform::Minimal;
 
 pub(super) struct F2x3;
 
-impl Minimal<3, 4> for F2x3 {
+impl Minimal<3, 4, 2> for F2x3 {
     #[inline(always)]
     fn g([g0, g1, g2]: [f32; 3]) -> [f32; 4] {
         [g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2]

@@ -19,7 +19,7 @@ use super::transform::Minimal;
 
 pub(super) struct F2x5;
 
-impl Minimal<5, 6> for F2x5 {
+impl Minimal<5, 6, 2> for F2x5 {
     #[inline(always)]
     fn g([g0, g1, g2, g3, g4]: [f32; 5]) -> [f32; 6] {
         [
