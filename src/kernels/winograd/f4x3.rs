@@ -3,7 +3,7 @@
 //! im2col + GEMM 144; the input and output transforms, too, hold 2.25 values per output where
 //! F(2x2, 3x3)'s hold 4. The matrices are Toom-Cook's (Lavin and Gray, CVPR 2016, section 4) for
 //! the points 0, 1, -1, ½, -2 and ∞, derived and checked against direct correlation in exact
-//! rationals (sympy, session 40):
+//! rationals (`bench/winograd_points.py --matrices`, sympy, session 40):
 //!
 //! ```text
 //! G  = [[     1,     0,     0],      Bᵀ = [[1, -3/2,   -2,  3/2,   1, 0],
@@ -20,9 +20,9 @@
 //! ```
 //!
 //! Why these points: Lavin and Gray's 0, ±1, ±2 put 8 in Aᵀ and 5 in Bᵀ; over 200 random 6 x 6
-//! tiles of 64 channels (f32 against f64's direct sums, session 40) their largest error was
-//! 1.1e-5 of the largest output, 0, ±1, ±½'s 1.2e-5, and 0, ±1, ½, -2's 3.8e-6 (F(2x2, 3x3):
-//! 1.5e-6).
+//! tiles of 64 channels (f32 against f64's direct sums, `bench/winograd_points.py`) their largest
+//! error was 1.1e-5 of the largest output, 0, ±1, ±½'s 1.2e-5, and 0, ±1, ½, -2's 3.8e-6
+//! (F(2x2, 3x3): 1.5e-6).
 
 use super::transform::Minimal;
 
