@@ -2,7 +2,8 @@
 //! on Flex tensors `[batch, channels, height, width]`; 3 x 3 and 5 x 5 stride-1 ones hand their
 //! output and their input and weight gradients to [`winograd`], depthwise ones go to
 //! [`depthwise_conv2d`], and those on small maps whose padding holds many of their taps leave out
-//! the kernel rows in it ([`kernel_rows`]).
+//! the kernel rows in it ([`kernel_rows`]). At inference, passes with few output positions (one
+//! face's deep layers) run as a direct convolution over weights packed once ([`direct`]).
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
 use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
@@ -23,8 +24,11 @@ use super::reuse::ScratchBuffer;
 use super::winograd;
 use super::{SHORT_ROW, Sliding};
 
+mod direct;
 mod kernel_rows;
 pub(super) mod small_maps;
+
+pub use direct::WeightPack;
 
 /// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.
 /// 3 x 3 in cnn1) are grouped so the matrix products stay wide enough to run at full speed.
@@ -41,7 +45,7 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         let out = if depthwise { depthwise_conv2d::tracked(x, wt, b, g) } else { tracked_conv(x, wt, b, g) };
         return Tensor::from_primitive::<TrainFlex>(out);
     }
-    match plain_forward((g, depthwise), &weight, &bias, &x, &Epilogue::NONE) {
+    match plain_forward((g, depthwise), &weight, &bias, &x, &Epilogue::NONE, None) {
         Some(out) => Tensor::from_primitive::<Flex>(out),
         None => conv.forward(x),
     }
@@ -68,11 +72,17 @@ fn weight_and_bias(conv: &Conv2d) -> (Tensor<4>, Tensor<1>) {
 
 /// The inference output of `conv` on `x` with `epilogue` applied as it is written, when `x` and
 /// the parameters are plain (untracked) Flex f32 tensors and the kernels cover the convolution;
-/// `None` otherwise.
-pub(super) fn inference(conv: &Conv2d, x: &Tensor<4>, epilogue: &Epilogue) -> Option<FlexTensor> {
+/// `None` otherwise. With `pack` (the layer's packed weights, kept by an inference net), passes
+/// with few output positions run as a direct convolution ([`direct`]).
+pub(super) fn inference(
+    conv: &Conv2d,
+    x: &Tensor<4>,
+    epilogue: &Epilogue,
+    pack: Option<&WeightPack>,
+) -> Option<FlexTensor> {
     let plan = geometry(conv, x)?;
     let (weight, bias) = weight_and_bias(conv);
-    plain_forward(plan, &weight, &bias, x, epilogue)
+    plain_forward(plan, &weight, &bias, x, epilogue, pack)
 }
 
 /// [`forward`] or the depthwise one, on plain Flex f32 tensors (`None` when they are not).
@@ -82,12 +92,13 @@ fn plain_forward(
     bias: &Tensor<1>,
     x: &Tensor<4>,
     epilogue: &Epilogue,
+    pack: Option<&WeightPack>,
 ) -> Option<FlexTensor> {
     let (x, wt, b) = (flex::plain(x)?, flex::plain(weight)?, flex::plain(bias)?);
     Some(if depthwise {
         depthwise_conv2d::forward(&x, &wt, &b, g, epilogue)
     } else {
-        ordinary_forward(&x, &wt, &b, g, epilogue)
+        ordinary_forward(&x, &wt, &b, g, epilogue, pack)
     })
 }
 
@@ -109,13 +120,27 @@ fn winograd_takes_output(g: &Sliding, batch: usize, c_in: usize, c_out: usize) -
 
 /// An ordinary (not depthwise) convolution's output, each value through `epilogue`: by
 /// Winograd's minimal filtering where it applies ([`winograd`]) and there are at least
-/// [`MIN_WINOGRAD_OUTPUT_CHANNELS`] output channels, otherwise as im2col + GEMM ([`forward`]).
-fn ordinary_forward(x: &FlexTensor, weight: &FlexTensor, bias: &FlexTensor, g: Sliding, epilogue: &Epilogue) -> FlexTensor {
+/// [`MIN_WINOGRAD_OUTPUT_CHANNELS`] output channels, otherwise, with `pack` and few output
+/// positions, as a direct convolution ([`direct`]), otherwise as im2col + GEMM ([`forward`]).
+fn ordinary_forward(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: &FlexTensor,
+    g: Sliding,
+    epilogue: &Epilogue,
+    pack: Option<&WeightPack>,
+) -> FlexTensor {
     let dims = flex::dims4(x);
     let c_out = flex::dims4(weight)[0];
+    let out_dims = [dims[0], c_out, g.output[0], g.output[1]];
     if winograd_takes_output(&g, dims[0], dims[1], c_out) {
         let out = winograd::forward(&flex::values(x), dims, &flex::values(weight), &flex::values(bias), &g, epilogue);
-        return flex::tensor(out, &[dims[0], flex::dims4(weight)[0], g.output[0], g.output[1]]);
+        return flex::tensor(out, &out_dims);
+    }
+    if let Some(pack) = pack.filter(|_| direct::applies(&g, dims[0]))
+        && let Some(out) = direct::forward(&flex::values(x), dims, weight, &flex::values(bias), pack, &g, epilogue)
+    {
+        return flex::tensor(out, &out_dims);
     }
     forward(x, weight, bias, g, epilogue)
 }
@@ -652,7 +677,7 @@ impl Backward<Flex, 3> for ConvBackward {
 }
 
 fn tracked_conv(x: TrackedTensor, weight: TrackedTensor, bias: TrackedTensor, g: Sliding) -> TrackedTensor {
-    let out = ordinary_forward(x.primitive(), weight.primitive(), bias.primitive(), g, &Epilogue::NONE);
+    let out = ordinary_forward(x.primitive(), weight.primitive(), bias.primitive(), g, &Epilogue::NONE, None);
     match ConvBackward.prepare::<NoCheckpointing>([x.node(), weight.node(), bias.node()]).compute_bound().stateful() {
         OpsKind::Tracked(prep) => prep.finish((x.primitive().clone(), weight.primitive().clone(), g), out),
         OpsKind::UnTracked(prep) => prep.finish(out),

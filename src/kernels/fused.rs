@@ -22,6 +22,7 @@ use burn::tensor::Tensor;
 
 pub use super::epilogue::Activation;
 use super::epilogue::Epilogue;
+use super::conv2d::WeightPack;
 use super::{batch_norm, conv2d};
 
 /// `act(bn(conv(x)))` (each of `bn` and `act` when given) for `x` `[batch, channels, height,
@@ -29,13 +30,26 @@ use super::{batch_norm, conv2d};
 /// layers one by one), otherwise (training, other backends, convolutions the kernels do not
 /// cover) as [`conv2d::conv2d`], [`batch_norm::batch_norm`] and the activation's own layer.
 pub fn conv_bn_act(conv: &Conv2d, bn: Option<&BatchNorm>, act: Option<Activation>, x: Tensor<4>) -> Tensor<4> {
+    packed_conv_bn_act(conv, None, bn, act, x)
+}
+
+/// [`conv_bn_act`] with the layer's packed weights (`pack`, kept by a net prepared for
+/// inference: `models::fold`), with which passes of few output positions run as a direct
+/// convolution (`conv2d::direct`).
+pub fn packed_conv_bn_act(
+    conv: &Conv2d,
+    pack: Option<&WeightPack>,
+    bn: Option<&BatchNorm>,
+    act: Option<Activation>,
+    x: Tensor<4>,
+) -> Tensor<4> {
     let affine = match bn {
         Some(bn) => batch_norm::inference_affine(bn),
         None => None,
     };
     if bn.is_none() || affine.is_some() {
         let epilogue = Epilogue { affine: affine.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice())), act };
-        if let Some(out) = conv2d::inference(conv, &x, &epilogue) {
+        if let Some(out) = conv2d::inference(conv, &x, &epilogue, pack) {
             return Tensor::from_primitive::<Flex>(out);
         }
     }
@@ -120,7 +134,7 @@ pub(crate) mod tests {
                     // The fused kernel itself (not a fallback to the layers)...
                     let affine = bn.map(|bn| batch_norm::inference_affine(bn).expect("a Flex batch norm"));
                     let epilogue = Epilogue { affine: affine.as_ref().map(|(s, t)| (s.as_slice(), t.as_slice())), act };
-                    let kernel = conv2d::inference(&conv, &x, &epilogue).expect("the kernels cover the convolution");
+                    let kernel = conv2d::inference(&conv, &x, &epilogue, None).expect("the kernels cover the convolution");
                     assert_eq!(bits(Tensor::from_primitive::<Flex>(kernel)), expected, "{what}: the kernel");
                     // ... and the entry point the models call.
                     assert_eq!(bits(conv_bn_act(&conv, bn, act, x.clone())), expected, "{what}: conv_bn_act");

@@ -589,7 +589,7 @@ mod tests {
         let scale: Vec<f32> = (0..8).map(|c| 0.5 + c as f32 * 0.25).collect();
         let shift: Vec<f32> = (0..8).map(|c| c as f32 * 0.1 - 0.4).collect();
         let epilogue = Epilogue { affine: Some((&scale, &shift)), act: Some(Activation::Relu) };
-        let ours = crate::kernels::conv2d::inference(&conv, &x, &epilogue).expect("the kernels cover it");
+        let ours = crate::kernels::conv2d::inference(&conv, &x, &epilogue, None).expect("the kernels cover it");
         let ours = Tensor::<4>::from_primitive::<burn::backend::flex::Flex>(ours);
         let s = Tensor::<1>::from_data(TensorData::new(scale.clone(), [8]), &device).reshape([1, 8, 1, 1]);
         let t = Tensor::<1>::from_data(TensorData::new(shift.clone(), [8]), &device).reshape([1, 8, 1, 1]);

@@ -100,6 +100,13 @@ pub(crate) fn fold_net(mut net: Net) -> Net {
         }
         i += 1;
     }
+    // Every convolution gets a pack of its own (never one cloned from the unfolded layer, whose
+    // weights differ), filled on the first pass that uses it.
+    for layer in &mut net.layers {
+        if let Layer::Conv(c) = layer {
+            c.pack = Some(Default::default());
+        }
+    }
     net
 }
 

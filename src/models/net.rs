@@ -78,6 +78,11 @@ pub struct Conv {
     pub conv: Conv2d,
     pub act: Act,
     pub l2: f64,
+    /// The convolution's weights packed for inference (`kernels::conv2d::WeightPack`), in nets
+    /// that `models::fold` prepared for inference only; `None` in nets that train, whose weights
+    /// change. Not part of the record.
+    #[module(skip)]
+    pub pack: Option<kernels::conv2d::WeightPack>,
 }
 
 #[derive(Module, Debug)]
@@ -167,7 +172,13 @@ impl Layer {
                 Features::Flat(d.act.after_kernel(kernels::dense::linear_act(&d.linear, d.act.in_kernel(), x.flat())))
             }
             Layer::Conv(c) => Features::Image(
-                c.act.after_kernel(kernels::fused::conv_bn_act(&c.conv, None, c.act.in_kernel(), x.image())),
+                c.act.after_kernel(kernels::fused::packed_conv_bn_act(
+                    &c.conv,
+                    c.pack.as_ref(),
+                    None,
+                    c.act.in_kernel(),
+                    x.image(),
+                )),
             ),
             Layer::MaxPool(p) => Features::Image(kernels::max_pool2d::max_pool2d(p, x.image())),
             Layer::BatchNorm(bn) => {
@@ -344,7 +355,7 @@ fn build_layer(layer: &LayerSpec, input: FeatureShape, device: &Device) -> Layer
                 .with_initializer(glorot())
                 .init(device);
             conv.bias = zero_bias(c.filters, device);
-            Layer::Conv(Conv { conv, act: Act { function: c.activation }, l2: c.l2 })
+            Layer::Conv(Conv { conv, act: Act { function: c.activation }, l2: c.l2, pack: None })
         }
         LayerSpec::MaxPool(p) => {
             let stride = p.stride.unwrap_or(p.pool);

@@ -1,0 +1,472 @@
+//! Direct convolution at inference for passes with few output positions (one face through a
+//! net's deep layers), with the weights packed once per layer and kept.
+//!
+//! Why: im2col + GEMM hands such a pass to `gemm` as a product whose columns are the pass's
+//! output positions (36 for vgg-lite's 6 x 6 maps at one face, 18 per thread), which its kernels
+//! vectorise along those positions: 16 lanes hold 18 or 36 positions with many lanes idle, and
+//! vgg-lite's two 6 x 6 layers ran at 105-110 GFLOP/s (`docs/speed.md`, session 40) where ONNX
+//! Runtime runs its whole net at about 200. ONNX Runtime (MLAS's `NCHWc` convolution) vectorises
+//! along output channels instead, with the weights reordered once when the model is loaded. So
+//! does this kernel: the weights are packed in blocks of [`BLOCK`] output channels, `[c_out /
+//! 16][c_in * kh * kw][16]` (zero past `c_out`), once per layer ([`WeightPack`], kept by the
+//! inference net that `models::fold` prepares), and each tile of the output is up to [`BLOCK`] x 4
+//! channels by 24 / blocks positions in registers (AVX-512; on AVX2 one block by 6), every weight
+//! vector multiplied by each position's input tap broadcast to all lanes. The positions of a
+//! tile run in the output's row-major order and may cross rows, so 3 x 3 maps fill the tiles
+//! too. The input is first copied into a zero-padded buffer, so that no tap needs a bounds test.
+//!
+//! Each output value is one accumulator summed over `k = (channel, ky, kx)` in that order,
+//! whatever the tile or thread it falls in, so the values do not depend on the thread count
+//! (they differ from im2col + GEMM's sum order in the last bits: the tests compare with Burn's
+//! convolution within 1e-5). Used only where the CPU has AVX2 and FMA (AVX-512 in a build with
+//! the `avx512` feature); elsewhere the caller keeps im2col + GEMM.
+
+use std::mem::MaybeUninit;
+use std::sync::{Arc, OnceLock};
+
+use super::super::Sliding;
+use super::super::epilogue::Epilogue;
+use super::super::flex;
+use burn::backend::flex::FlexTensor;
+
+/// Output channels per packed block: one AVX-512 vector of f32, two AVX2 ones.
+pub const BLOCK: usize = 16;
+/// Blocks per task and at most per AVX-512 tile (64 output channels).
+const TILE_BLOCKS: usize = 4;
+/// Accumulators per AVX-512 tile, of its 32 vector registers: blocks x positions, so a tile of
+/// 4 blocks covers 6 positions and one of a single block (16 output channels: cnn3) 24, enough
+/// independent sums to keep both FMA pipes busy.
+const TILE_SUMS: usize = 24;
+/// Positions per AVX2 tile (one block: 2 x 6 accumulators of its 16 registers).
+const AVX2_POSITIONS: usize = 6;
+/// Positions per chunk are a multiple of this (every tile's positions divide it).
+const CHUNK_STEP: usize = TILE_SUMS;
+
+/// Output positions (times samples) of a pass below which it runs here: the width below which
+/// im2col + GEMM groups samples to keep its products wide (`MIN_GEMM_COLUMNS`); a pass that
+/// stays narrower than that is where GEMM's lanes idle.
+pub const MAX_POSITIONS: usize = 512;
+
+/// A convolution's weights `[c_out, c_in, kh, kw]` packed as [`forward`] reads them:
+/// `[ceil(c_out / 16)][c_in * kh * kw][16]` f32, zero past `c_out`.
+#[derive(Debug)]
+pub struct PackedWeights {
+    values: Vec<f32>,
+    c_out: usize,
+    k: usize,
+}
+
+impl PackedWeights {
+    /// Packs `weights` (`[c_out, k]` row-major, `k = c_in * kh * kw`, f32).
+    pub fn new(weights: &[f32], c_out: usize, k: usize) -> Self {
+        assert_eq!(weights.len(), c_out * k, "weights of {c_out} x {k} values");
+        let mut values = vec![0f32; c_out.div_ceil(BLOCK) * k * BLOCK];
+        for (co, row) in weights.chunks_exact(k.max(1)).enumerate() {
+            let block = &mut values[(co / BLOCK) * k * BLOCK..];
+            for (kk, &w) in row.iter().enumerate() {
+                block[kk * BLOCK + co % BLOCK] = w;
+            }
+        }
+        PackedWeights { values, c_out, k }
+    }
+}
+
+/// One layer's [`PackedWeights`], packed on first use and then kept; clones share it. The
+/// inference net holds one per convolution (`models::fold`): it must not outlive a change of
+/// that layer's weights, which is why only nets folded for inference carry one.
+#[derive(Debug, Clone, Default)]
+pub struct WeightPack(Arc<OnceLock<PackedWeights>>);
+
+impl WeightPack {
+    /// The packed weights, packing `weights` (`[c_out, k]`) on the first call.
+    fn get(&self, weights: impl FnOnce() -> Vec<f32>, c_out: usize, k: usize) -> Option<&PackedWeights> {
+        let packed = self.0.get_or_init(|| PackedWeights::new(&weights(), c_out, k));
+        // Another layer's pack (a shape that does not match) is never used.
+        (packed.c_out == c_out && packed.k == k).then_some(packed)
+    }
+}
+
+/// The instruction set the tiles run with on this CPU, or `None` (no AVX2 + FMA).
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Isa {
+    Avx512,
+    Avx2,
+}
+
+fn isa() -> Option<Isa> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if cfg!(feature = "avx512") && is_x86_feature_detected!("avx512f") {
+            return Some(Isa::Avx512);
+        }
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Some(Isa::Avx2);
+        }
+    }
+    None
+}
+
+/// Whether a pass of `batch` samples through geometry `g` runs here: fewer than
+/// [`MAX_POSITIONS`] output positions in all, on a CPU with the instructions.
+pub fn applies(g: &Sliding, batch: usize) -> bool {
+    batch * g.output[0] * g.output[1] < MAX_POSITIONS && isa().is_some()
+}
+
+/// The convolution of `x` (`[batch, c_in, h, w]` f32, `dims`) by the weights `weight`
+/// (`[c_out, c_in, kh, kw]`, packed into `pack` on first use) plus `bias` (`[c_out]`), each
+/// value through `epilogue`: `[batch, c_out, oh, ow]` f32 values. `None` when the CPU lacks the
+/// instructions (see [`applies`]).
+pub fn forward(
+    x: &[f32],
+    dims: [usize; 4],
+    weight: &FlexTensor,
+    bias: &[f32],
+    pack: &WeightPack,
+    g: &Sliding,
+    epilogue: &Epilogue,
+) -> Option<Vec<f32>> {
+    forward_with(isa()?, x, dims, weight, bias, pack, g, epilogue)
+}
+
+/// [`forward`] with the tiles on `isa`, which the CPU must have.
+#[allow(clippy::too_many_arguments)]
+fn forward_with(
+    isa: Isa,
+    x: &[f32],
+    dims: [usize; 4],
+    weight: &FlexTensor,
+    bias: &[f32],
+    pack: &WeightPack,
+    g: &Sliding,
+    epilogue: &Epilogue,
+) -> Option<Vec<f32>> {
+    let [batch, c_in, h, w] = dims;
+    let c_out = flex::dims4(weight)[0];
+    let ([kh, kw], [sy, sx], [oh, ow]) = (g.kernel, g.stride, g.output);
+    let k = c_in * kh * kw;
+    let packed = pack.get(|| flex::values(weight).into_owned(), c_out, k)?;
+    let p = oh * ow;
+
+    // The input zero-padded to exactly the rows and columns the windows read.
+    let (rows, cols) = ((oh - 1) * sy + kh, (ow - 1) * sx + kw);
+    let plane = rows * cols;
+    let mut padded = vec![0f32; batch * c_in * plane];
+    {
+        use rayon::prelude::*;
+        padded.par_chunks_mut(plane).enumerate().for_each(|(sc, dst)| {
+            let src = &x[sc * h * w..(sc + 1) * h * w];
+            // Input column ix lands in padded column ix + pad_left, when that is < cols.
+            let first_col = g.pad[1];
+            let n = w.min(cols.saturating_sub(first_col));
+            for (iy, row) in src.chunks_exact(w).enumerate() {
+                let py = iy + g.pad[0];
+                if py < rows && n > 0 {
+                    dst[py * cols + first_col..py * cols + first_col + n].copy_from_slice(&row[..n]);
+                }
+            }
+        });
+    }
+    // Tap kk = (channel, ky, kx): its offset from a position's window origin in one sample's
+    // padded planes.
+    let taps: Vec<usize> =
+        (0..c_in).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * plane + ky * cols + kx))).collect();
+
+    // Tasks: (sample, group of TILE_BLOCKS blocks, chunk of positions). Enough of them for the
+    // threads to share the work; the split does not change any value.
+    let blocks = c_out.div_ceil(BLOCK);
+    let groups = blocks.div_ceil(TILE_BLOCKS);
+    let threads = rayon::current_num_threads();
+    let chunks = (8 * threads).div_ceil(batch * groups).clamp(1, p.div_ceil(CHUNK_STEP));
+    let chunk = p.div_ceil(chunks).next_multiple_of(CHUNK_STEP);
+    let chunks = p.div_ceil(chunk);
+    let tasks = batch * groups * chunks;
+    let (padded, taps) = (&padded[..], &taps[..]);
+    let write = |buf: &mut Vec<f32>, task: usize, parts: flex::UninitParts| {
+        let (sample, rest) = (task / (groups * chunks), task % (groups * chunks));
+        let (group, piece) = (rest / chunks, rest % chunks);
+        let positions = piece * chunk..((piece + 1) * chunk).min(p);
+        let first_block = group * TILE_BLOCKS;
+        let n_blocks = (blocks - first_block).min(TILE_BLOCKS);
+        let channels = (first_block * BLOCK)..(c_out.min((first_block + n_blocks) * BLOCK));
+        // This task's sums, [channel - channels.start][position - positions.start].
+        let width = positions.len();
+        buf.clear();
+        buf.resize(n_blocks * BLOCK * width, 0.0);
+        let xs = &padded[sample * c_in * plane..(sample + 1) * c_in * plane];
+        let mut tile = [0f32; BLOCK * TILE_SUMS];
+        let tile_positions = match isa {
+            Isa::Avx512 => TILE_SUMS / n_blocks,
+            Isa::Avx2 => AVX2_POSITIONS,
+        };
+        for start in positions.clone().step_by(tile_positions) {
+            let n = (positions.end - start).min(tile_positions);
+            // Each position's window origin; the positions past the last repeat it (their
+            // sums are computed and dropped), so every read stays inside the planes.
+            let base: [usize; TILE_SUMS] = std::array::from_fn(|j| {
+                let q = start + j.min(n - 1);
+                (q / ow) * sy * cols + (q % ow) * sx
+            });
+            let weights = &packed.values[first_block * k * BLOCK..(first_block + n_blocks) * k * BLOCK];
+            sums(isa, weights, k, n_blocks, xs, taps, &base, &mut tile);
+            for j in 0..n {
+                let col = start - positions.start + j;
+                for c in 0..n_blocks * BLOCK {
+                    buf[c * width + col] = tile[j * n_blocks * BLOCK + c];
+                }
+            }
+        }
+        for co in channels.clone() {
+            let c = co - channels.start;
+            // SAFETY: task (sample, group, piece) writes only its channels' values at its
+            // positions; the tasks cover every (sample, channel, position) once.
+            let dst: &mut [MaybeUninit<f32>] =
+                unsafe { parts.part((sample * c_out + co) * p + positions.start, width) };
+            epilogue.write(co, bias[co], &buf[c * width..(c + 1) * width], dst);
+        }
+    };
+    // SAFETY: see `write`: the tasks write every value of the output exactly once.
+    Some(unsafe { flex::write_parts_in_parallel(batch * c_out * p, tasks, Vec::new, write) })
+}
+
+/// The sums of one tile: for each of `n_blocks` blocks of `weights` (packed, `k` taps each) and
+/// each of the tile's window origins `base` (`TILE_SUMS / n_blocks` of them on AVX-512,
+/// [`AVX2_POSITIONS`] on AVX2), `sum over kk of weight[kk] * xs[base + taps[kk]]`, in the order
+/// of `kk`; into `tile` as `[position][block * 16 + lane]`.
+#[allow(clippy::too_many_arguments)]
+fn sums(
+    isa: Isa,
+    weights: &[f32],
+    k: usize,
+    n_blocks: usize,
+    xs: &[f32],
+    taps: &[usize],
+    base: &[usize; TILE_SUMS],
+    tile: &mut [f32; BLOCK * TILE_SUMS],
+) {
+    assert!(weights.len() == n_blocks * k * BLOCK && taps.len() == k && (1..=TILE_BLOCKS).contains(&n_blocks));
+    // Every read below is at base[j] + taps[kk]: check the largest. `taps` increase (their
+    // order is (channel, ky, kx)), so the last is the largest.
+    debug_assert!(taps.windows(2).all(|t| t[0] < t[1]));
+    let last_tap = taps.last().copied().unwrap_or(0);
+    assert!(base.iter().all(|&b| b + last_tap < xs.len()) || k == 0, "a tap past the padded input");
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `isa` came from `isa()`, so the CPU has the instructions; the reads are in bounds
+    // (asserted above) and the writes are within `tile`.
+    unsafe {
+        match (isa, n_blocks) {
+            (Isa::Avx512, 4) => x86::tile_avx512::<4, 6>(weights, k, xs, taps, base, tile),
+            (Isa::Avx512, 3) => x86::tile_avx512::<3, 8>(weights, k, xs, taps, base, tile),
+            (Isa::Avx512, 2) => x86::tile_avx512::<2, 12>(weights, k, xs, taps, base, tile),
+            (Isa::Avx512, _) => x86::tile_avx512::<1, 24>(weights, k, xs, taps, base, tile),
+            (Isa::Avx2, _) => {
+                for b in 0..n_blocks {
+                    x86::block_avx2(&weights[b * k * BLOCK..(b + 1) * k * BLOCK], xs, taps, base, b, n_blocks, tile);
+                }
+            }
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("no instruction set without x86-64: isa() is None there ({isa:?})");
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{AVX2_POSITIONS, BLOCK, TILE_SUMS};
+    use std::arch::x86_64::*;
+
+    /// [`super::sums`] for `MB` blocks and `NR` positions on AVX-512: `MB` x `NR` accumulators
+    /// of 16 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F; `weights` holds `MB * k * 16` values; every `base[j] + taps[kk]` is
+    /// inside `xs`.
+    #[cfg_attr(not(feature = "avx512"), allow(dead_code))]
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn tile_avx512<const MB: usize, const NR: usize>(
+        weights: &[f32],
+        k: usize,
+        xs: &[f32],
+        taps: &[usize],
+        base: &[usize; TILE_SUMS],
+        tile: &mut [f32; BLOCK * TILE_SUMS],
+    ) {
+        let mut acc = [[_mm512_setzero_ps(); NR]; MB];
+        let (w, x) = (weights.as_ptr(), xs.as_ptr());
+        let rows: [*const f32; NR] = std::array::from_fn(|j| unsafe { x.add(base[j]) });
+        for (kk, &tap) in taps.iter().enumerate() {
+            // SAFETY: in bounds by the caller's contract.
+            unsafe {
+                let wv: [__m512; MB] = std::array::from_fn(|b| _mm512_loadu_ps(w.add((b * k + kk) * BLOCK)));
+                for j in 0..NR {
+                    let xv = _mm512_set1_ps(*rows[j].add(tap));
+                    for b in 0..MB {
+                        acc[b][j] = _mm512_fmadd_ps(wv[b], xv, acc[b][j]);
+                    }
+                }
+            }
+        }
+        for (j, sums) in tile.chunks_exact_mut(MB * BLOCK).take(NR).enumerate() {
+            for b in 0..MB {
+                // SAFETY: `sums` holds MB * 16 values.
+                unsafe { _mm512_storeu_ps(sums.as_mut_ptr().add(b * BLOCK), acc[b][j]) };
+            }
+        }
+    }
+
+    /// [`super::sums`] for block `b` of `n_blocks` on AVX2: 2 x 6 accumulators of 8 lanes.
+    ///
+    /// # Safety
+    /// The CPU has AVX2 and FMA; `weights` holds this block's `k * 16` values; every `base[j] +
+    /// taps[kk]` is inside `xs`.
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn block_avx2(
+        weights: &[f32],
+        xs: &[f32],
+        taps: &[usize],
+        base: &[usize; TILE_SUMS],
+        b: usize,
+        n_blocks: usize,
+        tile: &mut [f32; BLOCK * TILE_SUMS],
+    ) {
+        let mut acc = [[_mm256_setzero_ps(); AVX2_POSITIONS]; 2];
+        let (w, x) = (weights.as_ptr(), xs.as_ptr());
+        let rows: [*const f32; AVX2_POSITIONS] = std::array::from_fn(|j| unsafe { x.add(base[j]) });
+        for (kk, &tap) in taps.iter().enumerate() {
+            // SAFETY: in bounds by the caller's contract.
+            unsafe {
+                let wv = [_mm256_loadu_ps(w.add(kk * BLOCK)), _mm256_loadu_ps(w.add(kk * BLOCK + 8))];
+                for j in 0..AVX2_POSITIONS {
+                    let xv = _mm256_set1_ps(*rows[j].add(tap));
+                    acc[0][j] = _mm256_fmadd_ps(wv[0], xv, acc[0][j]);
+                    acc[1][j] = _mm256_fmadd_ps(wv[1], xv, acc[1][j]);
+                }
+            }
+        }
+        for (j, sums) in tile.chunks_exact_mut(n_blocks * BLOCK).take(AVX2_POSITIONS).enumerate() {
+            for (h, acc) in acc.iter().enumerate() {
+                // SAFETY: `sums` holds n_blocks * 16 values and b < n_blocks.
+                unsafe { _mm256_storeu_ps(sums.as_mut_ptr().add(b * BLOCK + h * 8), acc[j]) };
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::inference;
+    use super::*;
+    use crate::kernels::epilogue::Activation;
+    use crate::kernels::tests::{assert_close, random_input};
+    use burn::backend::flex::Flex;
+    use burn::nn::PaddingConfig2d;
+    use burn::nn::conv::{Conv2d, Conv2dConfig};
+    use burn::prelude::*;
+
+    fn bits(t: &Tensor<4>) -> Vec<u32> {
+        t.clone().into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// This kernel's convolution of `x` (called directly: in tests Winograd takes passes of 64
+    /// tiles, which `inference` would give it), or `None` where it does not run.
+    fn direct(conv: &Conv2d, x: &Tensor<4>, epilogue: &Epilogue, pack: &WeightPack) -> Option<Tensor<4>> {
+        let dims = x.dims();
+        let g = Sliding::new(&conv.padding, [dims[2], dims[3]], conv.kernel_size, conv.stride).unwrap();
+        if !applies(&g, dims[0]) {
+            return None;
+        }
+        let (xt, wt) = (flex::plain(x).unwrap(), flex::plain(&conv.weight.val()).unwrap());
+        let bias = flex::plain(&conv.bias.as_ref().unwrap().val()).unwrap();
+        let out = forward(&flex::values(&xt), dims, &wt, &flex::values(&bias), pack, &g, epilogue)?;
+        let c_out = flex::dims4(&wt)[0];
+        Some(Tensor::from_primitive::<Flex>(flex::tensor(out, &[dims[0], c_out, g.output[0], g.output[1]])))
+    }
+
+    /// The shapes of the nets' small-map layers (vgg-lite's 6 x 6 and 12 x 12, cnn1's 11 x 11
+    /// stride 4 and 5 x 5 and 3 x 3 on 3 x 3 maps, a valid stride-2 window), with output
+    /// channels that fill 1 to 4 blocks and part of one, at one face and a few: Burn's
+    /// convolution within 1e-5, the same bits on 1, 2 and 3 threads and at batch 1 as in a batch,
+    /// and the same packed weights reused across calls.
+    #[test]
+    fn matches_burns_convolution_and_does_not_depend_on_the_threads_or_the_batch() {
+        if isa().is_none() {
+            eprintln!("skipped: the direct convolution needs AVX2 and FMA, which this CPU lacks");
+            return;
+        }
+        let device = Device::flex();
+        let cases: [(usize, usize, usize, usize, PaddingConfig2d, usize); 7] = [
+            (8, 40, 3, 1, PaddingConfig2d::Same, 6),
+            (16, 64, 3, 1, PaddingConfig2d::Same, 12),
+            (5, 17, 5, 1, PaddingConfig2d::Same, 6),
+            (12, 80, 3, 1, PaddingConfig2d::Same, 3),
+            (1, 96, 11, 4, PaddingConfig2d::Same, 48),
+            (3, 33, 3, 2, PaddingConfig2d::Valid, 13),
+            (7, 16, 1, 1, PaddingConfig2d::Valid, 5),
+        ];
+        for (seed, (c_in, c_out, kernel, stride, padding, size)) in cases.into_iter().enumerate() {
+            let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+                .with_stride([stride, stride])
+                .with_padding(padding)
+                .init(&device);
+            let x = random_input([3, c_in, size, size], &device, seed as u64);
+            let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c_out).map(|c| (0.5 + c as f32 * 0.01, 0.1)).unzip();
+            let with_affine = Epilogue { affine: Some((&scale, &shift)), act: Some(Activation::Relu) };
+            let pack = WeightPack::default();
+            for epilogue in [Epilogue::NONE, with_affine] {
+                let Some(ours) = direct(&conv, &x, &epilogue, &pack) else {
+                    panic!("case {seed}: a pass of {} positions should run here", 3 * size * size);
+                };
+                let mut burns = conv.forward(x.clone());
+                if let Some((s, t)) = epilogue.affine {
+                    let s = Tensor::<1>::from_floats(s, &device).reshape([1, c_out, 1, 1]);
+                    let t = Tensor::<1>::from_floats(t, &device).reshape([1, c_out, 1, 1]);
+                    burns = burn::tensor::activation::relu(burns * s + t);
+                }
+                assert_close(&ours, &burns, 1e-5, &format!("case {seed}"));
+                for threads in [1, 2, 3] {
+                    let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                    let again = pool.install(|| direct(&conv, &x, &epilogue, &pack).unwrap());
+                    assert_eq!(bits(&again), bits(&ours), "case {seed} on {threads} threads");
+                }
+                let one = direct(&conv, &x.clone().slice([1..2]), &epilogue, &pack).unwrap();
+                assert_eq!(bits(&one), bits(&ours.clone().slice([1..2])), "case {seed}: one face alone");
+            }
+        }
+    }
+
+    /// A pack made for another shape is never used: the pass goes to im2col + GEMM instead.
+    #[test]
+    fn a_pack_of_another_shape_is_not_used() {
+        let device = Device::flex();
+        let conv = Conv2dConfig::new([4, 16], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+        let other = Conv2dConfig::new([4, 32], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+        let x = random_input([1, 4, 6, 6], &device, 9);
+        let pack = WeightPack::default();
+        let _ = inference(&other, &x, &Epilogue::NONE, Some(&pack));
+        let ours = Tensor::from_primitive::<Flex>(inference(&conv, &x, &Epilogue::NONE, Some(&pack)).unwrap());
+        assert_close(&ours, &conv.forward(x), 1e-5, "with another layer's pack");
+    }
+
+    /// AVX2's tiles (one block of two 8-lane halves at a time) give the same bits as
+    /// AVX-512's (four blocks at a time): both add one fused multiply-add per tap, in the same
+    /// order. Runs where the CPU has both.
+    #[test]
+    fn avx2_and_avx512_give_the_same_bits() {
+        if isa() != Some(Isa::Avx512) {
+            eprintln!("skipped: needs a CPU with AVX-512 (and a build with the avx512 feature) to compare");
+            return;
+        }
+        let device = Device::flex();
+        let conv = Conv2dConfig::new([9, 72], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+        let x = random_input([2, 9, 7, 7], &device, 11);
+        let dims = x.dims();
+        let g = Sliding::new(&conv.padding, [7, 7], [3, 3], [1, 1]).unwrap();
+        let (xt, wt) = (flex::plain(&x).unwrap(), flex::plain(&conv.weight.val()).unwrap());
+        let bias = flex::plain(&conv.bias.as_ref().unwrap().val()).unwrap();
+        let pack = WeightPack::default();
+        let run = |isa| {
+            forward_with(isa, &flex::values(&xt), dims, &wt, &flex::values(&bias), &pack, &g, &Epilogue::NONE).unwrap()
+        };
+        let (wide, narrow) = (run(Isa::Avx512), run(Isa::Avx2));
+        assert!(wide.iter().zip(&narrow).all(|(a, b)| a.to_bits() == b.to_bits()), "AVX2 and AVX-512 differ");
+    }
+}
