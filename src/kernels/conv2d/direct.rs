@@ -125,21 +125,10 @@ pub fn forward(
     g: &Sliding,
     epilogue: &Epilogue,
 ) -> Option<Vec<f32>> {
-    forward_with(isa()?, x, dims, weight, bias, pack, g, epilogue)
-}
-
-/// [`forward`] with the tiles on `isa`, which the CPU must have.
-#[allow(clippy::too_many_arguments)]
-fn forward_with(
-    isa: Isa,
-    x: &[f32],
-    dims: [usize; 4],
-    weight: &FlexTensor,
-    bias: &[f32],
-    pack: &WeightPack,
-    g: &Sliding,
-    epilogue: &Epilogue,
-) -> Option<Vec<f32>> {
+    #[cfg(test)]
+    let isa = tests::FORCED_ISA.get().or_else(isa)?;
+    #[cfg(not(test))]
+    let isa = isa()?;
     let [batch, c_in, h, w] = dims;
     let c_out = flex::dims4(weight)[0];
     let ([kh, kw], [sy, sx], [oh, ow]) = (g.kernel, g.stride, g.output);
@@ -361,6 +350,13 @@ mod tests {
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::{Conv2d, Conv2dConfig};
     use burn::prelude::*;
+    use std::cell::Cell;
+
+    thread_local! {
+        /// The instruction set [`forward`] uses on this thread instead of the CPU's best, for the
+        /// test that compares them.
+        pub(super) static FORCED_ISA: Cell<Option<Isa>> = const { Cell::new(None) };
+    }
 
     fn bits(t: &Tensor<4>) -> Vec<u32> {
         t.clone().into_data().try_to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
@@ -464,7 +460,10 @@ mod tests {
         let bias = flex::plain(&conv.bias.as_ref().unwrap().val()).unwrap();
         let pack = WeightPack::default();
         let run = |isa| {
-            forward_with(isa, &flex::values(&xt), dims, &wt, &flex::values(&bias), &pack, &g, &Epilogue::NONE).unwrap()
+            FORCED_ISA.set(Some(isa));
+            let out = forward(&flex::values(&xt), dims, &wt, &flex::values(&bias), &pack, &g, &Epilogue::NONE);
+            FORCED_ISA.set(None);
+            out.unwrap()
         };
         let (wide, narrow) = (run(Isa::Avx512), run(Isa::Avx2));
         assert!(wide.iter().zip(&narrow).all(|(a, b)| a.to_bits() == b.to_bits()), "AVX2 and AVX-512 differ");
