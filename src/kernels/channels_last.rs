@@ -33,7 +33,7 @@ use burn::tensor::Tensor;
 use gemm::Parallelism;
 use multiversion::multiversion;
 
-use super::conv2d::small_maps;
+use super::conv2d::{WeightPack, direct, small_maps};
 use super::epilogue::{Activation, Epilogue};
 use super::matmul::matmul_uninit;
 use super::{Sliding, batch_norm, flex};
@@ -175,15 +175,19 @@ const MIN_TASK_ROWS: usize = 65;
 /// stride-1 convolution without groups, channel-last. `None` when the convolution is another
 /// kind or a parameter is not a plain Flex f32 tensor.
 ///
-/// A product of at most [`small_maps::MAX_WIDTH`] positions (one face's deep layers) is split
-/// by output channels into dot products ([`small_maps::dot_products`]: no packing of the
-/// weights for a few uses each); wider ones run as gemm products over blocks of positions.
+/// With `pack` (the layer's packed weights, kept by a net prepared for inference), a product of
+/// fewer than [`direct::MAX_POSITIONS`] positions (one face's deep layers) runs as
+/// [`direct::pointwise_rows`], vectorised along the output channels. Without, one of at most
+/// [`small_maps::MAX_WIDTH`] positions is split by output channels into dot products
+/// ([`small_maps::dot_products`]: no packing of the weights for a few uses each); wider ones run
+/// as gemm products over blocks of positions.
 ///
 /// # Panics
 /// When `x`'s channels are not the convolution's input channels, or `residual`'s dimensions
 /// are not the output's.
 pub fn pointwise(
     conv: &Conv2d,
+    pack: Option<&WeightPack>,
     bn: Option<&BatchNorm>,
     act: Option<Activation>,
     x: &ChannelsLast,
@@ -210,7 +214,12 @@ pub fn pointwise(
     if rows == 0 {
         return Some(ChannelsLast { values: Vec::new(), dims });
     }
-    let values = if rows <= small_maps::MAX_WIDTH && small_maps::has_avx2_fma() {
+    let direct = pack
+        .filter(|_| rows < direct::MAX_POSITIONS)
+        .and_then(|pack| direct::pointwise_rows(&x.values, rows, &parameters.weight, bias, pack, &epilogue, residual));
+    let values = if let Some(values) = direct {
+        values
+    } else if rows <= small_maps::MAX_WIDTH && small_maps::has_avx2_fma() {
         by_dot_products(&x.values, &weight, bias, [rows, k, c_out], &epilogue, residual)
     } else {
         let tasks = pointwise_tasks(rows, c_out);
@@ -447,24 +456,32 @@ mod tests {
             assert_eq!(last.to_channels_first().into_data(), x.clone().into_data(), "case {i}: round trip");
             let act = Some(Activation::RELU6);
             let expected = conv_bn_act(&conv, Some(&bn), act, x.clone());
-            let run = || {
-                if is_depthwise {
-                    depthwise(&conv, Some(&bn), act, &last).unwrap()
-                } else {
-                    pointwise(&conv, Some(&bn), act, &last, None).unwrap()
+            // 1 x 1 convolutions with and without packed weights (`conv2d::direct` where the
+            // pass has fewer than 512 positions and the CPU has AVX2 and FMA).
+            let packs = if is_depthwise { vec![None] } else { vec![None, Some(WeightPack::default())] };
+            for pack in &packs {
+                let run = || {
+                    if is_depthwise {
+                        depthwise(&conv, Some(&bn), act, &last).unwrap()
+                    } else {
+                        pointwise(&conv, pack.as_ref(), Some(&bn), act, &last, None).unwrap()
+                    }
+                };
+                let case = format!("case {i}{}", if pack.is_some() { ", packed" } else { "" });
+                assert_close(&run().to_channels_first(), &expected, 1e-5, &case);
+                let on = |threads| {
+                    rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| run().values)
+                };
+                let one = on(1);
+                for threads in [2, 3, 31] {
+                    assert_eq!(bits(&on(threads)), bits(&one), "{case}: {threads} threads");
                 }
-            };
-            assert_close(&run().to_channels_first(), &expected, 1e-5, &format!("case {i}"));
-            let on = |threads| {
-                rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| run().values)
-            };
-            let one = on(1);
-            for threads in [2, 3, 31] {
-                assert_eq!(bits(&on(threads)), bits(&one), "case {i}: {threads} threads");
-            }
-            if !is_depthwise && c_in == c_out {
-                let with_skip = pointwise(&conv, Some(&bn), act, &last, Some(&last)).unwrap().to_channels_first();
-                assert_close(&with_skip, &(expected + x), 1e-5, &format!("case {i}: skip"));
+                if !is_depthwise && c_in == c_out {
+                    let with_skip = pointwise(&conv, pack.as_ref(), Some(&bn), act, &last, Some(&last))
+                        .unwrap()
+                        .to_channels_first();
+                    assert_close(&with_skip, &(expected.clone() + x.clone()), 1e-5, &format!("{case}: skip"));
+                }
             }
         }
     }

@@ -24,7 +24,7 @@ use super::reuse::ScratchBuffer;
 use super::winograd;
 use super::{SHORT_ROW, Sliding};
 
-mod direct;
+pub(super) mod direct;
 mod kernel_rows;
 pub(super) mod small_maps;
 

@@ -15,6 +15,7 @@ use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, Linea
 use burn::prelude::*;
 
 use crate::kernels::channels_last::{self, ChannelsLast};
+use crate::kernels::conv2d::WeightPack;
 use crate::kernels::fused::{Activation, conv_bn_act};
 
 /// Stages: (blocks, kernel, first stride, expansion, output channels).
@@ -76,6 +77,10 @@ pub struct MbConv {
     pub project_conv: Conv2d,
     pub bn2: BatchNorm,
     pub skip: bool,
+    /// The expansion's and the projection's packed weights, in a net prepared for inference
+    /// ([`EfficientNetLite0::packed_for_inference`]); `None` otherwise. Not part of the record.
+    #[module(skip)]
+    pub packs: Option<[WeightPack; 2]>,
 }
 
 impl MbConv {
@@ -94,6 +99,7 @@ impl MbConv {
             project_conv: conv([hidden, output], 1, 1, 1, device),
             bn2: bn(output, device),
             skip: stride == 1 && input == output,
+            packs: None,
         }
     }
 
@@ -111,13 +117,20 @@ impl MbConv {
     /// parameter is not a plain Flex f32 tensor.
     fn forward_channels_last(&self, input: &ChannelsLast) -> Option<ChannelsLast> {
         let relu6 = Some(Activation::RELU6);
+        let [expand_pack, project_pack] = match &self.packs {
+            Some([e, p]) => [Some(e), Some(p)],
+            None => [None, None],
+        };
         let expanded = match (&self.expand_conv, &self.bn0) {
-            (Some(expand), Some(bn0)) => Some(channels_last::pointwise(expand, Some(bn0), relu6, input, None)?),
+            (Some(expand), Some(bn0)) => {
+                Some(channels_last::pointwise(expand, expand_pack, Some(bn0), relu6, input, None)?)
+            }
             _ => None,
         };
         let x =
             channels_last::depthwise(&self.depthwise_conv, Some(&self.bn1), relu6, expanded.as_ref().unwrap_or(input))?;
-        channels_last::pointwise(&self.project_conv, Some(&self.bn2), None, &x, self.skip.then_some(input))
+        let residual = self.skip.then_some(input);
+        channels_last::pointwise(&self.project_conv, project_pack, Some(&self.bn2), None, &x, residual)
     }
 }
 
@@ -130,9 +143,24 @@ pub struct EfficientNetLite0 {
     pub bn1: BatchNorm,
     pub dropout: Dropout,
     pub fc: Linear,
+    /// The head convolution's packed weights, in a net prepared for inference; `None`
+    /// otherwise. Not part of the record.
+    #[module(skip)]
+    pub head_pack: Option<WeightPack>,
 }
 
 impl EfficientNetLite0 {
+    /// The net with empty packs for its 1 x 1 convolutions' weights, filled on first use at
+    /// inference (`kernels::conv2d::direct`: one face's deep layers vectorised along the output
+    /// channels). Only for a net whose weights no longer change (a pack is never refreshed).
+    pub fn packed_for_inference(mut self) -> Self {
+        for block in &mut self.blocks {
+            block.packs = Some(Default::default());
+        }
+        self.head_pack = Some(Default::default());
+        self
+    }
+
     /// A freshly initialised net with `classes` outputs.
     pub fn new(classes: usize, device: &Device) -> Self {
         let mut blocks = Vec::new();
@@ -151,6 +179,7 @@ impl EfficientNetLite0 {
             bn1: bn(FEATURES, device),
             dropout: DropoutConfig::new(0.2).init(),
             fc: LinearConfig::new(FEATURES, classes).init(device),
+            head_pack: None,
         }
     }
 
@@ -196,7 +225,9 @@ impl EfficientNetLite0 {
             x = block.forward_channels_last(&x)?;
         }
         let relu6 = Some(Activation::RELU6);
-        Some(channels_last::pointwise(&self.conv_head, Some(&self.bn1), relu6, &x, None)?.mean_positions())
+        let head =
+            channels_last::pointwise(&self.conv_head, self.head_pack.as_ref(), Some(&self.bn1), relu6, &x, None)?;
+        Some(head.mean_positions())
     }
 
     /// Logits `[batch, classes]`.

@@ -19,6 +19,7 @@ use burn::prelude::*;
 use super::model::{Ensemble, Model};
 use super::net::{Layer, Net};
 use super::spec::ActivationFn;
+use super::transfer::Backbone;
 
 /// `model` with every convolution or dense layer that is directly followed by batch norm (and
 /// has no activation of its own) merged with it, and a ReLU layer right after a convolution or
@@ -30,7 +31,14 @@ pub fn fold_batch_norm(model: Model) -> Model {
         Model::Ensemble(e) => {
             Model::Ensemble(Ensemble { members: e.members.into_iter().map(fold_batch_norm).collect() })
         }
-        transfer @ Model::Transfer(_) => transfer,
+        // EfficientNet's 1 x 1 convolutions get packs for their weights (`kernels::conv2d::direct`).
+        Model::Transfer(mut t) => {
+            t.backbone = match t.backbone {
+                Backbone::EfficientNetLite0(e) => Backbone::EfficientNetLite0(e.packed_for_inference()),
+                other => other,
+            };
+            Model::Transfer(t)
+        }
     }
 }
 

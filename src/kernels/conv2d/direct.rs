@@ -160,53 +160,25 @@ pub fn forward(
     let taps: Vec<usize> =
         (0..c_in).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * plane + ky * cols + kx))).collect();
 
-    // Tasks: (sample, group of TILE_BLOCKS blocks, chunk of positions). Enough of them for the
-    // threads to share the work; the split does not change any value.
-    let blocks = c_out.div_ceil(BLOCK);
-    let groups = blocks.div_ceil(TILE_BLOCKS);
-    let threads = rayon::current_num_threads();
-    let chunks = (8 * threads).div_ceil(batch * groups).clamp(1, p.div_ceil(CHUNK_STEP));
-    let chunk = p.div_ceil(chunks).next_multiple_of(CHUNK_STEP);
-    let chunks = p.div_ceil(chunk);
-    let tasks = batch * groups * chunks;
+    let split = Split::new(batch, c_out, p);
     let (padded, taps) = (&padded[..], &taps[..]);
     let write = |buf: &mut Vec<f32>, task: usize, parts: flex::UninitParts| {
-        let (sample, rest) = (task / (groups * chunks), task % (groups * chunks));
-        let (group, piece) = (rest / chunks, rest % chunks);
-        let positions = piece * chunk..((piece + 1) * chunk).min(p);
-        let first_block = group * TILE_BLOCKS;
-        let n_blocks = (blocks - first_block).min(TILE_BLOCKS);
-        let channels = (first_block * BLOCK)..(c_out.min((first_block + n_blocks) * BLOCK));
+        let (sample, blocks, positions) = split.task(task);
+        let channels = split.channels(&blocks);
         // This task's sums, [channel - channels.start][position - positions.start].
         let width = positions.len();
         buf.clear();
-        buf.resize(n_blocks * BLOCK * width, 0.0);
+        buf.resize(blocks.len() * BLOCK * width, 0.0);
         let xs = &padded[sample * c_in * plane..(sample + 1) * c_in * plane];
-        let mut tile = [0f32; BLOCK * TILE_SUMS];
-        let tile_positions = match isa {
-            Isa::Avx512 => TILE_SUMS / n_blocks,
-            Isa::Avx2 => AVX2_POSITIONS,
-        };
-        for start in positions.clone().step_by(tile_positions) {
-            let n = (positions.end - start).min(tile_positions);
-            // Each position's window origin; the positions past the last repeat it (their
-            // sums are computed and dropped), so every read stays inside the planes.
-            let base: [usize; TILE_SUMS] = std::array::from_fn(|j| {
-                let q = start + j.min(n - 1);
-                (q / ow) * sy * cols + (q % ow) * sx
-            });
-            let weights = &packed.values[first_block * k * BLOCK..(first_block + n_blocks) * k * BLOCK];
-            sums(isa, weights, k, n_blocks, xs, taps, &base, &mut tile);
-            for j in 0..n {
-                let col = start - positions.start + j;
-                for c in 0..n_blocks * BLOCK {
-                    buf[c * width + col] = tile[j * n_blocks * BLOCK + c];
-                }
+        let window_origin = |q: usize| (q / ow) * sy * cols + (q % ow) * sx;
+        task_sums(isa, packed, blocks.clone(), xs, taps, positions.clone(), window_origin, |q, sums| {
+            for (c, &v) in sums.iter().enumerate() {
+                buf[c * width + q - positions.start] = v;
             }
-        }
+        });
         for co in channels.clone() {
             let c = co - channels.start;
-            // SAFETY: task (sample, group, piece) writes only its channels' values at its
+            // SAFETY: task (sample, blocks, positions) writes only its channels' values at its
             // positions; the tasks cover every (sample, channel, position) once.
             let dst: &mut [MaybeUninit<f32>] =
                 unsafe { parts.part((sample * c_out + co) * p + positions.start, width) };
@@ -214,7 +186,138 @@ pub fn forward(
         }
     };
     // SAFETY: see `write`: the tasks write every value of the output exactly once.
-    Some(unsafe { flex::write_parts_in_parallel(batch * c_out * p, tasks, Vec::new, write) })
+    Some(unsafe { flex::write_parts_in_parallel(batch * c_out * p, split.tasks(), Vec::new, write) })
+}
+
+/// A 1 x 1, stride-1, unpadded convolution channel-last (`kernels::channels_last`): `x` `[rows,
+/// k]` f32 (`rows` positions of `k` channels), the weights `[c_out, k, 1, 1]` packed into `pack`
+/// on first use; `[rows, c_out]` f32, each row `bias` plus the sums through `epilogue`
+/// ([`Epilogue::apply_rows`]) and then plus `residual`'s row (`[rows, c_out]`) when given. `None`
+/// when the CPU lacks the instructions or `x` is not `rows` rows of `k`.
+pub fn pointwise_rows(
+    x: &[f32],
+    rows: usize,
+    weight: &FlexTensor,
+    bias: &[f32],
+    pack: &WeightPack,
+    epilogue: &Epilogue,
+    residual: Option<&[f32]>,
+) -> Option<Vec<f32>> {
+    let isa = isa()?;
+    let [c_out, k, ..] = flex::dims4(weight);
+    if x.len() != rows * k || rows == 0 {
+        return None;
+    }
+    let packed = pack.get(|| flex::values(weight).into_owned(), c_out, k)?;
+    // Position q's channel kk is at q * k + kk: the window origin is q * k, the taps 0..k.
+    let taps: Vec<usize> = (0..k).collect();
+    let split = Split::new(1, c_out, rows);
+    let write = |row: &mut Vec<f32>, task: usize, parts: flex::UninitParts| {
+        let (_, blocks, positions) = split.task(task);
+        let channels = split.channels(&blocks);
+        task_sums(
+            isa,
+            packed,
+            blocks.clone(),
+            x,
+            &taps,
+            positions,
+            |q| q * k,
+            |q, sums| {
+                row.clear();
+                row.extend_from_slice(&sums[..channels.len()]);
+                epilogue.apply_rows(channels.start, &bias[channels.clone()], row);
+                if let Some(r) = residual {
+                    row.iter_mut().zip(&r[q * c_out + channels.start..][..channels.len()]).for_each(|(v, &s)| *v += s);
+                }
+                // SAFETY: these channels of position q belong to this task alone.
+                let dst = unsafe { parts.part(q * c_out + channels.start, channels.len()) };
+                dst.iter_mut().zip(row.iter()).for_each(|(d, &v)| {
+                    d.write(v);
+                });
+            },
+        );
+    };
+    // SAFETY: the tasks' (blocks, positions) tile the output, and each writes all of its values.
+    Some(unsafe { flex::write_parts_in_parallel(rows * c_out, split.tasks(), Vec::new, write) })
+}
+
+/// How a pass is split into tasks: (sample, group of up to [`TILE_BLOCKS`] blocks of output
+/// channels, chunk of positions), enough of them for the threads to share the work. The split
+/// changes no value: each output's sum is the same wherever it is computed.
+#[derive(Debug, Clone, Copy)]
+struct Split {
+    c_out: usize,
+    blocks: usize,
+    groups: usize,
+    /// Positions per sample, and per chunk (a multiple of [`CHUNK_STEP`]).
+    positions: usize,
+    chunk: usize,
+    chunks: usize,
+    batch: usize,
+}
+
+impl Split {
+    fn new(batch: usize, c_out: usize, positions: usize) -> Self {
+        let blocks = c_out.div_ceil(BLOCK);
+        let groups = blocks.div_ceil(TILE_BLOCKS);
+        let threads = rayon::current_num_threads();
+        let chunks = (8 * threads).div_ceil(batch * groups).clamp(1, positions.div_ceil(CHUNK_STEP));
+        let chunk = positions.div_ceil(chunks).next_multiple_of(CHUNK_STEP);
+        let chunks = positions.div_ceil(chunk);
+        Split { c_out, blocks, groups, positions, chunk, chunks, batch }
+    }
+
+    fn tasks(&self) -> usize {
+        self.batch * self.groups * self.chunks
+    }
+
+    /// Task `task`'s sample, blocks and positions.
+    fn task(&self, task: usize) -> (usize, std::ops::Range<usize>, std::ops::Range<usize>) {
+        let (sample, rest) = (task / (self.groups * self.chunks), task % (self.groups * self.chunks));
+        let (group, piece) = (rest / self.chunks, rest % self.chunks);
+        let first = group * TILE_BLOCKS;
+        let blocks = first..(first + TILE_BLOCKS).min(self.blocks);
+        (sample, blocks, piece * self.chunk..((piece + 1) * self.chunk).min(self.positions))
+    }
+
+    /// The output channels of `blocks` (the last block may hold fewer than [`BLOCK`]).
+    fn channels(&self, blocks: &std::ops::Range<usize>) -> std::ops::Range<usize> {
+        blocks.start * BLOCK..self.c_out.min(blocks.end * BLOCK)
+    }
+}
+
+/// The sums of `blocks` of `packed` at each of `positions`, tile by tile: `each(q, sums)` gets
+/// position `q`'s `blocks.len() * 16` sums (channel `blocks.start * 16 + i` at `i`), where
+/// position `q` reads `xs[window_origin(q) + taps[kk]]` for tap `kk`.
+#[allow(clippy::too_many_arguments)]
+fn task_sums(
+    isa: Isa,
+    packed: &PackedWeights,
+    blocks: std::ops::Range<usize>,
+    xs: &[f32],
+    taps: &[usize],
+    positions: std::ops::Range<usize>,
+    window_origin: impl Fn(usize) -> usize,
+    mut each: impl FnMut(usize, &[f32]),
+) {
+    let (k, n_blocks) = (packed.k, blocks.len());
+    let weights = &packed.values[blocks.start * k * BLOCK..blocks.end * k * BLOCK];
+    let tile_positions = match isa {
+        Isa::Avx512 => TILE_SUMS / n_blocks,
+        Isa::Avx2 => AVX2_POSITIONS,
+    };
+    let mut tile = [0f32; BLOCK * TILE_SUMS];
+    for start in positions.clone().step_by(tile_positions) {
+        let n = (positions.end - start).min(tile_positions);
+        // The positions past the last repeat it (their sums are computed and dropped), so every
+        // read stays inside the input.
+        let base: [usize; TILE_SUMS] = std::array::from_fn(|j| window_origin(start + j.min(n - 1)));
+        sums(isa, weights, k, n_blocks, xs, taps, &base, &mut tile);
+        for (j, sums) in tile.chunks_exact(n_blocks * BLOCK).take(n).enumerate() {
+            each(start + j, sums);
+        }
+    }
 }
 
 /// The sums of one tile: for each of `n_blocks` blocks of `weights` (packed, `k` taps each) and
