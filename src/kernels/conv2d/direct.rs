@@ -14,6 +14,8 @@
 //! vector multiplied by each position's input tap broadcast to all lanes. The positions of a
 //! tile run in the output's row-major order and may cross rows, so 3 x 3 maps fill the tiles
 //! too. The input is first copied into a zero-padded buffer, so that no tap needs a bounds test.
+//! [`pointwise_rows`] runs EfficientNet's channel-last 1 x 1 convolutions (`kernels::channels_last`)
+//! through the same tiles: position `q` reads its channels at `q * c_in + kk`.
 //!
 //! Each output value is one accumulator summed over `k = (channel, ky, kx)` in that order,
 //! whatever the tile or thread it falls in, so the values do not depend on the thread count
@@ -44,7 +46,9 @@ const CHUNK_STEP: usize = TILE_SUMS;
 
 /// Output positions (times samples) of a pass below which it runs here: the width below which
 /// im2col + GEMM groups samples to keep its products wide (`MIN_GEMM_COLUMNS`); a pass that
-/// stays narrower than that is where GEMM's lanes idle.
+/// stays narrower than that is where GEMM's lanes idle. Passes of up to 4096 positions (vgg-lite's
+/// 48 x 48 and 24 x 24 layers at one face) measured no better here than with im2col + GEMM
+/// (three rotated rounds, AMD EPYC Zen 4, session 41: docs/speed.md).
 pub const MAX_POSITIONS: usize = 512;
 
 /// A convolution's weights `[c_out, c_in, kh, kw]` packed as [`forward`] reads them:
