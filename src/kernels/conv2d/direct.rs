@@ -77,7 +77,9 @@ impl PackedWeights {
 
 /// One layer's [`PackedWeights`], packed on first use and then kept; clones share it. The
 /// inference net holds one per convolution (`models::fold`): it must not outlive a change of
-/// that layer's weights, which is why only nets folded for inference carry one.
+/// that layer's weights, which is why only nets folded for inference carry one (a pack is a
+/// `#[module(skip)]` field: `Module::map` or `load_record` on a folded net would keep it, so
+/// fold again instead).
 #[derive(Debug, Clone, Default)]
 pub struct WeightPack(Arc<OnceLock<PackedWeights>>);
 
@@ -113,7 +115,21 @@ fn isa() -> Option<Isa> {
 /// Whether a pass of `batch` samples through geometry `g` runs here: fewer than
 /// [`MAX_POSITIONS`] output positions in all, on a CPU with the instructions.
 pub fn applies(g: &Sliding, batch: usize) -> bool {
-    batch * g.output[0] * g.output[1] < MAX_POSITIONS && isa().is_some()
+    (1..MAX_POSITIONS).contains(&(batch * g.output[0] * g.output[1])) && isa().is_some()
+}
+
+/// Where each tap `kk` reads, as an offset from a position's window origin, and the largest
+/// offset (which bounds every read: see [`sums`]).
+struct Taps {
+    offsets: Vec<usize>,
+    max: usize,
+}
+
+impl Taps {
+    fn new(offsets: Vec<usize>) -> Self {
+        let max = offsets.iter().copied().max().unwrap_or(0);
+        Taps { offsets, max }
+    }
 }
 
 /// The convolution of `x` (`[batch, c_in, h, w]` f32, `dims`) by the weights `weight`
@@ -137,8 +153,12 @@ pub fn forward(
     let c_out = flex::dims4(weight)[0];
     let ([kh, kw], [sy, sx], [oh, ow]) = (g.kernel, g.stride, g.output);
     let k = c_in * kh * kw;
-    let packed = pack.get(|| flex::values(weight).into_owned(), c_out, k)?;
     let p = oh * ow;
+    // Empty passes are left to im2col + GEMM.
+    if batch * c_out * k * p * h * w == 0 {
+        return None;
+    }
+    let packed = pack.get(|| flex::values(weight).into_owned(), c_out, k)?;
 
     // The input zero-padded to exactly the rows and columns the windows read.
     let (rows, cols) = ((oh - 1) * sy + kh, (ow - 1) * sx + kw);
@@ -161,11 +181,12 @@ pub fn forward(
     }
     // Tap kk = (channel, ky, kx): its offset from a position's window origin in one sample's
     // padded planes.
-    let taps: Vec<usize> =
-        (0..c_in).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * plane + ky * cols + kx))).collect();
+    let taps = Taps::new(
+        (0..c_in).flat_map(|c| (0..kh).flat_map(move |ky| (0..kw).map(move |kx| c * plane + ky * cols + kx))).collect(),
+    );
 
     let split = Split::new(batch, c_out, p);
-    let (padded, taps) = (&padded[..], &taps[..]);
+    let (padded, taps) = (&padded[..], &taps);
     let write = |buf: &mut Vec<f32>, task: usize, parts: flex::UninitParts| {
         let (sample, blocks, positions) = split.task(task);
         let channels = split.channels(&blocks);
@@ -209,12 +230,12 @@ pub fn pointwise_rows(
 ) -> Option<Vec<f32>> {
     let isa = isa()?;
     let [c_out, k, ..] = flex::dims4(weight);
-    if x.len() != rows * k || rows == 0 {
+    if x.len() != rows * k || rows * k * c_out == 0 {
         return None;
     }
     let packed = pack.get(|| flex::values(weight).into_owned(), c_out, k)?;
     // Position q's channel kk is at q * k + kk: the window origin is q * k, the taps 0..k.
-    let taps: Vec<usize> = (0..k).collect();
+    let taps = Taps::new((0..k).collect());
     let split = Split::new(1, c_out, rows);
     let write = |row: &mut Vec<f32>, task: usize, parts: flex::UninitParts| {
         let (_, blocks, positions) = split.task(task);
@@ -300,7 +321,7 @@ fn task_sums(
     packed: &PackedWeights,
     blocks: std::ops::Range<usize>,
     xs: &[f32],
-    taps: &[usize],
+    taps: &Taps,
     positions: std::ops::Range<usize>,
     window_origin: impl Fn(usize) -> usize,
     mut each: impl FnMut(usize, &[f32]),
@@ -335,16 +356,15 @@ fn sums(
     k: usize,
     n_blocks: usize,
     xs: &[f32],
-    taps: &[usize],
+    taps: &Taps,
     base: &[usize; TILE_SUMS],
     tile: &mut [f32; BLOCK * TILE_SUMS],
 ) {
-    assert!(weights.len() == n_blocks * k * BLOCK && taps.len() == k && (1..=TILE_BLOCKS).contains(&n_blocks));
-    // Every read below is at base[j] + taps[kk]: check the largest. `taps` increase (their
-    // order is (channel, ky, kx)), so the last is the largest.
-    debug_assert!(taps.windows(2).all(|t| t[0] < t[1]));
-    let last_tap = taps.last().copied().unwrap_or(0);
-    assert!(base.iter().all(|&b| b + last_tap < xs.len()) || k == 0, "a tap past the padded input");
+    let ok_shapes = k > 0 && weights.len() == n_blocks * k * BLOCK && taps.offsets.len() == k;
+    assert!(ok_shapes && (1..=TILE_BLOCKS).contains(&n_blocks));
+    // Every read below is at base[j] + taps[kk], at most base[j] + taps.max.
+    assert!(base.iter().all(|&b| b + taps.max < xs.len()), "a tap past the padded input");
+    let taps = &taps.offsets[..];
     #[cfg(target_arch = "x86_64")]
     // SAFETY: `isa` came from `isa()`, so the CPU has the instructions; the reads are in bounds
     // (asserted above) and the writes are within `tile`.
@@ -534,6 +554,20 @@ mod tests {
                 assert_eq!(bits(&one), bits(&ours.clone().slice([1..2])), "case {seed}: one face alone");
             }
         }
+    }
+
+    /// An empty pass is left to im2col + GEMM (no division by an empty batch).
+    #[test]
+    fn an_empty_pass_is_not_taken() {
+        let g = Sliding::new(&PaddingConfig2d::Same, [6, 6], [3, 3], [1, 1]).unwrap();
+        assert!(!applies(&g, 0));
+        let device = Device::flex();
+        let conv = Conv2dConfig::new([4, 16], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+        let wt = flex::plain(&conv.weight.val()).unwrap();
+        let out = forward(&[], [0, 4, 6, 6], &wt, &[0.0; 16], &WeightPack::default(), &g, &Epilogue::NONE);
+        assert!(out.is_none());
+        let rows = pointwise_rows(&[], 0, &wt, &[0.0; 16], &WeightPack::default(), &Epilogue::NONE, None);
+        assert!(rows.is_none());
     }
 
     /// A pack made for another shape is never used: the pass goes to im2col + GEMM instead.
