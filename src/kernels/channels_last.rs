@@ -267,15 +267,10 @@ fn by_dot_products(
         small_maps::dot_products(&weight[channels.start * k..channels.end * k], x, k, product);
         for j in 0..rows {
             row.iter_mut().enumerate().for_each(|(c, v)| *v = product[c * rows + j]);
-            epilogue.apply_rows(channels.start, &bias[channels.clone()], row);
-            if let Some(r) = residual {
-                row.iter_mut().zip(&r[j * c_out + channels.start..][..count]).for_each(|(v, &s)| *v += s);
-            }
+            let skip = residual.map(|r| &r[j * c_out + channels.start..][..count]);
             // SAFETY: these channels of position j belong to this task alone.
             let dst = unsafe { out.part(j * c_out + channels.start, count) };
-            dst.iter_mut().zip(row.iter()).for_each(|(d, &v)| {
-                d.write(v);
-            });
+            epilogue.write_row(channels.start, &bias[channels.clone()], row, skip, dst);
         }
     };
     let scratch = || (Vec::new(), Vec::new());

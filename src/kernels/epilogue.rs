@@ -117,6 +117,30 @@ impl Epilogue<'_> {
         }
     }
 
+    /// Ends one output position of a channel-last layer and writes it: `row` holds the sums of
+    /// channels `first_channel..first_channel + row.len()` at that position (overwritten);
+    /// `bias` those channels' biases; `residual` the skip connection's values for the same
+    /// channels and position, added after the activation (MobileNetV2's inverted residual);
+    /// `dst` the output's slots for them (as long as `row`). The same bits as
+    /// [`Self::apply_rows`] followed by the addition.
+    #[inline]
+    pub fn write_row(
+        &self,
+        first_channel: usize,
+        bias: &[f32],
+        row: &mut [f32],
+        residual: Option<&[f32]>,
+        dst: &mut [MaybeUninit<f32>],
+    ) {
+        self.apply_rows(first_channel, bias, row);
+        if let Some(r) = residual {
+            row.iter_mut().zip(r).for_each(|(v, &s)| *v += s);
+        }
+        dst.iter_mut().zip(row.iter()).for_each(|(d, &v)| {
+            d.write(v);
+        });
+    }
+
     /// Adds `bias` to each row of `rows` and applies the epilogue in place, for a channel-last
     /// layout: `rows` holds rows of `bias.len()` values, value `i` of a row being channel
     /// `first_channel + i`. Each value goes through the same operations as in [`Self::write`]

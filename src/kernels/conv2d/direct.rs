@@ -251,15 +251,10 @@ pub fn pointwise_rows(
             |q, sums| {
                 row.clear();
                 row.extend_from_slice(&sums[..channels.len()]);
-                epilogue.apply_rows(channels.start, &bias[channels.clone()], row);
-                if let Some(r) = residual {
-                    row.iter_mut().zip(&r[q * c_out + channels.start..][..channels.len()]).for_each(|(v, &s)| *v += s);
-                }
+                let skip = residual.map(|r| &r[q * c_out + channels.start..][..channels.len()]);
                 // SAFETY: these channels of position q belong to this task alone.
                 let dst = unsafe { parts.part(q * c_out + channels.start, channels.len()) };
-                dst.iter_mut().zip(row.iter()).for_each(|(d, &v)| {
-                    d.write(v);
-                });
+                epilogue.write_row(channels.start, &bias[channels.clone()], row, skip, dst);
             },
         );
     };
