@@ -7,11 +7,25 @@ pub mod cpu;
 pub mod device;
 pub mod fs;
 
-/// Sets the number of threads the kernels and the detectors use (rayon's global pool), once per
-/// process, before any work; 0 means one per core. Errors: the pool was already set up.
+/// Sets up the threads the kernels and the detectors use (rayon's global pool), once per process,
+/// before any work: `threads` of them (0: one per core), the calling thread being one (index 0,
+/// so `threads - 1` more are started). Errors: the pool was already set up.
+///
+/// Why the caller joins the pool: a forward pass or a training step started on a pool thread
+/// runs there at once ([`on_pool`] calls it directly), where one started on any other thread is
+/// handed to the pool while the caller sleeps until it is done; that hand-off and the two
+/// wake-ups cost 15-22 µs a call (AMD EPYC, 2 cores, session 42), a sixth of cnn3's time for one
+/// face. Call it from the thread that will run the work (the CLI's main thread). A process whose
+/// work comes from other threads (the HTTP server's, Python's callers) should leave the pool to
+/// rayon's default instead: the calling thread takes pool work only while it is inside a
+/// parallel call itself, so, idle, it would leave a core unused.
 pub fn set_threads(threads: usize) -> crate::error::Result<()> {
     use crate::error::Context;
-    rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().context("cannot set up the thread pool")
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .use_current_thread()
+        .build_global()
+        .context("cannot set up the thread pool")
 }
 
 /// Runs `f` on a thread of rayon's global pool (the threads the kernels run on) and returns its

@@ -67,7 +67,6 @@ pub fn run(args: BenchArgs) -> Result<()> {
         args.infer_batches.iter().all(|&b| b >= 1),
         "--infer-batches: a batch size must be at least 1"
     );
-    ferkit::util::set_threads(args.threads)?;
     let device = args.device.device()?;
     let detection = detection_bench(&args)?;
     let models: Vec<&String> = args.models.iter().filter(|m| !m.is_empty()).collect();

@@ -182,6 +182,14 @@ pub fn run() -> Result<()> {
 }
 
 pub fn run_with(cli: Cli) -> Result<()> {
+    // The kernels' threads, this one among them, so that the work this thread starts runs at once
+    // (`ferkit::util::set_threads` says why). The server's requests arrive on its own threads:
+    // it keeps rayon's default pool, in which this thread would sit idle.
+    match &cli.command {
+        Command::Serve(_) => {}
+        Command::Bench(args) => ferkit::util::set_threads(args.threads)?,
+        _ => ferkit::util::set_threads(0)?,
+    }
     match cli.command {
         Command::Reproduce(args) => reproduce_cmd::run(args),
         Command::Predict(args) => predict_cmd::run(args),
