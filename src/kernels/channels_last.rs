@@ -279,11 +279,42 @@ fn by_dot_products(
     unsafe { flex::write_parts_in_parallel(rows * c_out, c_out.div_ceil(per_task), scratch, write_task) }
 }
 
+/// A depthwise convolution's filters `[c, 1, kh, kw]` tap-major, `[kh * kw, c]` f32, so that a
+/// tap's weights for all channels are one row ([`depthwise`] reads them so).
+fn tap_major(weight: &[f32], taps: usize, c: usize) -> Vec<f32> {
+    let mut by_tap = vec![0f32; taps * c];
+    for (ch, filter) in weight.chunks_exact(taps).enumerate() {
+        for (t, &v) in filter.iter().enumerate() {
+            by_tap[t * c + ch] = v;
+        }
+    }
+    by_tap
+}
+
+/// One depthwise layer's tap-major filters ([`depthwise`]), made on first use and then kept;
+/// clones share them. Why: made per call, the strided transposition ran on the calling thread
+/// alone before every depthwise layer, 3.8% of EfficientNet-Lite0's samples at one face (`perf`,
+/// AMD EPYC Zen 4, session 42). Like [`WeightPack`], only a net prepared for inference, whose
+/// weights no longer change, carries one (`models::fold`).
+#[derive(Debug, Clone, Default)]
+pub struct TapMajorPack(std::sync::Arc<std::sync::OnceLock<(Vec<f32>, usize, usize)>>);
+
+impl TapMajorPack {
+    /// The filters tap-major, transposing `weight` (`[c, taps]`) on the first call; `None` when
+    /// the pack holds another shape (another layer's pack is never used).
+    fn get(&self, weight: impl FnOnce() -> Vec<f32>, taps: usize, c: usize) -> Option<&[f32]> {
+        let (values, t, ch) = self.0.get_or_init(|| (tap_major(&weight(), taps, c), taps, c));
+        (*t == taps && *ch == c).then_some(values.as_slice())
+    }
+}
+
 /// `act(bn(conv(x)))` (each of `bn` and `act` when given) for a depthwise convolution (groups =
-/// channels, one filter each, no dilation), channel-last. `None` when the convolution is another
-/// kind or a parameter is not a plain Flex f32 tensor.
+/// channels, one filter each, no dilation), channel-last. With `pack` (kept by a net prepared for
+/// inference) the tap-major filters are made once. `None` when the convolution is another kind
+/// or a parameter is not a plain Flex f32 tensor.
 pub fn depthwise(
     conv: &Conv2d,
+    pack: Option<&TapMajorPack>,
     bn: Option<&BatchNorm>,
     act: Option<Activation>,
     x: &ChannelsLast,
@@ -295,15 +326,16 @@ pub fn depthwise(
     }
     let g = Sliding::new(&conv.padding, [h, w], [kh, kw], conv.stride)?;
     let parameters = Parameters::of(conv, bn)?;
-    let (epilogue, weight, bias) = (parameters.epilogue(act), flex::values(&parameters.weight), &parameters.bias);
-    // The filters tap-major, `[taps, c]`, so that a tap's weights for all channels are one row.
+    let (epilogue, bias) = (parameters.epilogue(act), &parameters.bias);
     let taps = kh * kw;
-    let mut by_tap = vec![0f32; taps * c];
-    for (ch, filter) in weight.chunks_exact(taps).enumerate() {
-        for (t, &v) in filter.iter().enumerate() {
-            by_tap[t * c + ch] = v;
+    let made;
+    let by_tap = match pack.and_then(|p| p.get(|| flex::values(&parameters.weight).into_owned(), taps, c)) {
+        Some(kept) => kept,
+        None => {
+            made = tap_major(&flex::values(&parameters.weight), taps, c);
+            &made
         }
-    }
+    };
     let [oh, ow] = g.output;
     let dims = [n, oh, ow, c];
     if n * oh * ow * c == 0 {
@@ -313,7 +345,7 @@ pub fn depthwise(
     let write_row = |_: &mut (), task: usize, out: &mut [MaybeUninit<f32>]| {
         let (sample, oy) = (task / oh, task % oh);
         let input = &x.values[sample * h * w * c..(sample + 1) * h * w * c];
-        depthwise_row(input, &by_tap, &g, c, oy, out);
+        depthwise_row(input, by_tap, &g, c, oy, out);
         // SAFETY: depthwise_row wrote every value of the row.
         epilogue.apply_rows(0, bias, unsafe { flex::assume_written(out) });
     };
@@ -451,18 +483,20 @@ mod tests {
             assert_eq!(last.to_channels_first().into_data(), x.clone().into_data(), "case {i}: round trip");
             let act = Some(Activation::RELU6);
             let expected = conv_bn_act(&conv, Some(&bn), act, x.clone());
-            // 1 x 1 convolutions with and without packed weights (`conv2d::direct` where the
-            // pass has fewer than 512 positions and the CPU has AVX2 and FMA).
-            let packs = if is_depthwise { vec![None] } else { vec![None, Some(WeightPack::default())] };
-            for pack in &packs {
+            // With and without the packs an inference net keeps: 1 x 1 convolutions' packed
+            // weights (`conv2d::direct` where the pass has fewer than 512 positions and the CPU
+            // has AVX2 and FMA), depthwise ones' tap-major filters.
+            for packed in [false, true] {
+                let pack = packed.then(WeightPack::default);
+                let taps = packed.then(TapMajorPack::default);
                 let run = || {
                     if is_depthwise {
-                        depthwise(&conv, Some(&bn), act, &last).unwrap()
+                        depthwise(&conv, taps.as_ref(), Some(&bn), act, &last).unwrap()
                     } else {
                         pointwise(&conv, pack.as_ref(), Some(&bn), act, &last, None).unwrap()
                     }
                 };
-                let case = format!("case {i}{}", if pack.is_some() { ", packed" } else { "" });
+                let case = format!("case {i}{}", if packed { ", packed" } else { "" });
                 assert_close(&run().to_channels_first(), &expected, 1e-5, &case);
                 let on = |threads| {
                     rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap().install(|| run().values)
@@ -479,6 +513,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A depthwise layer's tap-major pack holding another layer's shape is not used: the
+    /// output is the one made without a pack.
+    #[test]
+    fn another_layers_tap_major_pack_is_not_used() {
+        let device = Device::flex();
+        let layer = |c: usize, k: usize| {
+            Conv2dConfig::new([c, c], [k, k]).with_groups(c).with_padding(PaddingConfig2d::Same).init(&device)
+        };
+        let (small, large) = (layer(8, 3), layer(8, 5));
+        let x = ChannelsLast::from_channels_first(&random_input([1, 8, 6, 6], &device, 3)).unwrap();
+        let pack = TapMajorPack::default();
+        depthwise(&small, Some(&pack), None, None, &x).unwrap();
+        let with_stale = depthwise(&large, Some(&pack), None, None, &x).unwrap();
+        let without = depthwise(&large, None, None, None, &x).unwrap();
+        assert_eq!(bits(&with_stale.values), bits(&without.values));
     }
 
     /// Global average pooling: Burn's `mean_dim(3).mean_dim(2)` to rounding.

@@ -14,7 +14,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::kernels::channels_last::{self, ChannelsLast};
+use crate::kernels::channels_last::{self, ChannelsLast, TapMajorPack};
 use crate::kernels::conv2d::WeightPack;
 use crate::kernels::fused::{Activation, conv_bn_act};
 
@@ -61,9 +61,20 @@ fn bn(channels: usize, device: &Device) -> BatchNorm {
     BatchNormConfig::new(channels).with_epsilon(BN_EPSILON).with_momentum(BN_MOMENTUM).init(device)
 }
 
-/// `relu6(bn(conv(x)))`: one pass at inference (`kernels::fused`).
-fn conv_bn_relu6(conv: &Conv2d, bn: &BatchNorm, x: Tensor<4>) -> Tensor<4> {
-    conv_bn_act(conv, Some(bn), Some(Activation::RELU6), x)
+/// `relu6(bn(conv(x)))` (`relu6(conv(x))` without `bn`: folded into `conv`): one pass at
+/// inference (`kernels::fused`).
+fn conv_bn_relu6(conv: &Conv2d, bn: Option<&BatchNorm>, x: Tensor<4>) -> Tensor<4> {
+    conv_bn_act(conv, bn, Some(Activation::RELU6), x)
+}
+
+/// What a block of a net prepared for inference keeps beside its layers (`models::fold`): its
+/// 1 x 1 convolutions' packed weights (`kernels::conv2d::direct`) and its depthwise filters
+/// tap-major, each made on first use.
+#[derive(Debug, Clone, Default)]
+pub struct BlockPacks {
+    pub expand: WeightPack,
+    pub depthwise: TapMajorPack,
+    pub project: WeightPack,
 }
 
 /// An inverted-residual block: 1x1 expansion (when the ratio is not 1), depthwise kxk, 1x1
@@ -77,10 +88,11 @@ pub struct MbConv {
     pub project_conv: Conv2d,
     pub bn2: BatchNorm,
     pub skip: bool,
-    /// The expansion's and the projection's packed weights, in a net prepared for inference
-    /// ([`EfficientNetLite0::packed_for_inference`]); `None` otherwise. Not part of the record.
+    /// `Some` in a net prepared for inference (`models::fold::fold_batch_norm`): the block's
+    /// batch norms are then folded into its convolutions (`bn0`, `bn1` and `bn2` are no longer
+    /// applied) and these are its packs. `None` otherwise. Not part of the record.
     #[module(skip)]
-    pub packs: Option<[WeightPack; 2]>,
+    pub inference: Option<BlockPacks>,
 }
 
 impl MbConv {
@@ -99,17 +111,23 @@ impl MbConv {
             project_conv: conv([hidden, output], 1, 1, 1, device),
             bn2: bn(output, device),
             skip: stride == 1 && input == output,
-            packs: None,
+            inference: None,
         }
+    }
+
+    /// `bn` where it is applied: `None` once folded into its convolution (a net prepared for
+    /// inference).
+    fn applied<'a>(&self, bn: &'a BatchNorm) -> Option<&'a BatchNorm> {
+        self.inference.is_none().then_some(bn)
     }
 
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(expand), Some(bn0)) = (&self.expand_conv, &self.bn0) {
-            x = conv_bn_relu6(expand, bn0, x);
+            x = conv_bn_relu6(expand, self.applied(bn0), x);
         }
-        x = conv_bn_relu6(&self.depthwise_conv, &self.bn1, x);
-        x = conv_bn_act(&self.project_conv, Some(&self.bn2), None, x);
+        x = conv_bn_relu6(&self.depthwise_conv, self.applied(&self.bn1), x);
+        x = conv_bn_act(&self.project_conv, self.applied(&self.bn2), None, x);
         if self.skip { x + input } else { x }
     }
 
@@ -117,20 +135,29 @@ impl MbConv {
     /// parameter is not a plain Flex f32 tensor.
     fn forward_channels_last(&self, input: &ChannelsLast) -> Option<ChannelsLast> {
         let relu6 = Some(Activation::RELU6);
-        let [expand_pack, project_pack] = match &self.packs {
-            Some([e, p]) => [Some(e), Some(p)],
-            None => [None, None],
-        };
+        let packs = self.inference.as_ref();
         let expanded = match (&self.expand_conv, &self.bn0) {
             (Some(expand), Some(bn0)) => {
-                Some(channels_last::pointwise(expand, expand_pack, Some(bn0), relu6, input, None)?)
+                Some(channels_last::pointwise(expand, packs.map(|p| &p.expand), self.applied(bn0), relu6, input, None)?)
             }
             _ => None,
         };
-        let x =
-            channels_last::depthwise(&self.depthwise_conv, Some(&self.bn1), relu6, expanded.as_ref().unwrap_or(input))?;
+        let x = channels_last::depthwise(
+            &self.depthwise_conv,
+            packs.map(|p| &p.depthwise),
+            self.applied(&self.bn1),
+            relu6,
+            expanded.as_ref().unwrap_or(input),
+        )?;
         let residual = self.skip.then_some(input);
-        channels_last::pointwise(&self.project_conv, project_pack, Some(&self.bn2), None, &x, residual)
+        channels_last::pointwise(
+            &self.project_conv,
+            packs.map(|p| &p.project),
+            self.applied(&self.bn2),
+            None,
+            &x,
+            residual,
+        )
     }
 }
 
@@ -147,18 +174,17 @@ pub struct EfficientNetLite0 {
     /// otherwise. Not part of the record.
     #[module(skip)]
     pub head_pack: Option<WeightPack>,
+    /// Whether the stem's and the head's batch norms are folded into their convolutions (a net
+    /// prepared for inference, `models::fold::fold_batch_norm`; each block says so for its own).
+    /// Not part of the record.
+    #[module(skip)]
+    pub bn_folded: bool,
 }
 
 impl EfficientNetLite0 {
-    /// The net with empty packs for its 1 x 1 convolutions' weights, filled on first use at
-    /// inference (`kernels::conv2d::direct`: one face's deep layers vectorised along the output
-    /// channels). Only for a net whose weights no longer change (a pack is never refreshed).
-    pub fn packed_for_inference(mut self) -> Self {
-        for block in &mut self.blocks {
-            block.packs = Some(Default::default());
-        }
-        self.head_pack = Some(Default::default());
-        self
+    /// `bn` where it is applied: `None` once folded into its convolution.
+    fn applied<'a>(&self, bn: &'a BatchNorm) -> Option<&'a BatchNorm> {
+        (!self.bn_folded).then_some(bn)
     }
 
     /// A freshly initialised net with `classes` outputs.
@@ -180,6 +206,7 @@ impl EfficientNetLite0 {
             dropout: DropoutConfig::new(0.2).init(),
             fc: LinearConfig::new(FEATURES, classes).init(device),
             head_pack: None,
+            bn_folded: false,
         }
     }
 
@@ -198,7 +225,7 @@ impl EfficientNetLite0 {
 
     /// Pooled features `[batch, 1280]` for ImageNet-normalised images `[batch, 3, h, w]`.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let x = conv_bn_relu6(&self.conv_stem, &self.bn0, images);
+        let x = conv_bn_relu6(&self.conv_stem, self.applied(&self.bn0), images);
         match self.features_channels_last(&x) {
             Some(features) => features,
             None => self.features_channels_first(x),
@@ -211,7 +238,7 @@ impl EfficientNetLite0 {
         for block in &self.blocks {
             x = block.forward(x);
         }
-        x = conv_bn_relu6(&self.conv_head, &self.bn1, x);
+        x = conv_bn_relu6(&self.conv_head, self.applied(&self.bn1), x);
         let [batch, channels, _, _] = x.dims();
         x.mean_dim(3).mean_dim(2).reshape([batch, channels])
     }
@@ -225,8 +252,14 @@ impl EfficientNetLite0 {
             x = block.forward_channels_last(&x)?;
         }
         let relu6 = Some(Activation::RELU6);
-        let head =
-            channels_last::pointwise(&self.conv_head, self.head_pack.as_ref(), Some(&self.bn1), relu6, &x, None)?;
+        let head = channels_last::pointwise(
+            &self.conv_head,
+            self.head_pack.as_ref(),
+            self.applied(&self.bn1),
+            relu6,
+            &x,
+            None,
+        )?;
         Some(head.mean_positions())
     }
 
@@ -250,7 +283,7 @@ mod tests {
         let net = EfficientNetLite0::new(7, &device);
         for (batch, side, seed) in [(1, 48, 1), (3, 48, 2), (2, 96, 3)] {
             let images = random_input([batch, 3, side, side], &device, seed);
-            let stem = conv_bn_relu6(&net.conv_stem, &net.bn0, images.clone());
+            let stem = conv_bn_relu6(&net.conv_stem, Some(&net.bn0), images.clone());
             let expected = net.features_channels_first(stem.clone());
             let got = net.features_channels_last(&stem).expect("plain Flex tensors go channel-last");
             assert_close(&got, &expected, 1e-4, &format!("{batch} x {side} px"));

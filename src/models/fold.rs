@@ -14,8 +14,10 @@
 
 use burn::module::Param;
 use burn::nn::BatchNorm;
+use burn::nn::conv::Conv2d;
 use burn::prelude::*;
 
+use super::efficientnet::EfficientNetLite0;
 use super::model::{Ensemble, Model};
 use super::net::{Layer, Net};
 use super::spec::ActivationFn;
@@ -23,18 +25,18 @@ use super::transfer::Backbone;
 
 /// `model` with every convolution or dense layer that is directly followed by batch norm (and
 /// has no activation of its own) merged with it, and a ReLU layer right after a convolution or
-/// dense layer made that layer's own activation. Transfer nets are returned as they are (their
-/// convolutions apply batch norm and ReLU6 in the same pass at inference: `kernels::fused`).
+/// dense layer made that layer's own activation. EfficientNet-Lite0 backbones get every batch
+/// norm folded ([`fold_efficientnet`]); VGG16's are returned as they are (their convolutions
+/// apply batch norm and ReLU in the same pass at inference: `kernels::fused`).
 pub fn fold_batch_norm(model: Model) -> Model {
     match model {
         Model::Layers(net) => Model::Layers(fold_net(net)),
         Model::Ensemble(e) => {
             Model::Ensemble(Ensemble { members: e.members.into_iter().map(fold_batch_norm).collect() })
         }
-        // EfficientNet's 1 x 1 convolutions get packs for their weights (`kernels::conv2d::direct`).
         Model::Transfer(mut t) => {
             t.backbone = match t.backbone {
-                Backbone::EfficientNetLite0(e) => Backbone::EfficientNetLite0(e.packed_for_inference()),
+                Backbone::EfficientNetLite0(e) => Backbone::EfficientNetLite0(fold_efficientnet(e)),
                 other => other,
             };
             Model::Transfer(t)
@@ -49,6 +51,42 @@ fn affine(bn: &BatchNorm) -> (Tensor<1>, Tensor<1>) {
     (scale, shift)
 }
 
+/// `conv` followed by `bn` as one convolution: weights scaled per output channel, bias
+/// `b * s + t` (a convolution without a bias gets one). Depthwise convolutions too (their
+/// weight is `[channels, 1, kh, kw]`, one filter per output channel).
+fn fold_conv(conv: &Conv2d, bn: &BatchNorm) -> Conv2d {
+    let (scale, shift) = affine(bn);
+    let weight = conv.weight.val();
+    let [out, ..] = weight.dims();
+    let device = weight.device();
+    let bias = conv.bias.as_ref().map_or_else(|| Tensor::zeros([out], &device), |b| b.val());
+    let mut folded = conv.clone();
+    folded.weight = Param::from_tensor(weight * scale.clone().reshape([out, 1, 1, 1]));
+    folded.bias = Some(Param::from_tensor(bias * scale + shift));
+    folded
+}
+
+/// EfficientNet-Lite0 prepared for inference: every batch norm folded into the convolution
+/// before it (stem, each block's expansion, depthwise and projection, head), so the kernels
+/// apply bias and ReLU6 alone and no scale and shift is derived from the running statistics on
+/// every call; the blocks' and the head's packs (`kernels::conv2d::direct`,
+/// `channels_last::TapMajorPack`) made empty, filled on first use.
+fn fold_efficientnet(mut e: EfficientNetLite0) -> EfficientNetLite0 {
+    e.conv_stem = fold_conv(&e.conv_stem, &e.bn0);
+    for block in &mut e.blocks {
+        if let (Some(expand), Some(bn0)) = (&block.expand_conv, &block.bn0) {
+            block.expand_conv = Some(fold_conv(expand, bn0));
+        }
+        block.depthwise_conv = fold_conv(&block.depthwise_conv, &block.bn1);
+        block.project_conv = fold_conv(&block.project_conv, &block.bn2);
+        block.inference = Some(Default::default());
+    }
+    e.conv_head = fold_conv(&e.conv_head, &e.bn1);
+    e.head_pack = Some(Default::default());
+    e.bn_folded = true;
+    e
+}
+
 /// A layer net with its batch norms folded and its ReLUs merged, as [`fold_batch_norm`] does
 /// for [`Model::Layers`].
 pub(crate) fn fold_net(mut net: Net) -> Net {
@@ -56,14 +94,8 @@ pub(crate) fn fold_net(mut net: Net) -> Net {
     while i + 1 < net.logit_layers {
         let folded = match (&net.layers[i], &net.layers[i + 1]) {
             (Layer::Conv(c), Layer::BatchNorm(bn)) if c.act.function.is_none() => {
-                let (scale, shift) = affine(bn);
-                let weight = c.conv.weight.val();
-                let [out, ..] = weight.dims();
-                let device = weight.device();
-                let bias = c.conv.bias.as_ref().map_or_else(|| Tensor::zeros([out], &device), |b| b.val());
                 let mut conv = c.clone();
-                conv.conv.weight = Param::from_tensor(weight * scale.clone().reshape([out, 1, 1, 1]));
-                conv.conv.bias = Some(Param::from_tensor(bias * scale + shift));
+                conv.conv = fold_conv(&c.conv, bn);
                 Some(Layer::Conv(conv))
             }
             (Layer::Dense(d), Layer::BatchNorm(bn)) if d.act.function.is_none() => {
@@ -132,6 +164,39 @@ mod tests {
     use crate::models::net::Act;
     use burn::module::{Module, RunningState};
 
+    /// Batch norms with statistics, scales and shifts that are not the initial ones.
+    fn randomise_batch_norms(model: &mut Model, device: &Device) {
+        for (k, bn) in model.batch_norms_mut().into_iter().enumerate() {
+            let [c] = bn.gamma.val().dims();
+            bn.gamma = Param::from_tensor(random_input([c], device, 100 + k as u64).add_scalar(1.0));
+            bn.beta = Param::from_tensor(random_input([c], device, 200 + k as u64));
+            bn.running_mean = RunningState::new(random_input([c], device, 300 + k as u64));
+            bn.running_var = RunningState::new(random_input([c], device, 400 + k as u64).abs().add_scalar(0.5));
+        }
+    }
+
+    /// EfficientNet-Lite0 folded for inference (every batch norm in its convolution, packs for
+    /// the blocks and the head) gives the logits of the net as loaded, at one face and several,
+    /// and a second pass (the packs then filled) the same bits as the first.
+    #[test]
+    fn a_folded_efficientnet_gives_the_same_logits() {
+        let device = Device::flex();
+        let spec = crate::models::resolve("efficientnet-lite0").unwrap();
+        let mut model = spec.build(&device).unwrap();
+        randomise_batch_norms(&mut model, &device);
+        let folded = fold_batch_norm(model.clone());
+        let Model::Transfer(t) = &folded else { unreachable!("a transfer net") };
+        let Backbone::EfficientNetLite0(e) = &t.backbone else { unreachable!("EfficientNet-Lite0") };
+        assert!(e.bn_folded && e.blocks.iter().all(|b| b.inference.is_some()), "not prepared for inference");
+        for (batch, seed) in [(1, 1), (3, 2)] {
+            let images = random_input([batch, 1, 48, 48], &device, seed);
+            let expected = model.forward(images.clone());
+            let first = folded.forward(images.clone());
+            assert_close(&first, &expected, 1e-4, &format!("{batch} faces"));
+            assert_eq!(folded.forward(images).into_data(), first.into_data(), "{batch} faces: second pass");
+        }
+    }
+
     /// Nets with batch norm after convolutions (vgg-lite, resnet-lite's stem) and after dense
     /// layers (cnn1) give the same logits folded, with fewer layers and the ReLUs merged, with
     /// batch norms whose statistics, scales and shifts are not the initial ones.
@@ -148,13 +213,7 @@ mod tests {
                     model.forward(random_input([16, 1, 48, 48], &train_device, seed).mul_scalar(2.0).add_scalar(0.5));
             }
             let mut model = model.valid();
-            for (k, bn) in model.batch_norms_mut().into_iter().enumerate() {
-                let [c] = bn.gamma.val().dims();
-                bn.gamma = Param::from_tensor(random_input([c], &device, 100 + k as u64).add_scalar(1.0));
-                bn.beta = Param::from_tensor(random_input([c], &device, 200 + k as u64));
-                bn.running_mean = RunningState::new(random_input([c], &device, 300 + k as u64));
-                bn.running_var = RunningState::new(random_input([c], &device, 400 + k as u64).abs().add_scalar(0.5));
-            }
+            randomise_batch_norms(&mut model, &device);
             let images = random_input([4, 1, 48, 48], &device, 9);
             let expected = model.forward(images.clone());
             let layers = |m: &Model| if let Model::Layers(n) = m { n.layers.len() } else { 0 };
