@@ -197,14 +197,21 @@ fn start_trial(exe: &Path, space: &SearchSpace, trial: &Trial, spec: &StudySpec,
 #[cfg(target_os = "linux")]
 fn die_with_parent(cmd: &mut Command) {
     use std::os::unix::process::CommandExt;
-    // SAFETY: prctl is async-signal-safe and touches only the new process's own settings.
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: prctl and getppid are async-signal-safe and touch only the new process's own
+    // settings.
     unsafe {
-        cmd.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(std::io::Error::last_os_error());
             }
+            // A worker killed between the fork and the line above sent no signal: the trial
+            // would train on, orphaned, beside the one the resumed search starts in the same
+            // folder. It stops here instead.
+            if libc::getppid() != parent {
+                return Err(std::io::Error::other("the worker that started this trial is gone"));
+            }
+            Ok(())
         });
     }
 }
