@@ -301,7 +301,8 @@ pub struct TapMajorPack(std::sync::Arc<std::sync::OnceLock<(Vec<f32>, usize, usi
 
 impl TapMajorPack {
     /// The filters tap-major, transposing `weight` (`[c, taps]`) on the first call; `None` when
-    /// the pack holds another shape (another layer's pack is never used).
+    /// the pack holds another shape. Only the shape is checked: each layer of a folded net gets
+    /// a pack of its own (clones of that net share it, with the same weights).
     fn get(&self, weight: impl FnOnce() -> Vec<f32>, taps: usize, c: usize) -> Option<&[f32]> {
         let (values, t, ch) = self.0.get_or_init(|| (tap_major(&weight(), taps, c), taps, c));
         (*t == taps && *ch == c).then_some(values.as_slice())

@@ -124,6 +124,9 @@ impl Epilogue<'_> {
     /// `dst` the output's slots for them (as long as `row`). The same bits as
     /// [`Self::apply_rows`] followed by the addition.
     #[inline]
+    ///
+    /// Panics when `dst` or `residual` is not as long as `row` (callers rely on every slot of
+    /// `dst` being written).
     pub fn write_row(
         &self,
         first_channel: usize,
@@ -132,6 +135,7 @@ impl Epilogue<'_> {
         residual: Option<&[f32]>,
         dst: &mut [MaybeUninit<f32>],
     ) {
+        assert!(dst.len() == row.len() && residual.is_none_or(|r| r.len() == row.len()), "write_row: lengths");
         self.apply_rows(first_channel, bias, row);
         if let Some(r) = residual {
             row.iter_mut().zip(r).for_each(|(v, &s)| *v += s);

@@ -274,6 +274,41 @@ mod tests {
     use super::*;
     use crate::kernels::tests::{assert_close, random_input};
 
+    /// Folded for inference (`models::fold`), the net in Burn's layout too (the path of other
+    /// backends: every folded batch norm skipped, none applied twice) gives the features of the
+    /// net as loaded, with batch norms whose statistics, scales and shifts are random; and
+    /// folding a folded net changes nothing.
+    #[test]
+    fn a_folded_net_gives_the_same_features_channel_first() {
+        use burn::module::{Param, RunningState};
+        let device = Device::flex();
+        let mut net = EfficientNetLite0::new(7, &device);
+        let mut bns: Vec<&mut BatchNorm> = vec![&mut net.bn0, &mut net.bn1];
+        for block in &mut net.blocks {
+            bns.extend(block.bn0.as_mut());
+            bns.push(&mut block.bn1);
+            bns.push(&mut block.bn2);
+        }
+        for (k, bn) in bns.into_iter().enumerate() {
+            let [c] = bn.gamma.val().dims();
+            let seed = 10 * k as u64;
+            bn.gamma = Param::from_tensor(random_input([c], &device, seed + 1).add_scalar(1.0));
+            bn.beta = Param::from_tensor(random_input([c], &device, seed + 2));
+            bn.running_mean = RunningState::new(random_input([c], &device, seed + 3));
+            bn.running_var = RunningState::new(random_input([c], &device, seed + 4).abs().add_scalar(0.5));
+        }
+        let folded = crate::models::fold::fold_efficientnet(net.clone());
+        let twice = crate::models::fold::fold_efficientnet(folded.clone());
+        let images = random_input([2, 3, 48, 48], &device, 7);
+        let stem = conv_bn_relu6(&net.conv_stem, Some(&net.bn0), images.clone());
+        let expected = net.features_channels_first(stem);
+        for (name, f) in [("folded", &folded), ("folded twice", &twice)] {
+            let stem = conv_bn_relu6(&f.conv_stem, f.applied(&f.bn0), images.clone());
+            assert_close(&f.features_channels_first(stem), &expected, 1e-4, name);
+            assert_close(&f.features(images.clone()), &expected, 1e-4, &format!("{name}: channel-last"));
+        }
+    }
+
     /// The whole net at inference, channel-last (what `features` runs on the CPU) against the
     /// same layers in Burn's layout, at 48 and 96 px, one face and several: within 1e-4 of the
     /// largest feature.

@@ -26,8 +26,8 @@ use super::transfer::Backbone;
 /// `model` with every convolution or dense layer that is directly followed by batch norm (and
 /// has no activation of its own) merged with it, and a ReLU layer right after a convolution or
 /// dense layer made that layer's own activation. EfficientNet-Lite0 backbones get every batch
-/// norm folded ([`fold_efficientnet`]); VGG16's are returned as they are (their convolutions
-/// apply batch norm and ReLU in the same pass at inference: `kernels::fused`).
+/// norm folded ([`fold_efficientnet`]); VGG16's are returned as they are (it has no batch norm;
+/// its convolutions apply their ReLU as they write: `kernels::fused`).
 pub fn fold_batch_norm(model: Model) -> Model {
     match model {
         Model::Layers(net) => Model::Layers(fold_net(net)),
@@ -71,7 +71,15 @@ fn fold_conv(conv: &Conv2d, bn: &BatchNorm) -> Conv2d {
 /// apply bias and ReLU6 alone and no scale and shift is derived from the running statistics on
 /// every call; the blocks' and the head's packs (`kernels::conv2d::direct`,
 /// `channels_last::TapMajorPack`) made empty, filled on first use.
-fn fold_efficientnet(mut e: EfficientNetLite0) -> EfficientNetLite0 {
+pub(crate) fn fold_efficientnet(mut e: EfficientNetLite0) -> EfficientNetLite0 {
+    // Folded already: folding again would scale the weights twice. Fresh packs only.
+    if e.bn_folded {
+        for block in &mut e.blocks {
+            block.inference = Some(Default::default());
+        }
+        e.head_pack = Some(Default::default());
+        return e;
+    }
     e.conv_stem = fold_conv(&e.conv_stem, &e.bn0);
     for block in &mut e.blocks {
         if let (Some(expand), Some(bn0)) = (&block.expand_conv, &block.bn0) {

@@ -209,7 +209,8 @@ fn die_with_parent(cmd: &mut Command) {
             // would train on, orphaned, beside the one the resumed search starts in the same
             // folder. It stops here instead.
             if libc::getppid() != parent {
-                return Err(std::io::Error::other("the worker that started this trial is gone"));
+                // ESRCH (no such process): no allocation in the forked child.
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
             }
             Ok(())
         });

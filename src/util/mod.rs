@@ -9,7 +9,8 @@ pub mod fs;
 
 /// Sets up the threads the kernels and the detectors use (rayon's global pool), once per process,
 /// before any work: `threads` of them (0: one per core), the calling thread being one (index 0,
-/// so `threads - 1` more are started). Errors: the pool was already set up.
+/// so `threads - 1` more are started). Errors: the pool was already set up, or the calling
+/// thread already belongs to a rayon pool.
 ///
 /// Why the caller joins the pool: a forward pass or a training step started on a pool thread
 /// runs there at once ([`on_pool`] calls it directly), where one started on any other thread is

@@ -79,7 +79,7 @@ impl PackedWeights {
 /// inference net holds one per convolution (`models::fold`): it must not outlive a change of
 /// that layer's weights, which is why only nets folded for inference carry one (a pack is a
 /// `#[module(skip)]` field: `Module::map` or `load_record` on a folded net would keep it, so
-/// fold again instead).
+/// fold the net as loaded again instead).
 #[derive(Debug, Clone, Default)]
 pub struct WeightPack(Arc<OnceLock<PackedWeights>>);
 
@@ -87,7 +87,8 @@ impl WeightPack {
     /// The packed weights, packing `weights` (`[c_out, k]`) on the first call.
     fn get(&self, weights: impl FnOnce() -> Vec<f32>, c_out: usize, k: usize) -> Option<&PackedWeights> {
         let packed = self.0.get_or_init(|| PackedWeights::new(&weights(), c_out, k));
-        // Another layer's pack (a shape that does not match) is never used.
+        // A pack of another shape is never used (only the shape is checked: each layer of a
+        // folded net gets its own pack).
         (packed.c_out == c_out && packed.k == k).then_some(packed)
     }
 }
