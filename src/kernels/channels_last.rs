@@ -300,11 +300,11 @@ fn tap_major(weight: &[f32], taps: usize, c: usize) -> Vec<f32> {
 pub struct TapMajorPack(std::sync::Arc<std::sync::OnceLock<(Vec<f32>, usize, usize)>>);
 
 impl TapMajorPack {
-    /// The filters tap-major, transposing `weight` (`[c, taps]`) on the first call; `None` when
-    /// the pack holds another shape. Only the shape is checked: each layer of a folded net gets
-    /// a pack of its own (clones of that net share it, with the same weights).
-    fn get(&self, weight: impl FnOnce() -> Vec<f32>, taps: usize, c: usize) -> Option<&[f32]> {
-        let (values, t, ch) = self.0.get_or_init(|| (tap_major(&weight(), taps, c), taps, c));
+    /// The filters tap-major (`[taps, c]`), made by `make` on the first call; `None` when the
+    /// pack holds another shape. Only the shape is checked: each layer of a folded net gets a
+    /// pack of its own (clones of that net share it, with the same weights).
+    fn get(&self, make: impl FnOnce() -> Vec<f32>, taps: usize, c: usize) -> Option<&[f32]> {
+        let (values, t, ch) = self.0.get_or_init(|| (make(), taps, c));
         (*t == taps && *ch == c).then_some(values.as_slice())
     }
 }
@@ -329,11 +329,12 @@ pub fn depthwise(
     let parameters = Parameters::of(conv, bn)?;
     let (epilogue, bias) = (parameters.epilogue(act), &parameters.bias);
     let taps = kh * kw;
+    let make = || tap_major(&flex::values(&parameters.weight), taps, c);
     let made;
-    let by_tap = match pack.and_then(|p| p.get(|| flex::values(&parameters.weight).into_owned(), taps, c)) {
+    let by_tap = match pack.and_then(|p| p.get(make, taps, c)) {
         Some(kept) => kept,
         None => {
-            made = tap_major(&flex::values(&parameters.weight), taps, c);
+            made = make();
             &made
         }
     };

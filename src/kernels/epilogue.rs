@@ -123,10 +123,10 @@ impl Epilogue<'_> {
     /// channels and position, added after the activation (MobileNetV2's inverted residual);
     /// `dst` the output's slots for them (as long as `row`). The same bits as
     /// [`Self::apply_rows`] followed by the addition.
-    #[inline]
     ///
     /// Panics when `dst` or `residual` is not as long as `row` (callers rely on every slot of
     /// `dst` being written).
+    #[inline]
     pub fn write_row(
         &self,
         first_channel: usize,

@@ -187,6 +187,18 @@ impl EfficientNetLite0 {
         (!self.bn_folded).then_some(bn)
     }
 
+    /// Every batch norm of the net, in forward order (stem, each block's three or two, head).
+    pub fn batch_norms_mut(&mut self) -> Vec<&mut BatchNorm> {
+        let mut out = vec![&mut self.bn0];
+        for block in &mut self.blocks {
+            out.extend(block.bn0.as_mut());
+            out.push(&mut block.bn1);
+            out.push(&mut block.bn2);
+        }
+        out.push(&mut self.bn1);
+        out
+    }
+
     /// A freshly initialised net with `classes` outputs.
     pub fn new(classes: usize, device: &Device) -> Self {
         let mut blocks = Vec::new();
@@ -280,22 +292,12 @@ mod tests {
     /// folding a folded net changes nothing.
     #[test]
     fn a_folded_net_gives_the_same_features_channel_first() {
-        use burn::module::{Param, RunningState};
         let device = Device::flex();
         let mut net = EfficientNetLite0::new(7, &device);
-        let mut bns: Vec<&mut BatchNorm> = vec![&mut net.bn0, &mut net.bn1];
-        for block in &mut net.blocks {
-            bns.extend(block.bn0.as_mut());
-            bns.push(&mut block.bn1);
-            bns.push(&mut block.bn2);
-        }
-        for (k, bn) in bns.into_iter().enumerate() {
+        for (k, bn) in net.batch_norms_mut().into_iter().enumerate() {
             let [c] = bn.gamma.val().dims();
-            let seed = 10 * k as u64;
-            bn.gamma = Param::from_tensor(random_input([c], &device, seed + 1).add_scalar(1.0));
-            bn.beta = Param::from_tensor(random_input([c], &device, seed + 2));
-            bn.running_mean = RunningState::new(random_input([c], &device, seed + 3));
-            bn.running_var = RunningState::new(random_input([c], &device, seed + 4).abs().add_scalar(0.5));
+            // Random statistics, scales and shifts (epsilon 1e-3, this net's).
+            *bn = crate::kernels::fused::tests::batch_norm(c, &device, 10 * k as u64);
         }
         let folded = crate::models::fold::fold_efficientnet(net.clone());
         let twice = crate::models::fold::fold_efficientnet(folded.clone());

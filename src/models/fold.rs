@@ -73,25 +73,22 @@ fn fold_conv(conv: &Conv2d, bn: &BatchNorm) -> Conv2d {
 /// `channels_last::TapMajorPack`) made empty, filled on first use.
 pub(crate) fn fold_efficientnet(mut e: EfficientNetLite0) -> EfficientNetLite0 {
     // Folded already: folding again would scale the weights twice. Fresh packs only.
-    if e.bn_folded {
+    if !e.bn_folded {
+        e.conv_stem = fold_conv(&e.conv_stem, &e.bn0);
         for block in &mut e.blocks {
-            block.inference = Some(Default::default());
+            if let (Some(expand), Some(bn0)) = (&block.expand_conv, &block.bn0) {
+                block.expand_conv = Some(fold_conv(expand, bn0));
+            }
+            block.depthwise_conv = fold_conv(&block.depthwise_conv, &block.bn1);
+            block.project_conv = fold_conv(&block.project_conv, &block.bn2);
         }
-        e.head_pack = Some(Default::default());
-        return e;
+        e.conv_head = fold_conv(&e.conv_head, &e.bn1);
+        e.bn_folded = true;
     }
-    e.conv_stem = fold_conv(&e.conv_stem, &e.bn0);
     for block in &mut e.blocks {
-        if let (Some(expand), Some(bn0)) = (&block.expand_conv, &block.bn0) {
-            block.expand_conv = Some(fold_conv(expand, bn0));
-        }
-        block.depthwise_conv = fold_conv(&block.depthwise_conv, &block.bn1);
-        block.project_conv = fold_conv(&block.project_conv, &block.bn2);
         block.inference = Some(Default::default());
     }
-    e.conv_head = fold_conv(&e.conv_head, &e.bn1);
     e.head_pack = Some(Default::default());
-    e.bn_folded = true;
     e
 }
 

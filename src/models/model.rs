@@ -237,15 +237,7 @@ impl Model {
                 }
             }
             Model::Transfer(t) => match &mut t.backbone {
-                Backbone::EfficientNetLite0(e) => {
-                    out.push(&mut e.bn0);
-                    for block in &mut e.blocks {
-                        out.extend(block.bn0.as_mut());
-                        out.push(&mut block.bn1);
-                        out.push(&mut block.bn2);
-                    }
-                    out.push(&mut e.bn1);
-                }
+                Backbone::EfficientNetLite0(e) => out.extend(e.batch_norms_mut()),
                 // VGG16 has no batch norm.
                 Backbone::Vgg16(_) => {}
             },
