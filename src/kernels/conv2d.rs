@@ -12,7 +12,7 @@ use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use gemm::Parallelism;
 
@@ -28,7 +28,41 @@ pub(super) mod direct;
 mod kernel_rows;
 pub(super) mod small_maps;
 
-pub use direct::WeightPack;
+/// One convolution's weights as the inference kernels read them, each form made on first use and
+/// then kept; clones share them: packed for the direct convolution ([`direct::PackedWeights`]),
+/// and transformed by each Winograd algorithm that has run the layer (`winograd`'s `U = G g Gᵀ`,
+/// which otherwise every pass would compute again: 6% of the notebook's search stand-in's
+/// inference at one face, with the zeroing of its buffer, `perf`, AMD EPYC Zen 4, session 43).
+/// The inference net holds one per convolution (`models::fold`): it must not outlive a change
+/// of that layer's weights, which is why only nets folded for inference carry one (a pack is a
+/// `#[module(skip)]` field: `Module::map` or `load_record` on a folded net would keep it, so
+/// fold the net as loaded again instead).
+#[derive(Debug, Clone, Default)]
+pub struct WeightPack(Arc<Packs>);
+
+#[derive(Debug, Default)]
+struct Packs {
+    direct: OnceLock<direct::PackedWeights>,
+    /// Indexed by [`winograd::Algorithm::index`]: `[c_out][n²][c_in]` f32 each.
+    winograd: [OnceLock<Vec<f32>>; winograd::ALGORITHMS],
+}
+
+impl WeightPack {
+    /// The packed weights, packing `weights` (`[c_out, k]`) on the first call.
+    fn direct(&self, weights: impl FnOnce() -> Vec<f32>, c_out: usize, k: usize) -> Option<&direct::PackedWeights> {
+        let packed = self.0.direct.get_or_init(|| direct::PackedWeights::new(&weights(), c_out, k));
+        // A pack of another shape is never used (only the shape is checked: each layer of a
+        // folded net gets its own pack).
+        (packed.c_out == c_out && packed.k == k).then_some(packed)
+    }
+
+    /// The filters transformed by Winograd algorithm `algorithm` (`len` values), made by
+    /// `transform` on the first call; `None` for a transform of another length.
+    pub(super) fn winograd(&self, algorithm: usize, len: usize, transform: impl FnOnce() -> Vec<f32>) -> Option<&[f32]> {
+        let u = self.0.winograd[algorithm].get_or_init(transform);
+        (u.len() == len).then_some(u.as_slice())
+    }
+}
 
 /// Output positions one GEMM should cover at least: samples with fewer (deep layers, e.g.
 /// 3 x 3 in cnn1) are grouped so the matrix products stay wide enough to run at full speed.
@@ -134,7 +168,7 @@ fn ordinary_forward(
     let c_out = flex::dims4(weight)[0];
     let out_dims = [dims[0], c_out, g.output[0], g.output[1]];
     if winograd_takes_output(&g, dims[0], dims[1], c_out) {
-        let out = winograd::forward(&flex::values(x), dims, &flex::values(weight), &flex::values(bias), &g, epilogue);
+        let out = winograd::forward(&flex::values(x), dims, &flex::values(weight), &flex::values(bias), &g, epilogue, pack);
         return flex::tensor(out, &out_dims);
     }
     if let Some(pack) = pack.filter(|_| direct::applies(&g, dims[0]))
@@ -549,7 +583,7 @@ fn backward(
         .map(|gb| {
             let flipped = winograd::flipped_filters(&weight, s.c_out, s.c_in);
             let no_bias = vec![0f32; s.c_in];
-            winograd::forward(&grad, [s.batch, s.c_out, g.output[0], g.output[1]], &flipped, &no_bias, &gb, &Epilogue::NONE)
+            winograd::forward(&grad, [s.batch, s.c_out, g.output[0], g.output[1]], &flipped, &no_bias, &gb, &Epilogue::NONE, None)
         });
     // The weight gradient by Winograd too, where the output is computed so.
     let dw_by_winograd = (wanted.weight && winograd_takes_output(&g, s.batch, s.c_in, s.c_out))

@@ -45,7 +45,10 @@ use transform::Minimal;
 use gemm::Parallelism;
 use rayon::prelude::*;
 
+use std::borrow::Cow;
+
 use super::Sliding;
+use super::conv2d::WeightPack;
 use super::epilogue::Epilogue;
 use super::flex::{self, UninitParts};
 use super::matmul::{matmul, same_sums_at_any_width};
@@ -85,7 +88,15 @@ pub(super) enum Algorithm {
     F2x5,
 }
 
+/// How many [`Algorithm`]s there are.
+pub(super) const ALGORITHMS: usize = 3;
+
 impl Algorithm {
+    /// A number of its own below [`ALGORITHMS`] (where a `conv2d::WeightPack` keeps its filters).
+    pub(super) fn index(self) -> usize {
+        self as usize
+    }
+
     /// The algorithm for a stride-1 convolution of geometry `g` with a 3 x 3 or 5 x 5 window over
     /// `batch` samples of `c_in` channels into `c_out`, or `None` where im2col is the faster:
     /// for 3 x 3, F(4x4, 3x3) where its 36 multiplications per 4 x 4 tile come to fewer than
@@ -129,7 +140,8 @@ pub(super) fn applies(g: &Sliding, batch: usize, c_in: usize, c_out: usize) -> b
 
 /// The output `[batch, c_out, oh, ow]` (row-major values) for input `x` `[batch, c_in, h, w]`,
 /// weights `[c_out, c_in, r, r]` and one bias per output channel, each value written through
-/// `epilogue`; `g` is a geometry [`applies`] accepted.
+/// `epilogue`; `g` is a geometry [`applies`] accepted. With `pack` (an inference net's, for
+/// these weights), the filters' transform is made once and kept there.
 pub(super) fn forward(
     x: &[f32],
     dims: [usize; 4],
@@ -137,9 +149,10 @@ pub(super) fn forward(
     bias: &[f32],
     g: &Sliding,
     epilogue: &Epilogue,
+    pack: Option<&WeightPack>,
 ) -> Vec<f32> {
     let algorithm = Algorithm::of(g, dims[0], dims[1], bias.len()).expect("winograd: a geometry `applies` accepted");
-    forward_with(algorithm, x, dims, weight, bias, g, epilogue)
+    forward_with(algorithm, x, dims, weight, bias, g, epilogue, pack)
 }
 
 /// [`forward`] by the given algorithm.
@@ -151,27 +164,56 @@ fn forward_with(
     bias: &[f32],
     g: &Sliding,
     epilogue: &Epilogue,
+    pack: Option<&WeightPack>,
 ) -> Vec<f32> {
+    let c_in = dims[1];
+    let c_out = bias.len();
     match algorithm {
-        Algorithm::F2x3 => forward_by::<F2x3, 3, 4, 2>(x, dims, weight, bias, g, epilogue),
-        Algorithm::F4x3 => forward_by::<F4x3, 3, 6, 4>(x, dims, weight, bias, g, epilogue),
-        Algorithm::F2x5 => forward_by::<F2x5, 5, 6, 2>(x, dims, weight, bias, g, epilogue),
+        Algorithm::F2x3 => {
+            let u = filters::<F2x3, 3, 4, 2>(algorithm, weight, c_out, c_in, pack);
+            forward_by::<F2x3, 3, 4, 2>(x, dims, &u, bias, g, epilogue)
+        }
+        Algorithm::F4x3 => {
+            let u = filters::<F4x3, 3, 6, 4>(algorithm, weight, c_out, c_in, pack);
+            forward_by::<F4x3, 3, 6, 4>(x, dims, &u, bias, g, epilogue)
+        }
+        Algorithm::F2x5 => {
+            let u = filters::<F2x5, 5, 6, 2>(algorithm, weight, c_out, c_in, pack);
+            forward_by::<F2x5, 5, 6, 2>(x, dims, &u, bias, g, epilogue)
+        }
     }
 }
 
-/// [`forward`] by the algorithm `M`, F(T x T, R x R) on input tiles of side N.
+/// `weight`'s filters transformed by `M` ([`transform::transform_filters`]): `pack`'s, made there
+/// on first use, or made for this pass alone.
+fn filters<'p, M: Minimal<R, N, T>, const R: usize, const N: usize, const T: usize>(
+    algorithm: Algorithm,
+    weight: &[f32],
+    c_out: usize,
+    c_in: usize,
+    pack: Option<&'p WeightPack>,
+) -> Cow<'p, [f32]> {
+    assert_eq!(weight.len(), c_out * c_in * R * R, "winograd: weights [c_out, c_in, r, r]");
+    let transform = || transform::transform_filters::<M, R, N, T>(weight, c_out, c_in);
+    match pack.and_then(|p| p.winograd(algorithm.index(), N * N * c_out * c_in, transform)) {
+        Some(u) => Cow::Borrowed(u),
+        None => Cow::Owned(transform()),
+    }
+}
+
+/// [`forward`] by the algorithm `M`, F(T x T, R x R) on input tiles of side N, with the filters
+/// `u` transformed by `M` ([`filters`]).
 fn forward_by<M: Minimal<R, N, T>, const R: usize, const N: usize, const T: usize>(
     x: &[f32],
     [batch, c_in, h, w]: [usize; 4],
-    weight: &[f32],
+    u: &[f32],
     bias: &[f32],
     g: &Sliding,
     epilogue: &Epilogue,
 ) -> Vec<f32> {
     let c_out = bias.len();
-    assert_eq!(weight.len(), c_out * c_in * R * R, "winograd: weights [c_out, c_in, r, r]");
+    assert_eq!(u.len(), N * N * c_out * c_in, "winograd: transformed filters [c_out, n², c_in]");
     assert_eq!(x.len(), batch * c_in * h * w, "winograd: input [batch, c_in, h, w]");
-    let u = transform::transform_filters::<M, R, N, T>(weight, c_out, c_in);
     let t = Tiling::new(batch, g, c_in, c_out, N, T, true);
     let write_block = |s: &mut Scratch, block: usize, out: UninitParts| {
         let rows = t.block_rows(block);
@@ -482,18 +524,25 @@ mod tests {
             assert!(applies(&g, batch, c_in, c_out), "case {k}");
             let expected = conv.forward(x.clone());
             for &algorithm in Algorithm::for_window([kernel, kernel]) {
-                let run = |threads: usize| {
+                let run = |threads: usize, pack: Option<&WeightPack>| {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                     let (xs, ws) = (values(x.clone()), values(conv.weight.val()));
                     let bs = values(conv.bias.as_ref().unwrap().val());
                     let dims = [batch, c_in, size[0], size[1]];
-                    let out = pool.install(|| forward_with(algorithm, &xs, dims, &ws, &bs, &g, &Epilogue::NONE));
+                    let out = pool.install(|| forward_with(algorithm, &xs, dims, &ws, &bs, &g, &Epilogue::NONE, pack));
                     Tensor::<4>::from_data(TensorData::new(out, [batch, c_out, g.output[0], g.output[1]]), &device)
                 };
-                let one = run(1);
+                let one = run(1, None);
                 assert_close(&one, &expected, 1e-5, &format!("case {k}, {algorithm:?}"));
                 let bits = |t: Tensor<4>| values(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
-                assert_eq!(bits(one), bits(run(3)), "case {k}, {algorithm:?}: 1 and 3 threads");
+                assert_eq!(bits(one.clone()), bits(run(3, None)), "case {k}, {algorithm:?}: 1 and 3 threads");
+                // With a pack: the first pass keeps the filters' transform there, the second
+                // reads it back; the same bits as without.
+                let pack = WeightPack::default();
+                assert_eq!(bits(one.clone()), bits(run(2, Some(&pack))), "case {k}, {algorithm:?}: making the pack");
+                let kept = pack.winograd(algorithm.index(), 0, || unreachable!("the transform is kept")).is_none();
+                assert!(kept, "case {k}, {algorithm:?}: the pack holds the transform");
+                assert_eq!(bits(one), bits(run(2, Some(&pack))), "case {k}, {algorithm:?}: from the pack");
             }
         }
     }
@@ -525,6 +574,7 @@ mod tests {
                 &vec![0.0; c_in],
                 &gb,
                 &Epilogue::NONE,
+                None,
             );
             // Burn's input gradient: the transposed convolution of dy by the same weights.
             let expected = burn::tensor::module::conv_transpose2d(

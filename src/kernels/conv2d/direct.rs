@@ -24,11 +24,11 @@
 //! the `avx512` feature); elsewhere the caller keeps im2col + GEMM.
 
 use std::mem::MaybeUninit;
-use std::sync::{Arc, OnceLock};
 
 use super::super::Sliding;
 use super::super::epilogue::Epilogue;
 use super::super::flex;
+use super::WeightPack;
 use burn::backend::flex::FlexTensor;
 
 /// Output channels per packed block: one AVX-512 vector of f32, two AVX2 ones.
@@ -56,8 +56,8 @@ pub const MAX_POSITIONS: usize = 512;
 #[derive(Debug)]
 pub struct PackedWeights {
     values: Vec<f32>,
-    c_out: usize,
-    k: usize,
+    pub(super) c_out: usize,
+    pub(super) k: usize,
 }
 
 impl PackedWeights {
@@ -72,24 +72,6 @@ impl PackedWeights {
             }
         }
         PackedWeights { values, c_out, k }
-    }
-}
-
-/// One layer's [`PackedWeights`], packed on first use and then kept; clones share it. The
-/// inference net holds one per convolution (`models::fold`): it must not outlive a change of
-/// that layer's weights, which is why only nets folded for inference carry one (a pack is a
-/// `#[module(skip)]` field: `Module::map` or `load_record` on a folded net would keep it, so
-/// fold the net as loaded again instead).
-#[derive(Debug, Clone, Default)]
-pub struct WeightPack(Arc<OnceLock<PackedWeights>>);
-
-impl WeightPack {
-    /// The packed weights, packing `weights` (`[c_out, k]`) on the first call.
-    fn get(&self, weights: impl FnOnce() -> Vec<f32>, c_out: usize, k: usize) -> Option<&PackedWeights> {
-        let packed = self.0.get_or_init(|| PackedWeights::new(&weights(), c_out, k));
-        // A pack of another shape is never used (only the shape is checked: each layer of a
-        // folded net gets its own pack).
-        (packed.c_out == c_out && packed.k == k).then_some(packed)
     }
 }
 
@@ -159,7 +141,7 @@ pub fn forward(
     if batch * c_out * k * p * h * w == 0 {
         return None;
     }
-    let packed = pack.get(|| flex::values(weight).into_owned(), c_out, k)?;
+    let packed = pack.direct(|| flex::values(weight).into_owned(), c_out, k)?;
 
     // The input zero-padded to exactly the rows and columns the windows read.
     let (rows, cols) = ((oh - 1) * sy + kh, (ow - 1) * sx + kw);
@@ -234,7 +216,7 @@ pub fn pointwise_rows(
     if x.len() != rows * k || rows * k * c_out == 0 {
         return None;
     }
-    let packed = pack.get(|| flex::values(weight).into_owned(), c_out, k)?;
+    let packed = pack.direct(|| flex::values(weight).into_owned(), c_out, k)?;
     // Position q's channel kk is at q * k + kk: the window origin is q * k, the taps 0..k.
     let taps = Taps::new((0..k).collect());
     let split = Split::new(1, c_out, rows);
