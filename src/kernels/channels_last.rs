@@ -24,16 +24,17 @@
 //! order depends on the shapes alone (see [`pointwise_tasks`]), so the bits do not depend on the
 //! thread count (tested).
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
 
-use burn::backend::flex::Flex;
+use burn::backend::flex::{Flex, FlexTensor};
 use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
 use gemm::Parallelism;
 use multiversion::multiversion;
 
-use super::conv2d::{WeightPack, direct, small_maps};
+use super::conv2d::{PlainParameters, WeightPack, direct, small_maps};
 use super::epilogue::{Activation, Epilogue};
 use super::matmul::matmul_uninit;
 use super::{Sliding, batch_norm, flex};
@@ -116,25 +117,35 @@ fn transpose_each(values: &[f32], count: usize, [rows, cols]: [usize; 2]) -> Vec
 /// scale and shift, when it has a batch norm), the convolution's weights (the Flex tensor, whose
 /// values are read in place: copying them cost a fifth of one face's inference) and its bias
 /// (zeros without one).
-struct Parameters {
+struct Parameters<'p> {
     affine: Option<(Vec<f32>, Vec<f32>)>,
-    weight: burn::backend::flex::FlexTensor,
-    bias: Vec<f32>,
+    plain: Cow<'p, PlainParameters>,
 }
 
-impl Parameters {
-    /// `None` when a parameter is not a plain Flex f32 tensor.
-    fn of(conv: &Conv2d, bn: Option<&BatchNorm>) -> Option<Self> {
+impl<'p> Parameters<'p> {
+    /// `conv`'s parameters (`pack`'s where it is this layer's: see `PlainParameters::of_layer`)
+    /// and `bn`'s map, with the pack when it is this layer's; `None` when a parameter is not a
+    /// plain Flex f32 tensor.
+    fn of(
+        conv: &Conv2d,
+        bn: Option<&BatchNorm>,
+        pack: Option<&'p WeightPack>,
+    ) -> Option<(Self, Option<&'p WeightPack>)> {
         let affine = match bn {
             Some(bn) => Some(batch_norm::inference_affine(bn)?),
             None => None,
         };
-        let weight = flex::plain(&conv.weight.val())?;
-        let bias = match &conv.bias {
-            Some(b) => flex::values(&flex::plain(&b.val())?).into_owned(),
-            None => vec![0.0; conv.weight.dims()[0]],
-        };
-        Some(Parameters { affine, weight, bias })
+        let (plain, pack) = PlainParameters::of_layer(conv, pack)?;
+        Some((Parameters { affine, plain }, pack))
+    }
+
+    fn weight(&self) -> &FlexTensor {
+        &self.plain.weight
+    }
+
+    /// One bias per output channel.
+    fn bias(&self) -> Cow<'_, [f32]> {
+        flex::values(&self.plain.bias)
     }
 
     /// The epilogue of the batch norm's map and `act`.
@@ -203,8 +214,9 @@ pub fn pointwise(
     if g.pad != [0, 0] || g.output != [h, w] {
         return None;
     }
-    let parameters = Parameters::of(conv, bn)?;
-    let (epilogue, weight, bias) = (parameters.epilogue(act), flex::values(&parameters.weight), &parameters.bias);
+    let (parameters, pack) = Parameters::of(conv, bn, pack)?;
+    let (epilogue, weight, bias) = (parameters.epilogue(act), flex::values(parameters.weight()), parameters.bias());
+    let bias = &bias[..];
     let rows = n * h * w;
     let dims = [n, h, w, c_out];
     if let Some(r) = residual {
@@ -216,7 +228,7 @@ pub fn pointwise(
     }
     let direct = pack
         .filter(|_| rows < direct::MAX_POSITIONS)
-        .and_then(|pack| direct::pointwise_rows(&x.values, rows, &parameters.weight, bias, pack, &epilogue, residual));
+        .and_then(|pack| direct::pointwise_rows(&x.values, rows, parameters.weight(), bias, pack, &epilogue, residual));
     let values = if let Some(values) = direct {
         values
     } else if rows <= small_maps::MAX_WIDTH && small_maps::has_avx2_fma() {
@@ -291,31 +303,13 @@ fn tap_major(weight: &[f32], taps: usize, c: usize) -> Vec<f32> {
     by_tap
 }
 
-/// One depthwise layer's tap-major filters ([`depthwise`]), made on first use and then kept;
-/// clones share them. Why: made per call, the strided transposition ran on the calling thread
-/// alone before every depthwise layer, 3.8% of EfficientNet-Lite0's samples at one face (`perf`,
-/// AMD EPYC Zen 4, session 42). Like [`WeightPack`], only a net prepared for inference, whose
-/// weights no longer change, carries one (`models::fold`).
-#[derive(Debug, Clone, Default)]
-pub struct TapMajorPack(std::sync::Arc<std::sync::OnceLock<(Vec<f32>, usize, usize)>>);
-
-impl TapMajorPack {
-    /// The filters tap-major (`[taps, c]`), made by `make` on the first call; `None` when the
-    /// pack holds another shape. Only the shape is checked: each layer of a folded net gets a
-    /// pack of its own (clones of that net share it, with the same weights).
-    fn get(&self, make: impl FnOnce() -> Vec<f32>, taps: usize, c: usize) -> Option<&[f32]> {
-        let (values, t, ch) = self.0.get_or_init(|| (make(), taps, c));
-        (*t == taps && *ch == c).then_some(values.as_slice())
-    }
-}
-
 /// `act(bn(conv(x)))` (each of `bn` and `act` when given) for a depthwise convolution (groups =
 /// channels, one filter each, no dilation), channel-last. With `pack` (kept by a net prepared for
 /// inference) the tap-major filters are made once. `None` when the convolution is another kind
 /// or a parameter is not a plain Flex f32 tensor.
 pub fn depthwise(
     conv: &Conv2d,
-    pack: Option<&TapMajorPack>,
+    pack: Option<&WeightPack>,
     bn: Option<&BatchNorm>,
     act: Option<Activation>,
     x: &ChannelsLast,
@@ -326,12 +320,13 @@ pub fn depthwise(
         return None;
     }
     let g = Sliding::new(&conv.padding, [h, w], [kh, kw], conv.stride)?;
-    let parameters = Parameters::of(conv, bn)?;
-    let (epilogue, bias) = (parameters.epilogue(act), &parameters.bias);
+    let (parameters, pack) = Parameters::of(conv, bn, pack)?;
+    let (epilogue, bias) = (parameters.epilogue(act), parameters.bias());
+    let bias = &bias[..];
     let taps = kh * kw;
-    let make = || tap_major(&flex::values(&parameters.weight), taps, c);
+    let make = || tap_major(&flex::values(parameters.weight()), taps, c);
     let made;
-    let by_tap = match pack.and_then(|p| p.get(make, taps, c)) {
+    let by_tap = match pack.and_then(|p| p.tap_major(make, taps, c)) {
         Some(kept) => kept,
         None => {
             made = make();
@@ -490,7 +485,7 @@ mod tests {
             // has AVX2 and FMA), depthwise ones' tap-major filters.
             for packed in [false, true] {
                 let pack = packed.then(WeightPack::default);
-                let taps = packed.then(TapMajorPack::default);
+                let taps = packed.then(WeightPack::default);
                 let run = || {
                     if is_depthwise {
                         depthwise(&conv, taps.as_ref(), Some(&bn), act, &last).unwrap()
@@ -527,11 +522,34 @@ mod tests {
         };
         let (small, large) = (layer(8, 3), layer(8, 5));
         let x = ChannelsLast::from_channels_first(&random_input([1, 8, 6, 6], &device, 3)).unwrap();
-        let pack = TapMajorPack::default();
+        let pack = WeightPack::default();
         depthwise(&small, Some(&pack), None, None, &x).unwrap();
         let with_stale = depthwise(&large, Some(&pack), None, None, &x).unwrap();
         let without = depthwise(&large, None, None, None, &x).unwrap();
         assert_eq!(bits(&with_stale.values), bits(&without.values));
+    }
+
+    /// A pack holding another layer of the same shape is not used either (the layer is
+    /// recognised by its parameters' ids, not by its shape): depthwise and 1 x 1 outputs are
+    /// those made without a pack.
+    #[test]
+    fn another_layers_pack_of_the_same_shape_is_not_used() {
+        let device = Device::flex();
+        let x = ChannelsLast::from_channels_first(&random_input([1, 8, 6, 6], &device, 4)).unwrap();
+        let depthwise_layer =
+            || Conv2dConfig::new([8, 8], [3, 3]).with_groups(8).with_padding(PaddingConfig2d::Same).init(&device);
+        let (first, second) = (depthwise_layer(), depthwise_layer());
+        let pack = WeightPack::default();
+        depthwise(&first, Some(&pack), None, None, &x).unwrap();
+        let with_stale = depthwise(&second, Some(&pack), None, None, &x).unwrap();
+        assert_eq!(bits(&with_stale.values), bits(&depthwise(&second, None, None, None, &x).unwrap().values));
+        let pointwise_layer = || Conv2dConfig::new([8, 16], [1, 1]).init(&device);
+        let (first, second) = (pointwise_layer(), pointwise_layer());
+        let pack = WeightPack::default();
+        pointwise(&first, Some(&pack), None, None, &x, None).unwrap();
+        let with_stale = pointwise(&second, Some(&pack), None, None, &x, None).unwrap();
+        let without = pointwise(&second, None, None, None, &x, None).unwrap();
+        assert_close(&with_stale.to_channels_first(), &without.to_channels_first(), 1e-6, "1 x 1");
     }
 
     /// Global average pooling: Burn's `mean_dim(3).mean_dim(2)` to rounding.

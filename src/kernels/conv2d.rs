@@ -10,8 +10,10 @@ use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
 use burn::backend::autodiff::grads::Gradients;
 use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
 use burn::backend::flex::{Flex, FlexTensor};
+use burn::module::ParamId;
 use burn::nn::conv::Conv2d;
 use burn::tensor::Tensor;
+use std::borrow::Cow;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use gemm::Parallelism;
@@ -28,26 +30,52 @@ pub(super) mod direct;
 mod kernel_rows;
 pub(super) mod small_maps;
 
-/// One convolution's weights as the inference kernels read them, each form made on first use and
-/// then kept; clones share them: packed for the direct convolution ([`direct::PackedWeights`]),
-/// and transformed by each Winograd algorithm that has run the layer (`winograd`'s `U = G g Gᵀ`,
-/// which otherwise every pass would compute again: 6% of the notebook's search stand-in's
-/// inference at one face, with the zeroing of its buffer, `perf`, AMD EPYC Zen 4, session 43).
+/// One convolution's parameters as the inference kernels read them, each form made on first use
+/// and then kept; clones share them: the weight and bias as plain Flex tensors
+/// ([`PlainParameters`]), packed for the direct convolution ([`direct::PackedWeights`]),
+/// tap-major for the channel-last depthwise kernel (`channels_last::depthwise`), and transformed
+/// by each Winograd algorithm that has run the layer (`winograd`'s `U = G g Gᵀ`, which otherwise
+/// every pass would compute again: 6% of the notebook's search stand-in's inference at one face,
+/// with the zeroing of its buffer, `perf`, AMD EPYC Zen 4, session 43).
+///
 /// The inference net holds one per convolution (`models::fold`): it must not outlive a change
-/// of that layer's weights, which is why only nets folded for inference carry one (a pack is a
-/// `#[module(skip)]` field: `Module::map` or `load_record` on a folded net would keep it, so
-/// fold the net as loaded again instead).
+/// of that layer's weights (or of the batch norm after it, whose map `channels_last` keeps with
+/// them), which is why only nets folded for inference carry one (a pack is a `#[module(skip)]`
+/// field: `Module::map` or `load_record` on a folded net would keep it, so fold the net as loaded
+/// again instead). A pack given another layer is not used: the parameters are checked by their
+/// `ParamId`, the other forms by their shape.
 #[derive(Debug, Clone, Default)]
 pub struct WeightPack(Arc<Packs>);
 
 #[derive(Debug, Default)]
 struct Packs {
+    /// With the weight's and the bias's `ParamId`s (no bias: `None`).
+    parameters: OnceLock<Option<(PlainParameters, ParamId, Option<ParamId>)>>,
     direct: OnceLock<direct::PackedWeights>,
+    /// `[taps, c]` f32, with `taps` and `c`.
+    tap_major: OnceLock<(Vec<f32>, usize, usize)>,
     /// Indexed by [`winograd::Algorithm::index`]: `[c_out][n²][c_in]` f32 each.
     winograd: [OnceLock<Vec<f32>>; winograd::ALGORITHMS],
 }
 
 impl WeightPack {
+    /// `conv`'s parameters as plain tensors, taken on the first call; `None` when they are not
+    /// plain Flex f32 tensors, or the pack holds another layer's.
+    ///
+    /// Why: taking them from the module (`Param::val`, then out of Burn's dispatch tensor), and
+    /// copying the bias, cost 0.7-1 µs per layer and call; a batch-norm-folded EfficientNet-Lite0
+    /// at one face makes about 50 such calls (`ferkit bench`, timed in place, AMD EPYC Zen 4,
+    /// session 43).
+    pub(crate) fn parameters(&self, conv: &Conv2d) -> Option<&PlainParameters> {
+        let bias_id = conv.bias.as_ref().map(|b| b.id);
+        let (parameters, weight_id, kept_bias_id) = self
+            .0
+            .parameters
+            .get_or_init(|| Some((PlainParameters::of(conv)?, conv.weight.id, bias_id)))
+            .as_ref()?;
+        (*weight_id == conv.weight.id && *kept_bias_id == bias_id).then_some(parameters)
+    }
+
     /// The packed weights, packing `weights` (`[c_out, k]`) on the first call.
     fn direct(&self, weights: impl FnOnce() -> Vec<f32>, c_out: usize, k: usize) -> Option<&direct::PackedWeights> {
         let packed = self.0.direct.get_or_init(|| direct::PackedWeights::new(&weights(), c_out, k));
@@ -56,11 +84,51 @@ impl WeightPack {
         (packed.c_out == c_out && packed.k == k).then_some(packed)
     }
 
+    /// A depthwise layer's filters tap-major (`[taps, c]`, `channels_last::depthwise`), made by
+    /// `make` on the first call; `None` when the pack holds another shape. Why: made per call,
+    /// the strided transposition ran on the calling thread alone before every depthwise layer,
+    /// 3.8% of EfficientNet-Lite0's samples at one face (`perf`, AMD EPYC Zen 4, session 42).
+    pub(crate) fn tap_major(&self, make: impl FnOnce() -> Vec<f32>, taps: usize, c: usize) -> Option<&[f32]> {
+        let (values, t, ch) = self.0.tap_major.get_or_init(|| (make(), taps, c));
+        (*t == taps && *ch == c).then_some(values.as_slice())
+    }
+
     /// The filters transformed by Winograd algorithm `algorithm` (`len` values), made by
     /// `transform` on the first call; `None` for a transform of another length.
     pub(super) fn winograd(&self, algorithm: usize, len: usize, transform: impl FnOnce() -> Vec<f32>) -> Option<&[f32]> {
         let u = self.0.winograd[algorithm].get_or_init(transform);
         (u.len() == len).then_some(u.as_slice())
+    }
+}
+
+/// A convolution's weight `[c_out, c_in / groups, kh, kw]` and bias `[c_out]` as plain
+/// (untracked) Flex f32 tensors; a zero bias for a layer without one (EfficientNet's).
+#[derive(Debug, Clone)]
+pub(crate) struct PlainParameters {
+    pub weight: FlexTensor,
+    pub bias: FlexTensor,
+}
+
+impl PlainParameters {
+    /// `None` when a parameter is not a plain Flex f32 tensor (tracked for training, another
+    /// backend or type).
+    pub(crate) fn of(conv: &Conv2d) -> Option<Self> {
+        let (weight, bias) = weight_and_bias(conv);
+        Some(PlainParameters { weight: flex::plain(&weight)?, bias: flex::plain(&bias)? })
+    }
+
+    /// `pack`'s (kept there) with the pack, or, without a pack or with another layer's, `conv`'s
+    /// taken now and no pack (none of another layer's forms is used).
+    pub(crate) fn of_layer<'p>(
+        conv: &Conv2d,
+        pack: Option<&'p WeightPack>,
+    ) -> Option<(Cow<'p, Self>, Option<&'p WeightPack>)> {
+        if let Some(pack) = pack
+            && let Some(kept) = pack.parameters(conv)
+        {
+            return Some((Cow::Borrowed(kept), Some(pack)));
+        }
+        Some((Cow::Owned(Self::of(conv)?), None))
     }
 }
 
@@ -79,9 +147,13 @@ pub fn conv2d(conv: &Conv2d, x: Tensor<4>) -> Tensor<4> {
         let out = if depthwise { depthwise_conv2d::tracked(x, wt, b, g) } else { tracked_conv(x, wt, b, g) };
         return Tensor::from_primitive::<TrainFlex>(out);
     }
-    match plain_forward((g, depthwise), &weight, &bias, &x, &Epilogue::NONE, None) {
-        Some(out) => Tensor::from_primitive::<Flex>(out),
-        None => conv.forward(x),
+    let plain = (flex::plain(&weight), flex::plain(&bias), flex::plain(&x));
+    match plain {
+        (Some(weight), Some(bias), Some(xp)) => {
+            let parameters = PlainParameters { weight, bias };
+            Tensor::from_primitive::<Flex>(plain_forward((g, depthwise), &parameters, &xp, &Epilogue::NONE, None))
+        }
+        _ => conv.forward(x),
     }
 }
 
@@ -115,25 +187,24 @@ pub(super) fn inference(
     pack: Option<&WeightPack>,
 ) -> Option<FlexTensor> {
     let plan = geometry(conv, x)?;
-    let (weight, bias) = weight_and_bias(conv);
-    plain_forward(plan, &weight, &bias, x, epilogue, pack)
+    let (parameters, pack) = PlainParameters::of_layer(conv, pack)?;
+    Some(plain_forward(plan, &parameters, &flex::plain(x)?, epilogue, pack))
 }
 
-/// [`forward`] or the depthwise one, on plain Flex f32 tensors (`None` when they are not).
+/// [`forward`] or the depthwise one, on plain Flex f32 tensors.
 fn plain_forward(
     (g, depthwise): (Sliding, bool),
-    weight: &Tensor<4>,
-    bias: &Tensor<1>,
-    x: &Tensor<4>,
+    parameters: &PlainParameters,
+    x: &FlexTensor,
     epilogue: &Epilogue,
     pack: Option<&WeightPack>,
-) -> Option<FlexTensor> {
-    let (x, wt, b) = (flex::plain(x)?, flex::plain(weight)?, flex::plain(bias)?);
-    Some(if depthwise {
-        depthwise_conv2d::forward(&x, &wt, &b, g, epilogue)
+) -> FlexTensor {
+    let (wt, b) = (&parameters.weight, &parameters.bias);
+    if depthwise {
+        depthwise_conv2d::forward(x, wt, b, g, epilogue)
     } else {
-        ordinary_forward(&x, &wt, &b, g, epilogue, pack)
-    })
+        ordinary_forward(x, wt, b, g, epilogue, pack)
+    }
 }
 
 /// Output channels from which a convolution's output and weight gradient go through Winograd

@@ -14,7 +14,7 @@ use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::{BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d};
 use burn::prelude::*;
 
-use crate::kernels::channels_last::{self, ChannelsLast, TapMajorPack};
+use crate::kernels::channels_last::{self, ChannelsLast};
 use crate::kernels::conv2d::WeightPack;
 use crate::kernels::fused::{Activation, conv_bn_act};
 
@@ -67,13 +67,13 @@ fn conv_bn_relu6(conv: &Conv2d, bn: Option<&BatchNorm>, x: Tensor<4>) -> Tensor<
     conv_bn_act(conv, bn, Some(Activation::RELU6), x)
 }
 
-/// What a block of a net prepared for inference keeps beside its layers (`models::fold`): its
-/// 1 x 1 convolutions' packed weights (`kernels::conv2d::direct`) and its depthwise filters
-/// tap-major, each made on first use.
+/// What a block of a net prepared for inference keeps beside its layers (`models::fold`): a
+/// `WeightPack` per convolution (its parameters as the kernels read them; the 1 x 1 ones packed
+/// for `kernels::conv2d::direct`, the depthwise filters tap-major), each made on first use.
 #[derive(Debug, Clone, Default)]
 pub struct BlockPacks {
     pub expand: WeightPack,
-    pub depthwise: TapMajorPack,
+    pub depthwise: WeightPack,
     pub project: WeightPack,
 }
 

@@ -69,8 +69,8 @@ fn fold_conv(conv: &Conv2d, bn: &BatchNorm) -> Conv2d {
 /// EfficientNet-Lite0 prepared for inference: every batch norm folded into the convolution
 /// before it (stem, each block's expansion, depthwise and projection, head), so the kernels
 /// apply bias and ReLU6 alone and no scale and shift is derived from the running statistics on
-/// every call; the blocks' and the head's packs (`kernels::conv2d::direct`,
-/// `channels_last::TapMajorPack`) made empty, filled on first use.
+/// every call; the blocks' and the head's packs (`kernels::conv2d::WeightPack`) made empty,
+/// filled on first use.
 pub(crate) fn fold_efficientnet(mut e: EfficientNetLite0) -> EfficientNetLite0 {
     // Folded already: folding again would scale the weights twice. Fresh packs only.
     if !e.bn_folded {
