@@ -33,8 +33,11 @@ use super::epilogue::Activation;
 /// Rows (samples) up to which the product runs here: each weight is read once per call and used
 /// for every row, so a few rows cost about what one does.
 const MAX_ROWS: usize = 8;
-/// Weights from which the product runs here: smaller layers fit in a core's cache, where
-/// splitting them costs more than it saves. Lowered from 2^20 in session 35, when cnn3's and
+/// Weights from which the product is split across the threads: smaller layers fit in a core's
+/// cache, where splitting them costs more than it saves; they run in one block on the calling
+/// thread (until session 43 they went to Burn's layer, its matmul and then the bias added as a
+/// tensor op: 8-10 µs for EfficientNet-Lite0's 1024 -> 7 output layer at one face, 1% of the
+/// net, timed in place, AMD EPYC Zen 4). Lowered from 2^20 in session 35, when cnn3's and
 /// vgg-lite's 2304 x 256 layers (590 K weights) at batch 1 were gemm's matrix-vector product on
 /// one thread, 13% of cnn3's inference of one face (`perf`): `ferkit bench --models cnn3:1
 /// --steps 100 --repeats 3 --infer-batches 1`, four rounds alternated (AMD EPYC Zen 4), 5427 /
@@ -60,8 +63,9 @@ pub fn linear_act(linear: &Linear, act: Option<Activation>, x: Tensor<2>) -> Ten
     }
 }
 
-/// The layer's output when `x` and its parameters are plain (untracked) Flex f32 tensors and
-/// the layer has at least [`MIN_WEIGHTS`] weights.
+/// The layer's output when `x` and its parameters are plain (untracked) Flex f32 tensors: in
+/// blocks of [`INPUTS_PER_TASK`] weight rows on the threads from [`MIN_WEIGHTS`] weights, in one
+/// block on the calling thread below.
 fn inference(linear: &Linear, x: &Tensor<2>, act: Option<Activation>) -> Option<FlexTensor> {
     let (xt, wt) = (flex::plain(x)?, flex::plain(&linear.weight.val())?);
     let bias = match &linear.bias {
@@ -72,18 +76,19 @@ fn inference(linear: &Linear, x: &Tensor<2>, act: Option<Activation>) -> Option<
     // Burn keeps a dense weight as [inputs, outputs].
     let (inputs, outputs) = (shape[0], shape[1]);
     // A width that does not match goes to Burn's layer, which says so.
-    if inputs * outputs < MIN_WEIGHTS || x.dims()[1] != inputs {
+    if x.dims()[1] != inputs {
         return None;
     }
+    let per_task = if inputs * outputs < MIN_WEIGHTS { inputs.max(1) } else { INPUTS_PER_TASK };
     let (x, w) = (flex::values(&xt), flex::values(&wt));
     let rows = x.len() / inputs.max(1);
     let bias = bias.as_ref().map(|b| flex::values(b).into_owned()).unwrap_or_else(|| vec![0.0; outputs]);
     // One task per block of weight rows (inputs), each a contiguous run of memory streamed once;
     // its partial sums for every output are then added in block order.
-    let partials: Vec<Vec<f32>> = (0..inputs.div_ceil(INPUTS_PER_TASK))
+    let partials: Vec<Vec<f32>> = (0..inputs.div_ceil(per_task))
         .into_par_iter()
         .map(|task| {
-            let ks = task * INPUTS_PER_TASK..((task + 1) * INPUTS_PER_TASK).min(inputs);
+            let ks = task * per_task..((task + 1) * per_task).min(inputs);
             let mut sums = vec![0f32; rows * outputs];
             // Four weight rows per pass over the sums: a quarter of the loads and stores of the
             // sums, and four streams of weights in flight at once. Each sum still adds its terms
@@ -150,7 +155,8 @@ mod tests {
     use burn::tensor::activation;
 
     /// The layer's output summed as the module's doc says, one value at a time: per output, the
-    /// bias plus each block's partial sum (its inputs in order) in block order.
+    /// bias plus each block's partial sum (its inputs in order) in block order (one block below
+    /// [`MIN_WEIGHTS`]).
     fn in_block_order(linear: &Linear, x: &Tensor<2>) -> Vec<f32> {
         let w = linear.weight.val().into_data().try_to_vec::<f32>().unwrap();
         let [inputs, outputs] = linear.weight.val().dims();
@@ -160,7 +166,8 @@ mod tests {
         for row in x.chunks_exact(inputs) {
             for j in 0..outputs {
                 let mut v = bias[j];
-                for block in (0..inputs).collect::<Vec<_>>().chunks(INPUTS_PER_TASK) {
+                let per_task = if inputs * outputs < MIN_WEIGHTS { inputs } else { INPUTS_PER_TASK };
+                for block in (0..inputs).collect::<Vec<_>>().chunks(per_task) {
                     v += block.iter().fold(0f32, |s, &k| s + row[k] * w[k * outputs + j]);
                 }
                 out.push(v);
@@ -171,12 +178,12 @@ mod tests {
 
     /// One row and a few, inputs over several tasks with a partial last one, with and without
     /// bias, ReLU and sigmoid: Burn's layer's values within 1e-5, the same bits on 1 and 3
-    /// threads, the sums in [`in_block_order`]'s order, and Burn's own path past [`MAX_ROWS`]
-    /// and below [`MIN_WEIGHTS`].
+    /// threads, the sums in [`in_block_order`]'s order (below [`MIN_WEIGHTS`] too, in one block),
+    /// and Burn's own path past [`MAX_ROWS`].
     #[test]
     fn matches_burns_layer_and_does_not_depend_on_the_thread_count() {
         let device = Device::flex();
-        // [`MIN_WEIGHTS`] and more (the kernel), fewer (Burn's layer).
+        // [`MIN_WEIGHTS`] and more (blocks on the threads), fewer (one block).
         let big = MIN_WEIGHTS / (2 * INPUTS_PER_TASK) + 1;
         let cases = [
             (1, 2 * INPUTS_PER_TASK + 5, big),
@@ -184,12 +191,13 @@ mod tests {
             (MAX_ROWS, 2 * INPUTS_PER_TASK, big),
             (MAX_ROWS + 1, 2 * INPUTS_PER_TASK, big),
             (1, 40, 7),
+            (3, 1024, 7), // EfficientNet-Lite0's output layer
         ];
         for (rows, inputs, outputs) in cases {
             for bias in [true, false] {
                 let linear = LinearConfig::new(inputs, outputs).with_bias(bias).init(&device);
                 let x = random_input([rows, inputs], &device, rows as u64);
-                assert_eq!(inference(&linear, &x, None).is_some(), inputs * outputs >= MIN_WEIGHTS);
+                assert!(inference(&linear, &x, None).is_some());
                 for act in [None, Some(Activation::Relu), Some(Activation::Sigmoid)] {
                     let burns = linear.forward(x.clone());
                     let burns = match act {
