@@ -17,9 +17,10 @@ pub const MIN_STDEV: f32 = 1.0 / 48.0;
 /// differ from it in the last bits).
 pub fn standardize_into(image: &[u8], out: &mut [f32]) {
     debug_assert_eq!(image.len(), out.len());
-    let n = image.len() as u128;
-    let sum: u128 = image.iter().map(|&p| p as u64).sum::<u64>() as u128;
-    let sum_sq: u128 = image.iter().map(|&p| (p as u64) * (p as u64)).sum::<u64>() as u128;
+    // u64 holds n Σx² for images of up to 2^24 pixels (a face has 2304).
+    let n = image.len() as u64;
+    let sum: u64 = image.iter().map(|&p| p as u64).sum();
+    let sum_sq: u64 = image.iter().map(|&p| (p as u64) * (p as u64)).sum();
     let mean = sum as f64 / n as f64;
     // n Σx² - (Σx)² = n Σ (x - mean)² >= 0; with one pixel, 0 / 0: NaN, which the floor replaces.
     let stdev = ((n * sum_sq - sum * sum) as f64 / (n * n.saturating_sub(1)) as f64).sqrt();

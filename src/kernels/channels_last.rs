@@ -139,6 +139,7 @@ impl<'p> Parameters<'p> {
         Some((Parameters { affine, plain }, pack))
     }
 
+    /// The convolution's weight, `[c_out, c_in / groups, kh, kw]`.
     fn weight(&self) -> &FlexTensor {
         &self.plain.weight
     }
@@ -186,7 +187,8 @@ const MIN_TASK_ROWS: usize = 65;
 /// stride-1 convolution without groups, channel-last. `None` when the convolution is another
 /// kind or a parameter is not a plain Flex f32 tensor.
 ///
-/// With `pack` (the layer's packed weights, kept by a net prepared for inference), a product of
+/// With `pack` (the layer's `WeightPack`, kept by a net prepared for inference: its parameters
+/// and packed weights), a product of
 /// fewer than [`direct::MAX_POSITIONS`] positions (one face's deep layers) runs as
 /// [`direct::pointwise_rows`], vectorised along the output channels. Without, one of at most
 /// [`small_maps::MAX_WIDTH`] positions is split by output channels into dot products
@@ -485,10 +487,9 @@ mod tests {
             // has AVX2 and FMA), depthwise ones' tap-major filters.
             for packed in [false, true] {
                 let pack = packed.then(WeightPack::default);
-                let taps = packed.then(WeightPack::default);
                 let run = || {
                     if is_depthwise {
-                        depthwise(&conv, taps.as_ref(), Some(&bn), act, &last).unwrap()
+                        depthwise(&conv, pack.as_ref(), Some(&bn), act, &last).unwrap()
                     } else {
                         pointwise(&conv, pack.as_ref(), Some(&bn), act, &last, None).unwrap()
                     }

@@ -39,8 +39,7 @@ pub(super) mod small_maps;
 /// with the zeroing of its buffer, `perf`, AMD EPYC Zen 4, session 43).
 ///
 /// The inference net holds one per convolution (`models::fold`): it must not outlive a change
-/// of that layer's weights (or of the batch norm after it, whose map `channels_last` keeps with
-/// them), which is why only nets folded for inference carry one (a pack is a `#[module(skip)]`
+/// of that layer's weights, which is why only nets folded for inference carry one (a pack is a `#[module(skip)]`
 /// field: `Module::map` or `load_record` on a folded net would keep it, so fold the net as loaded
 /// again instead). A pack given another layer is not used: the parameters are checked by their
 /// `ParamId`, the other forms by their shape.
@@ -105,7 +104,9 @@ impl WeightPack {
 /// (untracked) Flex f32 tensors; a zero bias for a layer without one (EfficientNet's).
 #[derive(Debug, Clone)]
 pub(crate) struct PlainParameters {
+    /// `[c_out, c_in / groups, kh, kw]` f32.
     pub weight: FlexTensor,
+    /// `[c_out]` f32.
     pub bias: FlexTensor,
 }
 
@@ -178,8 +179,9 @@ fn weight_and_bias(conv: &Conv2d) -> (Tensor<4>, Tensor<1>) {
 
 /// The inference output of `conv` on `x` with `epilogue` applied as it is written, when `x` and
 /// the parameters are plain (untracked) Flex f32 tensors and the kernels cover the convolution;
-/// `None` otherwise. With `pack` (the layer's packed weights, kept by an inference net), passes
-/// with few output positions run as a direct convolution ([`direct`]).
+/// `None` otherwise. With `pack` (the layer's [`WeightPack`], kept by an inference net), the
+/// parameters and the Winograd filters are taken from it, and passes with few output positions
+/// run as a direct convolution ([`direct`]) over its packed weights.
 pub(super) fn inference(
     conv: &Conv2d,
     x: &Tensor<4>,

@@ -33,9 +33,9 @@ pub fn conv_bn_act(conv: &Conv2d, bn: Option<&BatchNorm>, act: Option<Activation
     packed_conv_bn_act(conv, None, bn, act, x)
 }
 
-/// [`conv_bn_act`] with the layer's packed weights (`pack`, kept by a net prepared for
-/// inference: `models::fold`), with which passes of few output positions run as a direct
-/// convolution (`conv2d::direct`).
+/// [`conv_bn_act`] with the layer's `WeightPack` (`pack`, kept by a net prepared for inference:
+/// `models::fold`): its parameters and Winograd filters kept there, passes of few output
+/// positions run as a direct convolution (`conv2d::direct`) over its packed weights.
 pub fn packed_conv_bn_act(
     conv: &Conv2d,
     pack: Option<&WeightPack>,

@@ -90,6 +90,8 @@ pub(super) enum Algorithm {
 
 /// How many [`Algorithm`]s there are.
 pub(super) const ALGORITHMS: usize = 3;
+// `Algorithm::index` numbers the variants in order: the last is ALGORITHMS - 1.
+const _: () = assert!(Algorithm::F2x5 as usize + 1 == ALGORITHMS);
 
 impl Algorithm {
     /// A number of its own below [`ALGORITHMS`] (where a `conv2d::WeightPack` keeps its filters).

@@ -170,7 +170,7 @@ pub struct EfficientNetLite0 {
     pub bn1: BatchNorm,
     pub dropout: Dropout,
     pub fc: Linear,
-    /// The head convolution's packed weights, in a net prepared for inference; `None`
+    /// The head convolution's `WeightPack`, in a net prepared for inference; `None`
     /// otherwise. Not part of the record.
     #[module(skip)]
     pub head_pack: Option<WeightPack>,

@@ -78,9 +78,9 @@ pub struct Conv {
     pub conv: Conv2d,
     pub act: Act,
     pub l2: f64,
-    /// The convolution's weights packed for inference (`kernels::conv2d::WeightPack`), in nets
-    /// that `models::fold` prepared for inference only; `None` in nets that train, whose weights
-    /// change. Not part of the record.
+    /// The convolution's parameters as the inference kernels read them
+    /// (`kernels::conv2d::WeightPack`), in nets that `models::fold` prepared for inference only;
+    /// `None` in nets that train, whose weights change. Not part of the record.
     #[module(skip)]
     pub pack: Option<kernels::conv2d::WeightPack>,
 }

@@ -56,7 +56,9 @@ pub const MAX_POSITIONS: usize = 512;
 #[derive(Debug)]
 pub struct PackedWeights {
     values: Vec<f32>,
+    /// Output channels (before the zero padding to whole blocks).
     pub(super) c_out: usize,
+    /// Taps per output channel: `c_in * kh * kw`.
     pub(super) k: usize,
 }
 
