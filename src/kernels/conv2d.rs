@@ -53,8 +53,8 @@ struct Packs {
     direct: OnceLock<direct::PackedWeights>,
     /// `[taps, c]` f32, with `taps` and `c`.
     tap_major: OnceLock<(Vec<f32>, usize, usize)>,
-    /// Indexed by [`winograd::Algorithm::index`]: `[c_out][n²][c_in]` f32 each.
-    winograd: [OnceLock<Vec<f32>>; winograd::ALGORITHMS],
+    /// Each Winograd algorithm's transform of the filters.
+    winograd: winograd::KeptFilters,
 }
 
 impl WeightPack {
@@ -90,13 +90,6 @@ impl WeightPack {
     pub(crate) fn tap_major(&self, make: impl FnOnce() -> Vec<f32>, taps: usize, c: usize) -> Option<&[f32]> {
         let (values, t, ch) = self.0.tap_major.get_or_init(|| (make(), taps, c));
         (*t == taps && *ch == c).then_some(values.as_slice())
-    }
-
-    /// The filters transformed by Winograd algorithm `algorithm` (`len` values), made by
-    /// `transform` on the first call; `None` for a transform of another length.
-    pub(super) fn winograd(&self, algorithm: usize, len: usize, transform: impl FnOnce() -> Vec<f32>) -> Option<&[f32]> {
-        let u = self.0.winograd[algorithm].get_or_init(transform);
-        (u.len() == len).then_some(u.as_slice())
     }
 }
 
@@ -241,7 +234,8 @@ fn ordinary_forward(
     let c_out = flex::dims4(weight)[0];
     let out_dims = [dims[0], c_out, g.output[0], g.output[1]];
     if winograd_takes_output(&g, dims[0], dims[1], c_out) {
-        let out = winograd::forward(&flex::values(x), dims, &flex::values(weight), &flex::values(bias), &g, epilogue, pack);
+        let kept = pack.map(|p| &p.0.winograd);
+        let out = winograd::forward(&flex::values(x), dims, &flex::values(weight), &flex::values(bias), &g, epilogue, kept);
         return flex::tensor(out, &out_dims);
     }
     if let Some(pack) = pack.filter(|_| direct::applies(&g, dims[0]))

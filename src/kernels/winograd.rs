@@ -46,9 +46,9 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use std::borrow::Cow;
+use std::sync::OnceLock;
 
 use super::Sliding;
-use super::conv2d::WeightPack;
 use super::epilogue::Epilogue;
 use super::flex::{self, UninitParts};
 use super::matmul::{matmul, same_sums_at_any_width};
@@ -89,13 +89,28 @@ pub(super) enum Algorithm {
 }
 
 /// How many [`Algorithm`]s there are.
-pub(super) const ALGORITHMS: usize = 3;
+const ALGORITHMS: usize = 3;
 // `Algorithm::index` numbers the variants in order: the last is ALGORITHMS - 1.
 const _: () = assert!(Algorithm::F2x5 as usize + 1 == ALGORITHMS);
 
+/// One layer's filters transformed by each algorithm that has run it, each made on first use and
+/// then kept (a `conv2d::WeightPack` holds one: an inference net's layer, whose weights no longer
+/// change); `[c_out][n²][c_in]` f32 each ([`transform::transform_filters`]).
+#[derive(Debug, Default)]
+pub(super) struct KeptFilters([OnceLock<Vec<f32>>; ALGORITHMS]);
+
+impl KeptFilters {
+    /// The filters transformed by `algorithm` (`len` values), made by `transform` on the first
+    /// call; `None` for a transform of another length (another layer's).
+    fn get(&self, algorithm: Algorithm, len: usize, transform: impl FnOnce() -> Vec<f32>) -> Option<&[f32]> {
+        let u = self.0[algorithm.index()].get_or_init(transform);
+        (u.len() == len).then_some(u.as_slice())
+    }
+}
+
 impl Algorithm {
-    /// A number of its own below [`ALGORITHMS`] (where a `conv2d::WeightPack` keeps its filters).
-    pub(super) fn index(self) -> usize {
+    /// A number of its own below [`ALGORITHMS`] (where [`KeptFilters`] keeps its filters).
+    fn index(self) -> usize {
         self as usize
     }
 
@@ -142,8 +157,8 @@ pub(super) fn applies(g: &Sliding, batch: usize, c_in: usize, c_out: usize) -> b
 
 /// The output `[batch, c_out, oh, ow]` (row-major values) for input `x` `[batch, c_in, h, w]`,
 /// weights `[c_out, c_in, r, r]` and one bias per output channel, each value written through
-/// `epilogue`; `g` is a geometry [`applies`] accepted. With `pack` (an inference net's, for
-/// these weights), the filters' transform is made once and kept there.
+/// `epilogue`; `g` is a geometry [`applies`] accepted. With `kept` (an inference net's layer's,
+/// for these weights), the filters' transform is made once and kept there.
 pub(super) fn forward(
     x: &[f32],
     dims: [usize; 4],
@@ -151,10 +166,10 @@ pub(super) fn forward(
     bias: &[f32],
     g: &Sliding,
     epilogue: &Epilogue,
-    pack: Option<&WeightPack>,
+    kept: Option<&KeptFilters>,
 ) -> Vec<f32> {
     let algorithm = Algorithm::of(g, dims[0], dims[1], bias.len()).expect("winograd: a geometry `applies` accepted");
-    forward_with(algorithm, x, dims, weight, bias, g, epilogue, pack)
+    forward_with(algorithm, x, dims, weight, bias, g, epilogue, kept)
 }
 
 /// [`forward`] by the given algorithm.
@@ -166,38 +181,38 @@ fn forward_with(
     bias: &[f32],
     g: &Sliding,
     epilogue: &Epilogue,
-    pack: Option<&WeightPack>,
+    kept: Option<&KeptFilters>,
 ) -> Vec<f32> {
     let c_in = dims[1];
     let c_out = bias.len();
     match algorithm {
         Algorithm::F2x3 => {
-            let u = filters::<F2x3, 3, 4, 2>(algorithm, weight, c_out, c_in, pack);
+            let u = filters::<F2x3, 3, 4, 2>(algorithm, weight, c_out, c_in, kept);
             forward_by::<F2x3, 3, 4, 2>(x, dims, &u, bias, g, epilogue)
         }
         Algorithm::F4x3 => {
-            let u = filters::<F4x3, 3, 6, 4>(algorithm, weight, c_out, c_in, pack);
+            let u = filters::<F4x3, 3, 6, 4>(algorithm, weight, c_out, c_in, kept);
             forward_by::<F4x3, 3, 6, 4>(x, dims, &u, bias, g, epilogue)
         }
         Algorithm::F2x5 => {
-            let u = filters::<F2x5, 5, 6, 2>(algorithm, weight, c_out, c_in, pack);
+            let u = filters::<F2x5, 5, 6, 2>(algorithm, weight, c_out, c_in, kept);
             forward_by::<F2x5, 5, 6, 2>(x, dims, &u, bias, g, epilogue)
         }
     }
 }
 
-/// `weight`'s filters transformed by `M` ([`transform::transform_filters`]): `pack`'s, made there
+/// `weight`'s filters transformed by `M` ([`transform::transform_filters`]): `kept`'s, made there
 /// on first use, or made for this pass alone.
 fn filters<'p, M: Minimal<R, N, T>, const R: usize, const N: usize, const T: usize>(
     algorithm: Algorithm,
     weight: &[f32],
     c_out: usize,
     c_in: usize,
-    pack: Option<&'p WeightPack>,
+    kept: Option<&'p KeptFilters>,
 ) -> Cow<'p, [f32]> {
     assert_eq!(weight.len(), c_out * c_in * R * R, "winograd: weights [c_out, c_in, r, r]");
     let transform = || transform::transform_filters::<M, R, N, T>(weight, c_out, c_in);
-    match pack.and_then(|p| p.winograd(algorithm.index(), N * N * c_out * c_in, transform)) {
+    match kept.and_then(|k| k.get(algorithm, N * N * c_out * c_in, transform)) {
         Some(u) => Cow::Borrowed(u),
         None => Cow::Owned(transform()),
     }
@@ -526,25 +541,25 @@ mod tests {
             assert!(applies(&g, batch, c_in, c_out), "case {k}");
             let expected = conv.forward(x.clone());
             for &algorithm in Algorithm::for_window([kernel, kernel]) {
-                let run = |threads: usize, pack: Option<&WeightPack>| {
+                let run = |threads: usize, kept: Option<&KeptFilters>| {
                     let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                     let (xs, ws) = (values(x.clone()), values(conv.weight.val()));
                     let bs = values(conv.bias.as_ref().unwrap().val());
                     let dims = [batch, c_in, size[0], size[1]];
-                    let out = pool.install(|| forward_with(algorithm, &xs, dims, &ws, &bs, &g, &Epilogue::NONE, pack));
+                    let out = pool.install(|| forward_with(algorithm, &xs, dims, &ws, &bs, &g, &Epilogue::NONE, kept));
                     Tensor::<4>::from_data(TensorData::new(out, [batch, c_out, g.output[0], g.output[1]]), &device)
                 };
                 let one = run(1, None);
                 assert_close(&one, &expected, 1e-5, &format!("case {k}, {algorithm:?}"));
                 let bits = |t: Tensor<4>| values(t).iter().map(|v| v.to_bits()).collect::<Vec<_>>();
                 assert_eq!(bits(one.clone()), bits(run(3, None)), "case {k}, {algorithm:?}: 1 and 3 threads");
-                // With a pack: the first pass keeps the filters' transform there, the second
+                // With kept filters: the first pass keeps the filters' transform, the second
                 // reads it back; the same bits as without.
-                let pack = WeightPack::default();
-                assert_eq!(bits(one.clone()), bits(run(2, Some(&pack))), "case {k}, {algorithm:?}: making the pack");
-                let kept = pack.winograd(algorithm.index(), 0, || unreachable!("the transform is kept")).is_none();
-                assert!(kept, "case {k}, {algorithm:?}: the pack holds the transform");
-                assert_eq!(bits(one), bits(run(2, Some(&pack))), "case {k}, {algorithm:?}: from the pack");
+                let kept = KeptFilters::default();
+                assert_eq!(bits(one.clone()), bits(run(2, Some(&kept))), "case {k}, {algorithm:?}: making them");
+                let held = kept.get(algorithm, 0, || unreachable!("the transform is kept")).is_none();
+                assert!(held, "case {k}, {algorithm:?}: the transform is kept");
+                assert_eq!(bits(one), bits(run(2, Some(&kept))), "case {k}, {algorithm:?}: from the kept ones");
             }
         }
     }
