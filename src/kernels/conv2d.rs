@@ -35,14 +35,16 @@ pub(super) mod small_maps;
 /// ([`PlainParameters`]), packed for the direct convolution ([`direct::PackedWeights`]),
 /// tap-major for the channel-last depthwise kernel (`channels_last::depthwise`), and transformed
 /// by each Winograd algorithm that has run the layer (`winograd`'s `U = G g Gᵀ`, which otherwise
-/// every pass would compute again: 6% of the notebook's search stand-in's inference at one face,
-/// with the zeroing of its buffer, `perf`, AMD EPYC Zen 4, session 43).
+/// every pass would compute again: 5.8% of the notebook's search stand-in's inference samples at
+/// one face, and most of `memset`'s 6% the zeroing of its buffer, `perf`, AMD EPYC Zen 4,
+/// session 43).
 ///
 /// The inference net holds one per convolution (`models::fold`): it must not outlive a change
-/// of that layer's weights, which is why only nets folded for inference carry one (a pack is a `#[module(skip)]`
-/// field: `Module::map` or `load_record` on a folded net would keep it, so fold the net as loaded
-/// again instead). A pack given another layer is not used: the parameters are checked by their
-/// `ParamId`, the other forms by their shape.
+/// of that layer's weights, which is why only nets folded for inference carry one (a pack is a
+/// `#[module(skip)]` field: `Module::map` or `load_record` on a folded net would keep it, so
+/// fold the net as loaded again instead). A pack given another layer is not used: callers take
+/// it through [`PlainParameters::of_layer`], which recognises the layer by its parameters'
+/// `ParamId`s; each form also checks its shape.
 #[derive(Debug, Clone, Default)]
 pub struct WeightPack(Arc<Packs>);
 
@@ -78,8 +80,8 @@ impl WeightPack {
     /// The packed weights, packing `weights` (`[c_out, k]`) on the first call.
     fn direct(&self, weights: impl FnOnce() -> Vec<f32>, c_out: usize, k: usize) -> Option<&direct::PackedWeights> {
         let packed = self.0.direct.get_or_init(|| direct::PackedWeights::new(&weights(), c_out, k));
-        // A pack of another shape is never used (only the shape is checked: each layer of a
-        // folded net gets its own pack).
+        // A pack of another shape is never used (the layer itself is checked by
+        // `PlainParameters::of_layer`).
         (packed.c_out == c_out && packed.k == k).then_some(packed)
     }
 

@@ -8,7 +8,8 @@
 //! while the other waited. Here the weight rows (one per input) are split into contiguous
 //! blocks, handed to the threads in one contiguous run of blocks per thread, so both cores stream
 //! memory at once; the blocks' partial sums are then added in block order. A layer below
-//! [`MIN_WEIGHTS`] is one block, summed on the calling thread. (Splitting the output columns instead, each task reading a short
+//! [`MIN_WEIGHTS`] is one block, summed on the calling thread. (Splitting the output columns
+//! instead, each task reading a short
 //! piece of every row, was slower than gemm on one thread: cnn1 at batch 1 went from 64-83 to
 //! 37-45 faces/s, as each piece sat on another page.)
 //! Each task adds four weight rows per pass over its sums ([`add_products`], AVX2 / AVX-512 where
@@ -37,9 +38,10 @@ const MAX_ROWS: usize = 8;
 /// Weights from which the product is split across the threads: smaller layers fit in a core's
 /// cache, where splitting them costs more than it saves; their product runs in one block on the
 /// calling thread (the pass that adds the bias and applies the activation is split by outputs
-/// above [`OUTPUTS_PER_SUM_TASK`] values, as for every layer) (until session 43 they went to Burn's layer, its matmul and then the bias added as a
-/// tensor op: 8-10 µs for EfficientNet-Lite0's 1024 -> 7 output layer at one face, 1% of the
-/// net, timed in place, AMD EPYC Zen 4). Lowered from 2^20 in session 35, when cnn3's and
+/// above [`OUTPUTS_PER_SUM_TASK`] values, as for every layer). Until session 43 they went to
+/// Burn's layer, its matmul and then the bias added as a tensor op: 8-10 µs for
+/// EfficientNet-Lite0's 1024 -> 7 output layer at one face, 1% of the net (timed in place, AMD
+/// EPYC Zen 4). Lowered from 2^20 in session 35, when cnn3's and
 /// vgg-lite's 2304 x 256 layers (590 K weights) at batch 1 were gemm's matrix-vector product on
 /// one thread, 13% of cnn3's inference of one face (`perf`): `ferkit bench --models cnn3:1
 /// --steps 100 --repeats 3 --infer-batches 1`, four rounds alternated (AMD EPYC Zen 4), 5427 /
@@ -82,7 +84,7 @@ fn inference(linear: &Linear, x: &Tensor<2>, act: Option<Activation>) -> Option<
     if width != inputs || inputs == 0 || outputs == 0 {
         return None;
     }
-    let per_task = if inputs * outputs < MIN_WEIGHTS { inputs } else { INPUTS_PER_TASK };
+    let per_task = inputs_per_block(inputs, outputs);
     let (x, w) = (flex::values(&xt), flex::values(&wt));
     let bias = bias.as_ref().map(|b| flex::values(b).into_owned()).unwrap_or_else(|| vec![0.0; outputs]);
     // One task per block of weight rows (inputs), each a contiguous run of memory streamed once;
@@ -96,22 +98,22 @@ fn inference(linear: &Linear, x: &Tensor<2>, act: Option<Activation>) -> Option<
     let tasks = inputs.div_ceil(per_task);
     let threads = rayon::current_num_threads().min(tasks).max(1);
     let block_sums = |task: usize| {
-            let ks = task * per_task..((task + 1) * per_task).min(inputs);
-            let mut sums = vec![0f32; rows * outputs];
-            // Four weight rows per pass over the sums: a quarter of the loads and stores of the
-            // sums, and four streams of weights in flight at once. Each sum still adds its terms
-            // in the order of `k` (Rust does not fuse or reorder the float operations).
-            let mut k = ks.start;
-            while k < ks.end {
-                let n = (ks.end - k).min(ROWS_PER_PASS);
-                let weights = &w[k * outputs..(k + n) * outputs];
-                for (r, sums) in sums.chunks_exact_mut(outputs).enumerate() {
-                    add_products(sums, weights, &x[r * inputs + k..r * inputs + k + n]);
-                }
-                k += n;
+        let ks = task * per_task..((task + 1) * per_task).min(inputs);
+        let mut sums = vec![0f32; rows * outputs];
+        // Four weight rows per pass over the sums: a quarter of the loads and stores of the
+        // sums, and four streams of weights in flight at once. Each sum still adds its terms
+        // in the order of `k` (Rust does not fuse or reorder the float operations).
+        let mut k = ks.start;
+        while k < ks.end {
+            let n = (ks.end - k).min(ROWS_PER_PASS);
+            let weights = &w[k * outputs..(k + n) * outputs];
+            for (r, sums) in sums.chunks_exact_mut(outputs).enumerate() {
+                add_products(sums, weights, &x[r * inputs + k..r * inputs + k + n]);
             }
-            sums
-        };
+            k += n;
+        }
+        sums
+    };
     let partials: Vec<Vec<f32>> = (0..threads)
         .into_par_iter()
         .flat_map_iter(|t| (t * tasks / threads..(t + 1) * tasks / threads).map(&block_sums))
@@ -129,6 +131,12 @@ fn inference(linear: &Linear, x: &Tensor<2>, act: Option<Activation>) -> Option<
         }
     });
     Some(flex::tensor(out, &[rows, outputs]))
+}
+
+/// Weight rows (inputs) per block of a layer of `inputs` x `outputs` weights: the whole layer below
+/// [`MIN_WEIGHTS`], [`INPUTS_PER_TASK`] from there.
+fn inputs_per_block(inputs: usize, outputs: usize) -> usize {
+    if inputs * outputs < MIN_WEIGHTS { inputs } else { INPUTS_PER_TASK }
 }
 
 /// Outputs per task when the blocks' partial sums are added.
@@ -177,8 +185,7 @@ mod tests {
         for row in x.chunks_exact(inputs) {
             for j in 0..outputs {
                 let mut v = bias[j];
-                let per_task = if inputs * outputs < MIN_WEIGHTS { inputs } else { INPUTS_PER_TASK };
-                for block in (0..inputs).collect::<Vec<_>>().chunks(per_task) {
+                for block in (0..inputs).collect::<Vec<_>>().chunks(inputs_per_block(inputs, outputs)) {
                     v += block.iter().fold(0f32, |s, &k| s + row[k] * w[k * outputs + j]);
                 }
                 out.push(v);
