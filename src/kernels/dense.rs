@@ -1,62 +1,133 @@
 //! A dense (fully connected) layer at inference for a few rows at a time (one face from a
-//! photo, a video frame's faces), with its activation applied as the output is written.
+//! photo, a video frame's faces), with its bias and activation applied as the output is written.
 //!
 //! Why: at batch 1 a dense layer is a matrix-vector product whose time is reading the weights
 //! (cnn1's two wide layers are 18 M weights, 73 MB, per face; EfficientNet-Lite0's head
-//! 1.3 M).
-//! Burn's matmul hands such a product to `gemm` on one thread, so one core streamed the weights
-//! while the other waited. Here the weight rows (one per input) are split into contiguous
-//! blocks, handed to the threads in one contiguous run of blocks per thread, so both cores stream
-//! memory at once; the blocks' partial sums are then added in block order. A layer below
-//! [`MIN_WEIGHTS`] is one block, summed on the calling thread. (Splitting the output columns
-//! instead, each task reading a short
-//! piece of every row, was slower than gemm on one thread: cnn1 at batch 1 went from 64-83 to
-//! 37-45 faces/s, as each piece sat on another page.)
-//! Each task adds four weight rows per pass over its sums ([`add_products`], AVX2 / AVX-512 where
-//! the CPU has them): a quarter of the loads and stores of the sums, and four streams of weights
-//! in flight. cnn1 at batch 1 went from 190-258 to 237-313 faces/s (`ferkit bench --models
-//! cnn1:1 --steps 40 --repeats 3 --infer-batches 1`, two binaries alternated twice, AMD EPYC,
-//! session 31); eight rows per pass measured the same as four.
-//! Larger batches go to Burn's matmul, whose GEMM reuses each weight across the rows.
+//! 1.3 M). Burn's matmul hands such a product to `gemm` on one thread, so one core streamed the
+//! weights while the other waited. Here the weights are packed once per layer into panels of
+//! [`PANEL`] outputs (`[panels][inputs][64]`, a [`DensePack`] that the inference net keeps:
+//! `models::fold`), and each panel's 64 sums per row stay in registers while the panel streams
+//! past once, in order: a load of weights and a fused multiply-add per 16 sums, nothing else.
+//! The panels go to the threads in one contiguous run per thread, so that at one face each core
+//! reads the same part of the weights on every call, from its own cache where the part fits.
+//! Until session 44 the weights were read as Burn keeps them (`[inputs, outputs]`), four rows
+//! of weights added into every output's partial sum per pass, the sums loaded and stored again
+//! on each pass and the threads' partial sums added afterwards: cnn3's and vgg-lite's 2304 x 256
+//! layer at one face took 49 µs on one thread and 36 on two, in a loop that keeps its weights in
+//! cache, against 26 and 16 in panels (`docs/speed.md`, session 44, AMD EPYC Zen 4).
+//! Larger batches, and layers without a pack, go to Burn's matmul, whose GEMM reuses each
+//! weight across the rows.
 //!
-//! Each output is the bias plus the blocks' partial sums in block order, each partial summed in
-//! the order of `k`, whatever the thread count, so results do not depend on the threads (they may differ from gemm's order in
-//! the last bits; the test compares with Burn's layer within 1e-5).
+//! Each output is its bias plus the sum over the inputs `k` in order, each term added by one
+//! fused multiply-add, whatever the thread count or the rows beside it, so results do not
+//! depend on the threads or the batch (they may differ from gemm's order in the last bits; the
+//! test compares with Burn's layer within 1e-5).
+
+use std::sync::{Arc, OnceLock};
 
 use burn::backend::flex::{Flex, FlexTensor};
+use burn::module::ParamId;
 use burn::nn::Linear;
 use burn::tensor::Tensor;
 use multiversion::multiversion;
-use rayon::prelude::*;
 
-use super::flex;
 use super::epilogue::Activation;
+use super::flex;
 
-/// Rows (samples) up to which the product runs here: each weight is read once per call and used
-/// for every row, so a few rows cost about what one does.
+/// Rows (samples) up to which the product runs here: a pass over the weights serves
+/// [`ROWS_PER_PASS`] rows, so a few rows cost about what one does.
 const MAX_ROWS: usize = 8;
-/// Weights from which the product is split across the threads: smaller layers fit in a core's
-/// cache, where splitting them costs more than it saves; their product runs in one block on the
-/// calling thread (the pass that adds the bias and applies the activation is split by outputs
-/// above [`OUTPUTS_PER_SUM_TASK`] values, as for every layer). Until session 43 they went to
-/// Burn's layer, its matmul and then the bias added as a tensor op: 8-10 µs for
-/// EfficientNet-Lite0's 1024 -> 7 output layer at one face, 1% of the net (timed in place, AMD
-/// EPYC Zen 4). Lowered from 2^20 in session 35, when cnn3's and
-/// vgg-lite's 2304 x 256 layers (590 K weights) at batch 1 were gemm's matrix-vector product on
-/// one thread, 13% of cnn3's inference of one face (`perf`): `ferkit bench --models cnn3:1
-/// --steps 100 --repeats 3 --infer-batches 1`, four rounds alternated (AMD EPYC Zen 4), 5427 /
-/// 7865, 7875 / 7906, 6476 / 7816, 6687 / 8734 faces/s before / after.
+/// Rows whose sums one pass over a panel keeps in registers (4 x 64 sums: 16 AVX-512 registers).
+const ROWS_PER_PASS: usize = 4;
+/// Outputs per panel: the sums one pass keeps per row (4 AVX-512 registers, 8 AVX2 ones).
+pub const PANEL: usize = 64;
+/// A layer's last panel is as wide as its outputs rounded up to a multiple of this (one
+/// AVX-512 register): a 7-output layer's panel is 16 wide, not 64, so its weights take 2.3
+/// times their size rather than 9 (cnn1's output layer, read once per face from memory, took
+/// 25 µs at 64 wide).
+const LANES: usize = 16;
+/// Weights from which the panels are split across the threads: smaller layers fit in a core's
+/// cache, where splitting them costs more than it saves (EfficientNet-Lite0's 1024 -> 7 output
+/// layer, 8-10 µs through Burn's layer at one face before session 43, about 4 here). Lowered
+/// from 2^20 in session 35, when cnn3's and vgg-lite's 2304 x 256 layers (590 K weights) at
+/// batch 1 were gemm's matrix-vector product on one thread, 13% of cnn3's inference of one face.
 const MIN_WEIGHTS: usize = 1 << 18;
-/// Weight rows (inputs) per task: a contiguous block of the weights that each task streams
-/// through once. The blocks depend on the shapes alone, so the order of the sums does too.
-const INPUTS_PER_TASK: usize = 128;
 
-/// `act(linear(x))` for `x` `[rows, inputs]` (f32): computed here at inference on Flex for up to
-/// [`MAX_ROWS`] rows, otherwise as Burn's `Linear` and the activation's own layer.
-pub fn linear_act(linear: &Linear, act: Option<Activation>, x: Tensor<2>) -> Tensor<2> {
+/// A dense layer's weight packed in panels of [`PANEL`] outputs, and its bias, as
+/// [`linear_act`] reads them at up to [`MAX_ROWS`] rows: made on the first such call and kept;
+/// clones share them. The inference net holds one per dense layer (`models::fold`); it must not
+/// outlive a change of that layer's weights, and a pack given another layer is not used (the
+/// layer is recognised by its parameters' `ParamId`s), as `kernels::conv2d::WeightPack`.
+/// Memory: a second copy of the layer's weights (cnn1: 73 MB) besides the module's own.
+#[derive(Debug, Clone, Default)]
+pub struct DensePack(Arc<OnceLock<Option<Panels>>>);
+
+#[derive(Debug)]
+struct Panels {
+    /// Panel after panel, each `[inputs][width]` f32 ([`Panels::width`]), zero past `outputs`.
+    values: Vec<f32>,
+    /// `[outputs]` f32 (zeros for a layer without bias).
+    bias: Vec<f32>,
+    inputs: usize,
+    outputs: usize,
+    weight_id: ParamId,
+    bias_id: Option<ParamId>,
+}
+
+impl DensePack {
+    /// `linear`'s packed weights and bias, packed on the first call; `None` when its parameters
+    /// are not plain Flex f32 tensors, or the pack holds another layer's.
+    fn panels(&self, linear: &Linear) -> Option<&Panels> {
+        let panels = self.0.get_or_init(|| Panels::of(linear)).as_ref()?;
+        let bias_id = linear.bias.as_ref().map(|b| b.id);
+        (panels.weight_id == linear.weight.id && panels.bias_id == bias_id).then_some(panels)
+    }
+}
+
+impl Panels {
+    fn of(linear: &Linear) -> Option<Panels> {
+        let weight = flex::plain(&linear.weight.val())?;
+        // Burn keeps a dense weight as [inputs, outputs].
+        let [inputs, outputs] = [weight.layout().shape()[0], weight.layout().shape()[1]];
+        let w = flex::values(&weight);
+        let mut values = vec![0f32; outputs.next_multiple_of(LANES) * inputs];
+        let width = |panel: usize| Panels::panel_width(outputs, panel);
+        for (k, row) in w.chunks_exact(outputs.max(1)).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                let panel = j / PANEL;
+                values[panel * PANEL * inputs + k * width(panel) + j % PANEL] = v;
+            }
+        }
+        let bias = match &linear.bias {
+            Some(b) => flex::values(&flex::plain(&b.val())?).into_owned(),
+            None => vec![0.0; outputs],
+        };
+        let bias_id = linear.bias.as_ref().map(|b| b.id);
+        Some(Panels { values, bias, inputs, outputs, weight_id: linear.weight.id, bias_id })
+    }
+
+    /// Panel `panel`'s width: [`PANEL`], or for the last the outputs left rounded up to a
+    /// multiple of [`LANES`].
+    fn panel_width(outputs: usize, panel: usize) -> usize {
+        (outputs - panel * PANEL).next_multiple_of(LANES).min(PANEL)
+    }
+
+    /// Panel `panel`'s weights, `[inputs][width]`, and its width.
+    fn panel(&self, panel: usize) -> (&[f32], usize) {
+        let width = Panels::panel_width(self.outputs, panel);
+        let start = panel * PANEL * self.inputs;
+        (&self.values[start..start + width * self.inputs], width)
+    }
+}
+
+/// `act(linear(x))` for `x` `[rows, inputs]` (f32): computed here from `pack` at inference on
+/// Flex for up to [`MAX_ROWS`] rows, otherwise (or without a pack) as Burn's `Linear` and the
+/// activation's own layer.
+pub fn linear_act(linear: &Linear, pack: Option<&DensePack>, act: Option<Activation>, x: Tensor<2>) -> Tensor<2> {
     let [rows, _] = x.dims();
     if rows <= MAX_ROWS
-        && let Some(out) = inference(linear, &x, act)
+        && let Some(pack) = pack
+        && let Some(out) = inference(linear, pack, &x, act)
     {
         return Tensor::from_primitive::<Flex>(out);
     }
@@ -67,101 +138,86 @@ pub fn linear_act(linear: &Linear, act: Option<Activation>, x: Tensor<2>) -> Ten
     }
 }
 
-/// The layer's output when `x` and its parameters are plain (untracked) Flex f32 tensors: in
-/// blocks of [`INPUTS_PER_TASK`] weight rows on the threads from [`MIN_WEIGHTS`] weights, in one
-/// block on the calling thread below.
-fn inference(linear: &Linear, x: &Tensor<2>, act: Option<Activation>) -> Option<FlexTensor> {
-    let (xt, wt) = (flex::plain(x)?, flex::plain(&linear.weight.val())?);
-    let bias = match &linear.bias {
-        Some(b) => Some(flex::plain(&b.val())?),
-        None => None,
-    };
-    let shape = wt.layout().shape();
-    // Burn keeps a dense weight as [inputs, outputs].
-    let (inputs, outputs) = (shape[0], shape[1]);
+/// The layer's output when `x` and its parameters are plain (untracked) Flex f32 tensors: the
+/// panels in one contiguous run per thread from [`MIN_WEIGHTS`] weights, all on the calling
+/// thread below.
+fn inference(linear: &Linear, pack: &DensePack, x: &Tensor<2>, act: Option<Activation>) -> Option<FlexTensor> {
+    let xt = flex::plain(x)?;
+    let panels = pack.panels(linear)?;
+    let (inputs, outputs) = (panels.inputs, panels.outputs);
     // A width that does not match goes to Burn's layer, which says so; so do empty layers.
     let [rows, width] = x.dims();
-    if width != inputs || inputs == 0 || outputs == 0 {
+    if width != inputs || inputs == 0 || outputs == 0 || rows == 0 {
         return None;
     }
-    let per_task = inputs_per_block(inputs, outputs);
-    let (x, w) = (flex::values(&xt), flex::values(&wt));
-    let bias = bias.as_ref().map(|b| flex::values(b).into_owned()).unwrap_or_else(|| vec![0.0; outputs]);
-    // One task per block of weight rows (inputs), each a contiguous run of memory streamed once;
-    // its partial sums for every output are then added in block order. The blocks go to the
-    // threads in as many contiguous runs as there are threads, so that at one face each core
-    // reads the same part of the weights on every call, from its own cache where the part fits
-    // (cnn3's 2304 x 256 layer: 1.2 MB a core of 2 MB L2s). Left to rayon's splitting, the
-    // blocks went to either core from call to call: that layer took 36.3-36.7 µs, 27.7-33.2 µs
-    // in runs of 2 (timed in a loop of 20,000 calls, 2 threads, AMD EPYC Zen 4, session 43).
-    // The blocks and their sums are the same either way.
-    let tasks = inputs.div_ceil(per_task);
-    let threads = rayon::current_num_threads().min(tasks).max(1);
-    let block_sums = |task: usize| {
-        let ks = task * per_task..((task + 1) * per_task).min(inputs);
-        let mut sums = vec![0f32; rows * outputs];
-        // Four weight rows per pass over the sums: a quarter of the loads and stores of the
-        // sums, and four streams of weights in flight at once. Each sum still adds its terms
-        // in the order of `k` (Rust does not fuse or reorder the float operations).
-        let mut k = ks.start;
-        while k < ks.end {
-            let n = (ks.end - k).min(ROWS_PER_PASS);
-            let weights = &w[k * outputs..(k + n) * outputs];
-            for (r, sums) in sums.chunks_exact_mut(outputs).enumerate() {
-                add_products(sums, weights, &x[r * inputs + k..r * inputs + k + n]);
+    let x = flex::values(&xt);
+    let n_panels = outputs.div_ceil(PANEL);
+    let runs = if inputs * outputs < MIN_WEIGHTS { 1 } else { rayon::current_num_threads().clamp(1, n_panels) };
+    let write = |_: &mut (), run: usize, parts: flex::UninitParts| {
+        for panel in run * n_panels / runs..(run + 1) * n_panels / runs {
+            let (weights, width) = panels.panel(panel);
+            let columns = panel * PANEL..((panel + 1) * PANEL).min(outputs);
+            for first in (0..rows).step_by(ROWS_PER_PASS) {
+                let pass = first..(first + ROWS_PER_PASS).min(rows);
+                let mut sums = [[0f32; PANEL]; ROWS_PER_PASS];
+                panel_sums(weights, width, &x[pass.start * inputs..pass.end * inputs], &mut sums[..pass.len()]);
+                for (row, sums) in pass.zip(&sums) {
+                    // SAFETY: this panel's columns of each row belong to this run alone.
+                    let dst = unsafe { parts.part(row * outputs + columns.start, columns.len()) };
+                    for ((d, &s), &b) in dst.iter_mut().zip(sums).zip(&panels.bias[columns.clone()]) {
+                        let v = b + s;
+                        d.write(act.map_or(v, |a| a.apply(v)));
+                    }
+                }
             }
-            k += n;
         }
-        sums
     };
-    let partials: Vec<Vec<f32>> = (0..threads)
-        .into_par_iter()
-        .flat_map_iter(|t| (t * tasks / threads..(t + 1) * tasks / threads).map(&block_sums))
-        .collect();
-    // The partial sums added in block order, split over the threads by outputs (on one thread
-    // this pass was 3% of cnn1's inference of one face: `perf`, session 35).
-    let mut out = vec![0f32; rows * outputs];
-    out.par_chunks_mut(OUTPUTS_PER_SUM_TASK).enumerate().for_each(|(task, out)| {
-        for (i, o) in (task * OUTPUTS_PER_SUM_TASK..).zip(out) {
-            let mut v = bias[i % outputs];
-            for part in &partials {
-                v += part[i];
+    // SAFETY: the runs' panels tile the columns, and each writes every row of its columns.
+    Some(flex::tensor(unsafe { flex::write_parts_in_parallel(rows * outputs, runs, || (), write) }, &[rows, outputs]))
+}
+
+/// For each row `r` of `xs` (`[sums.len(), inputs]`, at most [`ROWS_PER_PASS`] rows) and each
+/// lane `j < width` of one panel: `sums[r][j] = sum over k in order of xs[r][k] *
+/// weights[k][j]`, each term added by a fused multiply-add; `weights` is the panel, `[inputs]
+/// [width]`, `width` a multiple of [`LANES`] up to [`PANEL`].
+fn panel_sums(weights: &[f32], width: usize, xs: &[f32], sums: &mut [[f32; PANEL]]) {
+    macro_rules! widths {
+        ($r:literal, $rows:expr) => {
+            match width {
+                16 => rows_sums::<$r, 16>(weights, xs, $rows),
+                32 => rows_sums::<$r, 32>(weights, xs, $rows),
+                48 => rows_sums::<$r, 48>(weights, xs, $rows),
+                PANEL => rows_sums::<$r, PANEL>(weights, xs, $rows),
+                _ => unreachable!("a multiple of LANES up to PANEL"),
             }
-            *o = act.map_or(v, |a| a.apply(v));
-        }
-    });
-    Some(flex::tensor(out, &[rows, outputs]))
+        };
+    }
+    match sums {
+        [a] => widths!(1, [a]),
+        [a, b] => widths!(2, [a, b]),
+        [a, b, c] => widths!(3, [a, b, c]),
+        [a, b, c, d] => widths!(4, [a, b, c, d]),
+        _ => unreachable!("1 to ROWS_PER_PASS rows"),
+    }
 }
 
-/// Weight rows (inputs) per block of a layer of `inputs` x `outputs` weights: the whole layer below
-/// [`MIN_WEIGHTS`], [`INPUTS_PER_TASK`] from there.
-fn inputs_per_block(inputs: usize, outputs: usize) -> usize {
-    if inputs * outputs < MIN_WEIGHTS { inputs } else { INPUTS_PER_TASK }
-}
-
-/// Outputs per task when the blocks' partial sums are added.
-const OUTPUTS_PER_SUM_TASK: usize = 1024;
-
-/// Weight rows added to the sums per pass in [`add_products`].
-const ROWS_PER_PASS: usize = 4;
-
-/// `sums[j] += xs[0] * weights[0][j]`, then `xs[1] * weights[1][j]`, ... in that order, for the
-/// `xs.len()` (at most [`ROWS_PER_PASS`]) rows of `weights`, each `sums.len()` long.
-#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
-#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
-fn add_products(sums: &mut [f32], weights: &[f32], xs: &[f32]) {
-    let n = sums.len();
-    if let &[x0, x1, x2, x3] = xs {
-        let (w0, rest) = weights.split_at(n);
-        let (w1, rest) = rest.split_at(n);
-        let (w2, w3) = rest.split_at(n);
-        for ((((s, &a), &b), &c), &d) in sums.iter_mut().zip(w0).zip(w1).zip(w2).zip(&w3[..n]) {
-            *s = *s + x0 * a + x1 * b + x2 * c + x3 * d;
+/// [`panel_sums`] for `R` rows of a panel `W` wide, compiled for AVX-512 and AVX2 + FMA (the
+/// same operations, so the same bits; `mul_add` is fused on every target).
+#[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx+fma", "x86_64+avx2+avx+fma")))]
+#[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx+fma")))]
+fn rows_sums<const R: usize, const W: usize>(weights: &[f32], xs: &[f32], sums: [&mut [f32; PANEL]; R]) {
+    let inputs = xs.len() / R;
+    let mut acc = [[0f32; W]; R];
+    for (k, w) in weights.chunks_exact(W).take(inputs).enumerate() {
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let x = xs[r * inputs + k];
+            for (a, &w) in acc.iter_mut().zip(w) {
+                *a = x.mul_add(w, *a);
+            }
         }
-    } else {
-        for (&xk, row) in xs.iter().zip(weights.chunks_exact(n)) {
-            sums.iter_mut().zip(row).for_each(|(s, &wv)| *s += xk * wv);
-        }
+    }
+    for (s, a) in sums.into_iter().zip(acc) {
+        s[..W].copy_from_slice(&a);
     }
 }
 
@@ -174,9 +230,8 @@ mod tests {
     use burn::tensor::activation;
 
     /// The layer's output summed as the module's doc says, one value at a time: per output, the
-    /// bias plus each block's partial sum (its inputs in order) in block order (one block below
-    /// [`MIN_WEIGHTS`]).
-    fn in_block_order(linear: &Linear, x: &Tensor<2>) -> Vec<f32> {
+    /// sum over the inputs in order, one fused multiply-add per term, plus the bias.
+    fn in_input_order(linear: &Linear, x: &Tensor<2>) -> Vec<f32> {
         let w = linear.weight.val().into_data().try_to_vec::<f32>().unwrap();
         let [inputs, outputs] = linear.weight.val().dims();
         let bias = linear.bias.as_ref().map_or(vec![0.0; outputs], |b| b.val().into_data().try_to_vec::<f32>().unwrap());
@@ -184,38 +239,40 @@ mod tests {
         let mut out = Vec::new();
         for row in x.chunks_exact(inputs) {
             for j in 0..outputs {
-                let mut v = bias[j];
-                for block in (0..inputs).collect::<Vec<_>>().chunks(inputs_per_block(inputs, outputs)) {
-                    v += block.iter().fold(0f32, |s, &k| s + row[k] * w[k * outputs + j]);
-                }
-                out.push(v);
+                out.push(bias[j] + (0..inputs).fold(0f32, |s, k| row[k].mul_add(w[k * outputs + j], s)));
             }
         }
         out
     }
 
-    /// One row and a few, inputs over several tasks with a partial last one, with and without
-    /// bias, ReLU and sigmoid: Burn's layer's values within 1e-5, the same bits on 1 and 3
-    /// threads, the sums in [`in_block_order`]'s order (below [`MIN_WEIGHTS`] too, in one block),
-    /// and Burn's own path past [`MAX_ROWS`].
+    /// One row and a few (a pass of [`ROWS_PER_PASS`] and a partial one), panels on the threads
+    /// and on the calling thread alone, last panels 16, 32 and 48 wide, with and without bias, ReLU and
+    /// sigmoid: Burn's layer's values within 1e-5, the same bits on 1, 2 and 3 threads and for a
+    /// row alone as beside others, the sums in [`in_input_order`]'s order, and Burn's own path
+    /// past [`MAX_ROWS`] and without a pack.
     #[test]
-    fn matches_burns_layer_and_does_not_depend_on_the_thread_count() {
+    fn matches_burns_layer_and_does_not_depend_on_the_threads_or_the_rows() {
         let device = Device::flex();
-        // [`MIN_WEIGHTS`] and more (blocks on the threads), fewer (one block).
-        let big = MIN_WEIGHTS / (2 * INPUTS_PER_TASK) + 1;
+        // [`MIN_WEIGHTS`] and more (panels on the threads: 5 panels, the last partial), fewer.
+        let wide = 4 * PANEL + 7;
         let cases = [
-            (1, 2 * INPUTS_PER_TASK + 5, big),
-            (2, 2 * INPUTS_PER_TASK + 6, big), // a last block of 4 + 2 rows
-            (MAX_ROWS, 2 * INPUTS_PER_TASK, big),
-            (MAX_ROWS + 1, 2 * INPUTS_PER_TASK, big),
+            (1, MIN_WEIGHTS / wide + 3, wide),
+            (6, MIN_WEIGHTS / wide + 3, wide), // a pass of 4 rows and one of 2
+            (MAX_ROWS, 300, wide),
+            (MAX_ROWS + 1, 300, wide),
             (1, 40, 7),
+            (2, 90, 84),  // a last panel 32 wide
+            (1, 64, 40),  // one panel 48 wide
             (3, 1024, 7), // EfficientNet-Lite0's output layer
         ];
         for (rows, inputs, outputs) in cases {
             for bias in [true, false] {
                 let linear = LinearConfig::new(inputs, outputs).with_bias(bias).init(&device);
+                let pack = DensePack::default();
                 let x = random_input([rows, inputs], &device, rows as u64);
-                assert!(inference(&linear, &x, None).is_some());
+                if rows <= MAX_ROWS {
+                    assert!(inference(&linear, &pack, &x, None).is_some());
+                }
                 for act in [None, Some(Activation::Relu), Some(Activation::Sigmoid)] {
                     let burns = linear.forward(x.clone());
                     let burns = match act {
@@ -223,27 +280,45 @@ mod tests {
                         Some(Activation::Sigmoid) => activation::sigmoid(burns),
                         _ => burns,
                     };
-                    let ours = linear_act(&linear, act, x.clone());
-                    if rows > MAX_ROWS {
+                    let ours = linear_act(&linear, Some(&pack), act, x.clone());
+                    if rows > MAX_ROWS && act != Some(Activation::Sigmoid) {
                         // Past MAX_ROWS it is Burn's layer itself, to the bit (and ferkit's
                         // own sigmoid, Burn's within 1e-6).
-                        if act != Some(Activation::Sigmoid) {
-                            assert_eq!(ours.clone().into_data(), burns.clone().into_data(), "{rows} rows");
-                        }
+                        assert_eq!(ours.clone().into_data(), burns.clone().into_data(), "{rows} rows");
+                    }
+                    if act != Some(Activation::Sigmoid) {
+                        let unpacked = linear_act(&linear, None, act, x.clone());
+                        assert_eq!(unpacked.into_data(), burns.clone().into_data(), "without a pack: Burn's layer");
                     }
                     assert_close(&ours, &burns, 1e-5, &format!("{rows} rows, bias {bias}, {act:?}"));
                     let on = |threads: usize| {
                         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
-                        pool.install(|| linear_act(&linear, act, x.clone()).into_data().try_to_vec::<f32>().unwrap())
+                        pool.install(|| linear_act(&linear, Some(&pack), act, x.clone()).into_data().try_to_vec::<f32>().unwrap())
                     };
-                    // Two threads take several blocks each (one contiguous run per thread).
+                    // Two threads take several panels each (one contiguous run per thread).
                     assert_eq!(on(1), on(2));
                     assert_eq!(on(1), on(3));
                     if act.is_none() && rows <= MAX_ROWS {
-                        assert_eq!(on(1), in_block_order(&linear, &x), "{rows} rows, bias {bias}: the sums' order");
+                        assert_eq!(on(1), in_input_order(&linear, &x), "{rows} rows, bias {bias}: the sums' order");
+                        let last = x.clone().slice([rows - 1..rows, 0..inputs]);
+                        let alone = linear_act(&linear, Some(&pack), act, last).into_data().try_to_vec::<f32>().unwrap();
+                        assert_eq!(alone[..], on(1)[(rows - 1) * outputs..], "{rows} rows: the last row alone");
                     }
                 }
             }
         }
+    }
+
+    /// A pack made for one layer is not used for another of the same shape (recognised by the
+    /// parameters' `ParamId`s): that layer goes to Burn's path and gets its own values.
+    #[test]
+    fn another_layers_pack_of_the_same_shape_is_not_used() {
+        let device = Device::flex();
+        let (a, b) = (LinearConfig::new(50, 9).init(&device), LinearConfig::new(50, 9).init(&device));
+        let x = random_input([1, 50], &device, 4);
+        let pack = DensePack::default();
+        let _ = linear_act(&a, Some(&pack), None, x.clone());
+        assert!(inference(&b, &pack, &x, None).is_none());
+        assert_close(&linear_act(&b, Some(&pack), None, x.clone()), &b.forward(x), 1e-6, "layer b with a's pack");
     }
 }

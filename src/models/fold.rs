@@ -39,6 +39,8 @@ pub fn fold_batch_norm(model: Model) -> Model {
                 Backbone::EfficientNetLite0(e) => Backbone::EfficientNetLite0(fold_efficientnet(e)),
                 other => other,
             };
+            // One pack per dense layer (a clone would share its first layer's).
+            t.dense_packs = Some((0..=t.head.len()).map(|_| Default::default()).collect());
             Model::Transfer(t)
         }
     }
@@ -145,11 +147,13 @@ pub(crate) fn fold_net(mut net: Net) -> Net {
         }
         i += 1;
     }
-    // Every convolution gets a pack of its own (never one cloned from the unfolded layer, whose
-    // weights differ), filled on the first pass that uses it.
+    // Every convolution and dense layer gets a pack of its own (never one cloned from the
+    // unfolded layer, whose weights differ), filled on the first pass that uses it.
     for layer in &mut net.layers {
-        if let Layer::Conv(c) = layer {
-            c.pack = Some(Default::default());
+        match layer {
+            Layer::Conv(c) => c.pack = Some(Default::default()),
+            Layer::Dense(d) => d.pack = Some(Default::default()),
+            _ => {}
         }
     }
     net

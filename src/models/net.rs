@@ -71,6 +71,11 @@ pub struct Dense {
     pub linear: Linear,
     pub act: Act,
     pub l2: f64,
+    /// The layer's weights packed for one face or a few (`kernels::dense::DensePack`), in nets
+    /// that `models::fold` prepared for inference only, as [`Conv`]'s pack. Not part of the
+    /// record.
+    #[module(skip)]
+    pub pack: Option<kernels::dense::DensePack>,
 }
 
 #[derive(Module, Debug)]
@@ -169,7 +174,7 @@ impl Layer {
             // At inference the kernels apply a ReLU or sigmoid as they write the layer's output
             // (`kernels::dense`, `kernels::fused`); other activations follow as a layer.
             Layer::Dense(d) => {
-                Features::Flat(d.act.after_kernel(kernels::dense::linear_act(&d.linear, d.act.in_kernel(), x.flat())))
+                Features::Flat(d.act.after_kernel(kernels::dense::linear_act(&d.linear, d.pack.as_ref(), d.act.in_kernel(), x.flat())))
             }
             Layer::Conv(c) => Features::Image(
                 c.act.after_kernel(kernels::fused::packed_conv_bn_act(
@@ -346,7 +351,7 @@ fn build_layer(layer: &LayerSpec, input: FeatureShape, device: &Device) -> Layer
         LayerSpec::Dense(d) => {
             let mut linear = LinearConfig::new(in_features, d.units).with_initializer(glorot()).init(device);
             linear.bias = zero_bias(d.units, device);
-            Layer::Dense(Dense { linear, act: Act { function: d.activation }, l2: d.l2 })
+            Layer::Dense(Dense { linear, act: Act { function: d.activation }, l2: d.l2, pack: None })
         }
         LayerSpec::Conv2d(c) => {
             let mut conv = Conv2dConfig::new([in_features, c.filters], [c.kernel, c.kernel])

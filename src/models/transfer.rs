@@ -10,7 +10,7 @@ use crate::error::{Result, bail};
 use burn::nn::interpolate::{Interpolate2dConfig, InterpolateMode};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
-use crate::kernels::dense::linear_act;
+use crate::kernels::dense::{DensePack, linear_act};
 use crate::kernels::fused::Activation;
 use serde::{Deserialize, Serialize};
 
@@ -242,6 +242,11 @@ pub struct TransferNet {
     pub head_dropout: Dropout,
     pub output: Linear,
     pub input_size: usize,
+    /// The head's and the output layer's packs for one face or a few
+    /// (`kernels::dense::DensePack`), one per layer of `head` and then `output`'s, in nets that
+    /// `models::fold` prepared for inference only. Not part of the record.
+    #[module(skip)]
+    pub dense_packs: Option<Vec<DensePack>>,
 }
 
 impl TransferNet {
@@ -262,6 +267,7 @@ impl TransferNet {
             head_dropout: DropoutConfig::new(spec.dropout).init(),
             output: LinearConfig::new(width, NUM_CLASSES).init(device),
             input_size: spec.input_size,
+            dense_packs: None,
         })
     }
 
@@ -296,10 +302,11 @@ impl TransferNet {
                 .forward(x);
         }
         let mut z = self.backbone.features(x);
-        for layer in &self.head {
-            z = linear_act(layer, Some(Activation::Relu), z);
+        let pack = |i: usize| self.dense_packs.as_ref().and_then(|packs| packs.get(i));
+        for (i, layer) in self.head.iter().enumerate() {
+            z = linear_act(layer, pack(i), Some(Activation::Relu), z);
         }
-        linear_act(&self.output, None, self.head_dropout.forward(z))
+        linear_act(&self.output, pack(self.head.len()), None, self.head_dropout.forward(z))
     }
 }
 
