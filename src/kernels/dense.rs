@@ -5,11 +5,12 @@
 //! (cnn1's two wide layers are 18 M weights, 73 MB, per face; EfficientNet-Lite0's head
 //! 1.3 M). Burn's matmul hands such a product to `gemm` on one thread, so one core streamed the
 //! weights while the other waited. Here the weights are packed once per layer into panels of
-//! [`PANEL`] outputs (`[panels][inputs][64]`, a [`DensePack`] that the inference net keeps:
-//! `models::fold`), and each panel's 64 sums per row stay in registers while the panel streams
-//! past once, in order: a load of weights and a fused multiply-add per 16 sums, nothing else.
-//! The panels go to the threads in one contiguous run per thread, so that at one face each core
-//! reads the same part of the weights on every call, from its own cache where the part fits.
+//! [`PANEL`] outputs (each `[inputs][64]`, the last as narrow as the outputs allow; a
+//! [`DensePack`] that the inference net keeps: `models::fold`), and each panel's sums for a
+//! pass of rows stay in registers while the panel streams past once, in order: a load of weights
+//! and a fused multiply-add per 16 sums, nothing else. The panels go to the threads in one
+//! contiguous run per thread, the same runs on every call, so that at one face a core that takes
+//! the same run again finds its part of the weights in its own cache where the part fits.
 //! Until session 44 the weights were read as Burn keeps them (`[inputs, outputs]`), four rows
 //! of weights added into every output's partial sum per pass, the sums loaded and stored again
 //! on each pass and the threads' partial sums added afterwards: cnn3's and vgg-lite's 2304 x 256
@@ -34,10 +35,12 @@ use multiversion::multiversion;
 use super::epilogue::Activation;
 use super::flex;
 
-/// Rows (samples) up to which the product runs here: a pass over the weights serves
-/// [`ROWS_PER_PASS`] rows, so a few rows cost about what one does.
+/// Rows (samples) up to which the product runs here (one face from a photo, a video frame's
+/// faces); a pass over a panel serves [`ROWS_PER_PASS`] rows on AVX-512, one elsewhere.
 const MAX_ROWS: usize = 8;
-/// Rows whose sums one pass over a panel keeps in registers (4 x 64 sums: 16 AVX-512 registers).
+/// Rows whose sums one pass over a panel keeps in registers on AVX-512: 4 x 64 sums, 16 of its
+/// 32 registers. AVX2's 16 registers hold one row's 64 sums (8 registers), so there a pass
+/// serves one row.
 const ROWS_PER_PASS: usize = 4;
 /// Outputs per panel: the sums one pass keeps per row (4 AVX-512 registers, 8 AVX2 ones).
 pub const PANEL: usize = 64;
@@ -48,7 +51,7 @@ pub const PANEL: usize = 64;
 const LANES: usize = 16;
 /// Weights from which the panels are split across the threads: smaller layers fit in a core's
 /// cache, where splitting them costs more than it saves (EfficientNet-Lite0's 1024 -> 7 output
-/// layer, 8-10 µs through Burn's layer at one face before session 43, about 4 here). Lowered
+/// layer took 8-10 µs through Burn's layer at one face before session 43). Lowered
 /// from 2^20 in session 35, when cnn3's and vgg-lite's 2304 x 256 layers (590 K weights) at
 /// batch 1 were gemm's matrix-vector product on one thread, 13% of cnn3's inference of one face.
 const MIN_WEIGHTS: usize = 1 << 18;
@@ -75,6 +78,18 @@ struct Panels {
 }
 
 impl DensePack {
+    /// Whether the pack holds a layer's panels (for the tests of the nets that keep packs).
+    #[cfg(test)]
+    pub(crate) fn is_filled(&self) -> bool {
+        matches!(self.0.get(), Some(Some(_)))
+    }
+
+    /// Whether two packs are one (clones of each other).
+    #[cfg(test)]
+    pub(crate) fn is_shared_with(&self, other: &DensePack) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+
     /// `linear`'s packed weights and bias, packed on the first call; `None` when its parameters
     /// are not plain Flex f32 tensors, or the pack holds another layer's.
     fn panels(&self, linear: &Linear) -> Option<&Panels> {
@@ -150,15 +165,22 @@ fn inference(linear: &Linear, pack: &DensePack, x: &Tensor<2>, act: Option<Activ
     if width != inputs || inputs == 0 || outputs == 0 || rows == 0 {
         return None;
     }
+    // Without FMA (x86-64 before 2013, some VMs' CPU models) `mul_add` is a library call per
+    // term: Burn's layer is far faster there.
+    #[cfg(target_arch = "x86_64")]
+    if !is_x86_feature_detected!("fma") {
+        return None;
+    }
     let x = flex::values(&xt);
+    let rows_per_pass = if avx512() { ROWS_PER_PASS } else { 1 };
     let n_panels = outputs.div_ceil(PANEL);
     let runs = if inputs * outputs < MIN_WEIGHTS { 1 } else { rayon::current_num_threads().clamp(1, n_panels) };
     let write = |_: &mut (), run: usize, parts: flex::UninitParts| {
         for panel in run * n_panels / runs..(run + 1) * n_panels / runs {
             let (weights, width) = panels.panel(panel);
             let columns = panel * PANEL..((panel + 1) * PANEL).min(outputs);
-            for first in (0..rows).step_by(ROWS_PER_PASS) {
-                let pass = first..(first + ROWS_PER_PASS).min(rows);
+            for first in (0..rows).step_by(rows_per_pass) {
+                let pass = first..(first + rows_per_pass).min(rows);
                 let mut sums = [[0f32; PANEL]; ROWS_PER_PASS];
                 panel_sums(weights, width, &x[pass.start * inputs..pass.end * inputs], &mut sums[..pass.len()]);
                 for (row, sums) in pass.zip(&sums) {
@@ -174,6 +196,19 @@ fn inference(linear: &Linear, pack: &DensePack, x: &Tensor<2>, act: Option<Activ
     };
     // SAFETY: the runs' panels tile the columns, and each writes every row of its columns.
     Some(flex::tensor(unsafe { flex::write_parts_in_parallel(rows * outputs, runs, || (), write) }, &[rows, outputs]))
+}
+
+/// Whether the AVX-512 form of [`rows_sums`] runs on this CPU (in a build with the `avx512`
+/// feature).
+fn avx512() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        cfg!(feature = "avx512") && is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
 }
 
 /// For each row `r` of `xs` (`[sums.len(), inputs]`, at most [`ROWS_PER_PASS`] rows) and each
@@ -202,7 +237,9 @@ fn panel_sums(weights: &[f32], width: usize, xs: &[f32], sums: &mut [[f32; PANEL
 }
 
 /// [`panel_sums`] for `R` rows of a panel `W` wide, compiled for AVX-512 and AVX2 + FMA (the
-/// same operations, so the same bits; `mul_add` is fused on every target).
+/// same operations, so the same bits; `mul_add` is fused on every target, and [`inference`]
+/// does not come here on a CPU without FMA, where the fallback form would call the library's
+/// `fmaf` per term).
 #[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx+fma", "x86_64+avx2+avx+fma")))]
 #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx+fma")))]
 fn rows_sums<const R: usize, const W: usize>(weights: &[f32], xs: &[f32], sums: [&mut [f32; PANEL]; R]) {
@@ -263,6 +300,7 @@ mod tests {
             (1, 40, 7),
             (2, 90, 84),  // a last panel 32 wide
             (1, 64, 40),  // one panel 48 wide
+            (1, MIN_WEIGHTS / PANEL + 4, PANEL), // one whole panel: one run however many threads
             (3, 1024, 7), // EfficientNet-Lite0's output layer
         ];
         for (rows, inputs, outputs) in cases {
@@ -271,7 +309,12 @@ mod tests {
                 let pack = DensePack::default();
                 let x = random_input([rows, inputs], &device, rows as u64);
                 if rows <= MAX_ROWS {
-                    assert!(inference(&linear, &pack, &x, None).is_some());
+                    // The layer goes to the packed kernel: the same bits as the kernel itself
+                    // (with a pack of its own), and the pack filled by that call.
+                    let ours = linear_act(&linear, Some(&pack), None, x.clone()).into_data();
+                    assert!(pack.is_filled());
+                    let kernel = inference(&linear, &DensePack::default(), &x, None).unwrap();
+                    assert_eq!(ours, Tensor::<2>::from_primitive::<Flex>(kernel).into_data());
                 }
                 for act in [None, Some(Activation::Relu), Some(Activation::Sigmoid)] {
                     let burns = linear.forward(x.clone());

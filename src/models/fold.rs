@@ -204,6 +204,11 @@ mod tests {
             assert_close(&first, &expected, 1e-4, &format!("{batch} faces"));
             assert_eq!(folded.forward(images).into_data(), first.into_data(), "{batch} faces: second pass");
         }
+        // The head's and the output layer's packs: one each, filled by those passes.
+        let packs = t.dense_packs.as_ref().expect("dense packs");
+        assert_eq!(packs.len(), t.head.len() + 1);
+        assert!(packs.iter().all(|p| p.is_filled()), "a dense pack left empty");
+        assert!(!packs[0].is_shared_with(&packs[1]), "the head's and the output's packs are one");
     }
 
     /// Nets with batch norm after convolutions (vgg-lite, resnet-lite's stem) and after dense
@@ -242,6 +247,24 @@ mod tests {
             let carried = net.layers.iter().any(|l| matches!(l, Layer::Conv(c) if relu(&c.act)));
             assert!(carried, "{preset}: no convolution carries its ReLU");
             assert_close(&folded.forward(images), &expected, 1e-4, preset);
+            // Every dense layer got a pack of its own, which one face's pass fills.
+            let _ = folded.forward(random_input([1, 1, 48, 48], &device, 10));
+            let Model::Layers(net) = &folded else { unreachable!("a layer net") };
+            let packs: Vec<_> = net
+                .layers
+                .iter()
+                .filter_map(|l| if let Layer::Dense(d) = l { Some(d.pack.as_ref()) } else { None })
+                .collect();
+            assert!(
+                !packs.is_empty() && packs.iter().all(|p| p.is_some_and(|p| p.is_filled())),
+                "{preset}: a dense layer without a filled pack"
+            );
+            for (i, a) in packs.iter().enumerate() {
+                assert!(
+                    packs[i + 1..].iter().all(|b| !a.unwrap().is_shared_with(b.unwrap())),
+                    "{preset}: two dense layers share a pack"
+                );
+            }
         }
     }
 }

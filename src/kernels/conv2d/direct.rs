@@ -181,7 +181,8 @@ pub fn forward(
     // other core's cache when the next call wrote them again, and the copy of vgg-lite's
     // 128 x 12 x 12 input took 50 µs on 2 threads against 13 on 1 (a scratch loop, AMD EPYC
     // Zen 4, session 44); a thread's own buffer stays in its own cache. The runs are the same
-    // on every call, so each core also reads the same part of the packed weights each time.
+    // on every call, so a core that takes the same run again finds its part of the packed
+    // weights in its own cache.
     let (rows, cols) = ((oh - 1) * sy + kh, (ow - 1) * sx + kw);
     let plane = rows * cols;
     let kept_taps = packed.taps([c_in, kh, kw], [plane, cols]);
@@ -295,8 +296,9 @@ fn pad_plane(src: &[f32], [h, w]: [usize; 2], pad: [usize; 2], cols: usize, dst:
 }
 
 /// How a pass is split into tasks: (sample, group of up to [`TILE_BLOCKS`] blocks of output
-/// channels, chunk of positions), enough of them for the threads to share the work. The split
-/// changes no value: each output's sum is the same wherever it is computed.
+/// channels, chunk of positions), about 8 per thread, which [`forward`] hands to the threads in
+/// contiguous runs of equal counts. The split changes no value: each output's sum is the same
+/// wherever it is computed.
 #[derive(Debug, Clone, Copy)]
 struct Split {
     c_out: usize,
