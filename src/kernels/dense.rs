@@ -34,6 +34,7 @@ use multiversion::multiversion;
 
 use super::epilogue::Activation;
 use super::flex;
+use super::{Isa, isa};
 
 /// Rows (samples) up to which the product runs here (one face from a photo, a video frame's
 /// faces); a pass over a panel serves [`ROWS_PER_PASS`] rows on AVX-512, one elsewhere.
@@ -105,16 +106,15 @@ impl Panels {
         // Burn keeps a dense weight as [inputs, outputs].
         let [inputs, outputs] = [weight.layout().shape()[0], weight.layout().shape()[1]];
         let w = flex::values(&weight);
-        let mut memory = PanelMemory::zeroed(outputs.next_multiple_of(LANES) * inputs);
-        let values = memory.values_mut();
+        let mut values = PanelMemory::zeroed(outputs.next_multiple_of(LANES) * inputs);
+        let packed = values.values_mut();
         let width = |panel: usize| Panels::panel_width(outputs, panel);
         for (k, row) in w.chunks_exact(outputs.max(1)).enumerate() {
             for (j, &v) in row.iter().enumerate() {
                 let panel = j / PANEL;
-                values[panel * PANEL * inputs + k * width(panel) + j % PANEL] = v;
+                packed[panel * PANEL * inputs + k * width(panel) + j % PANEL] = v;
             }
         }
-        let values = memory;
         let bias = match &linear.bias {
             Some(b) => flex::values(&flex::plain(&b.val())?).into_owned(),
             None => vec![0.0; outputs],
@@ -228,6 +228,15 @@ pub fn linear_act(linear: &Linear, pack: Option<&DensePack>, act: Option<Activat
 /// panels in one contiguous run per thread from [`MIN_WEIGHTS`] weights, all on the calling
 /// thread below.
 fn inference(linear: &Linear, pack: &DensePack, x: &Tensor<2>, act: Option<Activation>) -> Option<FlexTensor> {
+    // On x86-64 without AVX2 and FMA (before 2013, some VMs' CPU models) [`rows_sums`] would
+    // run its plain form, where `mul_add` is a library call per term: Burn's layer is far
+    // faster there, and the weights are not packed. Other architectures fuse natively.
+    let rows_per_pass = match isa() {
+        Some(Isa::Avx512) => ROWS_PER_PASS,
+        Some(Isa::Avx2) => 1,
+        None if cfg!(target_arch = "x86_64") => return None,
+        None => 1,
+    };
     let xt = flex::plain(x)?;
     let panels = pack.panels(linear)?;
     let (inputs, outputs) = (panels.inputs, panels.outputs);
@@ -236,14 +245,7 @@ fn inference(linear: &Linear, pack: &DensePack, x: &Tensor<2>, act: Option<Activ
     if width != inputs || inputs == 0 || outputs == 0 || rows == 0 {
         return None;
     }
-    // Without FMA (x86-64 before 2013, some VMs' CPU models) `mul_add` is a library call per
-    // term: Burn's layer is far faster there.
-    #[cfg(target_arch = "x86_64")]
-    if !is_x86_feature_detected!("fma") {
-        return None;
-    }
     let x = flex::values(&xt);
-    let rows_per_pass = if avx512() { ROWS_PER_PASS } else { 1 };
     let n_panels = outputs.div_ceil(PANEL);
     let runs = if inputs * outputs < MIN_WEIGHTS { 1 } else { rayon::current_num_threads().clamp(1, n_panels) };
     let write = |_: &mut (), run: usize, parts: flex::UninitParts| {
@@ -267,19 +269,6 @@ fn inference(linear: &Linear, pack: &DensePack, x: &Tensor<2>, act: Option<Activ
     };
     // SAFETY: the runs' panels tile the columns, and each writes every row of its columns.
     Some(flex::tensor(unsafe { flex::write_parts_in_parallel(rows * outputs, runs, || (), write) }, &[rows, outputs]))
-}
-
-/// Whether the AVX-512 form of [`rows_sums`] runs on this CPU (in a build with the `avx512`
-/// feature).
-fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        cfg!(feature = "avx512") && is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
 }
 
 /// For each row `r` of `xs` (`[sums.len(), inputs]`, at most [`ROWS_PER_PASS`] rows) and each
@@ -309,8 +298,8 @@ fn panel_sums(weights: &[f32], width: usize, xs: &[f32], sums: &mut [[f32; PANEL
 
 /// [`panel_sums`] for `R` rows of a panel `W` wide, compiled for AVX-512 and AVX2 + FMA (the
 /// same operations, so the same bits; `mul_add` is fused on every target, and [`inference`]
-/// does not come here on a CPU without FMA, where the fallback form would call the library's
-/// `fmaf` per term).
+/// does not come here on an x86-64 CPU without them, where the plain form would call the
+/// library's `fmaf` per term).
 #[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx+fma", "x86_64+avx2+avx+fma")))]
 #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx+fma")))]
 fn rows_sums<const R: usize, const W: usize>(weights: &[f32], xs: &[f32], sums: [&mut [f32; PANEL]; R]) {

@@ -23,12 +23,14 @@
 //! convolution within 1e-5). Used only where the CPU has AVX2 and FMA (AVX-512 in a build with
 //! the `avx512` feature); elsewhere the caller keeps im2col + GEMM.
 
+use std::borrow::Cow;
 use std::mem::MaybeUninit;
+use std::sync::OnceLock;
 
-use super::super::Sliding;
 use super::super::epilogue::Epilogue;
 use super::super::flex;
 use super::super::reuse::ScratchBuffer;
+use super::super::{Isa, Sliding, isa};
 use super::WeightPack;
 use burn::backend::flex::FlexTensor;
 
@@ -61,9 +63,9 @@ pub struct PackedWeights {
     pub(super) c_out: usize,
     /// Taps per output channel: `c_in * kh * kw`.
     pub(super) k: usize,
-    /// The taps' offsets for the geometry of the last pass, with `[c_in, kh, kw]` and `[plane,
-    /// cols]`: a layer at inference sees the same geometry on every call.
-    taps: std::sync::Mutex<Option<std::sync::Arc<(TapsKey, Taps)>>>,
+    /// The taps' offsets for the geometry of the first pass, with its `[c_in, kh, kw]` and
+    /// `[plane, cols]`: a layer at inference sees the same geometry on every call.
+    taps: OnceLock<(TapsKey, Taps)>,
 }
 
 type TapsKey = ([usize; 3], [usize; 2]);
@@ -79,51 +81,29 @@ impl PackedWeights {
                 block[kk * BLOCK + co % BLOCK] = w;
             }
         }
-        PackedWeights { values, c_out, k, taps: Default::default() }
+        PackedWeights { values, c_out, k, taps: OnceLock::new() }
     }
 
     /// Where each tap `kk = (channel, ky, kx)` of `[c_in, kh, kw]` reads in planes of `plane`
-    /// values and rows of `cols`: `channel * plane + ky * cols + kx`; kept for the next call
-    /// with the same geometry. Why: collected anew on every call, 2,304 taps took 6-9 µs of a
-    /// 6 x 6 layer's 200-400 µs (a scratch loop, AMD EPYC Zen 4, session 44).
-    fn taps(&self, [c_in, kh, kw]: [usize; 3], [plane, cols]: [usize; 2]) -> std::sync::Arc<(TapsKey, Taps)> {
+    /// values and rows of `cols`: `channel * plane + ky * cols + kx`; the first geometry's kept
+    /// (another geometry's made for its call). Why: collected anew on every call, 2,304 taps took
+    /// 6-9 µs of a 6 x 6 layer's 200-400 µs (a scratch loop, AMD EPYC Zen 4, session 44).
+    fn taps(&self, [c_in, kh, kw]: [usize; 3], [plane, cols]: [usize; 2]) -> Cow<'_, Taps> {
         let key = ([c_in, kh, kw], [plane, cols]);
-        let mut kept = self.taps.lock().unwrap_or_else(|e| e.into_inner());
-        match &*kept {
-            Some(t) if t.0 == key => t.clone(),
-            _ => {
-                let mut offsets = Vec::with_capacity(c_in * kh * kw);
-                for c in 0..c_in {
-                    for ky in 0..kh {
-                        offsets.extend((0..kw).map(|kx| c * plane + ky * cols + kx));
-                    }
+        let make = || {
+            let mut offsets = Vec::with_capacity(c_in * kh * kw);
+            for c in 0..c_in {
+                for ky in 0..kh {
+                    offsets.extend((0..kw).map(|kx| c * plane + ky * cols + kx));
                 }
-                let t = std::sync::Arc::new((key, Taps::new(offsets)));
-                *kept = Some(t.clone());
-                t
             }
+            Taps::new(offsets)
+        };
+        match self.taps.get_or_init(|| (key, make())) {
+            (kept, taps) if *kept == key => Cow::Borrowed(taps),
+            _ => Cow::Owned(make()),
         }
     }
-}
-
-/// The instruction set the tiles run with on this CPU, or `None` (no AVX2 + FMA).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Isa {
-    Avx512,
-    Avx2,
-}
-
-fn isa() -> Option<Isa> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if cfg!(feature = "avx512") && is_x86_feature_detected!("avx512f") {
-            return Some(Isa::Avx512);
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Some(Isa::Avx2);
-        }
-    }
-    None
 }
 
 /// Whether a pass of `batch` samples through geometry `g` runs here: fewer than
@@ -134,7 +114,7 @@ pub fn applies(g: &Sliding, batch: usize) -> bool {
 
 /// Where each tap `kk` reads, as an offset from a position's window origin, and the largest
 /// offset (which bounds every read: see [`sums`]).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Taps {
     offsets: Vec<usize>,
     max: usize,
@@ -185,8 +165,7 @@ pub fn forward(
     // weights in its own cache.
     let (rows, cols) = ((oh - 1) * sy + kh, (ow - 1) * sx + kw);
     let plane = rows * cols;
-    let kept_taps = packed.taps([c_in, kh, kw], [plane, cols]);
-    let taps = &kept_taps.1;
+    let taps = &*packed.taps([c_in, kh, kw], [plane, cols]);
     let split = Split::new(batch, c_out, p);
     let tasks = split.tasks();
     let runs = rayon::current_num_threads().clamp(1, tasks);
@@ -249,8 +228,7 @@ pub fn pointwise_rows(
     }
     let packed = pack.direct(|| flex::values(weight).into_owned(), c_out, k)?;
     // Position q's channel kk is at q * k + kk: the window origin is q * k, the taps 0..k.
-    let kept_taps = packed.taps([k, 1, 1], [1, 1]);
-    let taps = &kept_taps.1;
+    let taps = &*packed.taps([k, 1, 1], [1, 1]);
     let split = Split::new(1, c_out, rows);
     let write = |row: &mut Vec<f32>, task: usize, parts: flex::UninitParts| {
         let (_, blocks, positions) = split.task(task);
@@ -582,6 +560,24 @@ mod tests {
                 let one = direct(&conv, &x.clone().slice([1..2]), &epilogue, &pack).unwrap();
                 assert_eq!(bits(&one), bits(&ours.clone().slice([1..2])), "case {seed}: one face alone");
             }
+        }
+    }
+
+    /// A pack that kept the taps of one input size gives another size Burn's values too (its
+    /// taps are made for that call).
+    #[test]
+    fn a_pack_serves_an_input_of_another_size() {
+        if isa().is_none() {
+            eprintln!("skipped: the direct convolution needs AVX2 and FMA, which this CPU lacks");
+            return;
+        }
+        let device = Device::flex();
+        let conv = Conv2dConfig::new([8, 32], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+        let pack = WeightPack::default();
+        for size in [6, 9, 6] {
+            let x = random_input([1, 8, size, size], &device, size as u64);
+            let ours = direct(&conv, &x, &Epilogue::NONE, &pack).expect("a small pass runs here");
+            assert_close(&ours, &conv.forward(x), 1e-5, &format!("{size} x {size}"));
         }
     }
 
