@@ -51,7 +51,8 @@ const CHUNK_STEP: usize = TILE_SUMS;
 /// im2col + GEMM groups samples to keep its products wide (`MIN_GEMM_COLUMNS`); a pass that
 /// stays narrower than that is where GEMM's lanes idle. Passes of up to 4096 positions (vgg-lite's
 /// 48 x 48 and 24 x 24 layers at one face) measured no better here than with im2col + GEMM
-/// (three rotated rounds, AMD EPYC Zen 4, session 41: docs/speed.md).
+/// (three rotated rounds, AMD EPYC Zen 4, session 41: docs/speed.md; in place again in session
+/// 45, with the tiles' spills gone: not better beyond the machine's noise).
 pub const MAX_POSITIONS: usize = 512;
 
 /// A convolution's weights `[c_out, c_in, kh, kw]` packed as [`forward`] reads them:
@@ -377,10 +378,10 @@ fn sums(
     // (asserted above) and the writes are within `tile`.
     unsafe {
         match (isa, n_blocks) {
-            (Isa::Avx512, 4) => x86::tile_avx512::<4, 6>(weights, k, xs, taps, base, tile),
-            (Isa::Avx512, 3) => x86::tile_avx512::<3, 8>(weights, k, xs, taps, base, tile),
-            (Isa::Avx512, 2) => x86::tile_avx512::<2, 12>(weights, k, xs, taps, base, tile),
-            (Isa::Avx512, _) => x86::tile_avx512::<1, 24>(weights, k, xs, taps, base, tile),
+            (Isa::Avx512, 4) => x86::tile_avx512::<4, 6>(weights, k, xs.as_ptr(), taps, base, tile),
+            (Isa::Avx512, 3) => x86::tile_avx512::<3, 8>(weights, k, xs.as_ptr(), taps, base, tile),
+            (Isa::Avx512, 2) => x86::tile_avx512::<2, 12>(weights, k, xs.as_ptr(), taps, base, tile),
+            (Isa::Avx512, _) => x86::tile_avx512::<1, 24>(weights, k, xs.as_ptr(), taps, base, tile),
             (Isa::Avx2, _) => {
                 for b in 0..n_blocks {
                     x86::block_avx2(&weights[b * k * BLOCK..(b + 1) * k * BLOCK], xs, taps, base, b, n_blocks, tile);
@@ -401,20 +402,20 @@ mod x86 {
     /// of 16 lanes.
     ///
     /// # Safety
-    /// The CPU has AVX-512F; `weights` holds `MB * k * 16` values; every `base[j] + taps[kk]` is
-    /// inside `xs`.
+    /// The CPU has AVX-512F; `weights` holds `MB * k * 16` values; every `x + base[j] + taps[kk]`
+    /// is inside the padded input.
     #[cfg_attr(not(feature = "avx512"), allow(dead_code))]
     #[target_feature(enable = "avx512f")]
     pub unsafe fn tile_avx512<const MB: usize, const NR: usize>(
         weights: &[f32],
         k: usize,
-        xs: &[f32],
+        x: *const f32,
         taps: &[usize],
         base: &[usize; TILE_SUMS],
         tile: &mut [f32; BLOCK * TILE_SUMS],
     ) {
         let mut acc = [[_mm512_setzero_ps(); NR]; MB];
-        let (w, x) = (weights.as_ptr(), xs.as_ptr());
+        let w = weights.as_ptr();
         let rows: [*const f32; NR] = std::array::from_fn(|j| unsafe { x.add(base[j]) });
         for (kk, &tap) in taps.iter().enumerate() {
             // SAFETY: in bounds by the caller's contract.
@@ -424,6 +425,18 @@ mod x86 {
                     let xv = _mm512_set1_ps(*rows[j].add(tap));
                     for b in 0..MB {
                         acc[b][j] = _mm512_fmadd_ps(wv[b], xv, acc[b][j]);
+                    }
+                    // An empty statement that takes this position's sums and may touch memory:
+                    // the compiler has to finish position j's multiply-adds before it and load
+                    // position j + 1's input after it (`x` is a raw pointer, so the loads cannot
+                    // be moved across). Why: without it, the 2 x 12 tile's 12 broadcasts were
+                    // all hoisted ahead of its multiply-adds, live beside 24 sums and 2 weights
+                    // in 32 registers, and sums spilled to the stack on every tap: the tile alone
+                    // ran at 64-66 GFLOP/s on 1 thread, 114-115 with this (the 3 x 8 and 4 x 6
+                    // tiles at 114-115 either way; five alternated rounds in one process, 288
+                    // taps, AMD EPYC Zen 4, session 45). No instruction comes of it.
+                    for b in 0..MB {
+                        std::arch::asm!("/* {0} */", inout(zmm_reg) acc[b][j], options(nostack, preserves_flags));
                     }
                 }
             }
