@@ -56,27 +56,8 @@ pub(crate) fn on_cpu_inference<const D: usize>(t: &burn::tensor::Tensor<D>) -> b
 }
 
 /// The vector instruction set ferkit's own inference kernels (`conv2d`'s direct convolution,
-/// [`dense`]) run with on this CPU: AVX-512 (avx512f, in a build with the `avx512` feature),
-/// AVX2 with FMA, or `None` (neither, or not x86-64), where they leave the layer to another path.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub(crate) enum Isa {
-    Avx512,
-    Avx2,
-}
-
-/// [`Isa`] on this CPU (the standard library caches the CPU's answer).
-pub(crate) fn isa() -> Option<Isa> {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if cfg!(feature = "avx512") && is_x86_feature_detected!("avx512f") {
-            return Some(Isa::Avx512);
-        }
-        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-            return Some(Isa::Avx2);
-        }
-    }
-    None
-}
+/// [`dense`]) run with on this CPU; `ferkit bench` names the same one (`util::cpu`).
+pub(crate) use crate::util::cpu::{Isa, isa};
 
 /// Output rows narrower than this are handled value by value (through a table of taps) rather
 /// than row by row: for them, a few library calls or loop set-ups per row cost more than the

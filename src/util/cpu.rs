@@ -24,19 +24,39 @@ pub fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown CPU".to_string())
 }
 
-/// The widest instruction set the matrix products run with on this CPU: "AVX-512" (avx512f,
-/// in a build with the `avx512` feature), "AVX2+FMA", or "baseline" (SSE2, or not x86-64).
-pub fn matrix_isa() -> &'static str {
+/// The vector instruction set ferkit's own inference kernels (`kernels::conv2d`'s direct
+/// convolution, `kernels::dense`) run with on this CPU: AVX-512 (avx512f, in a build with the
+/// `avx512` feature), AVX2 with FMA, or `None` (neither, or not x86-64), where they leave the
+/// layer to another path.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum Isa {
+    Avx512,
+    Avx2,
+}
+
+/// [`Isa`] on this CPU (the standard library caches the CPU's answer).
+pub(crate) fn isa() -> Option<Isa> {
     #[cfg(target_arch = "x86_64")]
     {
-        if cfg!(feature = "avx512") && std::arch::is_x86_feature_detected!("avx512f") {
-            return "AVX-512";
+        if cfg!(feature = "avx512") && is_x86_feature_detected!("avx512f") {
+            return Some(Isa::Avx512);
         }
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            return "AVX2+FMA";
+        if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+            return Some(Isa::Avx2);
         }
     }
-    "baseline"
+    None
+}
+
+/// [`isa`] as `ferkit bench` names it: "AVX-512", "AVX2+FMA", or "baseline" (SSE2, or not
+/// x86-64). The matrix products (`gemm`) dispatch on the same features, with AVX-512 only in a
+/// build with the `avx512` feature.
+pub fn matrix_isa() -> &'static str {
+    match isa() {
+        Some(Isa::Avx512) => "AVX-512",
+        Some(Isa::Avx2) => "AVX2+FMA",
+        None => "baseline",
+    }
 }
 
 /// "CPU MODEL, N logical cores, matrix products: ISA", one line.
