@@ -30,6 +30,7 @@ use std::mem::MaybeUninit;
 use burn::backend::flex::{Flex, FlexTensor};
 use burn::nn::BatchNorm;
 use burn::nn::conv::Conv2d;
+use burn::nn::pool::MaxPool2d;
 use burn::tensor::Tensor;
 use gemm::Parallelism;
 use multiversion::multiversion;
@@ -111,6 +112,105 @@ fn transpose_each(values: &[f32], count: usize, [rows, cols]: [usize; 2]) -> Vec
             },
         )
     }
+}
+
+/// Output positions (times samples) below which a layer net's ordinary convolution runs
+/// channel-last at inference ([`conv`]) on channel-last maps, and below which
+/// ([`MAX_ENTRY_POSITIONS`]) it turns channel-first maps channel-last to do so; `models::net`
+/// keeps the maps channel-last from there, through the max pools ([`max_pool`]), until a layer
+/// that needs them channel-first. Why: at one face the direct convolution then writes each
+/// position's channels as one row, where channel-first it scatters every tile into the output's
+/// planes, and the pools read whole rows of channels. One face through vgg-lite, each layer timed
+/// in place (`ferkit bench --models vgg-lite:1 --infer-batches 1`, 2 threads, two alternated
+/// rounds, AMD EPYC Zen 4, session 45), channel-first / channel-last, µs: 24 x 24 convolutions
+/// 241-291 / 139-154 and 282-292 / 217-236, 12 x 12 139-145 / 127-128 and 238-258 / 225-226,
+/// 6 x 6 127-136 / 113-115 and 236-240 / 214, pools 29-38 / 9-19.
+pub const MAX_CONV_POSITIONS: usize = 4096;
+/// See [`MAX_CONV_POSITIONS`]: turning vgg-lite's 32 x 48 x 48 maps channel-last would cost
+/// about what its 48 x 48 convolution gains; its 24 x 24 ones, after the pool, a quarter.
+pub const MAX_ENTRY_POSITIONS: usize = 1024;
+/// Taps per output (`c_in * kh * kw`) from which a convolution runs channel-last: with fewer the
+/// per-position epilogue outweighs the sums (a first layer on grey faces, 9 or 25 taps: vgg-lite's
+/// 48 x 48 one took 148-164 µs channel-last against 61-67 by im2col, the same rounds).
+pub const MIN_TAPS: usize = 64;
+
+/// An ordinary (not grouped, not dilated) convolution at inference, channel-last in and out,
+/// as a direct convolution (`conv2d::direct::forward_channels_last`) over the weights packed in
+/// `pack`, with `act` applied as the output is written: `[batch, oh, ow, c_out]`. `None` where
+/// it does not run here (see [`conv_applies`]) or the CPU lacks the instructions.
+pub fn conv(
+    conv: &Conv2d,
+    pack: Option<&WeightPack>,
+    act: Option<Activation>,
+    x: &ChannelsLast,
+) -> Option<ChannelsLast> {
+    let g = conv_geometry(conv, x.dims, MAX_CONV_POSITIONS)?;
+    let (parameters, pack) = PlainParameters::of_layer(conv, pack)?;
+    let [n, ..] = x.dims;
+    let epilogue = Epilogue { affine: None, act };
+    let bias = flex::values(&parameters.bias);
+    let values = direct::forward_channels_last(&x.values, x.dims, &parameters.weight, &bias, pack?, &g, &epilogue)?;
+    Some(ChannelsLast { values, dims: [n, g.output[0], g.output[1], conv.weight.dims()[0]] })
+}
+
+/// Whether [`conv`] runs `conv` on maps of `dims` (`[batch, height, width, channels]`): a pack
+/// (a net folded for inference), at least [`MIN_TAPS`] taps per output, fewer output positions
+/// than [`MAX_CONV_POSITIONS`], or than [`MAX_ENTRY_POSITIONS`] where the maps are channel-first
+/// (`entering`: the caller would turn them channel-last first), not a pass that Winograd's
+/// algorithm takes channel-first, and a CPU with the instructions.
+pub fn conv_applies(conv: &Conv2d, pack: Option<&WeightPack>, dims: [usize; 4], entering: bool) -> bool {
+    let max = if entering { MAX_ENTRY_POSITIONS } else { MAX_CONV_POSITIONS };
+    pack.is_some() && conv_geometry(conv, dims, max).is_some() && crate::util::cpu::isa().is_some()
+}
+
+/// The geometry of `conv` on maps of `dims`, where [`conv_applies`] holds but for the pack and
+/// the CPU.
+fn conv_geometry(conv: &Conv2d, [n, h, w, c]: [usize; 4], max_positions: usize) -> Option<Sliding> {
+    let [c_out, c_in, kh, kw] = conv.weight.dims();
+    if conv.groups != 1 || conv.dilation != [1, 1] || c_in != c || c_in * kh * kw < MIN_TAPS {
+        return None;
+    }
+    let g = Sliding::new(&conv.padding, [h, w], conv.kernel_size, conv.stride)?;
+    let positions = n * g.output[0] * g.output[1];
+    let winograd = super::conv2d::winograd_takes_output(&g, n, c_in, c_out);
+    ((1..max_positions).contains(&positions) && !winograd).then_some(g)
+}
+
+/// Max pooling channel-last: `[batch, oh, ow, channels]`, each output the largest of its
+/// window's in-image values (`if v > m { v } else { m }`, window rows then columns); `None`
+/// for a pool that [`super::max_pool2d`] leaves to Burn (dilation, ceil mode, windows wholly in
+/// the padding). The same values as the channel-first pool's, which compares in another order
+/// (a zero tied with a zero of the other sign may keep the other's sign; NaN aside).
+pub fn max_pool(pool: &MaxPool2d, x: &ChannelsLast) -> Option<ChannelsLast> {
+    let [n, h, w, c] = x.dims;
+    let g = super::max_pool2d::geometry(pool, [h, w])?;
+    let [oh, ow] = g.output;
+    let row_len = ow * c;
+    // SAFETY: each output row (sample, oy) writes all of its `ow * c` values below.
+    let values = unsafe {
+        flex::write_in_parallel(n * oh * row_len, row_len.max(1), Vec::new, |m: &mut Vec<f32>, i, out| {
+            let (sample, oy) = (i / oh, i % oh);
+            let image = &x.values[sample * h * w * c..(sample + 1) * h * w * c];
+            let rows = g.window(0, oy);
+            for (ox, dst) in out.chunks_exact_mut(c.max(1)).enumerate() {
+                let cols = g.window(1, ox);
+                let at = |y: usize, x: usize| &image[(y * w + x) * c..(y * w + x + 1) * c];
+                m.clear();
+                m.extend_from_slice(at(rows.start, cols.start));
+                for y in rows.clone() {
+                    for x in cols.clone() {
+                        if (y, x) != (rows.start, cols.start) {
+                            super::max_pool2d::fold_row_values(at(y, x), m);
+                        }
+                    }
+                }
+                for (d, &v) in dst.iter_mut().zip(m.iter()) {
+                    d.write(v);
+                }
+            }
+        })
+    };
+    Some(ChannelsLast { values, dims: [n, oh, ow, c] })
 }
 
 /// What a layer needs beside its input: the batch norm's inference affine map (per-channel
@@ -441,6 +541,103 @@ mod tests {
 
     fn bits(values: &[f32]) -> Vec<u32> {
         values.iter().map(|v| v.to_bits()).collect()
+    }
+
+    /// Ordinary convolutions channel-last (a layer net's at one face or a few): 3 x 3 and 5 x 5
+    /// "same", cnn1's 11 x 11 of stride 4 on one channel, a valid stride-2 window, output
+    /// channels that fill 1 to 4 blocks and part of one, ReLU and sigmoid: Burn's convolution
+    /// within 1e-5, the same bits on 1, 2 and 3 threads and for one face alone as in the batch,
+    /// with the pack kept across calls. (Shapes that Winograd would take channel-first, which
+    /// stay channel-first, are left out: in tests it takes passes of 64 tiles.)
+    #[test]
+    fn an_ordinary_convolution_matches_burns() {
+        if crate::util::cpu::isa().is_none() {
+            eprintln!("skipped: the direct convolution needs AVX2 and FMA, which this CPU lacks");
+            return;
+        }
+        let device = Device::flex();
+        // (c_in, c_out, kernel, stride, padding, side)
+        let cases = [
+            (8, 40, 3, 1, PaddingConfig2d::Same, 6),
+            (16, 24, 3, 1, PaddingConfig2d::Same, 12),
+            (24, 31, 3, 1, PaddingConfig2d::Same, 16),
+            (12, 20, 5, 1, PaddingConfig2d::Same, 7),
+            (1, 96, 11, 4, PaddingConfig2d::Same, 48),
+            (9, 17, 3, 2, PaddingConfig2d::Valid, 13),
+            (70, 64, 1, 1, PaddingConfig2d::Valid, 5),
+        ];
+        for (i, (c_in, c_out, kernel, stride, padding, side)) in cases.into_iter().enumerate() {
+            let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+                .with_stride([stride, stride])
+                .with_padding(padding)
+                .init(&device);
+            let x = random_input([3, c_in, side, side], &device, 40 + i as u64);
+            let last = ChannelsLast::from_channels_first(&x).unwrap();
+            let pack = WeightPack::default();
+            assert!(conv_applies(&conv, Some(&pack), last.dims(), false), "case {i} should run channel-last");
+            assert!(!conv_applies(&conv, None, last.dims(), false), "case {i}: not without a pack");
+            let act = [Some(Activation::Relu), Some(Activation::Sigmoid)][i % 2];
+            let mut expected = conv.forward(x.clone());
+            expected = match act {
+                Some(Activation::Relu) => burn::tensor::activation::relu(expected),
+                _ => burn::tensor::activation::sigmoid(expected),
+            };
+            let run = || super::conv(&conv, Some(&pack), act, &last).expect("runs channel-last");
+            let ours = run();
+            assert_close(&ours.to_channels_first(), &expected, 1e-5, &format!("case {i}"));
+            for threads in [1, 2, 3] {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+                assert_eq!(bits(&pool.install(|| run().values)), bits(&ours.values), "case {i}: {threads} threads");
+            }
+            let one = ChannelsLast::from_channels_first(&x.clone().slice([1..2])).unwrap();
+            let alone = super::conv(&conv, Some(&pack), act, &one).unwrap();
+            let per_face = ours.values.len() / 3;
+            assert_eq!(bits(&alone.values), bits(&ours.values[per_face..2 * per_face]), "case {i}: one face alone");
+        }
+    }
+
+    /// Which convolutions run channel-last: not a first layer's few taps, not a pass of too
+    /// many positions (fewer still when the maps would be turned channel-last first), not a
+    /// grouped one.
+    #[test]
+    fn a_convolution_runs_channel_last_only_where_it_pays() {
+        let device = Device::flex();
+        let pack = Some(WeightPack::default());
+        let conv = |c_in, c_out, groups| {
+            Conv2dConfig::new([c_in, c_out], [3, 3])
+                .with_groups(groups)
+                .with_padding(PaddingConfig2d::Same)
+                .init(&device)
+        };
+        let has_isa = crate::util::cpu::isa().is_some();
+        assert!(!conv_applies(&conv(1, 32, 1), pack.as_ref(), [1, 48, 48, 1], false), "9 taps");
+        assert_eq!(conv_applies(&conv(32, 16, 1), pack.as_ref(), [1, 48, 48, 32], false), has_isa, "2304 positions");
+        assert!(!conv_applies(&conv(32, 16, 1), pack.as_ref(), [1, 48, 48, 32], true), "2304 positions, entering");
+        assert_eq!(conv_applies(&conv(32, 16, 1), pack.as_ref(), [1, 24, 24, 32], true), has_isa, "576, entering");
+        assert!(!conv_applies(&conv(32, 16, 1), pack.as_ref(), [2, 48, 48, 32], false), "4608 positions");
+        assert!(!conv_applies(&conv(32, 32, 32), pack.as_ref(), [1, 12, 12, 32], false), "depthwise");
+    }
+
+    /// Max pools channel-last give the channel-first pool's values: vgg-lite's 2 x 2 of stride 2,
+    /// the search's 4 x 4 and 3 x 3 "same" pools of stride 2 (windows cut by the padding).
+    #[test]
+    fn max_pool_matches_the_channel_first_pool() {
+        use burn::nn::pool::MaxPool2dConfig;
+        let device = Device::flex();
+        for (i, (kernel, padding, side)) in
+            [(2, PaddingConfig2d::Valid, 12), (4, PaddingConfig2d::Same, 24), (3, PaddingConfig2d::Same, 7)]
+                .into_iter()
+                .enumerate()
+        {
+            let pool = MaxPool2dConfig::new([kernel, kernel]).with_strides([2, 2]).with_padding(padding).init();
+            let x = random_input([2, 19, side, side], &device, 70 + i as u64);
+            let expected = super::super::max_pool2d::max_pool2d(&pool, x.clone());
+            let ours = max_pool(&pool, &ChannelsLast::from_channels_first(&x).unwrap()).expect("covered");
+            let ours = ours.to_channels_first();
+            assert_eq!(ours.dims(), expected.dims(), "case {i}");
+            let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
+            assert_eq!(values(ours), values(expected), "case {i}");
+        }
     }
 
     /// 1 x 1 and depthwise convolutions with batch norm, ReLU6 and a skip connection, on the

@@ -53,6 +53,8 @@ struct Packs {
     /// With the weight's and the bias's `ParamId`s (no bias: `None`).
     parameters: OnceLock<Option<(PlainParameters, ParamId, Option<ParamId>)>>,
     direct: OnceLock<direct::PackedWeights>,
+    /// The same, taps in the channel-last window's order (`direct::forward_channels_last`).
+    direct_channels_last: OnceLock<direct::PackedWeights>,
     /// `[taps, c]` f32, with `taps` and `c`.
     tap_major: OnceLock<(Vec<f32>, usize, usize)>,
     /// Each Winograd algorithm's transform of the filters.
@@ -82,6 +84,18 @@ impl WeightPack {
         let packed = self.0.direct.get_or_init(|| direct::PackedWeights::new(&weights(), c_out, k));
         // A pack of another shape is never used (the layer itself is checked by
         // `PlainParameters::of_layer`).
+        (packed.c_out == c_out && packed.k == k).then_some(packed)
+    }
+
+    /// The packed weights of the channel-last direct convolution, packing `weights` (`[c_out,
+    /// k]`, each row's taps in `(ky, kx, channel)` order) on the first call.
+    fn direct_channels_last(
+        &self,
+        weights: impl FnOnce() -> Vec<f32>,
+        c_out: usize,
+        k: usize,
+    ) -> Option<&direct::PackedWeights> {
+        let packed = self.0.direct_channels_last.get_or_init(|| direct::PackedWeights::new(&weights(), c_out, k));
         (packed.c_out == c_out && packed.k == k).then_some(packed)
     }
 
@@ -216,7 +230,7 @@ const MIN_WINOGRAD_OUTPUT_CHANNELS: usize = 32;
 
 /// Whether a convolution's output (and in training its weight gradient) goes through Winograd:
 /// where it applies, with at least [`MIN_WINOGRAD_OUTPUT_CHANNELS`].
-fn winograd_takes_output(g: &Sliding, batch: usize, c_in: usize, c_out: usize) -> bool {
+pub(super) fn winograd_takes_output(g: &Sliding, batch: usize, c_in: usize, c_out: usize) -> bool {
     c_out >= MIN_WINOGRAD_OUTPUT_CHANNELS && winograd::applies(g, batch, c_in, c_out)
 }
 

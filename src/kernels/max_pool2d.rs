@@ -18,16 +18,7 @@ use super::flex::{self, TrackedTensor, TrainFlex};
 /// `pool.forward(x)`, computed here when `x` is a Flex f32 tensor.
 pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [_, _, h, w] = x.dims();
-    let geometry = if pool.dilation == [1, 1] && !pool.ceil_mode {
-        Sliding::new(&pool.padding, [h, w], pool.kernel_size, pool.stride)
-            // Every window must overlap the input for the forward pass below: the first (the
-            // padding before it is less than the kernel) and the last (explicit padding after
-            // the input could be larger).
-            .filter(|g| (0..2).all(|a| g.pad[a] < g.kernel[a] && !g.window(a, g.output[a] - 1).is_empty()))
-    } else {
-        None
-    };
-    let Some(geometry) = geometry else { return pool.forward(x) };
+    let Some(geometry) = geometry(pool, [h, w]) else { return pool.forward(x) };
     if let Some(t) = flex::tracked(&x) {
         return Tensor::from_primitive::<TrainFlex>(tracked_max_pool(t, geometry));
     }
@@ -35,6 +26,19 @@ pub fn max_pool2d(pool: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
         return Tensor::from_primitive::<Flex>(forward_values(&t, geometry));
     }
     pool.forward(x)
+}
+
+/// The window geometry of `pool` on maps of `[h, w]`, where the kernels here cover it; `None`
+/// (Burn's op) for dilation, ceil mode, or a window wholly in the padding.
+pub(super) fn geometry(pool: &MaxPool2d, [h, w]: [usize; 2]) -> Option<Sliding> {
+    if pool.dilation != [1, 1] || pool.ceil_mode {
+        return None;
+    }
+    Sliding::new(&pool.padding, [h, w], pool.kernel_size, pool.stride)
+        // Every window must overlap the input for the forward pass below: the first (the
+        // padding before it is less than the kernel) and the last (explicit padding after
+        // the input could be larger).
+        .filter(|g| (0..2).all(|a| g.pad[a] < g.kernel[a] && !g.window(a, g.output[a] - 1).is_empty()))
 }
 
 /// Max pooling's output and, for every output, the position of its maximum in its plane (the
@@ -239,7 +243,7 @@ fn forward_values(x: &FlexTensor, g: Sliding) -> FlexTensor {
 /// x86 computes as `maxps` (a NaN in the row is passed over, one already kept stays).
 #[cfg_attr(feature = "avx512", multiversion(targets("x86_64+avx512f+avx2+avx", "x86_64+avx2+avx")))]
 #[cfg_attr(not(feature = "avx512"), multiversion(targets("x86_64+avx2+avx")))]
-fn fold_row_values(row: &[f32], col_max: &mut [f32]) {
+pub(super) fn fold_row_values(row: &[f32], col_max: &mut [f32]) {
     for (m, &v) in col_max.iter_mut().zip(row) {
         *m = if v > *m { v } else { *m };
     }

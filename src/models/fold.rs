@@ -230,6 +230,9 @@ mod tests {
             randomise_batch_norms(&mut model, &device);
             let images = random_input([4, 1, 48, 48], &device, 9);
             let expected = model.forward(images.clone());
+            // One face: folded, its convolutions from 24 x 24 maps down run channel-last.
+            let face = random_input([1, 1, 48, 48], &device, 11);
+            let expected_face = model.forward(face.clone());
             let layers = |m: &Model| if let Model::Layers(n) = m { n.layers.len() } else { 0 };
             let before = layers(&model);
             let folded = fold_batch_norm(model);
@@ -247,6 +250,7 @@ mod tests {
             let carried = net.layers.iter().any(|l| matches!(l, Layer::Conv(c) if relu(&c.act)));
             assert!(carried, "{preset}: no convolution carries its ReLU");
             assert_close(&folded.forward(images), &expected, 1e-4, preset);
+            assert_close(&folded.forward(face), &expected_face, 1e-4, &format!("{preset}, one face"));
             // Every dense layer got a pack of its own, which one face's pass fills.
             let _ = folded.forward(random_input([1, 1, 48, 48], &device, 10));
             let Model::Layers(net) = &folded else { unreachable!("a layer net") };

@@ -10,6 +10,7 @@ use burn::prelude::*;
 use burn::tensor::activation;
 
 use crate::kernels;
+use crate::kernels::channels_last::{self, ChannelsLast};
 
 use super::spec::{ActivationFn, FeatureShape, LayerSpec, NetSpec, Padding};
 
@@ -139,16 +140,21 @@ pub enum Layer {
     GlobalAvgPool(GlobalAvgPool),
 }
 
-/// Activations between layers: images `[batch, channels, height, width]` or flat `[batch, n]`.
+/// Activations between layers: images `[batch, channels, height, width]`, flat `[batch, n]`,
+/// or, at CPU inference between the convolutions and pools that run channel-last, images
+/// `[batch, height, width, channels]` (see [`Conv::channels_last`]).
 enum Features {
     Image(Tensor<4>),
     Flat(Tensor<2>),
+    ChannelsLast(ChannelsLast),
 }
 
 impl Features {
+    /// The images channel-first (turned back from channel-last where they are).
     fn image(self) -> Tensor<4> {
         match self {
             Features::Image(x) => x,
+            Features::ChannelsLast(x) => x.to_channels_first(),
             Features::Flat(_) => unreachable!("the spec's shape check puts only images here"),
         }
     }
@@ -156,14 +162,43 @@ impl Features {
     fn flat(self) -> Tensor<2> {
         match self {
             Features::Flat(x) => x,
-            Features::Image(_) => unreachable!("the spec's shape check puts only flat inputs here"),
+            Features::Image(_) | Features::ChannelsLast(_) => {
+                unreachable!("the spec's shape check puts only flat inputs here")
+            }
         }
     }
 
     fn map(self, f4: impl FnOnce(Tensor<4>) -> Tensor<4>, f2: impl FnOnce(Tensor<2>) -> Tensor<2>) -> Self {
         match self {
-            Features::Image(x) => Features::Image(f4(x)),
             Features::Flat(x) => Features::Flat(f2(x)),
+            images => Features::Image(f4(images.image())),
+        }
+    }
+}
+
+impl Conv {
+    /// The layer's output channel-last, where it runs so ([`channels_last::conv`]: a folded net's
+    /// convolution at CPU inference on a pass of few positions, an activation the kernel applies
+    /// or none): from channel-last maps, or from channel-first ones turned channel-last first.
+    /// Why: at one face a layer net's convolutions and pools then hand each other whole rows of
+    /// channels, where channel-first the direct convolution scatters every tile into planes.
+    /// `None`: the layer runs channel-first.
+    fn channels_last(&self, x: &Features) -> Option<ChannelsLast> {
+        let act = self.act.in_kernel();
+        if act.is_none() && self.act.function.is_some() {
+            return None;
+        }
+        let pack = self.pack.as_ref();
+        match x {
+            Features::ChannelsLast(x) => channels_last::conv(&self.conv, pack, act, x),
+            Features::Image(x) => {
+                let [n, c, h, w] = x.dims();
+                if !channels_last::conv_applies(&self.conv, pack, [n, h, w, c], true) {
+                    return None;
+                }
+                channels_last::conv(&self.conv, pack, act, &ChannelsLast::from_channels_first(x)?)
+            }
+            Features::Flat(_) => None,
         }
     }
 }
@@ -176,23 +211,27 @@ impl Layer {
             Layer::Dense(d) => {
                 Features::Flat(d.act.after_kernel(kernels::dense::linear_act(&d.linear, d.pack.as_ref(), d.act.in_kernel(), x.flat())))
             }
-            Layer::Conv(c) => Features::Image(
-                c.act.after_kernel(kernels::fused::packed_conv_bn_act(
+            Layer::Conv(c) => match c.channels_last(&x) {
+                Some(y) => Features::ChannelsLast(y),
+                None => Features::Image(c.act.after_kernel(kernels::fused::packed_conv_bn_act(
                     &c.conv,
                     c.pack.as_ref(),
                     None,
                     c.act.in_kernel(),
                     x.image(),
-                )),
-            ),
-            Layer::MaxPool(p) => Features::Image(kernels::max_pool2d::max_pool2d(p, x.image())),
+                ))),
+            },
+            Layer::MaxPool(p) => match &x {
+                Features::ChannelsLast(cl) if let Some(y) = channels_last::max_pool(p, cl) => Features::ChannelsLast(y),
+                _ => Features::Image(kernels::max_pool2d::max_pool2d(p, x.image())),
+            },
             Layer::BatchNorm(bn) => {
                 x.map(|x| kernels::batch_norm::batch_norm(bn, x), |x| kernels::batch_norm::batch_norm(bn, x))
             }
             Layer::Dropout(d) => x.map(|x| d.forward(x), |x| d.forward(x)),
             Layer::Flatten(_) => match x {
-                Features::Image(x) => Features::Flat(x.flatten(1, 3)),
-                flat => flat,
+                Features::Flat(x) => Features::Flat(x),
+                images => Features::Flat(images.image().flatten(1, 3)),
             },
             Layer::Activation(a) => x.map(|x| a.apply(x), |x| a.apply(x)),
             Layer::Residual(r) => Features::Image(r.forward(x.image())),

@@ -90,8 +90,7 @@ impl PackedWeights {
     /// (another geometry's made for its call). Why: collected anew on every call, 2,304 taps took
     /// 6-9 µs of a 6 x 6 layer's 200-400 µs (a scratch loop, AMD EPYC Zen 4, session 44).
     fn taps(&self, [c_in, kh, kw]: [usize; 3], [plane, cols]: [usize; 2]) -> Cow<'_, Taps> {
-        let key = ([c_in, kh, kw], [plane, cols]);
-        let make = || {
+        self.kept_taps(([c_in, kh, kw], [plane, cols]), || {
             let mut offsets = Vec::with_capacity(c_in * kh * kw);
             for c in 0..c_in {
                 for ky in 0..kh {
@@ -99,7 +98,25 @@ impl PackedWeights {
                 }
             }
             Taps::new(offsets)
-        };
+        })
+    }
+
+    /// Where each tap `kk = (ky, kx, channel)` of a channel-last window reads in padded maps of
+    /// `cols` columns of `c_in` channels: `(ky * cols + kx) * c_in + channel` (the pack of
+    /// [`forward_channels_last`] holds the weights in that order), kept as [`Self::taps`] keeps its.
+    fn channels_last_taps(&self, [c_in, kh, kw]: [usize; 3], cols: usize) -> Cow<'_, Taps> {
+        self.kept_taps(([c_in, kh, kw], [0, cols]), || {
+            let mut offsets = Vec::with_capacity(c_in * kh * kw);
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    offsets.extend((0..c_in).map(|c| (ky * cols + kx) * c_in + c));
+                }
+            }
+            Taps::new(offsets)
+        })
+    }
+
+    fn kept_taps(&self, key: TapsKey, make: impl Fn() -> Taps) -> Cow<'_, Taps> {
         match self.taps.get_or_init(|| (key, make())) {
             (kept, taps) if *kept == key => Cow::Borrowed(taps),
             _ => Cow::Owned(make()),
@@ -206,6 +223,110 @@ pub fn forward(
     };
     // SAFETY: see `write`: the runs' tasks write every value of the output exactly once.
     Some(unsafe { flex::write_parts_in_parallel(batch * c_out * p, runs, || (), write) })
+}
+
+/// The convolution of channel-last `x` (`[batch, h, w, c_in]` f32, `dims`) by `weight` (`[c_out,
+/// c_in, kh, kw]`, packed tap-major into `pack` on first use, `[c_out / 16][kh][kw][c_in][16]`)
+/// plus `bias`, each value through `epilogue`: `[batch, oh, ow, c_out]` f32, channel-last too.
+/// `None` when the CPU lacks the instructions (see [`applies`]) or `dims` is not `weight`'s.
+///
+/// The same tiles as [`forward`], over windows of a zero-padded channel-last copy of each sample
+/// (rows of `w * c_in` values copied whole), each position's sums written as one row of the
+/// output through [`Epilogue::write_row`]. Why: channel-first, every tile's sums are scattered
+/// one value per channel into the output's planes, and the padding copies each plane row by row;
+/// channel-last, a position's channels are one contiguous run in both. Each output is one
+/// accumulator over `k = (ky, kx, channel)` in that order: the same values whatever the threads
+/// or the batch, within rounding of [`forward`] (another order of the same terms).
+pub fn forward_channels_last(
+    x: &[f32],
+    dims: [usize; 4],
+    weight: &FlexTensor,
+    bias: &[f32],
+    pack: &WeightPack,
+    g: &Sliding,
+    epilogue: &Epilogue,
+) -> Option<Vec<f32>> {
+    let isa = isa()?;
+    let [batch, h, w, c_in] = dims;
+    let [c_out, weight_c_in, kh, kw] = flex::dims4(weight);
+    let ([sy, sx], [oh, ow]) = (g.stride, g.output);
+    let (k, p) = (c_in * kh * kw, oh * ow);
+    if weight_c_in != c_in || [kh, kw] != g.kernel || x.len() != batch * h * w * c_in || batch * c_out * k * p == 0 {
+        return None;
+    }
+    let packed = pack.direct_channels_last(|| tap_major(&flex::values(weight), [c_out, c_in, kh, kw]), c_out, k)?;
+    let (rows, cols) = ((oh - 1) * sy + kh, (ow - 1) * sx + kw);
+    let padded_len = rows * cols * c_in;
+    let taps = &*packed.channels_last_taps([c_in, kh, kw], cols);
+    let split = Split::new(batch, c_out, p);
+    let tasks = split.tasks();
+    let runs = rayon::current_num_threads().clamp(1, tasks);
+    // As in `forward`: each thread pads its samples into a buffer it keeps, then works through
+    // one contiguous run of the tasks.
+    let write = |row: &mut Vec<f32>, run: usize, parts: flex::UninitParts| {
+        let run = run * tasks / runs..(run + 1) * tasks / runs;
+        let first_sample = split.task(run.start).0;
+        let samples = first_sample..split.task(run.end - 1).0 + 1;
+        let mut padded = ScratchBuffer::at_least(samples.len() * padded_len);
+        for (i, sample) in samples.enumerate() {
+            let src = &x[sample * h * w * c_in..(sample + 1) * h * w * c_in];
+            pad_channels_last(
+                src,
+                [h, w, c_in],
+                g.pad,
+                [rows, cols],
+                &mut padded[i * padded_len..(i + 1) * padded_len],
+            );
+        }
+        for task in run {
+            let (sample, blocks, positions) = split.task(task);
+            let channels = split.channels(&blocks);
+            let xs = &padded[(sample - first_sample) * padded_len..][..padded_len];
+            let window_origin = |q: usize| ((q / ow) * sy * cols + (q % ow) * sx) * c_in;
+            task_sums(isa, packed, blocks.clone(), xs, taps, positions, window_origin, |q, sums| {
+                row.clear();
+                row.extend_from_slice(&sums[..channels.len()]);
+                // SAFETY: these channels of (sample, q) belong to this task alone.
+                let dst = unsafe { parts.part((sample * p + q) * c_out + channels.start, channels.len()) };
+                epilogue.write_row(channels.start, &bias[channels.clone()], row, None, dst);
+            });
+        }
+    };
+    // SAFETY: the runs' tasks write every value of the output exactly once.
+    Some(unsafe { flex::write_parts_in_parallel(batch * p * c_out, runs, Vec::new, write) })
+}
+
+/// `weights` `[c_out, c_in, kh, kw]` (f32) as `[c_out, kh, kw, c_in]`: each output channel's taps
+/// in the channel-last window's order.
+fn tap_major(weights: &[f32], [c_out, c_in, kh, kw]: [usize; 4]) -> Vec<f32> {
+    let mut out = Vec::with_capacity(weights.len());
+    for co in 0..c_out {
+        for ky in 0..kh {
+            for kx in 0..kw {
+                out.extend((0..c_in).map(|c| weights[((co * c_in + c) * kh + ky) * kw + kx]));
+            }
+        }
+    }
+    out
+}
+
+/// One channel-last sample `src` (`[h, w, c]` f32) written into `dst` (`[rows, cols, c]`) at
+/// row `pad[0]` and column `pad[1]`, every other value zero; rows and columns past `dst`'s are
+/// left out (the windows never read them).
+fn pad_channels_last(src: &[f32], [h, w, c]: [usize; 3], pad: [usize; 2], [rows, cols]: [usize; 2], dst: &mut [f32]) {
+    let first_col = pad[1].min(cols);
+    let n = w.min(cols - first_col);
+    for (py, row) in dst.chunks_exact_mut(cols * c).enumerate() {
+        match py.checked_sub(pad[0]).filter(|&iy| iy < h) {
+            Some(iy) => {
+                row[..first_col * c].fill(0.0);
+                row[first_col * c..(first_col + n) * c].copy_from_slice(&src[iy * w * c..(iy * w + n) * c]);
+                row[(first_col + n) * c..].fill(0.0);
+            }
+            None => row.fill(0.0),
+        }
+    }
+    debug_assert_eq!(dst.len(), rows * cols * c);
 }
 
 /// A 1 x 1, stride-1, unpadded convolution channel-last (`kernels::channels_last`): `x` `[rows,
@@ -435,8 +556,8 @@ mod x86 {
                     // ran at 64-66 GFLOP/s on 1 thread, 114-115 with this (the 3 x 8 and 4 x 6
                     // tiles at 114-115 either way; five alternated rounds in one process, 288
                     // taps, AMD EPYC Zen 4, session 45). No instruction comes of it.
-                    for b in 0..MB {
-                        std::arch::asm!("/* {0} */", inout(zmm_reg) acc[b][j], options(nostack, preserves_flags));
+                    for sums in acc.iter_mut() {
+                        std::arch::asm!("/* {0} */", inout(zmm_reg) sums[j], options(nostack, preserves_flags));
                     }
                 }
             }
