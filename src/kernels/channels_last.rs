@@ -1,7 +1,9 @@
 //! EfficientNet's inverted-residual layers at inference in a channel-last layout: 1 x 1
 //! convolutions, depthwise convolutions (each with its batch norm, activation and skip
 //! connection written as the values are) and global average pooling, on feature maps stored
-//! `[batch, height, width, channels]` ([`ChannelsLast`]).
+//! `[batch, height, width, channels]` ([`ChannelsLast`]). A layer net's ordinary convolutions
+//! and max pools at one face or a few run channel-last too ([`conv`], [`max_pool`]: see
+//! [`MAX_CONV_POSITIONS`] for where and why).
 //!
 //! Why: in Burn's `[batch, channels, height, width]` layout, EfficientNet-Lite0's deep maps (6 x 6
 //! down to 2 x 2 at 48 px) make every plane 4 to 36 values long. A 1 x 1 convolution there is a

@@ -188,9 +188,8 @@ pub fn forward(
     let tasks = split.tasks();
     let runs = rayon::current_num_threads().clamp(1, tasks);
     let write = |_: &mut (), run: usize, parts: flex::UninitParts| {
-        let run = run * tasks / runs..(run + 1) * tasks / runs;
-        let first_sample = split.task(run.start).0;
-        let samples = first_sample..split.task(run.end - 1).0 + 1;
+        let (run, samples) = split.run(run, runs);
+        let first_sample = samples.start;
         let mut padded = ScratchBuffer::at_least(samples.len() * c_in * plane);
         let sample_planes = x[samples.start * c_in * h * w..samples.end * c_in * h * w].chunks_exact(h * w);
         for (dst, src) in padded.chunks_exact_mut(plane).zip(sample_planes) {
@@ -264,9 +263,8 @@ pub fn forward_channels_last(
     // As in `forward`: each thread pads its samples into a buffer it keeps, then works through
     // one contiguous run of the tasks.
     let write = |row: &mut Vec<f32>, run: usize, parts: flex::UninitParts| {
-        let run = run * tasks / runs..(run + 1) * tasks / runs;
-        let first_sample = split.task(run.start).0;
-        let samples = first_sample..split.task(run.end - 1).0 + 1;
+        let (run, samples) = split.run(run, runs);
+        let first_sample = samples.start;
         let mut padded = ScratchBuffer::at_least(samples.len() * padded_len);
         for (i, sample) in samples.enumerate() {
             let src = &x[sample * h * w * c_in..(sample + 1) * h * w * c_in];
@@ -424,6 +422,14 @@ impl Split {
 
     fn tasks(&self) -> usize {
         self.batch * self.groups * self.chunks
+    }
+
+    /// Run `run` of `runs` (equal counts of contiguous tasks, one per thread): its tasks and the
+    /// samples they read.
+    fn run(&self, run: usize, runs: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
+        let tasks = run * self.tasks() / runs..(run + 1) * self.tasks() / runs;
+        let samples = self.task(tasks.start).0..self.task(tasks.end - 1).0 + 1;
+        (tasks, samples)
     }
 
     /// Task `task`'s sample, blocks and positions.
