@@ -116,9 +116,10 @@ fn transpose_each(values: &[f32], count: usize, [rows, cols]: [usize; 2]) -> Vec
     }
 }
 
-/// Output positions (times samples) below which a layer net's ordinary convolution runs
-/// channel-last at inference ([`conv`]) on channel-last maps, and below which
-/// ([`MAX_ENTRY_POSITIONS`]) it turns channel-first maps channel-last to do so; `models::net`
+/// Output positions (times samples) below which [`conv`] runs a convolution on channel-last
+/// maps, and below which ([`MAX_ENTRY_POSITIONS`]) a layer net turns channel-first maps
+/// channel-last to do so (in a net the later layers' passes are no wider, so the entry bound is
+/// the one that counts there); `models::net`
 /// keeps the maps channel-last from there, through the max pools ([`max_pool`]), until a layer
 /// that needs them channel-first. Why: at one face the direct convolution then writes each
 /// position's channels as one row, where channel-first it scatters every tile into the output's
@@ -566,7 +567,10 @@ mod tests {
             (12, 20, 5, 1, PaddingConfig2d::Same, 7),
             (1, 96, 11, 4, PaddingConfig2d::Same, 48),
             (9, 17, 3, 2, PaddingConfig2d::Valid, 13),
+            (9, 17, 3, 2, PaddingConfig2d::Valid, 12), // the input's last row and column unread
             (70, 64, 1, 1, PaddingConfig2d::Valid, 5),
+            (16, 20, 5, 1, PaddingConfig2d::Same, 3), // windows larger than the map
+            (64, 24, 3, 1, PaddingConfig2d::Same, 3),
         ];
         for (i, (c_in, c_out, kernel, stride, padding, side)) in cases.into_iter().enumerate() {
             let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel])
@@ -596,11 +600,19 @@ mod tests {
             let per_face = ours.values.len() / 3;
             assert_eq!(bits(&alone.values), bits(&ours.values[per_face..2 * per_face]), "case {i}: one face alone");
         }
+        // One pack at two map sizes (it keeps the first size's taps): Burn's values at both.
+        let conv = Conv2dConfig::new([8, 24], [3, 3]).with_padding(PaddingConfig2d::Same).init(&device);
+        let pack = WeightPack::default();
+        for side in [6, 9, 6] {
+            let x = random_input([1, 8, side, side], &device, side as u64);
+            let ours = super::conv(&conv, Some(&pack), None, &ChannelsLast::from_channels_first(&x).unwrap()).unwrap();
+            assert_close(&ours.to_channels_first(), &conv.forward(x), 1e-5, &format!("{side} x {side}"));
+        }
     }
 
     /// Which convolutions run channel-last: not a first layer's few taps, not a pass of too
-    /// many positions (fewer still when the maps would be turned channel-last first), not a
-    /// grouped one.
+    /// many positions (fewer still when the maps would be turned channel-last first), not one
+    /// that Winograd takes channel-first.
     #[test]
     fn a_convolution_runs_channel_last_only_where_it_pays() {
         let device = Device::flex();
@@ -617,10 +629,11 @@ mod tests {
         assert!(!conv_applies(&conv(32, 16, 1), pack.as_ref(), [1, 48, 48, 32], true), "2304 positions, entering");
         assert_eq!(conv_applies(&conv(32, 16, 1), pack.as_ref(), [1, 24, 24, 32], true), has_isa, "576, entering");
         assert!(!conv_applies(&conv(32, 16, 1), pack.as_ref(), [2, 48, 48, 32], false), "4608 positions");
-        assert!(!conv_applies(&conv(32, 32, 32), pack.as_ref(), [1, 12, 12, 32], false), "depthwise");
+        // Winograd takes it channel-first (in tests from 64 tiles and 32 output channels).
+        assert!(!conv_applies(&conv(32, 64, 1), pack.as_ref(), [1, 24, 24, 32], false), "Winograd's");
     }
 
-    /// Max pools channel-last give the channel-first pool's values: vgg-lite's 2 x 2 of stride 2,
+    /// Max pools channel-last give the channel-first pool's values and Burn's: vgg-lite's 2 x 2 of stride 2,
     /// the search's 4 x 4 and 3 x 3 "same" pools of stride 2 (windows cut by the padding).
     #[test]
     fn max_pool_matches_the_channel_first_pool() {
@@ -638,7 +651,8 @@ mod tests {
             let ours = ours.to_channels_first();
             assert_eq!(ours.dims(), expected.dims(), "case {i}");
             let values = |t: Tensor<4>| t.into_data().try_to_vec::<f32>().unwrap();
-            assert_eq!(values(ours), values(expected), "case {i}");
+            assert_eq!(values(ours.clone()), values(expected), "case {i}");
+            assert_eq!(values(ours), values(pool.forward(x)), "case {i}: Burn's pool");
         }
     }
 

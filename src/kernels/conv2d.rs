@@ -32,7 +32,8 @@ pub(super) mod small_maps;
 
 /// One convolution's parameters as the inference kernels read them, each form made on first use
 /// and then kept; clones share them: the weight and bias as plain Flex tensors
-/// ([`PlainParameters`]), packed for the direct convolution ([`direct::PackedWeights`]),
+/// ([`PlainParameters`]), packed for the direct convolution ([`direct::PackedWeights`], one
+/// pack for channel-first maps and one for channel-last, whose taps run in another order),
 /// tap-major for the channel-last depthwise kernel (`channels_last::depthwise`), and transformed
 /// by each Winograd algorithm that has run the layer (`winograd`'s `U = G g Gᵀ`, which otherwise
 /// every pass would compute again: 5.8% of the notebook's search stand-in's inference samples at

@@ -23,7 +23,7 @@
 //! activation in the same pass (its tests compare it bit for bit with the layers one by one:
 //! this module's convolution and batch norm, Burn's ReLU), and [`dense`] computes a dense layer
 //! of a few rows (one face), its large layers split across the threads (compared with Burn's
-//! `Linear`); at one face a layer net's convolutions and pools run channel-last
+//! `Linear`); at one face a layer net's deeper convolutions and pools run channel-last
 //! ([`channels_last`], over `conv2d`'s direct convolution; compared with Burn's convolution and
 //! this module's pool). 3 x 3 and 5 x 5,
 //! stride-1 convolutions (vgg-lite's, the search's) compute their output and their input and

@@ -584,6 +584,54 @@ mod tests {
 }
 
 #[cfg(test)]
+mod channels_last_tests {
+    use super::*;
+    use crate::kernels::tests::{assert_close, random_input};
+
+    /// A folded net at one face runs its convolutions of enough taps channel-last (where the CPU
+    /// has the instructions), convolutions and pools channel-last in and out after them, and the
+    /// other layers (dropout, an activation layer, global pooling) read the maps as
+    /// the unfolded net does: the same logits within 1e-4.
+    #[test]
+    fn layers_after_a_channel_last_convolution_read_its_maps() {
+        let device = Device::flex();
+        let conv = |filters: usize, activation: &str| {
+            format!("[[layers]]\nkind = \"conv2d\"\nfilters = {filters}\nkernel = 3\npadding = \"same\"\nactivation = \"{activation}\"\n")
+        };
+        let layer = |kind: &str, rest: &str| format!("[[layers]]\nkind = \"{kind}\"\n{rest}");
+        let text = [
+            "name = \"cl\"\ninput = [48, 48, 1]\n".to_string(),
+            conv(8, "relu"),                // 9 taps: channel-first
+            layer("maxpool", "pool = 2\n"), // 24 x 24
+            conv(24, "relu"),               // 72 taps, 576 positions: turns channel-last
+            conv(20, "sigmoid"),            // channel-last in and out
+            layer("maxpool", "pool = 2\n"), // channel-last
+            conv(16, "relu"),               // channel-last in and out, 12 x 12
+            layer("dropout", "rate = 0.2\n"), // turns them back
+            conv(12, "relu"),               // 144 taps: channel-last again
+            layer("activation", "function = \"tanh\"\n"),
+            layer("globalavgpool", ""),
+            layer("dense", "units = 7\n"),
+        ]
+        .concat();
+        let spec = NetSpec::from_toml(&text, "cl.toml").unwrap();
+        device.seed(5);
+        let net = Net::new(&spec, &device).unwrap();
+        let face = random_input([1, 1, 48, 48], &device, 12);
+        let expected = net.forward(face.clone());
+        let folded = crate::models::fold::fold_net(net);
+        assert!(folded.layers.iter().all(|l| !matches!(l, Layer::Conv(c) if c.pack.is_none())), "a conv without a pack");
+        assert_close(&folded.forward(face.clone()), &expected, 1e-4, "one face");
+        // Where it runs: the first layer's output is channel-first, the sixth's channel-last.
+        let first = run_layers(&folded.layers[..1], Features::Image(face.clone()));
+        assert!(matches!(first, Features::Image(_)), "a 9-tap layer ran channel-last");
+        let sixth = run_layers(&folded.layers[..6], Features::Image(face));
+        let has_isa = crate::util::cpu::isa().is_some();
+        assert_eq!(matches!(sixth, Features::ChannelsLast(_)), has_isa, "the 12 x 12 layer's output");
+    }
+}
+
+#[cfg(test)]
 mod batchnorm_tests {
     use super::*;
 

@@ -15,7 +15,9 @@
 //! tile run in the output's row-major order and may cross rows, so 3 x 3 maps fill the tiles
 //! too. The input is first copied into a zero-padded buffer, so that no tap needs a bounds test.
 //! [`pointwise_rows`] runs EfficientNet's channel-last 1 x 1 convolutions (`kernels::channels_last`)
-//! through the same tiles: position `q` reads its channels at `q * c_in + kk`.
+//! through the same tiles: position `q` reads its channels at `q * c_in + kk`; and
+//! [`forward_channels_last`] a layer net's convolutions on channel-last maps at one face, with
+//! the taps in `(ky, kx, channel)` order.
 //!
 //! Each output value is one accumulator summed over `k = (channel, ky, kx)` in that order,
 //! whatever the tile or thread it falls in, so the values do not depend on the thread count
@@ -225,12 +227,13 @@ pub fn forward(
 }
 
 /// The convolution of channel-last `x` (`[batch, h, w, c_in]` f32, `dims`) by `weight` (`[c_out,
-/// c_in, kh, kw]`, packed tap-major into `pack` on first use, `[c_out / 16][kh][kw][c_in][16]`)
+/// c_in, kh, kw]`, packed tap-major into `pack` on first use, `[ceil(c_out / 16)][kh][kw][c_in][16]`)
 /// plus `bias`, each value through `epilogue`: `[batch, oh, ow, c_out]` f32, channel-last too.
-/// `None` when the CPU lacks the instructions (see [`applies`]) or `dims` is not `weight`'s.
+/// `None` when the CPU lacks AVX2 and FMA or `dims` is not `weight`'s. Any pass width: the
+/// caller bounds it (`channels_last::MAX_CONV_POSITIONS`), not [`applies`].
 ///
 /// The same tiles as [`forward`], over windows of a zero-padded channel-last copy of each sample
-/// (rows of `w * c_in` values copied whole), each position's sums written as one row of the
+/// (each row's `w * c_in` values, or as many as the windows read, copied at once), each position's sums written as one row of the
 /// output through [`Epilogue::write_row`]. Why: channel-first, every tile's sums are scattered
 /// one value per channel into the output's planes, and the padding copies each plane row by row;
 /// channel-last, a position's channels are one contiguous run in both. Each output is one
