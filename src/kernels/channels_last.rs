@@ -537,7 +537,7 @@ mod tests {
     use super::*;
     use crate::kernels::fused::conv_bn_act;
     use crate::kernels::fused::tests::batch_norm;
-    use crate::kernels::tests::{assert_close, random_input};
+    use crate::kernels::tests::{assert_close, conv2d, random_input};
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::Conv2dConfig;
     use burn::prelude::*;
@@ -573,10 +573,7 @@ mod tests {
             (64, 24, 3, 1, PaddingConfig2d::Same, 3),
         ];
         for (i, (c_in, c_out, kernel, stride, padding, side)) in cases.into_iter().enumerate() {
-            let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel])
-                .with_stride([stride, stride])
-                .with_padding(padding)
-                .init(&device);
+            let conv = conv2d([c_in, c_out], kernel, stride, padding, &device);
             let x = random_input([3, c_in, side, side], &device, 40 + i as u64);
             let last = ChannelsLast::from_channels_first(&x).unwrap();
             let pack = WeightPack::default();

@@ -158,6 +158,20 @@ pub(crate) mod tests {
         Tensor::from_data(TensorData::new(values, shape), device)
     }
 
+    /// A square-window convolution with a bias (Burn's initial weights), for the kernels' tests.
+    pub fn conv2d(
+        [c_in, c_out]: [usize; 2],
+        kernel: usize,
+        stride: usize,
+        padding: burn::nn::PaddingConfig2d,
+        device: &Device,
+    ) -> burn::nn::conv::Conv2d {
+        burn::nn::conv::Conv2dConfig::new([c_in, c_out], [kernel, kernel])
+            .with_stride([stride, stride])
+            .with_padding(padding)
+            .init(device)
+    }
+
     /// Every value of `a` is within `tolerance` of `b` (relative to `b`'s largest magnitude).
     pub fn assert_close<const D: usize>(a: &Tensor<D>, b: &Tensor<D>, tolerance: f32, what: &str) {
         assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");

@@ -622,7 +622,7 @@ mod tests {
     use super::super::inference;
     use super::*;
     use crate::kernels::epilogue::Activation;
-    use crate::kernels::tests::{assert_close, random_input};
+    use crate::kernels::tests::{assert_close, conv2d, random_input};
     use burn::backend::flex::Flex;
     use burn::nn::PaddingConfig2d;
     use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -676,10 +676,7 @@ mod tests {
             (7, 16, 1, 1, PaddingConfig2d::Valid, 5),
         ];
         for (seed, (c_in, c_out, kernel, stride, padding, size)) in cases.into_iter().enumerate() {
-            let conv = Conv2dConfig::new([c_in, c_out], [kernel, kernel])
-                .with_stride([stride, stride])
-                .with_padding(padding)
-                .init(&device);
+            let conv = conv2d([c_in, c_out], kernel, stride, padding, &device);
             let x = random_input([3, c_in, size, size], &device, seed as u64);
             let (scale, shift): (Vec<f32>, Vec<f32>) = (0..c_out).map(|c| (0.5 + c as f32 * 0.01, 0.1)).unzip();
             let with_affine = Epilogue { affine: Some((&scale, &shift)), act: Some(Activation::Relu) };
