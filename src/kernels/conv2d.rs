@@ -82,10 +82,7 @@ impl WeightPack {
 
     /// The packed weights, packing `weights` (`[c_out, k]`) on the first call.
     fn direct(&self, weights: impl FnOnce() -> Vec<f32>, c_out: usize, k: usize) -> Option<&direct::PackedWeights> {
-        let packed = self.0.direct.get_or_init(|| direct::PackedWeights::new(&weights(), c_out, k));
-        // A pack of another shape is never used (the layer itself is checked by
-        // `PlainParameters::of_layer`).
-        (packed.c_out == c_out && packed.k == k).then_some(packed)
+        kept_pack(&self.0.direct, weights, c_out, k)
     }
 
     /// The packed weights of the channel-last direct convolution, packing `weights` (`[c_out,
@@ -96,8 +93,7 @@ impl WeightPack {
         c_out: usize,
         k: usize,
     ) -> Option<&direct::PackedWeights> {
-        let packed = self.0.direct_channels_last.get_or_init(|| direct::PackedWeights::new(&weights(), c_out, k));
-        (packed.c_out == c_out && packed.k == k).then_some(packed)
+        kept_pack(&self.0.direct_channels_last, weights, c_out, k)
     }
 
     /// A depthwise layer's filters tap-major (`[taps, c]`, `channels_last::depthwise`), made by
@@ -108,6 +104,19 @@ impl WeightPack {
         let (values, t, ch) = self.0.tap_major.get_or_init(|| (make(), taps, c));
         (*t == taps && *ch == c).then_some(values.as_slice())
     }
+}
+
+/// The weights packed in `kept`, packing `weights` (`[c_out, k]`) there on the first call; `None`
+/// for a pack of another shape, which is never used (the layer itself is checked by
+/// `PlainParameters::of_layer`).
+fn kept_pack(
+    kept: &OnceLock<direct::PackedWeights>,
+    weights: impl FnOnce() -> Vec<f32>,
+    c_out: usize,
+    k: usize,
+) -> Option<&direct::PackedWeights> {
+    let packed = kept.get_or_init(|| direct::PackedWeights::new(&weights(), c_out, k));
+    (packed.c_out == c_out && packed.k == k).then_some(packed)
 }
 
 /// A convolution's weight `[c_out, c_in / groups, kh, kw]` and bias `[c_out]` as plain

@@ -175,55 +175,40 @@ pub fn forward(
     }
     let packed = pack.direct(|| flex::values(weight).into_owned(), c_out, k)?;
 
-    // Each thread zero-pads the input to exactly the rows and columns the windows read, in a
-    // buffer it keeps between calls, and then works through one contiguous run of the tasks.
-    // Why: padded once on the calling thread and read by both, the buffer's lines were in the
-    // other core's cache when the next call wrote them again, and the copy of vgg-lite's
-    // 128 x 12 x 12 input took 50 µs on 2 threads against 13 on 1 (a scratch loop, AMD EPYC
-    // Zen 4, session 44); a thread's own buffer stays in its own cache. The runs are the same
-    // on every call, so a core that takes the same run again finds its part of the packed
-    // weights in its own cache.
     let (rows, cols) = ((oh - 1) * sy + kh, (ow - 1) * sx + kw);
     let plane = rows * cols;
     let taps = &*packed.taps([c_in, kh, kw], [plane, cols]);
     let split = Split::new(batch, c_out, p);
-    let tasks = split.tasks();
-    let runs = rayon::current_num_threads().clamp(1, tasks);
-    let write = |_: &mut (), run: usize, parts: flex::UninitParts| {
-        let (run, samples) = split.run(run, runs);
-        let first_sample = samples.start;
-        let mut padded = ScratchBuffer::at_least(samples.len() * c_in * plane);
-        let sample_planes = x[samples.start * c_in * h * w..samples.end * c_in * h * w].chunks_exact(h * w);
-        for (dst, src) in padded.chunks_exact_mut(plane).zip(sample_planes) {
-            pad_plane(src, [h, w], g.pad, cols, dst);
-        }
-        let mut buf = Vec::new();
-        for task in run {
-            let (sample, blocks, positions) = split.task(task);
-            let channels = split.channels(&blocks);
-            // This task's sums, [channel - channels.start][position - positions.start].
-            let width = positions.len();
-            buf.clear();
-            buf.resize(blocks.len() * BLOCK * width, 0.0);
-            let xs = &padded[(sample - first_sample) * c_in * plane..][..c_in * plane];
-            let window_origin = |q: usize| (q / ow) * sy * cols + (q % ow) * sx;
-            task_sums(isa, packed, blocks.clone(), xs, taps, positions.clone(), window_origin, |q, sums| {
-                for (c, &v) in sums.iter().enumerate() {
-                    buf[c * width + q - positions.start] = v;
-                }
-            });
-            for co in channels.clone() {
-                let c = co - channels.start;
-                // SAFETY: task (sample, blocks, positions) writes only its channels' values at
-                // its positions; the tasks cover every (sample, channel, position) once.
-                let dst: &mut [MaybeUninit<f32>] =
-                    unsafe { parts.part((sample * c_out + co) * p + positions.start, width) };
-                epilogue.write(co, bias[co], &buf[c * width..(c + 1) * width], dst);
-            }
+    // Each sample's planes zero-padded one by one.
+    let pad = |sample: usize, dst: &mut [f32]| {
+        let planes = x[sample * c_in * h * w..(sample + 1) * c_in * h * w].chunks_exact(h * w);
+        for (dst, src) in dst.chunks_exact_mut(plane).zip(planes) {
+            pad_map(src, [h, w, 1], g.pad, [rows, cols], dst);
         }
     };
-    // SAFETY: see `write`: the runs' tasks write every value of the output exactly once.
-    Some(unsafe { flex::write_parts_in_parallel(batch * c_out * p, runs, || (), write) })
+    let task = |buf: &mut Vec<f32>, (sample, blocks, positions): Task, xs: &[f32], parts: flex::UninitParts| {
+        let channels = split.channels(&blocks);
+        // This task's sums, [channel - channels.start][position - positions.start].
+        let width = positions.len();
+        buf.clear();
+        buf.resize(blocks.len() * BLOCK * width, 0.0);
+        let window_origin = |q: usize| (q / ow) * sy * cols + (q % ow) * sx;
+        task_sums(isa, packed, blocks.clone(), xs, taps, positions.clone(), window_origin, |q, sums| {
+            for (c, &v) in sums.iter().enumerate() {
+                buf[c * width + q - positions.start] = v;
+            }
+        });
+        for co in channels.clone() {
+            let c = co - channels.start;
+            // SAFETY: task (sample, blocks, positions) writes only its channels' values at
+            // its positions; the tasks cover every (sample, channel, position) once.
+            let dst: &mut [MaybeUninit<f32>] =
+                unsafe { parts.part((sample * c_out + co) * p + positions.start, width) };
+            epilogue.write(co, bias[co], &buf[c * width..(c + 1) * width], dst);
+        }
+    };
+    // SAFETY: see `task`: the tasks write every value of the output exactly once.
+    Some(unsafe { split.write_in_padded_runs(batch * c_out * p, c_in * plane, Vec::new, pad, task) })
 }
 
 /// The convolution of channel-last `x` (`[batch, h, w, c_in]` f32, `dims`) by `weight` (`[c_out,
@@ -261,40 +246,23 @@ pub fn forward_channels_last(
     let padded_len = rows * cols * c_in;
     let taps = &*packed.channels_last_taps([c_in, kh, kw], cols);
     let split = Split::new(batch, c_out, p);
-    let tasks = split.tasks();
-    let runs = rayon::current_num_threads().clamp(1, tasks);
-    // As in `forward`: each thread pads its samples into a buffer it keeps, then works through
-    // one contiguous run of the tasks.
-    let write = |row: &mut Vec<f32>, run: usize, parts: flex::UninitParts| {
-        let (run, samples) = split.run(run, runs);
-        let first_sample = samples.start;
-        let mut padded = ScratchBuffer::at_least(samples.len() * padded_len);
-        for (i, sample) in samples.enumerate() {
-            let src = &x[sample * h * w * c_in..(sample + 1) * h * w * c_in];
-            pad_channels_last(
-                src,
-                [h, w, c_in],
-                g.pad,
-                [rows, cols],
-                &mut padded[i * padded_len..(i + 1) * padded_len],
-            );
-        }
-        for task in run {
-            let (sample, blocks, positions) = split.task(task);
-            let channels = split.channels(&blocks);
-            let xs = &padded[(sample - first_sample) * padded_len..][..padded_len];
-            let window_origin = |q: usize| ((q / ow) * sy * cols + (q % ow) * sx) * c_in;
-            task_sums(isa, packed, blocks.clone(), xs, taps, positions, window_origin, |q, sums| {
-                row.clear();
-                row.extend_from_slice(&sums[..channels.len()]);
-                // SAFETY: these channels of (sample, q) belong to this task alone.
-                let dst = unsafe { parts.part((sample * p + q) * c_out + channels.start, channels.len()) };
-                epilogue.write_row(channels.start, &bias[channels.clone()], row, None, dst);
-            });
-        }
+    let pad = |sample: usize, dst: &mut [f32]| {
+        let src = &x[sample * h * w * c_in..(sample + 1) * h * w * c_in];
+        pad_map(src, [h, w, c_in], g.pad, [rows, cols], dst);
     };
-    // SAFETY: the runs' tasks write every value of the output exactly once.
-    Some(unsafe { flex::write_parts_in_parallel(batch * p * c_out, runs, Vec::new, write) })
+    let task = |row: &mut Vec<f32>, (sample, blocks, positions): Task, xs: &[f32], parts: flex::UninitParts| {
+        let channels = split.channels(&blocks);
+        let window_origin = |q: usize| ((q / ow) * sy * cols + (q % ow) * sx) * c_in;
+        task_sums(isa, packed, blocks.clone(), xs, taps, positions, window_origin, |q, sums| {
+            row.clear();
+            row.extend_from_slice(&sums[..channels.len()]);
+            // SAFETY: these channels of (sample, q) belong to this task alone.
+            let dst = unsafe { parts.part((sample * p + q) * c_out + channels.start, channels.len()) };
+            epilogue.write_row(channels.start, &bias[channels.clone()], row, None, dst);
+        });
+    };
+    // SAFETY: the tasks write every value of the output exactly once.
+    Some(unsafe { split.write_in_padded_runs(batch * p * c_out, padded_len, Vec::new, pad, task) })
 }
 
 /// `weights` `[c_out, c_in, kh, kw]` (f32) as `[c_out, kh, kw, c_in]`: each output channel's taps
@@ -311,10 +279,10 @@ fn tap_major(weights: &[f32], [c_out, c_in, kh, kw]: [usize; 4]) -> Vec<f32> {
     out
 }
 
-/// One channel-last sample `src` (`[h, w, c]` f32) written into `dst` (`[rows, cols, c]`) at
-/// row `pad[0]` and column `pad[1]`, every other value zero; rows and columns past `dst`'s are
-/// left out (the windows never read them).
-fn pad_channels_last(src: &[f32], [h, w, c]: [usize; 3], pad: [usize; 2], [rows, cols]: [usize; 2], dst: &mut [f32]) {
+/// A map `src` (`[h, w, c]` f32, channel-last; `c = 1`: one channel-first plane) written into
+/// `dst` (`[rows, cols, c]`) at row `pad[0]` and column `pad[1]`, every other value zero; rows
+/// and columns past `dst`'s are left out (the windows never read them).
+fn pad_map(src: &[f32], [h, w, c]: [usize; 3], pad: [usize; 2], [rows, cols]: [usize; 2], dst: &mut [f32]) {
     let first_col = pad[1].min(cols);
     let n = w.min(cols - first_col);
     for (py, row) in dst.chunks_exact_mut(cols * c).enumerate() {
@@ -378,23 +346,8 @@ pub fn pointwise_rows(
     Some(unsafe { flex::write_parts_in_parallel(rows * c_out, split.tasks(), Vec::new, write) })
 }
 
-/// `src` (`[h, w]` f32) written into `dst` (`rows x cols`, `rows = dst.len() / cols`) at row
-/// `pad[0]` and column `pad[1]`, every other value of `dst` zero; rows and columns of `src`
-/// past `dst`'s are left out (the windows never read them).
-fn pad_plane(src: &[f32], [h, w]: [usize; 2], pad: [usize; 2], cols: usize, dst: &mut [f32]) {
-    let first_col = pad[1].min(cols);
-    let n = w.min(cols - first_col);
-    for (py, row) in dst.chunks_exact_mut(cols).enumerate() {
-        match py.checked_sub(pad[0]).filter(|&iy| iy < h) {
-            Some(iy) => {
-                row[..first_col].fill(0.0);
-                row[first_col..first_col + n].copy_from_slice(&src[iy * w..iy * w + n]);
-                row[first_col + n..].fill(0.0);
-            }
-            None => row.fill(0.0),
-        }
-    }
-}
+/// A task's sample, blocks of output channels and output positions ([`Split::task`]).
+type Task = (usize, std::ops::Range<usize>, std::ops::Range<usize>);
 
 /// How a pass is split into tasks: (sample, group of up to [`TILE_BLOCKS`] blocks of output
 /// channels, chunk of positions), about 8 per thread, which [`forward`] hands to the threads in
@@ -427,16 +380,49 @@ impl Split {
         self.batch * self.groups * self.chunks
     }
 
-    /// Run `run` of `runs` (equal counts of contiguous tasks, one per thread): its tasks and the
-    /// samples they read.
-    fn run(&self, run: usize, runs: usize) -> (std::ops::Range<usize>, std::ops::Range<usize>) {
-        let tasks = run * self.tasks() / runs..(run + 1) * self.tasks() / runs;
-        let samples = self.task(tasks.start).0..self.task(tasks.end - 1).0 + 1;
-        (tasks, samples)
+    /// A pass's output of `len` values, written one contiguous run of tasks per thread: each
+    /// thread first zero-pads the samples its run reads into a buffer it keeps (`pad(sample,
+    /// dst)` writes one sample's `padded_len` values), then calls `task(scratch, task, padded,
+    /// parts)` for each task of its run with that sample's padded values, `scratch` made once per
+    /// rayon job. Why: padded once on the calling thread and read by both, the buffer's lines
+    /// were in the other core's cache when the next call wrote them again, and the copy of
+    /// vgg-lite's 128 x 12 x 12 input took 50 µs on 2 threads against 13 on 1 (a scratch loop,
+    /// AMD EPYC Zen 4, session 44); a thread's own buffer stays in its own cache. The runs are
+    /// the same on every call, so a core that takes the same run again finds its part of the
+    /// packed weights in its own cache.
+    ///
+    /// # Safety
+    /// Together the tasks must write every value of the output through `parts`, and no two
+    /// tasks the same value ([`flex::write_parts_in_parallel`]).
+    unsafe fn write_in_padded_runs<S>(
+        &self,
+        len: usize,
+        padded_len: usize,
+        scratch: impl Fn() -> S + Sync + Send,
+        pad: impl Fn(usize, &mut [f32]) + Sync,
+        task: impl Fn(&mut S, Task, &[f32], flex::UninitParts) + Sync,
+    ) -> Vec<f32> {
+        let tasks = self.tasks();
+        let runs = rayon::current_num_threads().clamp(1, tasks);
+        let write = |scratch: &mut S, run: usize, parts: flex::UninitParts| {
+            let run = run * tasks / runs..(run + 1) * tasks / runs;
+            let samples = self.task(run.start).0..self.task(run.end - 1).0 + 1;
+            let mut padded = ScratchBuffer::at_least(samples.len() * padded_len);
+            for (i, sample) in samples.clone().enumerate() {
+                pad(sample, &mut padded[i * padded_len..(i + 1) * padded_len]);
+            }
+            for t in run {
+                let task_at = self.task(t);
+                let xs = &padded[(task_at.0 - samples.start) * padded_len..][..padded_len];
+                task(scratch, task_at, xs, parts);
+            }
+        };
+        // SAFETY: passed on from the caller.
+        unsafe { flex::write_parts_in_parallel(len, runs, scratch, write) }
     }
 
     /// Task `task`'s sample, blocks and positions.
-    fn task(&self, task: usize) -> (usize, std::ops::Range<usize>, std::ops::Range<usize>) {
+    fn task(&self, task: usize) -> Task {
         let (sample, rest) = (task / (self.groups * self.chunks), task % (self.groups * self.chunks));
         let (group, piece) = (rest / self.chunks, rest % self.chunks);
         let first = group * TILE_BLOCKS;
