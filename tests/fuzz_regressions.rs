@@ -27,9 +27,20 @@ const TARGETS: &[(&str, fn(&[u8]))] = &[
 // read meanwhile.
 #[test]
 fn inputs_that_broke_a_reader_are_read_without_a_crash_and_bombs_are_refused() {
+    let _scratch = RemovedOnDrop(readers::scratch_dir());
     replay_every_input();
     checkpoints_declaring_more_than_the_file_holds_are_refused();
     a_jpeg_that_overflows_zune_jpeg_is_an_error_naming_the_decoder();
+}
+
+/// Removes the readers' scratch folder (`ferkit-fuzz-<pid>` in the temporary directory) when the
+/// test ends, passed or failed, so that runs of the suite leave nothing behind.
+struct RemovedOnDrop(&'static Path);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(self.0);
+    }
 }
 
 fn replay_every_input() {
