@@ -287,21 +287,36 @@ impl TransferNet {
         count.0
     }
 
-    /// Logits `[batch, 7]` for grey faces in [0, 1], `[batch, 1, h, w]`.
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+    /// The backbone's pooled features `[batch, width]` for grey faces in [0, 1], `[batch, 1, h,
+    /// w]`: each grey level copied into the three channels, standardised with ImageNet's mean
+    /// and deviation, resized to the backbone's input size when it differs. At inference on the
+    /// CPU, EfficientNet-Lite0 at its input size reads the grey faces in its stem instead
+    /// ([`EfficientNetLite0::features_from_grey`]: no copies, no standardisation pass).
+    fn features(&self, images: Tensor<4>) -> Tensor<2> {
         let device = images.device();
         let [batch, _, h, w] = images.dims();
+        let same_size = h == self.input_size && w == self.input_size;
+        if let (Backbone::EfficientNetLite0(b), true) = (&self.backbone, same_size)
+            && let Some(features) = b.features_from_grey(&images, &IMAGENET_MEAN, &IMAGENET_STD)
+        {
+            return features;
+        }
         let mean = Tensor::<1>::from_floats(IMAGENET_MEAN, &device).reshape([1, 3, 1, 1]);
         let std = Tensor::<1>::from_floats(IMAGENET_STD, &device).reshape([1, 3, 1, 1]);
         let mut x = (images.expand([batch, 3, h, w]) - mean) / std;
-        if h != self.input_size || w != self.input_size {
+        if !same_size {
             x = Interpolate2dConfig::new()
                 .with_output_size(Some([self.input_size, self.input_size]))
                 .with_mode(InterpolateMode::Linear)
                 .init()
                 .forward(x);
         }
-        let mut z = self.backbone.features(x);
+        self.backbone.features(x)
+    }
+
+    /// Logits `[batch, 7]` for grey faces in [0, 1], `[batch, 1, h, w]`.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut z = self.features(images);
         let pack = |i: usize| self.dense_packs.as_ref().and_then(|packs| packs.get(i));
         for (i, layer) in self.head.iter().enumerate() {
             z = linear_act(layer, pack(i), Some(Activation::Relu), z);
