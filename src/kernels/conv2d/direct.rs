@@ -462,7 +462,7 @@ fn task_sums(
         // The positions past the last repeat it (their sums are computed and dropped), so every
         // read stays inside the input.
         let base: [usize; TILE_SUMS] = std::array::from_fn(|j| window_origin(start + j.min(n - 1)));
-        sums(isa, weights, k, n_blocks, xs, taps, &base, &mut tile);
+        sums(isa, weights, k, n_blocks, n, xs, taps, &base, &mut tile);
         for (j, sums) in tile.chunks_exact(n_blocks * BLOCK).take(n).enumerate() {
             each(start + j, sums);
         }
@@ -472,13 +472,18 @@ fn task_sums(
 /// The sums of one tile: for each of `n_blocks` blocks of `weights` (packed, `k` taps each) and
 /// each of the tile's window origins `base` (`TILE_SUMS / n_blocks` of them on AVX-512,
 /// [`AVX2_POSITIONS`] on AVX2), `sum over kk of weight[kk] * xs[base + taps[kk]]`, in the order
-/// of `kk`; into `tile` as `[position][block * 16 + lane]`.
+/// of `kk`; into `tile` as `[position][block * 16 + lane]`. The first `used` positions are the
+/// ones wanted: with 4 blocks on AVX-512, a tile of fewer than 6 computes only those. Why: at one
+/// face EfficientNet-Lite0's deepest maps have 4 positions (2 x 2) and 9 (3 x 3), so the 4 x 6
+/// tile computed 6 and 12 of which 2 and 3 were dropped. Each position's sum is the same
+/// whatever the tile's width.
 #[allow(clippy::too_many_arguments)]
 fn sums(
     isa: Isa,
     weights: &[f32],
     k: usize,
     n_blocks: usize,
+    used: usize,
     xs: &[f32],
     taps: &Taps,
     base: &[usize; TILE_SUMS],
@@ -494,7 +499,14 @@ fn sums(
     // (asserted above) and the writes are within `tile`.
     unsafe {
         match (isa, n_blocks) {
-            (Isa::Avx512, 4) => x86::tile_avx512::<4, 6>(weights, k, xs.as_ptr(), taps, base, tile),
+            (Isa::Avx512, 4) => match used {
+                1 => x86::tile_avx512::<4, 1>(weights, k, xs.as_ptr(), taps, base, tile),
+                2 => x86::tile_avx512::<4, 2>(weights, k, xs.as_ptr(), taps, base, tile),
+                3 => x86::tile_avx512::<4, 3>(weights, k, xs.as_ptr(), taps, base, tile),
+                4 => x86::tile_avx512::<4, 4>(weights, k, xs.as_ptr(), taps, base, tile),
+                5 => x86::tile_avx512::<4, 5>(weights, k, xs.as_ptr(), taps, base, tile),
+                _ => x86::tile_avx512::<4, 6>(weights, k, xs.as_ptr(), taps, base, tile),
+            },
             (Isa::Avx512, 3) => x86::tile_avx512::<3, 8>(weights, k, xs.as_ptr(), taps, base, tile),
             (Isa::Avx512, 2) => x86::tile_avx512::<2, 12>(weights, k, xs.as_ptr(), taps, base, tile),
             (Isa::Avx512, _) => x86::tile_avx512::<1, 24>(weights, k, xs.as_ptr(), taps, base, tile),
