@@ -264,22 +264,32 @@ pub fn conv_from_grey(
         }
     }
     let grey = flex::values(&grey);
-    let [oh, ow] = g.output;
-    let dims = [n, oh, ow, c_out];
-    if n * oh * ow * c_out == 0 {
-        return Some(ChannelsLast { values: Vec::new(), dims });
-    }
-    // One task per output row of a sample: `ow * c_out` values.
-    let write_row = |_: &mut (), task: usize, out: &mut [MaybeUninit<f32>]| {
-        let (sample, oy) = (task / oh, task % oh);
-        let plane = &grey[sample * h * w..(sample + 1) * h * w];
+    let write_row = |sample: usize, oy: usize, out: &mut [MaybeUninit<f32>]| {
         let out = flex::zeroed(out);
-        grey_row_sums(plane, &scale, &shift, &g, c_out, oy, out);
+        grey_row_sums(&grey[sample * h * w..(sample + 1) * h * w], &scale, &shift, &g, c_out, oy, out);
         epilogue.apply_rows(0, bias, out);
     };
-    // SAFETY: `write_row` writes every value of its row.
-    let values = unsafe { flex::write_in_parallel(n * oh * ow * c_out, ow * c_out, || (), write_row) };
-    Some(ChannelsLast { values, dims })
+    // SAFETY: `write_row` zeroes every value of its row, then adds into and maps them in place.
+    Some(unsafe { by_output_rows([n, g.output[0], g.output[1], c_out], write_row) })
+}
+
+/// Maps `[batch, oh, ow, c]` written one output row of a sample at a time, the rows on the
+/// threads in parallel: `write_row(sample, oy, row)` fills the row's `ow * c` values.
+///
+/// # Safety
+/// `write_row` writes every value of its row.
+unsafe fn by_output_rows(
+    dims: [usize; 4],
+    write_row: impl Fn(usize, usize, &mut [MaybeUninit<f32>]) + Sync + Send,
+) -> ChannelsLast {
+    let [n, oh, ow, c] = dims;
+    if n * oh * ow * c == 0 {
+        return ChannelsLast { values: Vec::new(), dims };
+    }
+    let write = |_: &mut (), task: usize, out: &mut [MaybeUninit<f32>]| write_row(task / oh, task % oh, out);
+    // SAFETY: passed on from the caller.
+    let values = unsafe { flex::write_in_parallel(n * oh * ow * c, ow * c, || (), write) };
+    ChannelsLast { values, dims }
 }
 
 /// Output row `oy` of [`conv_from_grey`] before the bias, into `out` (`[ow, c_out]`, zeros):
@@ -569,22 +579,13 @@ pub fn depthwise(
             &made
         }
     };
-    let [oh, ow] = g.output;
-    let dims = [n, oh, ow, c];
-    if n * oh * ow * c == 0 {
-        return Some(ChannelsLast { values: Vec::new(), dims });
-    }
-    // One task per output row of a sample: `ow * c` values.
-    let write_row = |_: &mut (), task: usize, out: &mut [MaybeUninit<f32>]| {
-        let (sample, oy) = (task / oh, task % oh);
-        let input = &x.values[sample * h * w * c..(sample + 1) * h * w * c];
-        depthwise_row(input, by_tap, &g, c, oy, out);
+    let write_row = |sample: usize, oy: usize, out: &mut [MaybeUninit<f32>]| {
+        depthwise_row(&x.values[sample * h * w * c..(sample + 1) * h * w * c], by_tap, &g, c, oy, out);
         // SAFETY: depthwise_row wrote every value of the row.
         epilogue.apply_rows(0, bias, unsafe { flex::assume_written(out) });
     };
-    // SAFETY: `write_row` writes every value of its row.
-    let values = unsafe { flex::write_in_parallel(n * oh * ow * c, ow * c, || (), write_row) };
-    Some(ChannelsLast { values, dims })
+    // SAFETY: `write_row` writes every value of its row (above).
+    Some(unsafe { by_output_rows([n, g.output[0], g.output[1], c], write_row) })
 }
 
 /// The taps of a window that fall inside the input along axis `a` for output position `o`:
