@@ -51,6 +51,12 @@ pub struct ChannelsLast {
     dims: [usize; 4],
 }
 
+/// Whether `x` is a plain (inference) Flex f32 tensor, the kind the layers here take; `false`
+/// in training (autodiff) and on other backends.
+pub fn is_plain(x: &Tensor<4>) -> bool {
+    flex::plain(x).is_some()
+}
+
 impl ChannelsLast {
     /// `x` (`[batch, channels, height, width]`) laid out channel-last, when it is a plain
     /// (inference) Flex f32 tensor; `None` otherwise (training, other backends).

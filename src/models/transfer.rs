@@ -10,6 +10,7 @@ use crate::error::{Result, bail};
 use burn::nn::interpolate::{Interpolate2dConfig, InterpolateMode};
 use burn::nn::{Dropout, DropoutConfig, Linear, LinearConfig};
 use burn::prelude::*;
+use crate::kernels::channels_last;
 use crate::kernels::dense::{DensePack, linear_act};
 use crate::kernels::fused::Activation;
 use serde::{Deserialize, Serialize};
@@ -290,28 +291,37 @@ impl TransferNet {
     /// The backbone's pooled features `[batch, width]` for grey faces in [0, 1], `[batch, 1, h,
     /// w]`: each grey level copied into the three channels, standardised with ImageNet's mean
     /// and deviation, resized to the backbone's input size when it differs. At inference on the
-    /// CPU, EfficientNet-Lite0 at its input size reads the grey faces in its stem instead
-    /// ([`EfficientNetLite0::features_from_grey`]: no copies, no standardisation pass).
+    /// CPU, EfficientNet-Lite0 reads the grey faces (resized first when their size differs) in
+    /// its stem instead ([`EfficientNetLite0::features_from_grey`]: no copies, no
+    /// standardisation pass, one plane to resize instead of three). The same values up to
+    /// rounding: the bilinear resize is linear with weights that sum to one, so it commutes with
+    /// the copies and the standardisation.
     fn features(&self, images: Tensor<4>) -> Tensor<2> {
         let device = images.device();
-        let [batch, _, h, w] = images.dims();
+        let [batch, channels, h, w] = images.dims();
         let same_size = h == self.input_size && w == self.input_size;
-        if let (Backbone::EfficientNetLite0(b), true) = (&self.backbone, same_size)
-            && let Some(features) = b.features_from_grey(&images, &IMAGENET_MEAN, &IMAGENET_STD)
+        if let Backbone::EfficientNetLite0(b) = &self.backbone
+            && channels == 1
+            && channels_last::is_plain(&images)
         {
-            return features;
+            let grey = if same_size { images.clone() } else { self.resize(images.clone()) };
+            if let Some(features) = b.features_from_grey(&grey, &IMAGENET_MEAN, &IMAGENET_STD) {
+                return features;
+            }
         }
         let mean = Tensor::<1>::from_floats(IMAGENET_MEAN, &device).reshape([1, 3, 1, 1]);
         let std = Tensor::<1>::from_floats(IMAGENET_STD, &device).reshape([1, 3, 1, 1]);
-        let mut x = (images.expand([batch, 3, h, w]) - mean) / std;
-        if !same_size {
-            x = Interpolate2dConfig::new()
-                .with_output_size(Some([self.input_size, self.input_size]))
-                .with_mode(InterpolateMode::Linear)
-                .init()
-                .forward(x);
-        }
-        self.backbone.features(x)
+        let x = (images.expand([batch, 3, h, w]) - mean) / std;
+        self.backbone.features(if same_size { x } else { self.resize(x) })
+    }
+
+    /// `x` `[batch, c, h, w]` resized to the backbone's input size, bilinear.
+    fn resize(&self, x: Tensor<4>) -> Tensor<4> {
+        Interpolate2dConfig::new()
+            .with_output_size(Some([self.input_size, self.input_size]))
+            .with_mode(InterpolateMode::Linear)
+            .init()
+            .forward(x)
     }
 
     /// Logits `[batch, 7]` for grey faces in [0, 1], `[batch, 1, h, w]`.
@@ -337,6 +347,36 @@ mod tests {
             let text = toml::to_string(&spec).unwrap();
             assert!(text.contains(&format!("backbone = \"{kind}\"")), "{text}");
             assert_eq!(toml::from_str::<TransferSpec>(&text).unwrap(), spec);
+        }
+    }
+
+    /// EfficientNet-Lite0 at 96 px reading 48 px grey faces through its grey stem (resized
+    /// first) and, at 48 px, without a resize: the features of the faces copied into three
+    /// channels, standardised and resized (the path of training and other backends) within
+    /// 1e-4, with batch norms that keep the features dependent on the faces.
+    #[test]
+    fn grey_faces_resized_first_give_the_features_of_the_resized_rgb_faces() {
+        use crate::kernels::tests::{assert_close, random_input};
+        let device = Device::flex();
+        for input_size in [96, 48] {
+            let spec = TransferSpec { input_size, ..TransferSpec::preset(BackboneKind::EfficientNetLite0) };
+            let mut net = TransferNet::new(&spec, &device).unwrap();
+            let Backbone::EfficientNetLite0(b) = &mut net.backbone else { unreachable!() };
+            for (k, bn) in b.batch_norms_mut().into_iter().enumerate() {
+                let [c] = bn.gamma.val().dims();
+                bn.gamma = burn::module::Param::from_tensor(Tensor::full([c], 2.5, &device));
+                bn.beta = burn::module::Param::from_tensor(random_input([c], &device, 10 * k as u64) * 0.1);
+            }
+            let faces = random_input([2, 1, 48, 48], &device, 3).abs().clamp_max(1.0);
+            let mean = Tensor::<1>::from_floats(IMAGENET_MEAN, &device).reshape([1, 3, 1, 1]);
+            let std = Tensor::<1>::from_floats(IMAGENET_STD, &device).reshape([1, 3, 1, 1]);
+            let rgb = (faces.clone().expand([2, 3, 48, 48]) - mean) / std;
+            let expected = net.backbone.features(if input_size == 48 { rgb } else { net.resize(rgb) });
+            let got = net.features(faces.clone());
+            assert_close(&got, &expected, 1e-4, &format!("{input_size} px"));
+            let half = net.features(faces * 0.5);
+            let moved = (half - expected).abs().max().into_data().try_to_vec::<f32>().unwrap()[0];
+            assert!(moved > 0.1, "{input_size} px: the features hardly depend on the faces ({moved})");
         }
     }
 
