@@ -48,6 +48,17 @@ const BN_MOMENTUM: f64 = 0.01;
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
 
+/// Grey images `[batch, 1, h, w]` as the RGB images this net reads: each grey level copied into
+/// the three channels and standardised with [`IMAGENET_MEAN`] and [`IMAGENET_STD`], `[batch, 3,
+/// h, w]`. ([`EfficientNetLite0::features_from_grey`] reads the grey images without this pass.)
+pub fn standardised_rgb(grey: Tensor<4>) -> Tensor<4> {
+    let device = grey.device();
+    let [batch, _, h, w] = grey.dims();
+    let mean = Tensor::<1>::from_floats(IMAGENET_MEAN, &device).reshape([1, 3, 1, 1]);
+    let std = Tensor::<1>::from_floats(IMAGENET_STD, &device).reshape([1, 3, 1, 1]);
+    (grey.expand([batch, 3, h, w]) - mean) / std
+}
+
 fn conv(channels: [usize; 2], kernel: usize, stride: usize, groups: usize, device: &Device) -> Conv2d {
     Conv2dConfig::new(channels, [kernel, kernel])
         .with_stride([stride, stride])
@@ -298,6 +309,21 @@ impl EfficientNetLite0 {
 }
 
 #[cfg(test)]
+/// For tests (this module's and `models::transfer`'s): batch norms that scale by 2.5 and shift
+/// a little, so that the features depend on the images. With random running statistics (as in
+/// the older tests below) the ReLU6s saturate and the features hardly move with the images;
+/// with the initial ones each layer shrinks its input to almost nothing.
+pub(crate) fn set_image_dependent_batch_norms(net: &mut EfficientNetLite0) {
+    for (k, bn) in net.batch_norms_mut().into_iter().enumerate() {
+        let [c] = bn.gamma.val().dims();
+        let device = bn.gamma.val().device();
+        bn.gamma = burn::module::Param::from_tensor(Tensor::full([c], 2.5, &device));
+        bn.beta =
+            burn::module::Param::from_tensor(crate::kernels::tests::random_input([c], &device, 10 * k as u64) * 0.1);
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::kernels::tests::{assert_close, random_input};
@@ -351,21 +377,11 @@ mod tests {
     fn grey_images_give_the_features_of_their_standardised_rgb_copies() {
         let device = Device::flex();
         let mut net = EfficientNetLite0::new(7, &device);
-        // Batch norms that scale by 2.5 and shift a little: with random running statistics (as
-        // in the tests above) the ReLU6s saturate and the features hardly depend on the images,
-        // and with the initial ones each layer shrinks its input to almost nothing.
-        for (k, bn) in net.batch_norms_mut().into_iter().enumerate() {
-            let [c] = bn.gamma.val().dims();
-            bn.gamma = burn::module::Param::from_tensor(Tensor::full([c], 2.5, &device));
-            bn.beta = burn::module::Param::from_tensor(random_input([c], &device, 10 * k as u64) * 0.1);
-        }
+        set_image_dependent_batch_norms(&mut net);
         let folded = crate::models::fold::fold_efficientnet(net.clone());
         for (batch, side, seed) in [(1, 48, 4), (3, 48, 5), (2, 96, 6)] {
             let grey = random_input([batch, 1, side, side], &device, seed).abs().clamp_max(1.0);
-            let mean = Tensor::<1>::from_floats(IMAGENET_MEAN, &device).reshape([1, 3, 1, 1]);
-            let std = Tensor::<1>::from_floats(IMAGENET_STD, &device).reshape([1, 3, 1, 1]);
-            let rgb = (grey.clone().expand([batch, 3, side, side]) - mean) / std;
-            let expected = net.features(rgb);
+            let expected = net.features(standardised_rgb(grey.clone()));
             for (name, f) in [("net", &net), ("folded", &folded)] {
                 let got = f.features_from_grey(&grey, &IMAGENET_MEAN, &IMAGENET_STD).expect("plain Flex tensors");
                 let half = f.features_from_grey(&(grey.clone() * 0.5), &IMAGENET_MEAN, &IMAGENET_STD).unwrap();

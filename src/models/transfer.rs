@@ -297,8 +297,7 @@ impl TransferNet {
     /// rounding: the bilinear resize is linear with weights that sum to one, so it commutes with
     /// the copies and the standardisation.
     fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let device = images.device();
-        let [batch, channels, h, w] = images.dims();
+        let [_, channels, h, w] = images.dims();
         let same_size = h == self.input_size && w == self.input_size;
         if let Backbone::EfficientNetLite0(b) = &self.backbone
             && channels == 1
@@ -309,9 +308,7 @@ impl TransferNet {
                 return features;
             }
         }
-        let mean = Tensor::<1>::from_floats(IMAGENET_MEAN, &device).reshape([1, 3, 1, 1]);
-        let std = Tensor::<1>::from_floats(IMAGENET_STD, &device).reshape([1, 3, 1, 1]);
-        let x = (images.expand([batch, 3, h, w]) - mean) / std;
+        let x = efficientnet::standardised_rgb(images);
         self.backbone.features(if same_size { x } else { self.resize(x) })
     }
 
@@ -362,15 +359,9 @@ mod tests {
             let spec = TransferSpec { input_size, ..TransferSpec::preset(BackboneKind::EfficientNetLite0) };
             let mut net = TransferNet::new(&spec, &device).unwrap();
             let Backbone::EfficientNetLite0(b) = &mut net.backbone else { unreachable!() };
-            for (k, bn) in b.batch_norms_mut().into_iter().enumerate() {
-                let [c] = bn.gamma.val().dims();
-                bn.gamma = burn::module::Param::from_tensor(Tensor::full([c], 2.5, &device));
-                bn.beta = burn::module::Param::from_tensor(random_input([c], &device, 10 * k as u64) * 0.1);
-            }
+            efficientnet::set_image_dependent_batch_norms(b);
             let faces = random_input([2, 1, 48, 48], &device, 3).abs().clamp_max(1.0);
-            let mean = Tensor::<1>::from_floats(IMAGENET_MEAN, &device).reshape([1, 3, 1, 1]);
-            let std = Tensor::<1>::from_floats(IMAGENET_STD, &device).reshape([1, 3, 1, 1]);
-            let rgb = (faces.clone().expand([2, 3, 48, 48]) - mean) / std;
+            let rgb = efficientnet::standardised_rgb(faces.clone());
             let expected = net.backbone.features(if input_size == 48 { rgb } else { net.resize(rgb) });
             let got = net.features(faces.clone());
             assert_close(&got, &expected, 1e-4, &format!("{input_size} px"));
